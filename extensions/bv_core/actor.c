@@ -1,0 +1,142 @@
+/*-------------------------------------------------------------------------
+ *
+ * actor.c
+ *	  bv.actor() and bv.set_actor(): who is acting in this transaction.
+ *
+ * Audit triggers and domain functions attribute every change to an actor.
+ * bv.actor() answers, in order of precedence:
+ *
+ *	1. the "bv.actor" setting, normally set transaction-locally by
+ *	   bv.set_actor() (a service acting for a user, a pg_cron job naming
+ *	   itself);
+ *	2. the "sub" claim of "request.jwt.claims", which PostgREST and
+ *	   PostGraphile set, transaction-locally, for every request;
+ *	3. session_user, for SQL clients that are themselves the actor.
+ *
+ * A claims document that is not valid JSON, or whose "sub" is not a usable
+ * actor, is an error rather than a silent fall-through: attributing a
+ * request to the connection's login role would be a wrong audit record.
+ *
+ * bv.actor() runs once per audited row, so the parse of the claims is
+ * cached against their text (see BvDerivedCache); within one request the
+ * text does not change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "bv_common.h"
+#include "bv_core.h"
+
+static BvDerivedCache claims_cache;
+
+/*
+ * Check an actor given by a caller and raise 22023 if it is unusable.
+ * "origin" names where it came from, for the message.
+ */
+static inline void
+CheckActor(const char *actor, const char *origin)
+{
+	const char *problem = bv_actor_problem(actor);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid actor in %s", origin),
+				 errdetail("%s", problem),
+				 errhint("Use the stable id of the user or service, such as the \"sub\" claim of its token.")));
+}
+
+/*
+ * The "sub" claim of the given claims text, or NULL when there is none.
+ */
+static const char *
+claims_subject(const char *claims)
+{
+	const char *cached;
+	char	   *sub;
+	JsonTokenType type;
+
+	if (bv_cache_lookup(&claims_cache, claims, &cached))
+		return cached;
+
+	if (bv_json_top_field(claims, "sub", &sub, &type) != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("request.jwt.claims is not valid JSON"),
+				 errhint("Set request.jwt.claims to the JSON object of the verified token's claims, as PostgREST does.")));
+
+	if (sub != NULL && type != JSON_TOKEN_STRING)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid actor in the \"sub\" claim of request.jwt.claims"),
+				 errdetail("The \"sub\" claim must be a string."),
+				 errhint("Issue tokens whose \"sub\" claim is the user's id as a string.")));
+	if (sub != NULL)
+		CheckActor(sub, "the \"sub\" claim of request.jwt.claims");
+
+	bv_cache_store(&claims_cache, claims, sub);
+	bv_cache_lookup(&claims_cache, claims, &cached);
+	return cached;
+}
+
+PG_FUNCTION_INFO_V1(bv_actor);
+
+/*
+ * bv.actor(): the actor of the current transaction (see file header).
+ */
+Datum
+bv_actor(PG_FUNCTION_ARGS)
+{
+	const char *actor = bv_guc_get_nonempty("bv.actor");
+	const char *claims;
+
+	if (actor != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(actor));
+
+	claims = bv_guc_get_nonempty("request.jwt.claims");
+	if (claims != NULL)
+	{
+		actor = claims_subject(claims);
+		if (actor != NULL)
+			PG_RETURN_TEXT_P(cstring_to_text(actor));
+	}
+
+	PG_RETURN_TEXT_P(cstring_to_text(GetUserNameFromId(GetSessionUserId(), false)));
+}
+
+PG_FUNCTION_INFO_V1(bv_set_actor);
+
+/*
+ * bv.set_actor(actor text): make "actor" the actor until the end of the
+ * current transaction, and return it.
+ */
+Datum
+bv_set_actor(PG_FUNCTION_ARGS)
+{
+	char	   *actor;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("actor must not be null"),
+				 errhint("Pass the id of the user or service that is acting.")));
+
+	actor = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CheckActor(actor, "bv.set_actor()");
+
+	/*
+	 * The setting is PGC_SUSET; EXECUTE on this function is the privilege
+	 * that allows setting it, so we set it with superuser context.
+	 */
+	(void) set_config_option("bv.actor", actor, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+
+	PG_RETURN_TEXT_P(cstring_to_text(actor));
+}

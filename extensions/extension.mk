@@ -1,0 +1,21 @@
+# extensions/extension.mk: the PGXS build of one BitVelocity extension.
+#
+# An extension's Makefile sets EXT (its name), OBJS and, if it needs external
+# libraries, EXT_LIBS; then includes this file.  The extension's SQL scripts
+# and control file are found by name in the top-level sql/ and control/
+# folders, so one name finds everything:
+#   extensions/$(EXT)/   C sources          sql/$(EXT)/   install/upgrade SQL
+#   control/$(EXT).control                  tests/*/$(EXT)*  tests
+
+COMMON_DIR = ../common
+
+MODULE_big = $(EXT)
+MODULEDIR = extension
+DATA = $(wildcard ../../sql/$(EXT)/$(EXT)--*.sql) ../../control/$(EXT).control
+
+PG_CPPFLAGS += -I$(COMMON_DIR)
+SHLIB_LINK += $(COMMON_DIR)/libbvcommon.a $(EXT_LIBS)
+
+include $(dir $(lastword $(MAKEFILE_LIST)))flags.mk
+
+$(shlib): $(COMMON_DIR)/libbvcommon.a
