@@ -30,7 +30,7 @@ running_pid() {
 running_port() { sed -n 4p "$DATA/postmaster.pid"; }
 
 psql_bv() {
-    "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$(running_port)" -U postgres "$@"
+    PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$(running_port)" -U postgres "$@"
 }
 
 cmd_start() {

@@ -51,9 +51,13 @@ bv_resolve_home() {
 }
 
 # The suite's extensions in an order that satisfies their "requires".
+# BV_EXTENSIONS="bv_core bv_x" limits the list (to test one part alone).
 bv_extensions_ordered() {
     local done=" " left ext req ok progress
     left=$(for f in "$BV_TOP"/control/*.control; do basename "$f" .control; done)
+    if [ -n "${BV_EXTENSIONS:-}" ]; then
+        left=$(for ext in $left; do [[ " $BV_EXTENSIONS " == *" $ext "* ]] && echo "$ext"; done || true)
+    fi
     while [ -n "$left" ]; do
         progress=
         for ext in $left; do
@@ -105,4 +109,30 @@ bv_write_conf() {
     printf "# written by tools/lib.sh at each start\nport = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" \
         "$port" "$sockdir" | bv_as_pg tee "$data/instance.conf" >/dev/null
     bv_as_pg mkdir -p -m 0700 "$sockdir"
+}
+
+# Start a throw-away cluster in directory $1 on a free port at or above $2,
+# with database "bitvelocity" holding pg_cron, the suite's extensions and any
+# extra extensions named after them.  Exports PGHOST, PGPORT, PGUSER,
+# PGDATABASE for the commands that follow.  Run as the server user.
+#   bv_throwaway_cluster DIR PORTBASE [EXTRA_EXTENSION...]
+bv_throwaway_cluster() {
+    local dir=$1 port ext
+    port=$(bv_free_port "$2")
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    bv_initdb "$dir/data"
+    bv_write_conf "$dir/data" "$port" "$dir/run"
+    "$PGBIN/pg_ctl" start -D "$dir/data" -l "$dir/server.log" -w -t 60 >/dev/null \
+        || { tail -20 "$dir/server.log" >&2; bv_die "the throw-away cluster in $dir did not start"; }
+    export PGHOST=$dir/run PGPORT=$port PGUSER=postgres PGDATABASE=bitvelocity
+    "$PGBIN/psql" -X -q -d postgres -c 'CREATE DATABASE bitvelocity'
+    for ext in pg_cron $(bv_extensions_ordered) "$@"; do
+        "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION \"$ext\" CASCADE"
+    done
+}
+
+bv_throwaway_stop() {
+    "$PGBIN/pg_ctl" stop -D "$1/data" -m fast -w >/dev/null 2>&1 || true
 }

@@ -7,7 +7,10 @@
 #
 # The suites run as the server's OS user (as root: $BV_PG_USER), from a copy
 # of the tests under $BV_HOME/test that this user can read.  BV_TESTS=<glob>
-# limits every suite to the tests whose name matches, e.g. BV_TESTS='*actor*'.
+# limits every suite to the tests whose name matches, e.g. BV_TESTS='*actor*';
+# BV_EXTENSIONS limits the extensions installed in the test databases and
+# BV_TEST_PORT_BASE moves the ports, so that two runs can go side by side
+# (with different BV_HOME).
 # Ends with one line "N passed, M failed"; exits 1 when anything failed.
 source "$(dirname "$0")/lib.sh"
 
@@ -24,6 +27,7 @@ if [ "${1:-}" != --runner ]; then
     [ "$(id -u)" -ne 0 ] || chown -R "$BV_PG_USER": "$OUT"
     bv_as_pg env BV_TOP="$OUT/src" BV_HOME="$BV_HOME" BV_OUT="$OUT" \
         BV_TESTS="${BV_TESTS:-*}" PG_CONFIG="$PG_CONFIG" \
+        BV_EXTENSIONS="${BV_EXTENSIONS:-}" BV_TEST_PORT_BASE="${BV_TEST_PORT_BASE:-54320}" \
         bash "$OUT/src/tools/test.sh" --runner
     exit $?
 fi
@@ -73,7 +77,7 @@ if [ ${#regress[@]} -gt 0 ]; then
         --temp-instance="$OUT/regress/instance" \
         --temp-config="$SRC/tools/bitvelocity.conf" \
         --inputdir="$SRC/tests/regress" --outputdir="$OUT/regress" \
-        --bindir="$PGBIN" --port="$(bv_free_port 54320)" \
+        --bindir="$PGBIN" --port="$(bv_free_port "$BV_TEST_PORT_BASE")" \
         --dbname=bitvelocity "${load[@]}" "${names[@]}" \
         >"$OUT/regress/output.txt" 2>&1 || true
     sed -n '/\.\.\./p' "$OUT/regress/output.txt"
@@ -96,18 +100,7 @@ fi
 mapfile -t pgtap < <(selected "$SRC"/tests/pgtap/*.sql)
 if [ ${#pgtap[@]} -gt 0 ]; then
     bv_say "== pgTAP: ${#pgtap[@]} file(s)"
-    data=$OUT/pgtap/data
-    sock=$OUT/pgtap/run
-    port=$(bv_free_port 54340)
-    bv_initdb "$data"
-    bv_write_conf "$data" "$port" "$sock"
-    "$PGBIN/pg_ctl" start -D "$data" -l "$OUT/pgtap/server.log" -w -t 60 >/dev/null \
-        || { tail -20 "$OUT/pgtap/server.log"; bv_die "pgTAP cluster did not start"; }
-    export PGHOST=$sock PGPORT=$port PGUSER=postgres PGDATABASE=bitvelocity
-    "$PGBIN/psql" -X -q -d postgres -c 'CREATE DATABASE bitvelocity'
-    for e in pgtap $(extensions_to_load); do
-        "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION \"$e\" CASCADE"
-    done
+    bv_throwaway_cluster "$OUT/pgtap" $((BV_TEST_PORT_BASE + 20)) pgtap
     for f in "${pgtap[@]}"; do
         name=$(basename "$f" .sql)
         if pg_prove --psql-bin "$PGBIN/psql" --failures "$f" >"$OUT/pgtap/$name.out" 2>&1; then
@@ -119,7 +112,7 @@ if [ ${#pgtap[@]} -gt 0 ]; then
             record "pgtap/$name" fail
         fi
     done
-    "$PGBIN/pg_ctl" stop -D "$data" -m fast -w >/dev/null
+    bv_throwaway_stop "$OUT/pgtap"
     unset PGHOST PGPORT PGUSER PGDATABASE
 fi
 
@@ -132,6 +125,7 @@ if [ ${#tap[@]} -gt 0 ]; then
         mkdir -p "$OUT/tap/$name"
         if env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
             TESTDIR="$OUT/tap/$name" BV_SRC="$SRC" PG_CONFIG="$PG_CONFIG" \
+            BV_EXTENSIONS="$BV_EXTENSIONS" \
             PERL5LIB="$PGXS_DIR/src/test/perl:$SRC/tests/tap/lib" \
             prove --timer "$f" >"$OUT/tap/$name.out" 2>&1; then
             bv_say "tap $name ... ok"

@@ -1,0 +1,91 @@
+# tools/cluster.sh, which `make run`, `make status` and `make stop` use:
+# idempotent start, status, stop, and clear messages for a stale pid file
+# and a busy port.
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use BvTest;
+
+my $home = PostgreSQL::Test::Utils::tempdir('bvhome');
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $script = BvTest::src() . '/tools/cluster.sh';
+
+sub cluster
+{
+	my ($cmd) = @_;
+	my ($stdout, $stderr);
+	IPC::Run::run([ 'bash', $script, $cmd ], '>', \$stdout, '2>', \$stderr,
+		init => sub { $ENV{BV_HOME} = $home; $ENV{BV_PORT} = $port; });
+	return ($? >> 8, $stdout, $stderr);
+}
+
+sub query
+{
+	my ($sql) = @_;
+	my $out = `psql -X -At -h $home/run -p $port -U postgres -d bitvelocity -c "$sql"`;
+	chomp $out;
+	return $out;
+}
+
+my ($rc, $out, $err) = cluster('start');
+is($rc, 0, 'start: succeeds') or diag($err);
+like($out, qr/cluster: started/, 'start: says it started');
+like($out, qr/psql -h \Q$home\E\/run -p $port -U postgres bitvelocity/,
+	'start: prints how to connect');
+is(query("SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension WHERE extname IN ('bv_core', 'pg_cron')"),
+	'bv_core,pg_cron', 'start: database bitvelocity has the extensions');
+is(query('SHOW wal_level'), 'logical', 'start: wal_level is logical');
+like(query('SHOW output_plugin_libraries'), qr/wal2json/, 'start: wal2json may be used');
+like(query('SHOW shared_preload_libraries'), qr/pg_cron.*bv_core/, 'start: suite preloaded');
+is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only');
+
+($rc, $out, $err) = cluster('start');
+is($rc, 0, 'second start: succeeds');
+like($out, qr/already running/, 'second start: leaves the running server alone');
+is($err, '', 'second start: no warnings');
+
+($rc, $out) = cluster('status');
+like($out, qr/PostgreSQL 15: running, pid \d+, port $port/, 'status: running');
+
+($rc, $out) = cluster('stop');
+like($out, qr/PostgreSQL: stopped/, 'stop: stops');
+($rc, $out) = cluster('status');
+like($out, qr/PostgreSQL: stopped/, 'status: stopped');
+($rc, $out) = cluster('stop');
+like($out, qr/not running/, 'stop when stopped: says so');
+
+# A pid file left by a crash names a process that no longer exists.
+my $dead = fork() // die "fork: $!";
+exit 0 if $dead == 0;
+waitpid($dead, 0);
+PostgreSQL::Test::Utils::append_to_file("$home/data/postmaster.pid",
+	"$dead\n$home/data\n");
+($rc, $out, $err) = cluster('start');
+is($rc, 0, 'stale pid: start succeeds');
+like($err, qr/removing stale .*postmaster\.pid: process $dead is not a running server/,
+	'stale pid: says what it removed and why');
+is(query('SELECT 1'), '1', 'stale pid: server answers');
+cluster('stop');
+
+# Another program on the port: one clear line, no server started.
+my $squatter = IO::Socket::INET->new(
+	LocalAddr => '127.0.0.1', LocalPort => $port,
+	Listen => 1, ReuseAddr => 1) or die "cannot listen on $port: $!";
+($rc, $out, $err) = cluster('start');
+isnt($rc, 0, 'busy port: start fails');
+is( $err,
+	"bitvelocity: error: port $port on 127.0.0.1 is in use by another program; stop it, or choose another port: make run BV_PORT="
+	  . ($port + 1) . "\n",
+	'busy port: exactly one clear message');
+ok(!-f "$home/data/postmaster.pid", 'busy port: no server was started');
+close $squatter;
+
+($rc, $out, $err) = cluster('start');
+is($rc, 0, 'after the port is freed: start succeeds');
+cluster('stop');
+
+done_testing();
