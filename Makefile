@@ -29,6 +29,7 @@ help:
 build:
 	@$(MAKE) --no-print-directory -C $(COMMON_DIR)
 	@set -e; for d in $(EXT_DIRS); do $(MAKE) --no-print-directory -C $$d; done
+	@if [ -f tests/tools/Makefile ]; then $(MAKE) --no-print-directory -C tests/tools; fi
 
 install: build
 	@if [ ! -w "$$($(PG_CONFIG) --pkglibdir)" ]; then \
@@ -76,3 +77,4 @@ bench-%:
 clean:
 	@$(MAKE) --no-print-directory -C $(COMMON_DIR) clean
 	@set -e; for d in $(EXT_DIRS); do $(MAKE) --no-print-directory -C $$d clean; done
+	@if [ -f tests/tools/Makefile ]; then $(MAKE) --no-print-directory -C tests/tools clean; fi

@@ -7,7 +7,8 @@
 #   extensions/$(EXT)/   C sources          sql/$(EXT)/   install/upgrade SQL
 #   control/$(EXT).control                  tests/*/$(EXT)*  tests
 
-COMMON_DIR = ../common
+# Works from extensions/<ext>/ and bgworkers/<part>/ alike.
+COMMON_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))/common
 
 MODULE_big = $(EXT)
 MODULEDIR = extension

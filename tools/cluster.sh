@@ -98,9 +98,20 @@ cmd_stop() {
     fi
 }
 
+# Peers (Kafka mock, mosquitto, PostgREST, ...): each tools/peers/<name>.sh
+# takes start|stop|status and runs with this script's environment (BV_HOME,
+# BV_PORT, SOCK, PGBIN); peers start after the database, stop before it.
+peers() {
+    local p
+    for p in "$BV_TOP"/tools/peers/*.sh; do
+        [ -f "$p" ] || continue
+        SOCK=$SOCK BV_DB=$BV_DB bash "$p" "$1" || { [ "$1" != start ] || exit 1; }
+    done
+}
+
 case "${1:-}" in
-    start) cmd_start; cmd_status ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
+    start) cmd_start; peers start; cmd_status; peers status ;;
+    stop) peers stop; cmd_stop ;;
+    status) cmd_status; peers status ;;
     *) bv_die "usage: $0 start|stop|status" ;;
 esac
