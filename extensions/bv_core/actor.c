@@ -60,7 +60,7 @@ static const char *
 claims_subject(const char *claims)
 {
 	const char *cached;
-	char	   *sub;
+	char *sub;
 	JsonTokenType type;
 
 	if (bv_cache_lookup(&claims_cache, claims, &cached))
@@ -120,7 +120,7 @@ PG_FUNCTION_INFO_V1(bv_set_actor);
 Datum
 bv_set_actor(PG_FUNCTION_ARGS)
 {
-	char	   *actor;
+	char *actor;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -32,10 +32,10 @@
 
 PG_MODULE_MAGIC;
 
-char	   *bv_actor_setting = NULL;
-char	   *bv_traceparent_setting = NULL;
+char *bv_actor_setting = NULL;
+char *bv_traceparent_setting = NULL;
 
-void		_PG_init(void);
+void _PG_init(void);
 
 static bool
 check_actor(char **newval, void **extra, GucSource source)
@@ -43,7 +43,7 @@ check_actor(char **newval, void **extra, GucSource source)
 	const char *problem;
 
 	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;			/* empty means "no actor set" */
+		return true; /* empty means "no actor set" */
 	problem = bv_actor_problem(*newval);
 	if (problem != NULL)
 	{
@@ -112,8 +112,8 @@ bv_cache_lookup(BvDerivedCache *cache, const char *source, const char **value)
 void
 bv_cache_store(BvDerivedCache *cache, const char *source, const char *value)
 {
-	char	   *new_source = MemoryContextStrdup(TopMemoryContext, source);
-	char	   *new_value = value ? MemoryContextStrdup(TopMemoryContext, value) : NULL;
+	char *new_source = MemoryContextStrdup(TopMemoryContext, source);
+	char *new_value = value ? MemoryContextStrdup(TopMemoryContext, value) : NULL;
 
 	if (cache->source)
 		pfree(cache->source);

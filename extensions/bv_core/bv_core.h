@@ -22,8 +22,8 @@
  */
 typedef struct BvDerivedCache
 {
-	char	   *source;			/* setting text the value was derived from */
-	char	   *value;			/* derived value; NULL is a valid result */
+	char *source; /* setting text the value was derived from */
+	char *value;  /* derived value; NULL is a valid result */
 } BvDerivedCache;
 
 extern bool bv_cache_lookup(BvDerivedCache *cache, const char *source,
@@ -35,4 +35,4 @@ extern void bv_cache_store(BvDerivedCache *cache, const char *source,
 extern char *bv_actor_setting;
 extern char *bv_traceparent_setting;
 
-#endif							/* BV_CORE_H */
+#endif /* BV_CORE_H */

@@ -33,7 +33,7 @@ static const char *
 header_traceparent(const char *headers)
 {
 	const char *cached;
-	char	   *value;
+	char *value;
 	JsonTokenType type;
 
 	if (bv_cache_lookup(&headers_cache, headers, &cached))

@@ -39,4 +39,4 @@ extern JsonParseErrorType bv_json_top_field(const char *json, const char *key,
 extern const char *bv_actor_problem(const char *actor);
 extern bool bv_traceparent_is_valid(const char *value);
 
-#endif							/* BV_COMMON_H */
+#endif /* BV_COMMON_H */

@@ -43,12 +43,12 @@ bv_actor_problem(const char *actor)
 static inline bool
 is_lower_hex(const char *s, int len, bool *all_zero)
 {
-	int			i;
+	int i;
 
 	*all_zero = true;
 	for (i = 0; i < len; i++)
 	{
-		char		c = s[i];
+		char c = s[i];
 
 		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
 			return false;
@@ -68,7 +68,7 @@ is_lower_hex(const char *s, int len, bool *all_zero)
 bool
 bv_traceparent_is_valid(const char *value)
 {
-	bool		zero;
+	bool zero;
 
 	if (value == NULL || strlen(value) != BV_TRACEPARENT_LEN)
 		return false;

@@ -24,11 +24,11 @@
 
 typedef struct TopFieldState
 {
-	const char *key;			/* member wanted */
-	int			depth;			/* nesting of objects and arrays */
-	bool		in_key;			/* the scalar that follows is the value */
-	char	   *value;			/* de-escaped value, or NULL */
-	JsonTokenType value_type;	/* token type of value; JSON_TOKEN_END if
+	const char *key;          /* member wanted */
+	int depth;                /* nesting of objects and arrays */
+	bool in_key;              /* the scalar that follows is the value */
+	char *value;              /* de-escaped value, or NULL */
+	JsonTokenType value_type; /* token type of value; JSON_TOKEN_END if
 								 * absent or not a scalar */
 } TopFieldState;
 
