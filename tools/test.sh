@@ -23,9 +23,11 @@ if [ "${1:-}" != --runner ]; then
     OUT=$BV_HOME/test
     rm -rf "$OUT"
     mkdir -p "$OUT/src"
-    cp -r "$BV_TOP/tests" "$BV_TOP/tools" "$BV_TOP/control" "$OUT/src/"
+    cp -r "$BV_TOP/tests" "$BV_TOP/tools" "$BV_TOP/control" "$BV_TOP/postgrest-config" "$OUT/src/"
     [ "$(id -u)" -ne 0 ] || chown -R "$BV_PG_USER": "$OUT"
-    bv_as_pg env BV_TOP="$OUT/src" BV_HOME="$BV_HOME" BV_OUT="$OUT" \
+    # Peers that come from outside Debian are installed before the suites run.
+    postgrest=$("$BV_TOP/tools/postgrest.sh" install "$BV_HOME/postgrest")
+    bv_as_pg env BV_POSTGREST="$postgrest" BV_TOP="$OUT/src" BV_HOME="$BV_HOME" BV_OUT="$OUT" \
         BV_TESTS="${BV_TESTS:-*}" PG_CONFIG="$PG_CONFIG" \
         BV_EXTENSIONS="${BV_EXTENSIONS:-}" BV_TEST_PORT_BASE="${BV_TEST_PORT_BASE:-54320}" \
         bash "$OUT/src/tools/test.sh" --runner
@@ -125,7 +127,7 @@ if [ ${#tap[@]} -gt 0 ]; then
         mkdir -p "$OUT/tap/$name"
         if env PATH="$PGBIN:$PATH" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
             TESTDIR="$OUT/tap/$name" BV_SRC="$SRC" PG_CONFIG="$PG_CONFIG" \
-            BV_EXTENSIONS="$BV_EXTENSIONS" \
+            BV_EXTENSIONS="$BV_EXTENSIONS" BV_POSTGREST="$BV_POSTGREST" \
             PERL5LIB="$PGXS_DIR/src/test/perl:$SRC/tests/tap/lib" \
             prove --timer "$f" >"$OUT/tap/$name.out" 2>&1; then
             bv_say "tap $name ... ok"

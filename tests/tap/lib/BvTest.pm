@@ -2,6 +2,9 @@
 #
 #   my $node = BvTest::new_node('primary');           # suite settings, started
 #   BvTest::create_suite_db($node);                   # db "bitvelocity" + extensions
+#   my ($pgrst, $url) = BvTest::start_postgrest($node, jwt_secret => $s);
+#   my ($status, $body) = BvTest::http('GET', "$url/rpc/f", token => $jwt);
+#   my $jwt = BvTest::jwt_hs256($secret, '{"role":"bv_user","sub":"u1"}');
 #
 # The node gets tools/bitvelocity.conf (wal_level=logical, wal2json allowed,
 # pg_cron and the suite preloaded), the same settings as `make run`.
@@ -10,6 +13,10 @@ package BvTest;
 use strict;
 use warnings;
 
+use Digest::SHA qw(hmac_sha256);
+use IPC::Run;
+use MIME::Base64 qw(encode_base64url);
+use Time::HiRes qw(usleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
@@ -51,6 +58,60 @@ sub create_suite_db
 	$node->safe_psql('bitvelocity', qq{CREATE EXTENSION "$_" CASCADE})
 	  for ('pg_cron', extensions(), @extra);
 	return;
+}
+
+# Start the pinned PostgREST (tools/postgrest.sh, path in $BV_POSTGREST)
+# against $node as bv_authenticator, on a free port; wait until it answers.
+# Returns the IPC::Run handle and the base URL.
+sub start_postgrest
+{
+	my ($node, %o) = @_;
+	my $bin = $ENV{BV_POSTGREST}
+	  // die "BV_POSTGREST is not set; run through tools/test.sh\n";
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $conf = "$PostgreSQL::Test::Utils::tmp_check/postgrest_$port.conf";
+	my $log = "$PostgreSQL::Test::Utils::log_path/postgrest_$port.log";
+	my $uri = sprintf('postgresql:///%s?host=%s&port=%d&user=bv_authenticator',
+		$o{dbname} // 'bitvelocity', $node->host, $node->port);
+	system('bash', src() . '/tools/postgrest.sh', 'render', $conf, $uri,
+		$o{schemas} // 'api', $o{jwt_secret}, $port) == 0
+	  or die "cannot render $conf";
+	my $h = IPC::Run::start([ $bin, $conf ], '>&', $log);
+	my $url = "http://127.0.0.1:$port";
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (1)
+	{
+		my ($status) = http('GET', "$url/");
+		last if $status =~ /^[23]\d\d$/;
+		die "PostgREST did not answer on $url; see $log" if time() > $deadline;
+		usleep(100_000);
+	}
+	return ($h, $url);
+}
+
+# One HTTP request with curl.  Options: token (Bearer), headers (array ref of
+# "Name: value"), body.  Returns (status, body).
+sub http
+{
+	my ($method, $url, %o) = @_;
+	my @cmd = ('curl', '-s', '-X', $method, '-w', "\n%{http_code}");
+	push @cmd, '-H', "Authorization: Bearer $o{token}" if $o{token};
+	push @cmd, '-H', $_ for @{ $o{headers} // [] };
+	push @cmd, '-H', 'Content-Type: application/json', '--data-binary', $o{body}
+	  if defined $o{body};
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ @cmd, $url ], '>', \$out, '2>', \$err);
+	my ($body, $status) = $out =~ /\A(.*)\n(\d+)\z/s ? ($1, $2) : ($out, '000');
+	return ($status, $body);
+}
+
+# An HS256 JSON Web Token over the given claims JSON.
+sub jwt_hs256
+{
+	my ($secret, $claims) = @_;
+	my $head = encode_base64url('{"alg":"HS256","typ":"JWT"}');
+	my $body = encode_base64url($claims);
+	return "$head.$body." . encode_base64url(hmac_sha256("$head.$body", $secret));
 }
 
 1;
