@@ -105,7 +105,8 @@ peers() {
     local p
     for p in "$BV_TOP"/tools/peers/*.sh; do
         [ -f "$p" ] || continue
-        SOCK=$SOCK BV_DB=$BV_DB bash "$p" "$1" || { [ "$1" != start ] || exit 1; }
+        SOCK=$SOCK BV_DB=$BV_DB BV_PORT=$(running_port 2>/dev/null || echo "$BV_PORT") \
+            bash "$p" "$1" || { [ "$1" != start ] || exit 1; }
     done
 }
 
