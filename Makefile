@@ -12,7 +12,7 @@ COMMON_DIR := extensions/common
 EXT_DIRS := $(sort $(dir $(wildcard extensions/bv_*/Makefile bgworkers/*/Makefile)))
 C_SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find extensions bgworkers -name '*.[ch]')
 
-.PHONY: all build install deps run stop status test lint format clean help bench
+.PHONY: all build install deps run stop status test lint format clean help bench fuzz
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "make test     deps + install + every test suite on throw-away clusters"
 	@echo "make lint     clang-format check and cppcheck;  make format: apply clang-format"
 	@echo "make bench    list the benchmarks"
+	@echo "make fuzz     libFuzzer run of the JWT parser (FUZZ_SECONDS=300)"
 
 build:
 	@$(MAKE) --no-print-directory -C $(COMMON_DIR)
@@ -73,6 +74,9 @@ bench:
 
 bench-%:
 	@tools/bench.sh $*
+
+fuzz:
+	@tools/fuzz.sh
 
 clean:
 	@$(MAKE) --no-print-directory -C $(COMMON_DIR) clean

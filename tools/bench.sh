@@ -12,7 +12,7 @@ bv_resolve_home
 OUT=$BV_HOME/bench/$name
 rm -rf "$OUT"
 mkdir -p "$OUT/src"
-cp -r "$BV_TOP/bench" "$BV_TOP/tools" "$BV_TOP/control" "$OUT/src/"
+cp -r "$BV_TOP/bench" "$BV_TOP/tools" "$BV_TOP/control" "$BV_TOP/sql" "$BV_TOP/postgrest-config" "$OUT/src/"
 [ -d "$BV_TOP/tests/tools" ] && mkdir -p "$OUT/src/tests" && cp -r "$BV_TOP/tests/tools" "$OUT/src/tests/"
 [ "$(id -u)" -ne 0 ] || chown -R "$BV_PG_USER": "$OUT"
 commit=$(git -C "$BV_TOP" rev-parse --short HEAD 2>/dev/null || echo unknown)

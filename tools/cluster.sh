@@ -33,6 +33,18 @@ psql_bv() {
     PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$(running_port)" -U postgres "$@"
 }
 
+# bv_core seals secrets with a 32-byte master key read from a file that only
+# the server's OS user may read (mode 0600); create one on first start.
+master_key() {
+    BV_MASTER_KEY_FILE=$BV_HOME/master.key
+    if [ ! -f "$BV_MASTER_KEY_FILE" ]; then
+        (umask 077; head -c 32 /dev/urandom >"$BV_MASTER_KEY_FILE")
+        [ "$(id -u)" -ne 0 ] || chown "$BV_PG_USER": "$BV_MASTER_KEY_FILE"
+        bv_say "cluster: created the secrets master key $BV_MASTER_KEY_FILE (back it up: secrets cannot be read without it)"
+    fi
+    export BV_MASTER_KEY_FILE
+}
+
 cmd_start() {
     local pid stale
     if [ ! -f "$DATA/PG_VERSION" ]; then
@@ -51,6 +63,7 @@ cmd_start() {
         if bv_port_busy "$BV_PORT"; then
             bv_die "port $BV_PORT on 127.0.0.1 is in use by another program; stop it, or choose another port: make run BV_PORT=$((BV_PORT + 1))"
         fi
+        master_key
         bv_write_conf "$DATA" "$BV_PORT" "$SOCK"
         mkdir -p "$LOGDIR"; [ "$(id -u)" -ne 0 ] || chown "$BV_PG_USER": "$LOGDIR"
         if ! bv_as_pg "$PGBIN/pg_ctl" start -D "$DATA" -l "$LOG" -w -t 60 >/dev/null; then

@@ -108,6 +108,11 @@ bv_write_conf() {
     bv_as_pg tee "$data/bitvelocity.conf" <"$BV_TOP/tools/bitvelocity.conf" >/dev/null
     printf "# written by tools/lib.sh at each start\nport = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n" \
         "$port" "$sockdir" | bv_as_pg tee "$data/instance.conf" >/dev/null
+    # bv_core secrets: the master key file, when the caller has one
+    # (tools/cluster.sh creates $BV_HOME/master.key).
+    if [ -n "${BV_MASTER_KEY_FILE:-}" ]; then
+        printf "bv.master_key_file = '%s'\n" "$BV_MASTER_KEY_FILE" | bv_as_pg tee -a "$data/instance.conf" >/dev/null
+    fi
     bv_as_pg mkdir -p -m 0700 "$sockdir"
 }
 

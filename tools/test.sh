@@ -23,7 +23,7 @@ if [ "${1:-}" != --runner ]; then
     OUT=$BV_HOME/test
     rm -rf "$OUT"
     mkdir -p "$OUT/src"
-    cp -r "$BV_TOP/tests" "$BV_TOP/tools" "$BV_TOP/control" "$BV_TOP/postgrest-config" "$OUT/src/"
+    cp -r "$BV_TOP/tests" "$BV_TOP/tools" "$BV_TOP/control" "$BV_TOP/postgrest-config" "$BV_TOP/sql" "$OUT/src/"
     [ "$(id -u)" -ne 0 ] || chown -R "$BV_PG_USER": "$OUT"
     # Peers that come from outside Debian are installed before the suites run.
     postgrest=$("$BV_TOP/tools/postgrest.sh" install "$BV_HOME/postgrest")

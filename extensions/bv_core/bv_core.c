@@ -18,11 +18,18 @@
  * The library may be preloaded (make run does) or loaded on first use; both
  * work, because _PG_init defines the settings in the loading backend.
  *
+ * Since 0.2.0 it also defines the security core's settings (bv.jwt_*,
+ * bv.rate_limit_buckets, bv.master_key_file), registers the JWT key
+ * cache's invalidation callback (jwt_keys.c) and, only when loaded through
+ * shared_preload_libraries, installs the rate limiter's shared-memory hooks
+ * (ratelimit.c).  Loaded later, the rate limiter reports 55000.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -34,6 +41,18 @@ PG_MODULE_MAGIC;
 
 char *bv_actor_setting = NULL;
 char *bv_traceparent_setting = NULL;
+
+/* Security core settings (0.2.0); see docs/security.md. */
+int bv_jwt_leeway = 30;
+int bv_jwt_max_size = 8192;
+bool bv_jwt_require_exp = true;
+bool bv_jwt_replay_check = false;
+char *bv_jwt_issuer = NULL;
+char *bv_jwt_audience = NULL;
+int bv_rate_limit_buckets = 16384;
+char *bv_master_key_file = NULL;
+double bv_request_rate = 20.0;
+double bv_request_burst = 40.0;
 
 void _PG_init(void);
 
@@ -67,6 +86,98 @@ check_traceparent(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * The settings of the security core.  Those that weaken verification are
+ * PGC_SUSET: an API role must not be able to switch off the expiry check
+ * for its own session.
+ */
+static void
+DefineSecuritySettings(void)
+{
+	DefineCustomIntVariable("bv.jwt_leeway",
+							"Clock skew tolerated when checking a token's exp, nbf and iat, in seconds.",
+							NULL,
+							&bv_jwt_leeway,
+							30, 0, 600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("bv.jwt_max_size",
+							"Largest token bv.jwt_verify() looks at, in bytes.",
+							NULL,
+							&bv_jwt_max_size,
+							8192, 256, 65536,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("bv.jwt_require_exp",
+							 "Refuse tokens without an exp claim.",
+							 NULL,
+							 &bv_jwt_require_exp,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("bv.jwt_replay_check",
+							 "Accept each jti only once until the token expires (needs bv_core preloaded).",
+							 NULL,
+							 &bv_jwt_replay_check,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("bv.jwt_issuer",
+							   "Required iss claim of tokens whose key names no issuer; empty: not checked.",
+							   NULL,
+							   &bv_jwt_issuer,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("bv.jwt_audience",
+							   "Audience that tokens' aud claim must name; empty: not checked.",
+							   NULL,
+							   &bv_jwt_audience,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   NULL, NULL, NULL);
+	/* PGC_POSTMASTER settings can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("bv.rate_limit_buckets",
+								"Slots of the shared-memory rate limiter (rounded to a multiple of 64).",
+								"Each slot holds one key's token bucket; idle buckets are evicted first.",
+								&bv_rate_limit_buckets,
+								16384, 512, 4194304,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+	DefineCustomRealVariable("bv.request_rate",
+							 "Requests per second bv.pre_request() allows each user, API key or client address.",
+							 NULL,
+							 &bv_request_rate,
+							 20.0, 0.001, 1e9,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomRealVariable("bv.request_burst",
+							 "Burst of requests bv.pre_request() allows above bv.request_rate.",
+							 NULL,
+							 &bv_request_burst,
+							 40.0, 1.0, 1e9,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("bv.master_key_file",
+							   "File holding the 32-byte master key that seals bv.secrets (mode 0600, owned by the server user).",
+							   NULL,
+							   &bv_master_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, bv_secrets_assign_master_key_file, NULL);
+}
+
 void
 _PG_init(void)
 {
@@ -88,7 +199,13 @@ _PG_init(void)
 							   GUC_NOT_IN_SAMPLE,
 							   check_traceparent, NULL, NULL);
 
+	DefineSecuritySettings();
+
 	MarkGUCPrefixReserved("bv");
+
+	bv_jwt_keys_init();
+	if (process_shared_preload_libraries_in_progress)
+		bv_ratelimit_init();
 }
 
 /*

@@ -12,6 +12,9 @@ use BvTest;
 
 my $home = PostgreSQL::Test::Utils::tempdir('bvhome');
 my $port = PostgreSQL::Test::Cluster::get_free_port();
+# Peers (PostgREST, Kafka mock...) start with the cluster: keep them off the
+# ports a developer's `make run` may be using.
+my $rest_port = PostgreSQL::Test::Cluster::get_free_port();
 my $script = BvTest::src() . '/tools/cluster.sh';
 
 sub cluster
@@ -19,7 +22,11 @@ sub cluster
 	my ($cmd) = @_;
 	my ($stdout, $stderr);
 	IPC::Run::run([ 'bash', $script, $cmd ], '>', \$stdout, '2>', \$stderr,
-		init => sub { $ENV{BV_HOME} = $home; $ENV{BV_PORT} = $port; });
+		init => sub {
+			$ENV{BV_HOME} = $home;
+			$ENV{BV_PORT} = $port;
+			$ENV{BV_REST_PORT} = $rest_port;
+		});
 	return ($? >> 8, $stdout, $stderr);
 }
 

@@ -13,22 +13,24 @@ use BvTest;
 my $node = BvTest::new_node('pgrst');
 BvTest::create_suite_db($node);
 
-# A test API: who the database thinks is calling.
+# A test API (its own schema; bv_commerce owns "api"): who the database
+# thinks is calling.
 $node->safe_psql('bitvelocity', q{
-CREATE SCHEMA api;
-GRANT USAGE ON SCHEMA api TO bv_anon;
-CREATE FUNCTION api.whoami() RETURNS json LANGUAGE sql STABLE
+CREATE SCHEMA whoami_api;
+GRANT USAGE ON SCHEMA whoami_api TO bv_anon;
+CREATE FUNCTION whoami_api.whoami() RETURNS json LANGUAGE sql STABLE
 AS $$ SELECT json_build_object('actor', bv.actor(), 'role', current_user,
                                'trace', bv.trace_context()) $$;
-GRANT EXECUTE ON FUNCTION api.whoami() TO bv_anon;
-CREATE FUNCTION api.act_for(user_id text) RETURNS text LANGUAGE plpgsql
+GRANT EXECUTE ON FUNCTION whoami_api.whoami() TO bv_anon;
+CREATE FUNCTION whoami_api.act_for(user_id text) RETURNS text LANGUAGE plpgsql
 AS $$ BEGIN PERFORM bv.set_actor(user_id); RETURN bv.actor(); END $$;
-REVOKE ALL ON FUNCTION api.act_for(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION api.act_for(text) TO bv_service;
+REVOKE ALL ON FUNCTION whoami_api.act_for(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whoami_api.act_for(text) TO bv_service;
 });
 
 my $secret = join '', map { ('a' .. 'z', 0 .. 9)[ rand 36 ] } 1 .. 48;
-my ($pgrst, $url) = BvTest::start_postgrest($node, jwt_secret => $secret);
+my ($pgrst, $url) = BvTest::start_postgrest($node, jwt_secret => $secret,
+	schemas => 'whoami_api');
 my $exp = time() + 600;
 my $token = sub {
 	my ($role, $sub) = @_;

@@ -7,7 +7,11 @@ SELECT bv.version() ~ '^\d+\.\d+\.\d+$' AS semantic_version;
 
 SELECT name, installed_version = default_version AS current, NOT update_available AS up_to_date, schema
 FROM bv.extensions
-ORDER BY name;
+WHERE name = 'bv_core';
+
+-- Every installed BitVelocity extension is listed, and only those.
+SELECT (SELECT count(*) FROM bv.extensions) =
+       (SELECT count(*) FROM pg_extension WHERE extname LIKE 'bv\_%') AS all_listed;
 
 -- Only BitVelocity extensions are listed.
 SELECT count(*) AS foreign_rows FROM bv.extensions WHERE name NOT LIKE 'bv\_%';

@@ -23,9 +23,13 @@ use PostgreSQL::Test::Utils;
 # Root of the copied source tree (set by tools/test.sh).
 sub src { return $ENV{BV_SRC} // die "BV_SRC is not set; run through tools/test.sh\n"; }
 
-sub suite_conf
+sub suite_conf { return slurp_src('tools/bitvelocity.conf'); }
+
+# The text of a file of the source tree (tools/test.sh copies sql/ too).
+sub slurp_src
 {
-	my $file = src() . '/tools/bitvelocity.conf';
+	my ($path) = @_;
+	my $file = src() . "/$path";
 	open my $fh, '<', $file or die "cannot read $file: $!";
 	local $/;
 	return <$fh>;
@@ -46,6 +50,14 @@ sub new_node
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => 'logical');
 	$node->append_conf('postgresql.conf', suite_conf());
+	# The secrets master key: 32 random bytes, mode 0600 (bv_core refuses
+	# anything looser).
+	my $key = $node->basedir . '/master.key';
+	open my $kf, '>', $key or die "cannot write $key: $!";
+	print $kf join '', map { chr(int(rand(256))) } 1 .. 32;
+	close $kf;
+	chmod 0600, $key;
+	$node->append_conf('postgresql.conf', "bv.master_key_file = '$key'\n");
 	$node->append_conf('postgresql.conf', $opts{extra_conf}) if $opts{extra_conf};
 	$node->start unless $opts{no_start};
 	return $node;

@@ -1,0 +1,607 @@
+/*-------------------------------------------------------------------------
+ *
+ * jwt_crypto.c
+ *	  JWT keys and signatures on OpenSSL 3: loading a key of bv.jwt_keys
+ *	  (PEM or JWK) with its strength checks, verifying and making JWS
+ *	  signatures.
+ *
+ * The key decides the algorithm (ADR 0020): bv_jwt_key_load() turns a row's
+ * (alg, key) into OpenSSL objects and refuses, with SQLSTATE 22023, a key
+ * that does not fit its algorithm or is too weak: HMAC secrets shorter than
+ * the hash, PEM keys given as HMAC secrets (HS/RS confusion), RSA under 2048
+ * bits, EC keys on the wrong curve, anything but Ed25519 for EdDSA.  ES
+ * signatures are checked to be exactly R||S of the curve size with
+ * 1 <= r, s < n before OpenSSL sees them (CVE-2022-21449 class); HMACs are
+ * compared with CRYPTO_memcmp.
+ *
+ * Memory: key material and small buffers are palloc'd in the caller's
+ * context (jwt_keys.c uses its cache context); OpenSSL objects are
+ * malloc'ed by OpenSSL and released by bv_jwt_key_free(), which jwt_keys.c
+ * calls from a memory-context reset callback.  The one process-wide object
+ * is the fetched HMAC implementation (hmac_algorithm), kept for the life of
+ * the backend.  No locks.  No message contains key material.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "bv_common.h"
+#include "bv_core.h"
+#include "jwt_parse.h"
+
+static const char *const alg_names[] = {
+	"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
+	"ES256", "ES384", "EdDSA"};
+
+/* Group orders of P-256 and P-384, for the r, s range check. */
+static const char p256_order_hex[] =
+	"FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551";
+static const char p384_order_hex[] =
+	"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+	"581A0DB248B0A77AECEC196ACCC52973";
+
+static EVP_MAC *hmac_algorithm = NULL;
+
+BvJwtAlg
+bv_jwt_alg_from_name(const char *name)
+{
+	int i;
+
+	for (i = 0; i < (int) lengthof(alg_names); i++)
+		if (strcmp(name, alg_names[i]) == 0)
+			return (BvJwtAlg) i;
+	return BV_ALG_INVALID;
+}
+
+const char *
+bv_jwt_alg_name(BvJwtAlg alg)
+{
+	return alg < BV_ALG_INVALID ? alg_names[alg] : "invalid";
+}
+
+static inline bool
+alg_is_hmac(BvJwtAlg alg)
+{
+	return alg <= BV_ALG_HS512;
+}
+
+static const EVP_MD *
+alg_digest(BvJwtAlg alg)
+{
+	switch (alg)
+	{
+		case BV_ALG_HS256:
+		case BV_ALG_RS256:
+		case BV_ALG_PS256:
+		case BV_ALG_ES256:
+			return EVP_sha256();
+		case BV_ALG_HS384:
+		case BV_ALG_RS384:
+		case BV_ALG_ES384:
+			return EVP_sha384();
+		case BV_ALG_HS512:
+		case BV_ALG_RS512:
+			return EVP_sha512();
+		default:
+			return NULL;
+	}
+}
+
+static const char *
+alg_digest_name(BvJwtAlg alg)
+{
+	switch (alg)
+	{
+		case BV_ALG_HS256:
+			return "SHA256";
+		case BV_ALG_HS384:
+			return "SHA384";
+		default:
+			return "SHA512";
+	}
+}
+
+/* Bytes of r (and of s) in an ES signature; 0 for other algorithms. */
+static inline int
+ec_scalar_len(BvJwtAlg alg)
+{
+	return alg == BV_ALG_ES256 ? 32 : alg == BV_ALG_ES384 ? 48
+														  : 0;
+}
+
+/* An invalid key: 22023, a hint, never the key itself. */
+static void key_error(const char *kid, const char *detail) pg_attribute_noreturn();
+
+static void
+key_error(const char *kid, const char *detail)
+{
+	ERR_clear_error();
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid key \"%s\" in bv.jwt_keys", kid),
+			 errdetail("%s", detail),
+			 errhidestmt(true),
+			 errhint("Give HS keys a random secret at least as long as the hash (32, 48 or 64 bytes), RS/PS keys an RSA key of at least 2048 bits, ES256/ES384 a P-256/P-384 key and EdDSA an Ed25519 key, as PEM or JWK.")));
+}
+
+/*
+ * Parse a JWK (already known to be a strict JSON object) into a jsonb and
+ * return the string member "name", decoded from base64url when b64 is set.
+ */
+static char *
+jwk_member(Jsonb *jwk, const char *name)
+{
+	JsonbValue v;
+
+	if (getKeyJsonValueFromContainer(&jwk->root, name, strlen(name), &v) == NULL ||
+		v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+static uint8 *
+jwk_b64_member(Jsonb *jwk, const char *name, size_t *len, const char *kid)
+{
+	char *text = jwk_member(jwk, name);
+	uint8 *out;
+
+	if (text == NULL)
+		return NULL;
+	out = palloc(BV_B64URL_DEC_LEN(strlen(text)) + 1);
+	if (!bv_b64url_decode(text, strlen(text), out, len))
+		key_error(kid, "A JWK member is not canonical base64url.");
+	return out;
+}
+
+/* EVP_PKEY from a public JWK (RSA, EC, OKP); NULL for "oct". */
+static EVP_PKEY *
+pkey_from_jwk(Jsonb *jwk, const char *kid)
+{
+	char *kty = jwk_member(jwk, "kty");
+	EVP_PKEY *pkey = NULL;
+
+	if (kty == NULL)
+		key_error(kid, "The JWK has no \"kty\" member.");
+	if (strcmp(kty, "OKP") == 0)
+	{
+		char *crv = jwk_member(jwk, "crv");
+		size_t xlen;
+		uint8 *x = jwk_b64_member(jwk, "x", &xlen, kid);
+
+		if (crv == NULL || strcmp(crv, "Ed25519") != 0 || x == NULL || xlen != 32)
+			key_error(kid, "An OKP JWK must be an Ed25519 key with a 32-byte \"x\".");
+		pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, xlen);
+	}
+	else if (strcmp(kty, "RSA") == 0 || strcmp(kty, "EC") == 0)
+	{
+		OSSL_PARAM_BLD *bld = NULL;
+		OSSL_PARAM *params = NULL;
+		EVP_PKEY_CTX *ctx = NULL;
+		BIGNUM *n = NULL;
+		BIGNUM *e = NULL;
+		bool ok = false;
+
+		if (strcmp(kty, "RSA") == 0)
+		{
+			size_t nlen,
+				elen;
+			uint8 *nb = jwk_b64_member(jwk, "n", &nlen, kid);
+			uint8 *eb = jwk_b64_member(jwk, "e", &elen, kid);
+
+			if (nb == NULL || eb == NULL)
+				key_error(kid, "An RSA JWK needs \"n\" and \"e\".");
+			bld = OSSL_PARAM_BLD_new();
+			n = BN_bin2bn(nb, (int) nlen, NULL);
+			e = BN_bin2bn(eb, (int) elen, NULL);
+			ok = bld && n && e && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
+				 OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e);
+			if (ok)
+				ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+		}
+		else
+		{
+			char *crv = jwk_member(jwk, "crv");
+			size_t xlen,
+				ylen;
+			uint8 *x = jwk_b64_member(jwk, "x", &xlen, kid);
+			uint8 *y = jwk_b64_member(jwk, "y", &ylen, kid);
+			size_t size;
+			uint8 *point;
+
+			if (crv == NULL || x == NULL || y == NULL)
+				key_error(kid, "An EC JWK needs \"crv\", \"x\" and \"y\".");
+			if (strcmp(crv, "P-256") == 0)
+				size = 32;
+			else if (strcmp(crv, "P-384") == 0)
+				size = 48;
+			else
+				key_error(kid, "Only the P-256 and P-384 curves are supported.");
+			if (xlen != size || ylen != size)
+				key_error(kid, "The EC coordinates do not have the size of the curve.");
+			bld = OSSL_PARAM_BLD_new();
+			point = palloc(2 * size + 1);
+			point[0] = 0x04;
+			memcpy(point + 1, x, size);
+			memcpy(point + 1 + size, y, size);
+			ok = bld &&
+				 OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+												 size == 32 ? "P-256" : "P-384", 0) &&
+				 OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 2 * size + 1);
+			if (ok)
+				ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+		}
+		if (ok && ctx && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
+			EVP_PKEY_fromdata_init(ctx) == 1)
+		{
+			if (EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+				pkey = NULL;
+		}
+		OSSL_PARAM_free(params);
+		OSSL_PARAM_BLD_free(bld);
+		EVP_PKEY_CTX_free(ctx);
+		BN_free(n);
+		BN_free(e);
+	}
+	else if (strcmp(kty, "oct") != 0)
+		key_error(kid, "The JWK \"kty\" must be RSA, EC, OKP or oct.");
+	if (pkey == NULL && strcmp(kty, "oct") != 0)
+		key_error(kid, "The JWK does not describe a valid public key.");
+	return pkey;
+}
+
+static Jsonb *
+parse_jwk(const char *text, const char *kid)
+{
+	if (!bv_json_object_is_strict((const uint8_t *) text, strlen(text)))
+		key_error(kid, "The key starts with \"{\" but is not a valid JWK (strict JSON object).");
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+static int
+ec_key_bits(EVP_PKEY *pkey, char *group, size_t cap)
+{
+	size_t len = 0;
+
+	if (EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, cap, &len) != 1)
+		group[0] = '\0';
+	return EVP_PKEY_get_bits(pkey);
+}
+
+/*
+ * bv_jwt_key_free
+ *		Release a key's OpenSSL objects and wipe its secret (idempotent).
+ */
+void
+bv_jwt_key_free(BvJwtKey *key)
+{
+	if (key->hmac_ctx)
+		EVP_MAC_CTX_free((EVP_MAC_CTX *) key->hmac_ctx);
+	if (key->pkey)
+		EVP_PKEY_free((EVP_PKEY *) key->pkey);
+	if (key->secret)
+		OPENSSL_cleanse(key->secret, key->secret_len);
+	key->hmac_ctx = NULL;
+	key->pkey = NULL;
+}
+
+/*
+ * bv_jwt_key_load
+ *		Turn (alg, key text) into a usable key in CurrentMemoryContext, or
+ *		raise 22023.  Checks strength: HMAC secret >= hash length, RSA >= 2048
+ *		bits, the right curve for ES, Ed25519 for EdDSA.  On error the key's
+ *		OpenSSL objects are already released.
+ */
+void
+bv_jwt_key_load(BvJwtKey *key, const char *text)
+{
+	const char *kid = key->kid;
+	BvJwtAlg alg = key->alg;
+	EVP_PKEY *pkey = NULL;
+	bool is_jwk = text[0] == '{';
+
+	if (alg == BV_ALG_INVALID)
+		key_error(kid, "The algorithm is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384, EdDSA.");
+
+	if (alg_is_hmac(alg))
+	{
+		size_t need = EVP_MD_get_size(alg_digest(alg));
+		OSSL_PARAM params[2];
+
+		if (is_jwk)
+		{
+			Jsonb *jwk = parse_jwk(text, kid);
+			char *kty = jwk_member(jwk, "kty");
+
+			if (kty == NULL || strcmp(kty, "oct") != 0)
+				key_error(kid, "An HS key given as JWK must have \"kty\": \"oct\".");
+			key->secret = jwk_b64_member(jwk, "k", &key->secret_len, kid);
+			if (key->secret == NULL)
+				key_error(kid, "An oct JWK needs a \"k\" member.");
+		}
+		else
+		{
+			if (strncmp(text, "-----BEGIN", 10) == 0)
+				key_error(kid, "An HS key must be a shared secret, not a PEM key (HS/RS confusion).");
+			key->secret_len = strlen(text);
+			key->secret = (uint8 *) pstrdup(text);
+		}
+		if (key->secret_len < need)
+			key_error(kid, psprintf("The HMAC secret is %zu bytes; %s needs at least %zu.",
+									key->secret_len, bv_jwt_alg_name(alg), need));
+		if (hmac_algorithm == NULL)
+			hmac_algorithm = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		key->hmac_ctx = hmac_algorithm ? EVP_MAC_CTX_new(hmac_algorithm) : NULL;
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+													 (char *) alg_digest_name(alg), 0);
+		params[1] = OSSL_PARAM_construct_end();
+		if (key->hmac_ctx == NULL ||
+			EVP_MAC_init((EVP_MAC_CTX *) key->hmac_ctx, key->secret, key->secret_len, params) != 1)
+		{
+			bv_jwt_key_free(key);
+			key_error(kid, "OpenSSL could not set up HMAC with this secret.");
+		}
+		key->can_sign = true;
+		return;
+	}
+
+	if (is_jwk)
+	{
+		pkey = pkey_from_jwk(parse_jwk(text, kid), kid);
+		if (pkey == NULL)
+			key_error(kid, "An \"oct\" JWK can only be used with HS256, HS384 or HS512.");
+		key->can_sign = false;
+	}
+	else
+	{
+		BIO *bio = BIO_new_mem_buf(text, -1);
+
+		if (bio == NULL)
+			key_error(kid, "OpenSSL could not read the key.");
+		if (strstr(text, "PRIVATE KEY-----") != NULL)
+		{
+			pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *) "");
+			key->can_sign = pkey != NULL;
+		}
+		else
+			pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, (void *) "");
+		BIO_free(bio);
+		if (pkey == NULL)
+			key_error(kid, "The key is neither a PEM public key, an unencrypted PEM private key nor a JWK.");
+	}
+	key->pkey = pkey;
+
+	switch (alg)
+	{
+		case BV_ALG_RS256:
+		case BV_ALG_RS384:
+		case BV_ALG_RS512:
+		case BV_ALG_PS256:
+			if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, psprintf("%s needs an RSA key.", bv_jwt_alg_name(alg)));
+			}
+			if (EVP_PKEY_get_bits(pkey) < 2048)
+			{
+				int bits = EVP_PKEY_get_bits(pkey);
+
+				bv_jwt_key_free(key);
+				key_error(kid, psprintf("The RSA key has %d bits; at least 2048 are required.", bits));
+			}
+			break;
+		case BV_ALG_ES256:
+		case BV_ALG_ES384:
+		{
+			char group[64];
+			const char *want = alg == BV_ALG_ES256 ? "prime256v1" : "secp384r1";
+
+			if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_EC)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, psprintf("%s needs an EC key.", bv_jwt_alg_name(alg)));
+			}
+			ec_key_bits(pkey, group, sizeof(group));
+			if (strcmp(group, want) != 0 &&
+				strcmp(group, alg == BV_ALG_ES256 ? "P-256" : "P-384") != 0)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, psprintf("%s needs a key on curve %s.", bv_jwt_alg_name(alg),
+										alg == BV_ALG_ES256 ? "P-256" : "P-384"));
+			}
+			break;
+		}
+		case BV_ALG_EDDSA:
+			if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_ED25519)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, "EdDSA needs an Ed25519 key.");
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+/* The DER form of an R||S signature, after checking 1 <= r, s < n. */
+static unsigned char *
+ecdsa_der(BvJwtAlg alg, const uint8 *sig, size_t sig_len, int *der_len)
+{
+	int size = ec_scalar_len(alg);
+	BIGNUM *order = NULL;
+	BIGNUM *r;
+	BIGNUM *s;
+	ECDSA_SIG *esig;
+	unsigned char *der = NULL;
+
+	if (sig_len != (size_t) (2 * size))
+		return NULL;
+	r = BN_bin2bn(sig, size, NULL);
+	s = BN_bin2bn(sig + size, size, NULL);
+	BN_hex2bn(&order, alg == BV_ALG_ES256 ? p256_order_hex : p384_order_hex);
+	if (r == NULL || s == NULL || order == NULL ||
+		BN_is_zero(r) || BN_is_zero(s) || BN_cmp(r, order) >= 0 || BN_cmp(s, order) >= 0)
+	{
+		BN_free(r);
+		BN_free(s);
+		BN_free(order);
+		return NULL;
+	}
+	BN_free(order);
+	esig = ECDSA_SIG_new();
+	if (esig == NULL || ECDSA_SIG_set0(esig, r, s) != 1)
+	{
+		BN_free(r);
+		BN_free(s);
+		ECDSA_SIG_free(esig);
+		return NULL;
+	}
+	*der_len = i2d_ECDSA_SIG(esig, &der);
+	ECDSA_SIG_free(esig);
+	return *der_len > 0 ? der : NULL;
+}
+
+/*
+ * HMAC of input under an HS key into out (EVP_MAX_MD_SIZE bytes).
+ *
+ * Re-initialising the cached context with a NULL key reuses the key
+ * schedule computed when the key was loaded, so no allocation happens per
+ * call; a backend is single-threaded, so the context is used in place.
+ * Every use starts with this re-initialisation, whatever state the previous
+ * use left the context in.
+ */
+static bool
+hmac_compute(BvJwtKey *key, const uint8 *input, size_t input_len, uint8 *out,
+			 size_t *out_len)
+{
+	EVP_MAC_CTX *ctx = (EVP_MAC_CTX *) key->hmac_ctx;
+
+	return ctx != NULL && EVP_MAC_init(ctx, NULL, 0, NULL) == 1 &&
+		   EVP_MAC_update(ctx, input, input_len) == 1 &&
+		   EVP_MAC_final(ctx, out, out_len, EVP_MAX_MD_SIZE) == 1;
+}
+
+/*
+ * bv_jwt_key_verify
+ *		Does sig sign input under key?  Constant-time for HMAC.
+ */
+bool
+bv_jwt_key_verify(BvJwtKey *key, const uint8 *input, size_t input_len,
+				  const uint8 *sig, size_t sig_len)
+{
+	bool ok = false;
+
+	if (alg_is_hmac(key->alg))
+	{
+		uint8 mac[EVP_MAX_MD_SIZE];
+		size_t mac_len = 0;
+
+		if (hmac_compute(key, input, input_len, mac, &mac_len))
+			ok = sig_len == mac_len && CRYPTO_memcmp(mac, sig, mac_len) == 0;
+		OPENSSL_cleanse(mac, sizeof(mac));
+	}
+	else
+	{
+		EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+		EVP_PKEY_CTX *pctx = NULL;
+		const uint8 *check_sig = sig;
+		size_t check_len = sig_len;
+		unsigned char *der = NULL;
+
+		if (key->alg == BV_ALG_ES256 || key->alg == BV_ALG_ES384)
+		{
+			int der_len = 0;
+
+			der = ecdsa_der(key->alg, sig, sig_len, &der_len);
+			check_sig = der;
+			check_len = der_len;
+		}
+		if (mctx != NULL && check_sig != NULL &&
+			EVP_DigestVerifyInit(mctx, &pctx, alg_digest(key->alg), NULL, (EVP_PKEY *) key->pkey) == 1 &&
+			(key->alg != BV_ALG_PS256 ||
+			 (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+			  EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+			  EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1)))
+			ok = EVP_DigestVerify(mctx, check_sig, check_len, input, input_len) == 1;
+		EVP_MD_CTX_free(mctx);
+		OPENSSL_free(der);
+		ERR_clear_error();
+	}
+	return ok;
+}
+
+/*
+ * bv_jwt_key_sign
+ *		The JWS signature of input under key, palloc'd; raises on failure.
+ */
+uint8 *
+bv_jwt_key_sign(BvJwtKey *key, const uint8 *input, size_t input_len,
+				size_t *sig_len)
+{
+	uint8 *out = NULL;
+	bool ok = false;
+
+	if (alg_is_hmac(key->alg))
+	{
+		out = palloc(EVP_MAX_MD_SIZE);
+		ok = hmac_compute(key, input, input_len, out, sig_len);
+	}
+	else
+	{
+		EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+		EVP_PKEY_CTX *pctx = NULL;
+		size_t len = 0;
+
+		if (mctx != NULL &&
+			EVP_DigestSignInit(mctx, &pctx, alg_digest(key->alg), NULL, (EVP_PKEY *) key->pkey) == 1 &&
+			(key->alg != BV_ALG_PS256 ||
+			 (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+			  EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+			  EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) == 1)) &&
+			EVP_DigestSign(mctx, NULL, &len, input, input_len) == 1)
+		{
+			out = palloc(len);
+			ok = EVP_DigestSign(mctx, out, &len, input, input_len) == 1;
+			*sig_len = len;
+		}
+		EVP_MD_CTX_free(mctx);
+		if (ok && ec_scalar_len(key->alg) > 0)
+		{
+			/* DER -> fixed-size R||S */
+			int size = ec_scalar_len(key->alg);
+			const unsigned char *p = out;
+			ECDSA_SIG *esig = d2i_ECDSA_SIG(NULL, &p, (long) len);
+			uint8 *rs = palloc(2 * size);
+
+			ok = esig != NULL &&
+				 BN_bn2binpad(ECDSA_SIG_get0_r(esig), rs, size) == size &&
+				 BN_bn2binpad(ECDSA_SIG_get0_s(esig), rs + size, size) == size;
+			ECDSA_SIG_free(esig);
+			out = rs;
+			*sig_len = 2 * size;
+		}
+	}
+	if (!ok)
+	{
+		ERR_clear_error();
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not sign the token"),
+				 errdetail("OpenSSL failed to sign with key \"%s\".", key->kid),
+				 errhint("Check the key in bv.jwt_keys.")));
+	}
+	return out;
+}

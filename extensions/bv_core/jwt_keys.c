@@ -1,0 +1,459 @@
+/*-------------------------------------------------------------------------
+ *
+ * jwt_keys.c
+ *	  The JWT key table bv.jwt_keys, the revocation list, their per-backend
+ *	  cache, and the tables' triggers.  (Loading a key and the signature
+ *	  primitives are in jwt_crypto.c.)
+ *
+ * Keys live in bv.jwt_keys (kid, alg, key as PEM or JWK, issuer, validity
+ * window, active), writable by bv_admin only.  The key decides the
+ * algorithm: a token's "alg" must equal its key's, so "none" and HS-with-an-
+ * RSA-key confusion cannot happen.  A BEFORE trigger runs
+ * bv._jwt_key_check() on every row written, so a weak or malformed key
+ * (HMAC secret shorter than the hash, RSA under 2048 bits, EC key on the
+ * wrong curve) never enters the table.
+ *
+ * Cache and concurrency.  Each backend keeps the usable keys, already
+ * turned into OpenSSL objects, in JwtKeyContext (a child of
+ * CacheMemoryContext).  A statement trigger on bv.jwt_keys and on
+ * bv.jwt_revocations calls CacheInvalidateRelcache(): at commit every
+ * backend receives the invalidation and its relcache callback marks the
+ * cache stale, so rotation needs no restart and no polling; the writing
+ * backend sees its own change at the next command, and a rolled-back
+ * change is undone by the same mechanism.  The cache is rebuilt on the
+ * next use by a plain heap scan under a fresh snapshot (no SPI, and no
+ * privilege on the table is needed by the calling role: only the verdict
+ * leaves this file).  The time window (not_before/expires_at) is evaluated
+ * at each use, so keys also expire without an invalidation.
+ *
+ * A key that fails to load while the cache is built (possible only if it
+ * was written with the triggers disabled) is skipped with a WARNING, so one
+ * bad row cannot stop verification with the other keys.
+ *
+ * OpenSSL objects are malloc'ed by OpenSSL; a reset callback on
+ * JwtKeyContext frees them and wipes secrets when the cache is rebuilt, so
+ * nothing leaks whatever path resets the context.
+ *
+ * Errors here never include key material or token text.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "bv_common.h"
+#include "bv_core.h"
+#include "jwt_parse.h"
+
+/* Most keys kept per backend; a JWKS rarely holds more than a handful. */
+#define MAX_KEYS 256
+
+static MemoryContext JwtKeyContext = NULL;
+static bool keys_valid = false;
+static Oid keys_relid = InvalidOid;
+static Oid revocations_relid = InvalidOid;
+static BvJwtKey *keys = NULL;
+static int nkeys_cached = 0;
+static HTAB *revoked = NULL;
+
+typedef struct RevokedEntry
+{
+	char jti[BV_JWT_KID_MAX + 1];
+	bool has_expiry;
+	TimestampTz expires_at;
+} RevokedEntry;
+
+static void
+free_key_callback(void *arg)
+{
+	bv_jwt_key_free((BvJwtKey *) arg);
+}
+
+/*
+ * bv_jwt_key_load() for the cache: a key that does not load (one written with the
+ * table's triggers disabled, or refused by a newer OpenSSL) is skipped with
+ * a WARNING instead of making every verification fail.  bv_jwt_key_load() takes no
+ * locks or buffers and frees its OpenSSL objects before raising, so
+ * flushing its error is safe.
+ */
+static bool
+try_load_key(BvJwtKey *key, const char *text)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		bv_jwt_key_load(key, text);
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("skipping key \"%s\" of bv.jwt_keys", key->kid),
+				 errdetail("%s", edata->detail ? edata->detail : edata->message),
+				 errhint("Fix or deactivate the key; it was written without the checks of the table's triggers.")));
+		FreeErrorData(edata);
+		bv_jwt_key_free(key);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+static void
+jwt_keys_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == keys_relid || relid == revocations_relid)
+		keys_valid = false;
+}
+
+/*
+ * bv_jwt_keys_init
+ *		Register the relcache callback (once per backend, from _PG_init).
+ */
+void
+bv_jwt_keys_init(void)
+{
+	CacheRegisterRelcacheCallback(jwt_keys_invalidate, (Datum) 0);
+}
+
+static Oid
+bv_table_oid(const char *name)
+{
+	Oid nsp = get_namespace_oid("bv", true);
+
+	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+}
+
+static int
+column_index(TupleDesc desc, const char *name)
+{
+	int i;
+
+	for (i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped &&
+			strcmp(NameStr(TupleDescAttr(desc, i)->attname), name) == 0)
+			return i;
+	elog(ERROR, "column \"%s\" is missing from a bv_core table", name);
+	return -1; /* keep compiler quiet */
+}
+
+static char *
+text_column(Datum *values, bool *nulls, int i)
+{
+	return nulls[i] ? NULL : TextDatumGetCString(values[i]);
+}
+
+/* Read the active keys and live revocations into JwtKeyContext. */
+static void
+reload_cache(void)
+{
+	Relation rel;
+	TableScanDesc scan;
+	HeapTuple tuple;
+	Snapshot snapshot;
+	MemoryContext old;
+	TupleDesc desc;
+	int c_kid,
+		c_alg,
+		c_key,
+		c_iss,
+		c_nbf,
+		c_exp,
+		c_active;
+
+	if (JwtKeyContext == NULL)
+		JwtKeyContext = AllocSetContextCreate(CacheMemoryContext, "bv jwt keys",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(JwtKeyContext);
+	keys = NULL;
+	nkeys_cached = 0;
+	revoked = NULL;
+
+	keys_relid = bv_table_oid("jwt_keys");
+	revocations_relid = bv_table_oid("jwt_revocations");
+	if (!OidIsValid(keys_relid) || !OidIsValid(revocations_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bv_core 0.2.0 is not installed in this database"),
+				 errdetail("The tables bv.jwt_keys and bv.jwt_revocations do not exist."),
+				 errhint("Run ALTER EXTENSION bv_core UPDATE.")));
+
+	old = MemoryContextSwitchTo(JwtKeyContext);
+	keys = palloc0(sizeof(BvJwtKey) * MAX_KEYS);
+
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rel = table_open(keys_relid, AccessShareLock);
+	desc = RelationGetDescr(rel);
+	c_kid = column_index(desc, "kid");
+	c_alg = column_index(desc, "alg");
+	c_key = column_index(desc, "key");
+	c_iss = column_index(desc, "issuer");
+	c_nbf = column_index(desc, "not_before");
+	c_exp = column_index(desc, "expires_at");
+	c_active = column_index(desc, "active");
+	scan = table_beginscan(rel, snapshot, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Datum *values = palloc(sizeof(Datum) * desc->natts);
+		bool *nulls = palloc(sizeof(bool) * desc->natts);
+		BvJwtKey *key;
+		MemoryContextCallback *cb;
+
+		heap_deform_tuple(tuple, desc, values, nulls);
+		if (nulls[c_active] || !DatumGetBool(values[c_active]))
+			continue;
+		if (nkeys_cached >= MAX_KEYS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many active keys in bv.jwt_keys"),
+					 errdetail("At most %d keys can be active at once.", MAX_KEYS),
+					 errhint("Deactivate keys that are no longer used (active = false).")));
+		key = &keys[nkeys_cached];
+		memset(key, 0, sizeof(*key));
+		key->kid = text_column(values, nulls, c_kid);
+		key->alg = bv_jwt_alg_from_name(text_column(values, nulls, c_alg));
+		key->issuer = text_column(values, nulls, c_iss);
+		key->has_not_before = !nulls[c_nbf];
+		key->not_before = nulls[c_nbf] ? 0 : DatumGetTimestampTz(values[c_nbf]);
+		key->has_expires_at = !nulls[c_exp];
+		key->expires_at = nulls[c_exp] ? 0 : DatumGetTimestampTz(values[c_exp]);
+		cb = palloc(sizeof(MemoryContextCallback));
+		cb->func = free_key_callback;
+		cb->arg = key;
+		MemoryContextRegisterResetCallback(JwtKeyContext, cb);
+		if (try_load_key(key, text_column(values, nulls, c_key)))
+			nkeys_cached++;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	/* the revocation list: jti values not yet past their expiry */
+	{
+		HASHCTL ctl;
+		int c_jti,
+			c_rexp;
+
+		ctl.keysize = BV_JWT_KID_MAX + 1;
+		ctl.entrysize = sizeof(RevokedEntry);
+		ctl.hcxt = JwtKeyContext;
+		revoked = hash_create("bv revoked jti", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		rel = table_open(revocations_relid, AccessShareLock);
+		desc = RelationGetDescr(rel);
+		c_jti = column_index(desc, "jti");
+		c_rexp = column_index(desc, "expires_at");
+		scan = table_beginscan(rel, snapshot, 0, NULL);
+		while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+		{
+			Datum values[8];
+			bool nulls[8];
+			char *jti;
+			RevokedEntry *e;
+
+			if (desc->natts > 8)
+				elog(ERROR, "unexpected shape of bv.jwt_revocations");
+			heap_deform_tuple(tuple, desc, values, nulls);
+			jti = text_column(values, nulls, c_jti);
+			if (jti == NULL || strlen(jti) > BV_JWT_KID_MAX)
+				continue;
+			e = hash_search(revoked, jti, HASH_ENTER, NULL);
+			e->has_expiry = !nulls[c_rexp];
+			e->expires_at = nulls[c_rexp] ? 0 : DatumGetTimestampTz(values[c_rexp]);
+		}
+		table_endscan(scan);
+		table_close(rel, AccessShareLock);
+	}
+	UnregisterSnapshot(snapshot);
+	MemoryContextSwitchTo(old);
+	keys_valid = true;
+}
+
+static inline void
+ensure_cache(void)
+{
+	if (!keys_valid)
+		reload_cache();
+}
+
+/*
+ * bv_jwt_keys_usable
+ *		The keys a token with this alg (and kid, if not NULL) may be verified
+ *		with, now: same algorithm, active, inside their validity window.
+ *		Returns a palloc'd array of pointers into the cache (valid until the
+ *		next invalidation is processed, i.e. for the current call).
+ */
+BvJwtKey *
+bv_jwt_keys_usable(BvJwtAlg alg, const char *kid, int *nkeys)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int i;
+	int n = 0;
+	BvJwtKey *out;
+
+	ensure_cache();
+	out = palloc(sizeof(BvJwtKey) * Max(nkeys_cached, 1));
+	for (i = 0; i < nkeys_cached; i++)
+	{
+		BvJwtKey *k = &keys[i];
+
+		if (k->alg != alg)
+			continue;
+		if (kid != NULL && strcmp(k->kid, kid) != 0)
+			continue;
+		if (k->has_not_before && now < k->not_before)
+			continue;
+		if (k->has_expires_at && now >= k->expires_at)
+			continue;
+		out[n++] = *k;
+	}
+	*nkeys = n;
+	return out;
+}
+
+/*
+ * bv_jwt_key_for_signing
+ *		The active, currently valid key kid if it can sign, else raise.
+ */
+BvJwtKey *
+bv_jwt_key_for_signing(const char *kid)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int i;
+
+	ensure_cache();
+	for (i = 0; i < nkeys_cached; i++)
+	{
+		BvJwtKey *k = &keys[i];
+
+		if (strcmp(k->kid, kid) != 0)
+			continue;
+		if ((k->has_not_before && now < k->not_before) ||
+			(k->has_expires_at && now >= k->expires_at))
+			break;
+		if (!k->can_sign)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key \"%s\" cannot sign", kid),
+					 errdetail("Only its public half is stored."),
+					 errhint("Store the PEM private key to sign with it, or sign with an HS key.")));
+		return k;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("no usable key \"%s\" in bv.jwt_keys", kid),
+			 errdetail("The key does not exist, is inactive, or is outside its validity window."),
+			 errhint("List the keys with SELECT kid, alg, active, not_before, expires_at FROM bv.jwt_keys.")));
+	return NULL; /* keep compiler quiet */
+}
+
+/*
+ * bv_jwt_jti_revoked
+ *		Is this jti on the (unexpired part of the) revocation list?
+ */
+bool
+bv_jwt_jti_revoked(const char *jti)
+{
+	RevokedEntry *e;
+
+	ensure_cache();
+	if (strlen(jti) > BV_JWT_KID_MAX || hash_get_num_entries(revoked) == 0)
+		return false;
+	e = hash_search(revoked, jti, HASH_FIND, NULL);
+	return e != NULL && (!e->has_expiry || GetCurrentTimestamp() < e->expires_at);
+}
+
+PG_FUNCTION_INFO_V1(bv_jwt_key_check);
+
+/*
+ * bv._jwt_key_check(): BEFORE INSERT OR UPDATE trigger on bv.jwt_keys that
+ * refuses malformed and weak keys.
+ */
+Datum
+bv_jwt_key_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple tuple;
+	TupleDesc desc;
+	bool isnull;
+	Datum d;
+	BvJwtKey *key;
+	MemoryContext tmp;
+	MemoryContext old;
+	MemoryContextCallback *cb;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("bv._jwt_key_check() must be a BEFORE ROW trigger"),
+				 errhint("It is installed on bv.jwt_keys by the extension; do not call it directly.")));
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	desc = RelationGetDescr(trigdata->tg_relation);
+
+	/*
+	 * OpenSSL objects made while checking are freed by a reset callback of
+	 * a private context, also when bv_jwt_key_load() raises an error.
+	 */
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "bv jwt key check", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	key = palloc0(sizeof(BvJwtKey));
+	cb = palloc(sizeof(MemoryContextCallback));
+	cb->func = free_key_callback;
+	cb->arg = key;
+	MemoryContextRegisterResetCallback(tmp, cb);
+
+	d = heap_getattr(tuple, column_index(desc, "kid") + 1, desc, &isnull);
+	key->kid = isnull ? "" : TextDatumGetCString(d);
+	d = heap_getattr(tuple, column_index(desc, "alg") + 1, desc, &isnull);
+	key->alg = isnull ? BV_ALG_INVALID : bv_jwt_alg_from_name(TextDatumGetCString(d));
+	d = heap_getattr(tuple, column_index(desc, "key") + 1, desc, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("invalid key \"%s\" in bv.jwt_keys", key->kid),
+				 errdetail("The key is missing."),
+				 errhint("Give the key as PEM or JWK.")));
+	bv_jwt_key_load(key, TextDatumGetCString(d));
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
+	return PointerGetDatum(tuple);
+}
+
+PG_FUNCTION_INFO_V1(bv_jwt_tables_changed);
+
+/*
+ * bv._jwt_tables_changed(): AFTER STATEMENT trigger on bv.jwt_keys and
+ * bv.jwt_revocations: tell every backend to rebuild its cache.
+ */
+Datum
+bv_jwt_tables_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("bv._jwt_tables_changed() must be called as a trigger"),
+				 errhint("It is installed on bv.jwt_keys and bv.jwt_revocations by the extension.")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	keys_valid = false;
+	return PointerGetDatum(NULL);
+}
