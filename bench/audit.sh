@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/audit.sh: the cost of bv_audit's triggers on single-row writes.
+#
+# pgbench, -M prepared, synchronous_commit=off (so that commit flushes do not
+# hide the triggers' own cost), 1 and 8 clients, on a table of 100k rows
+# (BENCH_SCALE=small: 10k rows and short runs), two workloads:
+#   update  UPDATE ... SET balance = balance + 1 WHERE id = <random id>
+#   insert  INSERT of one new row
+# three variants side by side, on identical tables in the same cluster:
+#   none      no trigger
+#   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
+#   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
+#             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
+#             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
+# Runs are interleaved (variant innermost) and repeated ROUNDS times; the
+# best round of each configuration counts, to damp the noise of a shared
+# machine.  Settings: synchronous_commit = off, shared_buffers = 1GB.
+# Progress on stderr, one JSON line on stdout.
+source "$BV_TOP/tools/lib.sh"
+bv_pgbin
+
+case "${BENCH_SCALE:-default}" in
+    small) ROWS=10000; DURATION=2; ROUNDS=1 ;;
+    *)     ROWS=100000; DURATION=15; ROUNDS=2 ;;
+esac
+VARIANTS="none bv_audit plpgsql"
+OUT=$BV_BENCH_OUT
+
+say() { printf 'audit: %s\n' "$*" >&2; }
+
+say "cluster"
+BV_EXTENSIONS="bv_core bv_audit" bv_throwaway_cluster "$OUT/cluster" 55000 >&2
+trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
+psql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# shared_buffers = 1GB as in docs/ENVIRONMENT's reference figures: with the
+# default 128MB the audit tables' history index (random inserts under
+# random-key UPDATEs) would be measured against the disk, not the trigger.
+psql -c "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET shared_buffers = '1GB'" >/dev/null
+"$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 -m fast >/dev/null
+
+say "tables: $ROWS rows each"
+for v in $VARIANTS; do
+    psql <<SQL
+CREATE TABLE public.t_$v (id bigint PRIMARY KEY, name text NOT NULL, balance bigint NOT NULL, note text);
+INSERT INTO public.t_$v SELECT g, 'name ' || g, g * 10, 'some note text' FROM generate_series(1, $ROWS) g;
+CREATE SEQUENCE public.t_${v}_ins START $((ROWS + 1));
+SQL
+done
+
+# The reference PL/pgSQL trigger: one jsonb log table for every table.
+psql -o /dev/null <<'SQL'
+CREATE TABLE public.ref_audit_log (
+    id bigserial PRIMARY KEY,
+    table_oid oid NOT NULL,
+    op text NOT NULL,
+    ts timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL DEFAULT current_user,
+    old_record jsonb,
+    new_record jsonb
+);
+CREATE FUNCTION public.ref_audit_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.ref_audit_log (table_oid, op, old_record, new_record)
+    VALUES (TG_RELID, TG_OP,
+            CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+            CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ref_audit AFTER INSERT OR UPDATE OR DELETE ON public.t_plpgsql
+    FOR EACH ROW EXECUTE FUNCTION public.ref_audit_trigger();
+SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
+SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
+VACUUM ANALYZE;
+SQL
+
+for v in $VARIANTS; do
+    printf '\\set id random(1, %s)\nUPDATE public.t_%s SET balance = balance + 1 WHERE id = :id;\n' \
+        "$ROWS" "$v" >"$OUT/update_$v.sql"
+    printf "INSERT INTO public.t_%s (id, name, balance, note) VALUES (nextval('public.t_%s_ins'), 'new row', 1, 'some note text');\n" \
+        "$v" "$v" >"$OUT/insert_$v.sql"
+done
+
+declare -A best
+run() { # workload clients variant
+    local tps
+    psql -c CHECKPOINT
+    tps=$("$PGBIN/pgbench" -n -M prepared -c "$2" -j "$2" -T "$DURATION" -f "$OUT/$1_$3.sql" 2>"$OUT/pgbench.err" \
+        | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
+    [ -n "$tps" ] || { cat "$OUT/pgbench.err" >&2; bv_die "pgbench $1 $2 $3 failed"; }
+    say "round $r: $1 clients=$2 $3: $tps tps"
+    local key="$1_c$2_$3"
+    if [ -z "${best[$key]:-}" ] || awk -v a="$tps" -v b="${best[$key]}" 'BEGIN { exit !(a > b) }'; then
+        best[$key]=$tps
+    fi
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+    for w in update insert; do
+        for c in 1 8; do
+            for v in $VARIANTS; do run "$w" "$c" "$v"; done
+        done
+    done
+done
+
+# Sanity: the audited variant really wrote audit records.
+audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_bv_audit WHERE audit_op IN ('I', 'U')")
+[ "$audited" -gt 0 ] || bv_die "bv_audit wrote no audit records"
+say "bv_audit wrote $audited audit records"
+
+pct() { awk -v base="$1" -v x="$2" 'BEGIN { printf "%.1f", (base - x) / base * 100 }'; }
+json="{\"bench\":\"audit\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
+json+=",\"rows\":$ROWS,\"duration_s\":$DURATION,\"rounds\":$ROUNDS"
+for w in update insert; do
+    for c in 1 8; do
+        for v in $VARIANTS; do
+            json+=",\"${w}_c${c}_${v}_per_s\":${best[${w}_c${c}_${v}]}"
+        done
+    done
+done
+json+=",\"update_overhead_pct\":$(pct "${best[update_c1_none]}" "${best[update_c1_bv_audit]}")"
+json+=",\"insert_overhead_pct\":$(pct "${best[insert_c1_none]}" "${best[insert_c1_bv_audit]}")"
+json+=",\"plpgsql_update_overhead_pct\":$(pct "${best[update_c1_none]}" "${best[update_c1_plpgsql]}")"
+json+=",\"plpgsql_insert_overhead_pct\":$(pct "${best[insert_c1_none]}" "${best[insert_c1_plpgsql]}")"
+json+=",\"update_overhead_c8_pct\":$(pct "${best[update_c8_none]}" "${best[update_c8_bv_audit]}")"
+json+=",\"insert_overhead_c8_pct\":$(pct "${best[insert_c8_none]}" "${best[insert_c8_bv_audit]}")"
+json+="}"
+echo "$json"

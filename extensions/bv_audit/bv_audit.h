@@ -1,0 +1,53 @@
+/*-------------------------------------------------------------------------
+ *
+ * bv_audit.h
+ *	  Shared declarations of the bv_audit extension (schema "bv_audit").
+ *
+ * The C side of bv_audit is a handful of trigger functions and helpers that
+ * the install script wires together:
+ *
+ *	context.c	who, when and from where: bv.actor(), bv.trace_context(),
+ *				application name and client address, looked up once and
+ *				called through cached FmgrInfos
+ *	stamp.c		the BEFORE trigger that fills created_* / updated_*
+ *	capture.c	the AFTER trigger that writes the mirrored audit rows
+ *	guard.c		the append-only guard on audit tables and the one door
+ *				through which purge may delete
+ *	digest.c	the per-row SHA-256 digest used by seal() and verify()
+ *	bv_audit.c	_PG_init and the relcache invalidation wiring
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BV_AUDIT_H
+#define BV_AUDIT_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+
+/* Names of the metadata columns that lead every audit table. */
+#define BV_AUDIT_NMETA 9
+
+/* context.c */
+typedef struct BvAuditContext
+{
+	Datum actor; /* text, never NULL */
+	Datum trace; /* text */
+	bool trace_null;
+	Datum app; /* text */
+	bool app_null;
+	Datum client; /* inet */
+	bool client_null;
+} BvAuditContext;
+
+extern Datum bv_audit_actor(void);
+extern void bv_audit_context(BvAuditContext *ctx);
+
+/* capture.c / stamp.c: relcache invalidation of their caches */
+extern void bv_audit_capture_invalidate(Oid relid);
+extern void bv_audit_stamp_invalidate(Oid relid);
+
+/* guard.c */
+extern bool bv_audit_purge_active;
+
+#endif /* BV_AUDIT_H */

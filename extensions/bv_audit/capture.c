@@ -1,0 +1,696 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.c
+ *	  bv_audit.capture_trigger(): write the mirrored audit row of a change.
+ *
+ * bv_audit.enable(tbl) creates an audit table that mirrors the table's
+ * columns (minus the excluded ones) behind nine metadata columns, and
+ * installs this function as an AFTER INSERT OR UPDATE OR DELETE row trigger
+ * and an AFTER TRUNCATE statement trigger.  Its one argument is the table's
+ * id in bv_audit.tracked.  The record holds the row image after INSERT and
+ * UPDATE and before DELETE (what a compliance reader needs: every version
+ * the row ever had, and its last version when it went away), the names of
+ * the columns an UPDATE changed (excluded ones included, their values never
+ * copied), and who/when/where from context.c.
+ *
+ * Per-table state: the first row a backend sees for a table builds an entry
+ * in a hash table keyed by the table's OID: the audit table, its owner, the
+ * positions of the mirrored columns, the partition of the current month and
+ * a saved SPI plan of the INSERT.  Building it reads bv_audit.tracked,
+ * bv_audit.columns and pg_inherits through SPI; after that a row costs no
+ * catalog access and no JSON.
+ *
+ * Two ways to write a record (measured in docs/adr/0011-audit-capture-path.md):
+ *
+ *	fast	a heap insert straight into the month's partition plus its index
+ *			entries (table_tuple_insert + ExecInsertIndexTuples), the way
+ *			logical replication's apply worker and CatalogTupleInsert write.
+ *			It skips the executor start-up, plan-cache check and partition
+ *			routing that an INSERT costs, about half of the trigger's time
+ *			on bulk statements.  The partition is opened and closed per
+ *			record (see insert_direct()).  Used when the partition of the transaction's
+ *			month exists, has no insert triggers, CHECK constraints or
+ *			generated columns of its own, and every mirrored column has the
+ *			same type and typmod as the tracked column.
+ *	slow	the saved SPI plan of INSERT INTO <audit table>: partition
+ *			routing (the default partition when the month's is missing),
+ *			type coercion, and whatever an administrator added to the audit
+ *			table are all handled by the executor.
+ *
+ * The audit record's time is the transaction's start time, so a transaction
+ * never leaves its month: the entry remembers the month it was built for and
+ * is rebuilt when a transaction of another month uses it.
+ * The relcache callback (bv_audit.c) marks an entry invalid when the table,
+ * its audit table or the month's partition changes (ALTER TABLE, the event trigger's
+ * mirroring, a new partition) or when enable()/disable() call
+ * bv_audit._invalidate(); the next row rebuilds it.
+ *
+ * Memory: entries and their arrays live in a context under
+ * CacheMemoryContext that is never reset; an invalidated entry's arrays are
+ * freed when it is rebuilt.  Plans are SPI_keepplan'ed and freed on
+ * rebuild.  Per-row work happens in the trigger's per-tuple context.
+ *
+ * Privileges: the slow path's INSERT runs as the audit table's owner, the
+ * way the referential-integrity triggers run as the referenced table's
+ * owner; the fast path is bv_audit writing its own table and checks no
+ * privilege.  Either way a writer needs no privilege on the audit table,
+ * which nobody but the owner may write (and nobody, owner included, may
+ * UPDATE or DELETE; guard.c).
+ *
+ * Concurrency: audit rows are plain inserts into the partition of the
+ * transaction's start time; writers of the same or different tables take
+ * no heavyweight lock beyond RowExclusiveLock on the audit table and its
+ * partition, and never wait on each other.  audit_id comes from a sequence
+ * (a buffer lock for the increment only).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "storage/lmgr.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "bv_audit.h"
+
+/* Parameters of the audit INSERT that precede the mirrored columns. */
+#define NMETA_PARAMS 8
+
+typedef struct CaptureEntry
+{
+	Oid relid; /* hash key: the tracked table */
+	bool valid;
+	int32 tracked_id;
+	Oid audit_relid;
+	Oid audit_owner;
+	int nmirror;          /* mirrored columns */
+	AttrNumber *mirror;   /* their attnums in the tracked table */
+	int nlive;            /* live columns compared for audit_changed */
+	AttrNumber *live;     /* their attnums */
+	Datum *live_names;    /* their names, as text */
+	SPIPlanPtr plan;      /* INSERT INTO audit table, saved */
+	Oid seq_relid;        /* bv_audit.audit_id_seq */
+	TimestampTz month_lo; /* the month this entry was built for */
+	TimestampTz month_hi;
+	Oid part_relid;                        /* its partition, when the fast path applies */
+	int part_natts;                        /* attributes of the partition */
+	AttrNumber meta_attno[BV_AUDIT_NMETA]; /* partition attnums, audit_id.. */
+	AttrNumber *mirror_attno;              /* partition attnums of mirror[] */
+} CaptureEntry;
+
+static HTAB *capture_cache = NULL;
+static MemoryContext capture_cxt = NULL;
+
+void
+bv_audit_capture_invalidate(Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	CaptureEntry *entry;
+
+	if (capture_cache == NULL)
+		return;
+	/* Entries are few; the audit table is not the key, so scan them all. */
+	hash_seq_init(&status, capture_cache);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (!OidIsValid(relid) || entry->relid == relid ||
+			entry->audit_relid == relid || entry->part_relid == relid)
+			entry->valid = false;
+	}
+}
+
+static void
+free_entry_state(CaptureEntry *entry)
+{
+	if (entry->mirror)
+		pfree(entry->mirror);
+	if (entry->live)
+		pfree(entry->live);
+	if (entry->live_names)
+		pfree(entry->live_names);
+	if (entry->plan)
+		SPI_freeplan(entry->plan);
+	if (entry->mirror_attno)
+		pfree(entry->mirror_attno);
+	entry->mirror_attno = NULL;
+	entry->part_relid = InvalidOid;
+	entry->mirror = entry->live = NULL;
+	entry->live_names = NULL;
+	entry->plan = NULL;
+}
+
+static void
+not_mirrored_error(Relation rel, const char *what, const char *column)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("audit table of \"%s\" is out of step with it", RelationGetRelationName(rel)),
+			 errdetail("%s \"%s\".", what, column),
+			 errhint("Run bv_audit.enable() on the table again to bring its audit table up to date.")));
+}
+
+/* The metadata columns, in the order of BvAuditContext's meta_attno[]. */
+static const char *const meta_names[BV_AUDIT_NMETA] = {
+	"audit_id", "audit_op", "audit_xid", "audit_actor", "audit_ts",
+	"audit_app", "audit_client", "audit_trace", "audit_changed"};
+
+/* Attribute number of a live column by name, or 0. */
+static AttrNumber
+attno_by_name(TupleDesc desc, const char *name)
+{
+	int a;
+
+	for (a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return 0;
+}
+
+/*
+ * Decide whether records of the current transaction's month can be written
+ * straight into their partition (see the file comment), and prepare the
+ * attribute mapping if so.  Runs inside build_entry()'s SPI connection.
+ */
+static void
+build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
+{
+	Oid argtypes[2] = {OIDOID, TIMESTAMPTZOID};
+	Datum args[2];
+	bool isnull;
+	Relation part;
+	TupleDesc pdesc;
+	int i, ret;
+	bool ok = true;
+
+	entry->part_relid = InvalidOid;
+	entry->seq_relid = get_relname_relid("audit_id_seq", get_namespace_oid("bv_audit", false));
+	args[0] = ObjectIdGetDatum(entry->audit_relid);
+	args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	/* Bounds are compared in the text of this session, on both sides. */
+	ret = SPI_execute_with_args(
+		"SELECT b.lo, b.hi, p.oid FROM "
+		"  (SELECT pg_catalog.timezone('UTC', pg_catalog.date_trunc('month', pg_catalog.timezone('UTC', $2))) AS lo, "
+		"          pg_catalog.timezone('UTC', pg_catalog.date_trunc('month', pg_catalog.timezone('UTC', $2)) "
+		"                                      + pg_catalog.make_interval(months => 1)) AS hi) b "
+		"LEFT JOIN LATERAL (SELECT c.oid FROM pg_catalog.pg_inherits i "
+		"                   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid "
+		"                   WHERE i.inhparent = $1 AND c.relkind = 'r' "
+		"                     AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) = "
+		"                         pg_catalog.format('FOR VALUES FROM (%L) TO (%L)', b.lo, b.hi)) p ON true",
+		2, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "looking up the audit partition failed: %s", SPI_result_code_string(ret));
+	entry->month_lo = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	entry->month_hi = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	entry->part_relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (isnull || !OidIsValid(entry->seq_relid))
+	{
+		entry->part_relid = InvalidOid;
+		return;
+	}
+
+	part = table_open(entry->part_relid, RowExclusiveLock);
+	pdesc = RelationGetDescr(part);
+	if ((part->trigdesc && (part->trigdesc->trig_insert_before_row ||
+							part->trigdesc->trig_insert_after_row ||
+							part->trigdesc->trig_insert_instead_row ||
+							part->trigdesc->trig_insert_new_table)) ||
+		(pdesc->constr && (pdesc->constr->num_check > 0 ||
+						   pdesc->constr->has_generated_stored)))
+		ok = false;
+
+	for (i = 0; ok && i < BV_AUDIT_NMETA; i++)
+	{
+		entry->meta_attno[i] = attno_by_name(pdesc, meta_names[i]);
+		if (entry->meta_attno[i] == 0)
+			ok = false;
+	}
+	if (ok)
+	{
+		entry->mirror_attno = MemoryContextAlloc(capture_cxt,
+												 sizeof(AttrNumber) * Max(entry->nmirror, 1));
+		for (i = 0; ok && i < entry->nmirror; i++)
+		{
+			Form_pg_attribute src = TupleDescAttr(srcdesc, entry->mirror[i] - 1);
+			AttrNumber pa = attno_by_name(pdesc, mirror_names[i]);
+
+			if (pa == 0 || TupleDescAttr(pdesc, pa - 1)->atttypid != src->atttypid ||
+				TupleDescAttr(pdesc, pa - 1)->atttypmod != src->atttypmod)
+				ok = false; /* needs the executor's coercion */
+			else
+				entry->mirror_attno[i] = pa;
+		}
+	}
+	entry->part_natts = pdesc->natts;
+	table_close(part, NoLock);
+	if (!ok)
+		entry->part_relid = InvalidOid;
+}
+
+/*
+ * Write one record straight into the month's partition: heap insert and
+ * index entries, no executor.  Returns false, having written nothing, when
+ * the partition went away or the entry was invalidated while we waited for
+ * the lock; the caller rebuilds the entry and tries again.
+ *
+ * The partition is opened and closed for each record: a relation held open
+ * past the statement would make ALTER TABLE and TRUNCATE of the audit table
+ * later in the same transaction fail (the event trigger's mirroring among
+ * them); the lock, as always, stays until the transaction ends.
+ */
+static bool
+insert_direct(CaptureEntry *entry, Datum *params, const char *pnulls)
+{
+	Relation part;
+	EState *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	HeapTuple tuple;
+	Datum *values;
+	bool *nulls;
+	List *recheck;
+	int i;
+
+	LockRelationOid(entry->audit_relid, RowExclusiveLock);
+	part = try_table_open(entry->part_relid, RowExclusiveLock);
+	if (part == NULL)
+		return false;
+	if (!entry->valid)
+	{
+		table_close(part, NoLock);
+		return false;
+	}
+
+	values = palloc(sizeof(Datum) * entry->part_natts);
+	nulls = palloc(sizeof(bool) * entry->part_natts);
+	for (i = 0; i < entry->part_natts; i++)
+	{
+		values[i] = (Datum) 0;
+		nulls[i] = true;
+	}
+	values[entry->meta_attno[0] - 1] = Int64GetDatum(nextval_internal(entry->seq_relid, false));
+	nulls[entry->meta_attno[0] - 1] = false;
+	for (i = 0; i < NMETA_PARAMS; i++)
+	{
+		values[entry->meta_attno[i + 1] - 1] = params[i];
+		nulls[entry->meta_attno[i + 1] - 1] = (pnulls[i] == 'n');
+	}
+	for (i = 0; i < entry->nmirror; i++)
+	{
+		values[entry->mirror_attno[i] - 1] = params[NMETA_PARAMS + i];
+		nulls[entry->mirror_attno[i] - 1] = (pnulls[NMETA_PARAMS + i] == 'n');
+	}
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, part, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(part), &TTSOpsHeapTuple);
+	tuple = heap_form_tuple(RelationGetDescr(part), values, nulls);
+	ExecStoreHeapTuple(tuple, slot, false);
+
+	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	list_free(recheck);
+
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(part, NoLock);
+	return true;
+}
+
+/*
+ * Build an entry from bv_audit.tracked and bv_audit.columns.  Runs inside
+ * the caller's SPI connection.
+ */
+static void
+build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
+{
+	TupleDesc desc = RelationGetDescr(rel);
+	Oid argtypes[2] = {INT4OID, OIDOID};
+	Datum args[2];
+	StringInfoData sql;
+	Oid *ptypes;
+	int nparams, i, a, ret;
+	bool isnull;
+	char *audit_name;
+	char **mirror_names;
+	MemoryContext old;
+
+	free_entry_state(entry);
+	entry->tracked_id = tracked_id;
+	args[0] = Int32GetDatum(tracked_id);
+	args[1] = ObjectIdGetDatum(RelationGetRelid(rel));
+
+	ret = SPI_execute_with_args(
+		"SELECT t.audit_relid::pg_catalog.oid, c.relowner, "
+		"       pg_catalog.format('%I.%I', n.nspname, c.relname) "
+		"FROM bv_audit.tracked t "
+		"JOIN pg_catalog.pg_class c ON c.oid = t.audit_relid "
+		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+		"WHERE t.id = $1 AND t.relid = $2 AND t.enabled",
+		2, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not tracked by bv_audit", RelationGetRelationName(rel)),
+				 errdetail("Its audit trigger names tracking entry %d, which is missing, disabled or belongs to another table.",
+						   tracked_id),
+				 errhint("Run bv_audit.enable() on the table, or bv_audit.disable() to remove the trigger.")));
+	entry->audit_relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	entry->audit_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	audit_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+	old = MemoryContextSwitchTo(capture_cxt);
+	entry->mirror = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
+	entry->live = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
+	entry->live_names = palloc(sizeof(Datum) * Max(desc->natts, 1));
+	MemoryContextSwitchTo(old);
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO %s (audit_op, audit_xid, audit_actor, audit_ts, audit_app, "
+					 "audit_client, audit_trace, audit_changed",
+					 audit_name);
+	ptypes = palloc(sizeof(Oid) * (NMETA_PARAMS + desc->natts));
+	ptypes[0] = TEXTOID;
+	ptypes[1] = XID8OID;
+	ptypes[2] = TEXTOID;
+	ptypes[3] = TIMESTAMPTZOID;
+	ptypes[4] = TEXTOID;
+	ptypes[5] = INETOID;
+	ptypes[6] = TEXTOID;
+	ptypes[7] = TEXTARRAYOID;
+	nparams = NMETA_PARAMS;
+	mirror_names = palloc(sizeof(char *) * Max(desc->natts, 1));
+
+	/* The mapping of tracked columns to audit columns, by attnum. */
+	ret = SPI_execute_with_args(
+		"SELECT c.src_attnum, c.audit_column::pg_catalog.text FROM bv_audit.columns c "
+		"WHERE c.tracked_id = $1 AND c.src_attnum > 0 ORDER BY c.src_attnum",
+		1, argtypes, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "reading bv_audit.columns failed: %s", SPI_result_code_string(ret));
+
+	entry->nmirror = 0;
+	entry->nlive = 0;
+	for (a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (att->attisdropped)
+			continue;
+		old = MemoryContextSwitchTo(capture_cxt);
+		entry->live[entry->nlive] = att->attnum;
+		entry->live_names[entry->nlive] = CStringGetTextDatum(NameStr(att->attname));
+		MemoryContextSwitchTo(old);
+		entry->nlive++;
+	}
+	for (i = 0; i < (int) SPI_processed; i++)
+	{
+		int attnum = DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		char *column = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		Form_pg_attribute att;
+
+		if (attnum > desc->natts)
+			not_mirrored_error(rel, "The audit table maps a column the table does not have", column);
+		att = TupleDescAttr(desc, attnum - 1);
+		if (att->attisdropped)
+			continue; /* dropped: its audit column keeps the history */
+		mirror_names[entry->nmirror] = column;
+		entry->mirror[entry->nmirror++] = attnum;
+		appendStringInfo(&sql, ", %s", quote_identifier(column));
+		ptypes[nparams++] = att->atttypid;
+	}
+	appendStringInfoString(&sql, ") VALUES ($1");
+	for (i = 2; i <= nparams; i++)
+		appendStringInfo(&sql, ", $%d", i);
+	appendStringInfoChar(&sql, ')');
+
+	/* Every live column must be mirrored or excluded. */
+	{
+		Oid checktypes[2] = {INT4OID, OIDOID};
+
+		ret = SPI_execute_with_args(
+			"SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_attribute a "
+			"JOIN bv_audit.tracked t ON t.id = $1 "
+			"WHERE a.attrelid = $2 AND a.attnum > 0 AND NOT a.attisdropped "
+			"AND a.attname <> ALL (t.exclude_columns) "
+			"AND NOT EXISTS (SELECT 1 FROM bv_audit.columns c "
+			"                WHERE c.tracked_id = $1 AND c.src_attnum = a.attnum) "
+			"LIMIT 1",
+			2, checktypes, args, NULL, true, 1);
+		if (ret == SPI_OK_SELECT && SPI_processed > 0)
+			not_mirrored_error(rel, "The audit table has no column for",
+							   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	}
+
+	entry->plan = SPI_prepare(sql.data, nparams, ptypes);
+	if (entry->plan == NULL)
+		elog(ERROR, "preparing the audit insert failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(entry->plan) != 0)
+		elog(ERROR, "saving the audit insert failed");
+	build_fast_path(entry, desc, mirror_names);
+	entry->valid = true;
+}
+
+static CaptureEntry *
+get_entry(Relation rel, int32 tracked_id)
+{
+	Oid relid = RelationGetRelid(rel);
+	CaptureEntry *entry;
+	bool found;
+
+	if (capture_cache == NULL)
+	{
+		HASHCTL ctl;
+
+		capture_cxt = AllocSetContextCreate(CacheMemoryContext, "bv_audit capture cache",
+											ALLOCSET_SMALL_SIZES);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(CaptureEntry);
+		ctl.hcxt = capture_cxt;
+		capture_cache = hash_create("bv_audit capture cache", 32, &ctl,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(capture_cache, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->valid = false;
+		entry->audit_relid = InvalidOid;
+		entry->mirror = entry->live = NULL;
+		entry->live_names = NULL;
+		entry->plan = NULL;
+		entry->mirror_attno = NULL;
+		entry->part_relid = InvalidOid;
+	}
+	if (!entry->valid || entry->tracked_id != tracked_id ||
+		GetCurrentTransactionStartTimestamp() < entry->month_lo ||
+		GetCurrentTransactionStartTimestamp() >= entry->month_hi)
+	{
+		entry->valid = false;
+		build_entry(entry, rel, tracked_id);
+	}
+	return entry;
+}
+
+/*
+ * The names of the columns whose value differs between two row versions,
+ * given both deformed.
+ */
+static Datum
+changed_columns(CaptureEntry *entry, TupleDesc desc, const Datum *oldvals, const bool *oldnulls,
+				const Datum *newvals, const bool *newnulls)
+{
+	Datum *names = palloc(sizeof(Datum) * Max(entry->nlive, 1));
+	int n = 0, i;
+
+	for (i = 0; i < entry->nlive; i++)
+	{
+		int a = entry->live[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (oldnulls[a] && newnulls[a])
+			continue;
+		if (oldnulls[a] != newnulls[a] ||
+			!datumIsEqual(oldvals[a], newvals[a], att->attbyval, att->attlen))
+			names[n++] = entry->live_names[i];
+	}
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+static int32
+tracked_id_arg(TriggerData *trigdata)
+{
+	Trigger *trigger = trigdata->tg_trigger;
+
+	if (trigger->tgnargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("bv_audit.capture_trigger() needs exactly one argument"),
+				 errhint("Install the trigger with bv_audit.enable(), not by hand.")));
+	return pg_strtoint32(trigger->tgargs[0]);
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_capture_trigger);
+
+/*
+ * The AFTER row trigger (INSERT, UPDATE, DELETE) and AFTER TRUNCATE
+ * statement trigger installed by bv_audit.enable().
+ */
+Datum
+bv_audit_capture_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc desc;
+	CaptureEntry *entry;
+	BvAuditContext ctx;
+	HeapTuple image = NULL;
+	Datum *ivals = NULL, *ovals = NULL;
+	bool *inulls = NULL, *onulls = NULL;
+	Datum *values;
+	char *nulls;
+	const char *op;
+	int32 tracked_id;
+	int i, ret;
+	Oid save_userid;
+	int save_sec;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		(TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) &&
+		 !TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("bv_audit.capture_trigger() must be an AFTER row trigger or an AFTER TRUNCATE trigger"),
+				 errhint("Install it with bv_audit.enable().")));
+
+	tracked_id = tracked_id_arg(trigdata);
+	desc = RelationGetDescr(trigdata->tg_relation);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bv_audit_context(&ctx);
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		op = "I";
+		image = trigdata->tg_trigtuple;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		op = "U";
+		image = trigdata->tg_newtuple;
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		op = "D";
+		image = trigdata->tg_trigtuple;
+	}
+	else
+		op = "T";
+
+	/* Deform the row images once: O(columns), not O(columns^2). */
+	if (image != NULL)
+	{
+		ivals = palloc(sizeof(Datum) * desc->natts);
+		inulls = palloc(sizeof(bool) * desc->natts);
+		heap_deform_tuple(image, desc, ivals, inulls);
+	}
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		ovals = palloc(sizeof(Datum) * desc->natts);
+		onulls = palloc(sizeof(bool) * desc->natts);
+		heap_deform_tuple(trigdata->tg_trigtuple, desc, ovals, onulls);
+	}
+
+	/*
+	 * Build the record from the entry; if the fast path finds the entry
+	 * invalidated under it (DDL committed while we waited for a lock), build
+	 * the entry and the record again.
+	 */
+	for (;;)
+	{
+		entry = get_entry(trigdata->tg_relation, tracked_id);
+
+		values = palloc(sizeof(Datum) * (NMETA_PARAMS + entry->nmirror));
+		nulls = palloc(NMETA_PARAMS + entry->nmirror);
+		memset(nulls, ' ', NMETA_PARAMS + entry->nmirror);
+
+		values[0] = CStringGetTextDatum(op);
+		values[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+		values[2] = ctx.actor;
+		values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		values[4] = ctx.app;
+		nulls[4] = ctx.app_null ? 'n' : ' ';
+		values[5] = ctx.client;
+		nulls[5] = ctx.client_null ? 'n' : ' ';
+		values[6] = ctx.trace;
+		nulls[6] = ctx.trace_null ? 'n' : ' ';
+		if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+			values[7] = changed_columns(entry, desc, ovals, onulls, ivals, inulls);
+		else
+		{
+			values[7] = (Datum) 0;
+			nulls[7] = 'n';
+		}
+
+		for (i = 0; i < entry->nmirror; i++)
+		{
+			if (image != NULL && !inulls[entry->mirror[i] - 1])
+				values[NMETA_PARAMS + i] = ivals[entry->mirror[i] - 1];
+			else
+			{
+				values[NMETA_PARAMS + i] = (Datum) 0;
+				nulls[NMETA_PARAMS + i] = 'n';
+			}
+		}
+
+		if (!OidIsValid(entry->part_relid))
+			break; /* slow path */
+		if (insert_direct(entry, values, nulls))
+		{
+			SPI_finish();
+			return PointerGetDatum(NULL);
+		}
+		/* The partition went away or the entry was invalidated: again. */
+		entry->valid = false;
+	}
+
+	/* Write as the audit table's owner (see the file comment). */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(entry->audit_owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "writing the audit record failed: %s", SPI_result_code_string(ret));
+
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,87 @@
+-- bv_audit's API contract: functions, privileges, security settings,
+-- comments, and the SQLSTATE of every refusal.
+BEGIN;
+SELECT plan(43);
+
+SELECT has_schema('bv_audit');
+SELECT has_extension('bv_audit');
+SELECT functions_are('bv_audit', ARRAY[
+    'stamp', 'enable', 'disable', 'audit_table', 'history', 'as_of', 'changes',
+    'create_partitions', 'set_retention', 'purge', 'seal', 'verify', 'schedule_jobs',
+    'stamp_trigger', 'capture_trigger', 'append_only_trigger', 'row_digest',
+    '_purge_delete', '_invalidate', '_tracked', '_safe_type_change', '_create_partition',
+    '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop']);
+SELECT tables_are('bv_audit', ARRAY['tracked', 'columns', 'seals', 'seal_entries']);
+
+-- Every SECURITY DEFINER function pins its search_path.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'bv_audit'::regnamespace AND p.prosecdef
+       AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)$$,
+    'every SECURITY DEFINER function sets search_path = pg_catalog, pg_temp');
+-- Every function, table and the schema carry a comment.
+SELECT is_empty($$
+    SELECT p.oid::regprocedure FROM pg_proc p
+     WHERE p.pronamespace = 'bv_audit'::regnamespace
+       AND obj_description(p.oid, 'pg_proc') IS NULL$$,
+    'every function has a comment');
+SELECT is_empty($$
+    SELECT c.oid::regclass FROM pg_class c
+     WHERE c.relnamespace = 'bv_audit'::regnamespace AND c.relkind IN ('r', 'p')
+       AND obj_description(c.oid, 'pg_class') IS NULL$$,
+    'every table has a comment');
+SELECT isnt(obj_description('bv_audit'::regnamespace, 'pg_namespace'), NULL, 'the schema has a comment');
+
+-- Administration: bv_admin yes, everybody else no; internals: nobody.
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval'], 'bv_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval'], 'bv_user', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_service', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', '_purge_delete', ARRAY['regclass', 'timestamptz'], 'bv_admin', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', '_invalidate', ARRAY['regclass'], 'bv_admin', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'history', ARRAY['regclass', 'jsonb'], 'bv_anon', ARRAY[]::text[]);
+
+-- A tracked table to exercise the API.
+CREATE TABLE public.tap_t (id int PRIMARY KEY, v text, pw text);
+INSERT INTO public.tap_t VALUES (1, 'a', 'x');
+SELECT is(bv_audit.enable('public.tap_t', '{pw}')::text, 'bv_audit.public__tap_t', 'enable() returns the audit table');
+SELECT is(bv_audit.enable('public.tap_t', '{pw}')::text, 'bv_audit.public__tap_t', 'enable() twice returns the same table');
+SELECT lives_ok($$SELECT bv_audit.stamp('public.tap_t')$$, 'stamp() on a tracked table');
+SELECT has_column('bv_audit', 'public__tap_t', 'created_by', 'stamp columns are mirrored into the audit table');
+SELECT hasnt_column('bv_audit', 'public__tap_t', 'pw', 'excluded columns are not mirrored');
+UPDATE public.tap_t SET v = 'b';
+SELECT results_eq($$SELECT operation, changed_columns FROM bv_audit.history('public.tap_t', '{"id":1}')$$,
+                  $$VALUES ('S'::text, NULL::text[]), ('U', '{v,updated_by,updated_at}')$$,
+                  'history() shows the snapshot and the update with changed columns');
+SELECT is((SELECT count(*)::int FROM bv_audit.as_of('public.tap_t', now())), 1, 'as_of() now has the row');
+SELECT is((SELECT count(*)::int FROM bv_audit.changes('public.tap_t', now() - interval '1 minute', now() + interval '1 minute')), 1,
+          'changes() lists the update (not the snapshot)');
+
+-- Refusals and their SQLSTATEs.
+CREATE TABLE public.tap_nopk (a int);
+CREATE VIEW public.tap_v AS SELECT 1 AS a;
+SELECT throws_ok($$SELECT bv_audit.enable('public.tap_nopk')$$, '55000', NULL, 'no primary key: 55000');
+SELECT throws_ok($$SELECT bv_audit.enable('public.tap_v')$$, '42809', NULL, 'view: 42809');
+SELECT throws_ok($$SELECT bv_audit.enable('public.tap_t', '{nosuch}')$$, '42703', NULL, 'unknown excluded column: 42703');
+SELECT throws_ok($$SELECT bv_audit.enable('public.tap_t', '{id}')$$, '22023', NULL, 'excluded key column: 22023');
+SELECT throws_ok($$SELECT bv_audit.disable('public.tap_nopk')$$, '55000', NULL, 'disable() untracked: 55000');
+SELECT throws_ok($$SELECT bv_audit.stamp('public.tap_v')$$, '42809', NULL, 'stamp() view: 42809');
+SELECT throws_ok($$SELECT * FROM bv_audit.history('public.tap_t', '{"x":1}')$$, '22023', NULL, 'history() bad key: 22023');
+SELECT throws_ok($$SELECT * FROM bv_audit.changes('public.tap_t', now(), now() - interval '1 day')$$, '22023', NULL, 'changes() reversed range: 22023');
+SELECT throws_ok($$SELECT bv_audit.set_retention('public.tap_t', '-1 day')$$, '22023', NULL, 'negative retention: 22023');
+SELECT throws_ok($$SELECT bv_audit.create_partitions(1000)$$, '22023', NULL, 'months_ahead out of range: 22023');
+SELECT throws_ok($$UPDATE bv_audit.public__tap_t SET v = 'z'$$, '42501', NULL, 'UPDATE of an audit table: 42501');
+SELECT throws_ok($$DELETE FROM bv_audit.public__tap_t$$, '42501', NULL, 'DELETE from an audit table: 42501');
+SELECT throws_ok($$TRUNCATE bv_audit.public__tap_t$$, '42501', NULL, 'TRUNCATE of an audit table: 42501');
+SELECT throws_ok($$ALTER TABLE public.tap_t ALTER COLUMN v TYPE int USING length(v)$$, '0A000', NULL, 'unsafe type change: 0A000');
+SELECT throws_ok($$SELECT bv_audit.capture_trigger()$$, '39P01', NULL, 'trigger functions cannot be called directly: 39P01');
+
+-- Disable keeps the history, and the trigger is gone.
+SELECT lives_ok($$SELECT bv_audit.disable('public.tap_t')$$, 'disable()');
+SELECT hasnt_trigger('public', 'tap_t', 'bv_audit_capture', 'disable() removes the capture trigger');
+SELECT ok((SELECT count(*) FROM bv_audit.public__tap_t) = 2, 'disable() keeps the history');
+SELECT is(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'a'::text)), 'row_digest() is deterministic');
+SELECT isnt(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'b'::text)), 'row_digest() sees a changed value');
+
+SELECT * FROM finish();
+ROLLBACK;
