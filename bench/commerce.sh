@@ -6,10 +6,11 @@
 # whose stock runs out during the run (so refusals are exercised and the
 # no-oversell rule is checked under contention).  Two variants in the same
 # run, on the same data reset between them:
-#   bare   commerce alone;
-#   on     commerce with bv_audit history on every commerce table and bv_cdc
-#          streaming the commerce tables to the Kafka mock (when those
-#          extensions are installed; the JSON says which were on).
+#   bare   commerce with auditing switched off (stamp triggers disabled,
+#          bv_audit.disable() on every table) and no CDC;
+#   on     commerce as installed: audit columns and history on every table,
+#          plus bv_cdc streaming the commerce tables to the Kafka mock when
+#          bench/commerce-cdc.sh exists (the JSON's "on" says what was on).
 # Then the same order through PostgREST with `hey` at 16 connections.
 # JSON: orders_per_s, orders_per_s_bare, ratio, oversold, rest_orders_per_s.
 source "$BV_TOP/tools/lib.sh"
@@ -22,7 +23,7 @@ esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-commerce: $*" >&2; }
 
-export BV_EXTENSIONS="bv_core bv_commerce"
+export BV_EXTENSIONS="bv_core bv_audit bv_commerce"
 bv_throwaway_cluster "$OUT/cluster" 55100 >&2
 psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
@@ -87,16 +88,27 @@ run_pgbench() {
     awk -v t="$total" -v r="$refused" -v s="$SECONDS_PER_RUN" -v o="$oversold" 'BEGIN { printf "%.1f %d\n", (t - r) / s, o }'
 }
 
+# Audit off for the bare run, then back on (a fresh snapshot is recorded).
+audit() {
+    psql_b -v on="$1" >/dev/null <<'SQL'
+SELECT count(CASE WHEN :'on' = 'on'
+                  THEN bv_audit.enable(c.oid::regclass, CASE WHEN c.relname = 'idempotency_keys'
+                                                             THEN ARRAY['response'] ELSE '{}'::text[] END)::text
+                  ELSE bv_audit.disable(c.oid::regclass)::text END)
+  FROM pg_class c WHERE c.relnamespace = 'commerce'::regnamespace AND c.relkind = 'r';
+SELECT format('ALTER TABLE %s %s TRIGGER bv_audit_stamp', c.oid::regclass,
+              CASE WHEN :'on' = 'on' THEN 'ENABLE' ELSE 'DISABLE' END)
+  FROM pg_class c WHERE c.relnamespace = 'commerce'::regnamespace AND c.relkind = 'r' \gexec
+SQL
+}
+
+audit off
 read -r bare oversold_bare < <(run_pgbench bare)
 
 # ---- audit and CDC on ----
-on_parts=()
-if [ -n "$(psql_b -c "SELECT 1 FROM pg_available_extensions WHERE name = 'bv_audit'")" ] && [ -f "$BV_TOP/bench/commerce-audit.sql" ]; then
-    psql_b -c 'CREATE EXTENSION IF NOT EXISTS bv_audit CASCADE' >&2
-    psql_b -f "$BV_TOP/bench/commerce-audit.sql" >&2
-    on_parts+=(audit)
-fi
-if [ -n "$(psql_b -c "SELECT 1 FROM pg_available_extensions WHERE name = 'bv_cdc'")" ] && [ -f "$BV_TOP/bench/commerce-cdc.sh" ]; then
+audit on
+on_parts=(audit)
+if [ -f "$BV_TOP/bench/commerce-cdc.sh" ]; then
     source "$BV_TOP/bench/commerce-cdc.sh"
     on_parts+=(cdc)
 fi

@@ -1192,3 +1192,41 @@ GRANT EXECUTE ON FUNCTION api.add_to_cart(text, integer, text), api.place_order(
                           api.cancel_order(bigint, text), api.order_history(bigint) TO bv_user;
 GRANT EXECUTE ON FUNCTION api.fulfil_order(bigint), api.ship_order(bigint, text),
                           api.deliver_order(bigint), api.refund_order(bigint, bigint, text) TO bv_service;
+
+/* ---------- audit (bv_audit) ---------- */
+
+/*
+ * Audit columns (created_by/at, updated_by/at) and a mirrored history on
+ * every commerce table.  The stored responses of idempotency keys are
+ * copies of audited orders and carts, so that column is left out.
+ *
+ * The audit tables are created inside CREATE EXTENSION, which would make
+ * them members of bv_commerce, dropped with it; they are detached, so that
+ * dropping the domain never drops its history (bv_audit keeps the history of
+ * dropped tables).
+ */
+DO $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT c.oid::regclass FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = 'commerce'::regnamespace AND c.relkind = 'r'
+              ORDER BY c.relname
+    LOOP
+        PERFORM bv_audit.stamp(t);
+        PERFORM bv_audit.enable(t, CASE WHEN t = 'commerce.idempotency_keys'::regclass
+                                        THEN ARRAY['response'] ELSE '{}'::text[] END);
+    END LOOP;
+    FOR t IN SELECT d.objid::regclass
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+                AND d.refclassid = 'pg_extension'::regclass
+                AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'bv_commerce')
+                AND c.relnamespace = 'bv_audit'::regnamespace
+                AND c.relkind IN ('r', 'p')
+    LOOP
+        EXECUTE format('ALTER EXTENSION bv_commerce DROP TABLE %s', t);
+    END LOOP;
+END
+$$;
