@@ -23,6 +23,7 @@ esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-commerce: $*" >&2; }
 
+# bv_cdc is created only for the "on" run (bench/commerce-cdc.sh).
 export BV_EXTENSIONS="bv_core bv_audit bv_commerce"
 bv_throwaway_cluster "$OUT/cluster" 55100 >&2
 psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
@@ -124,7 +125,7 @@ rest_port=$(bv_free_port 55180)
 sed -i 's/^db-pool = .*/db-pool = 16/' "$OUT/postgrest.conf"
 "$bin" "$OUT/postgrest.conf" >"$OUT/postgrest.log" 2>&1 &
 pgrst=$!
-trap 'kill $pgrst 2>/dev/null; bv_throwaway_stop "$OUT/cluster"' EXIT
+trap 'kill $pgrst ${MOCK_PID:-} 2>/dev/null; bv_throwaway_stop "$OUT/cluster"' EXIT
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$rest_port/" && break; sleep 0.1; done
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)

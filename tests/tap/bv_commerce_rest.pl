@@ -11,10 +11,24 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use BvTest;
+use lib "$ENV{BV_SRC}/tests/tools";
+use BvKafka;
 
 my $node = BvTest::new_node('shop');
 BvTest::create_suite_db($node);
 $node->safe_psql('bitvelocity', BvTest::slurp_src('sql/bv_commerce/demo-data.sql'));
+
+# Order changes stream to Kafka (the mock broker) through bv_cdc.
+my $mock = BvKafka::start_mock($PostgreSQL::Test::Utils::tmp_check);
+$node->safe_psql('bitvelocity', qq{
+SELECT bv_cdc.add_sink('shop', 'kafka', jsonb_build_object('bootstrap.servers', '$mock->{bootstrap}'));
+SELECT bv_cdc.add_route('commerce.orders', 'shop');
+});
+# The worker creates its slot once it sees the extension; changes made
+# before that are not streamed (bv_cdc.snapshot() is for those).
+ok($node->poll_query_until('bitvelocity',
+		"SELECT worker_state = 'streaming' AND state = 'up' FROM bv_cdc.stats WHERE sink = 'shop'"),
+	'bv_cdc streams to the Kafka mock');
 
 my $secret = join '', map { ('a' .. 'z', 0 .. 9)[ rand 36 ] } 1 .. 48;
 my ($pgrst, $url) = BvTest::start_postgrest($node, jwt_secret => $secret);
@@ -135,6 +149,24 @@ is_deeply([ map { "$_->{to_status}:$_->{actor}" } @$body ],
 	[ 'pending:alice', 'awaiting_payment:alice', 'paid:payment-provider' ],
 	'history: who moved the order, over REST');
 
+# The payment reached Kafka: an update of the order to "paid", keyed by the
+# order's primary key, attributed to the provider in its headers' trace.
+my @paid;
+my $wait_until = time() + $PostgreSQL::Test::Utils::timeout_default;
+while (!@paid && time() < $wait_until)
+{
+	@paid = grep {
+		      $_->{env}
+		  && $_->{env}{op} eq 'u'
+		  && ($_->{env}{after}{id} // -1) == $order->{id}
+		  && ($_->{env}{after}{status} // '') eq 'paid'
+	} BvKafka::consume($mock, 'bv.commerce.orders', 1, 5);
+}
+ok(scalar(@paid) >= 1, 'the paid order appears on Kafka topic bv.commerce.orders');
+is($paid[0]{env}{after}{updated_by}, 'payment-provider', 'the Kafka message carries the audit actor')
+  if @paid;
+
+BvKafka::stop_mock($mock);
 $pgrst->kill_kill;
 $node->stop;
 done_testing();

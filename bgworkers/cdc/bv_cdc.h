@@ -1,0 +1,277 @@
+/*-------------------------------------------------------------------------
+ *
+ * bv_cdc.h
+ *	  Declarations shared by the files of bv_cdc, the change-data-capture
+ *	  worker that streams a wal2json slot to Kafka.
+ *
+ * Files, by concern:
+ *   bv_cdc.c     _PG_init: settings, shared memory, the worker's
+ *                registration, the traceparent hook in ordinary backends
+ *   worker.c     the worker's main loop: extension check, config reload,
+ *                (re)starts with back-off, the wait loop
+ *   stream.c     the replication stream: slot, START_REPLICATION, status
+ *                updates, the in-flight transaction window and slot advance
+ *   envelope.c   wal2json format-version 2 messages -> the bv_cdc envelope
+ *   producer.c   Kafka producers (one per sink), delivery reports
+ *   config.c     sinks and routes read from the bv_cdc tables (SPI)
+ *   snapshot.c   bv_cdc.snapshot(): chunks between watermarks, "r" events
+ *   api.c        SQL-callable functions: config validation, stats, trigger
+ *
+ * Only the worker process uses the worker-side state (config, producers,
+ * stream); ordinary backends touch nothing but shared memory (stats, the
+ * config generation counter and the worker's latch).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BV_CDC_H
+#define BV_CDC_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "common/jsonapi.h"
+#include "lib/stringinfo.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#define BV_CDC_VERSION   "0.1.0"
+#define BV_CDC_MAX_SINKS 16
+#define BV_CDC_ERRLEN    256
+
+/* Prefix of the logical decoding message that carries a traceparent. */
+#define BV_CDC_TRACE_PREFIX "bv.traceparent"
+
+/* Operation bits, for route filters. */
+#define CDC_OP_C   0x01
+#define CDC_OP_U   0x02
+#define CDC_OP_D   0x04
+#define CDC_OP_T   0x08
+#define CDC_OP_R   0x10
+#define CDC_OP_ALL 0x1f
+
+/* ---- shared memory (bv_cdc.c) ---- */
+
+typedef struct CdcSinkStats
+{
+	bool in_use;
+	char name[NAMEDATALEN];
+	uint64 events;        /* acknowledged by the broker */
+	uint64 bytes;         /* payload bytes acknowledged */
+	uint64 errors;        /* delivery and transport errors */
+	uint64 retries;       /* stream restarts caused by this sink */
+	XLogRecPtr acked_lsn; /* LSN of the last acknowledged event */
+	TimestampTz last_ack;
+	char state[16]; /* up, down, paused, idle */
+	char last_error[BV_CDC_ERRLEN];
+} CdcSinkStats;
+
+typedef struct CdcShared
+{
+	slock_t mutex;
+	pid_t worker_pid;
+	Latch *worker_latch;
+	pg_atomic_uint64 config_generation;
+	bool logged_no_extension;
+	char state[32];
+	XLogRecPtr received_lsn;           /* last position read from the stream */
+	XLogRecPtr confirmed_lsn;          /* last position confirmed to the slot */
+	TimestampTz oldest_pending_commit; /* 0 when nothing is in flight */
+	TimestampTz last_heartbeat;
+	uint64 inflight; /* messages produced, not yet acknowledged */
+	uint64 quarantined;
+	uint64 restarts;
+	char last_error[BV_CDC_ERRLEN];
+	CdcSinkStats sinks[BV_CDC_MAX_SINKS];
+} CdcShared;
+
+extern CdcShared *cdc_shared;
+
+/* settings */
+extern char *cdc_database;
+extern char *cdc_slot_name;
+extern char *cdc_conninfo;
+extern int cdc_max_inflight;
+extern int cdc_status_interval_ms;
+extern int cdc_heartbeat_interval_ms;
+extern int cdc_naptime_ms;
+extern int cdc_retry_max_ms;
+extern bool cdc_trace_messages;
+
+extern void cdc_set_state(const char *state);
+extern void cdc_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
+
+/* ---- config (config.c) ---- */
+
+typedef struct CdcSink
+{
+	char *name;
+	char *kind;
+	char *config_json; /* text of the jsonb, to detect changes */
+	List *conf_keys;   /* librdkafka properties, char * each */
+	List *conf_values;
+	bool paused;
+	int stats_slot; /* index in cdc_shared->sinks */
+	struct rd_kafka_s *rk;
+	int64 pending; /* produced, not yet acknowledged */
+	bool failed;   /* a delivery failed: the stream must restart */
+	/* counters not yet published to shared memory */
+	uint64 n_acked, n_bytes, n_errors;
+	XLogRecPtr acked_lsn;
+	bool down;
+	char last_error[BV_CDC_ERRLEN];
+	bool new_error;
+} CdcSink;
+
+typedef struct CdcRoute
+{
+	int64 id;
+	char *pattern; /* schema.table glob, '*' and '?' */
+	int sink;      /* index into CdcConfig.sinks */
+	char *topic_template;
+	List *include_columns; /* of char *, NIL = all */
+	List *exclude_columns;
+	int ops;
+} CdcRoute;
+
+/* The routes that apply to one table, cached by "schema.table". */
+typedef struct CdcTableRoutes
+{
+	char key[2 * NAMEDATALEN + 2];
+	int nroutes;
+	int *routes;   /* indexes into CdcConfig.routes */
+	char **topics; /* topic of each, template expanded */
+	int natts;     /* -1 until looked up: live columns of the table */
+	char **attnames;
+} CdcTableRoutes;
+
+typedef struct CdcConfig
+{
+	MemoryContext cxt;
+	uint64 generation;
+	int nsinks;
+	CdcSink *sinks;
+	int nroutes;
+	CdcRoute *routes;
+	HTAB *tables;    /* CdcTableRoutes by "schema.table" */
+	char *txn_topic; /* unused placeholder for transaction events: NULL */
+} CdcConfig;
+
+extern bool cdc_extension_exists(void);
+extern CdcConfig *cdc_config_load(MemoryContext parent);
+extern void cdc_config_free(CdcConfig *cfg);
+extern CdcTableRoutes *cdc_config_table(CdcConfig *cfg, const char *schema, const char *table);
+extern void cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
+									 const char *table);
+extern bool cdc_glob_match(const char *pattern, const char *s);
+extern void cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len);
+extern void cdc_config_invalidate_tables(CdcConfig *cfg);
+
+/* ---- envelope (envelope.c) ---- */
+
+typedef struct W2jColumn
+{
+	char *name;
+	char *type;
+	char *value;
+	JsonTokenType vtype;
+} W2jColumn;
+
+typedef struct W2jMessage
+{
+	char action; /* B C I U D T M */
+	int64 xid;
+	char *lsn;
+	char *nextlsn;
+	char *timestamp;
+	char *schema;
+	char *table;
+	char *prefix;
+	char *content;
+	bool transactional;
+	int ncolumns;
+	W2jColumn *columns;
+	int nidentity;
+	W2jColumn *identity;
+	int npk;
+	W2jColumn *pk;
+} W2jMessage;
+
+typedef struct CdcEventSource
+{
+	const char *database;
+	const char *lsn;
+	int64 xid;
+	int64 ts_us; /* commit time, microseconds since the Unix epoch */
+	const char *ts;
+	int64 seq; /* position of the change in its transaction, from 1 */
+} CdcEventSource;
+
+extern bool w2j_parse(char *json, int len, W2jMessage *msg, char **err);
+extern bool cdc_parse_timestamp(const char *ts, int64 *unix_us);
+extern void cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src,
+							   const W2jMessage *msg, const W2jColumn *before, int nbefore,
+							   const W2jColumn *after, int nafter, const CdcRoute *route,
+							   const CdcTableRoutes *tr);
+extern bool cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int ncols);
+
+/* ---- producer (producer.c) ---- */
+
+typedef struct CdcHeaders
+{
+	const char *op;
+	const char *table;
+	const char *lsn;
+	int64 xid;
+	const char *traceparent;
+} CdcHeaders;
+
+typedef enum CdcProduceResult
+{
+	CDC_PRODUCE_OK,
+	CDC_PRODUCE_REJECTED, /* this message can never be sent: quarantine it */
+	CDC_PRODUCE_RESTART   /* the sink failed: restart the stream */
+} CdcProduceResult;
+
+extern void cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values);
+extern struct rd_kafka_conf_s *cdc_kafka_conf(List *keys, List *values, char *errbuf,
+											  size_t errlen, char **badkey);
+extern bool cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen);
+extern void cdc_sink_stop(CdcSink *sink);
+extern void cdc_sink_rebind(CdcSink *sink);
+extern CdcProduceResult cdc_sink_produce(CdcSink *sink, const char *topic, const char *key,
+										 size_t keylen, const char *payload, size_t len,
+										 const CdcHeaders *h, uint64 opaque, char **err);
+extern void cdc_sinks_poll(CdcConfig *cfg, int timeout_ms);
+extern void cdc_sinks_publish(CdcConfig *cfg);
+extern int64 cdc_sinks_pending(CdcConfig *cfg);
+extern bool cdc_sinks_failed(CdcConfig *cfg);
+
+/* stream.c: called by producer.c for each delivery report and while blocked. */
+extern XLogRecPtr cdc_stream_delivered(uint64 opaque, bool ok);
+extern void cdc_stream_keepalive(void);
+
+/* ---- stream (stream.c) ---- */
+
+extern void cdc_stream_run(CdcConfig **cfgp);
+extern void cdc_stream_cleanup(void);
+
+/* ---- snapshot (snapshot.c) ---- */
+
+#define BV_CDC_WATERMARK_PREFIX "bv.watermark"
+
+extern void cdc_snapshot_reset(void);
+extern void cdc_snapshot_step(XLogRecPtr flushed);
+extern bool cdc_snapshot_watermark(const char *content, XLogRecPtr lsn);
+extern void cdc_snapshot_on_change(const W2jMessage *m);
+extern int cdc_snapshot_rows(W2jColumn ***rows, bool **dropped, int *ncols, W2jMessage *m);
+
+/* ---- worker (worker.c) ---- */
+
+PGDLLEXPORT extern void bv_cdc_worker_main(Datum arg);
+extern bool cdc_worker_maintain(CdcConfig **cfgp, bool *restart);
+
+#endif /* BV_CDC_H */

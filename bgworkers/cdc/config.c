@@ -1,0 +1,481 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.c
+ *	  bv_cdc's configuration, read from its tables with SPI.
+ *
+ * Sinks (bv_cdc.sinks) and routes (bv_cdc.routes) are ordinary tables, so
+ * configuration is transactional and survives restarts.  The worker reads
+ * them whole into a CdcConfig when it starts and whenever the config
+ * generation in shared memory moves (a commit that changed them, see
+ * bv_cdc.c).  Lookups by table are cached in the config's hash table: which
+ * routes apply to "schema.table", their topics, and the table's live
+ * columns (for naming unchanged TOAST columns), read from the catalog on
+ * first use and forgotten on relcache invalidation.
+ *
+ * Every SPI batch follows pg_cron: SetCurrentStatementStartTimestamp,
+ * StartTransactionCommand, SPI_connect, PushActiveSnapshot ... SPI_finish,
+ * PopActiveSnapshot, CommitTransactionCommand.  Only the worker calls this.
+ *
+ * Memory: a CdcConfig and everything it points to live in its own context
+ * (a child of the worker's long-lived context); cdc_config_free() deletes it
+ * in one go.  SPI results are copied out before SPI_finish.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "bv_cdc.h"
+
+static bool columns_stale = false;
+static bool relcache_callback_registered = false;
+
+static void
+cdc_relcache_callback(Datum arg, Oid relid)
+{
+	columns_stale = true;
+}
+
+static void
+begin_batch(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_batch(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(true);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+extension_exists_spi(void)
+{
+	int rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'bv_cdc'", true, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+/*
+ * cdc_extension_exists
+ *		Is the bv_cdc extension installed in this database?  Also the
+ *		worker's periodic transaction, in which relcache invalidations
+ *		arrive.
+ */
+bool
+cdc_extension_exists(void)
+{
+	bool exists;
+
+	begin_batch("bv_cdc: checking the extension");
+	exists = extension_exists_spi();
+	end_batch();
+	return exists;
+}
+
+static List *
+text_array_to_list(Datum d, bool isnull)
+{
+	ArrayType *arr;
+	Datum *elems;
+	bool *nulls;
+	int n, i;
+	List *out = NIL;
+
+	if (isnull)
+		return NIL;
+	arr = DatumGetArrayTypeP(d);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (i = 0; i < n; i++)
+		if (!nulls[i])
+			out = lappend(out, TextDatumGetCString(elems[i]));
+	return out;
+}
+
+static int
+ops_from_list(List *ops)
+{
+	ListCell *lc;
+	int bits = 0;
+
+	if (ops == NIL)
+		return CDC_OP_ALL;
+	foreach (lc, ops)
+	{
+		const char *o = lfirst(lc);
+
+		bits |= strcmp(o, "c") == 0   ? CDC_OP_C
+				: strcmp(o, "u") == 0 ? CDC_OP_U
+				: strcmp(o, "d") == 0 ? CDC_OP_D
+				: strcmp(o, "t") == 0 ? CDC_OP_T
+				: strcmp(o, "r") == 0 ? CDC_OP_R
+									  : 0;
+	}
+	return bits;
+}
+
+/* Give each sink a statistics slot: its old one if it had one. */
+static void
+assign_stats_slots(CdcConfig *cfg)
+{
+	bool used[BV_CDC_MAX_SINKS] = {false};
+	int i, j;
+
+	SpinLockAcquire(&cdc_shared->mutex);
+	for (i = 0; i < cfg->nsinks; i++)
+	{
+		cfg->sinks[i].stats_slot = -1;
+		for (j = 0; j < BV_CDC_MAX_SINKS; j++)
+			if (cdc_shared->sinks[j].in_use && strcmp(cdc_shared->sinks[j].name, cfg->sinks[i].name) == 0)
+			{
+				cfg->sinks[i].stats_slot = j;
+				used[j] = true;
+				break;
+			}
+	}
+	for (j = 0; j < BV_CDC_MAX_SINKS; j++)
+		if (!used[j] && cdc_shared->sinks[j].in_use)
+			memset(&cdc_shared->sinks[j], 0, sizeof(CdcSinkStats));
+	for (i = 0; i < cfg->nsinks; i++)
+	{
+		if (cfg->sinks[i].stats_slot >= 0)
+			continue;
+		for (j = 0; j < BV_CDC_MAX_SINKS; j++)
+			if (!cdc_shared->sinks[j].in_use)
+			{
+				memset(&cdc_shared->sinks[j], 0, sizeof(CdcSinkStats));
+				cdc_shared->sinks[j].in_use = true;
+				strlcpy(cdc_shared->sinks[j].name, cfg->sinks[i].name, NAMEDATALEN);
+				strlcpy(cdc_shared->sinks[j].state, "idle", sizeof(cdc_shared->sinks[j].state));
+				cfg->sinks[i].stats_slot = j;
+				break;
+			}
+	}
+	SpinLockRelease(&cdc_shared->mutex);
+}
+
+/*
+ * cdc_config_load
+ *		Read sinks and routes.  NULL when the extension is not installed.
+ *		The generation is read before the tables, so a change committed
+ *		meanwhile triggers another load.
+ */
+CdcConfig *
+cdc_config_load(MemoryContext parent)
+{
+	CdcConfig *cfg;
+	MemoryContext cxt, old;
+	uint64 gen = pg_atomic_read_u64(&cdc_shared->config_generation);
+	HASHCTL ctl;
+	uint64 i;
+	int n;
+
+	if (!relcache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(cdc_relcache_callback, (Datum) 0);
+		relcache_callback_registered = true;
+	}
+
+	begin_batch("bv_cdc: loading configuration");
+	if (!extension_exists_spi())
+	{
+		end_batch();
+		return NULL;
+	}
+
+	cxt = AllocSetContextCreate(parent, "bv_cdc config", ALLOCSET_DEFAULT_SIZES);
+	cfg = MemoryContextAllocZero(cxt, sizeof(CdcConfig));
+	cfg->cxt = cxt;
+	cfg->generation = gen;
+
+	if (SPI_execute("SELECT name, kind, config, paused FROM bv_cdc.sinks ORDER BY name", true, 0) !=
+		SPI_OK_SELECT)
+		elog(ERROR, "could not read bv_cdc.sinks");
+	old = MemoryContextSwitchTo(cxt);
+	n = Min((int) SPI_processed, BV_CDC_MAX_SINKS);
+	if ((int) SPI_processed > BV_CDC_MAX_SINKS)
+		ereport(WARNING, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						  errmsg("bv_cdc supports at most %d sinks; the others are ignored",
+								 BV_CDC_MAX_SINKS)));
+	cfg->sinks = palloc0(sizeof(CdcSink) * Max(n, 1));
+	cfg->nsinks = n;
+	for (i = 0; i < (uint64) n; i++)
+	{
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc td = SPI_tuptable->tupdesc;
+		CdcSink *s = &cfg->sinks[i];
+		bool isnull;
+		Datum conf;
+
+		s->name = SPI_getvalue(tup, td, 1);
+		s->kind = SPI_getvalue(tup, td, 2);
+		s->config_json = SPI_getvalue(tup, td, 3);
+		conf = SPI_getbinval(tup, td, 3, &isnull);
+		if (!isnull)
+			cdc_jsonb_to_properties(DatumGetJsonbP(conf), &s->conf_keys, &s->conf_values);
+		s->paused = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+
+	if (SPI_execute("SELECT id, table_pattern, sink, topic_template, include_columns, "
+					"exclude_columns, operations FROM bv_cdc.routes ORDER BY id",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read bv_cdc.routes");
+	old = MemoryContextSwitchTo(cxt);
+	cfg->routes = palloc0(sizeof(CdcRoute) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc td = SPI_tuptable->tupdesc;
+		CdcRoute *r = &cfg->routes[cfg->nroutes];
+		char *sink = SPI_getvalue(tup, td, 3);
+		bool isnull;
+		int j;
+		Datum d;
+
+		r->sink = -1;
+		for (j = 0; j < cfg->nsinks; j++)
+			if (strcmp(cfg->sinks[j].name, sink) == 0)
+				r->sink = j;
+		if (r->sink < 0)
+			continue; /* its sink is beyond the limit */
+		r->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		r->pattern = SPI_getvalue(tup, td, 2);
+		r->topic_template = SPI_getvalue(tup, td, 4);
+		d = SPI_getbinval(tup, td, 5, &isnull);
+		r->include_columns = text_array_to_list(d, isnull);
+		d = SPI_getbinval(tup, td, 6, &isnull);
+		r->exclude_columns = text_array_to_list(d, isnull);
+		d = SPI_getbinval(tup, td, 7, &isnull);
+		r->ops = ops_from_list(text_array_to_list(d, isnull));
+		cfg->nroutes++;
+	}
+	MemoryContextSwitchTo(old);
+	end_batch();
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(((CdcTableRoutes *) 0)->key);
+	ctl.entrysize = sizeof(CdcTableRoutes);
+	ctl.hcxt = cxt;
+	cfg->tables = hash_create("bv_cdc tables", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	assign_stats_slots(cfg);
+	return cfg;
+}
+
+void
+cdc_config_free(CdcConfig *cfg)
+{
+	if (cfg != NULL)
+		MemoryContextDelete(cfg->cxt);
+}
+
+/*
+ * cdc_glob_match
+ *		Shell-style match of s against pattern: '*' any run, '?' one char.
+ */
+bool
+cdc_glob_match(const char *pattern, const char *s)
+{
+	const char *star = NULL, *mark = NULL;
+
+	while (*s)
+	{
+		if (*pattern == '?' || *pattern == *s)
+		{
+			pattern++;
+			s++;
+		}
+		else if (*pattern == '*')
+		{
+			star = pattern++;
+			mark = s;
+		}
+		else if (star)
+		{
+			pattern = star + 1;
+			s = ++mark;
+		}
+		else
+			return false;
+	}
+	while (*pattern == '*')
+		pattern++;
+	return *pattern == '\0';
+}
+
+/* The topic for a table: {schema} and {table} replaced, illegal chars as _. */
+static char *
+expand_topic(const char *tmpl, const char *schema, const char *table)
+{
+	StringInfoData buf;
+	const char *p;
+	int i;
+
+	initStringInfo(&buf);
+	for (p = tmpl; *p; p++)
+	{
+		if (strncmp(p, "{schema}", 8) == 0)
+		{
+			appendStringInfoString(&buf, schema);
+			p += 7;
+		}
+		else if (strncmp(p, "{table}", 7) == 0)
+		{
+			appendStringInfoString(&buf, table);
+			p += 6;
+		}
+		else
+			appendStringInfoChar(&buf, *p);
+	}
+	for (i = 0; i < buf.len; i++)
+	{
+		char c = buf.data[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			  c == '.' || c == '_' || c == '-'))
+			buf.data[i] = '_';
+	}
+	if (buf.len > 249)
+		buf.data[249] = '\0';
+	return buf.data;
+}
+
+/*
+ * cdc_config_table
+ *		The routes of one table (cached).
+ */
+CdcTableRoutes *
+cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
+{
+	char key[2 * NAMEDATALEN + 2];
+	CdcTableRoutes *tr;
+	bool found;
+
+	if (columns_stale)
+	{
+		cdc_config_invalidate_tables(cfg);
+		columns_stale = false;
+	}
+	snprintf(key, sizeof(key), "%s.%s", schema, table);
+	tr = hash_search(cfg->tables, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cfg->cxt);
+		int i;
+
+		tr->nroutes = 0;
+		tr->routes = palloc(sizeof(int) * Max(cfg->nroutes, 1));
+		tr->topics = palloc(sizeof(char *) * Max(cfg->nroutes, 1));
+		tr->natts = -1;
+		tr->attnames = NULL;
+		for (i = 0; i < cfg->nroutes; i++)
+			if (cdc_glob_match(cfg->routes[i].pattern, key))
+			{
+				tr->routes[tr->nroutes] = i;
+				tr->topics[tr->nroutes] = expand_topic(cfg->routes[i].topic_template, schema, table);
+				tr->nroutes++;
+			}
+		MemoryContextSwitchTo(old);
+	}
+	return tr;
+}
+
+/* Forget the cached column lists (a relation changed). */
+void
+cdc_config_invalidate_tables(CdcConfig *cfg)
+{
+	HASH_SEQ_STATUS st;
+	CdcTableRoutes *tr;
+
+	if (cfg == NULL)
+		return;
+	hash_seq_init(&st, cfg->tables);
+	while ((tr = hash_seq_search(&st)) != NULL)
+		tr->natts = -1;
+}
+
+/*
+ * cdc_config_table_columns
+ *		Read the table's live column names from the catalog (once).
+ */
+void
+cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
+						 const char *table)
+{
+	Oid argtypes[2] = {TEXTOID, TEXTOID};
+	Datum args[2];
+	MemoryContext old;
+	uint64 i;
+
+	if (tr->natts >= 0)
+		return;
+	begin_batch("bv_cdc: reading table columns");
+	args[0] = CStringGetTextDatum(schema);
+	args[1] = CStringGetTextDatum(table);
+	if (SPI_execute_with_args("SELECT a.attname::text FROM pg_catalog.pg_attribute a "
+							  "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+							  "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+							  "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
+							  "AND NOT a.attisdropped ORDER BY a.attnum",
+							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of %s.%s", schema, table);
+	old = MemoryContextSwitchTo(cfg->cxt);
+	tr->attnames = palloc(sizeof(char *) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+		tr->attnames[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	tr->natts = (int) SPI_processed;
+	MemoryContextSwitchTo(old);
+	end_batch();
+}
+
+/*
+ * cdc_quarantine
+ *		Keep a message that cannot be turned into an event, with the reason,
+ *		in bv_cdc.quarantine, and go on: bad data never stops the stream.
+ */
+void
+cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len)
+{
+	Oid argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum args[3];
+	char lsnbuf[32];
+
+	ereport(WARNING, (errcode(ERRCODE_DATA_EXCEPTION),
+					  errmsg("bv_cdc quarantined a change at %X/%X: %s", LSN_FORMAT_ARGS(lsn),
+							 reason),
+					  errhint("See table bv_cdc.quarantine.")));
+	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
+	begin_batch("bv_cdc: quarantining a change");
+	args[0] = CStringGetTextDatum(lsnbuf);
+	args[1] = CStringGetTextDatum(reason);
+	args[2] = PointerGetDatum(cstring_to_text_with_len(payload, len));
+	if (SPI_execute_with_args("INSERT INTO bv_cdc.quarantine (lsn, reason, payload) "
+							  "VALUES ($1::pg_lsn, $2, $3)",
+							  3, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into bv_cdc.quarantine");
+	end_batch();
+	SpinLockAcquire(&cdc_shared->mutex);
+	cdc_shared->quarantined++;
+	SpinLockRelease(&cdc_shared->mutex);
+}

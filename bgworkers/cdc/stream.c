@@ -1,0 +1,803 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.c
+ *	  The replication stream: wal2json changes in, Kafka messages out, and
+ *	  the slot advanced only past what Kafka acknowledged.
+ *
+ * The worker streams its logical slot over a replication connection to its
+ * own server (bv_repl.c, as pg_recvlogical does), with wal2json
+ * format-version 2.  Each transaction ("B" ... "C") gets an entry in the
+ * in-flight window, a ring of transactions in commit order; each message
+ * produced for one of its changes increments the entry's pending count,
+ * and its delivery report decrements it.  The slot's confirmed position
+ * moves to a transaction's end LSN only when it and every transaction
+ * before it are committed and fully acknowledged.  After a crash the
+ * server replays from that position: what was produced but not yet
+ * acknowledged is produced again (duplicates are possible, loss is not).
+ *
+ * Memory stays bounded whatever the transaction size: reading stops while
+ * bv_cdc.max_inflight messages await acknowledgement or the window ring is
+ * full, and librdkafka's queue is bounded too (a full queue blocks the
+ * produce call).  wal2json sends one message per row, and the server spills
+ * big transactions to disk, so no transaction is ever held whole here.
+ *
+ * Idle slots still advance: with nothing in flight, a keepalive's WAL end is
+ * confirmed, and every bv_cdc.heartbeat_interval the worker asks the server
+ * for one (heartbeat).
+ *
+ * Concurrency: only the worker runs this; delivery reports arrive through
+ * rd_kafka_poll() in the same thread.  Stale reports (from producers of a
+ * previous start, purged) carry an older epoch and are ignored.
+ *
+ * Memory contexts: "bv_cdc message" is reset after every message read;
+ * "bv_cdc transaction" holds the current transaction's trace context and is
+ * reset at each BEGIN; the window ring is allocated once in TopMemoryContext.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "bv_cdc.h"
+#include "bv_common.h"
+
+#define RING_CAPACITY 65536
+#define READ_BATCH    2000
+#define BATCH_NAP_US  1000
+
+typedef struct CdcTxn
+{
+	XLogRecPtr end_lsn;
+	int64 xid;
+	int64 commit_us;
+	int64 pending;
+	bool committed;
+} CdcTxn;
+
+static PGconn *conn = NULL;
+static uint32 epoch = 1;
+static CdcTxn *ring = NULL;
+static int ring_head = 0;
+static int ring_count = 0;
+static int cur = -1; /* ring index of the open transaction, or -1 */
+static int64 cur_seq = 0;
+static char *cur_traceparent = NULL;
+static XLogRecPtr received_lsn = InvalidXLogRecPtr;
+static XLogRecPtr flushed_lsn = InvalidXLogRecPtr;
+static XLogRecPtr sent_flush = InvalidXLogRecPtr;
+static TimestampTz last_status = 0;
+static TimestampTz last_heartbeat = 0;
+static TimestampTz last_publish = 0;
+static MemoryContext msg_cxt = NULL;
+static MemoryContext txn_cxt = NULL;
+
+/* Latch, postmaster death and the replication socket: built once per connection. */
+static WaitEventSet *wait_set = NULL;
+
+static XLogRecPtr
+parse_lsn(const char *s)
+{
+	uint32 hi, lo;
+
+	if (s == NULL || sscanf(s, "%X/%X", &hi, &lo) != 2)
+		return InvalidXLogRecPtr;
+	return ((uint64) hi << 32) | lo;
+}
+
+/*
+ * cdc_stream_delivered
+ *		A delivery report for a message of window entry "opaque": returns
+ *		the transaction's end LSN, or InvalidXLogRecPtr for a stale report.
+ */
+XLogRecPtr
+cdc_stream_delivered(uint64 opaque, bool ok)
+{
+	uint32 idx = (uint32) (opaque & 0xffffffff);
+
+	if ((uint32) (opaque >> 32) != epoch || ring == NULL || idx >= RING_CAPACITY)
+		return InvalidXLogRecPtr;
+	ring[idx].pending--;
+	return ring[idx].end_lsn;
+}
+
+/* Confirm every leading transaction that is committed and acknowledged. */
+static void
+advance_window(void)
+{
+	while (ring_count > 0 && ring[ring_head].committed && ring[ring_head].pending == 0)
+	{
+		if (ring[ring_head].end_lsn > flushed_lsn)
+			flushed_lsn = ring[ring_head].end_lsn;
+		ring_head = (ring_head + 1) % RING_CAPACITY;
+		ring_count--;
+	}
+}
+
+static void
+publish(CdcConfig *cfg, bool force)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!force && !TimestampDifferenceExceeds(last_publish, now, 100))
+		return;
+	last_publish = now;
+	cdc_sinks_publish(cfg);
+	SpinLockAcquire(&cdc_shared->mutex);
+	cdc_shared->received_lsn = received_lsn;
+	cdc_shared->confirmed_lsn = flushed_lsn;
+	cdc_shared->inflight = (uint64) cdc_sinks_pending(cfg);
+	cdc_shared->oldest_pending_commit =
+		ring_count > 0 ? (TimestampTz) (ring[ring_head].commit_us -
+										((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
+										 SECS_PER_DAY * USECS_PER_SEC))
+					   : 0;
+	cdc_shared->last_heartbeat = last_heartbeat;
+	SpinLockRelease(&cdc_shared->mutex);
+}
+
+/* Send a status update: now if asked to reply, else when due. */
+static bool
+send_status(bool force, bool reply)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char *err;
+
+	if (conn == NULL)
+		return true;
+	if (!force && !TimestampDifferenceExceeds(last_status, now, cdc_status_interval_ms))
+		return true;
+	if (!bv_repl_send_status(conn, Max(received_lsn, flushed_lsn), flushed_lsn, reply, &err))
+	{
+		cdc_set_error("could not send the slot position: %s", err);
+		return false;
+	}
+	sent_flush = flushed_lsn;
+	last_status = now;
+	if (reply)
+		last_heartbeat = now;
+	return true;
+}
+
+/* Called while produce() waits for room: keep the walsender content. */
+void
+cdc_stream_keepalive(void)
+{
+	advance_window();
+	(void) send_status(false, false);
+}
+
+/*
+ * The connection string of the replication connection: our own server
+ * over its first unix socket (else 127.0.0.1), as the bootstrap superuser,
+ * with bv_cdc.conninfo appended (its keywords win).
+ */
+static char *
+replication_conninfo(const char *superuser)
+{
+	StringInfoData buf;
+	char *sockdirs = pstrdup(GetConfigOption("unix_socket_directories", false, false));
+	char *comma = strchr(sockdirs, ',');
+	char *host = sockdirs;
+
+	if (comma)
+		*comma = '\0';
+	while (*host == ' ')
+		host++;
+	initStringInfo(&buf);
+	appendStringInfo(&buf,
+					 "host='%s' port=%d user='%s' dbname='%s' replication=database "
+					 "application_name=bv_cdc options='-c datestyle=ISO -c timezone=UTC' %s",
+					 host[0] ? host : "127.0.0.1", PostPortNumber, superuser, cdc_database,
+					 cdc_conninfo ? cdc_conninfo : "");
+	return buf.data;
+}
+
+/*
+ * Look the slot up; returns its plugin (NULL when missing) and the name of
+ * the bootstrap superuser in *superuser.
+ */
+static char *
+slot_plugin(char **superuser)
+{
+	Oid argtypes[1] = {TEXTOID};
+	Datum args[1];
+	char *plugin = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	args[0] = CStringGetTextDatum(cdc_slot_name);
+	if (SPI_execute_with_args("SELECT plugin::text FROM pg_catalog.pg_replication_slots "
+							  "WHERE slot_name = $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_replication_slots");
+	if (SPI_processed > 0)
+		plugin = MemoryContextStrdup(outer,
+									 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	*superuser = MemoryContextStrdup(outer, GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return plugin;
+}
+
+/*
+ * Connect, create the slot when missing, and start streaming.  false on
+ * failure, with the reason published.
+ */
+static bool
+start_streaming(void)
+{
+	char *superuser;
+	char *plugin = slot_plugin(&superuser);
+	char *err, *sqlstate;
+	PGresult *res;
+	StringInfoData cmd;
+
+	if (plugin != NULL && strcmp(plugin, "wal2json") != 0)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication slot \"%s\" uses plugin \"%s\", not wal2json", cdc_slot_name,
+						plugin),
+				 errhint("Drop that slot or set bv_cdc.slot_name to another name.")));
+		cdc_set_error("slot %s uses plugin %s, not wal2json", cdc_slot_name, plugin);
+		return false;
+	}
+
+	conn = bv_repl_connect(replication_conninfo(superuser), PG_WAIT_EXTENSION, &err);
+	if (conn == NULL)
+	{
+		ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+						  errmsg("bv_cdc could not open its replication connection: %s", err),
+						  errhint("Check pg_hba.conf allows a local replication connection for "
+								  "the bootstrap superuser, or set bv_cdc.conninfo.")));
+		cdc_set_error("replication connection: %s", err);
+		return false;
+	}
+
+	if (plugin == NULL)
+	{
+		initStringInfo(&cmd);
+		appendStringInfo(&cmd, "CREATE_REPLICATION_SLOT %s LOGICAL wal2json (SNAPSHOT 'nothing')",
+						 quote_identifier(cdc_slot_name));
+		res = bv_repl_command(conn, cmd.data, PGRES_TUPLES_OK, PG_WAIT_EXTENSION, &err, &sqlstate);
+		if (res == NULL)
+		{
+			if (strstr(err, "may not be used as an output plugin") != NULL)
+				ereport(WARNING,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("bv_cdc cannot create its slot: wal2json is not an allowed output "
+								"plugin"),
+						 errdetail("%s", err),
+						 errhint("Add wal2json to output_plugin_libraries, e.g. "
+								 "output_plugin_libraries = 'pgoutput, test_decoding, wal2json', "
+								 "and reload.")));
+			else
+				ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+								  errmsg("bv_cdc could not create replication slot \"%s\": %s",
+										 cdc_slot_name, err),
+								  errhint("Check max_replication_slots and wal_level = logical.")));
+			cdc_set_error("creating slot %s: %s", cdc_slot_name, err);
+			return false;
+		}
+		PQclear(res);
+		ereport(LOG, (errmsg("bv_cdc created replication slot \"%s\" (wal2json)", cdc_slot_name)));
+	}
+
+	initStringInfo(&cmd);
+	appendStringInfo(&cmd,
+					 "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
+					 "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
+					 "\"include-pk\" '1', \"include-types\" '0', \"include-typmod\" '0', "
+					 "\"include-transaction\" '1', \"add-msg-prefixes\" '%s,%s')",
+					 quote_identifier(cdc_slot_name), BV_CDC_TRACE_PREFIX, BV_CDC_WATERMARK_PREFIX);
+	res = bv_repl_command(conn, cmd.data, PGRES_COPY_BOTH, PG_WAIT_EXTENSION, &err, &sqlstate);
+	if (res == NULL)
+	{
+		ereport(WARNING, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						  errmsg("bv_cdc could not start streaming slot \"%s\": %s", cdc_slot_name,
+								 err),
+						  errhint("Check that wal2json is installed and allowed by "
+								  "output_plugin_libraries.")));
+		cdc_set_error("START_REPLICATION: %s", err);
+		return false;
+	}
+	PQclear(res);
+	return true;
+}
+
+/* Open a window entry for a BEGIN. */
+static bool
+open_txn(const W2jMessage *m)
+{
+	int idx;
+
+	if (ring_count >= RING_CAPACITY)
+		return false;
+	idx = (ring_head + ring_count) % RING_CAPACITY;
+	ring_count++;
+	ring[idx].end_lsn = parse_lsn(m->nextlsn);
+	ring[idx].xid = m->xid;
+	ring[idx].pending = 0;
+	ring[idx].committed = false;
+	if (!cdc_parse_timestamp(m->timestamp, &ring[idx].commit_us))
+		ring[idx].commit_us = 0;
+	cur = idx;
+	cur_seq = 0;
+	MemoryContextReset(txn_cxt);
+	cur_traceparent = NULL;
+	return true;
+}
+
+static CdcProduceResult
+emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
+	 const W2jColumn *before, int nbefore, const W2jColumn *after, int nafter,
+	 XLogRecPtr lsn, const char *lsn_text)
+{
+	const CdcRoute *route = &cfg->routes[tr->routes[r]];
+	CdcSink *sink = &cfg->sinks[route->sink];
+	StringInfoData payload, key;
+	CdcEventSource src;
+	CdcHeaders h;
+	char table[2 * NAMEDATALEN + 2];
+	char opstr[2] = {op, '\0'};
+	char *err = NULL;
+	bool have_key;
+	CdcProduceResult rc;
+	int bit = op == 'c'   ? CDC_OP_C
+			  : op == 'u' ? CDC_OP_U
+			  : op == 'd' ? CDC_OP_D
+			  : op == 'r' ? CDC_OP_R
+						  : CDC_OP_T;
+
+	if (!(route->ops & bit) || sink->rk == NULL)
+		return CDC_PRODUCE_OK;
+
+	src.database = cdc_database;
+	src.lsn = lsn_text;
+	src.xid = ring[cur].xid;
+	src.ts_us = ring[cur].commit_us;
+	src.seq = cur_seq;
+
+	initStringInfo(&payload);
+	cdc_build_envelope(&payload, op, &src, m, before, nbefore, after, nafter, route, tr);
+	initStringInfo(&key);
+	have_key = op != 't' && cdc_build_key(&key, m, op == 'd' ? before : after,
+										  op == 'd' ? nbefore : nafter);
+
+	snprintf(table, sizeof(table), "%s.%s", m->schema, m->table);
+	h.op = opstr;
+	h.table = table;
+	h.lsn = lsn_text;
+	h.xid = ring[cur].xid;
+	h.traceparent = cur_traceparent;
+	rc = cdc_sink_produce(sink, tr->topics[r], have_key ? key.data : NULL, have_key ? key.len : 0,
+						  payload.data, payload.len, &h, ((uint64) epoch << 32) | (uint32) cur,
+						  &err);
+	if (rc == CDC_PRODUCE_OK)
+		ring[cur].pending++;
+	else if (rc == CDC_PRODUCE_REJECTED)
+	{
+		cdc_quarantine(lsn, psprintf("sink %s refused the message: %s", sink->name, err),
+					   payload.data, payload.len);
+		rc = CDC_PRODUCE_OK;
+	}
+	else
+		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
+	return rc;
+}
+
+/* Two key images equal? (A primary key change turns into d + c.) */
+static bool
+key_changed(const W2jMessage *m)
+{
+	StringInfoData a, b;
+	bool changed;
+
+	if (m->identity == NULL || m->npk == 0)
+		return false;
+	initStringInfo(&a);
+	initStringInfo(&b);
+	if (!cdc_build_key(&a, m, m->identity, m->nidentity) ||
+		!cdc_build_key(&b, m, m->columns, m->ncolumns))
+		return false;
+	changed = strcmp(a.data, b.data) != 0;
+	pfree(a.data);
+	pfree(b.data);
+	return changed;
+}
+
+/* One change: every route of its table gets its envelope. */
+static CdcProduceResult
+handle_change(CdcConfig *cfg, W2jMessage *m, XLogRecPtr lsn, const char *raw, int rawlen)
+{
+	CdcTableRoutes *tr;
+	const char *lsn_text = m->lsn ? m->lsn : "0/0";
+	int r;
+
+	if (cur < 0)
+	{
+		cdc_quarantine(lsn, "change outside a transaction", raw, rawlen);
+		return CDC_PRODUCE_OK;
+	}
+	cur_seq++;
+	if (m->action != 'T')
+		cdc_snapshot_on_change(m);
+	tr = cdc_config_table(cfg, m->schema, m->table);
+	if (tr->nroutes == 0)
+		return CDC_PRODUCE_OK;
+	if (m->action == 'U' && tr->natts < 0)
+		cdc_config_table_columns(cfg, tr, m->schema, m->table);
+
+	for (r = 0; r < tr->nroutes; r++)
+	{
+		CdcProduceResult rc = CDC_PRODUCE_OK;
+
+		switch (m->action)
+		{
+			case 'I':
+				rc = emit(cfg, tr, r, 'c', m, NULL, 0, m->columns, m->ncolumns, lsn, lsn_text);
+				break;
+			case 'U':
+				if (key_changed(m))
+				{
+					rc = emit(cfg, tr, r, 'd', m, m->identity, m->nidentity, NULL, 0, lsn,
+							  lsn_text);
+					if (rc == CDC_PRODUCE_OK)
+						rc = emit(cfg, tr, r, 'c', m, NULL, 0, m->columns, m->ncolumns, lsn,
+								  lsn_text);
+				}
+				else if (m->nidentity > m->npk || m->npk == 0)
+					rc = emit(cfg, tr, r, 'u', m, m->identity, m->nidentity, m->columns,
+							  m->ncolumns, lsn, lsn_text);
+				else
+				{
+					/* Only the key, taken from the new row: no before image. */
+					rc = emit(cfg, tr, r, 'u', m, NULL, 0, m->columns, m->ncolumns, lsn,
+							  lsn_text);
+				}
+				break;
+			case 'D':
+				rc = emit(cfg, tr, r, 'd', m, m->identity, m->nidentity, NULL, 0, lsn, lsn_text);
+				break;
+			case 'T':
+				rc = emit(cfg, tr, r, 't', m, NULL, 0, NULL, 0, lsn, lsn_text);
+				break;
+		}
+		if (rc != CDC_PRODUCE_OK)
+			return rc;
+	}
+	return CDC_PRODUCE_OK;
+}
+
+/*
+ * At a snapshot chunk's high watermark: its rows that no streamed change
+ * superseded, as "r" events, in a window entry of their own.
+ */
+static CdcProduceResult
+emit_snapshot(CdcConfig *cfg, XLogRecPtr lsn, const char *lsn_text)
+{
+	W2jColumn **rows;
+	bool *dropped;
+	int ncols, n, i, r, idx;
+	W2jMessage m;
+	CdcTableRoutes *tr;
+	CdcProduceResult rc = CDC_PRODUCE_OK;
+	int saved_cur = cur;
+
+	n = cdc_snapshot_rows(&rows, &dropped, &ncols, &m);
+	if (ring_count >= RING_CAPACITY)
+		return CDC_PRODUCE_RESTART;
+	idx = (ring_head + ring_count) % RING_CAPACITY;
+	ring_count++;
+	ring[idx].end_lsn = lsn;
+	ring[idx].xid = 0;
+	ring[idx].pending = 0;
+	ring[idx].committed = false;
+	ring[idx].commit_us = (int64) GetCurrentTimestamp() +
+						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
+	cur = idx;
+	cur_seq = 0;
+	tr = cdc_config_table(cfg, m.schema, m.table);
+	for (i = 0; i < n && rc == CDC_PRODUCE_OK; i++)
+	{
+		if (dropped[i])
+			continue;
+		cur_seq++;
+		for (r = 0; r < tr->nroutes && rc == CDC_PRODUCE_OK; r++)
+			rc = emit(cfg, tr, r, 'r', &m, NULL, 0, rows[i], ncols, lsn, lsn_text);
+	}
+	ring[idx].committed = true;
+	cur = saved_cur;
+	return rc;
+}
+
+/* One XLogData payload (a wal2json object). */
+static CdcProduceResult
+handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
+{
+	W2jMessage m;
+	char *err;
+	char *copy = palloc(len + 1);
+
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	if (!w2j_parse(copy, len, &m, &err))
+	{
+		cdc_quarantine(lsn, err, data, len);
+		return CDC_PRODUCE_OK;
+	}
+	switch (m.action)
+	{
+		case 'B':
+			if (cur >= 0)
+				ring[cur].committed = true; /* never happens: BEGIN inside BEGIN */
+			(void) open_txn(&m);
+			return CDC_PRODUCE_OK;
+		case 'C':
+			if (cur >= 0)
+			{
+				ring[cur].committed = true;
+				if (ring[cur].end_lsn == InvalidXLogRecPtr)
+					ring[cur].end_lsn = parse_lsn(m.nextlsn);
+			}
+			cur = -1;
+			return CDC_PRODUCE_OK;
+		case 'M':
+			if (!m.transactional && m.prefix && strcmp(m.prefix, BV_CDC_WATERMARK_PREFIX) == 0 &&
+				cdc_snapshot_watermark(m.content, lsn))
+				return emit_snapshot(cfg, lsn, m.lsn ? m.lsn : "0/0");
+			if (cur >= 0 && m.transactional && m.prefix &&
+				strcmp(m.prefix, BV_CDC_TRACE_PREFIX) == 0 && m.content &&
+				bv_traceparent_is_valid(m.content))
+				cur_traceparent = MemoryContextStrdup(txn_cxt, m.content);
+			return CDC_PRODUCE_OK;
+		default:
+			return handle_change(cfg, &m, lsn, data, len);
+	}
+}
+
+static bool
+any_routed_sink_paused(CdcConfig *cfg)
+{
+	int i;
+
+	for (i = 0; i < cfg->nroutes; i++)
+		if (cfg->sinks[cfg->routes[i].sink].paused)
+			return true;
+	return false;
+}
+
+/*
+ * cdc_stream_cleanup
+ *		Close the stream and forget the window (the slot keeps everything
+ *		that was not confirmed).  Safe to call at any time, also at exit.
+ */
+void
+cdc_stream_cleanup(void)
+{
+	if (wait_set != NULL)
+	{
+		FreeWaitEventSet(wait_set);
+		wait_set = NULL;
+	}
+	if (conn != NULL)
+	{
+		PQfinish(conn);
+		conn = NULL;
+	}
+	epoch++;
+	ring_head = ring_count = 0;
+	cur = -1;
+}
+
+/*
+ * cdc_stream_run
+ *		Stream until something requires a restart (connection lost, a sink
+ *		failed, the extension disappeared) or the configuration changed in a
+ *		way that needs one.  *cfgp may be replaced by a reloaded config.
+ *		Returns normally; the caller backs off and calls again.
+ */
+void
+cdc_stream_run(CdcConfig **cfgp)
+{
+	CdcConfig *cfg = *cfgp;
+	int i;
+	char errbuf[512];
+
+	if (ring == NULL)
+		ring = MemoryContextAllocZero(TopMemoryContext, sizeof(CdcTxn) * RING_CAPACITY);
+	if (msg_cxt == NULL)
+	{
+		msg_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc message", ALLOCSET_DEFAULT_SIZES);
+		txn_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc transaction",
+										ALLOCSET_SMALL_SIZES);
+	}
+	cdc_stream_cleanup();
+	cdc_snapshot_reset();
+	received_lsn = flushed_lsn = sent_flush = InvalidXLogRecPtr;
+
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].rk == NULL && !cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
+		{
+			ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							  errmsg("bv_cdc could not start sink \"%s\": %s", cfg->sinks[i].name,
+									 errbuf),
+							  errhint("Fix the sink with bv_cdc.drop_sink and bv_cdc.add_sink.")));
+			cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);
+			return;
+		}
+
+	cdc_set_state("connecting");
+	if (!start_streaming())
+		return;
+	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, PQsocket(conn), NULL, NULL);
+	cdc_set_state("streaming");
+	ereport(LOG, (errmsg("bv_cdc is streaming slot \"%s\" to %d sink(s) with %d route(s)",
+						 cdc_slot_name, cfg->nsinks, cfg->nroutes)));
+
+	for (;;)
+	{
+		bool restart = false;
+		bool paused, room;
+		int nread = 0;
+		int rc;
+		long timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!cdc_worker_maintain(cfgp, &restart) || restart)
+			return;
+		cfg = *cfgp;
+
+		paused = any_routed_sink_paused(cfg);
+		room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
+		cdc_set_state(paused ? "paused" : room ? "streaming"
+											   : "window full");
+
+		/* Read what is there, a batch at a time. */
+		while (!paused && room && nread < READ_BATCH)
+		{
+			char *buf, *err;
+			int len = bv_repl_receive(conn, &buf, &err);
+			XLogRecPtr start, walend;
+			bool reply = false;
+			const char *data;
+			int datalen;
+			char kind;
+			CdcProduceResult prc = CDC_PRODUCE_OK;
+
+			if (len == 0)
+				break;
+			if (len < 0)
+			{
+				ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+								  errmsg("bv_cdc lost its replication stream: %s", err),
+								  errhint("The worker reconnects and resumes from the slot.")));
+				cdc_set_error("stream: %s", err);
+				return;
+			}
+			nread++;
+			kind = bv_repl_parse(buf, len, &start, &walend, &reply, &data, &datalen);
+			if (kind == 'w')
+			{
+				MemoryContext old = MemoryContextSwitchTo(msg_cxt);
+
+				if (start > received_lsn)
+					received_lsn = start;
+				prc = handle_data(cfg, start, data, datalen);
+				MemoryContextSwitchTo(old);
+				MemoryContextReset(msg_cxt);
+			}
+			else if (kind == 'k')
+			{
+				if (walend > received_lsn)
+					received_lsn = walend;
+				advance_window();
+				if (ring_count == 0 && walend > flushed_lsn)
+					flushed_lsn = walend; /* nothing in flight: idle slot advances */
+				if (reply && !send_status(true, false))
+				{
+					bv_repl_free(buf);
+					return;
+				}
+			}
+			bv_repl_free(buf);
+			if (prc == CDC_PRODUCE_RESTART)
+				return;
+			room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
+		}
+
+		cdc_sinks_poll(cfg, 0);
+		if (cdc_sinks_failed(cfg))
+		{
+			ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+							  errmsg("bv_cdc: a sink failed to deliver; replaying from the slot"),
+							  errhint("See bv_cdc.stats for the sink's last error.")));
+			return;
+		}
+		advance_window();
+		if (!paused)
+			cdc_snapshot_step(flushed_lsn);
+		if (!send_status(flushed_lsn != sent_flush && TimestampDifferenceExceeds(
+														  last_status, GetCurrentTimestamp(),
+														  cdc_status_interval_ms / 10),
+						 false))
+			return;
+		publish(cfg, false);
+
+		if (nread >= READ_BATCH)
+			continue;
+
+		/*
+		 * A thin trickle of messages: let the walsender fill the socket for
+		 * a moment rather than waking up for every message it sends (saves
+		 * a wake-up and a context switch per change under load; costs at
+		 * most this delay in latency).
+		 */
+		if (nread > 0 && nread < READ_BATCH / 8 && !paused && room)
+		{
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			pg_usleep(BATCH_NAP_US);
+			pgstat_report_wait_end();
+			continue;
+		}
+
+		/* Wait: for the stream if we may read, else for acknowledgements. */
+		timeout = cdc_sinks_pending(cfg) > 0 ? 5 : Min(cdc_status_interval_ms, 1000);
+		if (timeout > 5)
+		{
+			/*
+			 * Going idle: publish the last acknowledgements and confirm the
+			 * slot now, not a whole idle wait later.
+			 */
+			publish(cfg, true);
+			if (flushed_lsn != sent_flush && !send_status(true, false))
+				return;
+		}
+		if (!paused && room)
+		{
+			WaitEvent ev;
+
+			/* A persistent set: no epoll set to build for every wait. */
+			rc = WaitEventSetWait(wait_set, timeout, &ev, 1, PG_WAIT_EXTENSION) == 1 ? ev.events
+																					 : 0;
+		}
+		else if (cdc_sinks_pending(cfg) > 0)
+		{
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			cdc_sinks_poll(cfg, 50);
+			pgstat_report_wait_end();
+			rc = 0;
+		}
+		else
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout,
+						   PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+
+		/* Heartbeat: ask the server where it is, to advance an idle slot. */
+		if (TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(),
+									   cdc_heartbeat_interval_ms) &&
+			!send_status(true, true))
+			return;
+	}
+}

@@ -1,0 +1,322 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The bv_cdc background worker: its main loop and housekeeping.
+ *
+ * One static worker per server (registered by bv_cdc.c), connected to
+ * bv_cdc.database.  It follows worker_spi: SIGHUP sets ConfigReloadPending
+ * (SignalHandlerForConfigReload), SIGTERM is die(); the loops wait on the
+ * process latch with WL_EXIT_ON_PM_DEATH and run CHECK_FOR_INTERRUPTS.
+ *
+ * Life cycle:
+ *   1. While the bv_cdc extension is not installed in the database (every
+ *      test cluster preloads the library), wait bv_cdc.naptime between
+ *      checks and say so once, at LOG level.  If the extension is dropped
+ *      later, stop streaming and drop the worker's slot, so that it does
+ *      not hold WAL forever.
+ *   2. Load the configuration, start the sinks, stream (stream.c).
+ *   3. When streaming stops for an error (connection lost, a sink failed),
+ *      destroy the producers without waiting (the slot still has all that
+ *      was not acknowledged), back off with jitter and start again.
+ *
+ * Exit cleanup (before_shmem_exit) is registered before any librdkafka or
+ * libpq state exists: it closes the stream and destroys the producers.
+ *
+ * Configuration changes (generation counter in shared memory, bumped on
+ * commit) are applied between two messages: in-flight messages are drained
+ * first, producers whose sink is unchanged are kept, the others replaced.
+ *
+ * Memory: "bv_cdc worker" is the long-lived context (configs are children
+ * of it); per-message memory is stream.c's, reset every message.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "bv_cdc.h"
+#include "bv_common.h"
+
+static CdcConfig *worker_cfg = NULL;
+static MemoryContext worker_cxt = NULL;
+static TimestampTz last_extension_check = 0;
+
+static void
+stop_sinks(CdcConfig *cfg)
+{
+	int i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nsinks; i++)
+		cdc_sink_stop(&cfg->sinks[i]);
+}
+
+/* A sink whose delivery failed caused this restart: count it. */
+static void
+count_retries(CdcConfig *cfg)
+{
+	int i;
+
+	SpinLockAcquire(&cdc_shared->mutex);
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].failed)
+			cdc_shared->sinks[cfg->sinks[i].stats_slot].retries++;
+	SpinLockRelease(&cdc_shared->mutex);
+}
+
+/* Exit callback: close the stream, destroy the producers. */
+static void
+cdc_worker_exit(int code, Datum arg)
+{
+	cdc_stream_cleanup();
+	stop_sinks(worker_cfg);
+	if (cdc_shared != NULL)
+	{
+		SpinLockAcquire(&cdc_shared->mutex);
+		cdc_shared->worker_pid = 0;
+		cdc_shared->worker_latch = NULL;
+		strlcpy(cdc_shared->state, "stopped", sizeof(cdc_shared->state));
+		SpinLockRelease(&cdc_shared->mutex);
+	}
+}
+
+/* Drop our slot once the extension is gone, unless something uses it. */
+static void
+drop_orphan_slot(void)
+{
+	Oid argtypes[1] = {TEXTOID};
+	Datum args[1];
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	args[0] = CStringGetTextDatum(cdc_slot_name);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
+							  "FROM pg_catalog.pg_replication_slots "
+							  "WHERE slot_name = $1 AND NOT active AND plugin = 'wal2json' "
+							  "AND database = pg_catalog.current_database()",
+							  1, argtypes, args, NULL, false, 0) == SPI_OK_SELECT &&
+		SPI_processed > 0)
+		ereport(LOG, (errmsg("bv_cdc dropped replication slot \"%s\": the extension is no longer "
+							 "installed",
+							 cdc_slot_name)));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Wait on the latch, serving reloads and interrupts. */
+static void
+nap(long ms)
+{
+	int rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+					   PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/* Move an unchanged sink's producer from the old config to the new one. */
+static void
+adopt_sinks(CdcConfig *oldcfg, CdcConfig *newcfg)
+{
+	int i, j;
+
+	cdc_sinks_publish(oldcfg);
+	for (i = 0; i < newcfg->nsinks; i++)
+		for (j = 0; j < oldcfg->nsinks; j++)
+		{
+			CdcSink *n = &newcfg->sinks[i];
+			CdcSink *o = &oldcfg->sinks[j];
+
+			if (o->rk != NULL && strcmp(n->name, o->name) == 0 &&
+				strcmp(n->kind, o->kind) == 0 && strcmp(n->config_json, o->config_json) == 0 &&
+				n->stats_slot == o->stats_slot)
+			{
+				n->rk = o->rk;
+				n->pending = o->pending;
+				o->rk = NULL;
+				cdc_sink_rebind(n);
+			}
+		}
+	stop_sinks(oldcfg);
+}
+
+/*
+ * cdc_worker_maintain
+ *		Between messages: reload settings, apply a configuration change,
+ *		check now and then that the extension still exists.  Sets *restart
+ *		when streaming must start over; returns false when it must stop.
+ */
+bool
+cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
+{
+	CdcConfig *cfg = *cfgp;
+	TimestampTz now;
+
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+
+	if (pg_atomic_read_u64(&cdc_shared->config_generation) != cfg->generation)
+	{
+		CdcConfig *newcfg;
+		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+
+		/* Drain: let Kafka acknowledge what is in flight (bounded wait). */
+		cdc_set_state("reloading");
+		while (cdc_sinks_pending(cfg) > 0 && GetCurrentTimestamp() < deadline &&
+			   !cdc_sinks_failed(cfg))
+		{
+			cdc_sinks_poll(cfg, 50);
+			cdc_stream_keepalive();
+			CHECK_FOR_INTERRUPTS();
+		}
+		newcfg = cdc_config_load(worker_cxt);
+		if (newcfg == NULL)
+		{
+			*restart = true;
+			return false;
+		}
+		if (cdc_sinks_pending(cfg) > 0 || cdc_sinks_failed(cfg))
+		{
+			/* Could not drain: start over from the slot with the new config. */
+			stop_sinks(cfg);
+			cdc_config_free(cfg);
+			*cfgp = worker_cfg = newcfg;
+			*restart = true;
+			return true;
+		}
+		adopt_sinks(cfg, newcfg);
+		cdc_config_free(cfg);
+		*cfgp = worker_cfg = cfg = newcfg;
+		ereport(LOG, (errmsg("bv_cdc applied a configuration change: %d sink(s), %d route(s)",
+							 cfg->nsinks, cfg->nroutes)));
+		{
+			char errbuf[512];
+			int i;
+
+			for (i = 0; i < cfg->nsinks; i++)
+				if (cfg->sinks[i].rk == NULL &&
+					!cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
+				{
+					cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);
+					*restart = true;
+					return true;
+				}
+		}
+	}
+
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(last_extension_check, now, cdc_heartbeat_interval_ms))
+	{
+		last_extension_check = now;
+		if (!cdc_extension_exists())
+		{
+			*restart = true;
+			return false;
+		}
+	}
+	return true;
+}
+
+void
+bv_cdc_worker_main(Datum arg)
+{
+	BvBackoff backoff;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	worker_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc worker", ALLOCSET_DEFAULT_SIZES);
+	/* Before any librdkafka or libpq state exists. */
+	before_shmem_exit(cdc_worker_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(cdc_database, NULL, 0);
+	pgstat_report_appname("bv_cdc");
+
+	SpinLockAcquire(&cdc_shared->mutex);
+	cdc_shared->worker_pid = MyProcPid;
+	cdc_shared->worker_latch = MyLatch;
+	SpinLockRelease(&cdc_shared->mutex);
+
+	bv_backoff_init(&backoff, 200, cdc_retry_max_ms);
+
+	for (;;)
+	{
+		TimestampTz started;
+
+		CHECK_FOR_INTERRUPTS();
+		worker_cfg = cdc_config_load(worker_cxt);
+		if (worker_cfg == NULL)
+		{
+			bool log_it;
+
+			cdc_set_state("waiting for extension");
+			SpinLockAcquire(&cdc_shared->mutex);
+			log_it = !cdc_shared->logged_no_extension;
+			cdc_shared->logged_no_extension = true;
+			SpinLockRelease(&cdc_shared->mutex);
+			if (log_it)
+				ereport(LOG,
+						(errmsg("bv_cdc is waiting: extension \"bv_cdc\" is not installed in "
+								"database \"%s\"",
+								cdc_database),
+						 errhint("Run CREATE EXTENSION bv_cdc in database \"%s\".",
+								 cdc_database)));
+			drop_orphan_slot();
+			nap(cdc_naptime_ms);
+			continue;
+		}
+		SpinLockAcquire(&cdc_shared->mutex);
+		cdc_shared->logged_no_extension = false;
+		SpinLockRelease(&cdc_shared->mutex);
+		last_extension_check = GetCurrentTimestamp();
+
+		started = GetCurrentTimestamp();
+		cdc_stream_run(&worker_cfg);
+
+		/* Streaming stopped: drop what is in flight, it will be replayed. */
+		count_retries(worker_cfg);
+		cdc_stream_cleanup();
+		stop_sinks(worker_cfg);
+		cdc_sinks_publish(worker_cfg);
+		cdc_config_free(worker_cfg);
+		worker_cfg = NULL;
+
+		SpinLockAcquire(&cdc_shared->mutex);
+		cdc_shared->restarts++;
+		SpinLockRelease(&cdc_shared->mutex);
+
+		/* A long healthy run resets the back-off. */
+		if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), 60000))
+			bv_backoff_reset(&backoff);
+		backoff.max_ms = cdc_retry_max_ms;
+		cdc_set_state("backing off");
+		nap(bv_backoff_next(&backoff));
+	}
+}
