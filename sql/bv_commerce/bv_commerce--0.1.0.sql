@@ -218,7 +218,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        IF NEW.status <> 'pending' THEN
+        -- A new order starts pending; it may be written one allowed step
+        -- further (place_order writes it awaiting_payment in one go), and
+        -- both steps are recorded by order_created_event.
+        IF NEW.status <> 'pending' AND NOT EXISTS (
+               SELECT 1 FROM commerce.order_transitions t
+                WHERE t.from_status = 'pending' AND t.to_status = NEW.status) THEN
             RAISE EXCEPTION 'a new order must start in status pending'
                 USING ERRCODE = 'PT409', HINT = 'Insert orders as pending, then move them along the state machine.';
         END IF;
@@ -251,11 +256,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO commerce.order_events (order_id, from_status, to_status, actor)
-    VALUES (NEW.id, NULL, NEW.status, bv.actor());
+    VALUES (NEW.id, NULL, 'pending', bv.actor());
+    IF NEW.status <> 'pending' THEN
+        INSERT INTO commerce.order_events (order_id, from_status, to_status, actor, reason)
+        VALUES (NEW.id, 'pending', NEW.status, bv.actor(),
+                nullif(current_setting('commerce.transition_reason', true), ''));
+    END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION commerce.order_created_event() IS 'Trigger: records the creation of an order as its first event.';
+COMMENT ON FUNCTION commerce.order_created_event() IS 'Trigger: records the creation of an order (pending) and, if it was written one step further, that step.';
 
 CREATE TRIGGER order_created_event
     AFTER INSERT ON commerce.orders
@@ -657,32 +667,39 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Add items to the cart before ordering.';
     END IF;
 
-    INSERT INTO commerce.orders (customer_id, currency, total_minor, shipping_address, reserved_until)
-    VALUES (v_customer, v_currency, 0, p_shipping_address, now() + v_ttl)
-    RETURNING id INTO v_order_id;
+    -- Price every line first, so that the order is written once, complete
+    -- (each write of an order is audited and streamed).
+    SELECT sum(r.quantity * p.amount_minor), min(s.code) FILTER (WHERE p.amount_minor IS NULL)
+      INTO v_total, v_missing
+      FROM jsonb_to_recordset(v_items) AS r(sku_id bigint, quantity integer)
+      JOIN commerce.skus s ON s.id = r.sku_id
+      LEFT JOIN commerce.prices p ON p.sku_id = r.sku_id AND p.currency = v_currency;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'SKU "%" has no price in %', v_missing, v_currency
+            USING ERRCODE = '22023', HINT = 'Order in a currency the SKU is priced in.';
+    END IF;
 
+    PERFORM pg_catalog.set_config('commerce.transition_reason', 'payment opened', true);
+    INSERT INTO commerce.orders (customer_id, status, currency, total_minor, shipping_address, reserved_until)
+    VALUES (v_customer, 'awaiting_payment', v_currency, v_total, p_shipping_address, now() + v_ttl)
+    RETURNING id INTO v_order_id;
+    PERFORM pg_catalog.set_config('commerce.transition_reason', '', true);
+
+    -- Reserve in SKU id order: concurrent orders cannot deadlock.
     FOR v_line IN
-        SELECT r.sku_id, r.quantity, p.amount_minor, s.code
+        SELECT r.sku_id, r.quantity, p.amount_minor
         FROM jsonb_to_recordset(v_items) AS r(sku_id bigint, quantity integer)
-        JOIN commerce.skus s ON s.id = r.sku_id
-        LEFT JOIN commerce.prices p ON p.sku_id = r.sku_id AND p.currency = v_currency
+        JOIN commerce.prices p ON p.sku_id = r.sku_id AND p.currency = v_currency
         ORDER BY r.sku_id
     LOOP
-        IF v_line.amount_minor IS NULL THEN
-            RAISE EXCEPTION 'SKU "%" has no price in %', v_line.code, v_currency
-                USING ERRCODE = '22023', HINT = 'Order in a currency the SKU is priced in.';
-        END IF;
         PERFORM commerce.reserve_stock(v_line.sku_id, v_line.quantity);
         v_line_no := v_line_no + 1;
         INSERT INTO commerce.order_lines (order_id, line_no, sku_id, quantity, unit_price_minor)
         VALUES (v_order_id, v_line_no, v_line.sku_id, v_line.quantity, v_line.amount_minor);
-        v_total := v_total + v_line.quantity * v_line.amount_minor;
     END LOOP;
 
-    UPDATE commerce.orders SET total_minor = v_total WHERE id = v_order_id;
     INSERT INTO commerce.payments (order_id, provider_ref, amount_minor, currency)
     VALUES (v_order_id, 'pay_' || replace(gen_random_uuid()::text, '-', ''), v_total, v_currency);
-    PERFORM commerce.transition(v_order_id, 'awaiting_payment', 'payment opened');
 
     RETURN commerce.idempotency_finish(p_idempotency_key, commerce.order_json(v_order_id));
 END
