@@ -10,3 +10,7 @@ psql_b -v boot="$(head -1 "$OUT/kafka.addr")" >/dev/null <<'SQL'
 SELECT bv_cdc.add_sink('bench', 'kafka', jsonb_build_object('bootstrap.servers', :'boot'));
 SELECT bv_cdc.add_route('commerce.*', 'bench');
 SQL
+for _ in $(seq 300); do
+    [ "$(psql_b -c "SELECT coalesce(bool_and(worker_state = 'streaming' AND state = 'up'), false) FROM bv_cdc.stats WHERE sink = 'bench'")" = t ] && break
+    sleep 0.2
+done

@@ -74,8 +74,16 @@ PGB
 # One pgbench run; prints "<orders per second> <units oversold>" (orders =
 # transactions - refusals).
 run_pgbench() {
-    local label=$1 refused total oversold
+    local label=$1 refused total oversold lsn
     reset_data
+    # With CDC on, let the worker stream the reset's deletes before timing.
+    if [ -n "$(psql_b -c "SELECT 1 FROM pg_extension WHERE extname = 'bv_cdc'")" ]; then
+        lsn=$(psql_b -c 'SELECT pg_current_wal_lsn()')
+        for _ in $(seq 600); do
+            [ "$(psql_b -c "SELECT coalesce(bool_and(confirmed_flush_lsn >= '$lsn'), false) FROM pg_replication_slots WHERE slot_name = 'bv_cdc'")" = t ] && break
+            sleep 0.2
+        done
+    fi
     say "$label: pgbench -c 8 -T $SECONDS_PER_RUN"
     "$PGBIN/pgbench" -n -c 8 -j 2 -T "$SECONDS_PER_RUN" -f "$OUT/order.sql" >"$OUT/pgbench-$label.txt" 2>&1 \
         || { cat "$OUT/pgbench-$label.txt" >&2; bv_die "pgbench failed ($label)"; }

@@ -77,6 +77,11 @@ sub create_suite_db
 	return;
 }
 
+# PostgREST servers started by this test; stopped when the test ends, even
+# when it dies.
+my @postgrest;
+END { $_->kill_kill for grep { $_->pumpable } @postgrest; }
+
 # Start the pinned PostgREST (tools/postgrest.sh, path in $BV_POSTGREST)
 # against $node as bv_authenticator, on a free port; wait until it answers.
 # Returns the IPC::Run handle and the base URL.
@@ -94,6 +99,7 @@ sub start_postgrest
 		$o{schemas} // 'api', $o{jwt_secret}, $port) == 0
 	  or die "cannot render $conf";
 	my $h = IPC::Run::start([ $bin, $conf ], '>&', $log);
+	push @postgrest, $h;
 	my $url = "http://127.0.0.1:$port";
 	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
 	while (1)
