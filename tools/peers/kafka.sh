@@ -54,6 +54,15 @@ SELECT format('SELECT bv_cdc.add_route(%L, %L)', t, 'demo')
  WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'bv_commerce')
    AND NOT EXISTS (SELECT 1 FROM bv_cdc.routes WHERE table_pattern = t AND sink = 'demo') \gexec
 SQL
+    # The worker creates its replication slot a few seconds after it sees
+    # the extension; changes made before that are not streamed.  Report
+    # ready only once it streams, so that the first demo change is caught.
+    local _
+    for _ in $(seq 150); do
+        [ "$(psql_bv -c "SELECT coalesce(bool_and(worker_state = 'streaming'), false) FROM bv_cdc.stats WHERE sink = 'demo'")" = t ] && return 0
+        sleep 0.2
+    done
+    printf 'kafka: warning: bv_cdc is not streaming yet; see bv_cdc.stats and the server log\n' >&2
 }
 
 show() {
