@@ -263,6 +263,11 @@ extern void cdc_stream_cleanup(void);
 
 #define BV_CDC_WATERMARK_PREFIX "bv.watermark"
 
+/* config.c: shared SPI batch and array helpers */
+extern void cdc_begin_batch(const char *activity);
+extern void cdc_end_batch(void);
+extern List *cdc_text_array_to_list(Datum d, bool isnull, bool keep_nulls);
+
 extern void cdc_snapshot_reset(void);
 extern void cdc_snapshot_step(XLogRecPtr flushed);
 extern bool cdc_snapshot_watermark(const char *content, XLogRecPtr lsn);

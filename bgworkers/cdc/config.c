@@ -45,8 +45,13 @@ cdc_relcache_callback(Datum arg, Oid relid)
 	columns_stale = true;
 }
 
-static void
-begin_batch(const char *activity)
+/*
+ * cdc_begin_batch / cdc_end_batch
+ *		One SPI batch of the worker in its own transaction (pg_cron's
+ *		pattern); shared by the configuration loader and the snapshotter.
+ */
+void
+cdc_begin_batch(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -56,8 +61,8 @@ begin_batch(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-static void
-end_batch(void)
+void
+cdc_end_batch(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -87,14 +92,20 @@ cdc_extension_exists(void)
 {
 	bool exists;
 
-	begin_batch("bv_cdc: checking the extension");
+	cdc_begin_batch("bv_cdc: checking the extension");
 	exists = extension_exists_spi();
-	end_batch();
+	cdc_end_batch();
 	return exists;
 }
 
-static List *
-text_array_to_list(Datum d, bool isnull)
+/*
+ * cdc_text_array_to_list
+ *		A text[] as a List of C strings (NIL for NULL).  NULL elements are
+ *		kept as NULL pointers when keep_nulls (positional values such as a
+ *		primary key), else skipped (lists of names).
+ */
+List *
+cdc_text_array_to_list(Datum d, bool isnull, bool keep_nulls)
 {
 	ArrayType *arr;
 	Datum *elems;
@@ -107,8 +118,12 @@ text_array_to_list(Datum d, bool isnull)
 	arr = DatumGetArrayTypeP(d);
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (i = 0; i < n; i++)
+	{
 		if (!nulls[i])
 			out = lappend(out, TextDatumGetCString(elems[i]));
+		else if (keep_nulls)
+			out = lappend(out, NULL);
+	}
 	return out;
 }
 
@@ -196,10 +211,10 @@ cdc_config_load(MemoryContext parent)
 		relcache_callback_registered = true;
 	}
 
-	begin_batch("bv_cdc: loading configuration");
+	cdc_begin_batch("bv_cdc: loading configuration");
 	if (!extension_exists_spi())
 	{
-		end_batch();
+		cdc_end_batch();
 		return NULL;
 	}
 
@@ -263,15 +278,15 @@ cdc_config_load(MemoryContext parent)
 		r->pattern = SPI_getvalue(tup, td, 2);
 		r->topic_template = SPI_getvalue(tup, td, 4);
 		d = SPI_getbinval(tup, td, 5, &isnull);
-		r->include_columns = text_array_to_list(d, isnull);
+		r->include_columns = cdc_text_array_to_list(d, isnull, false);
 		d = SPI_getbinval(tup, td, 6, &isnull);
-		r->exclude_columns = text_array_to_list(d, isnull);
+		r->exclude_columns = cdc_text_array_to_list(d, isnull, false);
 		d = SPI_getbinval(tup, td, 7, &isnull);
-		r->ops = ops_from_list(text_array_to_list(d, isnull));
+		r->ops = ops_from_list(cdc_text_array_to_list(d, isnull, false));
 		cfg->nroutes++;
 	}
 	MemoryContextSwitchTo(old);
-	end_batch();
+	cdc_end_batch();
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(((CdcTableRoutes *) 0)->key);
@@ -430,7 +445,7 @@ cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
 
 	if (tr->natts >= 0)
 		return;
-	begin_batch("bv_cdc: reading table columns");
+	cdc_begin_batch("bv_cdc: reading table columns");
 	args[0] = CStringGetTextDatum(schema);
 	args[1] = CStringGetTextDatum(table);
 	if (SPI_execute_with_args("SELECT a.attname::text FROM pg_catalog.pg_attribute a "
@@ -446,7 +461,7 @@ cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
 		tr->attnames[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 	tr->natts = (int) SPI_processed;
 	MemoryContextSwitchTo(old);
-	end_batch();
+	cdc_end_batch();
 }
 
 /*
@@ -466,7 +481,7 @@ cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len)
 							 reason),
 					  errhint("See table bv_cdc.quarantine.")));
 	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
-	begin_batch("bv_cdc: quarantining a change");
+	cdc_begin_batch("bv_cdc: quarantining a change");
 	args[0] = CStringGetTextDatum(lsnbuf);
 	args[1] = CStringGetTextDatum(reason);
 	args[2] = PointerGetDatum(cstring_to_text_with_len(payload, len));
@@ -474,7 +489,7 @@ cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len)
 							  "VALUES ($1::pg_lsn, $2, $3)",
 							  3, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into bv_cdc.quarantine");
-	end_batch();
+	cdc_end_batch();
 	SpinLockAcquire(&cdc_shared->mutex);
 	cdc_shared->quarantined++;
 	SpinLockRelease(&cdc_shared->mutex);

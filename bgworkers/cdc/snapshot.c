@@ -99,44 +99,6 @@ cdc_snapshot_reset(void)
 	checked_generation = 0;
 }
 
-static void
-begin_batch(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "bv_cdc: snapshot");
-}
-
-static void
-end_batch(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-static List *
-text_array_list(Datum d, bool isnull)
-{
-	ArrayType *arr;
-	Datum *elems;
-	bool *nulls;
-	int n, i;
-	List *out = NIL;
-
-	if (isnull)
-		return NIL;
-	arr = DatumGetArrayTypeP(d);
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-		out = lappend(out, nulls[i] ? NULL : TextDatumGetCString(elems[i]));
-	return out;
-}
-
 /* Load the oldest pending or running job, with its table's columns. */
 static void
 load_job(void)
@@ -146,14 +108,14 @@ load_job(void)
 	Oid relid;
 	uint64 i;
 
-	begin_batch();
+	cdc_begin_batch("bv_cdc: snapshot");
 	if (SPI_execute("SELECT id, relid::oid, chunk_size, last_key FROM bv_cdc.snapshots "
 					"WHERE status IN ('pending', 'running') ORDER BY id LIMIT 1",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bv_cdc.snapshots");
 	if (SPI_processed == 0)
 	{
-		end_batch();
+		cdc_end_batch();
 		return;
 	}
 	old = MemoryContextSwitchTo(snap_cxt);
@@ -164,7 +126,7 @@ load_job(void)
 	{
 		Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
 
-		job.start_key = text_array_list(d, isnull);
+		job.start_key = cdc_text_array_to_list(d, isnull, true);
 	}
 	MemoryContextSwitchTo(old);
 
@@ -220,7 +182,7 @@ load_job(void)
 							  "error = 'the table no longer exists or has no primary key' "
 							  "WHERE id = $1",
 							  1, argtypes, args, NULL, false, 0);
-		end_batch();
+		cdc_end_batch();
 		memset(&job, 0, sizeof(job));
 		return;
 	}
@@ -231,7 +193,7 @@ load_job(void)
 		SPI_execute_with_args("UPDATE bv_cdc.snapshots SET status = 'running' WHERE id = $1", 1,
 							  argtypes, args, NULL, false, 0);
 	}
-	end_batch();
+	cdc_end_batch();
 	job.chunk_cxt = AllocSetContextCreate(snap_cxt, "bv_cdc snapshot chunk", ALLOCSET_DEFAULT_SIZES);
 	job.active = true;
 	ereport(LOG, (errmsg("bv_cdc: snapshot %lld of %s.%s starts", (long long) job.id, job.schema,
@@ -315,7 +277,7 @@ start_chunk(void)
 	job.nrows = 0;
 
 	/* In the transaction already: format_type_be reads the catalog. */
-	begin_batch();
+	cdc_begin_batch("bv_cdc: snapshot");
 	initStringInfo(&q);
 	appendStringInfoString(&q, "SELECT ");
 	for (i = 0; i < job.ncols; i++)
@@ -393,7 +355,7 @@ start_chunk(void)
 					 job.token);
 	if (SPI_execute(wm.data, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not write the high watermark");
-	end_batch();
+	cdc_end_batch();
 	job.chunk_open = true;
 }
 
@@ -409,7 +371,7 @@ finish_chunk(void)
 
 	for (i = 0; i < job.nrows; i++)
 		kept += job.dropped[i] ? 0 : 1;
-	begin_batch();
+	cdc_begin_batch("bv_cdc: snapshot");
 	args[0] = Int64GetDatum(job.id);
 	if (done)
 	{
@@ -431,7 +393,7 @@ finish_chunk(void)
 							  "WHERE id = $1",
 							  3, argtypes, args, NULL, false, 0);
 	}
-	end_batch();
+	cdc_end_batch();
 	if (done)
 	{
 		ereport(LOG, (errmsg("bv_cdc: snapshot %lld of %s.%s is done", (long long) job.id,
