@@ -10,7 +10,7 @@
 #          bv_audit.disable() on every table) and no CDC;
 #   on     commerce as installed: audit columns and history on every table,
 #          plus bv_cdc streaming the commerce tables to the Kafka mock when
-#          bench/commerce-cdc.sh exists (the JSON's "on" says what was on).
+#          bench/include/commerce-cdc.sh exists (the JSON's "on" says what was on).
 # Then the same order through PostgREST with `hey` at 16 connections.
 # JSON: orders_per_s, orders_per_s_bare, ratio, oversold, rest_orders_per_s.
 source "$BV_TOP/tools/lib.sh"
@@ -23,7 +23,7 @@ esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-commerce: $*" >&2; }
 
-# bv_cdc is created only for the "on" run (bench/commerce-cdc.sh).
+# bv_cdc is created only for the "on" run (bench/include/commerce-cdc.sh).
 export BV_EXTENSIONS="bv_core bv_audit bv_commerce"
 bv_throwaway_cluster "$OUT/cluster" 55100 >&2
 psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
@@ -117,8 +117,8 @@ read -r bare oversold_bare < <(run_pgbench bare)
 # ---- audit and CDC on ----
 audit on
 on_parts=(audit)
-if [ -f "$BV_TOP/bench/commerce-cdc.sh" ]; then
-    source "$BV_TOP/bench/commerce-cdc.sh"
+if [ -f "$BV_TOP/bench/include/commerce-cdc.sh" ]; then
+    source "$BV_TOP/bench/include/commerce-cdc.sh"
     on_parts+=(cdc)
 fi
 read -r on oversold_on < <(run_pgbench on)

@@ -1,4 +1,4 @@
-# bench/commerce-cdc.sh, sourced by bench/commerce.sh for its "on" run:
+# bench/include/commerce-cdc.sh, sourced by bench/commerce.sh for its "on" run:
 # bv_cdc streams every commerce table to the mock Kafka cluster
 # (tests/tools/bv_kafka_mock), as `make run` routes orders and payments.
 psql_b -c 'CREATE EXTENSION IF NOT EXISTS bv_cdc' >/dev/null
