@@ -19,8 +19,6 @@
  */
 #include "postgres.h"
 
-#include <librdkafka/rdkafka.h>
-
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -31,48 +29,78 @@
 #include "utils/timestamp.h"
 
 #include "bv_cdc.h"
+#include "bv_common.h"
 
 extern bool cdc_config_dirty;
+extern bool cdc_spool_dirty;
 
 PG_FUNCTION_INFO_V1(bv_cdc_validate_sink);
 
 /*
  * bv_cdc.validate_sink(kind text, config jsonb): void, or an error that
- * names the property and librdkafka's reason.
+ * names the property and the reason (the kind's validate function).
  */
 Datum
 bv_cdc_validate_sink(PG_FUNCTION_ARGS)
 {
 	char *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Jsonb *config = PG_GETARG_JSONB_P(1);
+	const CdcSinkOps *ops = cdc_sink_ops(kind);
 	List *keys, *values;
-	char errbuf[512];
-	char *badkey;
-	rd_kafka_conf_t *conf;
 
-	if (strcmp(kind, "kafka") != 0)
+	if (ops == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("unknown sink kind \"%s\"", kind),
-						errdetail("bv_cdc supports sinks of kind \"kafka\"."),
+						errdetail("bv_cdc supports sinks of kind \"kafka\", \"mqtt\" and \"webhook\"."),
 						errhint("Use bv_cdc.add_sink(name, 'kafka', config).")));
 	cdc_jsonb_to_properties(config, &keys, &values);
-	conf = cdc_kafka_conf(keys, values, errbuf, sizeof(errbuf), &badkey);
-	if (conf == NULL)
-	{
-		int len = strlen(errbuf);
-
-		/* librdkafka's messages may end with a newline and lack a period. */
-		while (len > 0 && (errbuf[len - 1] == '\n' || errbuf[len - 1] == ' '))
-			errbuf[--len] = '\0';
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("invalid Kafka sink property \"%s\"", badkey ? badkey : "?"),
-						errdetail("%s%s", errbuf, len > 0 && errbuf[len - 1] == '.' ? "" : "."),
-						errhint("See librdkafka's CONFIGURATION.md for the valid properties; "
-								"bootstrap.servers is required, enable.idempotence and acks "
-								"are fixed.")));
-	}
-	rd_kafka_conf_destroy(conf);
+	ops->validate(keys, values);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(bv_cdc_spool_changed);
+
+/* bv_cdc.spool_changed(): the worker re-reads the spool after this commit. */
+Datum
+bv_cdc_spool_changed(PG_FUNCTION_ARGS)
+{
+	cdc_spool_dirty = true;
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(bv_cdc_verify_signature);
+
+/*
+ * bv_cdc.verify_signature(secret, header, body, tolerance): true when the
+ * header signs the body with the secret within tolerance seconds of now.
+ * Not STRICT: a NULL anywhere is false, never NULL (so that "IF NOT
+ * bv_cdc.verify_signature(...)" cannot let a request without a header in).
+ */
+Datum
+bv_cdc_verify_signature(PG_FUNCTION_ARGS)
+{
+	text *secret, *header, *body;
+	int32 tolerance;
+	char *hdr;
+	BvSignatureResult r;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_BOOL(false);
+	secret = PG_GETARG_TEXT_PP(0);
+	header = PG_GETARG_TEXT_PP(1);
+	body = PG_GETARG_TEXT_PP(2);
+	tolerance = PG_ARGISNULL(3) ? 300 : PG_GETARG_INT32(3);
+	if (tolerance < 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("tolerance must not be negative"),
+						errhint("Use the number of seconds a signature stays valid, e.g. 300.")));
+	if (VARSIZE_ANY_EXHDR(secret) == 0)
+		PG_RETURN_BOOL(false);
+	hdr = text_to_cstring(header);
+	r = bv_signature_verify((const uint8 *) VARDATA_ANY(secret), VARSIZE_ANY_EXHDR(secret), hdr,
+							(const uint8 *) VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), tolerance,
+							(int64) time(NULL));
+	PG_RETURN_BOOL(r == BV_SIG_OK);
 }
 
 PG_FUNCTION_INFO_V1(bv_cdc_config_changed);
@@ -109,7 +137,7 @@ PG_FUNCTION_INFO_V1(bv_cdc_stats_raw);
 Datum
 bv_cdc_stats_raw(PG_FUNCTION_ARGS)
 {
-#define STATS_COLS 17
+#define STATS_COLS 22
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	CdcShared *copy;
 	TimestampTz now = GetCurrentTimestamp();
@@ -169,6 +197,14 @@ bv_cdc_stats_raw(PG_FUNCTION_ARGS)
 		values[c++] = Int64GetDatum((int64) copy->quarantined);
 		values[c] = ts_or_null(copy->last_heartbeat, &nulls[c]);
 		c++;
+		values[c++] = CStringGetTextDatum(s->kind[0] ? s->kind : "kafka");
+		if (s->circuit[0])
+			values[c++] = CStringGetTextDatum(s->circuit);
+		else
+			nulls[c++] = true;
+		values[c++] = Int64GetDatum(s->spooled);
+		values[c++] = Int64GetDatum((int64) s->dead_letters);
+		values[c++] = Int64GetDatum((int64) s->spool_retries);
 		Assert(c == STATS_COLS);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

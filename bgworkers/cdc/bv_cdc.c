@@ -69,6 +69,7 @@ static ExecutorStart_hook_type prev_executor_start = NULL;
 
 /* Backend-local: set by the config trigger, acted on at commit. */
 bool cdc_config_dirty = false;
+bool cdc_spool_dirty = false;
 
 /* Backend-local: the subtransaction that wrote this transaction's trace. */
 static SubTransactionId trace_written_in = InvalidSubTransactionId;
@@ -96,6 +97,7 @@ cdc_shmem_startup(void)
 		memset(cdc_shared, 0, sizeof(CdcShared));
 		SpinLockInit(&cdc_shared->mutex);
 		pg_atomic_init_u64(&cdc_shared->config_generation, 1);
+		pg_atomic_init_u64(&cdc_shared->spool_generation, 1);
 		strlcpy(cdc_shared->state, "starting", sizeof(cdc_shared->state));
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -195,21 +197,26 @@ cdc_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (cdc_config_dirty && cdc_shared != NULL)
+			if ((cdc_config_dirty || cdc_spool_dirty) && cdc_shared != NULL)
 			{
-				pg_atomic_fetch_add_u64(&cdc_shared->config_generation, 1);
+				if (cdc_config_dirty)
+					pg_atomic_fetch_add_u64(&cdc_shared->config_generation, 1);
+				if (cdc_spool_dirty)
+					pg_atomic_fetch_add_u64(&cdc_shared->spool_generation, 1);
 				SpinLockAcquire(&cdc_shared->mutex);
 				if (cdc_shared->worker_latch)
 					SetLatch(cdc_shared->worker_latch);
 				SpinLockRelease(&cdc_shared->mutex);
 			}
 			cdc_config_dirty = false;
+			cdc_spool_dirty = false;
 			trace_written_in = InvalidSubTransactionId;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			cdc_config_dirty = false;
+			cdc_spool_dirty = false;
 			trace_written_in = InvalidSubTransactionId;
 			break;
 		default:

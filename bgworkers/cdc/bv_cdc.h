@@ -2,7 +2,7 @@
  *
  * bv_cdc.h
  *	  Declarations shared by the files of bv_cdc, the change-data-capture
- *	  worker that streams a wal2json slot to Kafka.
+ *	  worker that streams a wal2json slot to Kafka, MQTT and webhooks.
  *
  * Files, by concern:
  *   bv_cdc.c     _PG_init: settings, shared memory, the worker's
@@ -31,6 +31,7 @@
 #include "access/xlogdefs.h"
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -38,7 +39,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define BV_CDC_VERSION   "0.1.0"
+#define BV_CDC_VERSION   "0.2.0"
 #define BV_CDC_MAX_SINKS 16
 #define BV_CDC_ERRLEN    256
 
@@ -66,6 +67,11 @@ typedef struct CdcSinkStats
 	XLogRecPtr acked_lsn; /* LSN of the last acknowledged event */
 	TimestampTz last_ack;
 	char state[16]; /* up, down, paused, idle */
+	char kind[16];
+	char circuit[16];     /* webhook: closed, open, half-open */
+	int64 spooled;        /* webhook: events waiting in the spool now */
+	uint64 dead_letters;  /* webhook: events parked since the worker started */
+	uint64 spool_retries; /* webhook: redelivery attempts from the spool */
 	char last_error[BV_CDC_ERRLEN];
 } CdcSinkStats;
 
@@ -75,6 +81,7 @@ typedef struct CdcShared
 	pid_t worker_pid;
 	Latch *worker_latch;
 	pg_atomic_uint64 config_generation;
+	pg_atomic_uint64 spool_generation; /* bumped when dead letters are replayed */
 	bool logged_no_extension;
 	char state[32];
 	XLogRecPtr received_lsn;           /* last position read from the stream */
@@ -106,18 +113,29 @@ extern void cdc_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
 
 /* ---- config (config.c) ---- */
 
+typedef enum CdcSinkKind
+{
+	CDC_SINK_KAFKA,
+	CDC_SINK_MQTT,
+	CDC_SINK_WEBHOOK
+} CdcSinkKind;
+
+struct CdcSinkOps;
+
 typedef struct CdcSink
 {
 	char *name;
 	char *kind;
+	CdcSinkKind kindno;
+	const struct CdcSinkOps *ops;
 	char *config_json; /* text of the jsonb, to detect changes */
-	List *conf_keys;   /* librdkafka properties, char * each */
+	List *conf_keys;   /* properties, char * each */
 	List *conf_values;
 	bool paused;
 	int stats_slot; /* index in cdc_shared->sinks */
-	struct rd_kafka_s *rk;
-	int64 pending; /* produced, not yet acknowledged */
-	bool failed;   /* a delivery failed: the stream must restart */
+	void *impl;     /* the kind's state (rd_kafka_t *, ...); NULL = not started */
+	int64 pending;  /* handed to the sink, not yet acknowledged */
+	bool failed;    /* a delivery failed: the stream must restart */
 	/* counters not yet published to shared memory */
 	uint64 n_acked, n_bytes, n_errors;
 	XLogRecPtr acked_lsn;
@@ -135,6 +153,10 @@ typedef struct CdcRoute
 	List *include_columns; /* of char *, NIL = all */
 	List *exclude_columns;
 	int ops;
+	int qos;        /* mqtt: 0, 1 or 2 */
+	bool retain;    /* mqtt: retained messages */
+	bool hold_key;  /* webhook: on_dead_letter = hold */
+	bool key_topic; /* the topic template has {key} */
 } CdcRoute;
 
 /* The routes that apply to one table, cached by "schema.table". */
@@ -156,8 +178,7 @@ typedef struct CdcConfig
 	CdcSink *sinks;
 	int nroutes;
 	CdcRoute *routes;
-	HTAB *tables;    /* CdcTableRoutes by "schema.table" */
-	char *txn_topic; /* unused placeholder for transaction events: NULL */
+	HTAB *tables; /* CdcTableRoutes by "schema.table" */
 } CdcConfig;
 
 extern bool cdc_extension_exists(void);
@@ -218,7 +239,7 @@ extern void cdc_build_envelope(StringInfo out, char op, const CdcEventSource *sr
 							   const CdcTableRoutes *tr);
 extern bool cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int ncols);
 
-/* ---- producer (producer.c) ---- */
+/* ---- sinks (sink.c, producer.c, mqtt.c, webhook.c) ---- */
 
 typedef struct CdcHeaders
 {
@@ -229,6 +250,20 @@ typedef struct CdcHeaders
 	const char *traceparent;
 } CdcHeaders;
 
+/* One event handed to a sink. */
+typedef struct CdcEvent
+{
+	const char *topic; /* expanded: Kafka/MQTT topic, webhook BV-Topic */
+	const char *key;   /* primary key as a JSON object; NULL for truncate */
+	size_t keylen;
+	const char *payload; /* the envelope */
+	size_t len;
+	const CdcHeaders *h;
+	const CdcRoute *route;
+	const char *event_id; /* stable across retries and replays */
+	uint64 opaque;        /* window entry, for cdc_sink_acked() */
+} CdcEvent;
+
 typedef enum CdcProduceResult
 {
 	CDC_PRODUCE_OK,
@@ -236,21 +271,63 @@ typedef enum CdcProduceResult
 	CDC_PRODUCE_RESTART   /* the sink failed: restart the stream */
 } CdcProduceResult;
 
+/*
+ * What a sink kind implements.  validate throws (22023, with the reason) for
+ * a configuration that could never work; it runs in ordinary backends at
+ * add_sink/alter_sink time and again in the worker.  The others run only in
+ * the worker.  produce takes ownership of nothing (copy what you keep) and
+ * may block while the sink is full, calling cdc_stream_keepalive().  poll
+ * serves acknowledgements, waiting at most timeout_ms; wait_ms says how soon
+ * the sink wants to be polled again (-1: no hurry).
+ */
+typedef struct CdcSinkOps
+{
+	const char *kind;
+	void (*validate)(List *keys, List *values);
+	bool (*start)(CdcSink *sink, char *errbuf, size_t errlen);
+	void (*stop)(CdcSink *sink);
+	CdcProduceResult (*produce)(CdcSink *sink, const CdcEvent *ev, char **err);
+	void (*poll)(CdcSink *sink, int timeout_ms);
+	int (*wait_ms)(CdcSink *sink);
+	void (*rebind)(CdcSink *sink);
+} CdcSinkOps;
+
+extern const CdcSinkOps cdc_kafka_ops;
+extern const CdcSinkOps cdc_mqtt_ops;
+extern const CdcSinkOps cdc_webhook_ops;
+
+extern const CdcSinkOps *cdc_sink_ops(const char *kind);
 extern void cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values);
+extern const char *cdc_property(List *keys, List *values, const char *name, const char *dflt);
+extern int cdc_property_int(List *keys, List *values, const char *name, int dflt, int min,
+							int max);
+extern void cdc_check_properties(const char *kind, List *keys, const char *const *known);
+extern char *cdc_secret_get(const char *name);
+
+/* Accounting every kind shares: called once per event handed to produce. */
+extern void cdc_sink_acked(CdcSink *sink, uint64 opaque, size_t bytes);
+extern void cdc_sink_spooled(CdcSink *sink, uint64 opaque);
+extern void cdc_sink_delivery_failed(CdcSink *sink, uint64 opaque, const char *fmt, ...)
+	pg_attribute_printf(3, 4);
+extern void cdc_sink_note_error(CdcSink *sink, bool down, const char *fmt, ...)
+	pg_attribute_printf(3, 4);
+
 extern struct rd_kafka_conf_s *cdc_kafka_conf(List *keys, List *values, char *errbuf,
 											  size_t errlen, char **badkey);
 extern bool cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen);
 extern void cdc_sink_stop(CdcSink *sink);
 extern void cdc_sink_rebind(CdcSink *sink);
-extern CdcProduceResult cdc_sink_produce(CdcSink *sink, const char *topic, const char *key,
-										 size_t keylen, const char *payload, size_t len,
-										 const CdcHeaders *h, uint64 opaque, char **err);
+extern CdcProduceResult cdc_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err);
 extern void cdc_sinks_poll(CdcConfig *cfg, int timeout_ms);
+extern int cdc_sinks_wait_ms(CdcConfig *cfg);
 extern void cdc_sinks_publish(CdcConfig *cfg);
 extern int64 cdc_sinks_pending(CdcConfig *cfg);
 extern bool cdc_sinks_failed(CdcConfig *cfg);
 
-/* stream.c: called by producer.c for each delivery report and while blocked. */
+/* webhook.c / spool.c: the per-sink stats the webhook kind adds */
+extern void cdc_webhook_publish(CdcSink *sink, CdcSinkStats *st);
+
+/* stream.c: called by the sinks for each acknowledgement and while blocked. */
 extern XLogRecPtr cdc_stream_delivered(uint64 opaque, bool ok);
 extern void cdc_stream_keepalive(void);
 

@@ -35,6 +35,7 @@
 #include "utils/snapmgr.h"
 
 #include "bv_cdc.h"
+#include "bv_common.h"
 
 static bool columns_stale = false;
 static bool relcache_callback_registered = false;
@@ -149,6 +150,31 @@ ops_from_list(List *ops)
 	return bits;
 }
 
+/*
+ * A route's options object (validated by bv_cdc.add_route): qos, retain,
+ * on_dead_letter.  Read with the JSON lexer's field extraction; anything
+ * missing keeps its default.
+ */
+static void
+route_options(CdcRoute *r, const char *json)
+{
+	char *v;
+	JsonTokenType t;
+
+	r->qos = 1;
+	r->retain = false;
+	r->hold_key = false;
+	if (json == NULL)
+		return;
+	if (bv_json_top_field(json, "qos", &v, &t) == JSON_SUCCESS && v != NULL &&
+		t == JSON_TOKEN_NUMBER)
+		r->qos = Max(0, Min(2, atoi(v)));
+	if (bv_json_top_field(json, "retain", &v, &t) == JSON_SUCCESS && v != NULL)
+		r->retain = t == JSON_TOKEN_TRUE;
+	if (bv_json_top_field(json, "on_dead_letter", &v, &t) == JSON_SUCCESS && v != NULL)
+		r->hold_key = strcmp(v, "hold") == 0;
+}
+
 /* Give each sink a statistics slot: its old one if it had one. */
 static void
 assign_stats_slots(CdcConfig *cfg)
@@ -249,11 +275,17 @@ cdc_config_load(MemoryContext parent)
 		if (!isnull)
 			cdc_jsonb_to_properties(DatumGetJsonbP(conf), &s->conf_keys, &s->conf_values);
 		s->paused = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+		s->ops = cdc_sink_ops(s->kind);
+		s->kindno = s->ops == &cdc_mqtt_ops      ? CDC_SINK_MQTT
+					: s->ops == &cdc_webhook_ops ? CDC_SINK_WEBHOOK
+												 : CDC_SINK_KAFKA;
 	}
 	MemoryContextSwitchTo(old);
 
+	/* options through to_jsonb: readable before and after ALTER EXTENSION UPDATE */
 	if (SPI_execute("SELECT id, table_pattern, sink, topic_template, include_columns, "
-					"exclude_columns, operations FROM bv_cdc.routes ORDER BY id",
+					"exclude_columns, operations, (to_jsonb(r) -> 'options')::text "
+					"FROM bv_cdc.routes r ORDER BY id",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bv_cdc.routes");
 	old = MemoryContextSwitchTo(cxt);
@@ -283,6 +315,8 @@ cdc_config_load(MemoryContext parent)
 		r->exclude_columns = cdc_text_array_to_list(d, isnull, false);
 		d = SPI_getbinval(tup, td, 7, &isnull);
 		r->ops = ops_from_list(cdc_text_array_to_list(d, isnull, false));
+		route_options(r, SPI_getvalue(tup, td, 8));
+		r->key_topic = strstr(r->topic_template, "{key}") != NULL;
 		cfg->nroutes++;
 	}
 	MemoryContextSwitchTo(old);
@@ -339,9 +373,14 @@ cdc_glob_match(const char *pattern, const char *s)
 	return *pattern == '\0';
 }
 
-/* The topic for a table: {schema} and {table} replaced, illegal chars as _. */
+/*
+ * The topic for a table: {schema} and {table} replaced.  Kafka topics: any
+ * character Kafka does not allow becomes _, and the length is capped.  MQTT
+ * topics: the template is kept (levels, and {key}, which is filled in per
+ * event); in the names, the characters MQTT reserves ('/', '+', '#') become _.
+ */
 static char *
-expand_topic(const char *tmpl, const char *schema, const char *table)
+expand_topic(const char *tmpl, const char *schema, const char *table, CdcSinkKind kind)
 {
 	StringInfoData buf;
 	const char *p;
@@ -350,19 +389,30 @@ expand_topic(const char *tmpl, const char *schema, const char *table)
 	initStringInfo(&buf);
 	for (p = tmpl; *p; p++)
 	{
+		const char *name = NULL;
+
 		if (strncmp(p, "{schema}", 8) == 0)
 		{
-			appendStringInfoString(&buf, schema);
+			name = schema;
 			p += 7;
 		}
 		else if (strncmp(p, "{table}", 7) == 0)
 		{
-			appendStringInfoString(&buf, table);
+			name = table;
 			p += 6;
 		}
-		else
+		if (name == NULL)
 			appendStringInfoChar(&buf, *p);
+		else if (kind == CDC_SINK_MQTT)
+			for (; *name; name++)
+				appendStringInfoChar(&buf, (*name == '/' || *name == '+' || *name == '#')
+											   ? '_'
+											   : *name);
+		else
+			appendStringInfoString(&buf, name);
 	}
+	if (kind == CDC_SINK_MQTT)
+		return buf.data;
 	for (i = 0; i < buf.len; i++)
 	{
 		char c = buf.data[i];
@@ -408,7 +458,9 @@ cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
 			if (cdc_glob_match(cfg->routes[i].pattern, key))
 			{
 				tr->routes[tr->nroutes] = i;
-				tr->topics[tr->nroutes] = expand_topic(cfg->routes[i].topic_template, schema, table);
+				tr->topics[tr->nroutes] =
+					expand_topic(cfg->routes[i].topic_template, schema, table,
+								 cfg->sinks[cfg->routes[i].sink].kindno);
 				tr->nroutes++;
 			}
 		MemoryContextSwitchTo(old);

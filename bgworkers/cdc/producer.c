@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * producer.c
- *	  Kafka producers, one per sink, and their delivery reports.
+ *	  Kafka sinks: a librdkafka producer per sink, and its delivery reports.
  *
  * Each sink gets a librdkafka producer with the guarantees bv_cdc's
  * "nothing lost" promise rests on: enable.idempotence=true (no duplicates
@@ -11,8 +11,8 @@
  *
  * Every message carries a 64-bit opaque that names the in-flight
  * transaction it belongs to (stream.c); its delivery report hands it back
- * through cdc_stream_delivered(), which is how the slot learns what Kafka
- * has acknowledged.  A failed delivery marks the sink failed: the stream is
+ * through cdc_sink_acked() (sink.c), which is how the slot learns what
+ * Kafka has acknowledged.  A failed delivery marks the sink failed: the stream is
  * restarted from the slot, replaying everything unacknowledged, in order.
  *
  * Concurrency: librdkafka runs its own threads, but every callback here
@@ -40,59 +40,6 @@
 
 /* The sink behind each stats slot; a producer's opaque is its slot + 1. */
 static CdcSink *sink_by_slot[BV_CDC_MAX_SINKS];
-
-/*
- * cdc_jsonb_to_properties
- *		A sink's config object as two lists of property names and values
- *		(strings; numbers and booleans as their text).  Throws for anything
- *		that is not a flat object of scalars.
- */
-void
-cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values)
-{
-	JsonbIterator *it;
-	JsonbValue v;
-	JsonbIteratorToken tok;
-	char *key = NULL;
-
-	*keys = NIL;
-	*values = NIL;
-	if (!JB_ROOT_IS_OBJECT(config))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("sink configuration must be a JSON object"),
-						errhint("Pass librdkafka properties as {\"bootstrap.servers\": \"host:9092\", ...}.")));
-	it = JsonbIteratorInit(&config->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE)
-		{
-			char *value;
-
-			switch (v.type)
-			{
-				case jbvString:
-					value = pnstrdup(v.val.string.val, v.val.string.len);
-					break;
-				case jbvNumeric:
-					value = DatumGetCString(
-						DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-					break;
-				case jbvBool:
-					value = pstrdup(v.val.boolean ? "true" : "false");
-					break;
-				default:
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("sink property \"%s\" must be a string, number or boolean", key),
-							 errhint("librdkafka properties are flat key/value pairs.")));
-			}
-			*keys = lappend(*keys, key);
-			*values = lappend(*values, value);
-		}
-	}
-}
 
 /*
  * cdc_kafka_conf
@@ -180,32 +127,23 @@ static void
 on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	CdcSink *sink = sink_of(rk);
-	bool ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
-	XLogRecPtr lsn = cdc_stream_delivered((uint64) (uintptr_t) m->_private, ok);
+	uint64 op = (uint64) (uintptr_t) m->_private;
 
 	if (sink == NULL)
-		return;
-	sink->pending--;
-	if (ok)
 	{
-		sink->n_acked++;
-		sink->n_bytes += m->len;
-		if (lsn > sink->acked_lsn)
-			sink->acked_lsn = lsn;
-		sink->down = false;
+		(void) cdc_stream_delivered(op, false);
+		return;
+	}
+	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		cdc_sink_acked(sink, op, m->len);
+	else if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+	{
+		/* A purge during a restart is not a new error. */
+		(void) cdc_stream_delivered(op, false);
+		sink->pending--;
 	}
 	else
-	{
-		sink->n_errors++;
-		/* A purge during a restart is not a new error. */
-		if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
-		{
-			sink->failed = true;
-			snprintf(sink->last_error, sizeof(sink->last_error), "delivery failed: %s",
-					 rd_kafka_err2str(m->err));
-			sink->new_error = true;
-		}
-	}
+		cdc_sink_delivery_failed(sink, op, "delivery failed: %s", rd_kafka_err2str(m->err));
 }
 
 /* Error callback: broker and transport trouble, fatal idempotence errors. */
@@ -216,11 +154,10 @@ on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 	if (sink == NULL)
 		return;
-	sink->n_errors++;
-	snprintf(sink->last_error, sizeof(sink->last_error), "%s", reason);
-	sink->new_error = true;
-	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT)
-		sink->down = true;
+	cdc_sink_note_error(sink,
+						err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+							err == RD_KAFKA_RESP_ERR__TRANSPORT,
+						"%s", reason);
 	if (err == RD_KAFKA_RESP_ERR__FATAL)
 		sink->failed = true;
 }
@@ -236,13 +173,38 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 			(errmsg_internal("bv_cdc sink %s: %s: %s", rd_kafka_name(rk), fac, buf)));
 }
 
-/*
- * cdc_sink_start
- *		Create the sink's producer.  false with errbuf on failure.
- */
-bool
-cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
+/* Kafka sinks: every property is librdkafka's (cdc_kafka_conf decides). */
+static void
+kafka_validate(List *keys, List *values)
 {
+	char errbuf[512];
+	char *badkey;
+	rd_kafka_conf_t *conf = cdc_kafka_conf(keys, values, errbuf, sizeof(errbuf), &badkey);
+	int len;
+
+	if (conf != NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		return;
+	}
+	/* librdkafka's messages may end with a newline and lack a period. */
+	len = strlen(errbuf);
+	while (len > 0 && (errbuf[len - 1] == '\n' || errbuf[len - 1] == ' '))
+		errbuf[--len] = '\0';
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("invalid Kafka sink property \"%s\"", badkey ? badkey : "?"),
+					errdetail("%s%s", errbuf, len > 0 && errbuf[len - 1] == '.' ? "" : "."),
+					errhint("See librdkafka's CONFIGURATION.md for the valid properties; "
+							"bootstrap.servers is required, enable.idempotence and acks "
+							"are fixed.")));
+}
+
+/* Create the sink's producer.  false with errbuf on failure. */
+static bool
+kafka_start(CdcSink *sink, char *errbuf, size_t errlen)
+{
+	rd_kafka_t *rk;
+
 	char *badkey;
 	rd_kafka_conf_t *conf = cdc_kafka_conf(sink->conf_keys, sink->conf_values, errbuf, errlen,
 										   &badkey);
@@ -259,48 +221,49 @@ cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 	}
 	rd_kafka_conf_set_opaque(conf, (void *) (intptr_t) (sink->stats_slot + 1));
 	sink_by_slot[sink->stats_slot] = sink;
-	sink->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
-	if (sink->rk == NULL)
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
+	if (rk == NULL)
 	{
 		rd_kafka_conf_destroy(conf);
 		sink_by_slot[sink->stats_slot] = NULL;
 		return false;
 	}
-	rd_kafka_set_log_queue(sink->rk, NULL);
-	sink->pending = 0;
-	sink->failed = false;
+	rd_kafka_set_log_queue(rk, NULL);
+	sink->impl = rk;
 	return true;
 }
 
 /*
- * cdc_sink_stop
+ * kafka_stop
  *		Destroy the sink's producer without waiting for what is queued: what
  *		was not acknowledged will be replayed from the slot.
  */
-void
-cdc_sink_stop(CdcSink *sink)
+static void
+kafka_stop(CdcSink *sink)
 {
-	if (sink->rk == NULL)
-		return;
-	rd_kafka_purge(sink->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-	rd_kafka_poll(sink->rk, 0);
-	rd_kafka_destroy(sink->rk);
-	sink->rk = NULL;
+	rd_kafka_t *rk = sink->impl;
+
+	rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	rd_kafka_poll(rk, 0);
+	rd_kafka_destroy(rk);
+	sink->impl = NULL;
 	sink->pending = 0;
 	if (sink_by_slot[sink->stats_slot] == sink)
 		sink_by_slot[sink->stats_slot] = NULL;
 }
 
 /*
- * cdc_sink_produce
+ * kafka_produce
  *		Queue one message.  Blocks (serving delivery reports, interrupts and
  *		the replication keepalive) while librdkafka's queue is full: that is
  *		how a slow or absent broker stops the worker from reading further.
  */
-CdcProduceResult
-cdc_sink_produce(CdcSink *sink, const char *topic, const char *key, size_t keylen,
-				 const char *payload, size_t len, const CdcHeaders *h, uint64 opaque, char **err)
+static CdcProduceResult
+kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 {
+	rd_kafka_t *rk = sink->impl;
+	const CdcHeaders *h = ev->h;
+
 	for (;;)
 	{
 		rd_kafka_headers_t *hdrs = rd_kafka_headers_new(5);
@@ -315,16 +278,13 @@ cdc_sink_produce(CdcSink *sink, const char *topic, const char *key, size_t keyle
 		if (h->traceparent)
 			rd_kafka_header_add(hdrs, "traceparent", -1, h->traceparent, -1);
 
-		rc = rd_kafka_producev(sink->rk, RD_KAFKA_V_TOPIC(topic),
-							   RD_KAFKA_V_KEY((void *) key, keylen),
-							   RD_KAFKA_V_VALUE((void *) payload, len),
+		rc = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(ev->topic),
+							   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
+							   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
 							   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-							   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) opaque), RD_KAFKA_V_END);
+							   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque), RD_KAFKA_V_END);
 		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
-		{
-			sink->pending++;
 			return CDC_PRODUCE_OK;
-		}
 		rd_kafka_headers_destroy(hdrs);
 		if (rc != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		{
@@ -336,7 +296,7 @@ cdc_sink_produce(CdcSink *sink, const char *topic, const char *key, size_t keyle
 		}
 		/* Full: wait for acknowledgements, keep the stream alive. */
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		rd_kafka_poll(sink->rk, 50);
+		rd_kafka_poll(rk, 50);
 		pgstat_report_wait_end();
 		cdc_stream_keepalive();
 		CHECK_FOR_INTERRUPTS();
@@ -345,74 +305,33 @@ cdc_sink_produce(CdcSink *sink, const char *topic, const char *key, size_t keyle
 	}
 }
 
-/* Serve delivery reports of every sink, waiting at most timeout_ms once. */
-void
-cdc_sinks_poll(CdcConfig *cfg, int timeout_ms)
+static void
+kafka_poll(CdcSink *sink, int timeout_ms)
 {
-	int i;
-
-	for (i = 0; i < cfg->nsinks; i++)
-		if (cfg->sinks[i].rk)
-			rd_kafka_poll(cfg->sinks[i].rk, i == 0 ? timeout_ms : 0);
+	rd_kafka_poll((rd_kafka_t *) sink->impl, timeout_ms);
 }
 
-/* Copy the sinks' local counters to shared memory. */
-void
-cdc_sinks_publish(CdcConfig *cfg)
+/* Delivery reports come within milliseconds while messages are in flight. */
+static int
+kafka_wait_ms(CdcSink *sink)
 {
-	int i;
-	TimestampTz now = GetCurrentTimestamp();
-
-	SpinLockAcquire(&cdc_shared->mutex);
-	for (i = 0; i < cfg->nsinks; i++)
-	{
-		CdcSink *s = &cfg->sinks[i];
-		CdcSinkStats *st = &cdc_shared->sinks[s->stats_slot];
-
-		if (s->n_acked > 0)
-			st->last_ack = now;
-		st->events += s->n_acked;
-		st->bytes += s->n_bytes;
-		st->errors += s->n_errors;
-		if (s->acked_lsn > st->acked_lsn)
-			st->acked_lsn = s->acked_lsn;
-		if (s->new_error)
-			strlcpy(st->last_error, s->last_error, sizeof(st->last_error));
-		strlcpy(st->state, s->paused ? "paused" : s->down ? "down"
-											  : s->rk     ? "up"
-														  : "idle",
-				sizeof(st->state));
-		s->n_acked = s->n_bytes = s->n_errors = 0;
-		s->new_error = false;
-	}
-	SpinLockRelease(&cdc_shared->mutex);
-}
-
-int64
-cdc_sinks_pending(CdcConfig *cfg)
-{
-	int64 n = 0;
-	int i;
-
-	for (i = 0; i < cfg->nsinks; i++)
-		n += cfg->sinks[i].pending;
-	return n;
-}
-
-bool
-cdc_sinks_failed(CdcConfig *cfg)
-{
-	int i;
-
-	for (i = 0; i < cfg->nsinks; i++)
-		if (cfg->sinks[i].failed)
-			return true;
-	return false;
+	return sink->pending > 0 ? 5 : -1;
 }
 
 /* The sink struct of a producer moved to a new config. */
-void
-cdc_sink_rebind(CdcSink *sink)
+static void
+kafka_rebind(CdcSink *sink)
 {
 	sink_by_slot[sink->stats_slot] = sink;
 }
+
+const CdcSinkOps cdc_kafka_ops = {
+	.kind = "kafka",
+	.validate = kafka_validate,
+	.start = kafka_start,
+	.stop = kafka_stop,
+	.produce = kafka_produce,
+	.poll = kafka_poll,
+	.wait_ms = kafka_wait_ms,
+	.rebind = kafka_rebind,
+};

@@ -65,6 +65,7 @@ typedef struct CdcTxn
 	int64 commit_us;
 	int64 pending;
 	bool committed;
+	bool failed; /* a message of it was lost: never confirm past it */
 } CdcTxn;
 
 static PGconn *conn = NULL;
@@ -101,6 +102,8 @@ parse_lsn(const char *s)
  * cdc_stream_delivered
  *		A delivery report for a message of window entry "opaque": returns
  *		the transaction's end LSN, or InvalidXLogRecPtr for a stale report.
+ *		A lost message (ok = false) pins its transaction: the slot is never
+ *		confirmed past it, the stream restarts and replays it.
  */
 XLogRecPtr
 cdc_stream_delivered(uint64 opaque, bool ok)
@@ -110,6 +113,8 @@ cdc_stream_delivered(uint64 opaque, bool ok)
 	if ((uint32) (opaque >> 32) != epoch || ring == NULL || idx >= RING_CAPACITY)
 		return InvalidXLogRecPtr;
 	ring[idx].pending--;
+	if (!ok)
+		ring[idx].failed = true;
 	return ring[idx].end_lsn;
 }
 
@@ -117,7 +122,8 @@ cdc_stream_delivered(uint64 opaque, bool ok)
 static void
 advance_window(void)
 {
-	while (ring_count > 0 && ring[ring_head].committed && ring[ring_head].pending == 0)
+	while (ring_count > 0 && ring[ring_head].committed && ring[ring_head].pending == 0 &&
+		   !ring[ring_head].failed)
 	{
 		if (ring[ring_head].end_lsn > flushed_lsn)
 			flushed_lsn = ring[ring_head].end_lsn;
@@ -305,7 +311,8 @@ start_streaming(void)
 					 "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
 					 "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
 					 "\"include-pk\" '1', \"include-types\" '0', \"include-typmod\" '0', "
-					 "\"include-transaction\" '1', \"add-msg-prefixes\" '%s,%s')",
+					 "\"include-transaction\" '1', \"add-msg-prefixes\" '%s,%s', "
+					 "\"filter-tables\" 'bv_cdc.*')",
 					 quote_identifier(cdc_slot_name), BV_CDC_TRACE_PREFIX, BV_CDC_WATERMARK_PREFIX);
 	res = bv_repl_command(conn, cmd.data, PGRES_COPY_BOTH, PG_WAIT_EXTENSION, &err, &sqlstate);
 	if (res == NULL)
@@ -336,6 +343,7 @@ open_txn(const W2jMessage *m)
 	ring[idx].xid = m->xid;
 	ring[idx].pending = 0;
 	ring[idx].committed = false;
+	ring[idx].failed = false;
 	if (!cdc_parse_timestamp(m->timestamp, &ring[idx].commit_us))
 		ring[idx].commit_us = 0;
 	cur = idx;
@@ -343,6 +351,58 @@ open_txn(const W2jMessage *m)
 	MemoryContextReset(txn_cxt);
 	cur_traceparent = NULL;
 	return true;
+}
+
+/*
+ * The {key} of a topic template: the key's values joined with "/", with
+ * the characters MQTT topics reserve ('/', '+', '#', '%' and NUL) and
+ * control characters percent-encoded.
+ */
+static void
+append_key_path(StringInfo out, const W2jMessage *m, const W2jColumn *cols, int ncols)
+{
+	int i, j;
+
+	for (i = 0; i < m->npk; i++)
+	{
+		const char *v = NULL;
+
+		for (j = 0; j < ncols && v == NULL; j++)
+			if (m->pk[i].name && cols[j].name && strcmp(cols[j].name, m->pk[i].name) == 0)
+				v = cols[j].vtype == JSON_TOKEN_NULL ? "null" : cols[j].value;
+		if (i > 0)
+			appendStringInfoChar(out, '/');
+		for (; v && *v; v++)
+		{
+			unsigned char c = (unsigned char) *v;
+
+			if (c == '/' || c == '+' || c == '#' || c == '%' || c < 0x20 || c == 0x7f)
+				appendStringInfo(out, "%%%02X", c);
+			else
+				appendStringInfoChar(out, (char) c);
+		}
+	}
+}
+
+/* A template's {key} placeholder replaced (the rest was expanded at load). */
+static char *
+topic_with_key(const char *topic, const W2jMessage *m, const W2jColumn *cols, int ncols)
+{
+	StringInfoData buf;
+	const char *p;
+
+	initStringInfo(&buf);
+	for (p = topic; *p; p++)
+	{
+		if (strncmp(p, "{key}", 5) == 0)
+		{
+			append_key_path(&buf, m, cols, ncols);
+			p += 4;
+		}
+		else
+			appendStringInfoChar(&buf, *p);
+	}
+	return buf.data;
 }
 
 static CdcProduceResult
@@ -355,8 +415,10 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	StringInfoData payload, key;
 	CdcEventSource src;
 	CdcHeaders h;
+	CdcEvent ev;
 	char table[2 * NAMEDATALEN + 2];
 	char opstr[2] = {op, '\0'};
+	char event_id[64];
 	char *err = NULL;
 	bool have_key;
 	CdcProduceResult rc;
@@ -366,7 +428,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 			  : op == 'r' ? CDC_OP_R
 						  : CDC_OP_T;
 
-	if (!(route->ops & bit) || sink->rk == NULL)
+	if (!(route->ops & bit) || sink->impl == NULL)
 		return CDC_PRODUCE_OK;
 
 	src.database = cdc_database;
@@ -387,18 +449,39 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	h.lsn = lsn_text;
 	h.xid = ring[cur].xid;
 	h.traceparent = cur_traceparent;
-	rc = cdc_sink_produce(sink, tr->topics[r], have_key ? key.data : NULL, have_key ? key.len : 0,
-						  payload.data, payload.len, &h, ((uint64) epoch << 32) | (uint32) cur,
-						  &err);
-	if (rc == CDC_PRODUCE_OK)
-		ring[cur].pending++;
-	else if (rc == CDC_PRODUCE_REJECTED)
+
+	/* Stable across replays: the change's position, its operation, the route. */
+	snprintf(event_id, sizeof(event_id), "%X%08X-" INT64_FORMAT "-%c-" INT64_FORMAT,
+			 LSN_FORMAT_ARGS(lsn), cur_seq, op, route->id);
+
+	ev.topic = route->key_topic ? topic_with_key(tr->topics[r], m, op == 'd' ? before : after,
+												 op == 'd' ? nbefore : nafter)
+								: tr->topics[r];
+	ev.key = have_key ? key.data : NULL;
+	ev.keylen = have_key ? key.len : 0;
+	ev.payload = payload.data;
+	ev.len = payload.len;
+	ev.h = &h;
+	ev.route = route;
+	ev.event_id = event_id;
+	ev.opaque = ((uint64) epoch << 32) | (uint32) cur;
+
+	/* Counted before: a sink may acknowledge within produce(). */
+	ring[cur].pending++;
+	sink->pending++;
+	rc = cdc_sink_produce(sink, &ev, &err);
+	if (rc != CDC_PRODUCE_OK)
+	{
+		ring[cur].pending--;
+		sink->pending--;
+	}
+	if (rc == CDC_PRODUCE_REJECTED)
 	{
 		cdc_quarantine(lsn, psprintf("sink %s refused the message: %s", sink->name, err),
 					   payload.data, payload.len);
 		rc = CDC_PRODUCE_OK;
 	}
-	else
+	else if (rc == CDC_PRODUCE_RESTART)
 		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
 	return rc;
 }
@@ -510,6 +593,7 @@ emit_snapshot(CdcConfig *cfg, XLogRecPtr lsn, const char *lsn_text)
 	ring[idx].xid = 0;
 	ring[idx].pending = 0;
 	ring[idx].committed = false;
+	ring[idx].failed = false;
 	ring[idx].commit_us = (int64) GetCurrentTimestamp() +
 						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
 	cur = idx;
@@ -634,7 +718,7 @@ cdc_stream_run(CdcConfig **cfgp)
 	received_lsn = flushed_lsn = sent_flush = InvalidXLogRecPtr;
 
 	for (i = 0; i < cfg->nsinks; i++)
-		if (cfg->sinks[i].rk == NULL && !cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
+		if (cfg->sinks[i].impl == NULL && !cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
 		{
 			ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							  errmsg("bv_cdc could not start sink \"%s\": %s", cfg->sinks[i].name,
@@ -762,7 +846,9 @@ cdc_stream_run(CdcConfig **cfgp)
 		}
 
 		/* Wait: for the stream if we may read, else for acknowledgements. */
-		timeout = cdc_sinks_pending(cfg) > 0 ? 5 : Min(cdc_status_interval_ms, 1000);
+		timeout = cdc_sinks_wait_ms(cfg);
+		if (timeout < 0)
+			timeout = Min(cdc_status_interval_ms, 1000);
 		if (timeout > 5)
 		{
 			/*

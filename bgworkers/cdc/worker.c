@@ -150,13 +150,14 @@ adopt_sinks(CdcConfig *oldcfg, CdcConfig *newcfg)
 			CdcSink *n = &newcfg->sinks[i];
 			CdcSink *o = &oldcfg->sinks[j];
 
-			if (o->rk != NULL && strcmp(n->name, o->name) == 0 &&
+			if (o->impl != NULL && strcmp(n->name, o->name) == 0 &&
 				strcmp(n->kind, o->kind) == 0 && strcmp(n->config_json, o->config_json) == 0 &&
 				n->stats_slot == o->stats_slot)
 			{
-				n->rk = o->rk;
+				n->impl = o->impl;
+				n->ops = o->ops;
 				n->pending = o->pending;
-				o->rk = NULL;
+				o->impl = NULL;
 				cdc_sink_rebind(n);
 			}
 		}
@@ -220,7 +221,7 @@ cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
 			int i;
 
 			for (i = 0; i < cfg->nsinks; i++)
-				if (cfg->sinks[i].rk == NULL &&
+				if (cfg->sinks[i].impl == NULL &&
 					!cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
 				{
 					cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);

@@ -36,6 +36,47 @@ SELECT bv_cdc.add_route('public.x', 'regress', operations => '{}');
 SELECT bv_cdc.add_route('public.orders', 'regress');
 SELECT bv_cdc.drop_route(-1);
 
+-- MQTT and webhook sinks (0.2.0): properties checked when set, secrets by name
+SELECT bv_cdc.add_sink('mq', 'mqtt', '{"host": "127.0.0.1", "port": 1883, "max_inflight": 500}');
+SELECT bv_cdc.add_sink('bad', 'mqtt', '{"port": 1883}');
+SELECT bv_cdc.add_sink('bad', 'mqtt', '{"host": "h", "port": 70000}');
+SELECT bv_cdc.add_sink('bad', 'mqtt', '{"host": "h", "qos": 1}');
+SELECT bv_cdc.add_sink('bad', 'mqtt', '{"host": "h", "username": "u", "password_secret": "mqtt:nosuch"}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "ftp://x/", "secret": "hook:regress"}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "https://x/"}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "https://x/", "secret": "hook:nosuch"}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "https://x/", "secret": "s", "timeout_ms": 0}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "https://x/", "secret": "s", "tls_cert_file": "/c.pem"}');
+SELECT bv_cdc.add_sink('bad', 'webhook', '{"url": "https://x/", "secret": "s", "follow_redirects": true}');
+SELECT bv_cdc.add_route('public.orders', 'mq') > 0 AS added;
+SELECT bv_cdc.add_route('public.lines', 'mq', 'shop/{table}/{key}', options => '{"qos": 2, "retain": true}') > 0 AS added;
+SELECT bv_cdc.add_route('public.x', 'mq', 'bv/+/{table}');
+SELECT bv_cdc.add_route('public.x', 'mq', options => '{"qos": 3}');
+SELECT bv_cdc.add_route('public.x', 'mq', options => '{"retain": "yes"}');
+SELECT bv_cdc.add_route('public.x', 'mq', options => '{"on_dead_letter": "hold"}');
+SELECT bv_cdc.add_route('public.x', 'regress', options => '{"qos": 1}');
+SELECT bv_cdc.add_route('public.x', 'regress', options => '[]');
+SELECT table_pattern, sink, topic_template, options FROM bv_cdc.routes WHERE sink = 'mq' ORDER BY id;
+SELECT bv_cdc.replay_dead_letters('mq');
+SELECT bv_cdc.drop_sink('mq');
+
+-- signatures for receivers written in SQL (the reference HMAC from pgcrypto)
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+SELECT bv_cdc.verify_signature('s3cret', 't=' || extract(epoch FROM now())::bigint || ',v1=' ||
+       encode(hmac(extract(epoch FROM now())::bigint || '.{"a":1}', 's3cret', 'sha256'), 'hex'),
+       '{"a":1}') AS good;
+SELECT bv_cdc.verify_signature('s3cret', 't=' || extract(epoch FROM now())::bigint || ',v1=' ||
+       encode(hmac(extract(epoch FROM now())::bigint || '.{"a":1}', 's3cret', 'sha256'), 'hex'),
+       '{"a":2}') AS changed_body;
+SELECT bv_cdc.verify_signature('other', 't=' || extract(epoch FROM now())::bigint || ',v1=' ||
+       encode(hmac(extract(epoch FROM now())::bigint || '.{"a":1}', 's3cret', 'sha256'), 'hex'),
+       '{"a":1}') AS wrong_secret;
+SELECT bv_cdc.verify_signature('s3cret', 't=1000,v1=' || encode(hmac('1000.{"a":1}', 's3cret', 'sha256'), 'hex'),
+       '{"a":1}') AS too_old;
+SELECT bv_cdc.verify_signature('s3cret', NULL, '{"a":1}') AS no_header;
+SELECT bv_cdc.verify_signature('s3cret', 'garbage', '{"a":1}') AS garbage;
+SELECT bv_cdc.verify_signature('s3cret', 't=1,v1=00', 'x', -1);
+
 -- pause, resume, drop
 SELECT bv_cdc.pause('regress');
 SELECT paused FROM bv_cdc.sinks WHERE name = 'regress';

@@ -1,0 +1,411 @@
+/*-------------------------------------------------------------------------
+ *
+ * sink.c
+ *	  What every sink kind shares: dispatch by kind, the accounting of
+ *	  acknowledgements against the in-flight window, statistics, and the
+ *	  flat property lists sink configurations are made of.
+ *
+ * A sink kind (producer.c for Kafka, mqtt.c, webhook.c) implements a
+ * CdcSinkOps.  Whatever the kind, each event handed to produce() ends in
+ * exactly one of
+ *   cdc_sink_acked()            the receiver acknowledged it;
+ *   cdc_sink_spooled()          it is durably in the webhook spool (the spool
+ *                               takes over; the slot may move past it);
+ *   cdc_sink_delivery_failed()  it was lost in transit: the stream restarts
+ *                               from the slot and the event is produced again;
+ * or in the sink being stopped (the stream restarts and replays it).  That is
+ * how the slot's confirmed position never passes an event no sink holds.
+ *
+ * Only the worker runs this, in its main thread.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "bv_cdc.h"
+
+static const CdcSinkOps *const all_kinds[] = {&cdc_kafka_ops, &cdc_mqtt_ops, &cdc_webhook_ops};
+
+/* The operations of a sink kind; NULL when the kind is unknown. */
+const CdcSinkOps *
+cdc_sink_ops(const char *kind)
+{
+	int i;
+
+	for (i = 0; i < lengthof(all_kinds); i++)
+		if (strcmp(all_kinds[i]->kind, kind) == 0)
+			return all_kinds[i];
+	return NULL;
+}
+
+/*
+ * cdc_jsonb_to_properties
+ *		A sink's config object as two lists of property names and values
+ *		(strings; numbers and booleans as their text).  Throws for anything
+ *		that is not a flat object of scalars.
+ */
+void
+cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values)
+{
+	JsonbIterator *it;
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	char *key = NULL;
+
+	*keys = NIL;
+	*values = NIL;
+	if (!JB_ROOT_IS_OBJECT(config))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("sink configuration must be a JSON object"),
+						errhint("Pass properties as {\"bootstrap.servers\": \"host:9092\", ...}.")));
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+		{
+			char *value;
+
+			switch (v.type)
+			{
+				case jbvString:
+					value = pnstrdup(v.val.string.val, v.val.string.len);
+					break;
+				case jbvNumeric:
+					value = DatumGetCString(
+						DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+					break;
+				case jbvBool:
+					value = pstrdup(v.val.boolean ? "true" : "false");
+					break;
+				default:
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("sink property \"%s\" must be a string, number or boolean", key),
+							 errhint("Sink properties are flat key/value pairs.")));
+			}
+			*keys = lappend(*keys, key);
+			*values = lappend(*values, value);
+		}
+	}
+}
+
+/* The value of property name, or dflt. */
+const char *
+cdc_property(List *keys, List *values, const char *name, const char *dflt)
+{
+	int i;
+
+	for (i = 0; i < list_length(keys); i++)
+		if (strcmp(list_nth(keys, i), name) == 0)
+			return list_nth(values, i);
+	return dflt;
+}
+
+/* An integer property in [min, max]; throws 22023 otherwise. */
+int
+cdc_property_int(List *keys, List *values, const char *name, int dflt, int min, int max)
+{
+	const char *v = cdc_property(keys, values, name, NULL);
+	char *end;
+	long n;
+
+	if (v == NULL)
+		return dflt;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("invalid value \"%s\" for sink property \"%s\"", v, name),
+						errdetail("\"%s\" is an integer from %d to %d.", name, min, max)));
+	return (int) n;
+}
+
+/* Refuse properties a kind does not know (a typo would be silently ignored). */
+void
+cdc_check_properties(const char *kind, List *keys, const char *const *known)
+{
+	int i, j;
+
+	for (i = 0; i < list_length(keys); i++)
+	{
+		const char *k = list_nth(keys, i);
+		bool found = false;
+		StringInfoData all;
+
+		for (j = 0; known[j] != NULL && !found; j++)
+			found = strcmp(known[j], k) == 0;
+		if (found)
+			continue;
+		initStringInfo(&all);
+		for (j = 0; known[j] != NULL; j++)
+			appendStringInfo(&all, "%s%s", j > 0 ? ", " : "", known[j]);
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("unknown %s sink property \"%s\"", kind, k),
+						errhint("Valid properties are: %s.", all.data)));
+	}
+}
+
+/*
+ * cdc_secret_get
+ *		A secret of bv_core's store (bv.secret_get), in the caller's memory
+ *		context; NULL when it does not exist or cannot be opened (the reason
+ *		is logged without the value).  Runs its own transaction, so only
+ *		outside one (the worker between messages).
+ */
+char *
+cdc_secret_get(const char *name)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Oid argtypes[1] = {TEXTOID};
+	Datum args[1];
+	char *volatile value = NULL;
+
+	PG_TRY();
+	{
+		cdc_begin_batch("bv_cdc: reading a sink secret");
+		args[0] = CStringGetTextDatum(name);
+		if (SPI_execute_with_args("SELECT bv.secret_get(s.name) FROM bv.secrets s WHERE s.name = $1",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read bv.secrets");
+		if (SPI_processed > 0)
+		{
+			char *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (v != NULL)
+				value = MemoryContextStrdup(outer, v);
+		}
+		cdc_end_batch();
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(outer);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						  errmsg("bv_cdc could not read secret \"%s\": %s", name, edata->message)));
+		FreeErrorData(edata);
+		value = NULL;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(outer);
+	return value;
+}
+
+/* ---- acknowledgements ---- */
+
+void
+cdc_sink_acked(CdcSink *sink, uint64 opaque, size_t bytes)
+{
+	XLogRecPtr lsn = cdc_stream_delivered(opaque, true);
+
+	sink->pending--;
+	sink->n_acked++;
+	sink->n_bytes += bytes;
+	if (lsn > sink->acked_lsn)
+		sink->acked_lsn = lsn;
+	sink->down = false;
+}
+
+void
+cdc_sink_spooled(CdcSink *sink, uint64 opaque)
+{
+	(void) cdc_stream_delivered(opaque, true);
+	sink->pending--;
+}
+
+void
+cdc_sink_delivery_failed(CdcSink *sink, uint64 opaque, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void) cdc_stream_delivered(opaque, false);
+	sink->pending--;
+	sink->n_errors++;
+	sink->failed = true;
+	va_start(ap, fmt);
+	vsnprintf(sink->last_error, sizeof(sink->last_error), fmt, ap);
+	va_end(ap);
+	sink->new_error = true;
+}
+
+void
+cdc_sink_note_error(CdcSink *sink, bool down, const char *fmt, ...)
+{
+	va_list ap;
+
+	sink->n_errors++;
+	if (down)
+		sink->down = true;
+	va_start(ap, fmt);
+	vsnprintf(sink->last_error, sizeof(sink->last_error), fmt, ap);
+	va_end(ap);
+	sink->new_error = true;
+}
+
+/* ---- dispatch ---- */
+
+bool
+cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
+{
+	volatile bool ok = false;
+
+	sink->ops = cdc_sink_ops(sink->kind);
+	if (sink->ops == NULL)
+	{
+		snprintf(errbuf, errlen, "unknown sink kind \"%s\"", sink->kind);
+		return false;
+	}
+	sink->pending = 0;
+	sink->failed = false;
+	/* The configuration was valid when it was set; check again, without throwing. */
+	PG_TRY();
+	{
+		sink->ops->validate(sink->conf_keys, sink->conf_values);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		snprintf(errbuf, errlen, "%s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok && sink->ops->start(sink, errbuf, errlen);
+}
+
+void
+cdc_sink_stop(CdcSink *sink)
+{
+	if (sink->impl != NULL && sink->ops != NULL)
+		sink->ops->stop(sink);
+	sink->impl = NULL;
+	sink->pending = 0;
+}
+
+void
+cdc_sink_rebind(CdcSink *sink)
+{
+	if (sink->ops != NULL && sink->ops->rebind != NULL)
+		sink->ops->rebind(sink);
+}
+
+CdcProduceResult
+cdc_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
+{
+	return sink->ops->produce(sink, ev, err);
+}
+
+/* Serve every sink's acknowledgements, waiting at most timeout_ms once. */
+void
+cdc_sinks_poll(CdcConfig *cfg, int timeout_ms)
+{
+	int i, waiter = -1, best = -1;
+
+	/* The most urgent sink does the waiting, the others are only served. */
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].impl != NULL)
+		{
+			int w = cfg->sinks[i].ops->wait_ms ? cfg->sinks[i].ops->wait_ms(&cfg->sinks[i]) : -1;
+
+			if (waiter < 0 || (w >= 0 && (best < 0 || w < best)))
+			{
+				waiter = i;
+				best = w;
+			}
+		}
+	if (best >= 0 && best < timeout_ms)
+		timeout_ms = best;
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].impl != NULL)
+			cfg->sinks[i].ops->poll(&cfg->sinks[i], i == waiter ? timeout_ms : 0);
+}
+
+/* How soon some sink wants to be polled again: ms, or -1 for no hurry. */
+int
+cdc_sinks_wait_ms(CdcConfig *cfg)
+{
+	int i, best = -1;
+
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].impl != NULL && cfg->sinks[i].ops->wait_ms != NULL)
+		{
+			int w = cfg->sinks[i].ops->wait_ms(&cfg->sinks[i]);
+
+			if (w >= 0 && (best < 0 || w < best))
+				best = w;
+		}
+	return best;
+}
+
+/* Copy the sinks' local counters to shared memory. */
+void
+cdc_sinks_publish(CdcConfig *cfg)
+{
+	int i;
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&cdc_shared->mutex);
+	for (i = 0; i < cfg->nsinks; i++)
+	{
+		CdcSink *s = &cfg->sinks[i];
+		CdcSinkStats *st = &cdc_shared->sinks[s->stats_slot];
+
+		if (s->n_acked > 0)
+			st->last_ack = now;
+		st->events += s->n_acked;
+		st->bytes += s->n_bytes;
+		st->errors += s->n_errors;
+		if (s->acked_lsn > st->acked_lsn)
+			st->acked_lsn = s->acked_lsn;
+		if (s->new_error)
+			strlcpy(st->last_error, s->last_error, sizeof(st->last_error));
+		strlcpy(st->state, s->paused ? "paused" : s->down ? "down"
+											  : s->impl   ? "up"
+														  : "idle",
+				sizeof(st->state));
+		strlcpy(st->kind, s->kind, sizeof(st->kind));
+		if (s->kindno == CDC_SINK_WEBHOOK && s->impl != NULL)
+			cdc_webhook_publish(s, st);
+		s->n_acked = s->n_bytes = s->n_errors = 0;
+		s->new_error = false;
+	}
+	SpinLockRelease(&cdc_shared->mutex);
+}
+
+int64
+cdc_sinks_pending(CdcConfig *cfg)
+{
+	int64 n = 0;
+	int i;
+
+	for (i = 0; i < cfg->nsinks; i++)
+		n += cfg->sinks[i].pending;
+	return n;
+}
+
+bool
+cdc_sinks_failed(CdcConfig *cfg)
+{
+	int i;
+
+	for (i = 0; i < cfg->nsinks; i++)
+		if (cfg->sinks[i].failed)
+			return true;
+	return false;
+}
