@@ -142,7 +142,17 @@ typedef struct CdcSink
 	bool down;
 	char last_error[BV_CDC_ERRLEN];
 	bool new_error;
+	/* transaction-boundary events (Kafka property bv.transaction_topic) */
+	char *txn_topic;  /* NULL: none */
+	int64 txn_events; /* events of the open transaction sent to this sink */
+	List *txn_tables; /* CdcTxnTable, in the stream's transaction context */
 } CdcSink;
+
+typedef struct CdcTxnTable
+{
+	char *table;
+	int64 events;
+} CdcTxnTable;
 
 typedef struct CdcRoute
 {

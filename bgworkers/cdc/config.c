@@ -276,6 +276,8 @@ cdc_config_load(MemoryContext parent)
 			cdc_jsonb_to_properties(DatumGetJsonbP(conf), &s->conf_keys, &s->conf_values);
 		s->paused = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
 		s->ops = cdc_sink_ops(s->kind);
+		s->txn_topic = (char *) cdc_property(s->conf_keys, s->conf_values, "bv.transaction_topic",
+											 NULL);
 		s->kindno = s->ops == &cdc_mqtt_ops      ? CDC_SINK_MQTT
 					: s->ops == &cdc_webhook_ops ? CDC_SINK_WEBHOOK
 												 : CDC_SINK_KAFKA;

@@ -80,6 +80,24 @@ cdc_kafka_conf(List *keys, List *values, char *errbuf, size_t errlen, char **bad
 		const char *k = list_nth(keys, n);
 		const char *v = list_nth(values, n);
 
+		/* bv_cdc's own properties are not librdkafka's. */
+		if (strncmp(k, "bv.", 3) == 0)
+		{
+			if (strcmp(k, "bv.transaction_topic") == 0 && v[0] != '\0' && strlen(v) <= 249 &&
+				strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+					strlen(v))
+				continue;
+			snprintf(errbuf, errlen,
+					 strcmp(k, "bv.transaction_topic") == 0
+						 ? "\"%s\" must be a Kafka topic name (letters, digits, \".\", \"_\", \"-\")."
+						 : "\"%s\" is not a bv_cdc property; the only one is "
+						   "bv.transaction_topic.",
+					 k);
+			*badkey = pstrdup(k);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
+
 		if ((strcmp(k, "enable.idempotence") == 0 && pg_strcasecmp(v, "true") != 0) ||
 			(strcmp(k, "acks") == 0 && strcmp(v, "all") != 0 && strcmp(v, "-1") != 0) ||
 			strcmp(k, "request.required.acks") == 0 ||

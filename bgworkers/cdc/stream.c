@@ -48,6 +48,7 @@
 #include "postmaster/postmaster.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -84,6 +85,9 @@ static TimestampTz last_heartbeat = 0;
 static TimestampTz last_publish = 0;
 static MemoryContext msg_cxt = NULL;
 static MemoryContext txn_cxt = NULL;
+
+static CdcProduceResult emit_txn_event(CdcSink *sink, bool end, const char *lsn_text);
+static void count_txn_event(CdcSink *sink, const char *table);
 
 /* Latch, postmaster death and the replication socket: built once per connection. */
 static WaitEventSet *wait_set = NULL;
@@ -466,6 +470,14 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	ev.event_id = event_id;
 	ev.opaque = ((uint64) epoch << 32) | (uint32) cur;
 
+	/* A transaction's first event for a sink with a transaction topic: BEGIN. */
+	if (sink->txn_topic != NULL && ring[cur].xid != 0)
+	{
+		if (sink->txn_events == 0 && (rc = emit_txn_event(sink, false, lsn_text)) != CDC_PRODUCE_OK)
+			return rc;
+		count_txn_event(sink, table);
+	}
+
 	/* Counted before: a sink may acknowledge within produce(). */
 	ring[cur].pending++;
 	sink->pending++;
@@ -484,6 +496,141 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	else if (rc == CDC_PRODUCE_RESTART)
 		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
 	return rc;
+}
+
+/*
+ * Transaction-boundary events (Debezium's shape), for sinks with a
+ * transaction topic: BEGIN before a transaction's first event for the sink,
+ * END at its commit with the number of events per table.  Key: the xid.
+ */
+static CdcProduceResult
+emit_txn_event(CdcSink *sink, bool end, const char *lsn_text)
+{
+	StringInfoData payload;
+	CdcHeaders h;
+	CdcEvent ev;
+	CdcRoute route;
+	char xid[24], event_id[64];
+	char *err = NULL;
+	CdcProduceResult rc;
+	ListCell *lc;
+
+	snprintf(xid, sizeof(xid), INT64_FORMAT, ring[cur].xid);
+	initStringInfo(&payload);
+	appendStringInfo(&payload,
+					 "{\"status\":\"%s\",\"id\":\"%s\",\"lsn\":\"%s\",\"ts_us\":" INT64_FORMAT
+					 ",\"ts_ms\":" INT64_FORMAT,
+					 end ? "END" : "BEGIN", xid, lsn_text, ring[cur].commit_us,
+					 ring[cur].commit_us / 1000);
+	if (end)
+	{
+		appendStringInfo(&payload, ",\"event_count\":" INT64_FORMAT ",\"data_collections\":[",
+						 sink->txn_events);
+		foreach (lc, sink->txn_tables)
+		{
+			CdcTxnTable *t = lfirst(lc);
+
+			if (lc != list_head(sink->txn_tables))
+				appendStringInfoChar(&payload, ',');
+			appendStringInfoString(&payload, "{\"data_collection\":");
+			escape_json(&payload, t->table);
+			appendStringInfo(&payload, ",\"event_count\":" INT64_FORMAT "}", t->events);
+		}
+		appendStringInfoChar(&payload, ']');
+	}
+	else
+		appendStringInfoString(&payload, ",\"event_count\":null,\"data_collections\":null");
+	appendStringInfoChar(&payload, '}');
+
+	memset(&route, 0, sizeof(route));
+	route.qos = 1;
+	h.op = end ? "END" : "BEGIN";
+	h.table = "";
+	h.lsn = lsn_text;
+	h.xid = ring[cur].xid;
+	h.traceparent = cur_traceparent;
+	snprintf(event_id, sizeof(event_id), "txn-%s-%s", xid, end ? "end" : "begin");
+	ev.topic = sink->txn_topic;
+	ev.key = xid;
+	ev.keylen = strlen(xid);
+	ev.payload = payload.data;
+	ev.len = payload.len;
+	ev.h = &h;
+	ev.route = &route;
+	ev.event_id = event_id;
+	ev.opaque = ((uint64) epoch << 32) | (uint32) cur;
+	ring[cur].pending++;
+	sink->pending++;
+	rc = cdc_sink_produce(sink, &ev, &err);
+	if (rc != CDC_PRODUCE_OK)
+	{
+		ring[cur].pending--;
+		sink->pending--;
+	}
+	if (rc == CDC_PRODUCE_REJECTED)
+	{
+		cdc_quarantine(InvalidXLogRecPtr,
+					   psprintf("sink %s refused a transaction event: %s", sink->name, err),
+					   payload.data, payload.len);
+		rc = CDC_PRODUCE_OK;
+	}
+	else if (rc == CDC_PRODUCE_RESTART)
+		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
+	return rc;
+}
+
+/* Count an event of the open transaction for the sink's END event. */
+static void
+count_txn_event(CdcSink *sink, const char *table)
+{
+	MemoryContext old = MemoryContextSwitchTo(txn_cxt);
+	ListCell *lc;
+
+	sink->txn_events++;
+	foreach (lc, sink->txn_tables)
+	{
+		CdcTxnTable *t = lfirst(lc);
+
+		if (strcmp(t->table, table) == 0)
+		{
+			t->events++;
+			MemoryContextSwitchTo(old);
+			return;
+		}
+	}
+	{
+		CdcTxnTable *t = palloc(sizeof(CdcTxnTable));
+
+		t->table = pstrdup(table);
+		t->events = 1;
+		sink->txn_tables = lappend(sink->txn_tables, t);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* At a commit: the END event of every sink the transaction reached. */
+static CdcProduceResult
+end_txn_events(CdcConfig *cfg, const char *lsn_text)
+{
+	int i;
+	CdcProduceResult rc = CDC_PRODUCE_OK;
+
+	for (i = 0; i < cfg->nsinks && rc == CDC_PRODUCE_OK; i++)
+		if (cfg->sinks[i].txn_events > 0 && cfg->sinks[i].impl != NULL)
+			rc = emit_txn_event(&cfg->sinks[i], true, lsn_text);
+	return rc;
+}
+
+static void
+reset_txn_events(CdcConfig *cfg)
+{
+	int i;
+
+	for (i = 0; i < cfg->nsinks; i++)
+	{
+		cfg->sinks[i].txn_events = 0;
+		cfg->sinks[i].txn_tables = NIL;
+	}
 }
 
 /* Two key images equal? (A primary key change turns into d + c.) */
@@ -632,17 +779,24 @@ handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
 		case 'B':
 			if (cur >= 0)
 				ring[cur].committed = true; /* never happens: BEGIN inside BEGIN */
+			reset_txn_events(cfg);
 			(void) open_txn(&m);
 			return CDC_PRODUCE_OK;
 		case 'C':
+		{
+			CdcProduceResult rc = CDC_PRODUCE_OK;
+
 			if (cur >= 0)
 			{
+				rc = end_txn_events(cfg, m.lsn ? m.lsn : "0/0");
 				ring[cur].committed = true;
 				if (ring[cur].end_lsn == InvalidXLogRecPtr)
 					ring[cur].end_lsn = parse_lsn(m.nextlsn);
 			}
+			reset_txn_events(cfg);
 			cur = -1;
-			return CDC_PRODUCE_OK;
+			return rc;
+		}
 		case 'M':
 			if (!m.transactional && m.prefix && strcmp(m.prefix, BV_CDC_WATERMARK_PREFIX) == 0 &&
 				cdc_snapshot_watermark(m.content, lsn))
