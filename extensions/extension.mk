@@ -20,3 +20,8 @@ SHLIB_LINK += $(COMMON_DIR)/libbvcommon.a $(EXT_LIBS)
 include $(dir $(lastword $(MAKEFILE_LIST)))flags.mk
 
 $(shlib): $(COMMON_DIR)/libbvcommon.a
+
+# PGXS tracks no header dependencies here (PostgreSQL was not configured
+# with --enable-depend): every object depends on the extension's own
+# headers and the common library's.
+$(OBJS): $(wildcard *.h) $(wildcard $(COMMON_DIR)/*.h)
