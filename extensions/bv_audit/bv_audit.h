@@ -7,8 +7,8 @@
  * the install script wires together:
  *
  *	context.c	who, when and from where: bv.actor(), bv.trace_context(),
- *				application name and client address, looked up once and
- *				called through cached FmgrInfos
+ *				application name and client address, read once per
+ *				statement through cached FmgrInfos
  *	stamp.c		the BEFORE trigger that fills created_* / updated_*
  *	capture.c	the AFTER trigger that writes the mirrored audit rows
  *	guard.c		the append-only guard on audit tables and the one door
@@ -40,8 +40,7 @@ typedef struct BvAuditContext
 	bool client_null;
 } BvAuditContext;
 
-extern Datum bv_audit_actor(void);
-extern void bv_audit_context(BvAuditContext *ctx);
+extern const BvAuditContext *bv_audit_context(void);
 
 /* capture.c / stamp.c: relcache invalidation of their caches */
 extern void bv_audit_capture_invalidate(Oid relid);

@@ -22,16 +22,18 @@
  *
  * Two ways to write a record (measured in docs/adr/0011-audit-capture-path.md):
  *
- *	fast	a heap insert straight into the month's partition plus its index
- *			entries (table_tuple_insert + ExecInsertIndexTuples), the way
- *			logical replication's apply worker and CatalogTupleInsert write.
- *			It skips the executor start-up, plan-cache check and partition
- *			routing that an INSERT costs, about half of the trigger's time
- *			on bulk statements.  The partition is opened and closed per
- *			record (see insert_direct()).  Used when the partition of the transaction's
- *			month exists, has no insert triggers, CHECK constraints or
- *			generated columns of its own, and every mirrored column has the
- *			same type and typmod as the tracked column.
+ *	fast	heap_insert() straight into the month's partition and
+ *			index_insert() into each of its indexes, the way
+ *			CatalogTupleInsert writes: no executor state, no slot, no SPI,
+ *			no partition routing.  The index entries are formed from the
+ *			record's own values through the attribute numbers cached in the
+ *			entry.  The partition is opened and closed per record (see
+ *			insert_direct()).  Used when the partition of the transaction's
+ *			month exists, is a heap, has no insert triggers, CHECK
+ *			constraints or generated columns of its own, its indexes are
+ *			plain column indexes (no expressions, predicates, exclusion or
+ *			deferred uniqueness), and every mirrored column has the same type
+ *			and typmod as the tracked column.
  *	slow	the saved SPI plan of INSERT INTO <audit table>: partition
  *			routing (the default partition when the month's is missing),
  *			type coercion, and whatever an administrator added to the audit
@@ -48,7 +50,9 @@
  * Memory: entries and their arrays live in a context under
  * CacheMemoryContext that is never reset; an invalidated entry's arrays are
  * freed when it is rebuilt.  Plans are SPI_keepplan'ed and freed on
- * rebuild.  Per-row work happens in the trigger's per-tuple context.
+ * rebuild.  Per-row work happens in the trigger's per-tuple context, which
+ * the trigger manager resets after every row; the fast path connects to
+ * SPI only when it has to build an entry.
  *
  * Privileges: the slow path's INSERT runs as the audit table's owner, the
  * way the referential-integrity triggers run as the referenced table's
@@ -67,19 +71,24 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
-#include "access/tableam.h"
-#include "access/transam.h"
 #include "access/xact.h"
-#include "catalog/pg_type.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
-#include "executor/executor.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/execnodes.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -87,8 +96,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "storage/lmgr.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
@@ -96,6 +103,15 @@
 
 /* Parameters of the audit INSERT that precede the mirrored columns. */
 #define NMETA_PARAMS 8
+
+/* One index of the month's partition, as the fast path writes it. */
+typedef struct CaptureIndex
+{
+	Oid indexoid;
+	bool unique;
+	int natts;                        /* key and INCLUDE columns */
+	AttrNumber attno[INDEX_MAX_KEYS]; /* their partition attnums */
+} CaptureIndex;
 
 typedef struct CaptureEntry
 {
@@ -117,10 +133,16 @@ typedef struct CaptureEntry
 	int part_natts;                        /* attributes of the partition */
 	AttrNumber meta_attno[BV_AUDIT_NMETA]; /* partition attnums, audit_id.. */
 	AttrNumber *mirror_attno;              /* partition attnums of mirror[] */
+	int nindexes;                          /* indexes of the partition */
+	CaptureIndex *indexes;
 } CaptureEntry;
 
 static HTAB *capture_cache = NULL;
 static MemoryContext capture_cxt = NULL;
+
+/* audit_op values, as text, built once. */
+static Datum op_text[4];
+static const char *const op_names[4] = {"I", "U", "D", "T"};
 
 void
 bv_audit_capture_invalidate(Oid relid)
@@ -153,7 +175,11 @@ free_entry_state(CaptureEntry *entry)
 		SPI_freeplan(entry->plan);
 	if (entry->mirror_attno)
 		pfree(entry->mirror_attno);
+	if (entry->indexes)
+		pfree(entry->indexes);
 	entry->mirror_attno = NULL;
+	entry->indexes = NULL;
+	entry->nindexes = 0;
 	entry->part_relid = InvalidOid;
 	entry->mirror = entry->live = NULL;
 	entry->live_names = NULL;
@@ -170,7 +196,7 @@ not_mirrored_error(Relation rel, const char *what, const char *column)
 			 errhint("Run bv_audit.enable() on the table again to bring its audit table up to date.")));
 }
 
-/* The metadata columns, in the order of BvAuditContext's meta_attno[]. */
+/* The metadata columns, in the order of CaptureEntry's meta_attno[]. */
 static const char *const meta_names[BV_AUDIT_NMETA] = {
 	"audit_id", "audit_op", "audit_xid", "audit_actor", "audit_ts",
 	"audit_app", "audit_client", "audit_trace", "audit_changed"};
@@ -189,6 +215,58 @@ attno_by_name(TupleDesc desc, const char *name)
 			return att->attnum;
 	}
 	return 0;
+}
+
+/*
+ * Record the indexes of the partition for the fast path.  Returns false
+ * when one of them needs the executor: expressions, a predicate, an
+ * exclusion constraint or deferred uniqueness.  Indexes not yet ready for
+ * inserts (CREATE INDEX CONCURRENTLY) are skipped, as the executor skips
+ * them; marking them ready invalidates the partition's relcache entry, and
+ * with it this entry.
+ */
+static bool
+build_fast_indexes(CaptureEntry *entry, Relation part)
+{
+	List *indexoids = RelationGetIndexList(part);
+	ListCell *lc;
+	bool ok = true;
+
+	entry->indexes = MemoryContextAllocZero(capture_cxt,
+											sizeof(CaptureIndex) * Max(list_length(indexoids), 1));
+	entry->nindexes = 0;
+	foreach (lc, indexoids)
+	{
+		Relation irel = index_open(lfirst_oid(lc), RowExclusiveLock);
+		Form_pg_index index = irel->rd_index;
+		CaptureIndex *ci = &entry->indexes[entry->nindexes];
+		int k;
+
+		if (!index->indisready)
+		{
+			index_close(irel, NoLock);
+			continue;
+		}
+		if (!heap_attisnull(irel->rd_indextuple, Anum_pg_index_indexprs, NULL) ||
+			!heap_attisnull(irel->rd_indextuple, Anum_pg_index_indpred, NULL) ||
+			index->indisexclusion || (index->indisunique && !index->indimmediate))
+			ok = false;
+		ci->indexoid = RelationGetRelid(irel);
+		ci->unique = index->indisunique;
+		ci->natts = index->indnatts;
+		for (k = 0; ok && k < index->indnatts; k++)
+		{
+			ci->attno[k] = index->indkey.values[k];
+			if (ci->attno[k] <= 0)
+				ok = false; /* a system column or an expression */
+		}
+		index_close(irel, NoLock);
+		if (!ok)
+			break;
+		entry->nindexes++;
+	}
+	list_free(indexoids);
+	return ok;
 }
 
 /*
@@ -236,7 +314,8 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 
 	part = table_open(entry->part_relid, RowExclusiveLock);
 	pdesc = RelationGetDescr(part);
-	if ((part->trigdesc && (part->trigdesc->trig_insert_before_row ||
+	if (part->rd_rel->relam != HEAP_TABLE_AM_OID ||
+		(part->trigdesc && (part->trigdesc->trig_insert_before_row ||
 							part->trigdesc->trig_insert_after_row ||
 							part->trigdesc->trig_insert_instead_row ||
 							part->trigdesc->trig_insert_new_table)) ||
@@ -266,6 +345,8 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 				entry->mirror_attno[i] = pa;
 		}
 	}
+	if (ok)
+		ok = build_fast_indexes(entry, part);
 	entry->part_natts = pdesc->natts;
 	table_close(part, NoLock);
 	if (!ok)
@@ -273,28 +354,24 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 }
 
 /*
- * Write one record straight into the month's partition: heap insert and
- * index entries, no executor.  Returns false, having written nothing, when
- * the partition went away or the entry was invalidated while we waited for
- * the lock; the caller rebuilds the entry and tries again.
+ * Write one record straight into the month's partition: heap_insert() and
+ * index_insert(), no executor.  values/nulls are in the partition's
+ * attribute order.  Returns false, having written nothing, when the
+ * partition went away or the entry was invalidated while we waited for the
+ * lock; the caller rebuilds the entry and tries again.
  *
  * The partition is opened and closed for each record: a relation held open
  * past the statement would make ALTER TABLE and TRUNCATE of the audit table
  * later in the same transaction fail (the event trigger's mirroring among
- * them); the lock, as always, stays until the transaction ends.
+ * them); the lock, as always, stays until the transaction ends.  Opening an
+ * already locked relation is a hash lookup.
  */
 static bool
-insert_direct(CaptureEntry *entry, Datum *params, const char *pnulls)
+insert_direct(CaptureEntry *entry, Datum *values, bool *nulls)
 {
 	Relation part;
-	EState *estate;
-	ResultRelInfo *rri;
-	TupleTableSlot *slot;
 	HeapTuple tuple;
-	Datum *values;
-	bool *nulls;
-	List *recheck;
-	int i;
+	int i, k;
 
 	LockRelationOid(entry->audit_relid, RowExclusiveLock);
 	part = try_table_open(entry->part_relid, RowExclusiveLock);
@@ -306,41 +383,31 @@ insert_direct(CaptureEntry *entry, Datum *params, const char *pnulls)
 		return false;
 	}
 
-	values = palloc(sizeof(Datum) * entry->part_natts);
-	nulls = palloc(sizeof(bool) * entry->part_natts);
-	for (i = 0; i < entry->part_natts; i++)
-	{
-		values[i] = (Datum) 0;
-		nulls[i] = true;
-	}
 	values[entry->meta_attno[0] - 1] = Int64GetDatum(nextval_internal(entry->seq_relid, false));
 	nulls[entry->meta_attno[0] - 1] = false;
-	for (i = 0; i < NMETA_PARAMS; i++)
-	{
-		values[entry->meta_attno[i + 1] - 1] = params[i];
-		nulls[entry->meta_attno[i + 1] - 1] = (pnulls[i] == 'n');
-	}
-	for (i = 0; i < entry->nmirror; i++)
-	{
-		values[entry->mirror_attno[i] - 1] = params[NMETA_PARAMS + i];
-		nulls[entry->mirror_attno[i] - 1] = (pnulls[NMETA_PARAMS + i] == 'n');
-	}
-
-	estate = CreateExecutorState();
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, part, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(part), &TTSOpsHeapTuple);
 	tuple = heap_form_tuple(RelationGetDescr(part), values, nulls);
-	ExecStoreHeapTuple(tuple, slot, false);
+	heap_insert(part, tuple, GetCurrentCommandId(true), 0, NULL);
 
-	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-	list_free(recheck);
+	for (i = 0; i < entry->nindexes; i++)
+	{
+		CaptureIndex *ci = &entry->indexes[i];
+		Relation irel = index_open(ci->indexoid, RowExclusiveLock);
+		/* What index AMs read of it at insert: no expressions, no predicate. */
+		IndexInfo *ii = makeIndexInfo(ci->natts, irel->rd_index->indnkeyatts, irel->rd_rel->relam,
+									  NIL, NIL, ci->unique, irel->rd_index->indnullsnotdistinct,
+									  true, false);
+		Datum ivalues[INDEX_MAX_KEYS];
+		bool inulls[INDEX_MAX_KEYS];
 
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	FreeExecutorState(estate);
+		for (k = 0; k < ci->natts; k++)
+		{
+			ivalues[k] = values[ci->attno[k] - 1];
+			inulls[k] = nulls[ci->attno[k] - 1];
+		}
+		index_insert(irel, ivalues, inulls, &tuple->t_self, part,
+					 ci->unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, ii);
+		index_close(irel, NoLock);
+	}
 	table_close(part, NoLock);
 	return true;
 }
@@ -480,6 +547,10 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 	entry->valid = true;
 }
 
+/*
+ * The entry of a table, built (through SPI) when it is missing, invalidated
+ * or of another month than the current transaction.
+ */
 static CaptureEntry *
 get_entry(Relation rel, int32 tracked_id)
 {
@@ -490,6 +561,7 @@ get_entry(Relation rel, int32 tracked_id)
 	if (capture_cache == NULL)
 	{
 		HASHCTL ctl;
+		int i;
 
 		capture_cxt = AllocSetContextCreate(CacheMemoryContext, "bv_audit capture cache",
 											ALLOCSET_SMALL_SIZES);
@@ -498,6 +570,13 @@ get_entry(Relation rel, int32 tracked_id)
 		ctl.hcxt = capture_cxt;
 		capture_cache = hash_create("bv_audit capture cache", 32, &ctl,
 									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (i = 0; i < 4; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(capture_cxt);
+
+			op_text[i] = CStringGetTextDatum(op_names[i]);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	entry = hash_search(capture_cache, &relid, HASH_ENTER, &found);
 	if (!found)
@@ -508,6 +587,8 @@ get_entry(Relation rel, int32 tracked_id)
 		entry->live_names = NULL;
 		entry->plan = NULL;
 		entry->mirror_attno = NULL;
+		entry->indexes = NULL;
+		entry->nindexes = 0;
 		entry->part_relid = InvalidOid;
 	}
 	if (!entry->valid || entry->tracked_id != tracked_id ||
@@ -515,7 +596,10 @@ get_entry(Relation rel, int32 tracked_id)
 		GetCurrentTransactionStartTimestamp() >= entry->month_hi)
 	{
 		entry->valid = false;
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		build_entry(entry, rel, tracked_id);
+		SPI_finish();
 	}
 	return entry;
 }
@@ -558,6 +642,29 @@ tracked_id_arg(TriggerData *trigdata)
 	return pg_strtoint32(trigger->tgargs[0]);
 }
 
+/*
+ * Write a record through the saved INSERT plan, as the audit table's owner
+ * (see the file comment).  values/nulls are the plan's parameters.
+ */
+static void
+insert_spi(CaptureEntry *entry, Datum *values, const char *nulls)
+{
+	Oid save_userid;
+	int save_sec;
+	int ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(entry->audit_owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "writing the audit record failed: %s", SPI_result_code_string(ret));
+	SPI_finish();
+}
+
 PG_FUNCTION_INFO_V1(bv_audit_capture_trigger);
 
 /*
@@ -570,17 +677,15 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc desc;
 	CaptureEntry *entry;
-	BvAuditContext ctx;
+	const BvAuditContext *ctx;
 	HeapTuple image = NULL;
 	Datum *ivals = NULL, *ovals = NULL;
 	bool *inulls = NULL, *onulls = NULL;
-	Datum *values;
-	char *nulls;
-	const char *op;
+	Datum meta[NMETA_PARAMS];
+	bool metanull[NMETA_PARAMS];
+	int op;
 	int32 tracked_id;
-	int i, ret;
-	Oid save_userid;
-	int save_sec;
+	int i;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		(TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) &&
@@ -592,28 +697,25 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 
 	tracked_id = tracked_id_arg(trigdata);
 	desc = RelationGetDescr(trigdata->tg_relation);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	bv_audit_context(&ctx);
+	ctx = bv_audit_context();
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
-		op = "I";
+		op = 0;
 		image = trigdata->tg_trigtuple;
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		op = "U";
+		op = 1;
 		image = trigdata->tg_newtuple;
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
-		op = "D";
+		op = 2;
 		image = trigdata->tg_trigtuple;
 	}
 	else
-		op = "T";
+		op = 3;
 
 	/* Deform the row images once: O(columns), not O(columns^2). */
 	if (image != NULL)
@@ -622,7 +724,7 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 		inulls = palloc(sizeof(bool) * desc->natts);
 		heap_deform_tuple(image, desc, ivals, inulls);
 	}
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	if (op == 1)
 	{
 		ovals = palloc(sizeof(Datum) * desc->natts);
 		onulls = palloc(sizeof(bool) * desc->natts);
@@ -638,59 +740,85 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	{
 		entry = get_entry(trigdata->tg_relation, tracked_id);
 
-		values = palloc(sizeof(Datum) * (NMETA_PARAMS + entry->nmirror));
-		nulls = palloc(NMETA_PARAMS + entry->nmirror);
-		memset(nulls, ' ', NMETA_PARAMS + entry->nmirror);
-
-		values[0] = CStringGetTextDatum(op);
-		values[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-		values[2] = ctx.actor;
-		values[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		values[4] = ctx.app;
-		nulls[4] = ctx.app_null ? 'n' : ' ';
-		values[5] = ctx.client;
-		nulls[5] = ctx.client_null ? 'n' : ' ';
-		values[6] = ctx.trace;
-		nulls[6] = ctx.trace_null ? 'n' : ' ';
-		if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
-			values[7] = changed_columns(entry, desc, ovals, onulls, ivals, inulls);
+		/* audit_op .. audit_changed, in the order of the INSERT's parameters */
+		memset(metanull, 0, sizeof(metanull));
+		meta[0] = op_text[op];
+		meta[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+		meta[2] = ctx->actor;
+		meta[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		meta[4] = ctx->app;
+		metanull[4] = ctx->app_null;
+		meta[5] = ctx->client;
+		metanull[5] = ctx->client_null;
+		meta[6] = ctx->trace;
+		metanull[6] = ctx->trace_null;
+		if (op == 1)
+			meta[7] = changed_columns(entry, desc, ovals, onulls, ivals, inulls);
 		else
 		{
-			values[7] = (Datum) 0;
-			nulls[7] = 'n';
+			meta[7] = (Datum) 0;
+			metanull[7] = true;
 		}
 
-		for (i = 0; i < entry->nmirror; i++)
+		if (OidIsValid(entry->part_relid))
 		{
-			if (image != NULL && !inulls[entry->mirror[i] - 1])
-				values[NMETA_PARAMS + i] = ivals[entry->mirror[i] - 1];
-			else
+			/* fast: the values in the partition's attribute order */
+			Datum *values = palloc(sizeof(Datum) * entry->part_natts);
+			bool *nulls = palloc(sizeof(bool) * entry->part_natts);
+
+			for (i = 0; i < entry->part_natts; i++)
 			{
-				values[NMETA_PARAMS + i] = (Datum) 0;
-				nulls[NMETA_PARAMS + i] = 'n';
+				values[i] = (Datum) 0;
+				nulls[i] = true;
 			}
-		}
+			for (i = 0; i < NMETA_PARAMS; i++)
+			{
+				values[entry->meta_attno[i + 1] - 1] = meta[i];
+				nulls[entry->meta_attno[i + 1] - 1] = metanull[i];
+			}
+			for (i = 0; image != NULL && i < entry->nmirror; i++)
+			{
+				int a = entry->mirror[i] - 1;
 
-		if (!OidIsValid(entry->part_relid))
-			break; /* slow path */
-		if (insert_direct(entry, values, nulls))
+				values[entry->mirror_attno[i] - 1] = ivals[a];
+				nulls[entry->mirror_attno[i] - 1] = inulls[a];
+			}
+			if (insert_direct(entry, values, nulls))
+				return PointerGetDatum(NULL);
+			/* The partition went away or the entry was invalidated: again. */
+			entry->valid = false;
+			continue;
+		}
+		else
 		{
-			SPI_finish();
+			/*
+			 * slow: the plan's parameters.  The context's values are copied:
+			 * the executor may run triggers of the audit table, and through
+			 * them statements that read the context anew.
+			 */
+			int nparams = NMETA_PARAMS + entry->nmirror;
+			Datum *values = palloc(sizeof(Datum) * nparams);
+			char *nulls = palloc(nparams);
+
+			for (i = 0; i < NMETA_PARAMS; i++)
+			{
+				values[i] = metanull[i] ? (Datum) 0 : meta[i];
+				nulls[i] = metanull[i] ? 'n' : ' ';
+			}
+			values[2] = datumCopy(values[2], false, -1);
+			if (!metanull[4])
+				values[4] = datumCopy(values[4], false, -1);
+			if (!metanull[6])
+				values[6] = datumCopy(values[6], false, -1);
+			for (i = 0; i < entry->nmirror; i++)
+			{
+				int a = entry->mirror[i] - 1;
+
+				values[NMETA_PARAMS + i] = image != NULL ? ivals[a] : (Datum) 0;
+				nulls[NMETA_PARAMS + i] = (image == NULL || inulls[a]) ? 'n' : ' ';
+			}
+			insert_spi(entry, values, nulls);
 			return PointerGetDatum(NULL);
 		}
-		/* The partition went away or the entry was invalidated: again. */
-		entry->valid = false;
 	}
-
-	/* Write as the audit table's owner (see the file comment). */
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(entry->audit_owner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "writing the audit record failed: %s", SPI_result_code_string(ret));
-
-	SPI_finish();
-	return PointerGetDatum(NULL);
 }

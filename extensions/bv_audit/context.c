@@ -10,21 +10,36 @@
  * bv_audit requires bv_core, so those functions cannot be dropped while
  * bv_audit exists; a backend therefore never holds a stale OID.
  *
- * The client address does not change during a session: it is computed once
- * and kept in TopMemoryContext too.  The application name is a setting that
- * may change at any time, so it is read each time (a pointer read).
+ * The context is read once per statement, not once per row: the stamp
+ * trigger and the capture trigger of every row of one statement share it.
+ * A statement is identified by the backend's local transaction id and the
+ * command id, which every writing statement consumes and which advances
+ * before the next one (CommandCounterIncrement), including the statements
+ * of functions and a ROLLBACK TO SAVEPOINT's successors.  So a
+ * bv.set_actor(), SET LOCAL or set_config() between two statements of a
+ * transaction is seen by the second one; only a change made in the middle
+ * of one statement (by a function it calls) is not seen by its remaining
+ * rows.  Reading bv.actor() and bv.trace_context() costs several setting
+ * lookups by name, which a single-row UPDATE would otherwise pay twice.
  *
- * Results are allocated in CurrentMemoryContext (the trigger's per-tuple
- * context).  Backend-local; no locks.
+ * The client address does not change during a session: it is computed once
+ * and kept in TopMemoryContext too.
+ *
+ * Memory: the cached context is copied into its own small context under
+ * TopMemoryContext, reset when the next statement reads the context, so a
+ * long transaction of many statements does not accumulate copies.
+ * Backend-local; no locks.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
@@ -40,6 +55,13 @@ static bool functions_ready = false;
 static bool client_ready = false;
 static Datum client_addr;
 static bool client_null = true;
+
+/* The context of the current statement (see the file comment). */
+static MemoryContext context_cxt = NULL;
+static bool context_valid = false;
+static LocalTransactionId context_lxid;
+static CommandId context_cid;
+static BvAuditContext context_cache;
 
 /* Resolve bv.<name>() once; an absent function means bv_core is broken. */
 static void
@@ -86,8 +108,8 @@ call0(FmgrInfo *finfo, bool *isnull)
  * bv.actor() as a text Datum.  The actor is never NULL: bv.actor() falls
  * back to session_user.
  */
-Datum
-bv_audit_actor(void)
+static Datum
+read_actor(void)
 {
 	bool isnull;
 	Datum actor;
@@ -125,15 +147,48 @@ ensure_client(void)
 	client_ready = true;
 }
 
-/* Fill in the whole context of one audit record. */
-void
-bv_audit_context(BvAuditContext *ctx)
+/*
+ * The context of the current statement: who, from where, under which
+ * trace.  Read at the statement's first row and returned from the cache for
+ * its other rows and triggers (see the file comment).  The result and its
+ * values stay valid until the next statement reads the context.
+ */
+const BvAuditContext *
+bv_audit_context(void)
 {
+	LocalTransactionId lxid = MyProc->lxid;
+	CommandId cid = GetCurrentCommandId(false);
+	MemoryContext old;
+	BvAuditContext fresh;
+
+	if (context_valid && context_lxid == lxid && context_cid == cid)
+		return &context_cache;
+
+	ensure_functions();
 	ensure_client();
-	ctx->actor = bv_audit_actor();
-	ctx->trace = call0(&trace_finfo, &ctx->trace_null);
-	ctx->app_null = (application_name == NULL || application_name[0] == '\0');
-	ctx->app = ctx->app_null ? (Datum) 0 : CStringGetTextDatum(application_name);
-	ctx->client = client_addr;
-	ctx->client_null = client_null;
+	if (context_cxt == NULL)
+		context_cxt = AllocSetContextCreate(TopMemoryContext, "bv_audit context",
+											ALLOCSET_SMALL_SIZES);
+	context_valid = false;
+	MemoryContextReset(context_cxt);
+
+	/* bv_core's functions allocate in the current context: read, then copy. */
+	fresh.actor = read_actor();
+	fresh.trace = call0(&trace_finfo, &fresh.trace_null);
+	fresh.app_null = (application_name == NULL || application_name[0] == '\0');
+
+	old = MemoryContextSwitchTo(context_cxt);
+	context_cache.actor = datumCopy(fresh.actor, false, -1);
+	context_cache.trace_null = fresh.trace_null;
+	context_cache.trace = fresh.trace_null ? (Datum) 0 : datumCopy(fresh.trace, false, -1);
+	context_cache.app_null = fresh.app_null;
+	context_cache.app = fresh.app_null ? (Datum) 0 : CStringGetTextDatum(application_name);
+	MemoryContextSwitchTo(old);
+	context_cache.client = client_addr;
+	context_cache.client_null = client_null;
+
+	context_lxid = lxid;
+	context_cid = cid;
+	context_valid = true;
+	return &context_cache;
 }

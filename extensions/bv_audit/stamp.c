@@ -5,7 +5,8 @@
  *
  * bv_audit.stamp(tbl) adds created_by, created_at, updated_by and updated_at
  * to a table and installs this BEFORE INSERT OR UPDATE row trigger.  On
- * INSERT all four are set from bv.actor() and the transaction time; on
+ * INSERT all four are set from bv.actor() (read once per statement, shared
+ * with the capture trigger; see context.c) and the transaction time; on
  * UPDATE, created_* are copied from the old row whatever the client sent
  * (they cannot be forged) and updated_* are set again.
  *
@@ -155,7 +156,7 @@ bv_audit_stamp_trigger(PG_FUNCTION_ARGS)
 
 	entry = get_entry(trigdata->tg_relation);
 	now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-	actor = bv_audit_actor();
+	actor = bv_audit_context()->actor;
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{

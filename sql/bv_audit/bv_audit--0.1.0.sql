@@ -42,6 +42,7 @@ CREATE TABLE bv_audit.tracked (
     audit_relid     regclass NOT NULL,
     pk_columns      name[] NOT NULL,
     exclude_columns name[] NOT NULL DEFAULT '{}',
+    history_index   text NOT NULL DEFAULT 'bloom' CHECK (history_index IN ('bloom', 'btree')),
     retention       interval CHECK (retention > interval '0'),
     purged_before   timestamptz,
     enabled         boolean NOT NULL DEFAULT true,
@@ -58,6 +59,7 @@ COMMENT ON COLUMN bv_audit.tracked.audit_table IS 'Name of the audit table in sc
 COMMENT ON COLUMN bv_audit.tracked.audit_relid IS 'The audit table.';
 COMMENT ON COLUMN bv_audit.tracked.pk_columns IS 'Primary key columns of the tracked table when tracking began; history() and as_of() identify rows by them.';
 COMMENT ON COLUMN bv_audit.tracked.exclude_columns IS 'Columns whose values are never copied into the audit table (secrets).';
+COMMENT ON COLUMN bv_audit.tracked.history_index IS 'Index that history() finds a row''s records by: bloom (BRIN bloom filters on the key columns, cheap to write) or btree (key columns and audit_id, faster to read). Set with enable().';
 COMMENT ON COLUMN bv_audit.tracked.retention IS 'How long records are kept; NULL keeps them forever. Set with set_retention().';
 COMMENT ON COLUMN bv_audit.tracked.purged_before IS 'Records older than this have been removed by purge().';
 COMMENT ON COLUMN bv_audit.tracked.enabled IS 'Whether changes are being recorded now.';
@@ -496,8 +498,67 @@ COMMENT ON FUNCTION bv_audit.stamp(regclass) IS
 -- Tracking
 -- ---------------------------------------------------------------------------
 
+-- The index history() finds the records of one row by, on the audit table
+-- (and so on every partition).  Every audited write pays for it:
+--   bloom  BRIN with a bloom filter per key column and per 16 pages: an
+--          insert into the range being filled costs two page reads and
+--          nothing else, whatever the key; a lookup reads the filters and
+--          the ranges whose filter matches (about 1% false positives) plus
+--          the ranges not yet summarized (seal() summarizes them).
+--   btree  (key columns, audit_id): a lookup reads only the row's records,
+--          but an insert descends the tree at a random place when keys are
+--          updated in random order (docs/performance.md).
+-- Key types without a bloom operator class get btree.
+CREATE FUNCTION bv_audit._history_index(t bv_audit.tracked, kind text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    bloom_cols text;
+    bloom_ok boolean;
+    iname name := t.audit_table || '_history';
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY k.ord),
+           string_agg(CASE WHEN o.opcname IS NOT NULL
+                           THEN format('%I pg_catalog.%I (n_distinct_per_range = 1000, false_positive_rate = 0.01)',
+                                       c.audit_column, o.opcname) END, ', ' ORDER BY k.ord),
+           bool_and(o.opcname IS NOT NULL)
+      INTO cols, bloom_cols, bloom_ok
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS k(col, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid AND a.attname = k.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = a.attnum
+      LEFT JOIN LATERAL (
+          SELECT opc.opcname FROM pg_catalog.pg_opclass opc
+            JOIN pg_catalog.pg_am am ON am.oid = opc.opcmethod
+           WHERE am.amname = 'brin' AND opc.opcname LIKE '%\_bloom\_ops'
+             AND opc.opcnamespace = 'pg_catalog'::regnamespace
+             AND opc.opcintype = CASE WHEN a.atttypid = 'pg_catalog.varchar'::regtype
+                                      THEN 'pg_catalog.text'::regtype ELSE a.atttypid END
+           LIMIT 1) o ON true;
+    IF kind = 'bloom' AND NOT bloom_ok THEN
+        kind := 'btree';
+    END IF;
+    IF to_regclass(format('bv_audit.%I', iname)) IS NOT NULL THEN
+        EXECUTE format('DROP INDEX bv_audit.%I', iname);
+    END IF;
+    IF kind = 'bloom' THEN
+        EXECUTE format('CREATE INDEX %I ON bv_audit.%I USING brin (%s) WITH (pages_per_range = 16)',
+                       iname, t.audit_table, bloom_cols);
+    ELSE
+        EXECUTE format('CREATE INDEX %I ON bv_audit.%I (%s, audit_id)', iname, t.audit_table, cols);
+    END IF;
+    UPDATE bv_audit.tracked tr SET history_index = kind WHERE tr.id = t.id;
+    RETURN kind;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._history_index(bv_audit.tracked, text) IS
+'Internal: (re)creates the index history() uses on an audit table, bloom (BRIN) or btree, and returns the kind built (btree when a key type has no bloom operator class).';
+REVOKE ALL ON FUNCTION bv_audit._history_index(bv_audit.tracked, text) FROM PUBLIC;
+
 CREATE FUNCTION bv_audit.enable(tbl regclass, exclude_columns text[] DEFAULT '{}',
-                                retention interval DEFAULT NULL)
+                                retention interval DEFAULT NULL, history_index text DEFAULT NULL)
 RETURNS regclass
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -513,6 +574,12 @@ DECLARE
     excl name[] := coalesce(exclude_columns, '{}')::name[];
     was_enabled boolean;
 BEGIN
+    IF history_index IS NOT NULL AND history_index NOT IN ('bloom', 'btree') THEN
+        RAISE EXCEPTION 'unknown history index "%"', history_index
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'history_index is bloom (the default: cheap to write) or btree (faster history() on large tables).',
+                  HINT = 'Pass ''bloom'' or ''btree'', or leave it out.';
+    END IF;
     SELECT c.relkind, c.relname, ns.nspname, c.relpersistence INTO rel
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
      WHERE c.oid = tbl;
@@ -623,15 +690,10 @@ BEGIN
                 pk, excl, retention)
         RETURNING * INTO t;
         PERFORM bv_audit._sync_columns(t);
-        -- History of one row: its key, then time order.
-        EXECUTE format('CREATE INDEX ON bv_audit.%I (%s, audit_id)', aname,
-                       (SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY k.ord)
-                          FROM unnest(pk) WITH ORDINALITY AS k(col, ord)
-                          JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attname = k.col
-                          JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = a.attnum));
+        -- The history of one row is found by its key (see _history_index).
         -- No index on audit_ts: monthly partitions prune by time, and every
-        -- index is paid for by every audited write (a BRIN index measured
-        -- about 8% of the trigger's time, as each record widens its range).
+        -- index is paid for by every audited write.
+        PERFORM bv_audit._history_index(t, coalesce(enable.history_index, 'bloom'));
         FOR m IN 0..3 LOOP
             PERFORM bv_audit._create_partition(t, (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date);
         END LOOP;
@@ -646,6 +708,9 @@ BEGIN
          WHERE tr.id = t.id
         RETURNING * INTO t;
         PERFORM bv_audit._sync_columns(t);
+        IF enable.history_index IS NOT NULL AND enable.history_index <> t.history_index THEN
+            PERFORM bv_audit._history_index(t, enable.history_index);
+        END IF;
         IF NOT was_enabled THEN
             -- Re-enabled: changes made while disabled were not recorded.
             PERFORM bv_audit._snapshot(t);
@@ -660,8 +725,8 @@ BEGIN
     RETURN t.audit_relid;
 END
 $$;
-COMMENT ON FUNCTION bv_audit.enable(regclass, text[], interval) IS
-'Starts recording every change of a table (which needs a primary key) into its audit table, bv_audit.<schema>__<table>, and returns it. Excluded columns are never copied. Calling it again updates the exclusions and retention and re-syncs the columns; after disable() it records a fresh snapshot.';
+COMMENT ON FUNCTION bv_audit.enable(regclass, text[], interval, text) IS
+'Starts recording every change of a table (which needs a primary key) into its audit table, bv_audit.<schema>__<table>, and returns it. Excluded columns are never copied. history_index: bloom (default; BRIN bloom filters on the key, cheapest writes) or btree (key and audit_id; fastest history() on large tables). Calling it again updates the exclusions and retention (and the history index when given) and re-syncs the columns; after disable() it records a fresh snapshot.';
 
 CREATE FUNCTION bv_audit.disable(tbl regclass)
 RETURNS void
@@ -720,6 +785,7 @@ AS $$
 DECLARE
     t bv_audit.tracked := bv_audit._tracked(tbl);
     cond text;
+    first_key text;
     missing text;
 BEGIN
     SELECT string_agg(format('%I', k), ', ') INTO missing
@@ -731,19 +797,24 @@ BEGIN
                                   array_to_string(t.pk_columns, ', '), coalesce(missing, 'not an object')),
                   HINT = format('Pass e.g. %L.', (SELECT jsonb_object_agg(k, '...') FROM unnest(t.pk_columns) AS k));
     END IF;
-    SELECT string_agg(format('a.%I IS NOT DISTINCT FROM k.%I', c.audit_column, c.audit_column), ' AND ')
-      INTO cond
-      FROM unnest(t.pk_columns) AS p(col)
+    -- Key equality against constants (the key converted to the columns'
+    -- types once), so that the history index finds the records; TRUNCATE
+    -- records have no key (NULL), which the index finds too.
+    SELECT string_agg(format('a.%I = (SELECT k.%I FROM pg_catalog.jsonb_populate_record(NULL::bv_audit.%I, $1) k)',
+                             c.audit_column, c.audit_column, t.audit_table), ' AND ' ORDER BY p.ord),
+           (array_agg(format('a.%I', c.audit_column) ORDER BY p.ord))[1]
+      INTO cond, first_key
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
       JOIN bv_audit.columns c ON c.tracked_id = t.id
       JOIN pg_catalog.pg_attribute att
         ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND att.attname = p.col;
     RETURN QUERY EXECUTE format(
         'SELECT a.audit_id, a.audit_op, a.audit_ts, a.audit_actor, a.audit_xid, a.audit_app, '
         '       a.audit_client, a.audit_trace, a.audit_changed, %s '
-        '  FROM bv_audit.%I a, pg_catalog.jsonb_populate_record(NULL::bv_audit.%I, $1) k '
-        ' WHERE (%s) OR a.audit_op = ''T'' '
+        '  FROM bv_audit.%I a '
+        ' WHERE (%s) OR (%s IS NULL AND a.audit_op = ''T'') '
         ' ORDER BY a.audit_id',
-        bv_audit._row_expr(t, 'a'), t.audit_table, t.audit_table, cond) USING pk;
+        bv_audit._row_expr(t, 'a'), t.audit_table, cond, first_key) USING pk;
 END
 $$;
 COMMENT ON FUNCTION bv_audit.history(regclass, jsonb) IS
@@ -978,6 +1049,19 @@ BEGIN
                chain_digest = sha256(coalesce(prev.chain_digest, ''::bytea) || batch)
          WHERE s.tracked_id = t.id AND s.seal_no = next_no;
         sealed := sealed + 1;
+        -- A bloom history index (see _history_index) summarizes the ranges
+        -- written since the last seal, so that history() skips them where
+        -- the key is absent instead of reading them all.  Writers are not
+        -- blocked (ShareUpdateExclusiveLock).
+        PERFORM pg_catalog.brin_summarize_new_values(i.indexrelid)
+           FROM pg_catalog.pg_inherits h
+           JOIN pg_catalog.pg_class pc ON pc.oid = h.inhrelid
+           JOIN pg_catalog.pg_index i ON i.indrelid = h.inhrelid
+           JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+           JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+          WHERE h.inhparent = t.audit_relid AND am.amname = 'brin'
+            AND coalesce((to_date(substring(pc.relname FROM '_p([0-9]{6})$'), 'YYYYMM')
+                          + interval '1 month')::timestamp AT TIME ZONE 'UTC' > lo_ts, true);
     END LOOP;
     RETURN sealed;
 END
@@ -1136,13 +1220,13 @@ $$;
 -- Privileges: administration by bv_admin
 -- ---------------------------------------------------------------------------
 
-REVOKE ALL ON FUNCTION bv_audit.stamp(regclass), bv_audit.enable(regclass, text[], interval),
+REVOKE ALL ON FUNCTION bv_audit.stamp(regclass), bv_audit.enable(regclass, text[], interval, text),
     bv_audit.disable(regclass), bv_audit.audit_table(regclass),
     bv_audit.history(regclass, jsonb), bv_audit.changes(regclass, timestamptz, timestamptz),
     bv_audit.as_of(regclass, timestamptz), bv_audit.create_partitions(integer),
     bv_audit.set_retention(regclass, interval), bv_audit.purge(), bv_audit.seal(),
     bv_audit.verify(regclass), bv_audit.schedule_jobs() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bv_audit.stamp(regclass), bv_audit.enable(regclass, text[], interval),
+GRANT EXECUTE ON FUNCTION bv_audit.stamp(regclass), bv_audit.enable(regclass, text[], interval, text),
     bv_audit.disable(regclass), bv_audit.audit_table(regclass),
     bv_audit.history(regclass, jsonb), bv_audit.changes(regclass, timestamptz, timestamptz),
     bv_audit.as_of(regclass, timestamptz), bv_audit.create_partitions(integer),

@@ -1,7 +1,7 @@
 -- bv_audit's API contract: functions, privileges, security settings,
 -- comments, and the SQLSTATE of every refusal.
 BEGIN;
-SELECT plan(43);
+SELECT plan(54);
 
 SELECT has_schema('bv_audit');
 SELECT has_extension('bv_audit');
@@ -9,7 +9,7 @@ SELECT functions_are('bv_audit', ARRAY[
     'stamp', 'enable', 'disable', 'audit_table', 'history', 'as_of', 'changes',
     'create_partitions', 'set_retention', 'purge', 'seal', 'verify', 'schedule_jobs',
     'stamp_trigger', 'capture_trigger', 'append_only_trigger', 'row_digest',
-    '_purge_delete', '_invalidate', '_tracked', '_safe_type_change', '_create_partition',
+    '_purge_delete', '_invalidate', '_tracked', '_safe_type_change', '_create_partition', '_history_index',
     '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
@@ -40,8 +40,8 @@ SELECT is_empty($$
 SELECT isnt(obj_description('bv_audit'::regnamespace, 'pg_namespace'), NULL, 'the schema has a comment');
 
 -- Administration: bv_admin yes, everybody else no; internals: nobody.
-SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval'], 'bv_admin', ARRAY['EXECUTE']);
-SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval'], 'bv_user', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text'], 'bv_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text'], 'bv_user', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_admin', ARRAY['EXECUTE']);
 SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_service', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', '_purge_delete', ARRAY['regclass', 'timestamptz'], 'bv_admin', ARRAY[]::text[]);
@@ -61,6 +61,38 @@ SELECT results_eq($$SELECT operation, changed_columns FROM bv_audit.history('pub
                   $$VALUES ('S'::text, NULL::text[]), ('U', '{v,updated_by,updated_at}')$$,
                   'history() shows the snapshot and the update with changed columns');
 SELECT is((SELECT count(*)::int FROM bv_audit.as_of('public.tap_t', now())), 1, 'as_of() now has the row');
+
+-- The history index: bloom (BRIN) by default, btree on request; history()'s
+-- key condition (key = constant, or NULL key for TRUNCATE records) can use it.
+SELECT is((SELECT history_index FROM bv_audit.tracked WHERE relid = 'public.tap_t'::regclass), 'bloom',
+          'the default history index is bloom');
+SELECT is((SELECT am.amname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = 'bv_audit.public__tap_t'::regclass), 'brin',
+          'a bloom history index is a BRIN index on the audit table');
+CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+    plan text := '';
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP
+        plan := plan || line || E'\n';
+    END LOOP;
+    RETURN plan;
+END
+$$;
+SET LOCAL enable_seqscan = off;
+SELECT unalike(pg_temp.plan_of($$SELECT * FROM bv_audit.public__tap_t a
+                                  WHERE a.id = (SELECT 1) OR (a.id IS NULL AND a.audit_op = 'T')$$),
+               '%Seq Scan on public__tap_t_p%',
+               'history()''s key condition is answered through the history index');
+RESET enable_seqscan;
+SELECT lives_ok($$SELECT bv_audit.enable('public.tap_t', '{pw}', history_index => 'btree')$$,
+               'enable() again with history_index => btree');
+SELECT is((SELECT am.amname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = 'bv_audit.public__tap_t'::regclass), 'btree',
+          'enable(history_index => btree) replaces the history index');
+SELECT results_eq($$SELECT operation FROM bv_audit.history('public.tap_t', '{"id":1}')$$,
+                  $$VALUES ('S'::text), ('U')$$, 'history() reads the same records through a btree history index');
 SELECT is((SELECT count(*)::int FROM bv_audit.changes('public.tap_t', now() - interval '1 minute', now() + interval '1 minute')), 1,
           'changes() lists the update (not the snapshot)');
 
@@ -71,6 +103,7 @@ SELECT throws_ok($$SELECT bv_audit.enable('public.tap_nopk')$$, '55000', NULL, '
 SELECT throws_ok($$SELECT bv_audit.enable('public.tap_v')$$, '42809', NULL, 'view: 42809');
 SELECT throws_ok($$SELECT bv_audit.enable('public.tap_t', '{nosuch}')$$, '42703', NULL, 'unknown excluded column: 42703');
 SELECT throws_ok($$SELECT bv_audit.enable('public.tap_t', '{id}')$$, '22023', NULL, 'excluded key column: 22023');
+SELECT throws_ok($$SELECT bv_audit.enable('public.tap_t', history_index => 'hash')$$, '22023', NULL, 'unknown history index: 22023');
 SELECT throws_ok($$SELECT bv_audit.disable('public.tap_nopk')$$, '55000', NULL, 'disable() untracked: 55000');
 SELECT throws_ok($$SELECT bv_audit.stamp('public.tap_v')$$, '42809', NULL, 'stamp() view: 42809');
 SELECT throws_ok($$SELECT * FROM bv_audit.history('public.tap_t', '{"x":1}')$$, '22023', NULL, 'history() bad key: 22023');
@@ -87,6 +120,20 @@ SELECT throws_ok($$SELECT bv_audit.capture_trigger()$$, '39P01', NULL, 'trigger 
 SELECT lives_ok($$SELECT bv_audit.disable('public.tap_t')$$, 'disable()');
 SELECT hasnt_trigger('public', 'tap_t', 'bv_audit_capture', 'disable() removes the capture trigger');
 SELECT ok((SELECT count(*) FROM bv_audit.public__tap_t) = 2, 'disable() keeps the history');
+-- The context is read once per statement: an actor set between two
+-- statements of one transaction names the second one, in the record and in
+-- the stamp columns alike.
+CREATE TABLE public.tap_a (id int PRIMARY KEY, v text);
+SELECT lives_ok($$SELECT bv_audit.stamp('public.tap_a'), bv_audit.enable('public.tap_a')$$, 'stamp() and enable() another table');
+INSERT INTO public.tap_a VALUES (1, 'a');
+SELECT is(bv.set_actor('alice'), 'alice', 'set_actor(alice) in the middle of the transaction');
+UPDATE public.tap_a SET v = 'b';
+SELECT is(bv.set_actor('bob'), 'bob', 'set_actor(bob) before the next statement');
+UPDATE public.tap_a SET v = 'c';
+SELECT results_eq($$SELECT operation, actor, row_data->>'updated_by' FROM bv_audit.history('public.tap_a', '{"id":1}')$$,
+                  $$VALUES ('I'::text, session_user::text COLLATE "default", session_user::text COLLATE "default"),
+                           ('U', 'alice', 'alice'), ('U', 'bob', 'bob')$$,
+                  'each statement records the actor current when it ran');
 SELECT is(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'a'::text)), 'row_digest() is deterministic');
 SELECT isnt(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'b'::text)), 'row_digest() sees a changed value');
 
