@@ -67,7 +67,7 @@ typedef struct BvJwtKey
 	TimestampTz expires_at;
 	uint8 *secret; /* HS*: the shared secret */
 	size_t secret_len;
-	void *hmac_ctx; /* HS*: EVP_MAC_CTX keyed with the secret */
+	void *hmac_ctx; /* HS*: pre-keyed HMAC state (jwt_crypto.c) */
 	void *pkey;     /* others: EVP_PKEY (public, or private too) */
 	bool can_sign;
 } BvJwtKey;
@@ -97,8 +97,8 @@ extern uint8 *bv_jwt_key_sign(BvJwtKey *key, const uint8 *input,
 
 /* jwt_keys.c */
 extern void bv_jwt_keys_init(void);
-extern BvJwtKey *bv_jwt_keys_usable(BvJwtAlg alg, const char *kid,
-									int *nkeys);
+extern BvJwtKey *bv_jwt_key_next(BvJwtAlg alg, const char *kid,
+								 TimestampTz now, int *pos);
 extern BvJwtKey *bv_jwt_key_for_signing(const char *kid);
 extern bool bv_jwt_jti_revoked(const char *jti);
 

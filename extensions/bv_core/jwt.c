@@ -6,7 +6,10 @@
  * Verification order, cheapest and least trusting first:
  *
  *	1. size cap (bv.jwt_max_size), three segments, canonical base64url,
- *	   strict JSON, "alg" present, no "crit" (jwt_parse.c, no backend code);
+ *	   strict JSON, "alg" present, no "crit" (jwt_parse.c, no backend code).
+ *	   The payload is read once: in a UTF-8 database the claims jsonb is
+ *	   built by callbacks of the same walk that checks it, and is used only
+ *	   if steps 3 and 4 pass;
  *	2. key selection: the token's "kid" only selects among the active,
  *	   currently valid keys of bv.jwt_keys whose algorithm equals the token's
  *	   "alg" (the key decides the algorithm; "none" is never a key's
@@ -26,13 +29,17 @@
  * For the same reason the error hides the statement (errhidestmt), which
  * would otherwise be logged with the token in it.
  *
- * Memory: everything is allocated in the caller's (per-call) context;
- * the key cache belongs to jwt_keys.c.  No locks are taken here except
+ * Memory: everything is allocated in the caller's (per-call) context; the
+ * claims' strings stay in the parser's work buffer until the jsonb is
+ * flattened.  The key cache belongs to jwt_keys.c; a verification holds
+ * pointers into it, valid for the call.  No locks are taken here except
  * through the replay check (ratelimit.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -74,88 +81,98 @@ jwt_reject(const char *detail)
 			 errhint("Obtain a new token from the identity provider and send it again.")));
 }
 
-/* Seconds since the Unix epoch, now. */
+/* Seconds since the Unix epoch of a timestamp. */
 static inline double
-unix_now(void)
+unix_seconds(TimestampTz ts)
 {
-	return (double) GetCurrentTimestamp() / USECS_PER_SEC +
+	return (double) ts / USECS_PER_SEC +
 		   (double) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
 }
 
-/* Top-level claim "name" of claims into *v; false if absent. */
-static inline bool
-claim(Jsonb *claims, const char *name, JsonbValue *v)
+/*
+ * The registered claims the checks read, noted while the claims jsonb is
+ * built (the parser has refused duplicate top-level names, so each is seen
+ * at most once).  Strings point into the walker's scratch buffer.
+ */
+typedef struct SeenClaim
 {
-	return getKeyJsonValueFromContainer(&claims->root, name, strlen(name), v) != NULL;
-}
+	bool present;
+	enum jbvType type; /* jbvBinary for an object or array */
+	double number;     /* jbvNumeric: the value */
+	bool number_ok;    /* jbvNumeric: finite as a double */
+	const char *str;   /* jbvString: the value, NUL-terminated */
+	int len;
+} SeenClaim;
 
-/* A NumericDate claim: absent -> false; not a number -> refused. */
-static bool
-time_claim(Jsonb *claims, const char *name, double *value)
+typedef enum ClaimId
 {
-	JsonbValue v;
+	CLAIM_EXP,
+	CLAIM_NBF,
+	CLAIM_IAT,
+	CLAIM_ISS,
+	CLAIM_AUD,
+	CLAIM_JTI,
+	CLAIM_OTHER
+} ClaimId;
 
-	if (!claim(claims, name, &v))
-		return false;
-	if (v.type != jbvNumeric)
-		jwt_reject(REJECT_CLAIMS);
-	*value = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
-	return true;
-}
+static const char *const claim_names[CLAIM_OTHER] = {"exp", "nbf", "iat", "iss", "aud", "jti"};
 
-static bool
-string_equals(const JsonbValue *v, const char *s)
+/* Which registered claim a top-level name is (all have three letters). */
+static inline ClaimId
+claim_id(const char *name, size_t len)
 {
-	return v->type == jbvString && (size_t) v->val.string.len == strlen(s) &&
-		   memcmp(v->val.string.val, s, v->val.string.len) == 0;
-}
+	int i;
 
-/* Is "aud" (a string, or an array of strings) naming audience? */
-static bool
-audience_matches(Jsonb *claims, const char *audience)
-{
-	JsonbValue v;
-
-	if (!claim(claims, "aud", &v))
-		return false;
-	if (v.type == jbvString)
-		return string_equals(&v, audience);
-	if (v.type == jbvBinary)
-	{
-		JsonbIterator *it = JsonbIteratorInit(v.val.binary.data);
-		JsonbIteratorToken tok;
-		JsonbValue elem;
-		bool found = false;
-		int depth = 0;
-
-		while ((tok = JsonbIteratorNext(&it, &elem, false)) != WJB_DONE)
-		{
-			if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
-				depth++;
-			else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
-				depth--;
-			else if (tok == WJB_ELEM && depth == 1 && string_equals(&elem, audience))
-				found = true;
-		}
-		return found;
-	}
-	return false;
+	if (len != 3)
+		return CLAIM_OTHER;
+	for (i = 0; i < CLAIM_OTHER; i++)
+		if (name[0] == claim_names[i][0] && name[1] == claim_names[i][1] &&
+			name[2] == claim_names[i][2])
+			return (ClaimId) i;
+	return CLAIM_OTHER;
 }
 
 /*
  * Building the claims jsonb straight from the validated payload: the walker
  * of jwt_parse.c reports tokens, these callbacks push them into a
  * JsonbParseState.  This is what jsonb_in does, minus its lexer (which
- * copies strings character by character), and about a quarter of the cost
- * of a verification is saved.
+ * copies strings character by character); strings are not copied at all
+ * (they stay in the walker's scratch buffer until the jsonb is flattened),
+ * and integers, nearly every number of a claims set, are converted without
+ * numeric_in.  The top-level claims that the checks need are noted on the
+ * way, so they are not looked up in the jsonb afterwards.
  */
 typedef struct ClaimsBuilder
 {
 	JsonbParseState *state;
 	JsonbValue *result;
 	int depth;
+	ClaimId pending; /* claim whose value comes next (depth 1) */
 	bool in_object[BV_JWT_JSON_DEPTH + 2];
+	SeenClaim seen[CLAIM_OTHER];
 } ClaimsBuilder;
+
+/* Note the value of a top-level claim, if it is one the checks read. */
+static inline void
+note_claim(ClaimsBuilder *b, enum jbvType type, const JsonbValue *v, double number,
+		   bool number_ok)
+{
+	SeenClaim *c;
+
+	if (b->depth != 1 || b->pending == CLAIM_OTHER)
+		return;
+	c = &b->seen[b->pending];
+	c->present = true;
+	c->type = type;
+	c->number = number;
+	c->number_ok = number_ok;
+	if (type == jbvString)
+	{
+		c->str = v->val.string.val;
+		c->len = v->val.string.len;
+	}
+	b->pending = CLAIM_OTHER;
+}
 
 static void
 cb_scalar(ClaimsBuilder *b, JsonbValue *v)
@@ -168,6 +185,7 @@ cb_object_start(void *ctx)
 {
 	ClaimsBuilder *b = ctx;
 
+	note_claim(b, jbvBinary, NULL, 0, false);
 	b->in_object[++b->depth] = true;
 	b->result = pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
 }
@@ -186,6 +204,7 @@ cb_array_start(void *ctx)
 {
 	ClaimsBuilder *b = ctx;
 
+	note_claim(b, jbvBinary, NULL, 0, false);
 	b->in_object[++b->depth] = false;
 	b->result = pushJsonbValue(&b->state, WJB_BEGIN_ARRAY, NULL);
 }
@@ -206,38 +225,85 @@ cb_key(void *ctx, const char *s, size_t len)
 	JsonbValue v;
 
 	v.type = jbvString;
-	v.val.string.val = pnstrdup(s, len);
+	v.val.string.val = (char *) s;
 	v.val.string.len = (int) len;
+	if (b->depth == 1)
+		b->pending = claim_id(s, len);
 	b->result = pushJsonbValue(&b->state, WJB_KEY, &v);
 }
 
 static void
 cb_string(void *ctx, const char *s, size_t len)
 {
+	ClaimsBuilder *b = ctx;
 	JsonbValue v;
 
 	v.type = jbvString;
-	v.val.string.val = pnstrdup(s, len);
+	v.val.string.val = (char *) s;
 	v.val.string.len = (int) len;
-	cb_scalar(ctx, &v);
+	note_claim(b, jbvString, &v, 0, false);
+	cb_scalar(b, &v);
+}
+
+/*
+ * The value of a JSON integer of at most 18 digits (which fits an int64),
+ * or false for any other number.
+ */
+static inline bool
+small_integer(const char *s, size_t len, int64 *value)
+{
+	bool neg = len > 0 && s[0] == '-';
+	size_t i = neg ? 1 : 0;
+	int64 v = 0;
+
+	if (len - i == 0 || len - i > 18)
+		return false;
+	for (; i < len; i++)
+	{
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*value = neg ? -v : v;
+	return true;
 }
 
 static void
 cb_number(void *ctx, const char *s, size_t len)
 {
+	ClaimsBuilder *b = ctx;
 	JsonbValue v;
+	int64 i;
+	double d;
+	bool ok;
 
 	v.type = jbvNumeric;
-	v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-														CStringGetDatum(pnstrdup(s, len)),
-														ObjectIdGetDatum(InvalidOid),
-														Int32GetDatum(-1)));
-	cb_scalar(ctx, &v);
+	if (small_integer(s, len, &i))
+	{
+		v.val.numeric = int64_to_numeric(i);
+		d = (double) i;
+		ok = true;
+	}
+	else
+	{
+		char *text = pnstrdup(s, len);
+
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+															CStringGetDatum(text),
+															ObjectIdGetDatum(InvalidOid),
+															Int32GetDatum(-1)));
+		/* the JSON number grammar is a subset of strtod's (LC_NUMERIC is C) */
+		d = strtod(text, NULL);
+		ok = !isinf(d);
+	}
+	note_claim(b, jbvNumeric, &v, d, ok);
+	cb_scalar(b, &v);
 }
 
 static void
 cb_literal(void *ctx, int which)
 {
+	ClaimsBuilder *b = ctx;
 	JsonbValue v;
 
 	if (which == 0)
@@ -247,94 +313,227 @@ cb_literal(void *ctx, int which)
 		v.type = jbvBool;
 		v.val.boolean = which == 1;
 	}
-	cb_scalar(ctx, &v);
+	note_claim(b, v.type, &v, 0, false);
+	cb_scalar(b, &v);
 }
 
 static const BvJsonHandlers claims_handlers = {
 	cb_object_start, cb_object_end, cb_array_start, cb_array_end,
 	cb_key, cb_string, cb_number, cb_literal};
 
-/* The verified payload as jsonb; any parse error becomes a token error. */
-static Jsonb *
-claims_jsonb(const uint8 *payload, size_t len)
+/*
+ * Note the registered claims of a jsonb built by jsonb_in (databases not in
+ * UTF-8, where strings are compared in the server encoding).
+ */
+static void
+note_claims_from_jsonb(Jsonb *claims, ClaimsBuilder *b)
 {
-	MemoryContext ctx = CurrentMemoryContext;
-	Jsonb *volatile result = NULL;
-	volatile bool failed = false;
+	int i;
 
-	/*
-	 * jwt_parse.c accepts only JSON that jsonb accepts, so this cannot fail;
-	 * if it ever did, a jsonb message could quote the payload, so catch it.
-	 * Building jsonb takes no locks or buffers: flushing the error is safe.
-	 * In a database whose encoding is not UTF-8, jsonb_in does the encoding
-	 * conversion of strings.
-	 */
+	for (i = 0; i < CLAIM_OTHER; i++)
+	{
+		JsonbValue v;
+		SeenClaim *c = &b->seen[i];
+
+		if (getKeyJsonValueFromContainer(&claims->root, claim_names[i], 3, &v) == NULL)
+			continue;
+		c->present = true;
+		c->type = v.type;
+		if (v.type == jbvString)
+		{
+			c->str = pnstrdup(v.val.string.val, v.val.string.len);
+			c->len = v.val.string.len;
+		}
+		else if (v.type == jbvNumeric)
+		{
+			c->number = strtod(DatumGetCString(DirectFunctionCall1(numeric_out,
+																   NumericGetDatum(v.val.numeric))),
+							   NULL);
+			c->number_ok = !isinf(c->number);
+		}
+	}
+}
+
+/*
+ * Parse the token into *parts (jwt_parse.c) and, in a UTF-8 database, build
+ * its claims into *b in the same pass; refuse a malformed token.
+ *
+ * jwt_parse.c accepts only JSON that jsonb accepts, so building cannot
+ * fail; if it ever did, a jsonb message could quote the payload, so any
+ * error is caught and becomes the uniform token error.  Building takes no
+ * locks or buffers: flushing the error is safe.  In a database whose
+ * encoding is not UTF-8, the claims are left to jsonb_in (claims_jsonb),
+ * which converts the strings to the server encoding.
+ */
+static void
+parse_token(text *token, BvJwtParts *parts, ClaimsBuilder *b)
+{
+	size_t len = VARSIZE_ANY_EXHDR(token);
+	uint8 *work;
+	MemoryContext ctx = CurrentMemoryContext;
+	volatile BvJwtParseResult r = BV_JWT_PARSE_JSON;
+
+	if (len > (size_t) bv_jwt_max_size)
+		jwt_reject(REJECT_TOO_LARGE);
+	work = palloc(BV_JWT_WORK_LEN(len));
+	memset(b, 0, sizeof(*b));
+	b->pending = CLAIM_OTHER;
 	PG_TRY();
 	{
-		if (GetDatabaseEncoding() == PG_UTF8)
-		{
-			ClaimsBuilder b;
-			char *scratch = palloc(len + 1);
-
-			memset(&b, 0, sizeof(b));
-			if (bv_json_walk(payload, len, scratch, len + 1, &claims_handlers, &b) &&
-				b.depth == 0 && b.result != NULL)
-				result = JsonbValueToJsonb(b.result);
-			else
-				failed = true;
-		}
-		else
-			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														CStringGetDatum(pnstrdup((const char *) payload, len))));
+		r = bv_jwt_parse_walk(VARDATA_ANY(token), len, bv_jwt_max_size, work,
+							  BV_JWT_WORK_LEN(len),
+							  GetDatabaseEncoding() == PG_UTF8 ? &claims_handlers : NULL,
+							  b, parts);
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(ctx);
 		FlushErrorState();
-		failed = true;
+		r = BV_JWT_PARSE_JSON;
 	}
 	PG_END_TRY();
-	if (failed)
+	switch (r)
+	{
+		case BV_JWT_PARSE_OK:
+			break;
+		case BV_JWT_PARSE_TOO_LARGE:
+			jwt_reject(REJECT_TOO_LARGE);
+		case BV_JWT_PARSE_CRIT:
+			jwt_reject(REJECT_CRIT);
+		default:
+			jwt_reject(REJECT_MALFORMED);
+	}
+}
+
+/*
+ * The claims of a token whose signature holds, as jsonb, with its
+ * registered claims noted in *b.
+ */
+static Jsonb *
+claims_jsonb(const BvJwtParts *parts, ClaimsBuilder *b)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	Jsonb *volatile result = NULL;
+
+	PG_TRY();
+	{
+		if (GetDatabaseEncoding() == PG_UTF8)
+		{
+			if (b->depth == 0 && b->result != NULL)
+				result = JsonbValueToJsonb(b->result);
+		}
+		else
+		{
+			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														CStringGetDatum(pnstrdup((const char *) parts->payload,
+																				 parts->payload_len))));
+			note_claims_from_jsonb(result, b);
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(ctx);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	if (result == NULL)
 		jwt_reject(REJECT_CLAIMS);
 	return result;
 }
 
-/* Refuse the token if any claim check fails. */
-static void
-check_claims(Jsonb *claims, const BvJwtKey *key)
+/* A NumericDate claim: absent -> false; not a number -> refused. */
+static bool
+time_claim(const SeenClaim *c, double *value)
 {
-	double now = unix_now();
+	if (!c->present)
+		return false;
+	if (c->type != jbvNumeric || !c->number_ok)
+		jwt_reject(REJECT_CLAIMS);
+	*value = c->number;
+	return true;
+}
+
+static inline bool
+seen_string_equals(const SeenClaim *c, const char *s)
+{
+	return c->present && c->type == jbvString && (size_t) c->len == strlen(s) &&
+		   memcmp(c->str, s, c->len) == 0;
+}
+
+/* Is "aud" (a string, or an array of strings) naming audience? */
+static bool
+audience_matches(Jsonb *claims, const SeenClaim *aud, const char *audience)
+{
+	JsonbValue v;
+
+	if (!aud->present)
+		return false;
+	if (aud->type == jbvString)
+		return seen_string_equals(aud, audience);
+	if (aud->type == jbvBinary &&
+		getKeyJsonValueFromContainer(&claims->root, "aud", 3, &v) != NULL &&
+		v.type == jbvBinary)
+	{
+		JsonbIterator *it = JsonbIteratorInit(v.val.binary.data);
+		JsonbIteratorToken tok;
+		JsonbValue elem;
+		bool found = false;
+		int depth = 0;
+		size_t audience_len = strlen(audience);
+
+		while ((tok = JsonbIteratorNext(&it, &elem, false)) != WJB_DONE)
+		{
+			if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+				depth++;
+			else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+				depth--;
+			else if (tok == WJB_ELEM && depth == 1 && elem.type == jbvString &&
+					 (size_t) elem.val.string.len == audience_len &&
+					 memcmp(elem.val.string.val, audience, audience_len) == 0)
+				found = true;
+		}
+		return found;
+	}
+	return false;
+}
+
+/* Refuse the token if any claim check fails; now is the call's clock. */
+static void
+check_claims(Jsonb *claims, const ClaimsBuilder *b, const BvJwtKey *key,
+			 TimestampTz now_ts)
+{
+	double now = unix_seconds(now_ts);
 	double leeway = bv_jwt_leeway;
 	double exp = 0;
 	double t;
 	bool has_exp;
 	const char *issuer;
-	JsonbValue v;
+	const SeenClaim *jti = &b->seen[CLAIM_JTI];
 
-	has_exp = time_claim(claims, "exp", &exp);
+	has_exp = time_claim(&b->seen[CLAIM_EXP], &exp);
 	if (!has_exp && bv_jwt_require_exp)
 		jwt_reject(REJECT_NO_EXP);
 	if (has_exp && now >= exp + leeway)
 		jwt_reject(REJECT_EXPIRED);
-	if (time_claim(claims, "nbf", &t) && now + leeway < t)
+	if (time_claim(&b->seen[CLAIM_NBF], &t) && now + leeway < t)
 		jwt_reject(REJECT_NOT_YET);
-	if (time_claim(claims, "iat", &t) && now + leeway < t)
+	if (time_claim(&b->seen[CLAIM_IAT], &t) && now + leeway < t)
 		jwt_reject(REJECT_NOT_YET);
 
 	issuer = key->issuer ? key->issuer : (bv_jwt_issuer && bv_jwt_issuer[0] ? bv_jwt_issuer : NULL);
-	if (issuer && !(claim(claims, "iss", &v) && string_equals(&v, issuer)))
+	if (issuer && !seen_string_equals(&b->seen[CLAIM_ISS], issuer))
 		jwt_reject(REJECT_ISSUER);
-	if (bv_jwt_audience && bv_jwt_audience[0] && !audience_matches(claims, bv_jwt_audience))
+	if (bv_jwt_audience && bv_jwt_audience[0] &&
+		!audience_matches(claims, &b->seen[CLAIM_AUD], bv_jwt_audience))
 		jwt_reject(REJECT_AUDIENCE);
 
-	if (claim(claims, "jti", &v))
+	if (jti->present)
 	{
-		char *jti;
-
-		if (v.type != jbvString || v.val.string.len == 0 || v.val.string.len > BV_JWT_KID_MAX)
+		if (jti->type != jbvString || jti->len == 0 || jti->len > BV_JWT_KID_MAX)
 			jwt_reject(REJECT_CLAIMS);
-		jti = pnstrdup(v.val.string.val, v.val.string.len);
-		if (bv_jwt_jti_revoked(jti))
+		/* jti->str is NUL-terminated, and holds no NUL (no \u0000) */
+		if (bv_jwt_jti_revoked(jti->str))
 			jwt_reject(REJECT_REVOKED);
 		if (bv_jwt_replay_check)
 		{
@@ -344,7 +543,7 @@ check_claims(Jsonb *claims, const BvJwtKey *key)
 			 * the bucket is idle and may be evicted.
 			 */
 			double lifetime = has_exp ? exp + leeway - now : 86400.0 * 365;
-			char *rkey = psprintf("jti:%s", jti);
+			char *rkey = psprintf("jti:%s", jti->str);
 			double retry;
 
 			if (!bv_ratelimit_take(rkey, strlen(rkey), 1.0 / Max(lifetime, 1.0), 1.0, &retry))
@@ -365,46 +564,31 @@ Datum
 bv_jwt_verify(PG_FUNCTION_ARGS)
 {
 	text *token = PG_GETARG_TEXT_PP(0);
-	size_t len = VARSIZE_ANY_EXHDR(token);
 	BvJwtParts parts;
-	uint8 *work;
 	BvJwtAlg alg;
-	BvJwtKey *candidates;
-	BvJwtKey *key = NULL;
-	int ncandidates;
-	int i;
+	BvJwtKey *key;
+	int pos = 0;
+	TimestampTz now;
 	Jsonb *claims;
+	ClaimsBuilder builder;
 
-	if (len > (size_t) bv_jwt_max_size)
-		jwt_reject(REJECT_TOO_LARGE);
-	work = palloc(BV_JWT_WORK_LEN(len));
-	switch (bv_jwt_parse(VARDATA_ANY(token), len, bv_jwt_max_size, work,
-						 BV_JWT_WORK_LEN(len), &parts))
-	{
-		case BV_JWT_PARSE_OK:
-			break;
-		case BV_JWT_PARSE_TOO_LARGE:
-			jwt_reject(REJECT_TOO_LARGE);
-		case BV_JWT_PARSE_CRIT:
-			jwt_reject(REJECT_CRIT);
-		default:
-			jwt_reject(REJECT_MALFORMED);
-	}
+	parse_token(token, &parts, &builder);
 
 	alg = bv_jwt_alg_from_name(parts.alg);
 	if (alg == BV_ALG_INVALID)
 		jwt_reject(REJECT_SIGNATURE);
-	candidates = bv_jwt_keys_usable(alg, parts.has_kid ? parts.kid : NULL, &ncandidates);
-	for (i = 0; i < ncandidates && key == NULL; i++)
-		if (bv_jwt_key_verify(&candidates[i], (const uint8 *) parts.signing_input,
+	/* one reading of the clock for the key windows and the claims */
+	now = GetCurrentTimestamp();
+	while ((key = bv_jwt_key_next(alg, parts.has_kid ? parts.kid : NULL, now, &pos)) != NULL)
+		if (bv_jwt_key_verify(key, (const uint8 *) parts.signing_input,
 							  parts.signing_input_len, parts.signature,
 							  parts.signature_len))
-			key = &candidates[i];
+			break;
 	if (key == NULL)
 		jwt_reject(REJECT_SIGNATURE);
 
-	claims = claims_jsonb(parts.payload, parts.payload_len);
-	check_claims(claims, key);
+	claims = claims_jsonb(&parts, &builder);
+	check_claims(claims, &builder, key, now);
 	PG_RETURN_JSONB_P(claims);
 }
 

@@ -294,25 +294,22 @@ ensure_cache(void)
 }
 
 /*
- * bv_jwt_keys_usable
- *		The keys a token with this alg (and kid, if not NULL) may be verified
- *		with, now: same algorithm, active, inside their validity window.
- *		Returns a palloc'd array of pointers into the cache (valid until the
- *		next invalidation is processed, i.e. for the current call).
+ * bv_jwt_key_next
+ *		The next key, from *pos on, that a token with this alg (and kid, if
+ *		not NULL) may be verified with at time now: same algorithm, active,
+ *		inside its validity window; NULL when there is none left.  Start with
+ *		*pos = 0.  The key belongs to the cache: it stays valid until the
+ *		next invalidation is processed (so for the current call, which takes
+ *		no lock in between).  Allocates nothing.
  */
 BvJwtKey *
-bv_jwt_keys_usable(BvJwtAlg alg, const char *kid, int *nkeys)
+bv_jwt_key_next(BvJwtAlg alg, const char *kid, TimestampTz now, int *pos)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	int i;
-	int n = 0;
-	BvJwtKey *out;
-
-	ensure_cache();
-	out = palloc(sizeof(BvJwtKey) * Max(nkeys_cached, 1));
-	for (i = 0; i < nkeys_cached; i++)
+	if (*pos == 0)
+		ensure_cache();
+	while (*pos < nkeys_cached)
 	{
-		BvJwtKey *k = &keys[i];
+		BvJwtKey *k = &keys[(*pos)++];
 
 		if (k->alg != alg)
 			continue;
@@ -322,10 +319,9 @@ bv_jwt_keys_usable(BvJwtAlg alg, const char *kid, int *nkeys)
 			continue;
 		if (k->has_expires_at && now >= k->expires_at)
 			continue;
-		out[n++] = *k;
+		return k;
 	}
-	*nkeys = n;
-	return out;
+	return NULL;
 }
 
 /*

@@ -21,10 +21,18 @@
  *	  implements no header extension (RFC 7515 section 4.1.11).  "jku", "x5u",
  *	  "x5c" and "jwk" are ignored: keys come only from bv.jwt_keys.
  *
+ * The payload is checked by the walker (bv_json_walk's), which can report
+ * every token to callbacks: jwt.c builds the claims jsonb in the same pass
+ * that checks them, so the payload, the bulk of a token, is read once.  The
+ * header is checked by the validator (parse_top_object), which keeps the
+ * top-level members for "alg", "kid" and "crit".  Both hold an object to
+ * the same rules; the fuzzer cross-checks them.
+ *
  * Plain C: no PostgreSQL, no OpenSSL, no allocation.  The caller passes a
- * work buffer (BV_JWT_WORK_LEN bytes) that receives the decoded segments;
- * the libFuzzer harness (tests/fuzz/jwt_fuzz.c) drives these functions
- * directly.  No state is kept between calls.
+ * work buffer (BV_JWT_WORK_LEN bytes) that receives the decoded segments and
+ * the payload's unescaped strings; the libFuzzer harness
+ * (tests/fuzz/jwt_fuzz.c) drives these functions directly.  No state is
+ * kept between calls.
  *
  *-------------------------------------------------------------------------
  */
@@ -53,6 +61,32 @@ typedef struct JsonMember
 } JsonMember;
 
 static bool parse_value(JsonCursor *c);
+
+/*
+ * Bytes that stand for themselves inside a JSON string: printable ASCII
+ * other than '"' and '\\' (control characters are refused, bytes from 0x80
+ * start a UTF-8 sequence that is checked on its own).
+ */
+#define PLAIN(b) ((b) >= 0x20 && (b) < 0x80 && (b) != '"' && (b) != '\\')
+#define PLAIN_ROW(r)                                                          \
+	PLAIN(r + 0), PLAIN(r + 1), PLAIN(r + 2), PLAIN(r + 3), PLAIN(r + 4),     \
+		PLAIN(r + 5), PLAIN(r + 6), PLAIN(r + 7), PLAIN(r + 8), PLAIN(r + 9), \
+		PLAIN(r + 10), PLAIN(r + 11), PLAIN(r + 12), PLAIN(r + 13),           \
+		PLAIN(r + 14), PLAIN(r + 15)
+static const bool json_plain[256] = {
+	PLAIN_ROW(0x00), PLAIN_ROW(0x10), PLAIN_ROW(0x20), PLAIN_ROW(0x30),
+	PLAIN_ROW(0x40), PLAIN_ROW(0x50), PLAIN_ROW(0x60), PLAIN_ROW(0x70),
+	PLAIN_ROW(0x80), PLAIN_ROW(0x90), PLAIN_ROW(0xA0), PLAIN_ROW(0xB0),
+	PLAIN_ROW(0xC0), PLAIN_ROW(0xD0), PLAIN_ROW(0xE0), PLAIN_ROW(0xF0)};
+
+/* The end of the run of plain bytes (json_plain) from p, at most end. */
+static inline const uint8_t *
+plain_run_end(const uint8_t *p, const uint8_t *end)
+{
+	while (p < end && json_plain[*p])
+		p++;
+	return p;
+}
 
 static inline void
 skip_ws(JsonCursor *c)
@@ -251,14 +285,19 @@ parse_string(JsonCursor *c, char *out, size_t cap, size_t *out_len)
 		}
 		if (ch < 0x80)
 		{
+			/* a run of plain ASCII, the common case, copied at once */
+			const uint8_t *run = c->p;
+			size_t n;
+
+			c->p = plain_run_end(c->p + 1, c->end);
+			n = (size_t) (c->p - run);
 			if (out)
 			{
-				if (len + 1 > cap)
+				if (len + n > cap)
 					return false;
-				out[len] = (char) ch;
+				memcpy(out + len, run, n);
 			}
-			len++;
-			c->p++;
+			len += n;
 		}
 		else
 		{
@@ -372,7 +411,7 @@ parse_object(JsonCursor *c, JsonMember *members, size_t *nmembers)
 				return false;
 			m->name[m->name_len] = '\0';
 			for (i = 0; i < n; i++)
-				if (members[i].name_len == m->name_len &&
+				if (members[i].name_len == m->name_len && members[i].name[0] == m->name[0] &&
 					memcmp(members[i].name, m->name, m->name_len) == 0)
 					return false; /* duplicate member */
 		}
@@ -508,29 +547,70 @@ bv_json_object_is_strict(const uint8_t *json, size_t len)
 	return parse_top_object(json, len, members, &n);
 }
 
-/* The walker: the same grammar, reporting each token to the handlers. */
+/*
+ * The walker: the same grammar, reporting each token to the handlers (if
+ * any).  A top-level object is held to the rules of parse_top_object: its
+ * member names at most MEMBER_NAME_MAX bytes and unique.  So for an object
+ * the walker and bv_json_object_is_strict() accept the same texts, which
+ * the fuzzer checks both ways (bv_jwt_parse() validates the payload with
+ * the walker, and its result is checked with the validator).
+ */
 typedef struct JsonWalk
 {
 	JsonCursor c;
 	char *scratch;
 	size_t scratch_len;
-	const BvJsonHandlers *h;
+	size_t scratch_used;
+	const BvJsonHandlers *h; /* NULL: only check */
 	void *ctx;
+	/* the top-level object's member names so far (in scratch) */
+	const char *names[BV_JWT_MAX_MEMBERS];
+	size_t name_lens[BV_JWT_MAX_MEMBERS];
 } JsonWalk;
 
 static bool walk_value(JsonWalk *w);
 
+/*
+ * Each string is unescaped to the next free place of scratch and
+ * NUL-terminated there.  It fits: a string's unescaped form plus its NUL is
+ * never longer than its JSON form with quotes, and the strings of a
+ * document do not overlap, so all of them together need at most the
+ * document's length.
+ */
 static bool
-walk_string(JsonWalk *w, bool is_key)
+walk_string(JsonWalk *w, bool is_key, const char **str, size_t *len)
 {
-	size_t len;
+	char *out = w->scratch + w->scratch_used;
 
-	if (!parse_string(&w->c, w->scratch, w->scratch_len, &len))
+	if (w->scratch_used >= w->scratch_len ||
+		!parse_string(&w->c, out, w->scratch_len - w->scratch_used - 1, len))
 		return false;
+	out[*len] = '\0';
+	w->scratch_used += *len + 1;
+	*str = out;
+	if (w->h == NULL)
+		return true;
 	if (is_key)
-		w->h->key(w->ctx, w->scratch, len);
+		w->h->key(w->ctx, out, *len);
 	else
-		w->h->string(w->ctx, w->scratch, len);
+		w->h->string(w->ctx, out, *len);
+	return true;
+}
+
+/* A top-level member name: short enough, and not seen before. */
+static inline bool
+top_name_ok(JsonWalk *w, size_t n, const char *name, size_t len)
+{
+	size_t i;
+
+	if (len > MEMBER_NAME_MAX)
+		return false;
+	for (i = 0; i < n; i++)
+		if (w->name_lens[i] == len && w->names[i][0] == name[0] &&
+			memcmp(w->names[i], name, len) == 0)
+			return false; /* duplicate member */
+	w->names[n] = name;
+	w->name_lens[n] = len;
 	return true;
 }
 
@@ -539,14 +619,19 @@ walk_container(JsonWalk *w, bool object)
 {
 	size_t n = 0;
 	uint8_t close = object ? '}' : ']';
+	bool top_object;
 
 	if (++w->c.depth > BV_JWT_JSON_DEPTH)
 		return false;
+	top_object = object && w->c.depth == 1;
 	w->c.p++;
-	if (object)
-		w->h->object_start(w->ctx);
-	else
-		w->h->array_start(w->ctx);
+	if (w->h)
+	{
+		if (object)
+			w->h->object_start(w->ctx);
+		else
+			w->h->array_start(w->ctx);
+	}
 	skip_ws(&w->c);
 	if (w->c.p < w->c.end && *w->c.p == close)
 		w->c.p++;
@@ -558,7 +643,13 @@ walk_container(JsonWalk *w, bool object)
 			skip_ws(&w->c);
 			if (object)
 			{
-				if (w->c.p >= w->c.end || *w->c.p != '"' || !walk_string(w, true))
+				const char *name;
+				size_t name_len;
+
+				if (w->c.p >= w->c.end || *w->c.p != '"' ||
+					!walk_string(w, true, &name, &name_len))
+					return false;
+				if (top_object && !top_name_ok(w, n - 1, name, name_len))
 					return false;
 				skip_ws(&w->c);
 				if (w->c.p >= w->c.end || *w->c.p != ':')
@@ -582,10 +673,13 @@ walk_container(JsonWalk *w, bool object)
 			break;
 		}
 	w->c.depth--;
-	if (object)
-		w->h->object_end(w->ctx);
-	else
-		w->h->array_end(w->ctx);
+	if (w->h)
+	{
+		if (object)
+			w->h->object_end(w->ctx);
+		else
+			w->h->array_end(w->ctx);
+	}
 	return true;
 }
 
@@ -593,6 +687,9 @@ static bool
 walk_value(JsonWalk *w)
 {
 	const uint8_t *start = w->c.p;
+	const char *str;
+	size_t len;
+	int literal;
 
 	if (w->c.p >= w->c.end)
 		return false;
@@ -603,49 +700,72 @@ walk_value(JsonWalk *w)
 		case '[':
 			return walk_container(w, false);
 		case '"':
-			return walk_string(w, false);
+			return walk_string(w, false, &str, &len);
 		case 'n':
 			if (!parse_literal(&w->c, "null", 4))
 				return false;
-			w->h->literal(w->ctx, 0);
-			return true;
+			literal = 0;
+			break;
 		case 't':
 			if (!parse_literal(&w->c, "true", 4))
 				return false;
-			w->h->literal(w->ctx, 1);
-			return true;
+			literal = 1;
+			break;
 		case 'f':
 			if (!parse_literal(&w->c, "false", 5))
 				return false;
-			w->h->literal(w->ctx, 2);
-			return true;
+			literal = 2;
+			break;
 		default:
 			if (!parse_number(&w->c))
 				return false;
-			w->h->number(w->ctx, (const char *) start, w->c.p - start);
+			if (w->h)
+				w->h->number(w->ctx, (const char *) start, w->c.p - start);
 			return true;
 	}
+	if (w->h)
+		w->h->literal(w->ctx, literal);
+	return true;
+}
+
+/* Walk one JSON value with surrounding whitespace; object: it must be one. */
+static bool
+walk_document(const uint8_t *json, size_t len, char *scratch, size_t scratch_len,
+			  const BvJsonHandlers *h, void *ctx, bool object)
+{
+	JsonWalk w;
+
+	w.c.p = json;
+	w.c.end = json + len;
+	w.c.depth = 0;
+	w.scratch = scratch;
+	w.scratch_len = scratch_len;
+	w.scratch_used = 0;
+	w.h = h;
+	w.ctx = ctx;
+	skip_ws(&w.c);
+	if (object && (w.c.p >= w.c.end || *w.c.p != '{'))
+		return false;
+	if (!walk_value(&w))
+		return false;
+	skip_ws(&w.c);
+	return w.c.p == w.c.end;
 }
 
 /*
  * bv_json_walk
  *		Report the tokens of one JSON value (with surrounding whitespace,
- *		nothing else) to the handlers.  scratch must hold len bytes (no
- *		unescaped string is longer than its escaped form).  Returns false,
- *		possibly after some callbacks, if json is not valid under the rules
- *		above; callers walk text that bv_jwt_parse() already accepted.
+ *		nothing else) to the handlers.  scratch must hold len + 1 bytes; the
+ *		strings passed to the handlers live there, each NUL-terminated at its
+ *		own place, until the caller frees scratch.  Returns false, possibly
+ *		after some callbacks, if json is not valid under the rules above
+ *		(for an object, exactly those of bv_json_object_is_strict()).
  */
 bool
 bv_json_walk(const uint8_t *json, size_t len, char *scratch, size_t scratch_len,
 			 const BvJsonHandlers *h, void *ctx)
 {
-	JsonWalk w = {{json, json + len, 0}, scratch, scratch_len, h, ctx};
-
-	skip_ws(&w.c);
-	if (!walk_value(&w))
-		return false;
-	skip_ws(&w.c);
-	return w.c.p == w.c.end;
+	return walk_document(json, len, scratch, scratch_len, h, ctx, false);
 }
 
 /* Read a string member's value, unescaped, into out (cap bytes + NUL). */
@@ -680,14 +800,18 @@ decode_segment(const char *s, size_t len, uint8_t **pos, const uint8_t *limit,
 }
 
 /*
- * bv_jwt_parse
- *		Parse token (len bytes, not necessarily NUL-terminated) into parts.
- *		work must hold BV_JWT_WORK_LEN(len) bytes.  Nothing is verified
- *		cryptographically here.
+ * bv_jwt_parse_walk
+ *		Parse token (len bytes, not necessarily NUL-terminated) into parts,
+ *		reporting the payload's tokens to h (if not NULL) as it is checked,
+ *		so that a caller can build the claims in the same pass.  The strings
+ *		passed to h live in work.  work must hold BV_JWT_WORK_LEN(len)
+ *		bytes.  Nothing is verified cryptographically here.  On failure, h
+ *		may have seen part of the payload.
  */
 BvJwtParseResult
-bv_jwt_parse(const char *token, size_t len, size_t max_len, uint8_t *work,
-			 size_t work_len, BvJwtParts *parts)
+bv_jwt_parse_walk(const char *token, size_t len, size_t max_len, uint8_t *work,
+				  size_t work_len, const BvJsonHandlers *h, void *ctx,
+				  BvJwtParts *parts)
 {
 	const char *dot1;
 	const char *dot2;
@@ -722,7 +846,8 @@ bv_jwt_parse(const char *token, size_t len, size_t max_len, uint8_t *work,
 	parts->signing_input = token;
 	parts->signing_input_len = dot2 - token;
 
-	if (!parse_top_object(parts->payload, parts->payload_len, members, &nmembers))
+	/* the rest of work is the walker's scratch: payload_len + 1 bytes fit */
+	if (!walk_document(parts->payload, parts->payload_len, (char *) pos, limit - pos, h, ctx, true))
 		return BV_JWT_PARSE_JSON;
 	if (!parse_top_object(parts->header, parts->header_len, members, &nmembers))
 		return BV_JWT_PARSE_JSON;
@@ -731,22 +856,33 @@ bv_jwt_parse(const char *token, size_t len, size_t max_len, uint8_t *work,
 	{
 		const JsonMember *m = &members[i];
 
-		if (strcmp(m->name, "alg") == 0)
+		if (m->name_len == 3 && memcmp(m->name, "alg", 3) == 0)
 		{
 			if (!member_string(m, parts->alg, BV_JWT_ALG_MAX))
 				return BV_JWT_PARSE_HEADER;
 			has_alg = true;
 		}
-		else if (strcmp(m->name, "kid") == 0)
+		else if (m->name_len == 3 && memcmp(m->name, "kid", 3) == 0)
 		{
 			if (!member_string(m, parts->kid, BV_JWT_KID_MAX) || parts->kid[0] == '\0')
 				return BV_JWT_PARSE_HEADER;
 			parts->has_kid = true;
 		}
-		else if (strcmp(m->name, "crit") == 0)
+		else if (m->name_len == 4 && memcmp(m->name, "crit", 4) == 0)
 			return BV_JWT_PARSE_CRIT;
 	}
 	if (!has_alg || parts->alg[0] == '\0')
 		return BV_JWT_PARSE_HEADER;
 	return BV_JWT_PARSE_OK;
+}
+
+/*
+ * bv_jwt_parse
+ *		bv_jwt_parse_walk() without handlers: split, decode and check.
+ */
+BvJwtParseResult
+bv_jwt_parse(const char *token, size_t len, size_t max_len, uint8_t *work,
+			 size_t work_len, BvJwtParts *parts)
+{
+	return bv_jwt_parse_walk(token, len, max_len, work, work_len, NULL, NULL, parts);
 }

@@ -51,12 +51,17 @@ typedef struct BvJwtParts
 	bool has_kid;
 } BvJwtParts;
 
-/* Bytes of work buffer bv_jwt_parse needs for a token of len characters. */
-#define BV_JWT_WORK_LEN(len) ((len) + 8)
+/*
+ * Bytes of work buffer bv_jwt_parse needs for a token of len characters:
+ * the decoded segments (at most 3/4 of len) and the payload's unescaped
+ * strings (at most the decoded payload's length, plus one).
+ */
+#define BV_JWT_WORK_LEN(len) (2 * (len) + 8)
 
 /*
  * Callbacks of bv_json_walk(), called in document order.  Strings and keys
- * arrive unescaped (UTF-8) in a scratch buffer that is reused: copy them.
+ * arrive unescaped (UTF-8) and NUL-terminated, each at its own place in the
+ * caller's scratch buffer, where they stay until the caller frees it.
  * Numbers arrive as their JSON text.  literal: 0 null, 1 true, 2 false.
  */
 typedef struct BvJsonHandlers
@@ -77,6 +82,11 @@ extern bool bv_json_walk(const uint8_t *json, size_t len, char *scratch,
 extern BvJwtParseResult bv_jwt_parse(const char *token, size_t len,
 									 size_t max_len, uint8_t *work,
 									 size_t work_len, BvJwtParts *parts);
+extern BvJwtParseResult bv_jwt_parse_walk(const char *token, size_t len,
+										  size_t max_len, uint8_t *work,
+										  size_t work_len,
+										  const BvJsonHandlers *h, void *ctx,
+										  BvJwtParts *parts);
 extern bool bv_json_object_is_strict(const uint8_t *json, size_t len);
 
 #endif /* BV_JWT_PARSE_H */

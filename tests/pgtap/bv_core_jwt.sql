@@ -3,7 +3,7 @@
 -- revocation and jti replay.  Runs as a superuser in one rolled-back
 -- transaction; pgcrypto (contrib) builds tokens independently of bv_core.
 BEGIN;
-SELECT plan(78);
+SELECT plan(96);
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
@@ -78,6 +78,11 @@ CREATE FUNCTION pg_temp.hs256(header text, payload text, secret bytea) RETURNS t
     SELECT pg_temp.b64url(header) || '.' || pg_temp.b64url(payload) || '.' ||
            pg_temp.b64url(hmac(convert_to(pg_temp.b64url(header) || '.' || pg_temp.b64url(payload), 'UTF8'), secret, 'sha256'))
 $$;
+-- The same for HS384 and HS512: digest 'sha384' or 'sha512'.
+CREATE FUNCTION pg_temp.hs(digest text, header text, payload text, secret bytea) RETURNS text LANGUAGE sql AS $$
+    SELECT pg_temp.b64url(header) || '.' || pg_temp.b64url(payload) || '.' ||
+           pg_temp.b64url(hmac(convert_to(pg_temp.b64url(header) || '.' || pg_temp.b64url(payload), 'UTF8'), secret, digest))
+$$;
 CREATE FUNCTION pg_temp.now_s(delta integer DEFAULT 0) RETURNS bigint LANGUAGE sql AS
 $$ SELECT extract(epoch FROM clock_timestamp())::bigint + delta $$;
 -- SQLSTATE and detail of a failed verification ('ok' if it succeeds), and a
@@ -118,6 +123,24 @@ SELECT is(bv.jwt_verify(pg_temp.hs256('{"alg":"HS256","typ":"JWT","kid":"hs"}',
                                       format('{"sub":"indep","exp":%s}', pg_temp.now_s(60)),
                                       'test-secret-0123456789-abcdefghij-XYZ')) ->> 'sub',
           'indep', 'an HS256 token made with pgcrypto verifies');
+-- HMAC keys are pre-keyed hash states: every HS algorithm, and secrets
+-- longer than the hash's block (which HMAC first hashes), agree with pgcrypto.
+INSERT INTO bv.jwt_keys (kid, alg, key) VALUES
+    ('hs384', 'HS384', repeat('s', 48)),
+    ('hs256-long', 'HS256', repeat('L', 100)),
+    ('hs512-long', 'HS512', repeat('M', 200));
+SELECT is(bv.jwt_verify(pg_temp.hs(d, format('{"alg":"%s","kid":"%s"}', a, k), format('{"sub":"indep-%s","exp":%s}', k, pg_temp.now_s(60)),
+                                   convert_to(secret, 'UTF8'))) ->> 'sub',
+          'indep-' || k, 'an ' || a || ' token made with pgcrypto verifies: ' || k)
+FROM (VALUES ('hs384', 'HS384', 'sha384', repeat('s', 48)),
+             ('hs512', 'HS512', 'sha512', repeat('k', 64)),
+             ('hs256-long', 'HS256', 'sha256', repeat('L', 100)),
+             ('hs512-long', 'HS512', 'sha512', repeat('M', 200))) AS v(k, a, d, secret);
+SELECT is(pg_temp.verdict(pg_temp.hs('sha512', '{"alg":"HS512","kid":"hs512-long"}', format('{"sub":"a","exp":%s}', pg_temp.now_s(60)),
+                                     convert_to(repeat('M', 199), 'UTF8'))),
+          '28000 The token''s signature, algorithm or key is not accepted.', 'a long secret one byte short does not verify');
+DELETE FROM bv.jwt_keys WHERE kid IN ('hs384', 'hs256-long', 'hs512-long');
+
 -- RFC 7515 appendix A.1 (HS256, JWK key): the signature holds, the token
 -- expired in 2011, so the verdict is "expired" (claims are checked only
 -- after the signature).
@@ -164,6 +187,21 @@ SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_t
           '28000 The token''s claims are malformed.', 'a non-numeric exp');
 SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_temp.now_s(60), 'nbf', 'soon'), 'hs')),
           '28000 The token''s claims are malformed.', 'a non-numeric nbf');
+-- NumericDate claims are read from the token's text: fractions, integers
+-- beyond 64 bits, and numbers no double can hold (refused like any
+-- malformed claim, never with an error quoting them).
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s.75}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          'ok', 'a fractional exp');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%se0}', pg_temp.now_s(-60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token has expired.', 'an exp with an exponent');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', '{"sub":"a","exp":99999999999999999999}', 'test-secret-0123456789-abcdefghij-XYZ')),
+          'ok', 'an exp beyond 64-bit integers');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', '{"sub":"a","exp":-1}', 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token has expired.', 'a negative exp');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', '{"sub":"a","exp":1e999}', 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token''s claims are malformed.', 'an exp out of the range of a double');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"iat":-1e999}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token''s claims are malformed.', 'an iat out of the range of a double');
 SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_temp.now_s(600), 'nbf', pg_temp.now_s(120)), 'hs')),
           '28000 The token is not valid yet (nbf or iat in the future).', 'nbf in the future');
 SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_temp.now_s(600), 'nbf', pg_temp.now_s(10)), 'hs')),
@@ -186,6 +224,10 @@ SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_t
           '28000 The token''s issuer (iss) is not accepted.', 'the key''s own issuer overrides bv.jwt_issuer');
 SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_temp.now_s(60), 'iss', 'https://other-idp.example', 'aud', 'bitvelocity-api'), 'es')),
           'ok', 'the key''s issuer is accepted');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"iss":"https:\/\/id.example","aud":"bitvelocity-\u0061pi"}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          'ok', 'iss and aud are compared unescaped');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"iss":"https://id.example","aud":["x",["bitvelocity-api"]]}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token''s audience (aud) is not accepted.', 'an aud nested deeper than its array does not count');
 RESET bv.jwt_audience;
 RESET bv.jwt_issuer;
 
@@ -205,6 +247,14 @@ SELECT is(pg_temp.verdict(bv.jwt_sign(jsonb_build_object('sub', 'a', 'exp', pg_t
           '28000 The token is larger than bv.jwt_max_size.', 'oversize token');
 SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"exp":1}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
           '28000 The token is malformed.', 'duplicate claim names');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"\u0065xp":1}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token is malformed.', 'duplicate claim names, one escaped');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"%s":1}', pg_temp.now_s(60), repeat('n', 65)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token is malformed.', 'a claim name over 64 bytes');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"%s":{"%s":1}}', pg_temp.now_s(60), repeat('n', 64), repeat('m', 100)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          'ok', 'a 64-byte claim name, and longer names nested');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('["sub","a","exp",%s]', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token is malformed.', 'claims that are not an object');
 SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a\u0000","exp":%s}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
           '28000 The token is malformed.', 'a NUL escape in the claims');
 SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
@@ -238,6 +288,9 @@ SELECT is(pg_temp.verdict((SELECT t FROM jt WHERE n = 1)), 'ok', 'a token with a
 SELECT bv.jwt_revoke((SELECT bv.jwt_verify(t) ->> 'jti' FROM jt WHERE n = 1), now() + interval '1 minute', 'test');
 SELECT is(pg_temp.verdict((SELECT t FROM jt WHERE n = 1)), '28000 The token has been revoked.', 'revoked jti');
 SELECT ok(bv.jwt_is_revoked((SELECT 'jti-' || txid_current() || '-1')), 'bv.jwt_is_revoked sees the revocation');
+SELECT bv.jwt_revoke('jti/escaped', now() + interval '1 minute', 'test');
+SELECT is(pg_temp.verdict(pg_temp.hs256('{"alg":"HS256","kid":"hs"}', format('{"sub":"a","exp":%s,"jti":"jti\/escaped"}', pg_temp.now_s(60)), 'test-secret-0123456789-abcdefghij-XYZ')),
+          '28000 The token has been revoked.', 'a revoked jti written with an escape');
 SELECT ok(NOT bv.jwt_is_revoked('never-revoked'), 'bv.jwt_is_revoked: other jti are not revoked');
 SET LOCAL bv.jwt_replay_check = on;
 SELECT is(pg_temp.verdict((SELECT t FROM jt WHERE n = 2)), 'ok', 'replay check: first use');

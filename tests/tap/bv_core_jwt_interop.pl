@@ -3,9 +3,15 @@
 # bv.jwt_verify(), and signatures made by bv.jwt_sign() verify with the
 # openssl command line.  Catches errors that a sign-then-verify round trip
 # inside bv_core cannot (both sides wrong the same way, e.g. DER vs R||S).
+#
+# Also, what one transaction cannot show: key rotation across sessions (a
+# key added, deactivated or a jti revoked in another session is seen by the
+# next verification of an open session once committed, and not before), and
+# verification in a database that is not UTF-8.
 use strict;
 use warnings;
 
+use Digest::SHA qw(hmac_sha256);
 use MIME::Base64 qw(encode_base64url decode_base64url);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -145,6 +151,80 @@ for my $k (sort keys %alg)
 	}
 	like($ok, qr/Verified OK|Signature Verified Successfully/, "$alg{$k}: a bv.jwt_sign signature verifies with openssl");
 }
+
+# ---- rotation across sessions ----
+# An HS256 token signed here (Perl's HMAC), with a kid.
+sub hs256_token
+{
+	my ($kid, $secret, $claims) = @_;
+	my $input = encode_base64url(qq({"alg":"HS256","typ":"JWT","kid":"$kid"})) . '.' . encode_base64url($claims);
+	return "$input." . encode_base64url(hmac_sha256($input, $secret));
+}
+
+my $exp = time() + 600;
+my %secret = ('rot-1' => 'rotation-secret-one-0123456789abcdef', 'rot-2' => 'rotation-secret-two-0123456789abcdef');
+my %tok = map { $_ => hs256_token($_, $secret{$_}, qq({"sub":"$_","exp":$exp,"jti":"jti-$_"})) } keys %secret;
+
+# the verifying session stays open (and keeps its key cache) throughout;
+# each query is a transaction of its own, as a pooled connection's would be
+my $verifier = $node->background_psql('bitvelocity');
+$verifier->query_safe(q{CREATE FUNCTION pg_temp.verdict(token text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    detail text;
+BEGIN
+    PERFORM bv.jwt_verify(token);
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN SQLSTATE || ' ' || detail;
+END $$});
+my $refused = "28000 The token's signature, algorithm or key is not accepted.";
+sub verdict
+{
+	my ($token) = @_;
+	return $verifier->query_safe("SELECT pg_temp.verdict('$token')");
+}
+
+$node->safe_psql('bitvelocity', "INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('rot-1', 'HS256', '$secret{'rot-1'}')");
+is(verdict($tok{'rot-1'}), 'ok', 'rotation: a key added by another session verifies in an open session');
+is(verdict($tok{'rot-2'}), $refused, 'rotation: a key not yet added does not');
+
+# an uncommitted change is not seen; its commit is, by the next call
+my $writer = $node->background_psql('bitvelocity');
+$writer->query_safe("BEGIN; INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('rot-2', 'HS256', '$secret{'rot-2'}'); UPDATE bv.jwt_keys SET active = false WHERE kid = 'rot-1'");
+is(verdict($tok{'rot-2'}), $refused, 'rotation: an uncommitted new key is not used');
+is(verdict($tok{'rot-1'}), 'ok', 'rotation: an uncommitted deactivation does not apply');
+$writer->query_safe('COMMIT');
+is(verdict($tok{'rot-2'}), 'ok', 'rotation: the committed new key verifies in the open session');
+is(verdict($tok{'rot-1'}), $refused, 'rotation: the committed deactivation applies in the open session');
+
+# a rolled-back change leaves the cache as it was
+$writer->query_safe("BEGIN; UPDATE bv.jwt_keys SET active = false WHERE kid = 'rot-2'");
+$writer->query_safe('ROLLBACK');
+is(verdict($tok{'rot-2'}), 'ok', 'rotation: a rolled-back deactivation changes nothing');
+
+# revocation from another session
+$writer->query_safe("SELECT bv.jwt_revoke('jti-rot-2', now() + interval '1 hour', 'interop test')");
+is(verdict($tok{'rot-2'}), '28000 The token has been revoked.', 'rotation: a jti revoked by another session is refused in the open session');
+$writer->quit;
+$verifier->quit;
+
+# ---- a database that is not UTF-8 ----
+# The claims go through jsonb_in there (strings converted to the server
+# encoding); the checks read the same claims.
+$node->safe_psql('postgres', "CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+$node->safe_psql('latin1', 'CREATE EXTENSION bv_core');
+$node->safe_psql('latin1', "INSERT INTO bv.jwt_keys (kid, alg, key, issuer) VALUES ('rot-1', 'HS256', '$secret{'rot-1'}', 'https://id.example')");
+my $latin1_token = hs256_token('rot-1', $secret{'rot-1'},
+	qq({"sub":"caf\\u00e9","exp":$exp,"iss":"https:\\/\\/id.example","jti":"j\\u00e9"}));
+is($node->safe_psql('latin1', "SELECT bv.jwt_verify('$latin1_token') ->> 'sub' = 'caf' || chr(233)"),
+	't', 'LATIN1 database: the claims are converted to the server encoding');
+my $bad_iss = hs256_token('rot-1', $secret{'rot-1'}, qq({"sub":"x","exp":$exp,"iss":"https://other.example"}));
+my ($ret, $stdout, $stderr) = $node->psql('latin1', "SELECT bv.jwt_verify('$bad_iss')");
+like($stderr, qr/The token's issuer \(iss\) is not accepted/, 'LATIN1 database: the issuer is checked');
+$node->safe_psql('latin1', "SELECT bv.jwt_revoke('j' || chr(233), now() + interval '1 hour', 'interop test')");
+($ret, $stdout, $stderr) = $node->psql('latin1', "SELECT bv.jwt_verify('$latin1_token')");
+like($stderr, qr/The token has been revoked/, 'LATIN1 database: a revoked jti is compared in the server encoding');
 
 $node->stop;
 done_testing();
