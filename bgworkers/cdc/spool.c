@@ -12,11 +12,12 @@
  * bad receiver fall behind without holding the slot, and so the other
  * sinks, back (docs/adr/0031).
  *
- * Order per key: a key's rows are delivered one at a time in id order.  The
- * rows of one key keep non-decreasing next_attempt_at (a retry pushes the
- * later rows of its key along, new rows inherit the key's next attempt), so
- * fetching due rows in id order never returns a key's later row before its
- * earlier one.
+ * Order per key: a key's rows are delivered one at a time in id order: only
+ * the oldest row of a key is ever fetched.  The rows of one key also keep
+ * non-decreasing next_attempt_at (a retry pushes the later rows of its key
+ * along, new rows inherit the key's next attempt), so a key's later rows do
+ * not look due while its head waits.  webhook.c writes a key's events to the
+ * spool in their order (an event follows its key's earlier ones).
  *
  * All writes of one round (new rows, retries rescheduled, deliveries,
  * parked events) go in one transaction, committed with synchronous_commit
@@ -381,8 +382,11 @@ wh_spool_fetch(const char *sink, int limit, dlist_head *out, TimestampTz *next_d
 		args[1] = Int32GetDatum(limit);
 		if (SPI_execute_with_args(
 				"SELECT id, route_id, event_id, key, topic, op, tbl, lsn::text, traceparent, hold, "
-				"body, attempts, first_attempt_at FROM bv_cdc.webhook_spool "
-				"WHERE sink = $1 AND next_attempt_at <= pg_catalog.now() ORDER BY id LIMIT $2",
+				"body, attempts, first_attempt_at FROM bv_cdc.webhook_spool s "
+				"WHERE sink = $1 AND next_attempt_at <= pg_catalog.now() "
+				"AND NOT EXISTS (SELECT 1 FROM bv_cdc.webhook_spool e "
+				"WHERE e.sink = s.sink AND e.key = s.key AND e.id < s.id) "
+				"ORDER BY id LIMIT $2",
 				2, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read bv_cdc.webhook_spool");
 		for (i = 0; i < SPI_processed; i++)

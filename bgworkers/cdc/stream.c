@@ -877,7 +877,7 @@ cdc_stream_run(CdcConfig **cfgp)
 			ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							  errmsg("bv_cdc could not start sink \"%s\": %s", cfg->sinks[i].name,
 									 errbuf),
-							  errhint("Fix the sink with bv_cdc.drop_sink and bv_cdc.add_sink.")));
+							  errhint("The worker retries with back-off; if the sink's configuration is wrong, change it with bv_cdc.alter_sink.")));
 			cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);
 			return;
 		}

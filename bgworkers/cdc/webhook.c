@@ -172,7 +172,7 @@ webhook_validate(List *keys, List *values)
 	(void) cdc_property_int(keys, values, "timeout_ms", 10000, 100, 600000);
 	(void) cdc_property_int(keys, values, "connect_timeout_ms", 5000, 100, 600000);
 	(void) cdc_property_int(keys, values, "max_concurrency", 16, 1, 1024);
-	(void) cdc_property_int(keys, values, "max_attempts", 10, 1, 1000);
+	(void) cdc_property_int(keys, values, "max_attempts", 300, 1, 100000);
 	(void) cdc_property_int(keys, values, "max_age_s", 86400, 1, 30 * 86400);
 	(void) cdc_property_int(keys, values, "retry_base_ms", 500, 1, 3600000);
 	(void) cdc_property_int(keys, values, "retry_max_ms", 300000, 1, 86400000);
@@ -249,7 +249,7 @@ webhook_start(CdcSink *sink, char *errbuf, size_t errlen)
 	ws->timeout_ms = cdc_property_int(k, v, "timeout_ms", 10000, 100, 600000);
 	ws->connect_timeout_ms = cdc_property_int(k, v, "connect_timeout_ms", 5000, 100, 600000);
 	ws->max_concurrency = cdc_property_int(k, v, "max_concurrency", 16, 1, 1024);
-	ws->max_attempts = cdc_property_int(k, v, "max_attempts", 10, 1, 1000);
+	ws->max_attempts = cdc_property_int(k, v, "max_attempts", 300, 1, 100000);
 	ws->max_age_s = cdc_property_int(k, v, "max_age_s", 86400, 1, 30 * 86400);
 	ws->retry_base_ms = cdc_property_int(k, v, "retry_base_ms", 500, 1, 3600000);
 	ws->retry_max_ms = cdc_property_int(k, v, "retry_max_ms", 300000, 1, 86400000);
@@ -662,12 +662,13 @@ complete(WhSink *ws, WhConn *c, CURLcode res)
 
 	if (it->opaque != 0)
 		k->live--;
-	if (retry)
-		circuit_failure(ws);
-	else
-		ws->failures = 0; /* the endpoint answered: it is up */
 	cdc_sink_note_error(ws->sink, false, "%s", it->error);
 
+	/*
+	 * The event first, then the key's later queued events behind it, and
+	 * only then the breaker (which may spill the whole queue): a key's
+	 * events reach the spool in their order.
+	 */
 	if (!retry)
 		to_dead(ws, it, WH_DEAD_PERMANENT);
 	else if (it->attempts >= ws->max_attempts ||
@@ -675,9 +676,13 @@ complete(WhSink *ws, WhConn *c, CURLcode res)
 		to_dead(ws, it, WH_DEAD_EXHAUSTED);
 	else
 		to_spool(ws, it,
-				 TimestampTzPlusMilliseconds(now, retry_delay_ms(ws, it->attempts, c->retry_after_ms)));
-	/* Later queued events of the key follow it, in order. */
+				 TimestampTzPlusMilliseconds(now,
+											 retry_delay_ms(ws, it->attempts, c->retry_after_ms)));
 	spill_queue(ws, &it->keyhash, 0);
+	if (retry)
+		circuit_failure(ws);
+	else
+		ws->failures = 0; /* the endpoint answered: it is up */
 }
 
 static void
@@ -799,7 +804,7 @@ dispatch(WhSink *ws)
 		if ((c = free_conn(ws)) == NULL || scanned++ >= WH_SCAN_LIMIT)
 			break;
 		if (key_of(ws, w->keyhash)->busy > 0)
-			continue;
+			continue; /* one request per key at a time */
 		dlist_delete(&w->node);
 		ws->nqueued--;
 		if (!start_request(ws, c, w))
@@ -923,9 +928,15 @@ webhook_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		return CDC_PRODUCE_RESTART;
 	}
 	k = key_of(ws, it->keyhash);
+	/*
+	 * Behind the key's earlier events, wherever they are: parked (hold), in
+	 * the spool, or in memory (queued or in flight; if those fail, this one
+	 * follows them to the spool).  Otherwise, while the circuit is not
+	 * closed, straight to the spool.
+	 */
 	if (k->held && it->hold)
 		to_dead(ws, it, WH_DEAD_HELD);
-	else if (k->spooled > 0 || ws->circuit != CIRCUIT_CLOSED)
+	else if (k->spooled > 0 || (k->live == 0 && ws->circuit != CIRCUIT_CLOSED))
 		to_spool(ws, it, ws->circuit == CIRCUIT_OPEN ? ws->open_until : 0);
 	else
 	{
