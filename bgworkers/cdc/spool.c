@@ -217,7 +217,7 @@ flush_rows(const char *sink, WhSpoolOps *ops)
 
 	dlist_foreach(it, &ops->to_spool)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		Datum v[SPOOL_COLS];
 		char n[SPOOL_COLS];
 
@@ -231,7 +231,7 @@ flush_rows(const char *sink, WhSpoolOps *ops)
 	}
 	dlist_foreach(it, &ops->to_update)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		Oid types[7] = {INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, TEXTOID,
 						TEXTOID};
 		Datum v[7];
@@ -258,7 +258,7 @@ flush_rows(const char *sink, WhSpoolOps *ops)
 	}
 	dlist_foreach(it, &ops->to_delete)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		Oid types[1] = {INT8OID};
 		Datum v[1] = {Int64GetDatum(w->spool_id)};
 
@@ -267,7 +267,7 @@ flush_rows(const char *sink, WhSpoolOps *ops)
 	}
 	dlist_foreach(it, &ops->to_dead)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		Datum v[SPOOL_COLS + 2];
 		char n[SPOOL_COLS + 2];
 		Oid types[SPOOL_COLS + 2];

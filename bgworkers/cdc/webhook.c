@@ -385,7 +385,7 @@ spill_queue(WhSink *ws, const uint64 *only_key, TimestampTz not_before)
 
 	dlist_foreach_modify(it, &ws->queue)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		WhKey *k;
 
 		if (only_key != NULL && w->keyhash != *only_key)
@@ -713,7 +713,7 @@ finish_flush(WhSink *ws)
 
 	dlist_foreach_modify(it, &ws->ops.to_spool)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 
 		dlist_delete(&w->node);
 		if (w->opaque != 0)
@@ -722,14 +722,14 @@ finish_flush(WhSink *ws)
 	}
 	dlist_foreach_modify(it, &ws->ops.to_update)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 
 		dlist_delete(&w->node);
 		free(w);
 	}
 	dlist_foreach_modify(it, &ws->ops.to_delete)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		WhKey *k = key_of(ws, w->keyhash);
 
 		dlist_delete(&w->node);
@@ -740,7 +740,7 @@ finish_flush(WhSink *ws)
 	}
 	dlist_foreach_modify(it, &ws->ops.to_dead)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 		WhKey *k = key_of(ws, w->keyhash);
 
 		dlist_delete(&w->node);
@@ -799,7 +799,7 @@ dispatch(WhSink *ws)
 
 	dlist_foreach_modify(it, &ws->queue)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 
 		if ((c = free_conn(ws)) == NULL || scanned++ >= WH_SCAN_LIMIT)
 			break;
@@ -828,7 +828,7 @@ dispatch(WhSink *ws)
 		n = wh_spool_fetch(ws->sink->name, nfree * 4, &rows, &next_due);
 		dlist_foreach_modify(it, &rows)
 		{
-			WhItem *w = dlist_container(WhItem, node, it.cur);
+			WhItem *w = wh_item_of(it.cur);
 			WhKey *k = key_of(ws, w->keyhash);
 
 			dlist_delete(&w->node);
@@ -895,7 +895,7 @@ round_trip(WhSink *ws)
 	serve(ws);
 	if (ws->nqueued > 0)
 	{
-		WhItem *head = dlist_container(WhItem, node, dlist_head_node(&ws->queue));
+		WhItem *head = wh_item_of(dlist_head_node(&ws->queue));
 
 		if (ws->circuit == CIRCUIT_OPEN ||
 			TimestampDifferenceExceeds(head->queued_at, now, ws->spill_after_ms))
@@ -991,7 +991,7 @@ free_list(dlist_head *list)
 
 	dlist_foreach_modify(it, list)
 	{
-		WhItem *w = dlist_container(WhItem, node, it.cur);
+		WhItem *w = wh_item_of(it.cur);
 
 		dlist_delete(&w->node);
 		free(w);

@@ -61,6 +61,17 @@ typedef struct WhKey
 	TimestampTz next_attempt; /* latest next attempt of its spooled rows */
 } WhKey;
 
+/*
+ * The item of a list node (dlist_container's offsetof arithmetic, which
+ * cppcheck mistakes for a NULL dereference).
+ */
+static inline WhItem *
+wh_item_of(dlist_node *node)
+{
+	/* cppcheck-suppress nullPointer */
+	return dlist_container(WhItem, node, node);
+}
+
 /* spool.c */
 extern WhItem *wh_item_new(const CdcEvent *ev, const char *keystr);
 extern WhItem *wh_item_make(uint64 opaque, int64 spool_id, int attempts, TimestampTz first,
