@@ -454,9 +454,16 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	h.xid = ring[cur].xid;
 	h.traceparent = cur_traceparent;
 
-	/* Stable across replays: the change's position, its operation, the route. */
-	snprintf(event_id, sizeof(event_id), "%X%08X-" INT64_FORMAT "-%c-" INT64_FORMAT,
-			 LSN_FORMAT_ARGS(lsn), cur_seq, op, route->id);
+	/*
+	 * Stable across replays: the change's position, its operation, the
+	 * route.  Kafka has no use for it (its consumers deduplicate by
+	 * source.lsn, source.seq and op), so it is not formatted for Kafka.
+	 */
+	if (sink->kindno != CDC_SINK_KAFKA)
+		snprintf(event_id, sizeof(event_id), "%X%08X-" INT64_FORMAT "-%c-" INT64_FORMAT,
+				 LSN_FORMAT_ARGS(lsn), cur_seq, op, route->id);
+	else
+		event_id[0] = '\0';
 
 	ev.topic = route->key_topic ? topic_with_key(tr->topics[r], m, op == 'd' ? before : after,
 												 op == 'd' ? nbefore : nafter)
