@@ -878,6 +878,14 @@ cdc_stream_run(CdcConfig **cfgp)
 	cdc_snapshot_reset();
 	received_lsn = flushed_lsn = sent_flush = InvalidXLogRecPtr;
 
+	/*
+	 * The slot first: it exists, and keeps every change, as soon as the
+	 * extension does, even while a sink cannot start.
+	 */
+	cdc_set_state("connecting");
+	if (!start_streaming())
+		return;
+
 	for (i = 0; i < cfg->nsinks; i++)
 		if (cfg->sinks[i].impl == NULL && !cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
 		{
@@ -889,9 +897,6 @@ cdc_stream_run(CdcConfig **cfgp)
 			return;
 		}
 
-	cdc_set_state("connecting");
-	if (!start_streaming())
-		return;
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);

@@ -77,7 +77,9 @@ $node->safe_psql('bitvelocity', "BEGIN; INSERT INTO public.full_ri VALUES (1, 'o
 my @msgs = BvKafka::in_commit_order(BvKafka::consume($mock, 'bv.public.types', 7));
 is(scalar @msgs, 7, 'seven events on topic bv.public.types');
 
-my $src = '"source":{"version":"0.1.0","db":"bitvelocity","schema":"public","table":"types","lsn":"LSN","xid":XID,"ts_us":TS,"ts_ms":TS';
+# source.version is the version of the bv_cdc library that wrote the envelope.
+my $version = $node->safe_psql('bitvelocity', "SELECT default_version FROM pg_available_extensions WHERE name = 'bv_cdc'");
+my $src = '"source":{"version":"' . $version . '","db":"bitvelocity","schema":"public","table":"types","lsn":"LSN","xid":XID,"ts_us":TS,"ts_ms":TS';
 sub row
 {
 	my ($id, $t, $with_big) = @_;

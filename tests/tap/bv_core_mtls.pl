@@ -14,40 +14,12 @@ my $node = BvTest::new_node('mtls', no_start => 1);
 my $dir = $node->basedir . '/pki';
 mkdir $dir or die "$dir: $!";
 
-sub openssl
-{
-	my @args = @_;
-	my ($out, $err);
-	IPC::Run::run([ 'openssl', @args ], '>', \$out, '2>', \$err)
-	  or die "openssl @args failed: $err";
-}
-
-sub make_ca
-{
-	my ($name, $cn) = @_;
-	openssl('req', '-x509', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
-		'-subj', "/CN=$cn", '-days', '2', '-keyout', "$dir/$name.key", '-out', "$dir/$name.crt");
-}
-
-sub make_cert
-{
-	my ($name, $cn, $ca, $ext) = @_;
-	openssl('req', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
-		'-subj', "/CN=$cn", '-keyout', "$dir/$name.key", '-out', "$dir/$name.csr");
-	open my $fh, '>', "$dir/$name.ext" or die $!;
-	print $fh $ext // "basicConstraints=CA:FALSE\n";
-	close $fh;
-	openssl('x509', '-req', '-in', "$dir/$name.csr", '-CA', "$dir/$ca.crt", '-CAkey', "$dir/$ca.key",
-		'-CAcreateserial', '-days', '2', '-extfile', "$dir/$name.ext", '-out', "$dir/$name.crt");
-	chmod 0600, "$dir/$name.key";
-}
-
-make_ca('ca', 'BitVelocity test CA');
-make_ca('rogue_ca', 'Rogue CA');
-make_cert('server', 'localhost', 'ca', "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
-make_cert('svc', 'svc_billing', 'ca', "extendedKeyUsage=clientAuth\n");
-make_cert('other', 'svc_other', 'ca', "extendedKeyUsage=clientAuth\n");
-make_cert('rogue', 'svc_billing', 'rogue_ca', "extendedKeyUsage=clientAuth\n");
+BvTest::make_ca($dir, 'ca', 'BitVelocity test CA');
+BvTest::make_ca($dir, 'rogue_ca', 'Rogue CA');
+BvTest::make_cert($dir, 'server', 'localhost', 'ca', "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
+BvTest::make_cert($dir, 'svc', 'svc_billing', 'ca', "extendedKeyUsage=clientAuth\n");
+BvTest::make_cert($dir, 'other', 'svc_other', 'ca', "extendedKeyUsage=clientAuth\n");
+BvTest::make_cert($dir, 'rogue', 'svc_billing', 'rogue_ca', "extendedKeyUsage=clientAuth\n");
 
 $node->append_conf('postgresql.conf', qq{
 listen_addresses = '127.0.0.1'

@@ -137,4 +137,40 @@ sub jwt_hs256
 	return "$head.$body." . encode_base64url(hmac_sha256("$head.$body", $secret));
 }
 
+
+# A test PKI in $dir (EC P-256, valid 2 days): make_ca($dir, $name, $cn)
+# writes $name.crt/.key; make_cert($dir, $name, $cn, $ca, $ext) a
+# certificate signed by CA $ca with the X.509 extensions $ext (e.g.
+# "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").
+sub openssl
+{
+	my @args = @_;
+	my ($out, $err);
+	IPC::Run::run([ 'openssl', @args ], '>', \$out, '2>', \$err)
+	  or die "openssl @args failed: $err";
+	return $out;
+}
+
+sub make_ca
+{
+	my ($dir, $name, $cn) = @_;
+	openssl('req', '-x509', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+		'-subj', "/CN=$cn", '-days', '2', '-keyout', "$dir/$name.key", '-out', "$dir/$name.crt");
+	return;
+}
+
+sub make_cert
+{
+	my ($dir, $name, $cn, $ca, $ext) = @_;
+	openssl('req', '-new', '-nodes', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+		'-subj', "/CN=$cn", '-keyout', "$dir/$name.key", '-out', "$dir/$name.csr");
+	open my $fh, '>', "$dir/$name.ext" or die $!;
+	print $fh $ext // "basicConstraints=CA:FALSE\n";
+	close $fh;
+	openssl('x509', '-req', '-in', "$dir/$name.csr", '-CA', "$dir/$ca.crt", '-CAkey', "$dir/$ca.key",
+		'-CAcreateserial', '-days', '2', '-extfile', "$dir/$name.ext", '-out', "$dir/$name.crt");
+	chmod 0600, "$dir/$name.key";
+	return;
+}
+
 1;
