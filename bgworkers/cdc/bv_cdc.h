@@ -353,6 +353,7 @@ extern void cdc_stream_cleanup(void);
 /* config.c: shared SPI batch and array helpers */
 extern void cdc_begin_batch(const char *activity);
 extern void cdc_end_batch(void);
+extern char *cdc_batch_failed(MemoryContext outer);
 extern List *cdc_text_array_to_list(Datum d, bool isnull, bool keep_nulls);
 
 extern void cdc_snapshot_reset(void);

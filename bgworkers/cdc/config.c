@@ -72,6 +72,28 @@ cdc_end_batch(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * cdc_batch_failed
+ *		In the PG_CATCH of a batch: the error's message (in outer), the
+ *		error state flushed and the batch's transaction rolled back, so that
+ *		the worker goes on (its callers log the message and try later).
+ */
+char *
+cdc_batch_failed(MemoryContext outer)
+{
+	ErrorData *edata;
+	char *message;
+
+	MemoryContextSwitchTo(outer);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(outer);
+	message = pstrdup(edata->message);
+	FreeErrorData(edata);
+	return message;
+}
+
 static bool
 extension_exists_spi(void)
 {

@@ -187,15 +187,9 @@ cdc_secret_get(const char *name)
 	}
 	PG_CATCH();
 	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						  errmsg("bv_cdc could not read secret \"%s\": %s", name, edata->message)));
-		FreeErrorData(edata);
+						  errmsg("bv_cdc could not read secret \"%s\": %s", name,
+								 cdc_batch_failed(outer))));
 		value = NULL;
 	}
 	PG_END_TRY();

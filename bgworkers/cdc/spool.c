@@ -338,14 +338,7 @@ wh_spool_flush(const char *sink, WhSpoolOps *ops, char *errbuf, size_t errlen)
 	}
 	PG_CATCH();
 	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		snprintf(errbuf, errlen, "spool: %s", edata->message);
-		FreeErrorData(edata);
+		snprintf(errbuf, errlen, "spool: %s", cdc_batch_failed(outer));
 		/* Plans of a failed transaction may be stale: prepare them again. */
 		plan_insert_spool = plan_insert_dead = plan_move_dead = plan_update = plan_delete =
 			plan_hold_key = NULL;
@@ -423,15 +416,8 @@ wh_spool_fetch(const char *sink, int limit, dlist_head *out, TimestampTz *next_d
 	}
 	PG_CATCH();
 	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING, (errmsg("bv_cdc could not read the webhook spool of sink \"%s\": %s",
-								 sink, edata->message)));
-		FreeErrorData(edata);
+								 sink, cdc_batch_failed(outer))));
 		n = -1;
 	}
 	PG_END_TRY();
@@ -495,15 +481,8 @@ wh_spool_load_keys(const char *sink, HTAB *keys, int64 *spooled)
 	}
 	PG_CATCH();
 	{
-		ErrorData *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING, (errmsg("bv_cdc could not read the webhook spool of sink \"%s\": %s",
-								 sink, edata->message)));
-		FreeErrorData(edata);
+								 sink, cdc_batch_failed(outer))));
 		ok = false;
 	}
 	PG_END_TRY();

@@ -358,6 +358,38 @@ open_txn(const W2jMessage *m)
 }
 
 /*
+ * Hand one event of the open window entry to its sink, counting it as
+ * pending first (a sink may acknowledge within produce()).  A message the
+ * sink can never take is quarantined (what says what it was); a failed
+ * sink is reported.
+ */
+static CdcProduceResult
+produce_event(CdcSink *sink, CdcEvent *ev, XLogRecPtr lsn, const char *what)
+{
+	char *err = NULL;
+	CdcProduceResult rc;
+
+	ev->opaque = ((uint64) epoch << 32) | (uint32) cur;
+	ring[cur].pending++;
+	sink->pending++;
+	rc = cdc_sink_produce(sink, ev, &err);
+	if (rc != CDC_PRODUCE_OK)
+	{
+		ring[cur].pending--;
+		sink->pending--;
+	}
+	if (rc == CDC_PRODUCE_REJECTED)
+	{
+		cdc_quarantine(lsn, psprintf("sink %s refused %s: %s", sink->name, what, err),
+					   ev->payload, (int) ev->len);
+		rc = CDC_PRODUCE_OK;
+	}
+	else if (rc == CDC_PRODUCE_RESTART)
+		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
+	return rc;
+}
+
+/*
  * The {key} of a topic template: the key's values joined with "/", with
  * the characters MQTT topics reserve ('/', '+', '#', '%' and NUL) and
  * control characters percent-encoded.
@@ -423,7 +455,6 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	char table[2 * NAMEDATALEN + 2];
 	char opstr[2] = {op, '\0'};
 	char event_id[64];
-	char *err = NULL;
 	bool have_key;
 	CdcProduceResult rc;
 	int bit = op == 'c'   ? CDC_OP_C
@@ -475,7 +506,6 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	ev.h = &h;
 	ev.route = route;
 	ev.event_id = event_id;
-	ev.opaque = ((uint64) epoch << 32) | (uint32) cur;
 
 	/* A transaction's first event for a sink with a transaction topic: BEGIN. */
 	if (sink->txn_topic != NULL && ring[cur].xid != 0)
@@ -485,24 +515,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 		count_txn_event(sink, table);
 	}
 
-	/* Counted before: a sink may acknowledge within produce(). */
-	ring[cur].pending++;
-	sink->pending++;
-	rc = cdc_sink_produce(sink, &ev, &err);
-	if (rc != CDC_PRODUCE_OK)
-	{
-		ring[cur].pending--;
-		sink->pending--;
-	}
-	if (rc == CDC_PRODUCE_REJECTED)
-	{
-		cdc_quarantine(lsn, psprintf("sink %s refused the message: %s", sink->name, err),
-					   payload.data, payload.len);
-		rc = CDC_PRODUCE_OK;
-	}
-	else if (rc == CDC_PRODUCE_RESTART)
-		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
-	return rc;
+	return produce_event(sink, &ev, lsn, "the message");
 }
 
 /*
@@ -518,8 +531,6 @@ emit_txn_event(CdcSink *sink, bool end, const char *lsn_text)
 	CdcEvent ev;
 	CdcRoute route;
 	char xid[24], event_id[64];
-	char *err = NULL;
-	CdcProduceResult rc;
 	ListCell *lc;
 
 	snprintf(xid, sizeof(xid), INT64_FORMAT, ring[cur].xid);
@@ -565,25 +576,7 @@ emit_txn_event(CdcSink *sink, bool end, const char *lsn_text)
 	ev.h = &h;
 	ev.route = &route;
 	ev.event_id = event_id;
-	ev.opaque = ((uint64) epoch << 32) | (uint32) cur;
-	ring[cur].pending++;
-	sink->pending++;
-	rc = cdc_sink_produce(sink, &ev, &err);
-	if (rc != CDC_PRODUCE_OK)
-	{
-		ring[cur].pending--;
-		sink->pending--;
-	}
-	if (rc == CDC_PRODUCE_REJECTED)
-	{
-		cdc_quarantine(InvalidXLogRecPtr,
-					   psprintf("sink %s refused a transaction event: %s", sink->name, err),
-					   payload.data, payload.len);
-		rc = CDC_PRODUCE_OK;
-	}
-	else if (rc == CDC_PRODUCE_RESTART)
-		cdc_set_error("sink %s: %s", sink->name, err ? err : "delivery failed");
-	return rc;
+	return produce_event(sink, &ev, InvalidXLogRecPtr, "a transaction event");
 }
 
 /* Count an event of the open transaction for the sink's END event. */
