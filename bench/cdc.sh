@@ -16,6 +16,8 @@
 # shellcheck source=/dev/null
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
+# shellcheck source=include/cdc-load.sh
+source "$BV_TOP/bench/include/cdc-load.sh"
 export BV_EXTENSIONS=${BV_EXTENSIONS:-bv_core bv_cdc}
 
 if [ "${BENCH_SCALE:-default}" = small ]; then
@@ -26,10 +28,8 @@ fi
 RATE=5000
 OUT=$BV_BENCH_OUT
 say() { printf 'bench-cdc: %s\n' "$*" >&2; }
-now() { date +%s.%N; }
 
 bv_throwaway_cluster "$OUT/cluster" 58000
-psql_q() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 MOCK_PID=
 cleanup() {
@@ -44,14 +44,6 @@ for _ in $(seq 100); do [ -s "$OUT/mock.out" ] && break; sleep 0.1; done
 BOOT=$(head -1 "$OUT/mock.out")
 say "Kafka mock at $BOOT"
 
-wait_for() {    # wait_for SQL-boolean [seconds]
-    for _ in $(seq $((${2:-120} * 20))); do
-        [ "$(psql_q -c "$1")" = t ] && return 0
-        sleep 0.05
-    done
-    bv_die "timed out waiting for: $1"
-}
-
 psql_q >/dev/null <<SQL
 CREATE TABLE public.bench (id bigint PRIMARY KEY, payload text NOT NULL);
 CREATE TABLE public.lat (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload text);
@@ -65,22 +57,10 @@ psql_q -c "INSERT INTO public.bench VALUES (0, 'warm-up')"
 wait_for "SELECT events >= 1 FROM bv_cdc.stats WHERE sink = 'bench'"
 
 # ---- 1. throughput ----
-psql_q -c "SELECT bv_cdc.pause('bench')" >/dev/null
-wait_for "SELECT state = 'paused' FROM bv_cdc.worker()"
+pause_sink bench
 psql_q -c "SELECT 1 FROM pg_create_logical_replication_slot('ceiling', 'wal2json')" >/dev/null
 say "committing $ROWS changes in $TXNS transactions"
-PER=$((ROWS / TXNS))
-psql_q >/dev/null <<SQL
-CREATE PROCEDURE pg_temp.load() LANGUAGE plpgsql AS \$\$
-BEGIN
-    FOR t IN 0..$TXNS - 1 LOOP
-        INSERT INTO public.bench
-        SELECT g, 'payload-' || g FROM generate_series(t * $PER + 1, (t + 1) * $PER) g;
-        COMMIT;
-    END LOOP;
-END \$\$;
-CALL pg_temp.load();
-SQL
+load_rows "$ROWS" "$TXNS"
 END_LSN=$(psql_q -c "SELECT pg_current_wal_lsn()")
 
 say "ceiling: pg_recvlogical to /dev/null up to $END_LSN"
@@ -88,7 +68,7 @@ t0=$(now)
 "$PGBIN/pg_recvlogical" -d bitvelocity --slot ceiling --start --endpos="$END_LSN" -f /dev/null \
     -o format-version=2 -o include-xids=1 -o include-timestamp=1 -o include-lsn=1 \
     -o include-pk=1 -o include-types=0 -o include-typmod=0 -o include-transaction=1 \
-    -o add-msg-prefixes=bv.traceparent
+    -o add-msg-prefixes=bv.traceparent,bv.watermark -o filter-tables=bv_cdc.\*
 t1=$(now)
 psql_q -c "SELECT pg_drop_replication_slot('ceiling')" >/dev/null
 

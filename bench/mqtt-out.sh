@@ -21,6 +21,8 @@
 # shellcheck source=/dev/null
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
+# shellcheck source=include/cdc-load.sh
+source "$BV_TOP/bench/include/cdc-load.sh"
 export BV_EXTENSIONS=${BV_EXTENSIONS:-bv_core bv_cdc}
 
 if [ "${BENCH_SCALE:-default}" = small ]; then
@@ -30,10 +32,8 @@ else
 fi
 OUT=$BV_BENCH_OUT
 say() { printf 'bench-mqtt-out: %s\n' "$*" >&2; }
-now() { date +%s.%N; }
 
 bv_throwaway_cluster "$OUT/cluster" 58200
-psql_q() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 BROKER_PID= SUB_PID=
 cleanup() {
@@ -76,14 +76,6 @@ fi
 
 received() { grep -c '^bv/public/bench/' "$OUT/received.txt" || true; }
 
-wait_for() {    # wait_for SQL-boolean [seconds]
-    for _ in $(seq $((${2:-120} * 20))); do
-        [ "$(psql_q -c "$1")" = t ] && return 0
-        sleep 0.05
-    done
-    bv_die "timed out waiting for: $1"
-}
-
 psql_q >/dev/null <<SQL
 CREATE TABLE public.bench (id bigint PRIMARY KEY, payload text NOT NULL);
 SELECT bv_cdc.add_sink('bench', 'mqtt', '{"host": "127.0.0.1", "port": $PORT}');
@@ -93,21 +85,9 @@ wait_for "SELECT worker_state = 'streaming' FROM bv_cdc.stats WHERE sink = 'benc
 psql_q -c "INSERT INTO public.bench VALUES (0, 'warm-up')"
 wait_for "SELECT events >= 1 FROM bv_cdc.stats WHERE sink = 'bench'"
 
-psql_q -c "SELECT bv_cdc.pause('bench')" >/dev/null
-wait_for "SELECT state = 'paused' FROM bv_cdc.worker()"
+pause_sink bench
 say "committing $ROWS changes in $TXNS transactions"
-PER=$((ROWS / TXNS))
-psql_q >/dev/null <<SQL
-CREATE PROCEDURE pg_temp.load() LANGUAGE plpgsql AS \$\$
-BEGIN
-    FOR t IN 0..$TXNS - 1 LOOP
-        INSERT INTO public.bench
-        SELECT g, 'payload-' || g FROM generate_series(t * $PER + 1, (t + 1) * $PER) g;
-        COMMIT;
-    END LOOP;
-END \$\$;
-CALL pg_temp.load();
-SQL
+load_rows "$ROWS" "$TXNS"
 
 BASE=$(psql_q -c "SELECT events FROM bv_cdc.stats WHERE sink = 'bench'")
 say "bv_cdc: resume and wait for $ROWS PUBACKs"

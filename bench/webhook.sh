@@ -22,6 +22,8 @@
 # shellcheck source=/dev/null
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
+# shellcheck source=include/cdc-load.sh
+source "$BV_TOP/bench/include/cdc-load.sh"
 export BV_EXTENSIONS=${BV_EXTENSIONS:-bv_core bv_cdc}
 
 if [ "${BENCH_SCALE:-default}" = small ]; then
@@ -32,13 +34,11 @@ fi
 RATE=1000
 OUT=$BV_BENCH_OUT
 say() { printf 'bench-webhook: %s\n' "$*" >&2; }
-now() { date +%s.%N; }
 
 # The cluster needs the secrets master key before it starts.
 (umask 077; head -c 32 /dev/urandom >"$OUT/master.key")
 export BV_MASTER_KEY_FILE=$OUT/master.key
 bv_throwaway_cluster "$OUT/cluster" 58100
-psql_q() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 RECEIVER_PID=
 cleanup() {
@@ -58,14 +58,6 @@ say "receiver at http://$ADDR/hook"
 
 stat_of() {    # stat_of FIELD: a counter of the receiver
     curl -s "http://$ADDR/_stats" | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"
-}
-
-wait_for() {    # wait_for SQL-boolean [seconds]
-    for _ in $(seq $((${2:-120} * 20))); do
-        [ "$(psql_q -c "$1")" = t ] && return 0
-        sleep 0.05
-    done
-    bv_die "timed out waiting for: $1"
 }
 
 wait_acked() {    # wait_acked N [seconds]: the receiver answered 2xx to N distinct events
@@ -91,21 +83,9 @@ psql_q -c "INSERT INTO public.bench VALUES (0, 'warm-up')"
 wait_acked 1
 
 # ---- 1. throughput ----
-psql_q -c "SELECT bv_cdc.pause('bench')" >/dev/null
-wait_for "SELECT state = 'paused' FROM bv_cdc.worker()"
+pause_sink bench
 say "committing $ROWS changes in $TXNS transactions"
-PER=$((ROWS / TXNS))
-psql_q >/dev/null <<SQL
-CREATE PROCEDURE pg_temp.load() LANGUAGE plpgsql AS \$\$
-BEGIN
-    FOR t IN 0..$TXNS - 1 LOOP
-        INSERT INTO public.bench
-        SELECT g, 'payload-' || g FROM generate_series(t * $PER + 1, (t + 1) * $PER) g;
-        COMMIT;
-    END LOOP;
-END \$\$;
-CALL pg_temp.load();
-SQL
+load_rows "$ROWS" "$TXNS"
 BASE=$(stat_of distinct_acked)
 say "bv_cdc: resume and wait for $ROWS signed deliveries"
 t2=$(now)
