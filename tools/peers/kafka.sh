@@ -20,15 +20,10 @@ LOG=$DIR/mock.log
 MOCK=$BV_TOP/tests/tools/bv_kafka_mock
 TOPIC=bv.public.cdc_demo
 
-say() { printf 'kafka: %s\n' "$*"; }
-die() { printf 'kafka: error: %s\n' "$*" >&2; exit 1; }
-
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
-
-psql_bv() {
-    PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 \
-        -h "$SOCK" -p "${BV_PORT:-5440}" -U postgres -d "$BV_DB" "$@"
-}
+PEER=kafka
+STOP_FILES=$ADDRFILE
+# shellcheck source=lib/peer.sh
+source "$(dirname "$0")/lib/peer.sh"
 
 configure_demo() {
     local boot=$1
@@ -55,14 +50,16 @@ SELECT format('SELECT bv_cdc.add_route(%L, %L)', t, 'demo')
    AND NOT EXISTS (SELECT 1 FROM bv_cdc.routes WHERE table_pattern = t AND sink = 'demo') \gexec
 SQL
     # The worker creates its replication slot a few seconds after it sees
-    # the extension; changes made before that are not streamed.  Report
-    # ready only once it streams, so that the first demo change is caught.
+    # the extension (before it starts any sink); changes made before that
+    # are not streamed.  Report ready only once the slot exists, so that
+    # the first demo change is caught even while another peer (mosquitto)
+    # is still starting.
     local _
     for _ in $(seq 150); do
-        [ "$(psql_bv -c "SELECT coalesce(bool_and(worker_state = 'streaming'), false) FROM bv_cdc.stats WHERE sink = 'demo'")" = t ] && return 0
+        [ "$(psql_bv -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_setting('bv_cdc.slot_name')")" = 1 ] && return 0
         sleep 0.2
     done
-    printf 'kafka: warning: bv_cdc is not streaming yet; see bv_cdc.stats and the server log\n' >&2
+    warn "bv_cdc has no replication slot yet; see bv_cdc.worker() and the server log"
 }
 
 show() {
@@ -98,23 +95,4 @@ cmd_start() {
     configure_demo "$(cat "$ADDRFILE")"
 }
 
-cmd_stop() {
-    if running; then
-        kill "$(cat "$PIDFILE")"
-        say "stopped"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE" "$ADDRFILE"
-}
-
-cmd_status() {
-    if running; then show; else say "stopped"; fi
-}
-
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) die "usage: $0 start|stop|status" ;;
-esac
+peer_main "$@"

@@ -20,17 +20,9 @@ CONF=$DIR/mosquitto.conf
 LOG=$DIR/mosquitto.log
 SINK=demo_mqtt
 
-say() { printf 'mqtt: %s\n' "$*"; }
-warn() { printf 'mqtt: warning: %s\n' "$*" >&2; }
-die() { printf 'mqtt: error: %s\n' "$*" >&2; exit 1; }
-
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-psql_bv() {
-    PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 \
-        -h "$SOCK" -p "${BV_PORT:-5440}" -U postgres -d "$BV_DB" "$@"
-}
+PEER=mqtt
+# shellcheck source=lib/peer.sh
+source "$(dirname "$0")/lib/peer.sh"
 
 write_conf() {
     mkdir -p "$DIR"
@@ -113,23 +105,4 @@ cmd_start() {
     configure_demo
 }
 
-cmd_stop() {
-    if running; then
-        kill "$(cat "$PIDFILE")"
-        say "stopped"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE"
-}
-
-cmd_status() {
-    if running; then show; else say "stopped"; fi
-}
-
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) die "usage: $0 start|stop|status" ;;
-esac
+peer_main "$@"

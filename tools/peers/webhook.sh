@@ -28,17 +28,9 @@ RECEIVER=$BV_TOP/tests/tools/bv_webhook_receiver
 SINK=demo_webhook
 SECRET_NAME=cdc.demo_webhook
 
-say() { printf 'webhook: %s\n' "$*"; }
-warn() { printf 'webhook: warning: %s\n' "$*" >&2; }
-die() { printf 'webhook: error: %s\n' "$*" >&2; exit 1; }
-
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-psql_bv() {
-    PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 \
-        -h "$SOCK" -p "${BV_PORT:-5440}" -U postgres -d "$BV_DB" "$@"
-}
+PEER=webhook
+# shellcheck source=lib/peer.sh
+source "$(dirname "$0")/lib/peer.sh"
 
 secret() {
     if [ ! -f "$SECRET_FILE" ]; then
@@ -121,23 +113,4 @@ cmd_start() {
     configure_demo
 }
 
-cmd_stop() {
-    if running; then
-        kill "$(cat "$PIDFILE")"
-        say "stopped"
-    else
-        say "not running"
-    fi
-    rm -f "$PIDFILE"
-}
-
-cmd_status() {
-    if running; then show; else say "stopped"; fi
-}
-
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) die "usage: $0 start|stop|status" ;;
-esac
+peer_main "$@"
