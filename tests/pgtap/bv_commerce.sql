@@ -1,7 +1,7 @@
 -- bv_commerce: every domain function and refusal, acting as customers and
 -- staff the way PostgREST requests do (role + JWT claims).
 BEGIN;
-SELECT plan(70);
+SELECT plan(76);
 
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
@@ -164,6 +164,27 @@ SELECT is((SELECT created_by FROM commerce.orders WHERE id = (:'o1'::jsonb->>'id
           'created_by is the customer who placed the order');
 SELECT ok((SELECT count(*) FROM bv_audit.history('commerce.orders', jsonb_build_object('id', (:'o1'::jsonb->>'id')::bigint))) >= 6,
           'the order''s audit history has every version');
+
+-- ---- place_order 0.2.0: lines, prices and responses ----
+SELECT pg_temp.act('bv_user', 'dave');
+SELECT commerce.place_order(NULL, '[{"sku": "T-MUG", "quantity": 2.0}, {"sku": "T-MUG", "quantity": 1}]') AS o4 \gset
+SELECT is(:'o4'::jsonb->'lines', '[{"sku": "T-MUG", "line_no": 1, "quantity": 3, "unit_price_minor": 1200}]'::jsonb,
+          'a whole quantity written 2.0 is accepted; lines of one SKU are summed, priced at order time');
+SELECT is((:'o4'::jsonb->>'total_minor')::bigint, 3600::bigint, 'the total is the sum of the lines');
+RESET ROLE;
+SELECT is(:'o4'::jsonb, commerce.order_json((:'o4'::jsonb->>'id')::bigint), 'place_order returns the stored order');
+UPDATE commerce.skus SET active = false WHERE code = 'T-MUG';
+SELECT pg_temp.act('bv_user', 'dave');
+SELECT throws_ok($$SELECT commerce.place_order(NULL, '[{"sku": "T-MUG", "quantity": 1}]')$$, 'PT404', 'SKU "T-MUG" not found',
+                 'an inactive SKU cannot be ordered');
+SELECT throws_ok($$SELECT commerce.place_order(NULL, '[{"sku": "T-PEN", "quantity": 1}]', NULL, 'EUR')$$, '22023',
+                 'SKU "T-PEN" has no price in EUR', 'a SKU without a price in the currency is refused');
+RESET ROLE;
+SELECT is((SELECT count(*) FROM pg_proc WHERE oid IN ('commerce.sees_customer(text)'::regprocedure,
+                                                      'commerce.is_staff()'::regprocedure,
+                                                      'commerce.request_role()'::regprocedure)
+            AND proconfig IS NULL AND NOT prosecdef), 3::bigint,
+          'the row-level security predicates can be inlined (no SET clause, not SECURITY DEFINER)');
 
 SELECT * FROM finish();
 ROLLBACK;
