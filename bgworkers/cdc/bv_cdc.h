@@ -11,7 +11,8 @@
  *                (re)starts with back-off, the wait loop
  *   stream.c     the replication stream: slot, START_REPLICATION, status
  *                updates, the in-flight transaction window and slot advance
- *   envelope.c   wal2json format-version 2 messages -> the bv_cdc envelope
+ *   wal2json.c   wal2json format-version 2 messages -> W2jMessage
+ *   envelope.c   W2jMessage -> the bv_cdc envelope and message key
  *   producer.c   Kafka producers (one per sink), delivery reports
  *   config.c     sinks and routes read from the bv_cdc tables (SPI)
  *   snapshot.c   bv_cdc.snapshot(): chunks between watermarks, "r" events
@@ -133,7 +134,7 @@ typedef struct CdcSink
 	List *conf_values;
 	bool paused;
 	int stats_slot; /* index in cdc_shared->sinks */
-	void *impl;     /* the kind's state (rd_kafka_t *, ...); NULL = not started */
+	void *impl;     /* the kind's state (producer.c's KafkaSink, ...); NULL = not started */
 	int64 pending;  /* handed to the sink, not yet acknowledged */
 	bool failed;    /* a delivery failed: the stream must restart */
 	/* counters not yet published to shared memory */
@@ -201,7 +202,7 @@ extern bool cdc_glob_match(const char *pattern, const char *s);
 extern void cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len);
 extern void cdc_config_invalidate_tables(CdcConfig *cfg);
 
-/* ---- envelope (envelope.c) ---- */
+/* ---- wal2json messages (wal2json.c) and envelopes (envelope.c) ---- */
 
 typedef struct W2jColumn
 {
@@ -241,12 +242,12 @@ typedef struct CdcEventSource
 	int64 seq; /* position of the change in its transaction, from 1 */
 } CdcEventSource;
 
-extern bool w2j_parse(char *json, int len, W2jMessage *msg, char **err);
+extern bool w2j_parse(const char *json, int len, W2jMessage *msg, char **err);
 extern bool cdc_parse_timestamp(const char *ts, int64 *unix_us);
 extern void cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src,
 							   const W2jMessage *msg, const W2jColumn *before, int nbefore,
 							   const W2jColumn *after, int nafter, const CdcRoute *route,
-							   const CdcTableRoutes *tr);
+							   const CdcTableRoutes *tr, const char *key, int keylen);
 extern bool cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int ncols);
 
 /* ---- sinks (sink.c, producer.c, mqtt.c, webhook.c) ---- */

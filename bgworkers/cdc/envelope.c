@@ -1,19 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * envelope.c
- *	  wal2json format-version 2 messages in, bv_cdc envelopes out.
- *
- * wal2json v2 sends one JSON object per change ("I", "U", "D", "T"), per
- * transaction boundary ("B", "C") and per logical decoding message ("M").
- * w2j_parse() reads one with the server's own JSON lexer (common/jsonapi.h)
- * and keeps every scalar's text exactly as wal2json wrote it: numbers are
- * never converted through double, so numeric(38,10) and int8 values reach
- * Kafka digit for digit.
+ *	  bv_cdc envelopes and message keys from parsed wal2json messages
+ *	  (wal2json.c), and wal2json's commit timestamps.
  *
  * cdc_build_envelope() writes the envelope documented in
  * docs/cdc-envelope.md: op, source, key, before, after and "unchanged" (the
  * columns whose unchanged TOAST value wal2json left out of an update; they
  * are listed there and absent from "after", never passed off as null).
+ * Values are copied exactly as wal2json wrote them.
+ *
+ * This runs once per change and route, so it appends with inline
+ * helpers and pg_lltoa rather than format strings.
  *
  * Concurrency: none; only the worker calls this.  Memory: everything is
  * allocated in CurrentMemoryContext, which the worker resets for each
@@ -23,244 +21,11 @@
  */
 #include "postgres.h"
 
-#include "mb/pg_wchar.h"
 #include "nodes/pg_list.h"
+#include "utils/builtins.h"
 #include "utils/json.h"
 
 #include "bv_cdc.h"
-
-typedef enum W2jArray
-{
-	W2J_NONE,
-	W2J_COLUMNS,
-	W2J_IDENTITY,
-	W2J_PK
-} W2jArray;
-
-typedef struct W2jState
-{
-	W2jMessage *msg;
-	int depth;
-	char *field;    /* current field name at depth 1 */
-	char *colfield; /* current field name at depth 3 */
-	W2jArray array; /* which array we are in, at depth 2 */
-	W2jColumn *col; /* column being filled, at depth 3 */
-	int cap[4];     /* capacity of each array */
-	bool bad;
-} W2jState;
-
-static void
-w2j_object_start(void *state)
-{
-	W2jState *s = state;
-
-	s->depth++;
-	if (s->depth == 3 && s->array != W2J_NONE)
-	{
-		W2jMessage *m = s->msg;
-		W2jColumn **arr;
-		int *n;
-
-		switch (s->array)
-		{
-			case W2J_COLUMNS:
-				arr = &m->columns;
-				n = &m->ncolumns;
-				break;
-			case W2J_IDENTITY:
-				arr = &m->identity;
-				n = &m->nidentity;
-				break;
-			default:
-				arr = &m->pk;
-				n = &m->npk;
-				break;
-		}
-		if (*arr == NULL)
-		{
-			s->cap[s->array] = 16;
-			*arr = palloc0(sizeof(W2jColumn) * s->cap[s->array]);
-		}
-		else if (*n >= s->cap[s->array])
-		{
-			s->cap[s->array] *= 2;
-			*arr = repalloc(*arr, sizeof(W2jColumn) * s->cap[s->array]);
-		}
-		s->col = &(*arr)[(*n)++];
-		memset(s->col, 0, sizeof(W2jColumn));
-		s->col->vtype = JSON_TOKEN_NULL;
-	}
-	else if (s->depth != 1)
-		s->bad = true;
-}
-
-static void
-w2j_object_end(void *state)
-{
-	W2jState *s = state;
-
-	if (s->depth == 3)
-		s->col = NULL;
-	s->depth--;
-}
-
-static void
-w2j_array_start(void *state)
-{
-	W2jState *s = state;
-
-	s->depth++;
-	if (s->depth != 2 || s->field == NULL)
-	{
-		s->bad = true;
-		return;
-	}
-	if (strcmp(s->field, "columns") == 0)
-		s->array = W2J_COLUMNS;
-	else if (strcmp(s->field, "identity") == 0)
-		s->array = W2J_IDENTITY;
-	else if (strcmp(s->field, "pk") == 0)
-		s->array = W2J_PK;
-	else
-		s->array = W2J_NONE;
-}
-
-static void
-w2j_array_end(void *state)
-{
-	W2jState *s = state;
-
-	s->depth--;
-	s->array = W2J_NONE;
-}
-
-static void
-w2j_field_start(void *state, char *fname, bool isnull)
-{
-	W2jState *s = state;
-
-	if (s->depth == 1)
-		s->field = fname;
-	else if (s->depth == 3)
-		s->colfield = fname;
-}
-
-static void
-w2j_scalar(void *state, char *token, JsonTokenType type)
-{
-	W2jState *s = state;
-	W2jMessage *m = s->msg;
-
-	if (s->depth == 3 && s->col != NULL && s->colfield != NULL)
-	{
-		if (strcmp(s->colfield, "name") == 0)
-			s->col->name = token;
-		else if (strcmp(s->colfield, "type") == 0)
-			s->col->type = token;
-		else if (strcmp(s->colfield, "value") == 0)
-		{
-			s->col->value = token;
-			s->col->vtype = type;
-		}
-		return;
-	}
-	if (s->depth != 1 || s->field == NULL)
-		return;
-
-	if (strcmp(s->field, "action") == 0 && type == JSON_TOKEN_STRING && strlen(token) == 1)
-		m->action = token[0];
-	else if (strcmp(s->field, "xid") == 0 && type == JSON_TOKEN_NUMBER)
-		m->xid = strtoll(token, NULL, 10);
-	else if (strcmp(s->field, "lsn") == 0 && type == JSON_TOKEN_STRING)
-		m->lsn = token;
-	else if (strcmp(s->field, "nextlsn") == 0 && type == JSON_TOKEN_STRING)
-		m->nextlsn = token;
-	else if (strcmp(s->field, "timestamp") == 0 && type == JSON_TOKEN_STRING)
-		m->timestamp = token;
-	else if (strcmp(s->field, "schema") == 0 && type == JSON_TOKEN_STRING)
-		m->schema = token;
-	else if (strcmp(s->field, "table") == 0 && type == JSON_TOKEN_STRING)
-		m->table = token;
-	else if (strcmp(s->field, "prefix") == 0 && type == JSON_TOKEN_STRING)
-		m->prefix = token;
-	else if (strcmp(s->field, "content") == 0 && type == JSON_TOKEN_STRING)
-		m->content = token;
-	else if (strcmp(s->field, "transactional") == 0)
-		m->transactional = type == JSON_TOKEN_TRUE;
-}
-
-/*
- * w2j_parse
- *		Parse one wal2json v2 message.  false with *err when the text is not
- *		JSON or not shaped as wal2json v2 writes it.
- */
-bool
-w2j_parse(char *json, int len, W2jMessage *msg, char **err)
-{
-	JsonLexContext *lex = makeJsonLexContextCstringLen(json, len, PG_UTF8, true);
-	JsonSemAction sem;
-	W2jState state;
-	JsonParseErrorType rc;
-	int i;
-
-	memset(msg, 0, sizeof(*msg));
-	msg->xid = -1;
-	memset(&state, 0, sizeof(state));
-	state.msg = msg;
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &state;
-	sem.object_start = w2j_object_start;
-	sem.object_end = w2j_object_end;
-	sem.array_start = w2j_array_start;
-	sem.array_end = w2j_array_end;
-	sem.object_field_start = w2j_field_start;
-	sem.scalar = w2j_scalar;
-
-	rc = pg_parse_json(lex, &sem);
-	if (rc != JSON_SUCCESS)
-	{
-		*err = psprintf("invalid JSON from wal2json: %s", json_errdetail(rc, lex));
-		return false;
-	}
-	if (state.bad || msg->action == '\0')
-	{
-		*err = pstrdup("message is not a wal2json format-version 2 object");
-		return false;
-	}
-	switch (msg->action)
-	{
-		case 'I':
-		case 'U':
-		case 'D':
-		case 'T':
-			if (msg->schema == NULL || msg->table == NULL)
-			{
-				*err = pstrdup("change without schema or table");
-				return false;
-			}
-			for (i = 0; i < msg->ncolumns; i++)
-				if (msg->columns[i].name == NULL)
-				{
-					*err = pstrdup("column without a name");
-					return false;
-				}
-			for (i = 0; i < msg->nidentity; i++)
-				if (msg->identity[i].name == NULL)
-				{
-					*err = pstrdup("identity column without a name");
-					return false;
-				}
-			break;
-		case 'B':
-		case 'C':
-		case 'M':
-			break;
-		default:
-			*err = psprintf("unknown wal2json action \"%c\"", msg->action);
-			return false;
-	}
-	return true;
-}
 
 static int64
 days_from_civil(int y, int m, int d)
@@ -329,6 +94,20 @@ cdc_parse_timestamp(const char *ts, int64 *unix_us)
 }
 
 /*
+ * appendBinaryStringInfo, inline: envelopes are appended a few bytes at a
+ * time.
+ */
+static inline void
+append_bytes(StringInfo out, const char *data, int n)
+{
+	if (out->len + n >= out->maxlen)
+		enlargeStringInfo(out, n);
+	memcpy(out->data + out->len, data, n);
+	out->len += n;
+	out->data[out->len] = '\0';
+}
+
+/*
  * escape_json, with a fast path for the common string that needs no
  * escaping (escape_json appends character by character).
  */
@@ -353,6 +132,17 @@ append_json_string(StringInfo out, const char *str)
 	out->data[out->len] = '\0';
 }
 
+#define append_literal(out, lit) append_bytes((out), (lit), sizeof(lit) - 1)
+
+/* An integer, as INT64_FORMAT writes it. */
+static inline void
+append_int64(StringInfo out, int64 v)
+{
+	char buf[MAXINT8LEN + 1];
+
+	append_bytes(out, buf, pg_lltoa(v, buf));
+}
+
 /* Append one value as JSON, exactly as wal2json wrote it. */
 static void
 append_value(StringInfo out, const W2jColumn *c)
@@ -365,10 +155,10 @@ append_value(StringInfo out, const W2jColumn *c)
 		case JSON_TOKEN_NUMBER:
 		case JSON_TOKEN_TRUE:
 		case JSON_TOKEN_FALSE:
-			appendStringInfoString(out, c->value);
+			append_bytes(out, c->value, strlen(c->value));
 			break;
 		default:
-			appendStringInfoString(out, "null");
+			append_literal(out, "null");
 			break;
 	}
 }
@@ -405,22 +195,22 @@ append_row(StringInfo out, const W2jColumn *cols, int n, const CdcRoute *route)
 
 	if (cols == NULL)
 	{
-		appendStringInfoString(out, "null");
+		append_literal(out, "null");
 		return;
 	}
-	appendStringInfoChar(out, '{');
+	appendStringInfoCharMacro(out, '{');
 	for (i = 0; i < n; i++)
 	{
 		if (!column_wanted(route, cols[i].name))
 			continue;
 		if (!first)
-			appendStringInfoChar(out, ',');
+			appendStringInfoCharMacro(out, ',');
 		first = false;
 		append_json_string(out, cols[i].name);
-		appendStringInfoChar(out, ':');
+		appendStringInfoCharMacro(out, ':');
 		append_value(out, &cols[i]);
 	}
-	appendStringInfoChar(out, '}');
+	appendStringInfoCharMacro(out, '}');
 }
 
 static const W2jColumn *
@@ -447,7 +237,7 @@ cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int 
 
 	if (msg->npk == 0 || cols == NULL)
 		return false;
-	appendStringInfoChar(out, '{');
+	appendStringInfoCharMacro(out, '{');
 	for (i = 0; i < msg->npk; i++)
 	{
 		const W2jColumn *c = msg->pk[i].name ? find_column(cols, ncols, msg->pk[i].name) : NULL;
@@ -458,58 +248,63 @@ cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int 
 			return false;
 		}
 		if (i > 0)
-			appendStringInfoChar(out, ',');
+			appendStringInfoCharMacro(out, ',');
 		append_json_string(out, c->name);
-		appendStringInfoChar(out, ':');
+		appendStringInfoCharMacro(out, ':');
 		append_value(out, c);
 	}
-	appendStringInfoChar(out, '}');
+	appendStringInfoCharMacro(out, '}');
 	return true;
 }
 
 /*
  * cdc_build_envelope
  *		Write one envelope into out.  before/after are the row images (NULL
- *		when absent); route filters the columns (the key is never filtered);
- *		tr->attnames, when known, lets an update name the columns it lacks.
+ *		when absent); key is the message key (cdc_build_key), NULL for none;
+ *		route filters the columns (the key is never filtered); tr->attnames,
+ *		when known, lets an update name the columns it lacks.
  */
 void
 cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src, const W2jMessage *msg,
 				   const W2jColumn *before, int nbefore, const W2jColumn *after, int nafter,
-				   const CdcRoute *route, const CdcTableRoutes *tr)
+				   const CdcRoute *route, const CdcTableRoutes *tr, const char *key,
+				   int keylen)
 {
-	StringInfoData key;
 	bool first = true;
 	int i;
 
-	appendStringInfo(out, "{\"op\":\"%c\",\"source\":{\"version\":\"%s\",\"db\":", op,
-					 BV_CDC_VERSION);
+	append_literal(out, "{\"op\":\"");
+	appendStringInfoCharMacro(out, op);
+	append_literal(out, "\",\"source\":{\"version\":\"" BV_CDC_VERSION "\",\"db\":");
 	append_json_string(out, src->database);
-	appendStringInfoString(out, ",\"schema\":");
+	append_literal(out, ",\"schema\":");
 	append_json_string(out, msg->schema);
-	appendStringInfoString(out, ",\"table\":");
+	append_literal(out, ",\"table\":");
 	append_json_string(out, msg->table);
-	appendStringInfoString(out, ",\"lsn\":");
+	append_literal(out, ",\"lsn\":");
 	append_json_string(out, src->lsn ? src->lsn : "0/0");
-	appendStringInfo(out, ",\"xid\":" INT64_FORMAT ",\"ts_us\":" INT64_FORMAT ",\"ts_ms\":" INT64_FORMAT ",\"seq\":" INT64_FORMAT "}",
-					 src->xid, src->ts_us, src->ts_us / 1000, src->seq);
+	append_literal(out, ",\"xid\":");
+	append_int64(out, src->xid);
+	append_literal(out, ",\"ts_us\":");
+	append_int64(out, src->ts_us);
+	append_literal(out, ",\"ts_ms\":");
+	append_int64(out, src->ts_us / 1000);
+	append_literal(out, ",\"seq\":");
+	append_int64(out, src->seq);
 
-	appendStringInfoString(out, ",\"key\":");
-	initStringInfo(&key);
-	if (op != 't' && cdc_build_key(&key, msg, op == 'd' ? before : after,
-								   op == 'd' ? nbefore : nafter))
-		appendBinaryStringInfo(out, key.data, key.len);
+	append_literal(out, "},\"key\":");
+	if (key != NULL)
+		append_bytes(out, key, keylen);
 	else
-		appendStringInfoString(out, "null");
-	pfree(key.data);
+		append_literal(out, "null");
 
-	appendStringInfoString(out, ",\"before\":");
+	append_literal(out, ",\"before\":");
 	append_row(out, before, nbefore, route);
-	appendStringInfoString(out, ",\"after\":");
+	append_literal(out, ",\"after\":");
 	append_row(out, after, nafter, route);
 
 	/* Columns absent from an update's new row: unchanged TOAST values. */
-	appendStringInfoString(out, ",\"unchanged\":[");
+	append_literal(out, ",\"unchanged\":[");
 	if (msg->action == 'U' && after != NULL && tr != NULL && tr->natts > nafter)
 	{
 		for (i = 0; i < tr->natts; i++)
@@ -518,10 +313,10 @@ cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src, const W2j
 				!column_wanted(route, tr->attnames[i]))
 				continue;
 			if (!first)
-				appendStringInfoChar(out, ',');
+				appendStringInfoCharMacro(out, ',');
 			first = false;
 			append_json_string(out, tr->attnames[i]);
 		}
 	}
-	appendStringInfoString(out, "]}");
+	append_literal(out, "]}");
 }

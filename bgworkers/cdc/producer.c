@@ -23,7 +23,14 @@
  *
  * Memory: librdkafka copies payloads and keys (RD_KAFKA_MSG_F_COPY) into
  * its own malloc'd buffers, bounded by queue.buffering.max.messages/kbytes
- * and by bv_cdc.max_inflight; sink structs live in the config context.
+ * and by bv_cdc.max_inflight; sink structs live in the config context.  A
+ * sink's producer state (KafkaSink: the producer and its topic handles) is
+ * in TopMemoryContext, because it moves from config to config
+ * (cdc_sink_rebind), and is freed by kafka_stop.
+ *
+ * Producing a message by topic name costs librdkafka a lookup under its
+ * write lock; each sink keeps a handle per topic instead (up to
+ * KAFKA_MAX_TOPICS; further topics are produced to by name).
  *
  *-------------------------------------------------------------------------
  */
@@ -35,11 +42,26 @@
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 
 #include "bv_cdc.h"
 
 /* The sink behind each stats slot; a producer's opaque is its slot + 1. */
 static CdcSink *sink_by_slot[BV_CDC_MAX_SINKS];
+
+#define KAFKA_MAX_TOPICS 64
+
+/* A Kafka sink's state (CdcSink.impl). */
+typedef struct KafkaSink
+{
+	rd_kafka_t *rk;
+	int ntopics;
+	int last; /* index of the last topic used */
+	char *topic_names[KAFKA_MAX_TOPICS];
+	rd_kafka_topic_t *topics[KAFKA_MAX_TOPICS];
+} KafkaSink;
+
+#define sink_rk(sink) (((KafkaSink *) (sink)->impl)->rk)
 
 /*
  * cdc_kafka_conf
@@ -247,7 +269,8 @@ kafka_start(CdcSink *sink, char *errbuf, size_t errlen)
 		return false;
 	}
 	rd_kafka_set_log_queue(rk, NULL);
-	sink->impl = rk;
+	sink->impl = MemoryContextAllocZero(TopMemoryContext, sizeof(KafkaSink));
+	((KafkaSink *) sink->impl)->rk = rk;
 	return true;
 }
 
@@ -259,15 +282,50 @@ kafka_start(CdcSink *sink, char *errbuf, size_t errlen)
 static void
 kafka_stop(CdcSink *sink)
 {
-	rd_kafka_t *rk = sink->impl;
+	KafkaSink *ks = sink->impl;
+	rd_kafka_t *rk = ks->rk;
+	int i;
 
 	rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 	rd_kafka_poll(rk, 0);
+	for (i = 0; i < ks->ntopics; i++)
+	{
+		rd_kafka_topic_destroy(ks->topics[i]);
+		pfree(ks->topic_names[i]);
+	}
 	rd_kafka_destroy(rk);
+	pfree(ks);
 	sink->impl = NULL;
 	sink->pending = 0;
 	if (sink_by_slot[sink->stats_slot] == sink)
 		sink_by_slot[sink->stats_slot] = NULL;
+}
+
+/*
+ * The producer's handle of a topic, kept for the producer's lifetime;
+ * NULL when there is no room to keep one (then producev looks the topic up
+ * by name) or librdkafka refuses the name (then producev reports why).
+ */
+static rd_kafka_topic_t *
+kafka_topic(KafkaSink *ks, const char *name)
+{
+	rd_kafka_topic_t *rkt;
+	int i;
+
+	if (ks->ntopics > 0 && strcmp(ks->topic_names[ks->last], name) == 0)
+		return ks->topics[ks->last];
+	for (i = 0; i < ks->ntopics; i++)
+		if (strcmp(ks->topic_names[i], name) == 0)
+		{
+			ks->last = i;
+			return ks->topics[i];
+		}
+	if (ks->ntopics >= KAFKA_MAX_TOPICS || (rkt = rd_kafka_topic_new(ks->rk, name, NULL)) == NULL)
+		return NULL;
+	ks->topic_names[ks->ntopics] = MemoryContextStrdup(TopMemoryContext, name);
+	ks->topics[ks->ntopics] = rkt;
+	ks->last = ks->ntopics++;
+	return rkt;
 }
 
 /*
@@ -279,28 +337,41 @@ kafka_stop(CdcSink *sink)
 static CdcProduceResult
 kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 {
-	rd_kafka_t *rk = sink->impl;
+	KafkaSink *ks = sink->impl;
+	rd_kafka_t *rk = ks->rk;
 	const CdcHeaders *h = ev->h;
+	rd_kafka_topic_t *rkt = kafka_topic(ks, ev->topic);
+	char xid[MAXINT8LEN + 1];
+	int xidlen = pg_lltoa(h->xid, xid);
 
 	for (;;)
 	{
-		rd_kafka_headers_t *hdrs = rd_kafka_headers_new(5);
-		char xid[24];
+		rd_kafka_headers_t *hdrs = rd_kafka_headers_new(h->traceparent ? 5 : 4);
 		rd_kafka_resp_err_t rc;
 
-		rd_kafka_header_add(hdrs, "op", -1, h->op, -1);
-		rd_kafka_header_add(hdrs, "table", -1, h->table, -1);
-		rd_kafka_header_add(hdrs, "lsn", -1, h->lsn, -1);
-		snprintf(xid, sizeof(xid), INT64_FORMAT, h->xid);
-		rd_kafka_header_add(hdrs, "xid", -1, xid, -1);
+		rd_kafka_header_add(hdrs, "op", 2, h->op, -1);
+		rd_kafka_header_add(hdrs, "table", 5, h->table, -1);
+		rd_kafka_header_add(hdrs, "lsn", 3, h->lsn, -1);
+		rd_kafka_header_add(hdrs, "xid", 3, xid, xidlen);
 		if (h->traceparent)
-			rd_kafka_header_add(hdrs, "traceparent", -1, h->traceparent, -1);
+			rd_kafka_header_add(hdrs, "traceparent", 11, h->traceparent, -1);
 
-		rc = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(ev->topic),
-							   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
-							   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
-							   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-							   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque), RD_KAFKA_V_END);
+		if (rkt != NULL)
+			rc = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
+								   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
+								   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
+								   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								   RD_KAFKA_V_HEADERS(hdrs),
+								   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque),
+								   RD_KAFKA_V_END);
+		else
+			rc = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(ev->topic),
+								   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
+								   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
+								   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								   RD_KAFKA_V_HEADERS(hdrs),
+								   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque),
+								   RD_KAFKA_V_END);
 		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return CDC_PRODUCE_OK;
 		rd_kafka_headers_destroy(hdrs);
@@ -326,7 +397,7 @@ kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 static void
 kafka_poll(CdcSink *sink, int timeout_ms)
 {
-	rd_kafka_poll((rd_kafka_t *) sink->impl, timeout_ms);
+	rd_kafka_poll(sink_rk(sink), timeout_ms);
 }
 
 /* Delivery reports come within milliseconds while messages are in flight. */

@@ -48,6 +48,7 @@
 #include "postmaster/postmaster.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -57,7 +58,12 @@
 
 #define RING_CAPACITY 65536
 #define READ_BATCH    2000
+#define POLL_EVERY    256 /* delivery reports are served every this many messages */
 #define BATCH_NAP_US  1000
+
+/* Fewer messages than this per window: a trickle (see the wait). */
+#define TRICKLE_WINDOW_MS 20
+#define TRICKLE_READS     400 /* 20,000 messages/s */
 
 typedef struct CdcTxn
 {
@@ -83,8 +89,14 @@ static XLogRecPtr sent_flush = InvalidXLogRecPtr;
 static TimestampTz last_status = 0;
 static TimestampTz last_heartbeat = 0;
 static TimestampTz last_publish = 0;
+static TimestampTz window_start = 0; /* the trickle window: since when */
+static int window_reads = 0;         /* messages read in it */
+static bool trickle = true;          /* the last window was a trickle */
 static MemoryContext msg_cxt = NULL;
 static MemoryContext txn_cxt = NULL;
+static CdcTableRoutes *last_tr = NULL; /* table_routes(): its last answer, and the config */
+static CdcConfig *last_tr_cfg = NULL;
+static uint64 last_tr_generation = 0;
 
 static CdcProduceResult emit_txn_event(CdcSink *sink, bool end, const char *lsn_text);
 static void count_txn_event(CdcSink *sink, const char *table);
@@ -452,7 +464,6 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	CdcEventSource src;
 	CdcHeaders h;
 	CdcEvent ev;
-	char table[2 * NAMEDATALEN + 2];
 	char opstr[2] = {op, '\0'};
 	char event_id[64];
 	bool have_key;
@@ -472,15 +483,17 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	src.ts_us = ring[cur].commit_us;
 	src.seq = cur_seq;
 
-	initStringInfo(&payload);
-	cdc_build_envelope(&payload, op, &src, m, before, nbefore, after, nafter, route, tr);
+	/* The key goes both into the envelope and into the message. */
 	initStringInfo(&key);
 	have_key = op != 't' && cdc_build_key(&key, m, op == 'd' ? before : after,
 										  op == 'd' ? nbefore : nafter);
+	initStringInfo(&payload);
+	cdc_build_envelope(&payload, op, &src, m, before, nbefore, after, nafter, route, tr,
+					   have_key ? key.data : NULL, key.len);
 
-	snprintf(table, sizeof(table), "%s.%s", m->schema, m->table);
+	/* tr->key is "schema.table", as the table header wants it. */
 	h.op = opstr;
-	h.table = table;
+	h.table = tr->key;
 	h.lsn = lsn_text;
 	h.xid = ring[cur].xid;
 	h.traceparent = cur_traceparent;
@@ -512,7 +525,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	{
 		if (sink->txn_events == 0 && (rc = emit_txn_event(sink, false, lsn_text)) != CDC_PRODUCE_OK)
 			return rc;
-		count_txn_event(sink, table);
+		count_txn_event(sink, tr->key);
 	}
 
 	return produce_event(sink, &ev, lsn, "the message");
@@ -633,6 +646,34 @@ reset_txn_events(CdcConfig *cfg)
 	}
 }
 
+/*
+ * The routes of a change's table: cdc_config_table, with the last answer
+ * kept, as consecutive changes are mostly to one table.  What it keeps is
+ * forgotten with the configuration and on relcache invalidation (then
+ * cdc_config_table forgets the table's columns).
+ */
+static CdcTableRoutes *
+table_routes(CdcConfig *cfg, const char *schema, const char *table)
+{
+	size_t slen = strlen(schema);
+
+	if (last_tr == NULL || last_tr_cfg != cfg || last_tr_generation != cfg->generation ||
+		strncmp(last_tr->key, schema, slen) != 0 || last_tr->key[slen] != '.' ||
+		strcmp(last_tr->key + slen + 1, table) != 0)
+	{
+		last_tr = cdc_config_table(cfg, schema, table);
+		last_tr_cfg = cfg;
+		last_tr_generation = cfg->generation;
+	}
+	return last_tr;
+}
+
+static void
+forget_table_routes(Datum arg, Oid relid)
+{
+	last_tr = NULL;
+}
+
 /* Two key images equal? (A primary key change turns into d + c.) */
 static bool
 key_changed(const W2jMessage *m)
@@ -669,7 +710,7 @@ handle_change(CdcConfig *cfg, W2jMessage *m, XLogRecPtr lsn, const char *raw, in
 	cur_seq++;
 	if (m->action != 'T')
 		cdc_snapshot_on_change(m);
-	tr = cdc_config_table(cfg, m->schema, m->table);
+	tr = table_routes(cfg, m->schema, m->table);
 	if (tr->nroutes == 0)
 		return CDC_PRODUCE_OK;
 	if (m->action == 'U' && tr->natts < 0)
@@ -765,11 +806,8 @@ handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
 {
 	W2jMessage m;
 	char *err;
-	char *copy = palloc(len + 1);
 
-	memcpy(copy, data, len);
-	copy[len] = '\0';
-	if (!w2j_parse(copy, len, &m, &err))
+	if (!w2j_parse(data, len, &m, &err))
 	{
 		cdc_quarantine(lsn, err, data, len);
 		return CDC_PRODUCE_OK;
@@ -866,7 +904,9 @@ cdc_stream_run(CdcConfig **cfgp)
 		msg_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc message", ALLOCSET_DEFAULT_SIZES);
 		txn_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc transaction",
 										ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(forget_table_routes, (Datum) 0);
 	}
+	last_tr = NULL;
 	cdc_stream_cleanup();
 	cdc_snapshot_reset();
 	received_lsn = flushed_lsn = sent_flush = InvalidXLogRecPtr;
@@ -966,6 +1006,8 @@ cdc_stream_run(CdcConfig **cfgp)
 			bv_repl_free(buf);
 			if (prc == CDC_PRODUCE_RESTART)
 				return;
+			if (nread % POLL_EVERY == 0)
+				cdc_sinks_poll(cfg, 0);
 			room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
 		}
 
@@ -987,16 +1029,24 @@ cdc_stream_run(CdcConfig **cfgp)
 			return;
 		publish(cfg, false);
 
-		if (nread >= READ_BATCH)
-			continue;
-
 		/*
 		 * A thin trickle of messages: let the walsender fill the socket for
 		 * a moment rather than waking up for every message it sends (saves
-		 * a wake-up and a context switch per change under load; costs at
-		 * most this delay in latency).
+		 * a wake-up and a context switch per change; costs at most this
+		 * delay in latency).  Not while the stream is busy: the socket holds
+		 * only a few hundred messages, which the walsender writes in well
+		 * under this delay, and it would wait for us.
 		 */
-		if (nread > 0 && nread < READ_BATCH / 8 && !paused && room)
+		window_reads += nread;
+		if (TimestampDifferenceExceeds(window_start, GetCurrentTimestamp(), TRICKLE_WINDOW_MS))
+		{
+			trickle = window_reads < TRICKLE_READS;
+			window_start = GetCurrentTimestamp();
+			window_reads = 0;
+		}
+		if (nread >= READ_BATCH)
+			continue;
+		if (nread > 0 && trickle && !paused && room)
 		{
 			pgstat_report_wait_start(PG_WAIT_EXTENSION);
 			pg_usleep(BATCH_NAP_US);
