@@ -12,16 +12,24 @@
 #   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
 #             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
 #             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
-# Runs are interleaved (variant innermost) and repeated ROUNDS times; the
-# best round of each configuration counts, to damp the noise of a shared
-# machine.  Settings: synchronous_commit = off, shared_buffers = 1GB.
+# Runs are short, interleaved (variant innermost) and repeated ROUNDS times.
+# This VM's speed drifts by tens of percent over minutes, more than the
+# effect measured, so each round compares the variants with the "none" run
+# just before them: an overhead is the median over the rounds of
+# (none - variant) / none within a round, and a rate is the median of the
+# rounds.  Settings: synchronous_commit = off, shared_buffers = 1GB.
+# Even so, 1-client rates move by a third between neighbouring runs on this
+# VM, so the 1-client runs also measure what the triggers cost in CPU: the
+# backend's own CPU time per transaction (/proc/<pid>/schedstat, which
+# leaves out time spent waiting for a CPU), reported as *_cpu_us and
+# *_cpu_overhead_pct (median over the rounds, within-round as above).
 # Progress on stderr, one JSON line on stdout.
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
     small) ROWS=10000; DURATION=2; ROUNDS=1 ;;
-    *)     ROWS=100000; DURATION=15; ROUNDS=2 ;;
+    *)     ROWS=100000; DURATION=5; ROUNDS=7 ;;
 esac
 VARIANTS="none bv_audit plpgsql"
 OUT=$BV_BENCH_OUT
@@ -82,17 +90,41 @@ for v in $VARIANTS; do
         "$v" "$v" >"$OUT/insert_$v.sql"
 done
 
-declare -A best
+declare -A rates # "<workload>_c<clients>_<variant>" -> one tps per round
+declare -A cpus  # "<workload>_c1_<variant>" -> backend CPU µs per transaction, per round
 run() { # workload clients variant
-    local tps
+    local tps pid first last pgb
     psql -c CHECKPOINT
-    tps=$("$PGBIN/pgbench" -n -M prepared -c "$2" -j "$2" -T "$DURATION" -f "$OUT/$1_$3.sql" 2>"$OUT/pgbench.err" \
-        | sed -n 's/^tps = \([0-9.]*\) .*/\1/p')
-    [ -n "$tps" ] || { cat "$OUT/pgbench.err" >&2; bv_die "pgbench $1 $2 $3 failed"; }
-    say "round $r: $1 clients=$2 $3: $tps tps"
-    local key="$1_c$2_$3"
-    if [ -z "${best[$key]:-}" ] || awk -v a="$tps" -v b="${best[$key]}" 'BEGIN { exit !(a > b) }'; then
-        best[$key]=$tps
+    "$PGBIN/pgbench" -n -M prepared -c "$2" -j "$2" -T "$DURATION" -f "$OUT/$1_$3.sql" \
+        >"$OUT/pgbench.out" 2>"$OUT/pgbench.err" &
+    pgb=$!
+    if [ "$2" = 1 ]; then
+        # The backend's CPU time, read until pgbench ends (it runs while
+        # pgbench does: the connection is pgbench's).
+        for _ in $(seq 200); do
+            pid=$(psql -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'")
+            [ -n "$pid" ] && break
+            sleep 0.01
+        done
+        first=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null)
+        last=$first
+        while kill -0 "$pgb" 2>/dev/null; do
+            last=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null || echo "$last")
+            sleep 0.02
+        done
+    fi
+    wait "$pgb" || { cat "$OUT/pgbench.err" >&2; bv_die "pgbench $1 $2 $3 failed"; }
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/pgbench.out")
+    [ -n "$tps" ] || { cat "$OUT/pgbench.err" >&2; bv_die "pgbench $1 $2 $3 printed no rate"; }
+    rates[$1_c$2_$3]+="$tps "
+    if [ "$2" = 1 ]; then
+        local n cpu
+        n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$OUT/pgbench.out")
+        cpu=$(awk -v a="$first" -v b="$last" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n / 1000 }')
+        cpus[$1_c1_$3]+="$cpu "
+        say "round $r: $1 clients=$2 $3: $tps tps, backend CPU $cpu µs per transaction"
+    else
+        say "round $r: $1 clients=$2 $3: $tps tps"
     fi
 }
 
@@ -104,26 +136,46 @@ for r in $(seq 1 "$ROUNDS"); do
     done
 done
 
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { printf "%.1f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# Median over the rounds of the variant's overhead against "none" of the same round.
+overhead() { # workload clients variant
+    paste -d' ' <(tr ' ' '\n' <<<"${rates[$1_c$2_none]}" | grep .) <(tr ' ' '\n' <<<"${rates[$1_c$2_$3]}" | grep .) \
+        | awk '{ printf "%f ", ($1 - $2) / $1 * 100 }' | median
+}
+# The same for CPU per transaction (1 client): (variant - none) / none.
+cpu_overhead() { # workload variant
+    paste -d' ' <(tr ' ' '\n' <<<"${cpus[$1_c1_none]}" | grep .) <(tr ' ' '\n' <<<"${cpus[$1_c1_$2]}" | grep .) \
+        | awk '{ printf "%f ", ($2 - $1) / $1 * 100 }' | median
+}
+
 # Sanity: the audited variant really wrote audit records.
 audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_bv_audit WHERE audit_op IN ('I', 'U')")
 [ "$audited" -gt 0 ] || bv_die "bv_audit wrote no audit records"
 say "bv_audit wrote $audited audit records"
 
-pct() { awk -v base="$1" -v x="$2" 'BEGIN { printf "%.1f", (base - x) / base * 100 }'; }
 json="{\"bench\":\"audit\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
 json+=",\"rows\":$ROWS,\"duration_s\":$DURATION,\"rounds\":$ROUNDS"
 for w in update insert; do
     for c in 1 8; do
         for v in $VARIANTS; do
-            json+=",\"${w}_c${c}_${v}_per_s\":${best[${w}_c${c}_${v}]}"
+            json+=",\"${w}_c${c}_${v}_per_s\":$(median <<<"${rates[${w}_c${c}_${v}]}")"
         done
     done
 done
-json+=",\"update_overhead_pct\":$(pct "${best[update_c1_none]}" "${best[update_c1_bv_audit]}")"
-json+=",\"insert_overhead_pct\":$(pct "${best[insert_c1_none]}" "${best[insert_c1_bv_audit]}")"
-json+=",\"plpgsql_update_overhead_pct\":$(pct "${best[update_c1_none]}" "${best[update_c1_plpgsql]}")"
-json+=",\"plpgsql_insert_overhead_pct\":$(pct "${best[insert_c1_none]}" "${best[insert_c1_plpgsql]}")"
-json+=",\"update_overhead_c8_pct\":$(pct "${best[update_c8_none]}" "${best[update_c8_bv_audit]}")"
-json+=",\"insert_overhead_c8_pct\":$(pct "${best[insert_c8_none]}" "${best[insert_c8_bv_audit]}")"
+json+=",\"update_overhead_pct\":$(overhead update 1 bv_audit)"
+json+=",\"insert_overhead_pct\":$(overhead insert 1 bv_audit)"
+json+=",\"plpgsql_update_overhead_pct\":$(overhead update 1 plpgsql)"
+json+=",\"plpgsql_insert_overhead_pct\":$(overhead insert 1 plpgsql)"
+for w in update insert; do
+    for v in $VARIANTS; do
+        json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
+    done
+done
+json+=",\"update_cpu_overhead_pct\":$(cpu_overhead update bv_audit)"
+json+=",\"insert_cpu_overhead_pct\":$(cpu_overhead insert bv_audit)"
+json+=",\"plpgsql_update_cpu_overhead_pct\":$(cpu_overhead update plpgsql)"
+json+=",\"plpgsql_insert_cpu_overhead_pct\":$(cpu_overhead insert plpgsql)"
+json+=",\"update_overhead_c8_pct\":$(overhead update 8 bv_audit)"
+json+=",\"insert_overhead_c8_pct\":$(overhead insert 8 bv_audit)"
 json+="}"
 echo "$json"
