@@ -348,6 +348,8 @@ kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 	{
 		rd_kafka_headers_t *hdrs = rd_kafka_headers_new(h->traceparent ? 5 : 4);
 		rd_kafka_resp_err_t rc;
+		rd_kafka_vu_t vu[6];
+		rd_kafka_error_t *error;
 
 		rd_kafka_header_add(hdrs, "op", 2, h->op, -1);
 		rd_kafka_header_add(hdrs, "table", 5, h->table, -1);
@@ -356,22 +358,33 @@ kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		if (h->traceparent)
 			rd_kafka_header_add(hdrs, "traceparent", 11, h->traceparent, -1);
 
+		/* The topic by its cached handle, or by name past the cache's size. */
 		if (rkt != NULL)
-			rc = rd_kafka_producev(rk, RD_KAFKA_V_RKT(rkt),
-								   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
-								   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
-								   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-								   RD_KAFKA_V_HEADERS(hdrs),
-								   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque),
-								   RD_KAFKA_V_END);
+		{
+			vu[0].vtype = RD_KAFKA_VTYPE_RKT;
+			vu[0].u.rkt = rkt;
+		}
 		else
-			rc = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(ev->topic),
-								   RD_KAFKA_V_KEY((void *) ev->key, ev->keylen),
-								   RD_KAFKA_V_VALUE((void *) ev->payload, ev->len),
-								   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-								   RD_KAFKA_V_HEADERS(hdrs),
-								   RD_KAFKA_V_OPAQUE((void *) (uintptr_t) ev->opaque),
-								   RD_KAFKA_V_END);
+		{
+			vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+			vu[0].u.cstr = ev->topic;
+		}
+		vu[1].vtype = RD_KAFKA_VTYPE_KEY;
+		vu[1].u.mem.ptr = (void *) ev->key;
+		vu[1].u.mem.size = ev->keylen;
+		vu[2].vtype = RD_KAFKA_VTYPE_VALUE;
+		vu[2].u.mem.ptr = (void *) ev->payload;
+		vu[2].u.mem.size = ev->len;
+		vu[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+		vu[3].u.i = RD_KAFKA_MSG_F_COPY;
+		vu[4].vtype = RD_KAFKA_VTYPE_HEADERS;
+		vu[4].u.headers = hdrs;
+		vu[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+		vu[5].u.ptr = (void *) (uintptr_t) ev->opaque;
+		error = rd_kafka_produceva(rk, vu, lengthof(vu));
+		rc = error ? rd_kafka_error_code(error) : RD_KAFKA_RESP_ERR_NO_ERROR;
+		if (error)
+			rd_kafka_error_destroy(error);
 		if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return CDC_PRODUCE_OK;
 		rd_kafka_headers_destroy(hdrs);
