@@ -72,11 +72,9 @@ t0=$(now)
 t1=$(now)
 psql_q -c "SELECT pg_drop_replication_slot('ceiling')" >/dev/null
 
-BASE=$(psql_q -c "SELECT events FROM bv_cdc.stats WHERE sink = 'bench'")
 say "bv_cdc: resume and wait for $ROWS acknowledgements"
 t2=$(now)
-psql_q -c "SELECT bv_cdc.resume('bench')" >/dev/null
-wait_for "SELECT events >= $BASE + $ROWS FROM bv_cdc.stats WHERE sink = 'bench'" 600
+resume_and_drain bench "$ROWS"
 t3=$(now)
 
 # ---- 2. latency at a steady rate ----

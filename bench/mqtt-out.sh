@@ -89,11 +89,9 @@ pause_sink bench
 say "committing $ROWS changes in $TXNS transactions"
 load_rows "$ROWS" "$TXNS"
 
-BASE=$(psql_q -c "SELECT events FROM bv_cdc.stats WHERE sink = 'bench'")
 say "bv_cdc: resume and wait for $ROWS PUBACKs"
 t2=$(now)
-psql_q -c "SELECT bv_cdc.resume('bench')" >/dev/null
-wait_for "SELECT events >= $BASE + $ROWS FROM bv_cdc.stats WHERE sink = 'bench'" 600
+resume_and_drain bench "$ROWS"
 t3=$(now)
 t4=0 GOT=0 DISTINCT=0
 if [ "$SUBSCRIBER" = 1 ]; then
