@@ -6,12 +6,8 @@
 # (BENCH_SCALE=small: 10k rows and short runs), two workloads:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <random id>
 #   insert  INSERT of one new row
-# three variants side by side, on identical tables in the same cluster:
-#   none      no trigger
-#   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
-#   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
-#             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
-#             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
+# four variants side by side, on identical tables in the same cluster
+# (none, floor, bv_audit, plpgsql; see bench/include/audit-setup.sh).
 # Runs are short, interleaved (variant innermost) and repeated ROUNDS times.
 # This VM's speed drifts by tens of percent over minutes, more than the
 # effect measured, so each round compares the variants with the "none" run
@@ -31,64 +27,13 @@ case "${BENCH_SCALE:-default}" in
     small) ROWS=10000; DURATION=2; ROUNDS=1 ;;
     *)     ROWS=100000; DURATION=5; ROUNDS=7 ;;
 esac
-VARIANTS="none bv_audit plpgsql"
+VARIANTS="none floor bv_audit plpgsql"
 OUT=$BV_BENCH_OUT
 
 say() { printf 'audit: %s\n' "$*" >&2; }
 
-say "cluster"
-BV_EXTENSIONS="bv_core bv_audit" bv_throwaway_cluster "$OUT/cluster" 55000 >&2
-trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
-psql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-
-# shared_buffers = 1GB as in docs/ENVIRONMENT's reference figures: with the
-# default 128MB the audit tables' history index (random inserts under
-# random-key UPDATEs) would be measured against the disk, not the trigger.
-psql -c "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET shared_buffers = '1GB'" >/dev/null
-"$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 -m fast >/dev/null
-
-say "tables: $ROWS rows each"
-for v in $VARIANTS; do
-    psql <<SQL
-CREATE TABLE public.t_$v (id bigint PRIMARY KEY, name text NOT NULL, balance bigint NOT NULL, note text);
-INSERT INTO public.t_$v SELECT g, 'name ' || g, g * 10, 'some note text' FROM generate_series(1, $ROWS) g;
-CREATE SEQUENCE public.t_${v}_ins START $((ROWS + 1));
-SQL
-done
-
-# The reference PL/pgSQL trigger: one jsonb log table for every table.
-psql -o /dev/null <<'SQL'
-CREATE TABLE public.ref_audit_log (
-    id bigserial PRIMARY KEY,
-    table_oid oid NOT NULL,
-    op text NOT NULL,
-    ts timestamptz NOT NULL DEFAULT now(),
-    actor text NOT NULL DEFAULT current_user,
-    old_record jsonb,
-    new_record jsonb
-);
-CREATE FUNCTION public.ref_audit_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.ref_audit_log (table_oid, op, old_record, new_record)
-    VALUES (TG_RELID, TG_OP,
-            CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
-            CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END);
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER ref_audit AFTER INSERT OR UPDATE OR DELETE ON public.t_plpgsql
-    FOR EACH ROW EXECUTE FUNCTION public.ref_audit_trigger();
-SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
-SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
-VACUUM ANALYZE;
-SQL
-
-for v in $VARIANTS; do
-    printf '\\set id random(1, %s)\nUPDATE public.t_%s SET balance = balance + 1 WHERE id = :id;\n' \
-        "$ROWS" "$v" >"$OUT/update_$v.sql"
-    printf "INSERT INTO public.t_%s (id, name, balance, note) VALUES (nextval('public.t_%s_ins'), 'new row', 1, 'some note text');\n" \
-        "$v" "$v" >"$OUT/insert_$v.sql"
-done
+# shellcheck source=include/audit-setup.sh
+source "$BV_TOP/bench/include/audit-setup.sh"
 
 declare -A rates # "<workload>_c<clients>_<variant>" -> one tps per round
 declare -A cpus  # "<workload>_c1_<variant>" -> backend CPU µs per transaction, per round
@@ -166,6 +111,8 @@ json+=",\"update_overhead_pct\":$(overhead update 1 bv_audit)"
 json+=",\"insert_overhead_pct\":$(overhead insert 1 bv_audit)"
 json+=",\"plpgsql_update_overhead_pct\":$(overhead update 1 plpgsql)"
 json+=",\"plpgsql_insert_overhead_pct\":$(overhead insert 1 plpgsql)"
+json+=",\"floor_update_overhead_pct\":$(overhead update 1 floor)"
+json+=",\"floor_insert_overhead_pct\":$(overhead insert 1 floor)"
 for w in update insert; do
     for v in $VARIANTS; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
@@ -175,6 +122,8 @@ json+=",\"update_cpu_overhead_pct\":$(cpu_overhead update bv_audit)"
 json+=",\"insert_cpu_overhead_pct\":$(cpu_overhead insert bv_audit)"
 json+=",\"plpgsql_update_cpu_overhead_pct\":$(cpu_overhead update plpgsql)"
 json+=",\"plpgsql_insert_cpu_overhead_pct\":$(cpu_overhead insert plpgsql)"
+json+=",\"floor_update_cpu_overhead_pct\":$(cpu_overhead update floor)"
+json+=",\"floor_insert_cpu_overhead_pct\":$(cpu_overhead insert floor)"
 json+=",\"update_overhead_c8_pct\":$(overhead update 8 bv_audit)"
 json+=",\"insert_overhead_c8_pct\":$(overhead insert 8 bv_audit)"
 json+="}"

@@ -1,0 +1,81 @@
+# bench/include/audit-setup.sh, sourced by bench/audit.sh and
+# bench/audit-instructions.sh after they set ROWS, VARIANTS, OUT and say():
+# a throw-away cluster with bv_core and bv_audit (synchronous_commit = off,
+# shared_buffers = 1GB), one table public.t_<variant> of ROWS rows per
+# variant, the variants' triggers, and the pgbench scripts
+# $OUT/update_<variant>.sql and $OUT/insert_<variant>.sql.  Defines psql().
+# The variants:
+#   none      no trigger
+#   floor     bv_audit.stamp() + a C AFTER row trigger that does nothing
+#             (bench/include/noop_trigger.c): what PostgreSQL charges for
+#             bv_audit's trigger structure before a record is written
+#   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
+#   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
+#             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
+#             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
+say "cluster"
+BV_EXTENSIONS="bv_core bv_audit" bv_throwaway_cluster "$OUT/cluster" 55000 >&2
+trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
+psql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+# shared_buffers = 1GB as in docs/ENVIRONMENT's reference figures: with the
+# default 128MB the audit tables' history index (random inserts under
+# random-key UPDATEs) would be measured against the disk, not the trigger.
+psql -c "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET shared_buffers = '1GB'" >/dev/null
+"$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 -m fast >/dev/null
+
+say "tables: $ROWS rows each"
+for v in $VARIANTS; do
+    psql <<SQL
+CREATE TABLE public.t_$v (id bigint PRIMARY KEY, name text NOT NULL, balance bigint NOT NULL, note text);
+INSERT INTO public.t_$v SELECT g, 'name ' || g, g * 10, 'some note text' FROM generate_series(1, $ROWS) g;
+CREATE SEQUENCE public.t_${v}_ins START $((ROWS + 1));
+SQL
+done
+
+# The floor's no-op trigger, built with PGXS and loaded by path (superuser).
+mkdir -p "$OUT/noop"
+cp "$BV_TOP/bench/include/noop_trigger.c" "$OUT/noop/"
+printf 'MODULES = noop_trigger\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' >"$OUT/noop/Makefile"
+make -s -C "$OUT/noop" PG_CONFIG="$PG_CONFIG" >&2 || bv_die "could not build bench/include/noop_trigger.c"
+psql -o /dev/null -v so="$OUT/noop/noop_trigger.so" <<'SQL'
+CREATE FUNCTION public.bench_noop_trigger() RETURNS trigger LANGUAGE c AS :'so', 'bench_noop_trigger';
+CREATE TRIGGER bench_noop AFTER INSERT OR UPDATE OR DELETE ON public.t_floor
+    FOR EACH ROW EXECUTE FUNCTION public.bench_noop_trigger();
+SELECT bv_audit.stamp('public.t_floor') IS NULL AS stamped;
+SQL
+
+# The reference PL/pgSQL trigger: one jsonb log table for every table.
+psql -o /dev/null <<'SQL'
+CREATE TABLE public.ref_audit_log (
+    id bigserial PRIMARY KEY,
+    table_oid oid NOT NULL,
+    op text NOT NULL,
+    ts timestamptz NOT NULL DEFAULT now(),
+    actor text NOT NULL DEFAULT current_user,
+    old_record jsonb,
+    new_record jsonb
+);
+CREATE FUNCTION public.ref_audit_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.ref_audit_log (table_oid, op, old_record, new_record)
+    VALUES (TG_RELID, TG_OP,
+            CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+            CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ref_audit AFTER INSERT OR UPDATE OR DELETE ON public.t_plpgsql
+    FOR EACH ROW EXECUTE FUNCTION public.ref_audit_trigger();
+SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
+SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
+VACUUM ANALYZE;
+SQL
+
+for v in $VARIANTS; do
+    printf '\\set id random(1, %s)\nUPDATE public.t_%s SET balance = balance + 1 WHERE id = :id;\n' \
+        "$ROWS" "$v" >"$OUT/update_$v.sql"
+    printf "INSERT INTO public.t_%s (id, name, balance, note) VALUES (nextval('public.t_%s_ins'), 'new row', 1, 'some note text');\n" \
+        "$v" "$v" >"$OUT/insert_$v.sql"
+done
+
