@@ -33,9 +33,6 @@ case "${BENCH_SCALE:-default}" in
     small) ROWS=10000; N1=100; N2=500 ;;
     *)     ROWS=100000; N1=500; N2=2500 ;;
 esac
-VARIANTS="none floor bv_audit plpgsql"
-OUT=$BV_BENCH_OUT
-
 say() { printf 'audit-instructions: %s\n' "$*" >&2; }
 
 # shellcheck source=include/audit-setup.sh

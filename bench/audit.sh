@@ -27,9 +27,6 @@ case "${BENCH_SCALE:-default}" in
     small) ROWS=10000; DURATION=2; ROUNDS=1 ;;
     *)     ROWS=100000; DURATION=5; ROUNDS=7 ;;
 esac
-VARIANTS="none floor bv_audit plpgsql"
-OUT=$BV_BENCH_OUT
-
 say() { printf 'audit: %s\n' "$*" >&2; }
 
 # shellcheck source=include/audit-setup.sh

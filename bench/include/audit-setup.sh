@@ -1,5 +1,6 @@
 # bench/include/audit-setup.sh, sourced by bench/audit.sh and
-# bench/audit-instructions.sh after they set ROWS, VARIANTS, OUT and say():
+# bench/audit-instructions.sh after they set ROWS and say(); sets VARIANTS
+# and OUT:
 # a throw-away cluster with bv_core and bv_audit (synchronous_commit = off,
 # shared_buffers = 1GB), one table public.t_<variant> of ROWS rows per
 # variant, the variants' triggers, and the pgbench scripts
@@ -13,6 +14,9 @@
 #   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
 #             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
 #             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
+VARIANTS="none floor bv_audit plpgsql"
+OUT=$BV_BENCH_OUT
+
 say "cluster"
 BV_EXTENSIONS="bv_core bv_audit" bv_throwaway_cluster "$OUT/cluster" 55000 >&2
 trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
