@@ -104,23 +104,25 @@ for w in update insert; do
         done
     done
 done
-json+=",\"update_overhead_pct\":$(overhead update 1 bv_audit)"
-json+=",\"insert_overhead_pct\":$(overhead insert 1 bv_audit)"
-json+=",\"plpgsql_update_overhead_pct\":$(overhead update 1 plpgsql)"
-json+=",\"plpgsql_insert_overhead_pct\":$(overhead insert 1 plpgsql)"
-json+=",\"floor_update_overhead_pct\":$(overhead update 1 floor)"
-json+=",\"floor_insert_overhead_pct\":$(overhead insert 1 floor)"
+# Overheads against "none": bv_audit's unprefixed (the issue's names), the
+# others prefixed with their variant.
+for v in bv_audit plpgsql floor; do
+    p=${v#bv_audit}
+    for w in update insert; do
+        json+=",\"${p:+${p}_}${w}_overhead_pct\":$(overhead "$w" 1 "$v")"
+    done
+done
 for w in update insert; do
     for v in $VARIANTS; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
     done
 done
-json+=",\"update_cpu_overhead_pct\":$(cpu_overhead update bv_audit)"
-json+=",\"insert_cpu_overhead_pct\":$(cpu_overhead insert bv_audit)"
-json+=",\"plpgsql_update_cpu_overhead_pct\":$(cpu_overhead update plpgsql)"
-json+=",\"plpgsql_insert_cpu_overhead_pct\":$(cpu_overhead insert plpgsql)"
-json+=",\"floor_update_cpu_overhead_pct\":$(cpu_overhead update floor)"
-json+=",\"floor_insert_cpu_overhead_pct\":$(cpu_overhead insert floor)"
+for v in bv_audit plpgsql floor; do
+    p=${v#bv_audit}
+    for w in update insert; do
+        json+=",\"${p:+${p}_}${w}_cpu_overhead_pct\":$(cpu_overhead "$w" "$v")"
+    done
+done
 json+=",\"update_overhead_c8_pct\":$(overhead update 8 bv_audit)"
 json+=",\"insert_overhead_c8_pct\":$(overhead insert 8 bv_audit)"
 json+="}"
