@@ -63,8 +63,9 @@
  *
  * Concurrency: audit rows are plain inserts into the partition of the
  * transaction's start time; writers of the same or different tables take
- * no heavyweight lock beyond RowExclusiveLock on the audit table and its
- * partition, and never wait on each other.  audit_id comes from a sequence
+ * no heavyweight lock beyond RowExclusiveLock on the month's partition (the
+ * slow path: on the audit table too), its indexes and the sequence, and
+ * never wait on each other.  audit_id comes from a sequence
  * (a buffer lock for the increment only).
  *
  *-------------------------------------------------------------------------
@@ -88,7 +89,6 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/execnodes.h"
-#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -365,6 +365,15 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
  * later in the same transaction fail (the event trigger's mirroring among
  * them); the lock, as always, stays until the transaction ends.  Opening an
  * already locked relation is a hash lookup.
+ *
+ * Only the partition is locked, not the partitioned audit table, as when a
+ * client inserts into a partition by name.  Every DDL that could change what
+ * the entry caches about the partition (its columns, indexes, triggers,
+ * constraints; ALTER TABLE of the audit table recurses to it; DETACH and
+ * DROP) takes a lock on the partition that conflicts with ours, and its
+ * invalidation reaches the entry (part_relid) when our lock is granted.
+ * The parent's lock bought nothing beyond that, and cost a lock and its
+ * release per transaction.
  */
 static bool
 insert_direct(CaptureEntry *entry, Datum *values, bool *nulls)
@@ -373,7 +382,6 @@ insert_direct(CaptureEntry *entry, Datum *values, bool *nulls)
 	HeapTuple tuple;
 	int i, k;
 
-	LockRelationOid(entry->audit_relid, RowExclusiveLock);
 	part = try_table_open(entry->part_relid, RowExclusiveLock);
 	if (part == NULL)
 		return false;

@@ -17,9 +17,12 @@
  * actor, is an error rather than a silent fall-through: attributing a
  * request to the connection's login role would be a wrong audit record.
  *
- * bv.actor() runs once per audited row, so the parse of the claims is
- * cached against their text (see BvDerivedCache); within one request the
- * text does not change.
+ * bv.actor() runs for every audited statement, so it avoids repeated work:
+ * "bv.actor" is read from the variable bv_core defines for it, not looked
+ * up by name; the parse of the claims is cached against their text (see
+ * BvDerivedCache), which does not change within one request; and the
+ * session user's name is kept until that role's pg_authid row changes (a
+ * syscache callback) or SET SESSION AUTHORIZATION names another role.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,11 +33,50 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 
 #include "bv_common.h"
 #include "bv_core.h"
 
 static BvDerivedCache claims_cache;
+
+/* The session user's name, for as long as session_name_valid holds. */
+static Oid session_name_role = InvalidOid;
+static bool session_name_valid = false;
+static bool session_name_callback = false;
+static char session_name[NAMEDATALEN];
+
+/* Syscache callback: a role was changed (renamed, dropped) somewhere. */
+static void
+session_name_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	session_name_valid = false;
+}
+
+/*
+ * The name of the session user.  A change to any role invalidates it; the
+ * flag is set before the lookup, so an invalidation that arrives during the
+ * lookup is not lost.
+ */
+static const char *
+session_user_name(void)
+{
+	Oid role = GetSessionUserId();
+
+	if (!session_name_valid || session_name_role != role)
+	{
+		if (!session_name_callback)
+		{
+			CacheRegisterSyscacheCallback(AUTHOID, session_name_invalidate, (Datum) 0);
+			session_name_callback = true;
+		}
+		session_name_valid = true;
+		session_name_role = role;
+		strlcpy(session_name, GetUserNameFromId(role, false), NAMEDATALEN);
+	}
+	return session_name;
+}
 
 /*
  * Check an actor given by a caller and raise 22023 if it is unusable.
@@ -94,10 +136,10 @@ PG_FUNCTION_INFO_V1(bv_actor);
 Datum
 bv_actor(PG_FUNCTION_ARGS)
 {
-	const char *actor = bv_guc_get_nonempty("bv.actor");
+	const char *actor = bv_actor_setting;
 	const char *claims;
 
-	if (actor != NULL)
+	if (actor != NULL && actor[0] != '\0')
 		PG_RETURN_TEXT_P(cstring_to_text(actor));
 
 	claims = bv_guc_get_nonempty("request.jwt.claims");
@@ -108,7 +150,7 @@ bv_actor(PG_FUNCTION_ARGS)
 			PG_RETURN_TEXT_P(cstring_to_text(actor));
 	}
 
-	PG_RETURN_TEXT_P(cstring_to_text(GetUserNameFromId(GetSessionUserId(), false)));
+	PG_RETURN_TEXT_P(cstring_to_text(session_user_name()));
 }
 
 PG_FUNCTION_INFO_V1(bv_set_actor);

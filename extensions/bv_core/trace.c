@@ -56,9 +56,12 @@ PG_FUNCTION_INFO_V1(bv_trace_context);
 Datum
 bv_trace_context(PG_FUNCTION_ARGS)
 {
-	const char *value = bv_guc_get_nonempty("bv.traceparent");
+	/* bv_core's own setting, read from its variable: no lookup by name. */
+	const char *value = bv_traceparent_setting;
 	const char *headers;
 
+	if (value != NULL && value[0] == '\0')
+		value = NULL;
 	if (value == NULL && (headers = bv_guc_get_nonempty("request.headers")) != NULL)
 		value = header_traceparent(headers);
 

@@ -6,6 +6,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use BvTest;
 
 my $node = BvTest::new_node('actor');
@@ -127,6 +128,28 @@ $out = $node->safe_psql(
 		query => "SELECT count(*) FILTER (WHERE bv.actor() = 'bulk-writer') FROM generate_series(1, 10000)"),
 	@as_authenticator);
 is($out, '10000', 'the actor is stable across 10000 calls in one statement');
+
+# 7. The session user's name is cached by bv.actor(); a rename of that role
+#    by another session is seen by the next statement of the first.
+$node->safe_psql('bitvelocity', 'CREATE ROLE bv_renamee LOGIN IN ROLE bv_user');
+my ($in, $live_out, $live_err) = ('', '', '');
+my $timer = IPC::Run::timer($PostgreSQL::Test::Utils::timeout_default);
+my $live = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-U', 'bv_renamee',
+		'-h', $node->host, '-p', $node->port, '-d', 'bitvelocity', '-f', '-'
+	],
+	'<', \$in, '>', \$live_out, '2>', \$live_err, $timer);
+$in .= "SELECT 'before:' || bv.actor();\n";
+$live->pump until $live_out =~ /before:(\S+)/ || $timer->is_expired;
+is($1, 'bv_renamee', 'a session without claims: its login role is the actor');
+$node->safe_psql('bitvelocity', 'ALTER ROLE bv_renamee RENAME TO bv_renamed');
+$in .= "SELECT 'after:' || bv.actor();\n";
+$live->pump until $live_out =~ /after:(\S+)/ || $timer->is_expired;
+is($1, 'bv_renamed', 'the renamed login role is the actor in the live session');
+$in .= "\\q\n";
+$live->finish;
+is($live_err, '', 'the live session had no errors');
 
 $node->stop;
 done_testing();

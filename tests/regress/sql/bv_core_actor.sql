@@ -77,3 +77,11 @@ SELECT bv.set_actor('on-behalf-of-user-7');
 SELECT bv.actor();
 COMMIT;
 RESET ROLE;
+
+-- Without a setting or claims the actor is the session user, also after SET
+-- SESSION AUTHORIZATION names another one (the name is cached per role).
+SELECT bv.actor() = session_user AS actor_is_session_user;
+SET SESSION AUTHORIZATION bv_user;
+SELECT bv.actor() = 'bv_user' AS actor_is_new_session_user;
+RESET SESSION AUTHORIZATION;
+SELECT bv.actor() = session_user AS actor_is_session_user_again;
