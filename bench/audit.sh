@@ -37,6 +37,14 @@ declare -A cpus  # "<workload>_c1_<variant>" -> backend CPU µs per transaction,
 run() { # workload clients variant
     local tps pid first last pgb
     psql -c CHECKPOINT
+    # The previous run's backends may still be exiting; the backend whose CPU
+    # is read below must be this run's only pgbench backend.
+    psql -c "DO \$\$ BEGIN
+               FOR i IN 1 .. 1000 LOOP
+                   EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'pgbench');
+                   PERFORM pg_sleep(0.01);
+               END LOOP;
+             END \$\$"
     "$PGBIN/pgbench" -n -M prepared -c "$2" -j "$2" -T "$DURATION" -f "$OUT/$1_$3.sql" \
         >"$OUT/pgbench.out" 2>"$OUT/pgbench.err" &
     pgb=$!
@@ -44,11 +52,13 @@ run() { # workload clients variant
         # The backend's CPU time, read until pgbench ends (it runs while
         # pgbench does: the connection is pgbench's).
         for _ in $(seq 200); do
-            pid=$(psql -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'")
+            pid=$(psql -At -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend' ORDER BY backend_start DESC LIMIT 1")
             [ -n "$pid" ] && break
             sleep 0.01
         done
-        first=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null)
+        [ -n "$pid" ] || bv_die "pgbench $1 $2 $3: its backend did not appear"
+        first=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null) ||
+            bv_die "pgbench $1 $2 $3: cannot read the CPU time of backend $pid"
         last=$first
         while kill -0 "$pgb" 2>/dev/null; do
             last=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null || echo "$last")
