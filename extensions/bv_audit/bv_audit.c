@@ -20,6 +20,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/inval.h"
 
 #include "bv_audit.h"
@@ -38,12 +39,16 @@ bv_audit_relcache_callback(Datum arg, Oid relid)
 
 /*
  * Module load: register the relcache callback.  Callbacks cannot be
- * unregistered, and a library is never unloaded, so this runs once.
+ * unregistered, and a library is never unloaded, so this runs once.  When
+ * preloaded, also reserve the shared memory of the audit_id allocator
+ * (audit_id.c); loaded later, ids come from nextval().
  */
 void
 _PG_init(void)
 {
 	CacheRegisterRelcacheCallback(bv_audit_relcache_callback, (Datum) 0);
+	if (process_shared_preload_libraries_in_progress)
+		bv_audit_ids_init();
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_invalidate);

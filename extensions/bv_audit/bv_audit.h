@@ -14,6 +14,8 @@
  *	guard.c		the append-only guard on audit tables and the one door
  *				through which purge may delete
  *	digest.c	the per-row SHA-256 digest used by seal() and verify()
+ *	audit_id.c	audit_id values: blocks of the sequence shared through
+ *				shared memory when bv_audit is preloaded
  *	bv_audit.c	_PG_init and the relcache invalidation wiring
  *
  *-------------------------------------------------------------------------
@@ -45,6 +47,10 @@ extern const BvAuditContext *bv_audit_context(void);
 /* capture.c / stamp.c: relcache invalidation of their caches */
 extern void bv_audit_capture_invalidate(Oid relid);
 extern void bv_audit_stamp_invalidate(Oid relid);
+
+/* audit_id.c */
+extern void bv_audit_ids_init(void);
+extern int64 bv_audit_next_id(Oid seqrelid);
 
 /* guard.c */
 extern bool bv_audit_purge_active;

@@ -64,9 +64,9 @@
  * Concurrency: audit rows are plain inserts into the partition of the
  * transaction's start time; writers of the same or different tables take
  * no heavyweight lock beyond RowExclusiveLock on the month's partition (the
- * slow path: on the audit table too), its indexes and the sequence, and
- * never wait on each other.  audit_id comes from a sequence
- * (a buffer lock for the increment only).
+ * slow path: on the audit table too) and its indexes, and never wait on
+ * each other.  audit_id comes from audit_id.c: a spinlock in shared memory
+ * for the id, the sequence only once per block of ids.
  *
  *-------------------------------------------------------------------------
  */
@@ -82,7 +82,6 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
-#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -391,7 +390,7 @@ insert_direct(CaptureEntry *entry, Datum *values, bool *nulls)
 		return false;
 	}
 
-	values[entry->meta_attno[0] - 1] = Int64GetDatum(nextval_internal(entry->seq_relid, false));
+	values[entry->meta_attno[0] - 1] = Int64GetDatum(bv_audit_next_id(entry->seq_relid));
 	nulls[entry->meta_attno[0] - 1] = false;
 	tuple = heap_form_tuple(RelationGetDescr(part), values, nulls);
 	heap_insert(part, tuple, GetCurrentCommandId(true), 0, NULL);

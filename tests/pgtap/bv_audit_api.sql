@@ -1,7 +1,7 @@
 -- bv_audit's API contract: functions, privileges, security settings,
 -- comments, and the SQLSTATE of every refusal.
 BEGIN;
-SELECT plan(54);
+SELECT plan(60);
 
 SELECT has_schema('bv_audit');
 SELECT has_extension('bv_audit');
@@ -10,7 +10,7 @@ SELECT functions_are('bv_audit', ARRAY[
     'create_partitions', 'set_retention', 'purge', 'seal', 'verify', 'schedule_jobs',
     'stamp_trigger', 'capture_trigger', 'append_only_trigger', 'row_digest',
     '_purge_delete', '_invalidate', '_tracked', '_safe_type_change', '_create_partition', '_history_index',
-    '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop']);
+    '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop', 'next_audit_id']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
 SELECT set_eq($$SELECT c.relname::text FROM pg_class c JOIN pg_depend d ON d.objid = c.oid
@@ -47,6 +47,7 @@ SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_service', AR
 SELECT function_privs_are('bv_audit', '_purge_delete', ARRAY['regclass', 'timestamptz'], 'bv_admin', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', '_invalidate', ARRAY['regclass'], 'bv_admin', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', 'history', ARRAY['regclass', 'jsonb'], 'bv_anon', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'next_audit_id', ARRAY[]::text[], 'bv_admin', ARRAY[]::text[]);
 
 -- A tracked table to exercise the API.
 CREATE TABLE public.tap_t (id int PRIMARY KEY, v text, pw text);
@@ -134,6 +135,25 @@ SELECT results_eq($$SELECT operation, actor, row_data->>'updated_by' FROM bv_aud
                   $$VALUES ('I'::text, session_user::text COLLATE "default", session_user::text COLLATE "default"),
                            ('U', 'alice', 'alice'), ('U', 'bob', 'bob')$$,
                   'each statement records the actor current when it ran');
+
+-- audit_id: from bv_audit.next_audit_id(), a block of the sequence at a
+-- time (bv_audit is preloaded here); unique and increasing in the order the
+-- records were written, whatever path wrote them.
+SELECT is((SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+            JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+           WHERE d.adrelid = 'bv_audit.public__tap_a'::regclass AND a.attname = 'audit_id'),
+          'bv_audit.next_audit_id()', 'audit tables take audit_id from next_audit_id()');
+SELECT is((SELECT increment_by FROM pg_sequences WHERE schemaname = 'bv_audit' AND sequencename = 'audit_id_seq'),
+          1024::bigint, 'the sequence reserves blocks of 1,024 ids');
+SELECT ok((SELECT bool_and(next > prev) FROM (SELECT bv_audit.next_audit_id() AS next,
+                                                     lag(bv_audit.next_audit_id()) OVER () AS prev
+                                                FROM generate_series(1, 3000)) s WHERE prev IS NOT NULL),
+          'next_audit_id() increases across blocks');
+SELECT ok((SELECT max(bv_audit.next_audit_id()) - min(bv_audit.next_audit_id()) < 3 * 1024
+             FROM generate_series(1, 100)),
+          'ids of one block are consecutive (served from shared memory, not one nextval() each)');
+SELECT is((SELECT count(DISTINCT audit_id) = count(*) AND bool_and(audit_id IS NOT NULL)
+             FROM bv_audit.public__tap_a), true, 'every record has its own audit_id');
 SELECT is(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'a'::text)), 'row_digest() is deterministic');
 SELECT isnt(bv_audit.row_digest(ROW(1, 'a'::text)), bv_audit.row_digest(ROW(1, 'b'::text)), 'row_digest() sees a changed value');
 

@@ -77,6 +77,25 @@ is( $node->safe_psql($db,
 		q{SELECT count(*) FROM public.acc a WHERE a.created_by IS NULL AND a.id > 1000}),
 	'0', 'stamp trigger filled every inserted row');
 
+
+# ---- audit_id order across backends and restarts ----
+# The writers took their ids from one block in shared memory (audit_id.c):
+# every row's versions, in audit_id order, show its balance growing by one.
+is( $node->safe_psql($db, q{
+SELECT count(*) FROM (
+    SELECT balance - lag(balance) OVER (PARTITION BY id ORDER BY audit_id) AS step
+      FROM bv_audit.public__acc WHERE audit_op IN ('S', 'U')) s
+ WHERE step IS DISTINCT FROM 1 AND step IS NOT NULL}),
+	'0', "concurrent writers' versions of a row are in audit_id order");
+# A crash loses the rest of the block in shared memory; ids go on above
+# every id written before it, from a new block of the sequence.
+my $before_crash = $node->safe_psql($db, q{SELECT max(audit_id) FROM bv_audit.public__acc});
+$node->stop('immediate');
+$node->start;
+$node->safe_psql($db, q{UPDATE public.acc SET balance = balance + 1 WHERE id = 1});
+cmp_ok($node->safe_psql($db, q{SELECT max(audit_id) FROM bv_audit.public__acc}),
+	'>', $before_crash, 'after a crash, new audit ids are above every earlier one');
+
 # ---- TRUNCATE ----
 $node->safe_psql($db, 'TRUNCATE public.acc');
 is( $node->safe_psql($db,
@@ -123,5 +142,22 @@ SELECT bool_or(status = 'succeeded') FROM cron.job_run_details d JOIN cron.job j
 	'the pg_cron run succeeded');
 cmp_ok($node->safe_psql($db, q{SELECT count(*) FROM bv_audit.public__acc WHERE audit_ts > now() - interval '1 day'}),
 	'>', 0, 'recent records survive the purge');
+
+# ---- bv_audit not preloaded: ids from nextval(), still increasing ----
+my $before_fallback = $node->safe_psql($db, q{SELECT max(audit_id) FROM bv_audit.public__acc});
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'pg_cron, bv_core, bv_cdc'\n");
+$node->restart;
+$node->safe_psql($db, q{INSERT INTO public.acc (id, balance) VALUES (1, 0);
+UPDATE public.acc SET balance = balance + 1 WHERE id = 1;
+UPDATE public.acc SET balance = balance + 1 WHERE id = 1;});
+is( $node->safe_psql($db, qq{
+SELECT string_agg(balance::text, ',' ORDER BY audit_id) FROM bv_audit.public__acc
+ WHERE id = 1 AND audit_id > $before_fallback}),
+	'0,1,2', 'without shared memory, ids still follow the order of the writes');
+is( $node->safe_psql($db, qq{
+SELECT string_agg((audit_id - first)::text, ',' ORDER BY audit_id)
+  FROM (SELECT audit_id, min(audit_id) OVER () AS first FROM bv_audit.public__acc
+         WHERE audit_id > $before_fallback) s}),
+	'0,1024,2048', 'without shared memory, each id is one nextval(): a block of its own');
 
 done_testing();

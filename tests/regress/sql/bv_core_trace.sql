@@ -48,3 +48,21 @@ RESET ROLE;
 
 -- The "bv" prefix is reserved: typos are caught.
 SET bv.tracepaernt = 'x';
+
+-- The request settings are found by a remembered position in the server's
+-- sorted settings (extensions/common/bv_guc.c).  Settings created around
+-- that position, before and after the remembered one, never hide a value
+-- or return another setting's.  A new session: request.headers is absent.
+\c
+SELECT current_setting('request.headers', true) IS NULL AS headers_absent;
+SELECT bv.trace_context() IS NULL AS no_context;
+SELECT set_config('aaa.shift' || g, 'x', false) IS NOT NULL AS shifted FROM generate_series(1, 3) g;
+SELECT set_config('request.headerr', '{"traceparent":"00-11111111111111111111111111111111-2222222222222222-01"}', false) IS NOT NULL AS left_neighbour;
+SELECT set_config('request.headert', '{"traceparent":"00-33333333333333333333333333333333-4444444444444444-01"}', false) IS NOT NULL AS right_neighbour;
+SELECT bv.trace_context() IS NULL AS still_no_context;
+SELECT set_config('request.headers', '{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}', false) IS NOT NULL;
+SELECT bv.trace_context();
+SELECT set_config('aab.shift', 'x', false) IS NOT NULL AS shifted_again;
+SELECT bv.trace_context();
+SELECT set_config('request.headers', '', false) IS NOT NULL AS headers_emptied;
+SELECT bv.trace_context() IS NULL AS no_context;
