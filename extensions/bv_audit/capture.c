@@ -124,6 +124,9 @@ typedef struct CaptureEntry
 	int nlive;            /* live columns compared for audit_changed */
 	AttrNumber *live;     /* their attnums */
 	Datum *live_names;    /* their names, as text */
+	int nchanged;         /* the last audit_changed built: how many names, */
+	int *changed;         /* which of live[] (nlive slots), */
+	ArrayType *changed_array; /* and the array itself, or NULL */
 	SPIPlanPtr plan;      /* INSERT INTO audit table, saved */
 	Oid seq_relid;        /* bv_audit.audit_id_seq */
 	TimestampTz month_lo; /* the month this entry was built for */
@@ -170,6 +173,13 @@ free_entry_state(CaptureEntry *entry)
 		pfree(entry->live);
 	if (entry->live_names)
 		pfree(entry->live_names);
+	if (entry->changed)
+		pfree(entry->changed);
+	if (entry->changed_array)
+		pfree(entry->changed_array);
+	entry->changed = NULL;
+	entry->changed_array = NULL;
+	entry->nchanged = 0;
 	if (entry->plan)
 		SPI_freeplan(entry->plan);
 	if (entry->mirror_attno)
@@ -465,6 +475,7 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 	entry->mirror = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
 	entry->live = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
 	entry->live_names = palloc(sizeof(Datum) * Max(desc->natts, 1));
+	entry->changed = palloc(sizeof(int) * Max(desc->natts, 1));
 	MemoryContextSwitchTo(old);
 
 	initStringInfo(&sql);
@@ -592,6 +603,9 @@ get_entry(Relation rel, int32 tracked_id)
 		entry->audit_relid = InvalidOid;
 		entry->mirror = entry->live = NULL;
 		entry->live_names = NULL;
+		entry->changed = NULL;
+		entry->changed_array = NULL;
+		entry->nchanged = 0;
 		entry->plan = NULL;
 		entry->mirror_attno = NULL;
 		entry->indexes = NULL;
@@ -613,13 +627,17 @@ get_entry(Relation rel, int32 tracked_id)
 
 /*
  * The names of the columns whose value differs between two row versions,
- * given both deformed.
+ * given both deformed.  Updates of one table mostly change the same
+ * columns, so the last array built is kept in the entry and returned again
+ * when the same columns changed (the record's tuple copies it).
  */
 static Datum
 changed_columns(CaptureEntry *entry, TupleDesc desc, const Datum *oldvals, const bool *oldnulls,
 				const Datum *newvals, const bool *newnulls)
 {
-	Datum *names = palloc(sizeof(Datum) * Max(entry->nlive, 1));
+	int *changed = palloc(sizeof(int) * Max(entry->nlive, 1));
+	Datum *names;
+	MemoryContext old;
 	int n = 0, i;
 
 	for (i = 0; i < entry->nlive; i++)
@@ -631,9 +649,23 @@ changed_columns(CaptureEntry *entry, TupleDesc desc, const Datum *oldvals, const
 			continue;
 		if (oldnulls[a] != newnulls[a] ||
 			!datumIsEqual(oldvals[a], newvals[a], att->attbyval, att->attlen))
-			names[n++] = entry->live_names[i];
+			changed[n++] = i;
 	}
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (entry->changed_array != NULL && n == entry->nchanged &&
+		memcmp(changed, entry->changed, sizeof(int) * n) == 0)
+		return PointerGetDatum(entry->changed_array);
+
+	names = palloc(sizeof(Datum) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		names[i] = entry->live_names[changed[i]];
+	if (entry->changed_array != NULL)
+		pfree(entry->changed_array);
+	old = MemoryContextSwitchTo(capture_cxt);
+	entry->changed_array = construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT);
+	MemoryContextSwitchTo(old);
+	memcpy(entry->changed, changed, sizeof(int) * n);
+	entry->nchanged = n;
+	return PointerGetDatum(entry->changed_array);
 }
 
 static int32
@@ -817,6 +849,8 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 				values[4] = datumCopy(values[4], false, -1);
 			if (!metanull[6])
 				values[6] = datumCopy(values[6], false, -1);
+			if (!metanull[7])
+				values[7] = datumCopy(values[7], false, -1); /* the entry's, see changed_columns() */
 			for (i = 0; i < entry->nmirror; i++)
 			{
 				int a = entry->mirror[i] - 1;

@@ -46,9 +46,10 @@
 typedef struct BvGucSlot
 {
 	const char *asked; /* the caller's pointer, for a quick match */
-	char *name;        /* our copy of the name */
+	char *name;        /* the name asked for */
 	bool present;
 	int position;      /* present: its index; absent: where it would go */
+	char *found;       /* present: its name as the array spells it */
 	char *left;        /* absent: the names around the gap, or NULL at an end */
 	char *right;
 } BvGucSlot;
@@ -58,7 +59,10 @@ static int guc_nslots = 0;
 
 /*
  * The order of the server's settings array: names compared with ASCII
- * letters folded to lower case, as guc.c's guc_name_compare() does.
+ * letters folded to lower case, as guc.c's guc_name_compare() does.  Used
+ * to search; checking a remembered position compares exact copies of the
+ * names found there (strcmp), where any difference just means "search
+ * again".
  */
 static int
 guc_order(const char *a, const char *b)
@@ -86,15 +90,22 @@ static bool
 slot_still_valid(const BvGucSlot *slot, struct config_generic **vars, int nvars)
 {
 	if (slot->present)
-		return slot->position < nvars &&
-			   guc_order(vars[slot->position]->name, slot->name) == 0;
+		return slot->position < nvars && strcmp(vars[slot->position]->name, slot->found) == 0;
 	if (slot->position > nvars)
 		return false;
 	if ((slot->position == 0) != (slot->left == NULL) ||
 		(slot->position == nvars) != (slot->right == NULL))
 		return false;
-	return (slot->left == NULL || guc_order(vars[slot->position - 1]->name, slot->left) == 0) &&
-		   (slot->right == NULL || guc_order(vars[slot->position]->name, slot->right) == 0);
+	return (slot->left == NULL || strcmp(vars[slot->position - 1]->name, slot->left) == 0) &&
+		   (slot->right == NULL || strcmp(vars[slot->position]->name, slot->right) == 0);
+}
+
+static void
+free_name(char **name)
+{
+	if (*name)
+		pfree(*name);
+	*name = NULL;
 }
 
 /* Find name in the sorted array and record where it is, or would be. */
@@ -118,14 +129,14 @@ slot_locate(BvGucSlot *slot, struct config_generic **vars, int nvars)
 		else
 			hi = mid;
 	}
-	if (slot->left)
-		pfree(slot->left);
-	if (slot->right)
-		pfree(slot->right);
-	slot->left = slot->right = NULL;
+	free_name(&slot->found);
+	free_name(&slot->left);
+	free_name(&slot->right);
 	slot->position = lo;
 	slot->present = lo < nvars && guc_order(vars[lo]->name, slot->name) == 0;
-	if (!slot->present)
+	if (slot->present)
+		slot->found = MemoryContextStrdup(TopMemoryContext, vars[lo]->name);
+	else
 	{
 		if (lo > 0)
 			slot->left = MemoryContextStrdup(TopMemoryContext, vars[lo - 1]->name);
