@@ -73,7 +73,7 @@ typedef struct AuditIdShared
 } AuditIdShared;
 
 static AuditIdShared *audit_ids = NULL;
-static AuditIdSlot *my_slot = NULL; /* this backend's database's slot */
+static AuditIdSlot *my_slot = NULL;  /* this backend's database's slot */
 static bool my_slot_missing = false; /* every slot was taken */
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;

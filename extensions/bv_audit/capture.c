@@ -119,17 +119,17 @@ typedef struct CaptureEntry
 	int32 tracked_id;
 	Oid audit_relid;
 	Oid audit_owner;
-	int nmirror;          /* mirrored columns */
-	AttrNumber *mirror;   /* their attnums in the tracked table */
-	int nlive;            /* live columns compared for audit_changed */
-	AttrNumber *live;     /* their attnums */
-	Datum *live_names;    /* their names, as text */
-	int nchanged;         /* the last audit_changed built: how many names, */
-	int *changed;         /* which of live[] (nlive slots), */
+	int nmirror;              /* mirrored columns */
+	AttrNumber *mirror;       /* their attnums in the tracked table */
+	int nlive;                /* live columns compared for audit_changed */
+	AttrNumber *live;         /* their attnums */
+	Datum *live_names;        /* their names, as text */
+	int nchanged;             /* the last audit_changed built: how many names, */
+	int *changed;             /* which of live[] (nlive slots), */
 	ArrayType *changed_array; /* and the array itself, or NULL */
-	SPIPlanPtr plan;      /* INSERT INTO audit table, saved */
-	Oid seq_relid;        /* bv_audit.audit_id_seq */
-	TimestampTz month_lo; /* the month this entry was built for */
+	SPIPlanPtr plan;          /* INSERT INTO audit table, saved */
+	Oid seq_relid;            /* bv_audit.audit_id_seq */
+	TimestampTz month_lo;     /* the month this entry was built for */
 	TimestampTz month_hi;
 	Oid part_relid;                        /* its partition, when the fast path applies */
 	int part_natts;                        /* attributes of the partition */

@@ -48,9 +48,9 @@ typedef struct BvGucSlot
 	const char *asked; /* the caller's pointer, for a quick match */
 	char *name;        /* the name asked for */
 	bool present;
-	int position;      /* present: its index; absent: where it would go */
-	char *found;       /* present: its name as the array spells it */
-	char *left;        /* absent: the names around the gap, or NULL at an end */
+	int position; /* present: its index; absent: where it would go */
+	char *found;  /* present: its name as the array spells it */
+	char *left;   /* absent: the names around the gap, or NULL at an end */
 	char *right;
 } BvGucSlot;
 
