@@ -9,8 +9,9 @@
  * document without building a jsonb value, and validating the identifiers
  * that travel with a request (actors, W3C trace contexts).
  *
- * Nothing here keeps state between calls; callers own every allocation,
- * which is made in CurrentMemoryContext.
+ * Only bv_guc.c keeps state between calls (where settings sit, see there);
+ * otherwise callers own every allocation, which is made in
+ * CurrentMemoryContext.
  *
  *-------------------------------------------------------------------------
  */
