@@ -7,7 +7,8 @@
 # callgrind counts the instructions a backend executes, the same for the
 # same binary and input whatever else the machine does.  This benchmark
 # sets up the same tables and variants as bench-audit
-# (bench/include/audit-setup.sh: none, floor, bv_audit, plpgsql), stops the
+# (bench/include/audit-setup.sh: none, floor, bv_audit, plpgsql,
+# plpgsql_full), stops the
 # server and runs the backend in single-user mode under callgrind, feeding
 # it the workloads as prepared statements (PREPARE once, then EXECUTE), each
 # statement its own transaction, synchronous_commit = off:
@@ -110,14 +111,19 @@ for w in update insert; do
 done
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / a * 100 }'; }
+ratio() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", (a - n) / (b - n) }'; } # none variant reference
 json="{\"bench\":\"audit-instructions\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
 json+=",\"rows\":$ROWS,\"statements\":$((N2 - N1))"
 for w in update insert; do
     for v in $VARIANTS; do
         json+=",\"${w}_${v}_instructions\":${per[${w}_$v]}"
     done
-    for v in floor bv_audit plpgsql; do
+    for v in floor bv_audit plpgsql plpgsql_full; do
         json+=",\"${w}_${v}_instr_overhead_pct\":$(pct "${per[${w}_none]}" "${per[${w}_$v]}")"
+    done
+    # bv_audit's overhead as a share of each PL/pgSQL variant's (target: < 1/3 of plpgsql's)
+    for v in plpgsql plpgsql_full; do
+        json+=",\"${w}_bv_audit_per_${v}_overhead\":$(ratio "${per[${w}_none]}" "${per[${w}_bv_audit]}" "${per[${w}_$v]}")"
     done
     json+=",\"${w}_stamp_trigger_instructions\":${fn[${w}_bv_audit_stamp_trigger]}"
     json+=",\"${w}_capture_trigger_instructions\":${fn[${w}_bv_audit_capture_trigger]}"

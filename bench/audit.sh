@@ -6,8 +6,9 @@
 # (BENCH_SCALE=small: 10k rows and short runs), two workloads:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <random id>
 #   insert  INSERT of one new row
-# four variants side by side, on identical tables in the same cluster
-# (none, floor, bv_audit, plpgsql; see bench/include/audit-setup.sh).
+# five variants side by side, on identical tables in the same cluster
+# (none, floor, bv_audit, plpgsql, plpgsql_full; see
+# bench/include/audit-setup.sh).
 # Runs are short, interleaved (variant innermost) and repeated ROUNDS times.
 # This VM's speed drifts by tens of percent over minutes, more than the
 # effect measured, so each round compares the variants with the "none" run
@@ -116,7 +117,7 @@ for w in update insert; do
 done
 # Overheads against "none": bv_audit's unprefixed (the issue's names), the
 # others prefixed with their variant.
-for v in bv_audit plpgsql floor; do
+for v in bv_audit plpgsql plpgsql_full floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_overhead_pct\":$(overhead "$w" 1 "$v")"
@@ -127,7 +128,7 @@ for w in update insert; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
     done
 done
-for v in bv_audit plpgsql floor; do
+for v in bv_audit plpgsql plpgsql_full floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_cpu_overhead_pct\":$(cpu_overhead "$w" "$v")"

@@ -13,8 +13,16 @@
 #   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
 #   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
 #             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
-#             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table
-VARIANTS="none floor bv_audit plpgsql"
+#             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table;
+#             the issue's reference, against which the target is judged
+#   plpgsql_full  bv_audit's whole job in PL/pgSQL, for comparison only:
+#             a PL/pgSQL BEFORE trigger filling the same four audit columns,
+#             and an AFTER trigger writing what bv_audit records (the row
+#             image after INSERT/UPDATE and before DELETE as jsonb, the
+#             row's key, actor, transaction id and time, application name,
+#             client address, traceparent, changed columns) into one log
+#             table with an index that finds a row's history by its key
+VARIANTS="none floor bv_audit plpgsql plpgsql_full"
 OUT=$BV_BENCH_OUT
 
 say "cluster"
@@ -71,6 +79,76 @@ END
 $$;
 CREATE TRIGGER ref_audit AFTER INSERT OR UPDATE OR DELETE ON public.t_plpgsql
     FOR EACH ROW EXECUTE FUNCTION public.ref_audit_trigger();
+SQL
+
+# bv_audit's job in PL/pgSQL (plpgsql_full).  The trigger's argument names
+# the key column, which the popular triggers look up in the catalogs for
+# every row instead.
+psql -o /dev/null <<'SQL'
+CREATE EXTENSION hstore;
+ALTER TABLE public.t_plpgsql_full ADD COLUMN created_by text, ADD COLUMN created_at timestamptz,
+                                  ADD COLUMN updated_by text, ADD COLUMN updated_at timestamptz;
+CREATE TABLE public.ref_full_log (
+    id bigserial PRIMARY KEY,
+    table_oid oid NOT NULL,
+    record_key jsonb NOT NULL,
+    op text NOT NULL,
+    txid xid8 NOT NULL,
+    actor text NOT NULL,
+    ts timestamptz NOT NULL,
+    app text,
+    client inet,
+    trace text,
+    changed text[],
+    record jsonb NOT NULL
+);
+CREATE INDEX ref_full_log_history ON public.ref_full_log (table_oid, record_key);
+CREATE FUNCTION public.ref_full_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    who text := bv.actor();
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.created_by := who;
+        NEW.created_at := transaction_timestamp();
+    ELSE
+        NEW.created_by := OLD.created_by;
+        NEW.created_at := OLD.created_at;
+    END IF;
+    NEW.updated_by := who;
+    NEW.updated_at := transaction_timestamp();
+    RETURN NEW;
+END
+$$;
+CREATE FUNCTION public.ref_full_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    img jsonb;
+    changed text[];
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        img := to_jsonb(OLD);
+    ELSE
+        img := to_jsonb(NEW);
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        -- as the 91plus trigger does: hstore difference, no query
+        changed := akeys(hstore(NEW) - hstore(OLD));
+    END IF;
+    INSERT INTO public.ref_full_log (table_oid, record_key, op, txid, actor, ts, app, client, trace,
+                                     changed, record)
+    VALUES (TG_RELID, jsonb_build_object(TG_ARGV[0], img -> TG_ARGV[0]), left(TG_OP, 1),
+            pg_current_xact_id(), bv.actor(), transaction_timestamp(),
+            nullif(current_setting('application_name'), ''), inet_client_addr(), bv.trace_context(),
+            changed, img);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ref_full_stamp BEFORE INSERT OR UPDATE ON public.t_plpgsql_full
+    FOR EACH ROW EXECUTE FUNCTION public.ref_full_stamp();
+CREATE TRIGGER ref_full_capture AFTER INSERT OR UPDATE OR DELETE ON public.t_plpgsql_full
+    FOR EACH ROW EXECUTE FUNCTION public.ref_full_capture('id');
+SQL
+
+psql -o /dev/null <<'SQL'
 SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
 SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
 VACUUM ANALYZE;
