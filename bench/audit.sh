@@ -105,6 +105,9 @@ cpu_overhead() { # workload variant
 audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_bv_audit WHERE audit_op IN ('I', 'U')")
 [ "$audited" -gt 0 ] || bv_die "bv_audit wrote no audit records"
 say "bv_audit wrote $audited audit records"
+# And the PL/pgSQL comparison did its whole job (changed columns included).
+full=$(psql -At -c "SELECT count(*) FROM public.ref_full_log WHERE op = 'U' AND 'balance' = ANY (changed)")
+[ "$full" -gt 0 ] || bv_die "the plpgsql_full variant recorded no changed columns"
 
 json="{\"bench\":\"audit\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
 json+=",\"rows\":$ROWS,\"duration_s\":$DURATION,\"rounds\":$ROUNDS"
