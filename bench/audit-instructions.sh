@@ -8,10 +8,10 @@
 # same binary and input whatever else the machine does.  This benchmark
 # sets up the same tables and variants as bench-audit
 # (bench/include/audit-setup.sh: none, floor, bv_audit, plpgsql,
-# plpgsql_full), stops the
-# server and runs the backend in single-user mode under callgrind, feeding
-# it the workloads as prepared statements (PREPARE once, then EXECUTE), each
-# statement its own transaction, synchronous_commit = off:
+# plpgsql_full), stops the server and runs the backend in single-user mode
+# under callgrind, feeding it the workloads as prepared statements (PREPARE
+# once, then EXECUTE), each statement its own transaction,
+# synchronous_commit = off:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <spread key>
 #   insert  INSERT of one new row
 # Each variant runs twice, with N1 and N2 statements; (I(N2) - I(N1)) /
@@ -111,7 +111,7 @@ for w in update insert; do
 done
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / a * 100 }'; }
-ratio() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", (a - n) / (b - n) }'; } # none variant reference
+ratio() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", (a - n) / (b - n) }'; } # none variant reference: (variant - none) / (reference - none)
 json="{\"bench\":\"audit-instructions\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
 json+=",\"rows\":$ROWS,\"statements\":$((N2 - N1))"
 for w in update insert; do
