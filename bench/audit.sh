@@ -6,8 +6,8 @@
 # (BENCH_SCALE=small: 10k rows and short runs), two workloads:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <random id>
 #   insert  INSERT of one new row
-# five variants side by side, on identical tables in the same cluster
-# (none, floor, bv_audit, plpgsql, plpgsql_full; see
+# six variants side by side, on identical tables in the same cluster
+# (none, floor, write_floor, bv_audit, plpgsql, plpgsql_full; see
 # bench/include/audit-setup.sh).
 # Runs are short, interleaved (variant innermost) and repeated ROUNDS times.
 # This VM's speed drifts by tens of percent over minutes, more than the
@@ -108,6 +108,9 @@ say "bv_audit wrote $audited audit records"
 # And the PL/pgSQL comparison did its whole job (changed columns included).
 full=$(psql -At -c "SELECT count(*) FROM public.ref_full_log WHERE op = 'U' AND 'balance' = ANY (changed)")
 [ "$full" -gt 0 ] || bv_die "the plpgsql_full variant recorded no changed columns"
+# And the write floor wrote its records.
+floor=$(psql -At -c "SELECT count(*) FROM public.write_floor_log WHERE audit_op IN ('I', 'U')")
+[ "$floor" -gt 0 ] || bv_die "the write_floor variant wrote no records"
 
 json="{\"bench\":\"audit\",\"scale\":\"${BENCH_SCALE:-default}\",\"commit\":\"${BV_COMMIT:-unknown}\""
 json+=",\"rows\":$ROWS,\"duration_s\":$DURATION,\"rounds\":$ROUNDS"
@@ -120,7 +123,7 @@ for w in update insert; do
 done
 # Overheads against "none": bv_audit's unprefixed (the issue's names), the
 # others prefixed with their variant.
-for v in bv_audit plpgsql plpgsql_full floor; do
+for v in bv_audit plpgsql plpgsql_full floor write_floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_overhead_pct\":$(overhead "$w" 1 "$v")"
@@ -131,7 +134,7 @@ for w in update insert; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
     done
 done
-for v in bv_audit plpgsql plpgsql_full floor; do
+for v in bv_audit plpgsql plpgsql_full floor write_floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_cpu_overhead_pct\":$(cpu_overhead "$w" "$v")"

@@ -10,6 +10,12 @@
 #   floor     bv_audit.stamp() + a C AFTER row trigger that does nothing
 #             (bench/include/noop_trigger.c): what PostgreSQL charges for
 #             bv_audit's trigger structure before a record is written
+#   write_floor  bv_audit.stamp() + a C AFTER row trigger that writes each
+#             record the cheapest way there is, into a plain table shaped
+#             like t_bv_audit's audit table, with its indexes
+#             (bench/include/write_floor_trigger.c): a lower bound on what
+#             any implementation of bv_audit's record write costs under its
+#             trigger structure
 #   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
 #   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
 #             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
@@ -22,7 +28,7 @@
 #             row's key, actor, transaction id and time, application name,
 #             client address, traceparent, changed columns) into one log
 #             table with an index that finds a row's history by its key
-VARIANTS="none floor bv_audit plpgsql plpgsql_full"
+VARIANTS="none floor write_floor bv_audit plpgsql plpgsql_full"
 OUT=$BV_BENCH_OUT
 
 say "cluster"
@@ -45,11 +51,11 @@ CREATE SEQUENCE public.t_${v}_ins START $((ROWS + 1));
 SQL
 done
 
-# The floor's no-op trigger, built with PGXS and loaded by path (superuser).
+# The floors' C triggers, built with PGXS and loaded by path (superuser).
 mkdir -p "$OUT/noop"
-cp "$BV_TOP/bench/include/noop_trigger.c" "$OUT/noop/"
-printf 'MODULES = noop_trigger\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' >"$OUT/noop/Makefile"
-make -s -C "$OUT/noop" PG_CONFIG="$PG_CONFIG" >&2 || bv_die "could not build bench/include/noop_trigger.c"
+cp "$BV_TOP/bench/include/noop_trigger.c" "$BV_TOP/bench/include/write_floor_trigger.c" "$OUT/noop/"
+printf 'MODULES = noop_trigger write_floor_trigger\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' >"$OUT/noop/Makefile"
+make -s -C "$OUT/noop" PG_CONFIG="$PG_CONFIG" >&2 || bv_die "could not build bench/include/noop_trigger.c and write_floor_trigger.c"
 psql -o /dev/null -v so="$OUT/noop/noop_trigger.so" <<'SQL'
 CREATE FUNCTION public.bench_noop_trigger() RETURNS trigger LANGUAGE c AS :'so', 'bench_noop_trigger';
 CREATE TRIGGER bench_noop AFTER INSERT OR UPDATE OR DELETE ON public.t_floor
@@ -151,6 +157,24 @@ SQL
 psql -o /dev/null <<'SQL'
 SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
 SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
+SQL
+
+# The write floor's target: the audit table's columns and indexes, no
+# partitions, no triggers.
+psql -o /dev/null -v so="$OUT/noop/write_floor_trigger.so" <<'SQL'
+CREATE TABLE public.write_floor_log (LIKE bv_audit.public__t_bv_audit INCLUDING INDEXES);
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM pg_index WHERE indrelid = 'public.write_floor_log'::regclass) <>
+       (SELECT count(*) FROM pg_index WHERE indrelid = 'bv_audit.public__t_bv_audit'::regclass) THEN
+        RAISE EXCEPTION 'write_floor_log did not get the audit table''s indexes';
+    END IF;
+END
+$$;
+CREATE FUNCTION public.bench_write_floor_trigger() RETURNS trigger LANGUAGE c AS :'so', 'bench_write_floor_trigger';
+SELECT bv_audit.stamp('public.t_write_floor') IS NULL AS stamped;
+CREATE TRIGGER bench_write_floor AFTER INSERT OR UPDATE OR DELETE ON public.t_write_floor
+    FOR EACH ROW EXECUTE FUNCTION public.bench_write_floor_trigger('public.write_floor_log');
 VACUUM ANALYZE;
 SQL
 
