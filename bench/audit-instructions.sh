@@ -8,9 +8,9 @@
 # same binary and input whatever else the machine does.  This benchmark
 # sets up the same tables and variants as bench-audit
 # (bench/include/audit-setup.sh: none, floor, write_floor, bv_audit,
-# plpgsql, plpgsql_full), stops the server and runs the backend in single-user mode
-# under callgrind, feeding it the workloads as prepared statements (PREPARE
-# once, then EXECUTE), each statement its own transaction,
+# capture, plpgsql, plpgsql_full), stops the server and runs the backend in
+# single-user mode under callgrind, feeding it the workloads as prepared
+# statements (PREPARE once, then EXECUTE), each statement its own transaction,
 # synchronous_commit = off:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <spread key>
 #   insert  INSERT of one new row
@@ -118,12 +118,13 @@ for w in update insert; do
     for v in $VARIANTS; do
         json+=",\"${w}_${v}_instructions\":${per[${w}_$v]}"
     done
-    for v in floor write_floor bv_audit plpgsql plpgsql_full; do
+    for v in floor write_floor bv_audit capture plpgsql plpgsql_full; do
         json+=",\"${w}_${v}_instr_overhead_pct\":$(pct "${per[${w}_none]}" "${per[${w}_$v]}")"
     done
     # bv_audit's overhead as a share of each PL/pgSQL variant's (target: < 1/3
-    # of plpgsql's), and the write floor's: the least that share can be
-    for f in bv_audit write_floor; do
+    # of plpgsql's), its history alone's (like for like with plpgsql), and
+    # the write floor's: the least bv_audit's share can be
+    for f in bv_audit capture write_floor; do
         for v in plpgsql plpgsql_full; do
             json+=",\"${w}_${f}_per_${v}_overhead\":$(ratio "${per[${w}_none]}" "${per[${w}_$f]}" "${per[${w}_$v]}")"
         done

@@ -6,8 +6,8 @@
 # (BENCH_SCALE=small: 10k rows and short runs), two workloads:
 #   update  UPDATE ... SET balance = balance + 1 WHERE id = <random id>
 #   insert  INSERT of one new row
-# six variants side by side, on identical tables in the same cluster
-# (none, floor, write_floor, bv_audit, plpgsql, plpgsql_full; see
+# seven variants side by side, on identical tables in the same cluster
+# (none, floor, write_floor, bv_audit, capture, plpgsql, plpgsql_full; see
 # bench/include/audit-setup.sh).
 # Runs are short, interleaved (variant innermost) and repeated ROUNDS times.
 # This VM's speed drifts by tens of percent over minutes, more than the
@@ -147,6 +147,8 @@ cpu_overhead() { # workload variant
 audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_bv_audit WHERE audit_op IN ('I', 'U')")
 [ "$audited" -gt 0 ] || bv_die "bv_audit wrote no audit records"
 say "bv_audit wrote $audited audit records"
+audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_capture WHERE audit_op IN ('I', 'U')")
+[ "$audited" -gt 0 ] || bv_die "the capture variant wrote no audit records"
 # And the PL/pgSQL comparison did its whole job (changed columns included).
 full=$(psql -At -c "SELECT count(*) FROM public.ref_full_log WHERE op = 'U' AND 'balance' = ANY (changed)")
 [ "$full" -gt 0 ] || bv_die "the plpgsql_full variant recorded no changed columns"
@@ -171,7 +173,7 @@ done
 # Overheads against "none": bv_audit's unprefixed (the issue's names), the
 # others prefixed with their variant; from the mixed runs, and from the
 # separate runs (seq).
-for v in bv_audit plpgsql plpgsql_full floor write_floor; do
+for v in bv_audit capture plpgsql plpgsql_full floor write_floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_overhead_pct\":$(mixed_overhead "$w" "$v")"
@@ -183,7 +185,7 @@ for w in update insert; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
     done
 done
-for v in bv_audit plpgsql plpgsql_full floor write_floor; do
+for v in bv_audit capture plpgsql plpgsql_full floor write_floor; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_cpu_overhead_pct\":$(cpu_overhead "$w" "$v")"

@@ -17,6 +17,9 @@
 #             any implementation of bv_audit's record write costs under its
 #             trigger structure
 #   bv_audit  bv_audit.stamp() + bv_audit.enable() (C triggers)
+#   capture   bv_audit.enable() alone: the history without the audit
+#             columns, which is all the plpgsql reference does (it fills no
+#             audit columns); for comparison with it, like for like
 #   plpgsql   a reference PL/pgSQL audit trigger written here, doing what
 #             the popular PL/pgSQL audit triggers (supa_audit, audit-trigger
 #             91plus) do: to_jsonb(OLD), to_jsonb(NEW) into one log table;
@@ -28,7 +31,7 @@
 #             row's key, actor, transaction id and time, application name,
 #             client address, traceparent, changed columns) into one log
 #             table with an index that finds a row's history by its key
-VARIANTS="none floor write_floor bv_audit plpgsql plpgsql_full"
+VARIANTS="none floor write_floor bv_audit capture plpgsql plpgsql_full"
 OUT=$BV_BENCH_OUT
 
 say "cluster"
@@ -157,6 +160,7 @@ SQL
 psql -o /dev/null <<'SQL'
 SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
 SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
+SELECT bv_audit.enable('public.t_capture') IS NOT NULL AS enabled;
 SQL
 
 # The write floor's target: the audit table's columns and indexes, no
