@@ -22,7 +22,7 @@
 # *_cpu_overhead_pct (median over the rounds, within-round as above).
 #
 # The 1-client throughput overheads that the issue names come from a third
-# measurement, which the VM's drift cannot reach: in each round, one
+# measurement, which the VM's drift hits far less: in each round, one
 # pgbench client runs every variant's script at once, picking one at random
 # for each transaction (pgbench -f ... -f ..., equal weights), and logs
 # every transaction's latency (pgbench -l).  The variants then share every
@@ -30,8 +30,9 @@
 # of it takes on this machine then.  With one client the rate is one over
 # that latency, so the throughput overhead is 1 - mean(none) / mean(variant)
 # (*_overhead_pct, median over the rounds; *_c1_*_mixed_ms the latencies).
-# Two identical tables measured this way differ by ~1%, where separate runs
-# differ by tens of percent.  The separate runs' overheads stay in the JSON
+# In a scratch check two identical tables measured this way differed by
+# 0.2-1.6%, where separate runs differ by tens of percent; single rounds of
+# the variants here still move by a few points, hence the medians.  The separate runs' overheads stay in the JSON
 # as *_seq_overhead_pct.
 # Progress on stderr, one JSON line on stdout.
 source "$BV_TOP/tools/lib.sh"
@@ -96,7 +97,7 @@ run() { # workload clients variant
 
 declare -A mixed # "<workload>_<variant>" -> mean latency in µs, one per round
 run_mixed() { # workload
-    local files=() v i n=0 means
+    local files=() v i means
     for v in $VARIANTS; do files+=(-f "$OUT/$1_$v.sql"); done
     psql -c CHECKPOINT
     rm -f "$OUT"/mixed_log.*
