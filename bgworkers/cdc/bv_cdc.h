@@ -40,7 +40,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
-#define BV_CDC_VERSION   "0.2.0"
+#define BV_CDC_VERSION   "0.3.0"
 #define BV_CDC_MAX_SINKS 16
 #define BV_CDC_ERRLEN    256
 

@@ -10,11 +10,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use BvTest;
 
-# pg_cron runs its jobs through background workers: TAP nodes listen on a
-# Unix socket only, where pg_cron's default libpq connection to localhost
-# would fail.
-my $node = BvTest::new_node('audit',
-	extra_conf => "cron.use_background_workers = on\nmax_worker_processes = 16\n");
+# The node has exactly the suite's configuration (tools/bitvelocity.conf).
+my $node = BvTest::new_node('audit');
 BvTest::create_suite_db($node);
 my $db = 'bitvelocity';
 

@@ -50,6 +50,23 @@ like(query('SHOW output_plugin_libraries'), qr/wal2json/, 'start: wal2json may b
 like(query('SHOW shared_preload_libraries'), qr/pg_cron.*bv_core/, 'start: suite preloaded');
 is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only');
 
+# Every scheduled job of the suite runs, and succeeds, in the cluster that
+# `make run` starts (its configuration is the one the tests use).  The jobs
+# are moved to every minute so that each runs within the test's time.
+is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
+	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,'
+	  . 'commerce-purge-idempotency-keys,commerce-release-reservations',
+	'start: the suite schedules its maintenance jobs');
+query("SELECT count(cron.alter_job(jobid, schedule => '* * * * *')) FROM cron.job");
+my $pending = "SELECT count(*) FROM cron.job j WHERE NOT EXISTS "
+  . "(SELECT 1 FROM cron.job_run_details d WHERE d.jobid = j.jobid AND d.status = 'succeeded')";
+my $deadline = time() + 180;
+sleep 1 while query($pending) ne '0' && time() < $deadline;
+is(query($pending), '0', 'start: every scheduled job has a successful run');
+is(query("SELECT coalesce(string_agg(DISTINCT left(return_message, 120), '; '), '') "
+	  . "FROM cron.job_run_details WHERE status <> 'succeeded' AND status <> 'running'"),
+	'', 'start: no scheduled job failed');
+
 ($rc, $out, $err) = cluster('start');
 is($rc, 0, 'second start: succeeds');
 like($out, qr/already running/, 'second start: leaves the running server alone');

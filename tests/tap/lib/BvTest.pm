@@ -58,11 +58,6 @@ sub new_node
 	close $kf;
 	chmod 0600, $key;
 	$node->append_conf('postgresql.conf', "bv.master_key_file = '$key'\n");
-	# Test nodes listen on a Unix socket only, where pg_cron's default
-	# connection to localhost cannot reach them: run its jobs in background
-	# workers instead.
-	$node->append_conf('postgresql.conf',
-		"cron.use_background_workers = on\nmax_worker_processes = 16\n");
 	$node->append_conf('postgresql.conf', $opts{extra_conf}) if $opts{extra_conf};
 	$node->start unless $opts{no_start};
 	return $node;
