@@ -22,6 +22,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/inval.h"
+#include "utils/syscache.h"
 
 #include "bv_audit.h"
 
@@ -61,6 +62,13 @@ PG_FUNCTION_INFO_V1(bv_audit_invalidate);
 Datum
 bv_audit_invalidate(PG_FUNCTION_ARGS)
 {
-	CacheInvalidateRelcacheByRelid(PG_GETARG_OID(0));
+	Oid relid = PG_GETARG_OID(0);
+
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid),
+				 errhint("Pass an existing table.")));
+	CacheInvalidateRelcacheByRelid(relid);
 	PG_RETURN_VOID();
 }

@@ -16,6 +16,8 @@
  *	digest.c	the per-row SHA-256 digest used by seal() and verify()
  *	audit_id.c	audit_id values: blocks of the sequence shared through
  *				shared memory when bv_audit is preloaded
+ *	ddl.c		what an ALTER TABLE did to a tracked table's columns (for
+ *				the event trigger that mirrors it)
  *	bv_audit.c	_PG_init and the relcache invalidation wiring
  *
  *-------------------------------------------------------------------------

@@ -128,6 +128,9 @@ typedef struct CaptureEntry
 	int *changed;             /* which of live[] (nlive slots), */
 	ArrayType *changed_array; /* and the array itself, or NULL */
 	SPIPlanPtr plan;          /* INSERT INTO audit table, saved */
+	int nkey;                 /* primary key columns (bv_audit.tracked.pk_columns) */
+	AttrNumber *key;          /* their attnums in the tracked table */
+	SPIPlanPtr keyplan;       /* SELECT 1 FROM the table WHERE key = $n, saved; built when needed */
 	Oid seq_relid;            /* bv_audit.audit_id_seq */
 	TimestampTz month_lo;     /* the month this entry was built for */
 	TimestampTz month_hi;
@@ -182,6 +185,13 @@ free_entry_state(CaptureEntry *entry)
 	entry->nchanged = 0;
 	if (entry->plan)
 		SPI_freeplan(entry->plan);
+	if (entry->keyplan)
+		SPI_freeplan(entry->keyplan);
+	if (entry->key)
+		pfree(entry->key);
+	entry->keyplan = NULL;
+	entry->key = NULL;
+	entry->nkey = 0;
 	if (entry->mirror_attno)
 		pfree(entry->mirror_attno);
 	if (entry->indexes)
@@ -346,9 +356,12 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 		{
 			Form_pg_attribute src = TupleDescAttr(srcdesc, entry->mirror[i] - 1);
 			AttrNumber pa = attno_by_name(pdesc, mirror_names[i]);
+			int32 srcmod = src->atttypmod;
+			/* A domain's values are its base type's: audit tables store those. */
+			Oid srctype = getBaseTypeAndTypmod(src->atttypid, &srcmod);
 
-			if (pa == 0 || TupleDescAttr(pdesc, pa - 1)->atttypid != src->atttypid ||
-				TupleDescAttr(pdesc, pa - 1)->atttypmod != src->atttypmod)
+			if (pa == 0 || TupleDescAttr(pdesc, pa - 1)->atttypid != srctype ||
+				TupleDescAttr(pdesc, pa - 1)->atttypmod != srcmod)
 				ok = false; /* needs the executor's coercion */
 			else
 				entry->mirror_attno[i] = pa;
@@ -430,6 +443,36 @@ insert_direct(CaptureEntry *entry, Datum *values, bool *nulls)
 }
 
 /*
+ * Remember the attnums of the primary key columns (bv_audit.tracked.pk_columns,
+ * kept in step with renames by the event trigger), so that an UPDATE that
+ * changes the key can be recorded as a move (see record_move()).  A key
+ * column the table no longer has is left out.
+ */
+static void
+build_key(CaptureEntry *entry, TupleDesc desc, Datum pk, bool pk_null)
+{
+	Datum *names;
+	bool *nulls;
+	int n, i;
+
+	entry->key = MemoryContextAlloc(capture_cxt, sizeof(AttrNumber) * Max(desc->natts, 1));
+	entry->nkey = 0;
+	if (pk_null)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(pk), TEXTOID, -1, false, TYPALIGN_INT, &names, &nulls, &n);
+	for (i = 0; i < n && entry->nkey < desc->natts; i++)
+	{
+		AttrNumber a;
+
+		if (nulls[i])
+			continue;
+		a = attno_by_name(desc, TextDatumGetCString(names[i]));
+		if (a > 0)
+			entry->key[entry->nkey++] = a;
+	}
+}
+
+/*
  * Build an entry from bv_audit.tracked and bv_audit.columns.  Runs inside
  * the caller's SPI connection.
  */
@@ -454,7 +497,7 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 
 	ret = SPI_execute_with_args(
 		"SELECT t.audit_relid::pg_catalog.oid, c.relowner, "
-		"       pg_catalog.format('%I.%I', n.nspname, c.relname) "
+		"       pg_catalog.format('%I.%I', n.nspname, c.relname), t.pk_columns::pg_catalog.text[] "
 		"FROM bv_audit.tracked t "
 		"JOIN pg_catalog.pg_class c ON c.oid = t.audit_relid "
 		"JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -470,6 +513,8 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 	entry->audit_relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	entry->audit_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	audit_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	build_key(entry, desc,
+			  SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull), isnull);
 
 	old = MemoryContextSwitchTo(capture_cxt);
 	entry->mirror = palloc(sizeof(AttrNumber) * Max(desc->natts, 1));
@@ -607,6 +652,9 @@ get_entry(Relation rel, int32 tracked_id)
 		entry->changed_array = NULL;
 		entry->nchanged = 0;
 		entry->plan = NULL;
+		entry->key = NULL;
+		entry->nkey = 0;
+		entry->keyplan = NULL;
 		entry->mirror_attno = NULL;
 		entry->indexes = NULL;
 		entry->nindexes = 0;
@@ -704,27 +752,224 @@ insert_spi(CaptureEntry *entry, Datum *values, const char *nulls)
 	SPI_finish();
 }
 
+/*
+ * Whether an UPDATE changed the primary key (binary comparison, as for
+ * audit_changed).
+ */
+static bool
+key_changed(const CaptureEntry *entry, TupleDesc desc, const Datum *oldvals, const bool *oldnulls,
+			const Datum *newvals, const bool *newnulls)
+{
+	int i;
+
+	for (i = 0; i < entry->nkey; i++)
+	{
+		int a = entry->key[i] - 1;
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (oldnulls[a] != newnulls[a])
+			return true;
+		if (!oldnulls[a] && !datumIsEqual(oldvals[a], newvals[a], att->attbyval, att->attlen))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Whether a row with the given key is in the table now, as this statement
+ * left it (AFTER row triggers run when the statement is done).  Read as the
+ * audit table's owner so that row-level security hides nothing.  The plan is
+ * built on first use and kept in the entry.
+ */
+static bool
+key_exists(CaptureEntry *entry, Relation rel, const Datum *vals, const bool *nulls)
+{
+	Datum args[INDEX_MAX_KEYS];
+	char argnulls[INDEX_MAX_KEYS];
+	Oid save_userid;
+	int save_sec;
+	int i, ret;
+	bool found;
+
+	if (entry->nkey == 0 || entry->nkey > INDEX_MAX_KEYS)
+		return false;
+	for (i = 0; i < entry->nkey; i++)
+	{
+		if (nulls[entry->key[i] - 1])
+			return false; /* no row has a NULL key */
+		args[i] = vals[entry->key[i] - 1];
+		argnulls[i] = ' ';
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (entry->keyplan == NULL)
+	{
+		TupleDesc desc = RelationGetDescr(rel);
+		StringInfoData sql;
+		Oid types[INDEX_MAX_KEYS];
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "SELECT 1 FROM ONLY %s WHERE ",
+						 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													RelationGetRelationName(rel)));
+		for (i = 0; i < entry->nkey; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, entry->key[i] - 1);
+
+			appendStringInfo(&sql, "%s%s = $%d", i > 0 ? " AND " : "",
+							 quote_identifier(NameStr(att->attname)), i + 1);
+			types[i] = att->atttypid;
+		}
+		entry->keyplan = SPI_prepare(sql.data, entry->nkey, types);
+		if (entry->keyplan == NULL || SPI_keepplan(entry->keyplan) != 0)
+			elog(ERROR, "preparing the key lookup failed: %s", SPI_result_code_string(SPI_result));
+	}
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(entry->audit_owner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	ret = SPI_execute_plan(entry->keyplan, args, argnulls, false, 1);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "looking up the old key failed: %s", SPI_result_code_string(ret));
+	found = SPI_processed > 0;
+	SPI_finish();
+	return found;
+}
+
+/*
+ * Write one record: operation op (0..3 = I, U, D, T), the row image
+ * vals/nulls (NULL for TRUNCATE) and, when oldvals is given, audit_changed
+ * computed between oldvals and newvals.  If the fast path finds the entry
+ * invalidated under it (DDL committed while we waited for a lock), the entry
+ * and the record are built again.
+ */
+static void
+write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx, int op,
+			 const Datum *vals, const bool *nulls_in, const Datum *oldvals, const bool *oldnulls,
+			 const Datum *newvals, const bool *newnulls)
+{
+	TupleDesc desc = RelationGetDescr(trigdata->tg_relation);
+	CaptureEntry *entry;
+	Datum meta[NMETA_PARAMS];
+	bool metanull[NMETA_PARAMS];
+	int i;
+
+	for (;;)
+	{
+		entry = get_entry(trigdata->tg_relation, tracked_id);
+
+		/* audit_op .. audit_changed, in the order of the INSERT's parameters */
+		memset(metanull, 0, sizeof(metanull));
+		meta[0] = op_text[op];
+		meta[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+		meta[2] = ctx->actor;
+		meta[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		meta[4] = ctx->app;
+		metanull[4] = ctx->app_null;
+		meta[5] = ctx->client;
+		metanull[5] = ctx->client_null;
+		meta[6] = ctx->trace;
+		metanull[6] = ctx->trace_null;
+		if (oldvals != NULL)
+			meta[7] = changed_columns(entry, desc, oldvals, oldnulls, newvals, newnulls);
+		else
+		{
+			meta[7] = (Datum) 0;
+			metanull[7] = true;
+		}
+
+		if (OidIsValid(entry->part_relid))
+		{
+			/* fast: the values in the partition's attribute order */
+			Datum *values = palloc(sizeof(Datum) * entry->part_natts);
+			bool *nulls = palloc(sizeof(bool) * entry->part_natts);
+
+			for (i = 0; i < entry->part_natts; i++)
+			{
+				values[i] = (Datum) 0;
+				nulls[i] = true;
+			}
+			for (i = 0; i < NMETA_PARAMS; i++)
+			{
+				values[entry->meta_attno[i + 1] - 1] = meta[i];
+				nulls[entry->meta_attno[i + 1] - 1] = metanull[i];
+			}
+			for (i = 0; vals != NULL && i < entry->nmirror; i++)
+			{
+				int a = entry->mirror[i] - 1;
+
+				values[entry->mirror_attno[i] - 1] = vals[a];
+				nulls[entry->mirror_attno[i] - 1] = nulls_in[a];
+			}
+			if (insert_direct(entry, values, nulls))
+				return;
+			/* The partition went away or the entry was invalidated: again. */
+			entry->valid = false;
+			continue;
+		}
+		else
+		{
+			/*
+			 * slow: the plan's parameters.  The context's values are copied:
+			 * the executor may run triggers of the audit table, and through
+			 * them statements that read the context anew.
+			 */
+			int nparams = NMETA_PARAMS + entry->nmirror;
+			Datum *values = palloc(sizeof(Datum) * nparams);
+			char *nulls = palloc(nparams);
+
+			for (i = 0; i < NMETA_PARAMS; i++)
+			{
+				values[i] = metanull[i] ? (Datum) 0 : meta[i];
+				nulls[i] = metanull[i] ? 'n' : ' ';
+			}
+			values[2] = datumCopy(values[2], false, -1);
+			if (!metanull[4])
+				values[4] = datumCopy(values[4], false, -1);
+			if (!metanull[6])
+				values[6] = datumCopy(values[6], false, -1);
+			if (!metanull[7])
+				values[7] = datumCopy(values[7], false, -1); /* the entry's, see changed_columns() */
+			for (i = 0; i < entry->nmirror; i++)
+			{
+				int a = entry->mirror[i] - 1;
+
+				values[NMETA_PARAMS + i] = vals != NULL ? vals[a] : (Datum) 0;
+				nulls[NMETA_PARAMS + i] = (vals == NULL || nulls_in[a]) ? 'n' : ' ';
+			}
+			insert_spi(entry, values, nulls);
+			return;
+		}
+	}
+}
+
 PG_FUNCTION_INFO_V1(bv_audit_capture_trigger);
 
 /*
  * The AFTER row trigger (INSERT, UPDATE, DELETE) and AFTER TRUNCATE
  * statement trigger installed by bv_audit.enable().
+ *
+ * An UPDATE that changes the primary key is a move: the row leaves its old
+ * key and takes a new one, and history() and as_of() find rows by key.  It
+ * is recorded as a D of the old image under the old key and an I of the new
+ * image under the new key, both with audit_changed (a plain D or I has
+ * none), so that the old key's history ends and the new key's begins.  The
+ * D is left out when the old key is in the table again once the statement
+ * is done (another row of the same statement moved into it, e.g. a swap of
+ * two keys): AFTER row triggers run in row order after the statement, and a
+ * D written after that row's I would end the history of a key that exists.
  */
 Datum
 bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc desc;
-	CaptureEntry *entry;
 	const BvAuditContext *ctx;
 	HeapTuple image = NULL;
 	Datum *ivals = NULL, *ovals = NULL;
 	bool *inulls = NULL, *onulls = NULL;
-	Datum meta[NMETA_PARAMS];
-	bool metanull[NMETA_PARAMS];
 	int op;
 	int32 tracked_id;
-	int i;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		(TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) &&
@@ -765,101 +1010,21 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	}
 	if (op == 1)
 	{
+		CaptureEntry *entry;
+
 		ovals = palloc(sizeof(Datum) * desc->natts);
 		onulls = palloc(sizeof(bool) * desc->natts);
 		heap_deform_tuple(trigdata->tg_trigtuple, desc, ovals, onulls);
-	}
 
-	/*
-	 * Build the record from the entry; if the fast path finds the entry
-	 * invalidated under it (DDL committed while we waited for a lock), build
-	 * the entry and the record again.
-	 */
-	for (;;)
-	{
 		entry = get_entry(trigdata->tg_relation, tracked_id);
-
-		/* audit_op .. audit_changed, in the order of the INSERT's parameters */
-		memset(metanull, 0, sizeof(metanull));
-		meta[0] = op_text[op];
-		meta[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-		meta[2] = ctx->actor;
-		meta[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-		meta[4] = ctx->app;
-		metanull[4] = ctx->app_null;
-		meta[5] = ctx->client;
-		metanull[5] = ctx->client_null;
-		meta[6] = ctx->trace;
-		metanull[6] = ctx->trace_null;
-		if (op == 1)
-			meta[7] = changed_columns(entry, desc, ovals, onulls, ivals, inulls);
-		else
+		if (key_changed(entry, desc, ovals, onulls, ivals, inulls))
 		{
-			meta[7] = (Datum) 0;
-			metanull[7] = true;
-		}
-
-		if (OidIsValid(entry->part_relid))
-		{
-			/* fast: the values in the partition's attribute order */
-			Datum *values = palloc(sizeof(Datum) * entry->part_natts);
-			bool *nulls = palloc(sizeof(bool) * entry->part_natts);
-
-			for (i = 0; i < entry->part_natts; i++)
-			{
-				values[i] = (Datum) 0;
-				nulls[i] = true;
-			}
-			for (i = 0; i < NMETA_PARAMS; i++)
-			{
-				values[entry->meta_attno[i + 1] - 1] = meta[i];
-				nulls[entry->meta_attno[i + 1] - 1] = metanull[i];
-			}
-			for (i = 0; image != NULL && i < entry->nmirror; i++)
-			{
-				int a = entry->mirror[i] - 1;
-
-				values[entry->mirror_attno[i] - 1] = ivals[a];
-				nulls[entry->mirror_attno[i] - 1] = inulls[a];
-			}
-			if (insert_direct(entry, values, nulls))
-				return PointerGetDatum(NULL);
-			/* The partition went away or the entry was invalidated: again. */
-			entry->valid = false;
-			continue;
-		}
-		else
-		{
-			/*
-			 * slow: the plan's parameters.  The context's values are copied:
-			 * the executor may run triggers of the audit table, and through
-			 * them statements that read the context anew.
-			 */
-			int nparams = NMETA_PARAMS + entry->nmirror;
-			Datum *values = palloc(sizeof(Datum) * nparams);
-			char *nulls = palloc(nparams);
-
-			for (i = 0; i < NMETA_PARAMS; i++)
-			{
-				values[i] = metanull[i] ? (Datum) 0 : meta[i];
-				nulls[i] = metanull[i] ? 'n' : ' ';
-			}
-			values[2] = datumCopy(values[2], false, -1);
-			if (!metanull[4])
-				values[4] = datumCopy(values[4], false, -1);
-			if (!metanull[6])
-				values[6] = datumCopy(values[6], false, -1);
-			if (!metanull[7])
-				values[7] = datumCopy(values[7], false, -1); /* the entry's, see changed_columns() */
-			for (i = 0; i < entry->nmirror; i++)
-			{
-				int a = entry->mirror[i] - 1;
-
-				values[NMETA_PARAMS + i] = image != NULL ? ivals[a] : (Datum) 0;
-				nulls[NMETA_PARAMS + i] = (image == NULL || inulls[a]) ? 'n' : ' ';
-			}
-			insert_spi(entry, values, nulls);
+			if (!key_exists(entry, trigdata->tg_relation, ovals, onulls))
+				write_record(trigdata, tracked_id, ctx, 2, ovals, onulls, ovals, onulls, ivals, inulls);
+			write_record(trigdata, tracked_id, ctx, 0, ivals, inulls, ovals, onulls, ivals, inulls);
 			return PointerGetDatum(NULL);
 		}
 	}
+	write_record(trigdata, tracked_id, ctx, op, ivals, inulls, ovals, onulls, ivals, inulls);
+	return PointerGetDatum(NULL);
 }

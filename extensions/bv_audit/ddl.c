@@ -1,0 +1,67 @@
+/*-------------------------------------------------------------------------
+ *
+ * ddl.c
+ *	  What an ALTER TABLE did to the columns of a tracked table, for the
+ *	  event trigger that mirrors it.
+ *
+ * bv_audit._on_ddl() (an event trigger on ddl_command_end, PL/pgSQL) keeps
+ * an audit table in step with its tracked table.  Most of what it needs is
+ * in the catalogs after the command, but one fact is only in the command
+ * itself: whether ALTER COLUMN ... TYPE rewrote the values with a USING
+ * expression (ALTER COLUMN amt TYPE bigint USING amt * 1000 leaves the type
+ * change looking safe while every stored value changed).  The event
+ * trigger's pg_ddl_command carries the parse tree of each subcommand;
+ * bv_audit._rewritten_columns() reads it and returns the attribute numbers
+ * of the columns whose type change had a USING clause, so that the event
+ * trigger records the new value of every row.
+ *
+ * Only reads the collected command handed in; no memory kept, no locks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "nodes/parsenodes.h"
+#include "tcop/deparse_utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "bv_audit.h"
+
+PG_FUNCTION_INFO_V1(bv_audit_rewritten_columns);
+
+/*
+ * bv_audit._rewritten_columns(pg_ddl_command) returns smallint[]: the
+ * attnums of the columns an ALTER TABLE changed with ALTER COLUMN ... TYPE
+ * ... USING (empty for any other command).
+ */
+Datum
+bv_audit_rewritten_columns(PG_FUNCTION_ARGS)
+{
+	CollectedCommand *cmd = (CollectedCommand *) PG_GETARG_POINTER(0);
+	Datum *attnums;
+	int n = 0;
+	ListCell *lc;
+
+	if (cmd == NULL || cmd->type != SCT_AlterTable)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT2OID));
+	attnums = palloc(sizeof(Datum) * Max(list_length(cmd->d.alterTable.subcmds), 1));
+	foreach (lc, cmd->d.alterTable.subcmds)
+	{
+		CollectedATSubcmd *sub = (CollectedATSubcmd *) lfirst(lc);
+		AlterTableCmd *at = (AlterTableCmd *) sub->parsetree;
+		ColumnDef *def;
+
+		if (at == NULL || !IsA(at, AlterTableCmd) || at->subtype != AT_AlterColumnType)
+			continue;
+		def = (ColumnDef *) at->def;
+		if (def == NULL || !IsA(def, ColumnDef) || def->raw_default == NULL)
+			continue;
+		if (sub->address.classId == RelationRelationId && sub->address.objectSubId > 0)
+			attnums[n++] = Int16GetDatum((int16) sub->address.objectSubId);
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(attnums, n, INT2OID, sizeof(int16), true, TYPALIGN_SHORT));
+}
