@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * actor.c
- *	  bv.actor() and bv.set_actor(): who is acting in this transaction.
+ *	  bv.actor() and bv.set_actor(): who is acting in this transaction;
+ *	  bv.current_user_id() and bv.has_scope(), the row-level security
+ *	  helpers that read the same settings.
  *
  * Audit triggers and domain functions attribute every change to an actor.
  * bv.actor() answers, in order of precedence:
@@ -181,4 +183,86 @@ bv_set_actor(PG_FUNCTION_ARGS)
 							 GUC_ACTION_LOCAL, true, 0, false);
 
 	PG_RETURN_TEXT_P(cstring_to_text(actor));
+}
+
+PG_FUNCTION_INFO_V1(bv_current_user_id);
+
+/*
+ * bv.current_user_id(): the user the request acts for, for owner-based
+ * row-level security: the bv.actor setting, else the "sub" claim of
+ * request.jwt.claims, else NULL (anonymous).  Unlike bv.actor() there is
+ * no session_user fallback.  Malformed claims raise 22023 (as in
+ * bv.actor()), never a raw JSON syntax error (issue #17).
+ */
+Datum
+bv_current_user_id(PG_FUNCTION_ARGS)
+{
+	const char *actor = bv_actor_setting;
+	const char *claims;
+
+	if (actor != NULL && actor[0] != '\0')
+		PG_RETURN_TEXT_P(cstring_to_text(actor));
+	claims = bv_guc_get_nonempty("request.jwt.claims");
+	if (claims != NULL)
+	{
+		actor = claims_subject(claims);
+		if (actor != NULL)
+			PG_RETURN_TEXT_P(cstring_to_text(actor));
+	}
+	PG_RETURN_NULL();
+}
+
+static BvDerivedCache scope_cache;
+
+/*
+ * The "scope" claim of the given claims text ("" when there is none or it
+ * is not a string); 22023 when the claims are not valid JSON.
+ */
+static const char *
+claims_scope(const char *claims)
+{
+	const char *cached;
+	char *scope;
+	JsonTokenType type;
+
+	if (bv_cache_lookup(&scope_cache, claims, &cached))
+		return cached;
+	if (bv_json_top_field(claims, "scope", &scope, &type) != JSON_SUCCESS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("request.jwt.claims is not valid JSON"),
+				 errhint("Set request.jwt.claims to the JSON object of the verified token's claims, as PostgREST does.")));
+	bv_cache_store(&scope_cache, claims, scope != NULL && type == JSON_TOKEN_STRING ? scope : "");
+	bv_cache_lookup(&scope_cache, claims, &cached);
+	return cached;
+}
+
+PG_FUNCTION_INFO_V1(bv_has_scope);
+
+/*
+ * bv.has_scope(scope text) (STRICT): does the space-separated "scope" claim
+ * of request.jwt.claims contain scope?  False without claims.
+ */
+Datum
+bv_has_scope(PG_FUNCTION_ARGS)
+{
+	char *want = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	size_t want_len = strlen(want);
+	const char *claims = bv_guc_get_nonempty("request.jwt.claims");
+	const char *p;
+
+	if (claims == NULL || want_len == 0)
+		PG_RETURN_BOOL(false);
+	p = claims_scope(claims);
+	while (*p != '\0')
+	{
+		size_t len = strcspn(p, " ");
+
+		if (len == want_len && memcmp(p, want, len) == 0)
+			PG_RETURN_BOOL(true);
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	PG_RETURN_BOOL(false);
 }

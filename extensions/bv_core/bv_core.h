@@ -85,6 +85,8 @@ extern double bv_request_rate;
 extern double bv_request_burst;
 
 /* jwt_crypto.c */
+#define BV_CLIP_BYTES 64 /* longest prefix of a client value quoted in a message */
+extern const char *bv_clip(const char *s);
 extern BvJwtAlg bv_jwt_alg_from_name(const char *name);
 extern const char *bv_jwt_alg_name(BvJwtAlg alg);
 extern void bv_jwt_key_load(BvJwtKey *key, const char *text);
@@ -107,6 +109,16 @@ extern void bv_ratelimit_init(void);
 extern bool bv_ratelimit_take(const char *key, size_t keylen, double rate,
 							  double burst, double *retry_after);
 extern bool bv_ratelimit_available(void);
+
+typedef enum BvReplayResult
+{
+	BV_REPLAY_FIRST, /* first use of the jti: recorded */
+	BV_REPLAY_AGAIN, /* used before, not expired: a replay */
+	BV_REPLAY_FULL   /* no room to record a new jti: refuse the token */
+} BvReplayResult;
+
+extern BvReplayResult bv_replay_take(const char *jti, size_t len,
+									 double lifetime);
 
 /* secrets.c */
 extern void bv_secrets_assign_master_key_file(const char *newval, void *extra);

@@ -21,7 +21,11 @@
  *	   compared with the clock with bv.jwt_leeway seconds of leeway; "iss"
  *	   against the key's issuer or bv.jwt_issuer, "aud" against
  *	   bv.jwt_audience, when configured; "jti" against the revocation list
- *	   and, with bv.jwt_replay_check, against the shared-memory replay table.
+ *	   and, with bv.jwt_replay_check, against the shared-memory replay table,
+ *	   which never forgets an unexpired jti: when it has no room for a new
+ *	   one the token is refused with 53400 (fail closed, issue #17).  A jti
+ *	   is 1 to BV_JWT_KID_MAX bytes, the same rule as bv.jwt_revoke()'s, so
+ *	   every accepted token can be revoked.
  *
  * Every refusal is the same error: SQLSTATE 28000, message "invalid token",
  * a detail from a fixed list naming the failed check class, never any part
@@ -538,16 +542,26 @@ check_claims(Jsonb *claims, const ClaimsBuilder *b, const BvJwtKey *key,
 		if (bv_jwt_replay_check)
 		{
 			/*
-			 * A bucket of one token that refills exactly when the token
-			 * expires: the second use is refused until then, and after it
-			 * the bucket is idle and may be evicted.
+			 * A pinned bucket of one token that refills exactly when the
+			 * token expires: the second use is refused until then, and the
+			 * entry is never evicted before (ratelimit.c).
 			 */
 			double lifetime = has_exp ? exp + leeway - now : 86400.0 * 365;
-			char *rkey = psprintf("jti:%s", jti->str);
-			double retry;
 
-			if (!bv_ratelimit_take(rkey, strlen(rkey), 1.0 / Max(lifetime, 1.0), 1.0, &retry))
-				jwt_reject(REJECT_REPLAYED);
+			switch (bv_replay_take(jti->str, (size_t) jti->len, lifetime))
+			{
+				case BV_REPLAY_FIRST:
+					break;
+				case BV_REPLAY_AGAIN:
+					jwt_reject(REJECT_REPLAYED);
+				case BV_REPLAY_FULL:
+					ereport(ERROR,
+							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							 errmsg("the jti replay table is full"),
+							 errdetail("Every slot that could record this token's jti holds the jti of an unexpired token; forgetting one would let that token be used again, so this token is refused."),
+							 errhidestmt(true),
+							 errhint("Raise bv.rate_limit_buckets (needs a restart) or issue tokens with shorter lifetimes; bv.jwt_replay_stats() shows the table's pressure.")));
+			}
 		}
 	}
 	else if (bv_jwt_replay_check)

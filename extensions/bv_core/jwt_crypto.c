@@ -7,9 +7,24 @@
  *
  * The key decides the algorithm (ADR 0020): bv_jwt_key_load() turns a row's
  * (alg, key) into OpenSSL objects and refuses, with SQLSTATE 22023, a key
- * that does not fit its algorithm or is too weak: HMAC secrets shorter than
- * the hash, PEM keys given as HMAC secrets (HS/RS confusion), RSA under 2048
- * bits, EC keys on the wrong curve, anything but Ed25519 for EdDSA.  ES
+ * that does not fit its algorithm or is too weak (issue #17):
+ *
+ *	- HS: secrets shorter than the hash; secrets that contain a PEM block
+ *	  anywhere, parse as a DER or base64 DER key, or look like a JWK of
+ *	  another type, in text or inside an "oct" JWK (HS/RS key confusion:
+ *	  a public key used as an HMAC secret lets anybody sign);
+ *	- RS/PS: RSA under 2048 or over 16384 bits, an even modulus, or a public
+ *	  exponent that is even, below 65537 or over 256 bits (with e = 1 the
+ *	  padded hash itself is a valid signature);
+ *	- ES: the wrong curve, or a public point that fails OpenSSL's public key
+ *	  check (the point at infinity, which OpenSSL's decoder accepts, makes
+ *	  every ECDSA signature forgeable);
+ *	- EdDSA: anything but Ed25519, a non-canonical encoding (y >= p, or
+ *	  x = 0 with the sign bit set), a point not on the curve, and the eight
+ *	  small-order points (with the identity key, the signature 01 00..00
+ *	  verifies any message).  OpenSSL checks none of these for a raw key.
+ *
+ * ES
  * signatures are checked to be exactly R||S of the curve size with
  * 1 <= r, s < n before OpenSSL sees them (CVE-2022-21449 class); HMACs are
  * compared with CRYPTO_memcmp.
@@ -25,6 +40,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -37,6 +54,7 @@
 #include <openssl/sha.h>
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -211,6 +229,24 @@ hmac_prepare(BvJwtAlg alg, const uint8 *secret, size_t secret_len)
 	return st;
 }
 
+/*
+ * bv_clip
+ *		A client-supplied value for a message: at most BV_CLIP_BYTES bytes
+ *		(cut at a character boundary), with "..." when cut.  Messages quote
+ *		a bounded prefix of any client value, never the whole of it.
+ */
+const char *
+bv_clip(const char *s)
+{
+	size_t len = strlen(s);
+	int cut;
+
+	if (len <= BV_CLIP_BYTES)
+		return s;
+	cut = pg_mbcliplen(s, (int) len, BV_CLIP_BYTES);
+	return psprintf("%.*s...", cut, s);
+}
+
 /* An invalid key: 22023, a hint, never the key itself. */
 static void key_error(const char *kid, const char *detail) pg_attribute_noreturn();
 
@@ -220,10 +256,10 @@ key_error(const char *kid, const char *detail)
 	ERR_clear_error();
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid key \"%s\" in bv.jwt_keys", kid),
+			 errmsg("invalid key \"%s\" in bv.jwt_keys", bv_clip(kid)),
 			 errdetail("%s", detail),
 			 errhidestmt(true),
-			 errhint("Give HS keys a random secret at least as long as the hash (32, 48 or 64 bytes), RS/PS keys an RSA key of at least 2048 bits, ES256/ES384 a P-256/P-384 key and EdDSA an Ed25519 key, as PEM or JWK.")));
+			 errhint("Give HS keys a random secret at least as long as the hash (32, 48 or 64 bytes) that is no key of another type, RS/PS keys an RSA key of at least 2048 bits with exponent 65537, ES256/ES384 a valid P-256/P-384 key and EdDSA a valid Ed25519 key, as PEM or JWK.")));
 }
 
 /*
@@ -370,6 +406,228 @@ ec_key_bits(EVP_PKEY *pkey, char *group, size_t cap)
 }
 
 /*
+ * Weak-key checks (issue #17).  Each returns NULL for an acceptable key or
+ * a fixed sentence for key_error(); none quotes key material.
+ */
+
+/* Refuse even, tiny or huge RSA public exponents and even moduli. */
+static const char *
+rsa_key_problem(EVP_PKEY *pkey)
+{
+	BIGNUM *e = NULL;
+	BIGNUM *n = NULL;
+	BIGNUM *min_e = NULL;
+	const char *problem = NULL;
+	int bits = EVP_PKEY_get_bits(pkey);
+
+	if (bits < 2048)
+		return psprintf("The RSA key has %d bits; at least 2048 are required.", bits);
+	if (bits > 16384)
+		return psprintf("The RSA key has %d bits; at most 16384 are accepted.", bits);
+	if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) != 1 ||
+		EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) != 1 ||
+		!BN_dec2bn(&min_e, "65537"))
+		problem = "OpenSSL could not read the RSA key's modulus and exponent.";
+	else if (!BN_is_odd(n))
+		problem = "The RSA modulus is even.";
+	else if (!BN_is_odd(e) || BN_cmp(e, min_e) < 0 || BN_num_bits(e) > 256)
+		problem = "The RSA public exponent must be odd, at least 65537 and at most 256 bits (a small exponent such as 1 or 3 makes signatures forgeable).";
+	BN_free(e);
+	BN_free(n);
+	BN_free(min_e);
+	return problem;
+}
+
+/* Refuse an EC public point that is off the curve or at infinity. */
+static const char *
+ec_key_problem(EVP_PKEY *pkey)
+{
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+	bool ok = ctx != NULL && EVP_PKEY_public_check(ctx) == 1;
+
+	EVP_PKEY_CTX_free(ctx);
+	return ok ? NULL : "The EC public point is not a valid point of the curve (off the curve, or the point at infinity).";
+}
+
+/*
+ * The y coordinates of Ed25519's small-order points (either sign of x),
+ * little-endian, as libsodium lists them: order 4 (y = 0), 1 (the
+ * identity), 8 (two values) and 2 (y = p - 1).  Non-canonical encodings of
+ * them (y + p) are refused by the y < p check.
+ */
+static const uint8 ed25519_small_order_y[5][32] = {
+	{0},
+	{0x01},
+	{0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+	 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},
+	{0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+	 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}};
+
+/* p = 2^255 - 19 and d = -121665/121666 mod p, big-endian hex. */
+static const char ed25519_p_hex[] =
+	"7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED";
+static const char ed25519_d_hex[] =
+	"52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3";
+
+/*
+ * Refuse an Ed25519 public key that is not the canonical encoding of a
+ * point of the curve, or is a point of small order.  The point decodes when
+ * x^2 = (y^2 - 1) / (d y^2 + 1) has a root mod p (Euler's criterion).
+ */
+static const char *
+ed25519_key_problem(EVP_PKEY *pkey)
+{
+	uint8 enc[32];
+	uint8 y_le[32];
+	size_t len = sizeof(enc);
+	BN_CTX *ctx = NULL;
+	BIGNUM *p = NULL;
+	BIGNUM *d = NULL;
+	BIGNUM *y,
+		*u,
+		*v,
+		*w,
+		*exp,
+		*l;
+	const char *problem = NULL;
+	bool x_is_zero = false;
+	int i;
+
+	if (EVP_PKEY_get_raw_public_key(pkey, enc, &len) != 1 || len != 32)
+		return "OpenSSL could not read the Ed25519 public key.";
+	memcpy(y_le, enc, 32);
+	y_le[31] &= 0x7f;
+	for (i = 0; i < (int) lengthof(ed25519_small_order_y); i++)
+		if (memcmp(y_le, ed25519_small_order_y[i], 32) == 0)
+			return "The Ed25519 public key is a point of small order (such as the identity), with which signatures can be forged.";
+
+	ctx = BN_CTX_new();
+	if (ctx == NULL || !BN_hex2bn(&p, ed25519_p_hex) || !BN_hex2bn(&d, ed25519_d_hex))
+		problem = "OpenSSL could not check the Ed25519 public key.";
+	else
+	{
+		BN_CTX_start(ctx);
+		y = BN_CTX_get(ctx);
+		u = BN_CTX_get(ctx);
+		v = BN_CTX_get(ctx);
+		w = BN_CTX_get(ctx);
+		exp = BN_CTX_get(ctx);
+		l = BN_CTX_get(ctx);
+		if (l == NULL || BN_lebin2bn(y_le, 32, y) == NULL)
+			problem = "OpenSSL could not check the Ed25519 public key.";
+		else if (BN_cmp(y, p) >= 0)
+			problem = "The Ed25519 public key is not canonically encoded (y >= p).";
+		else if (!BN_mod_sqr(u, y, p, ctx) ||            /* u = y^2 */
+				 !BN_mod_mul(v, u, d, p, ctx) ||         /* v = d y^2 */
+				 !BN_add_word(v, 1) ||                   /* v = d y^2 + 1 */
+				 !BN_sub_word(u, 1) ||                   /* u = y^2 - 1 (y != 0 here) */
+				 BN_mod_inverse(w, v, p, ctx) == NULL || /* v != 0: d is no square */
+				 !BN_mod_mul(w, w, u, p, ctx) ||         /* w = x^2 */
+				 !BN_copy(exp, p) || !BN_sub_word(exp, 1) || !BN_rshift1(exp, exp) ||
+				 !BN_mod_exp(l, w, exp, p, ctx))
+			problem = "OpenSSL could not check the Ed25519 public key.";
+		else if (!BN_is_zero(l) && !BN_is_one(l))
+			problem = "The Ed25519 public key is not a point of the curve.";
+		else
+			x_is_zero = BN_is_zero(w);
+		BN_CTX_end(ctx);
+	}
+	if (problem == NULL && x_is_zero && (enc[31] & 0x80) != 0)
+		problem = "The Ed25519 public key is not canonically encoded (x = 0 with the sign bit set).";
+	BN_free(p);
+	BN_free(d);
+	BN_CTX_free(ctx);
+	return problem;
+}
+
+/* Is needle (NUL-terminated) in the first len bytes of hay? */
+static bool
+bytes_contain(const uint8 *hay, size_t len, const char *needle)
+{
+	size_t n = strlen(needle);
+	size_t i;
+
+	for (i = 0; n <= len && i <= len - n; i++)
+		if (memcmp(hay + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
+/* Does a DER blob parse as a public or private key? */
+static bool
+der_is_key(const uint8 *der, size_t len)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *k = d2i_PUBKEY(NULL, &p, (long) len);
+
+	if (k == NULL)
+	{
+		p = der;
+		k = d2i_AutoPrivateKey(NULL, &p, (long) len);
+	}
+	EVP_PKEY_free(k);
+	ERR_clear_error();
+	return k != NULL;
+}
+
+/*
+ * Does an HMAC secret look like a key of another type (HS/RS confusion)?
+ * A PEM block anywhere, raw DER of a key, base64 of a key's DER (PEM
+ * without its armour, whitespace ignored), or a JWK of another kty.
+ */
+static const char *
+hmac_secret_problem(const uint8 *secret, size_t len)
+{
+	char *b64;
+	size_t b64_len = 0;
+	size_t i;
+	bool only_b64 = true;
+
+	if (bytes_contain(secret, len, "-----BEGIN") || bytes_contain(secret, len, "-----END"))
+		return "An HS key must be a shared secret, not a PEM block (HS/RS confusion).";
+	if (bytes_contain(secret, len, "\"kty\""))
+		return "An HS key must be a shared secret, not a JWK of another key type (HS/RS confusion).";
+	if (der_is_key(secret, len))
+		return "An HS key must be a shared secret, not a DER key (HS/RS confusion).";
+	b64 = palloc(len + 1);
+	for (i = 0; i < len && only_b64; i++)
+	{
+		uint8 c = secret[i];
+
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		if (isalnum(c) || c == '+' || c == '/' || c == '=' || c == '-' || c == '_')
+			b64[b64_len++] = (char) c;
+		else
+			only_b64 = false;
+	}
+	if (only_b64 && b64_len >= 64)
+	{
+		uint8 *der = palloc(b64_len);
+		int der_len;
+		bool is_key;
+
+		for (i = 0; i < b64_len; i++)
+			b64[i] = b64[i] == '-' ? '+' : b64[i] == '_' ? '/'
+														 : b64[i];
+		while (b64_len % 4 != 0)
+			b64[b64_len++] = '=';
+		der_len = EVP_DecodeBlock(der, (const unsigned char *) b64, (int) b64_len);
+		/* EVP_DecodeBlock counts padding as zero bytes */
+		for (i = b64_len; der_len > 0 && i > 0 && b64[i - 1] == '='; i--)
+			der_len--;
+		is_key = der_len > 0 && der_is_key(der, (size_t) der_len);
+		OPENSSL_cleanse(der, b64_len);
+		OPENSSL_cleanse(b64, b64_len);
+		if (is_key)
+			return "An HS key must be a shared secret, not a base64-encoded key (HS/RS confusion).";
+	}
+	return NULL;
+}
+
+/*
  * bv_jwt_key_free
  *		Release a key's OpenSSL objects and wipe its secret (idempotent).
  */
@@ -399,7 +657,14 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 	const char *kid = key->kid;
 	BvJwtAlg alg = key->alg;
 	EVP_PKEY *pkey = NULL;
-	bool is_jwk = text[0] == '{';
+	const char *start = text;
+	bool is_jwk;
+	const char *problem;
+
+	/* a JWK may come with leading white space (or CRLF) */
+	while (*start == ' ' || *start == '\t' || *start == '\r' || *start == '\n')
+		start++;
+	is_jwk = *start == '{';
 
 	if (alg == BV_ALG_INVALID)
 		key_error(kid, "The algorithm is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384, EdDSA.");
@@ -410,7 +675,7 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 
 		if (is_jwk)
 		{
-			Jsonb *jwk = parse_jwk(text, kid);
+			Jsonb *jwk = parse_jwk(start, kid);
 			char *kty = jwk_member(jwk, "kty");
 
 			if (kty == NULL || strcmp(kty, "oct") != 0)
@@ -421,10 +686,15 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 		}
 		else
 		{
-			if (strncmp(text, "-----BEGIN", 10) == 0)
-				key_error(kid, "An HS key must be a shared secret, not a PEM key (HS/RS confusion).");
 			key->secret_len = strlen(text);
 			key->secret = (uint8 *) pstrdup(text);
+		}
+		problem = hmac_secret_problem(key->secret, key->secret_len);
+		if (problem != NULL)
+		{
+			OPENSSL_cleanse(key->secret, key->secret_len);
+			key->secret = NULL;
+			key_error(kid, problem);
 		}
 		if (key->secret_len < need)
 			key_error(kid, psprintf("The HMAC secret is %zu bytes; %s needs at least %zu.",
@@ -436,7 +706,7 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 
 	if (is_jwk)
 	{
-		pkey = pkey_from_jwk(parse_jwk(text, kid), kid);
+		pkey = pkey_from_jwk(parse_jwk(start, kid), kid);
 		if (pkey == NULL)
 			key_error(kid, "An \"oct\" JWK can only be used with HS256, HS384 or HS512.");
 		key->can_sign = false;
@@ -471,12 +741,11 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 				bv_jwt_key_free(key);
 				key_error(kid, psprintf("%s needs an RSA key.", bv_jwt_alg_name(alg)));
 			}
-			if (EVP_PKEY_get_bits(pkey) < 2048)
+			problem = rsa_key_problem(pkey);
+			if (problem != NULL)
 			{
-				int bits = EVP_PKEY_get_bits(pkey);
-
 				bv_jwt_key_free(key);
-				key_error(kid, psprintf("The RSA key has %d bits; at least 2048 are required.", bits));
+				key_error(kid, problem);
 			}
 			break;
 		case BV_ALG_ES256:
@@ -498,6 +767,12 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 				key_error(kid, psprintf("%s needs a key on curve %s.", bv_jwt_alg_name(alg),
 										alg == BV_ALG_ES256 ? "P-256" : "P-384"));
 			}
+			problem = ec_key_problem(pkey);
+			if (problem != NULL)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, problem);
+			}
 			break;
 		}
 		case BV_ALG_EDDSA:
@@ -505,6 +780,12 @@ bv_jwt_key_load(BvJwtKey *key, const char *text)
 			{
 				bv_jwt_key_free(key);
 				key_error(kid, "EdDSA needs an Ed25519 key.");
+			}
+			problem = ed25519_key_problem(pkey);
+			if (problem != NULL)
+			{
+				bv_jwt_key_free(key);
+				key_error(kid, problem);
 			}
 			break;
 		default:

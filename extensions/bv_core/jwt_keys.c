@@ -107,7 +107,7 @@ try_load_key(BvJwtKey *key, const char *text)
 		FlushErrorState();
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("skipping key \"%s\" of bv.jwt_keys", key->kid),
+				 errmsg("skipping key \"%s\" of bv.jwt_keys", bv_clip(key->kid)),
 				 errdetail("%s", edata->detail ? edata->detail : edata->message),
 				 errhint("Fix or deactivate the key; it was written without the checks of the table's triggers.")));
 		FreeErrorData(edata);
@@ -347,14 +347,14 @@ bv_jwt_key_for_signing(const char *kid)
 		if (!k->can_sign)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("key \"%s\" cannot sign", kid),
+					 errmsg("key \"%s\" cannot sign", bv_clip(kid)),
 					 errdetail("Only its public half is stored."),
 					 errhint("Store the PEM private key to sign with it, or sign with an HS key.")));
 		return k;
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("no usable key \"%s\" in bv.jwt_keys", kid),
+			 errmsg("no usable key \"%s\" in bv.jwt_keys", bv_clip(kid)),
 			 errdetail("The key does not exist, is inactive, or is outside its validity window."),
 			 errhint("List the keys with SELECT kid, alg, active, not_before, expires_at FROM bv.jwt_keys.")));
 	return NULL; /* keep compiler quiet */
@@ -362,15 +362,21 @@ bv_jwt_key_for_signing(const char *kid)
 
 /*
  * bv_jwt_jti_revoked
- *		Is this jti on the (unexpired part of the) revocation list?
+ *		Is this jti on the (unexpired part of the) revocation list?  A jti
+ *		that bv.jwt_revoke() could not revoke (empty, or over BV_JWT_KID_MAX
+ *		bytes: one rule, in bytes, on both sides) counts as revoked, so
+ *		that no token is unrevocable on any entry point (bv.jwt_verify()
+ *		refuses such a jti as malformed before asking).
  */
 bool
 bv_jwt_jti_revoked(const char *jti)
 {
 	RevokedEntry *e;
 
+	if (jti[0] == '\0' || strlen(jti) > BV_JWT_KID_MAX)
+		return true;
 	ensure_cache();
-	if (strlen(jti) > BV_JWT_KID_MAX || hash_get_num_entries(revoked) == 0)
+	if (hash_get_num_entries(revoked) == 0)
 		return false;
 	e = hash_search(revoked, jti, HASH_FIND, NULL);
 	return e != NULL && (!e->has_expiry || GetCurrentTimestamp() < e->expires_at);
@@ -379,8 +385,124 @@ bv_jwt_jti_revoked(const char *jti)
 PG_FUNCTION_INFO_V1(bv_jwt_key_check);
 
 /*
+ * A row of bv.jwt_keys that the trigger refuses: SQLSTATE code, a fixed
+ * detail and hint, the kid only as a bounded prefix, never the key, and
+ * neither the statement (it may hold the secret) nor a context line (COPY
+ * would quote the row): the trigger runs with the error context stack
+ * emptied (see bv_jwt_key_check).
+ */
+static void row_error(int code, const char *kid, const char *detail, const char *hint) pg_attribute_noreturn();
+
+static void
+row_error(int code, const char *kid, const char *detail, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("invalid key \"%s\" in bv.jwt_keys", kid ? bv_clip(kid) : "(null)"),
+			 errdetail("%s", detail),
+			 errhidestmt(true),
+			 errhint("%s", hint)));
+}
+
+/* The value of column name in tuple, or isnull. */
+static inline Datum
+row_value(HeapTuple tuple, TupleDesc desc, const char *name, bool *isnull)
+{
+	return heap_getattr(tuple, column_index(desc, name) + 1, desc, isnull);
+}
+
+/*
+ * Check every column that a constraint of bv.jwt_keys checks, before the
+ * constraint does: a constraint's error would report the whole row,
+ * secret included ("Failing row contains ..."), to the client and the log.
+ * The rules here are at least as strict as the table's constraints.
+ */
+static void
+check_key_row(HeapTuple tuple, TupleDesc desc, const char **kid_out)
+{
+	bool isnull;
+	bool nbf_null;
+	Datum d;
+	Datum nbf;
+	char *kid;
+	char *source;
+
+	d = row_value(tuple, desc, "kid", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, NULL, "The kid is NULL.",
+				  "Give every key a kid of 1 to 256 bytes: tokens select their key by it.");
+	kid = TextDatumGetCString(d);
+	if (kid[0] == '\0' || strlen(kid) > BV_JWT_KID_MAX)
+		row_error(ERRCODE_INVALID_PARAMETER_VALUE, kid,
+				  psprintf("The kid has %zu bytes; 1 to %d are accepted.", strlen(kid), BV_JWT_KID_MAX),
+				  "Give every key a kid of 1 to 256 bytes: tokens select their key by it.");
+	*kid_out = kid;
+
+	(void) row_value(tuple, desc, "alg", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, kid, "The alg is NULL.",
+				  "Name the key's algorithm: HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384 or EdDSA.");
+	(void) row_value(tuple, desc, "key", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, kid, "The key is NULL.",
+				  "Give the key as PEM or JWK, or an HS secret as text.");
+	(void) row_value(tuple, desc, "active", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, kid, "active is NULL.",
+				  "Set active to true or false.");
+	(void) row_value(tuple, desc, "created_at", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, kid, "created_at is NULL.",
+				  "Leave created_at to its default.");
+	d = row_value(tuple, desc, "source", &isnull);
+	if (isnull)
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, kid, "source is NULL.",
+				  "Leave source to its default (manual); bv.jwt_import_jwks() sets jwks.");
+	source = TextDatumGetCString(d);
+	if (strcmp(source, "manual") != 0 && strcmp(source, "jwks") != 0)
+		row_error(ERRCODE_INVALID_PARAMETER_VALUE, kid, "source must be manual or jwks.",
+				  "Leave source to its default (manual); bv.jwt_import_jwks() sets jwks.");
+	nbf = row_value(tuple, desc, "not_before", &nbf_null);
+	d = row_value(tuple, desc, "expires_at", &isnull);
+	if (!nbf_null && !isnull &&
+		timestamptz_cmp_internal(DatumGetTimestampTz(d), DatumGetTimestampTz(nbf)) <= 0)
+		row_error(ERRCODE_INVALID_PARAMETER_VALUE, kid, "expires_at is not after not_before.",
+				  "Give the key a validity window whose end is after its start, or leave one end NULL.");
+}
+
+/*
+ * Does this UPDATE leave the key's material and algorithm as they were and
+ * the key inactive?  Then its strength is not checked again, so that a key
+ * that an older version accepted and this one refuses can be deactivated.
+ */
+static bool
+update_deactivates_only(TriggerData *trigdata, TupleDesc desc)
+{
+	HeapTuple oldt = trigdata->tg_trigtuple;
+	HeapTuple newt = trigdata->tg_newtuple;
+	bool n1,
+		n2;
+	Datum a,
+		b;
+
+	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		return false;
+	a = row_value(newt, desc, "active", &n1);
+	if (n1 || DatumGetBool(a))
+		return false;
+	a = row_value(oldt, desc, "key", &n1);
+	b = row_value(newt, desc, "key", &n2);
+	if (n1 || n2 || strcmp(TextDatumGetCString(a), TextDatumGetCString(b)) != 0)
+		return false;
+	a = row_value(oldt, desc, "alg", &n1);
+	b = row_value(newt, desc, "alg", &n2);
+	return !n1 && !n2 && strcmp(TextDatumGetCString(a), TextDatumGetCString(b)) == 0;
+}
+
+/*
  * bv._jwt_key_check(): BEFORE INSERT OR UPDATE trigger on bv.jwt_keys that
- * refuses malformed and weak keys.
+ * refuses malformed and weak keys, and any row a constraint would refuse
+ * (so that no constraint error quotes the row and its secret).
  */
 Datum
 bv_jwt_key_check(PG_FUNCTION_ARGS)
@@ -394,6 +516,8 @@ bv_jwt_key_check(PG_FUNCTION_ARGS)
 	MemoryContext tmp;
 	MemoryContext old;
 	MemoryContextCallback *cb;
+	ErrorContextCallback *saved_context = error_context_stack;
+	const char *kid = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -405,31 +529,35 @@ bv_jwt_key_check(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(trigdata->tg_relation);
 
 	/*
+	 * No error context while the row is checked: COPY's context callback
+	 * would quote the input line, secret included.  Whoever catches an
+	 * error restores the stack (PG_CATCH), so only the normal exit needs to.
+	 */
+	error_context_stack = NULL;
+
+	/*
 	 * OpenSSL objects made while checking are freed by a reset callback of
 	 * a private context, also when bv_jwt_key_load() raises an error.
 	 */
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "bv jwt key check", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(tmp);
-	key = palloc0(sizeof(BvJwtKey));
-	cb = palloc(sizeof(MemoryContextCallback));
-	cb->func = free_key_callback;
-	cb->arg = key;
-	MemoryContextRegisterResetCallback(tmp, cb);
-
-	d = heap_getattr(tuple, column_index(desc, "kid") + 1, desc, &isnull);
-	key->kid = isnull ? "" : TextDatumGetCString(d);
-	d = heap_getattr(tuple, column_index(desc, "alg") + 1, desc, &isnull);
-	key->alg = isnull ? BV_ALG_INVALID : bv_jwt_alg_from_name(TextDatumGetCString(d));
-	d = heap_getattr(tuple, column_index(desc, "key") + 1, desc, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("invalid key \"%s\" in bv.jwt_keys", key->kid),
-				 errdetail("The key is missing."),
-				 errhint("Give the key as PEM or JWK.")));
-	bv_jwt_key_load(key, TextDatumGetCString(d));
+	check_key_row(tuple, desc, &kid);
+	if (!update_deactivates_only(trigdata, desc))
+	{
+		key = palloc0(sizeof(BvJwtKey));
+		cb = palloc(sizeof(MemoryContextCallback));
+		cb->func = free_key_callback;
+		cb->arg = key;
+		MemoryContextRegisterResetCallback(tmp, cb);
+		key->kid = (char *) kid;
+		d = row_value(tuple, desc, "alg", &isnull);
+		key->alg = bv_jwt_alg_from_name(TextDatumGetCString(d));
+		d = row_value(tuple, desc, "key", &isnull);
+		bv_jwt_key_load(key, TextDatumGetCString(d));
+	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);
+	error_context_stack = saved_context;
 	return PointerGetDatum(tuple);
 }
 

@@ -23,9 +23,21 @@
  * Eviction.  A new key takes, in order: a free slot of its window, an idle
  * one (a bucket that has refilled to its burst, which is indistinguishable
  * from a new bucket, so evicting it changes nothing), or else the least
- * recently used slot; the last case loses state and is counted in
- * bv.rate_limit_stats() as evicted_active: if it grows, raise
+ * recently used rate-limit slot; the last case loses state and is counted
+ * in bv.rate_limit_stats() as evicted_active: if it grows, raise
  * bv.rate_limit_buckets.
+ *
+ * Replay entries (bv.jwt_replay_check, issue #17).  The jti of a verified
+ * token is a pinned bucket of burst 1 that refills exactly when the token
+ * expires: until then it is never evicted, since forgetting it would let
+ * the token be used again.  Pinned and rate-limit buckets live in separate
+ * key spaces (a rate-limit key never matches a replay entry), and a
+ * rate-limit key never evicts an unexpired replay entry.  When every slot
+ * of a new jti's window holds an unexpired replay entry, the table is full
+ * for it: bv_replay_take() says so and bv.jwt_verify() refuses the token
+ * with 53400 (fail closed), counted as replay_refused in
+ * bv.jwt_replay_stats(); a rate-limit key in the same situation is allowed
+ * without a bucket and counted as untracked in the same function.
  *
  * Time is GetCurrentTimestamp() (wall clock, not transaction start), so a
  * long statement does not freeze its buckets; a clock step backwards is
@@ -62,6 +74,7 @@ typedef struct RlBucket
 {
 	uint32 hash;
 	uint16 keylen; /* 0: free slot */
+	bool pinned;   /* a replay entry: kept until it has refilled */
 	double tokens;
 	double rate;
 	double burst;
@@ -75,6 +88,8 @@ typedef struct RlPartition
 	uint64 denied;
 	uint64 evicted_idle;
 	uint64 evicted_active;
+	uint64 replay_refused; /* new jtis refused: window full of replay entries */
+	uint64 untracked;      /* rate-limit keys allowed without a slot, likewise */
 } RlPartition;
 
 typedef struct RlShared
@@ -170,15 +185,21 @@ refilled(const RlBucket *b, TimestampTz now)
 	return Min(b->burst, b->tokens + elapsed * b->rate);
 }
 
+/* What take_token() did. */
+typedef enum RlResult
+{
+	RL_ALLOWED,
+	RL_DENIED,
+	RL_NO_SLOT /* no slot could be given to a new key */
+} RlResult;
+
 /*
- * bv_ratelimit_take
- *		Take one token from bucket key (rate tokens/s, at most burst).
- *		Returns true if allowed; else false with *retry_after the seconds
- *		until a token is available.
+ * Take one token from bucket key of kind pinned (rate tokens/s, at most
+ * burst); see the file header for how a new key finds a slot.
  */
-bool
-bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
-				  double *retry_after)
+static RlResult
+take_token(const char *key, size_t keylen, double rate, double burst,
+		   bool pinned, double *retry_after)
 {
 	uint8 digest[BV_SHA256_LEN + 1];
 	uint32 h;
@@ -190,7 +211,7 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 	RlBucket *b = NULL;
 	RlPartition *stats;
 	TimestampTz now;
-	bool allowed;
+	RlResult result;
 
 	CheckRateLimiterLoaded();
 	if (keylen > RL_KEY_MAX)
@@ -207,6 +228,7 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 	home = (h / RL_PARTITIONS) % per;
 	slots = &rl->buckets[part * per];
 	stats = &rl->parts[part];
+	*retry_after = 0;
 
 	LWLockAcquire(&rl->locks[part].lock, LW_EXCLUSIVE);
 	now = GetCurrentTimestamp();
@@ -214,7 +236,8 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 	{
 		RlBucket *s = &slots[(home + i) % per];
 
-		if (s->keylen == keylen && s->hash == h && memcmp(s->key, key, keylen) == 0)
+		if (s->keylen == keylen && s->hash == h && s->pinned == pinned &&
+			memcmp(s->key, key, keylen) == 0)
 		{
 			b = s;
 			break;
@@ -236,7 +259,8 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 			}
 			if (idle == NULL && refilled(s, now) >= s->burst)
 				idle = s;
-			if (oldest == NULL || s->last < oldest->last)
+			/* an unexpired replay entry is never evicted */
+			if (!s->pinned && (oldest == NULL || s->last < oldest->last))
 				oldest = s;
 		}
 		if (b == NULL && idle != NULL)
@@ -244,13 +268,24 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 			b = idle;
 			stats->evicted_idle++;
 		}
-		else if (b == NULL)
+		else if (b == NULL && oldest != NULL)
 		{
+			/* a rate-limit bucket (a replay entry may take it, too) */
 			b = oldest;
 			stats->evicted_active++;
 		}
+		if (b == NULL)
+		{
+			if (pinned)
+				stats->replay_refused++;
+			else
+				stats->untracked++;
+			LWLockRelease(&rl->locks[part].lock);
+			return RL_NO_SLOT;
+		}
 		b->hash = h;
 		b->keylen = (uint16) keylen;
+		b->pinned = pinned;
 		memcpy(b->key, key, keylen);
 		b->tokens = burst;
 		b->last = now;
@@ -263,26 +298,69 @@ bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
 	if (b->tokens >= 1.0)
 	{
 		b->tokens -= 1.0;
-		allowed = true;
+		result = RL_ALLOWED;
 		stats->allowed++;
-		*retry_after = 0;
 	}
 	else
 	{
-		allowed = false;
+		result = RL_DENIED;
 		stats->denied++;
 		*retry_after = (1.0 - b->tokens) / rate;
 	}
 	LWLockRelease(&rl->locks[part].lock);
-	return allowed;
+	return result;
+}
+
+/*
+ * bv_ratelimit_take
+ *		Take one token from bucket key (rate tokens/s, at most burst).
+ *		Returns true if allowed; else false with *retry_after the seconds
+ *		until a token is available.  A key that finds no slot (its window
+ *		full of unexpired replay entries) is allowed, untracked.
+ */
+bool
+bv_ratelimit_take(const char *key, size_t keylen, double rate, double burst,
+				  double *retry_after)
+{
+	return take_token(key, keylen, rate, burst, false, retry_after) != RL_DENIED;
+}
+
+/*
+ * bv_replay_take
+ *		Record one use of jti, which stays recorded for lifetime seconds.
+ *		BV_REPLAY_FIRST for its first use, BV_REPLAY_AGAIN for a replay, and
+ *		BV_REPLAY_FULL when no slot is free for a new jti (the caller must
+ *		refuse the token: an entry is never forgotten before it expires).
+ */
+BvReplayResult
+bv_replay_take(const char *jti, size_t len, double lifetime)
+{
+	double retry;
+
+	switch (take_token(jti, len, 1.0 / Max(lifetime, 1.0), 1.0, true, &retry))
+	{
+		case RL_ALLOWED:
+			return BV_REPLAY_FIRST;
+		case RL_DENIED:
+			return BV_REPLAY_AGAIN;
+		default:
+			return BV_REPLAY_FULL;
+	}
 }
 
 /* Validate the SQL arguments; return the key. */
 static text *
 rate_limit_args(FunctionCallInfo fcinfo, double *rate, double *burst)
 {
-	text *key = PG_GETARG_TEXT_PP(0);
+	text *key;
 
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("rate limit key, rate and burst must not be null"),
+				 errdetail("A NULL would silently skip the limit."),
+				 errhint("Use a key such as 'user:' || bv.current_user_id(), and check that it is not NULL for anonymous requests.")));
+	key = PG_GETARG_TEXT_PP(0);
 	*rate = PG_GETARG_FLOAT8(1);
 	*burst = PG_GETARG_FLOAT8(2);
 	if (VARSIZE_ANY_EXHDR(key) == 0)
@@ -393,5 +471,50 @@ bv_rate_limit_stats(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(used);
 	for (i = 0; i < 4; i++)
 		values[2 + i] = Int64GetDatum((int64) sums[i]);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(bv_jwt_replay_stats);
+
+/*
+ * bv.jwt_replay_stats(): the pressure on the replay table (issue #17):
+ * slots of the shared table, unexpired replay entries in it, new jtis
+ * refused because their window was full of them, and rate-limit keys that
+ * found no slot for the same reason.
+ */
+Datum
+bv_jwt_replay_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc desc;
+	Datum values[4];
+	bool nulls[4] = {0};
+	int64 entries = 0;
+	uint64 refused = 0;
+	uint64 untracked = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int p,
+		i;
+
+	CheckRateLimiterLoaded();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	for (p = 0; p < RL_PARTITIONS; p++)
+	{
+		LWLockAcquire(&rl->locks[p].lock, LW_SHARED);
+		for (i = 0; i < rl->per_partition; i++)
+		{
+			const RlBucket *b = &rl->buckets[p * rl->per_partition + i];
+
+			if (b->keylen != 0 && b->pinned && refilled(b, now) < b->burst)
+				entries++;
+		}
+		refused += rl->parts[p].replay_refused;
+		untracked += rl->parts[p].untracked;
+		LWLockRelease(&rl->locks[p].lock);
+	}
+	values[0] = Int64GetDatum((int64) RL_PARTITIONS * rl->per_partition);
+	values[1] = Int64GetDatum(entries);
+	values[2] = Int64GetDatum((int64) refused);
+	values[3] = Int64GetDatum((int64) untracked);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

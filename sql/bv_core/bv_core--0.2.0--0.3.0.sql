@@ -339,3 +339,449 @@ $$;
 
 COMMENT ON FUNCTION bv.pre_request() IS
 'PostgREST db-pre-request hook. Applies bv_core''s policy to every request: a bearer token must also pass bv.jwt_verify() (its keys in bv.jwt_keys) and agree with what PostgREST verified, a token for an authenticated role must name its subject, an x-api-key header switches to the key''s role and claims and its scopes decide whether write methods are allowed, one credential only; then the rate limit (bv.request_rate, bv.request_burst per subject, API key, or anonymous client address behind bv.trusted_proxies; paths of bv.request_routes in buckets of their own; HTTP 429 with Retry-After). Refusals are HTTP 400, 401 or 403 with a hint.';
+
+------------------------------------------------------------------------
+-- #17 items 1-4: bv.jwt_keys refuses weak keys and checks its rows itself
+--
+-- The checks are in C (bv._jwt_key_check(), jwt_crypto.c, jwt_keys.c):
+-- RSA exponents (odd, >= 65537), EC points (on the curve, not infinity),
+-- Ed25519 points (canonical, on the curve, not of small order), HMAC
+-- secrets that are or contain keys (PEM anywhere, DER, base64 DER, JWK),
+-- and every column a constraint checks, before the constraint, so that no
+-- "Failing row contains" detail ever quotes a secret.  A key accepted by
+-- 0.2.0 and refused now is skipped by the key cache with a WARNING; it can
+-- still be deactivated (UPDATE ... SET active = false) or deleted.
+------------------------------------------------------------------------
+
+COMMENT ON TABLE bv.jwt_keys IS
+'Keys that bv.jwt_verify() accepts. The key decides the algorithm: a token''s alg must equal its key''s. Weak or malformed keys are refused on write (SQLSTATE 22023, or 22004 for a NULL): HMAC secrets shorter than the hash or that contain a key (PEM, DER, JWK), RSA under 2048 bits or with an exponent that is even or below 65537, EC points off the curve or at infinity, Ed25519 points that are non-canonical, off the curve or of small order. Errors never quote the key. Changes reach every session at commit, without restart. bv_admin only.';
+
+------------------------------------------------------------------------
+-- #17 item 5: one jti rule, in bytes: 1 to 256 bytes
+--
+-- bv.jwt_verify() and the revocation cache measure a jti in bytes;
+-- bv.jwt_revoke() counted characters, so a multibyte jti could be "revoked"
+-- and keep working.  Now bv.jwt_revoke() refuses what cannot be revoked,
+-- bv.jwt_verify() refuses such a jti as malformed, and bv.jwt_is_revoked()
+-- answers true for it (no token is unrevocable on any entry point).  Rows
+-- written by 0.2.0 are kept (NOT VALID): those tokens are refused anyway.
+------------------------------------------------------------------------
+
+ALTER TABLE bv.jwt_revocations ADD CONSTRAINT jwt_revocations_jti_bytes
+    CHECK (pg_catalog.octet_length(jti) BETWEEN 1 AND 256) NOT VALID;
+
+CREATE OR REPLACE FUNCTION bv.jwt_revoke(jti text, expires_at timestamptz DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jwt_revoke.jti IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'jti must not be null',
+            DETAIL = 'A token is revoked by its jti claim.',
+            HINT = 'Pass the jti claim of the token to revoke.';
+    END IF;
+    IF pg_catalog.octet_length(jwt_revoke.jti) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('jti of %s bytes cannot be revoked', pg_catalog.octet_length(jwt_revoke.jti)),
+            DETAIL = 'A jti has 1 to 256 bytes (UTF-8); bv.jwt_verify() refuses tokens with any other jti, so they need no revocation.',
+            HINT = 'Pass the token''s jti claim exactly as issued.';
+    END IF;
+    IF pg_catalog.length(jwt_revoke.reason) > 1000 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'reason is longer than 1000 characters',
+            HINT = 'Give a short reason for the operators.';
+    END IF;
+    INSERT INTO bv.jwt_revocations AS r (jti, expires_at, reason)
+    VALUES (jwt_revoke.jti, jwt_revoke.expires_at, jwt_revoke.reason)
+    ON CONFLICT ON CONSTRAINT jwt_revocations_pkey DO UPDATE
+        SET expires_at = EXCLUDED.expires_at, reason = EXCLUDED.reason;
+END
+$$;
+
+COMMENT ON FUNCTION bv.jwt_revoke(text, timestamptz, text) IS
+'Revokes a token by its jti (1 to 256 bytes; SQLSTATE 22023 otherwise, 22004 for NULL) until expires_at (its own exp; NULL: for ever). Effective in every session at commit. bv_admin only.';
+
+COMMENT ON FUNCTION bv.jwt_is_revoked(text) IS
+'Whether a token id (jti) is on the revocation list bv.jwt_revocations and not past its expiry. True also for a jti that cannot be revoked (empty or over 256 bytes), which bv.jwt_verify() never accepts. NULL for NULL (STRICT).';
+
+COMMENT ON FUNCTION bv.jwt_verify(text) IS
+'Verifies a compact JWS with the keys of bv.jwt_keys and returns its claims. Refuses, with SQLSTATE 28000 and a message that never contains the token: alg none or not matching the key, unknown kid, bad signature, malformed or oversize tokens, crit headers, expired (exp required unless bv.jwt_require_exp is off), future nbf/iat (leeway bv.jwt_leeway), wrong iss/aud (bv.jwt_issuer, bv.jwt_audience, jwt_keys.issuer), a jti that is not a string of 1 to 256 bytes, revoked jti, and replayed jti when bv.jwt_replay_check is on (53400 when the replay table has no room for a new jti: it never forgets an unexpired one). NULL for NULL (STRICT).';
+
+COMMENT ON FUNCTION bv.jwt_sign(jsonb, text) IS
+'Signs a claims object with key kid of bv.jwt_keys (an HS secret or a PEM private key) and returns the compact JWS, for service tokens and tests. NULL for NULL (STRICT). bv_admin only.';
+
+------------------------------------------------------------------------
+-- #17 item 6: the replay table never forgets an unexpired jti
+--
+-- Replay entries are pinned in the shared-memory table of the rate
+-- limiter until their token expires; a new jti that finds no room is
+-- refused (53400) rather than evicting one.  This shows the pressure.
+------------------------------------------------------------------------
+
+CREATE FUNCTION bv.jwt_replay_stats(
+    OUT slots bigint, OUT replay_entries bigint, OUT replay_refused bigint,
+    OUT rate_limit_untracked bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'bv_jwt_replay_stats'
+LANGUAGE C VOLATILE STRICT;
+
+COMMENT ON FUNCTION bv.jwt_replay_stats() IS
+'Pressure on the jti replay table (bv.jwt_replay_check), which shares the rate limiter''s slots: slots in all, unexpired jtis held (never evicted), tokens refused with 53400 since start because no slot was free for their jti, and rate-limit keys that found no slot for the same reason (allowed without a bucket). If replay_refused grows, raise bv.rate_limit_buckets or shorten token lifetimes. bv_admin only.';
+
+REVOKE ALL ON FUNCTION bv.jwt_replay_stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bv.jwt_replay_stats() TO bv_admin;
+
+------------------------------------------------------------------------
+-- #17 item 15 (bv_core): NULL and bad arguments give 22004/22023 with a
+-- hint, never a raw constraint error, and messages quote at most 64
+-- characters of a client value.  STRICT functions return NULL for NULL,
+-- as their comments say; the rate limiter raises instead (a NULL would
+-- silently skip the limit).
+------------------------------------------------------------------------
+
+ALTER FUNCTION bv.rate_limit(text, double precision, double precision) CALLED ON NULL INPUT;
+ALTER FUNCTION bv.rate_limit_enforce(text, double precision, double precision) CALLED ON NULL INPUT;
+ALTER FUNCTION bv.rate_limit_retry_after(text, double precision, double precision) CALLED ON NULL INPUT;
+
+-- Malformed request.jwt.claims: 22023 with a hint (as bv.actor()), not a
+-- raw 22P02 from a jsonb cast.  In C, the claims' parse cached per request.
+CREATE OR REPLACE FUNCTION bv.current_user_id()
+RETURNS text
+AS 'MODULE_PATHNAME', 'bv_current_user_id'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION bv.current_user_id() IS
+'Id of the user the request acts for: bv.actor (set by bv.set_actor) or else the sub claim of request.jwt.claims; NULL for anonymous requests. Malformed claims or a sub that is not a usable id raise 22023. Owner-based policies compare the owner column with (SELECT bv.current_user_id()).';
+
+CREATE OR REPLACE FUNCTION bv.has_scope(scope text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'bv_has_scope'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION bv.has_scope(text) IS
+'Whether the request''s scope claim (space-separated, OAuth2 style; API keys set it too) contains scope. False without claims, NULL for NULL (STRICT); malformed claims raise 22023.';
+
+CREATE OR REPLACE FUNCTION bv.jwt_import_jwks(jwks jsonb, issuer text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    jwk jsonb;
+    jwk_kid text;
+    jwk_alg text;
+    kids text[] := '{}';
+BEGIN
+    IF jwks IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'jwks must not be null',
+            HINT = 'Pass the document served at the identity provider''s jwks_uri.';
+    END IF;
+    IF pg_catalog.jsonb_typeof(jwks -> 'keys') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'a JWKS must be an object with a "keys" array',
+            DETAIL = 'RFC 7517 section 5: {"keys": [<JWK>, ...]}.',
+            HINT = 'Pass the document served at the identity provider''s jwks_uri.';
+    END IF;
+    FOR jwk IN SELECT e FROM pg_catalog.jsonb_array_elements(jwks -> 'keys') AS e LOOP
+        IF pg_catalog.jsonb_typeof(jwk) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'an element of the JWKS "keys" array is not an object',
+                DETAIL = 'RFC 7517 section 5: every element of "keys" is a JWK, a JSON object.',
+                HINT = 'Pass the document served at the identity provider''s jwks_uri.';
+        END IF;
+        CONTINUE WHEN jwk ->> 'use' = 'enc';
+        jwk_kid := jwk ->> 'kid';
+        IF jwk_kid IS NULL OR jwk_kid = '' THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'invalid_parameter_value',
+                MESSAGE = 'a JWK in the set has no "kid"',
+                DETAIL = 'Tokens select their key by kid, so every imported key needs one.',
+                HINT = 'Add the key by hand with INSERT INTO bv.jwt_keys and a kid of your choice.';
+        END IF;
+        IF jwk ? 'd' OR jwk ->> 'kty' = 'oct' THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('JWK %s is a private or symmetric key', pg_catalog.quote_literal(pg_catalog.left(jwk_kid, 64))),
+                DETAIL = 'A JWKS of an identity provider publishes public keys only.',
+                HINT = 'Import public keys only; add HS secrets with INSERT INTO bv.jwt_keys.';
+        END IF;
+        jwk_alg := COALESCE(jwk ->> 'alg',
+                        CASE jwk ->> 'kty'
+                            WHEN 'RSA' THEN 'RS256'
+                            WHEN 'OKP' THEN 'EdDSA'
+                            WHEN 'EC' THEN CASE jwk ->> 'crv' WHEN 'P-256' THEN 'ES256' WHEN 'P-384' THEN 'ES384' END
+                        END);
+        IF EXISTS (SELECT 1 FROM bv.jwt_keys k WHERE k.kid = jwk_kid AND k.source <> 'jwks') THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'unique_violation',
+                MESSAGE = pg_catalog.format('key %s already exists and was not imported from a JWKS', pg_catalog.quote_literal(pg_catalog.left(jwk_kid, 64))),
+                DETAIL = 'bv.jwt_import_jwks() only replaces keys it imported itself.',
+                HINT = 'Delete or rename the manual key first.';
+        END IF;
+        -- bv._jwt_key_check() refuses a weak or malformed key (22023)
+        INSERT INTO bv.jwt_keys AS k (kid, alg, key, issuer, source, active)
+        VALUES (jwk_kid, jwk_alg, jwk::text, jwt_import_jwks.issuer, 'jwks', true)
+        ON CONFLICT ON CONSTRAINT jwt_keys_pkey DO UPDATE
+            SET alg = EXCLUDED.alg, key = EXCLUDED.key, issuer = EXCLUDED.issuer, active = true
+            WHERE k.key IS DISTINCT FROM EXCLUDED.key OR k.alg IS DISTINCT FROM EXCLUDED.alg
+               OR k.issuer IS DISTINCT FROM EXCLUDED.issuer OR NOT k.active;
+        kids := kids || jwk_kid;
+    END LOOP;
+    -- rotation: keys of this issuer that the provider no longer publishes
+    UPDATE bv.jwt_keys k SET active = false
+    WHERE k.source = 'jwks' AND k.issuer IS NOT DISTINCT FROM jwt_import_jwks.issuer
+      AND k.active AND k.kid <> ALL (kids);
+    RETURN pg_catalog.cardinality(kids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv.api_key_create(owner text, scopes text[], expires_at timestamptz DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key text;
+    key_role name;
+    unknown text;
+BEGIN
+    IF owner IS NULL OR scopes IS NULL OR pg_catalog.array_position(scopes, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'an API key needs an owner and scopes that are not null',
+            DETAIL = 'The owner becomes the actor of requests made with the key; scopes decide its role.',
+            HINT = 'Call bv.api_key_create(''user-42'', ARRAY[''read'']).';
+    END IF;
+    IF owner = '' OR pg_catalog.length(owner) > 256 OR owner ~ '[[:cntrl:]]'
+       OR pg_catalog.cardinality(scopes) = 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'an API key needs an owner and at least one scope',
+            DETAIL = 'The owner (1 to 256 characters, no control characters) becomes the actor of requests made with the key; scopes decide its role.',
+            HINT = 'Call bv.api_key_create(''user-42'', ARRAY[''read'']).';
+    END IF;
+    SELECT s INTO unknown FROM pg_catalog.unnest(scopes) AS s
+    WHERE NOT EXISTS (SELECT 1 FROM bv.api_key_scopes k WHERE k.scope = s) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('unknown API key scope %s', pg_catalog.quote_literal(pg_catalog.left(unknown, 64))),
+            DETAIL = 'Scopes must be listed in bv.api_key_scopes.',
+            HINT = 'SELECT scope, role FROM bv.api_key_scopes lists them.';
+    END IF;
+    IF expires_at IS NOT NULL AND expires_at <= pg_catalog.now() THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = 'an API key cannot expire in the past',
+            DETAIL = 'expires_at is not after the current time.',
+            HINT = 'Pass a future time, or NULL for a key that does not expire.';
+    END IF;
+    SELECT k.role INTO key_role FROM bv.api_key_scopes k
+    WHERE k.scope = ANY (scopes)
+    ORDER BY pg_catalog.array_position(ARRAY['bv_anon', 'bv_user', 'bv_service', 'bv_admin']::name[], k.role) DESC
+    LIMIT 1;
+    key := bv._random_token('bvk_');
+    INSERT INTO bv.api_keys (prefix, key_hash, owner, scopes, role, expires_at)
+    VALUES (pg_catalog.left(key, 12), pg_catalog.sha256(pg_catalog.convert_to(key, 'UTF8')),
+            api_key_create.owner, ARRAY(SELECT DISTINCT s FROM pg_catalog.unnest(scopes) AS s ORDER BY 1),
+            key_role, api_key_create.expires_at);
+    RETURN key;
+END
+$$;
+
+COMMENT ON FUNCTION bv.api_key_create(text, text[], timestamptz) IS
+'Creates an API key for owner (1 to 256 characters) with the given scopes and optional expiry, and returns it: "bvk_" followed by 32 random bytes in base64url. The key is shown only this once; only its SHA-256 is stored. NULL arguments raise 22004, bad ones 22023. bv_admin only.';
+
+COMMENT ON FUNCTION bv.api_key_verify(text) IS
+'The id, owner, role and scopes of a valid (known, unrevoked, unexpired) API key; all NULL otherwise, and for NULL. Looks the key up by its SHA-256, never by the key itself.';
+
+COMMENT ON FUNCTION bv.api_key_list(text) IS
+'API keys of one owner, or of all owners when owner is NULL, without their hashes. bv_admin only.';
+
+CREATE OR REPLACE FUNCTION bv.api_key_revoke(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF api_key_revoke.id IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'API key id must not be null',
+            HINT = 'bv.api_key_list() shows the ids.';
+    END IF;
+    UPDATE bv.api_keys k SET revoked_at = pg_catalog.now()
+    WHERE k.id = api_key_revoke.id AND k.revoked_at IS NULL;
+    RETURN FOUND;
+END
+$$;
+
+-- Secrets: the name is checked here, with its own message, before the
+-- table's CHECK would report it as a raw 23514.
+CREATE FUNCTION bv._secret_check_name(name text)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'secret name must not be null',
+            HINT = 'Name secrets like webhook:orders or kafka:password.';
+    END IF;
+    IF name !~ '^[A-Za-z0-9_.:/-]{1,200}$' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = pg_catalog.format('invalid secret name %s', pg_catalog.quote_literal(pg_catalog.left(name, 64))),
+            DETAIL = 'A secret name has 1 to 200 characters among letters, digits and _ . : / -.',
+            HINT = 'Name secrets like webhook:orders or kafka:password.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION bv._secret_check_name(text) IS
+'Internal: raises 22004/22023 unless name is a valid secret name.';
+
+REVOKE ALL ON FUNCTION bv._secret_check_name(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION bv.secret_set(name text, value text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM bv._secret_check_name(secret_set.name);
+    IF secret_set.value IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'secret value must not be null',
+            HINT = 'Delete a secret with bv.secret_delete(name).';
+    END IF;
+    INSERT INTO bv.secrets AS s (name, sealed)
+    VALUES (secret_set.name, bv._secret_seal(secret_set.name, secret_set.value))
+    ON CONFLICT ON CONSTRAINT secrets_pkey DO UPDATE
+        SET sealed = EXCLUDED.sealed, updated_at = pg_catalog.now();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv.secret_get(name text)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s bytea;
+BEGIN
+    PERFORM bv._secret_check_name(secret_get.name);
+    SELECT x.sealed INTO s FROM bv.secrets x WHERE x.name = secret_get.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('secret %s does not exist', pg_catalog.quote_literal(pg_catalog.left(secret_get.name, 64))),
+            DETAIL = 'There is no row with this name in bv.secrets.',
+            HINT = 'Set it with bv.secret_set(name, value).';
+    END IF;
+    RETURN bv._secret_open(secret_get.name, s);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv.secret_delete(name text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM bv._secret_check_name(secret_delete.name);
+    DELETE FROM bv.secrets s WHERE s.name = secret_delete.name;
+    RETURN FOUND;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv.secrets_rotate_master_key(old_key_file text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF old_key_file IS NULL OR old_key_file = '' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = CASE WHEN old_key_file IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+            MESSAGE = 'old_key_file must name the previous master key''s file',
+            HINT = 'Pass the path bv.master_key_file had before the rotation.';
+    END IF;
+    UPDATE bv.secrets s
+    SET sealed = bv._secret_reseal(s.name, s.sealed, old_key_file), updated_at = pg_catalog.now();
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv.enable_owner_rls(target regclass, owner_column name DEFAULT 'owner_id')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col_type regtype;
+BEGIN
+    IF target IS NULL OR owner_column IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'null_value_not_allowed',
+            MESSAGE = 'target and owner_column must not be null',
+            HINT = 'Call bv.enable_owner_rls(''app.orders'', ''owner_id'').';
+    END IF;
+    SELECT a.atttypid::regtype INTO col_type
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = target AND a.attname = owner_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'undefined_column',
+            MESSAGE = pg_catalog.format('table %s has no column %I', target, owner_column),
+            DETAIL = 'Owner-based row-level security compares this column with bv.current_user_id().',
+            HINT = 'Add a text column for the owner, e.g. owner_id text NOT NULL DEFAULT bv.current_user_id().';
+    END IF;
+    IF col_type <> 'text'::regtype THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'datatype_mismatch',
+            MESSAGE = pg_catalog.format('owner column %I of table %s must be of type text', owner_column, target),
+            DETAIL = pg_catalog.format('It has type %s; user ids are text (the sub claim).', col_type),
+            HINT = 'Change the column''s type to text.';
+    END IF;
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT bv.current_user_id()', target, owner_column);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = target AND p.polname = 'bv_owner') THEN
+        EXECUTE pg_catalog.format('DROP POLICY bv_owner ON %s', target);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = target AND p.polname = 'bv_service') THEN
+        EXECUTE pg_catalog.format('DROP POLICY bv_service ON %s', target);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE POLICY bv_owner ON %s FOR ALL TO bv_user USING (%I = (SELECT bv.current_user_id())) WITH CHECK (%I = (SELECT bv.current_user_id()))',
+        target, owner_column, owner_column);
+    EXECUTE pg_catalog.format(
+        'CREATE POLICY bv_service ON %s FOR ALL TO bv_service USING (true) WITH CHECK (true)',
+        target);
+END
+$$;
