@@ -469,7 +469,7 @@ BEGIN
 
     IF octet_length(p_body) > 262144 THEN
         RAISE EXCEPTION 'webhook body too large'
-            USING ERRCODE = '54000', DETAIL = format('%s bytes; at most 262144 are accepted.', octet_length(p_body)),
+            USING ERRCODE = 'PT413', DETAIL = format('%s bytes; at most 262144 are accepted.', octet_length(p_body)),
                   HINT = 'Send one event per request.';
     END IF;
     BEGIN

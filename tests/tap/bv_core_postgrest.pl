@@ -29,6 +29,10 @@ GRANT EXECUTE ON FUNCTION whoami_api.act_for(text) TO bv_service;
 });
 
 my $secret = join '', map { ('a' .. 'z', 0 .. 9)[ rand 36 ] } 1 .. 48;
+# bv.pre_request() verifies every bearer token again with bv.jwt_verify():
+# PostgREST's secret is a key of bv.jwt_keys (as make run registers it).
+$node->safe_psql('bitvelocity',
+	"INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('postgrest', 'HS256', '$secret')");
 my ($pgrst, $url) = BvTest::start_postgrest($node, jwt_secret => $secret,
 	schemas => 'whoami_api');
 my $exp = time() + 600;
