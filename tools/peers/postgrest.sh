@@ -3,7 +3,12 @@
 #
 # Serves schema "api" (created by bv_commerce) on 127.0.0.1:$BV_REST_PORT
 # (default 3000), logging in as bv_authenticator over the cluster's socket.
-# The JWT secret is generated once into $BV_HOME/jwt.secret (mode 0600).
+# The JWT secret is generated once into $BV_HOME/jwt.secret (mode 0600) and
+# registered in bv.jwt_keys as key "postgrest": bv.pre_request() verifies
+# every bearer token again with bv.jwt_verify(), so bv_core must know the
+# key PostgREST uses.  The payment webhook's signing secret is generated
+# once into $BV_HOME/payment_webhook.secret and stored, sealed, as
+# bv.secrets 'commerce.payment_webhook' (unless one is set already).
 # Called by tools/cluster.sh with BV_HOME, BV_PORT, SOCK, BV_DB, PGBIN set.
 source "$(dirname "$0")/../lib.sh"
 
@@ -12,6 +17,7 @@ DIR=$BV_HOME/postgrest
 PIDFILE=$DIR/postgrest.pid
 LOG=$BV_HOME/log/postgrest.log
 SECRET_FILE=$BV_HOME/jwt.secret
+WEBHOOK_SECRET_FILE=$BV_HOME/payment_webhook.secret
 URL=http://127.0.0.1:$BV_REST_PORT
 
 psql_bv() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$SOCK" -p "$BV_PORT" -U postgres -d "$BV_DB" "$@"; }
@@ -47,14 +53,26 @@ cmd_start() {
     if [ ! -s "$SECRET_FILE" ]; then
         (umask 077; openssl rand -base64 48 | tr -d '\n' >"$SECRET_FILE")
     fi
+    if [ ! -s "$WEBHOOK_SECRET_FILE" ]; then
+        (umask 077; printf 'whsec_%s' "$(openssl rand -hex 32)" >"$WEBHOOK_SECRET_FILE")
+    fi
     "$BV_TOP/tools/postgrest.sh" render "$DIR/postgrest.conf" \
         "postgresql:///$BV_DB?host=$SOCK&port=$BV_PORT&user=bv_authenticator" \
         api "$(cat "$SECRET_FILE")" "$BV_REST_PORT"
     mkdir -p "$(dirname "$LOG")"
     if [ "$(id -u)" -eq 0 ]; then
-        chown "$BV_PG_USER": "$DIR" "$DIR/postgrest.conf" "$SECRET_FILE"
+        chown "$BV_PG_USER": "$DIR" "$DIR/postgrest.conf" "$SECRET_FILE" "$WEBHOOK_SECRET_FILE"
         touch "$LOG"; chown "$BV_PG_USER": "$LOG"
     fi
+    # The server reads the secrets from their files (pg_read_file), so that
+    # they appear in no command line and no statement text.
+    psql_bv -v jwt_file="$SECRET_FILE" -v webhook_file="$WEBHOOK_SECRET_FILE" >/dev/null <<'SQL'
+INSERT INTO bv.jwt_keys AS k (kid, alg, key) VALUES ('postgrest', 'HS256', pg_read_file(:'jwt_file'))
+ON CONFLICT (kid) DO UPDATE SET alg = EXCLUDED.alg, key = EXCLUDED.key, active = true
+ WHERE k.key IS DISTINCT FROM EXCLUDED.key OR k.alg IS DISTINCT FROM EXCLUDED.alg OR NOT k.active;
+SELECT bv.secret_set('commerce.payment_webhook', pg_read_file(:'webhook_file'))
+ WHERE NOT EXISTS (SELECT 1 FROM bv.secrets WHERE name = 'commerce.payment_webhook');
+SQL
     # The demo catalog (idempotent).
     psql_bv -f "$BV_TOP/sql/bv_commerce/demo-data.sql" >/dev/null
     bv_as_pg bash -c 'nohup "$0" "$1" >>"$2" 2>&1 & echo $! >"$3"' \
@@ -85,6 +103,8 @@ cmd_status() {
     bv_say "         -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\"
     bv_say "         -d '{\"lines\":[{\"sku\":\"TSHIRT-M\",\"quantity\":1}]}'"
     bv_say "    curl -s $URL/orders -H \"Authorization: Bearer \$TOKEN\""
+    bv_say "  payment webhooks are signed with the secret in $WEBHOOK_SECRET_FILE"
+    bv_say "  (bv-signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">)"
 }
 
 cmd_stop() {
