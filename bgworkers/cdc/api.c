@@ -50,12 +50,27 @@ bv_cdc_validate_sink(PG_FUNCTION_ARGS)
 
 	if (ops == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("unknown sink kind \"%s\"", kind),
+						errmsg("unknown sink kind \"%.32s\"", kind),
 						errdetail("bv_cdc supports sinks of kind \"kafka\", \"mqtt\" and \"webhook\"."),
 						errhint("Use bv_cdc.add_sink(name, 'kafka', config).")));
+	cdc_check_property_types(ops, config);
 	cdc_jsonb_to_properties(config, &keys, &values);
 	ops->validate(keys, values);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(bv_cdc_invoker);
+
+/*
+ * bv_cdc.invoker(): the role that called bv_cdc's API.  Inside a SECURITY
+ * DEFINER function current_user is the owner; the outer user id is the
+ * role the session runs as (SET ROLE included), whose SELECT privileges
+ * limit what it may route or snapshot (issue #17 item 14).
+ */
+Datum
+bv_cdc_invoker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
 }
 
 PG_FUNCTION_INFO_V1(bv_cdc_spool_changed);

@@ -9,12 +9,21 @@
  * area (statistics, the config generation counter, the worker's latch) and
  * registers one static background worker, which streams the slot (worker.c).
  *
- * In every ordinary backend, two small things happen:
+ * In every ordinary backend, a few small things happen:
  *   - the transaction's trace context is written into the WAL, once per
  *     transaction, as a transactional logical decoding message with prefix
  *     "bv.traceparent", just before the transaction's first writing
  *     statement runs (ExecutorStart hook).  The worker sees it before the
  *     transaction's changes and puts it in their Kafka headers.
+ *   - writer notes (issue #27), transactional decoding messages the worker
+ *     reads in commit order: before a transaction's first UPDATE of a table
+ *     with a TOAST table, "bv.columns" with the table's columns as this
+ *     transaction sees them (the worker derives "unchanged" from them, not
+ *     from the catalog of a later time); after an UPDATE or DELETE that
+ *     changed rows of a table without replica identity, "bv.noidentity"
+ *     with the table and the row count (wal2json cannot decode such rows;
+ *     the worker quarantines the loss if the table is routed).  Tables of
+ *     bv_cdc's internal schemas are skipped.
  *   - a commit that changed bv_cdc's configuration tables (their trigger
  *     sets a flag) bumps the config generation and wakes the worker
  *     (XactCallback, as pg_net does), so configuration applies on commit.
@@ -34,6 +43,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_class.h"
+#include "commands/dbcommands.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -43,6 +54,11 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 #include "bv_cdc.h"
 #include "bv_common.h"
@@ -61,11 +77,31 @@ int cdc_status_interval_ms = 1000;
 int cdc_heartbeat_interval_ms = 10000;
 int cdc_naptime_ms = 10000;
 int cdc_retry_max_ms = 30000;
+int cdc_stall_timeout_ms = 10000;
 bool cdc_trace_messages = true;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ExecutorStart_hook_type prev_executor_start = NULL;
+static ExecutorEnd_hook_type prev_executor_end = NULL;
+
+/*
+ * Backend-local: the tables whose bv.columns note this transaction wrote,
+ * with the subtransaction that wrote it (an aborted subtransaction takes
+ * its notes along).  Any relcache invalidation forgets them all, so that a
+ * table altered within the transaction is noted again.
+ */
+#define MAX_NOTED 64
+typedef struct NotedTable
+{
+	Oid relid;
+	SubTransactionId subid;
+} NotedTable;
+static NotedTable noted[MAX_NOTED];
+static int nnoted = 0;
+
+static bool notes_possible(QueryDesc *queryDesc, int eflags);
+static void note_columns(QueryDesc *queryDesc);
 
 /* Backend-local: set by the config trigger, acted on at commit. */
 bool cdc_config_dirty = false;
@@ -177,6 +213,9 @@ cdc_executor_start(QueryDesc *queryDesc, int eflags)
 	else
 		standard_ExecutorStart(queryDesc, eflags);
 
+	if (notes_possible(queryDesc, eflags))
+		note_columns(queryDesc);
+
 	if (!cdc_trace_messages || trace_written_in != InvalidSubTransactionId ||
 		(eflags & EXEC_FLAG_EXPLAIN_ONLY) || !XLogLogicalInfoActive() || IsInParallelMode() ||
 		RecoveryInProgress())
@@ -188,6 +227,151 @@ cdc_executor_start(QueryDesc *queryDesc, int eflags)
 		return;
 	LogLogicalMessage(BV_CDC_TRACE_PREFIX, tp, strlen(tp), true);
 	trace_written_in = GetCurrentSubTransactionId();
+}
+
+/* Is the statement one that updates or deletes rows of its result relations? */
+static char
+statement_kind(QueryDesc *queryDesc, ResultRelInfo *rri)
+{
+	switch (queryDesc->operation)
+	{
+		case CMD_UPDATE:
+			return 'U';
+		case CMD_DELETE:
+			return 'D';
+		case CMD_MERGE:
+			return 'M';
+		case CMD_INSERT:
+			return rri->ri_onConflict != NULL ? 'U' : 0; /* ON CONFLICT DO UPDATE */
+		default:
+			return 0;
+	}
+}
+
+/* A note: a JSON array of strings, the table's schema and name first. */
+static void
+write_note(const char *prefix, Relation rel, List *more)
+{
+	StringInfoData buf;
+	char *nsp = get_namespace_name(RelationGetNamespace(rel));
+	ListCell *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	escape_json(&buf, nsp);
+	appendStringInfoChar(&buf, ',');
+	escape_json(&buf, RelationGetRelationName(rel));
+	foreach (lc, more)
+	{
+		appendStringInfoChar(&buf, ',');
+		escape_json(&buf, (const char *) lfirst(lc));
+	}
+	appendStringInfoChar(&buf, ']');
+	LogLogicalMessage(prefix, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+static bool
+notes_possible(QueryDesc *queryDesc, int eflags)
+{
+	return !(eflags & EXEC_FLAG_EXPLAIN_ONLY) && queryDesc->estate != NULL &&
+		   XLogLogicalInfoActive() && !IsInParallelMode() && !RecoveryInProgress() &&
+		   queryDesc->operation != CMD_SELECT;
+}
+
+static bool
+table_noted(Oid relid)
+{
+	int i;
+
+	for (i = 0; i < nnoted; i++)
+		if (noted[i].relid == relid)
+			return true;
+	return false;
+}
+
+/*
+ * bv.columns: before the transaction's first update of a table that can
+ * hold out-of-line (TOAST) values, unless its replica identity is FULL
+ * (then the old row carries every column).
+ */
+static void
+note_columns(QueryDesc *queryDesc)
+{
+	ListCell *lc;
+
+	foreach (lc, queryDesc->estate->es_opened_result_relations)
+	{
+		ResultRelInfo *rri = lfirst(lc);
+		Relation rel = rri->ri_RelationDesc;
+		TupleDesc td = RelationGetDescr(rel);
+		List *names = NIL;
+		int i;
+
+		if (statement_kind(queryDesc, rri) != 'U' && statement_kind(queryDesc, rri) != 'M')
+			continue;
+		if (rel->rd_rel->relkind != RELKIND_RELATION || !OidIsValid(rel->rd_rel->reltoastrelid) ||
+			rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
+			table_noted(RelationGetRelid(rel)) ||
+			cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel))))
+			continue;
+		for (i = 0; i < td->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(td, i);
+
+			if (!att->attisdropped)
+				names = lappend(names, NameStr(att->attname));
+		}
+		write_note(BV_CDC_COLUMNS_PREFIX, rel, names);
+		list_free(names);
+		if (nnoted < MAX_NOTED)
+		{
+			noted[nnoted].relid = RelationGetRelid(rel);
+			noted[nnoted].subid = GetCurrentSubTransactionId();
+			nnoted++;
+		}
+	}
+}
+
+/*
+ * Before a statement ends (its result relations still open): a
+ * bv.noidentity note for each table without replica identity whose rows it
+ * updated or deleted.
+ */
+static void
+cdc_executor_end(QueryDesc *queryDesc)
+{
+	if (notes_possible(queryDesc, 0) && queryDesc->estate->es_processed > 0)
+	{
+		ListCell *lc;
+
+		foreach (lc, queryDesc->estate->es_opened_result_relations)
+		{
+			ResultRelInfo *rri = lfirst(lc);
+			Relation rel = rri->ri_RelationDesc;
+			char kind = statement_kind(queryDesc, rri);
+			char op[2] = {kind, '\0'};
+			char rows[32];
+
+			if (kind == 0 || rel->rd_rel->relkind != RELKIND_RELATION ||
+				rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
+				OidIsValid(RelationGetReplicaIndex(rel)) ||
+				cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel))))
+				continue;
+			snprintf(rows, sizeof(rows), UINT64_FORMAT, queryDesc->estate->es_processed);
+			write_note(BV_CDC_NOIDENT_PREFIX, rel, list_make2(op, rows));
+		}
+	}
+	if (prev_executor_end)
+		prev_executor_end(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+static void
+forget_notes(Datum arg, Oid relid)
+{
+	nnoted = 0;
 }
 
 static void
@@ -211,6 +395,7 @@ cdc_xact_callback(XactEvent event, void *arg)
 			cdc_config_dirty = false;
 			cdc_spool_dirty = false;
 			trace_written_in = InvalidSubTransactionId;
+			nnoted = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -218,6 +403,7 @@ cdc_xact_callback(XactEvent event, void *arg)
 			cdc_config_dirty = false;
 			cdc_spool_dirty = false;
 			trace_written_in = InvalidSubTransactionId;
+			nnoted = 0;
 			break;
 		default:
 			break;
@@ -228,6 +414,18 @@ static void
 cdc_subxact_callback(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid,
 					 void *arg)
 {
+	int i, j = 0;
+
+	/* Notes of an aborted subtransaction are gone; a committed one's are its parent's. */
+	for (i = 0; i < nnoted; i++)
+	{
+		if (noted[i].subid == mySubid && event == SUBXACT_EVENT_ABORT_SUB)
+			continue;
+		if (noted[i].subid == mySubid && event == SUBXACT_EVENT_COMMIT_SUB)
+			noted[i].subid = parentSubid;
+		noted[j++] = noted[i];
+	}
+	nnoted = j;
 	if (trace_written_in != mySubid)
 		return;
 	if (event == SUBXACT_EVENT_ABORT_SUB)
@@ -270,6 +468,13 @@ define_settings(void)
 	DefineCustomIntVariable("bv_cdc.retry_max", "Longest back-off between restarts after errors.",
 							NULL, &cdc_retry_max_ms, 30000, 100, 3600000, PGC_SIGHUP,
 							GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable(
+		"bv_cdc.stall_timeout",
+		"Time without any acknowledgement, with messages in flight, after which a sink is "
+		"reported as stalled.",
+		"A hung broker or receiver accepts connections but acknowledges nothing; "
+		"bv_cdc.stats shows it as 'stalled' until acknowledgements resume.  0 disables.",
+		&cdc_stall_timeout_ms, 10000, 0, 3600000, PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("bv_cdc.trace_messages",
 							 "Write each writing transaction's traceparent into the WAL.",
 							 "bv_cdc puts it in the Kafka headers of the transaction's changes.",
@@ -300,6 +505,9 @@ _PG_init(void)
 
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = cdc_executor_start;
+	prev_executor_end = ExecutorEnd_hook;
+	ExecutorEnd_hook = cdc_executor_end;
+	CacheRegisterRelcacheCallback(forget_notes, (Datum) 0);
 	RegisterXactCallback(cdc_xact_callback, NULL);
 	RegisterSubXactCallback(cdc_subxact_callback, NULL);
 

@@ -47,6 +47,20 @@
 /* Prefix of the logical decoding message that carries a traceparent. */
 #define BV_CDC_TRACE_PREFIX "bv.traceparent"
 
+/*
+ * Writer notes (bv_cdc.c, in ordinary backends), transactional decoding
+ * messages the worker reads in commit order:
+ *   bv.columns     before a transaction's first UPDATE of a table with a
+ *                  TOAST table: the table's columns as that transaction sees
+ *                  them, so that "unchanged" is derived from the columns the
+ *                  change had, not from today's catalog (issue #27).
+ *   bv.noidentity  after an UPDATE or DELETE of a table without replica
+ *                  identity, whose row changes wal2json cannot decode: the
+ *                  worker quarantines the statement's table and row count.
+ */
+#define BV_CDC_COLUMNS_PREFIX "bv.columns"
+#define BV_CDC_NOIDENT_PREFIX "bv.noidentity"
+
 /* Operation bits, for route filters. */
 #define CDC_OP_C   0x01
 #define CDC_OP_U   0x02
@@ -67,7 +81,7 @@ typedef struct CdcSinkStats
 	uint64 retries;       /* stream restarts caused by this sink */
 	XLogRecPtr acked_lsn; /* LSN of the last acknowledged event */
 	TimestampTz last_ack;
-	char state[16]; /* up, down, paused, idle */
+	char state[16]; /* up, down, stalled, failed, paused, idle */
 	char kind[16];
 	char circuit[16];     /* webhook: closed, open, half-open */
 	int64 spooled;        /* webhook: events waiting in the spool now */
@@ -107,6 +121,7 @@ extern int cdc_status_interval_ms;
 extern int cdc_heartbeat_interval_ms;
 extern int cdc_naptime_ms;
 extern int cdc_retry_max_ms;
+extern int cdc_stall_timeout_ms;
 extern bool cdc_trace_messages;
 
 extern void cdc_set_state(const char *state);
@@ -143,6 +158,16 @@ typedef struct CdcSink
 	bool down;
 	char last_error[BV_CDC_ERRLEN];
 	bool new_error;
+	/*
+	 * Isolation (ADR 0032): a sink that cannot start is "failed", retried
+	 * on its own back-off; the others stream on.  A stall is in-flight
+	 * messages and no acknowledgement for bv_cdc.stall_timeout.
+	 */
+	bool start_failed;
+	TimestampTz retry_at;
+	int retry_attempt;
+	TimestampTz stall_since; /* 0: acknowledged since the last publish */
+	bool stalled;
 	/* transaction-boundary events (Kafka property bv.transaction_topic) */
 	char *txn_topic;  /* NULL: none */
 	int64 txn_events; /* events of the open transaction sent to this sink */
@@ -168,6 +193,7 @@ typedef struct CdcRoute
 	bool retain;    /* mqtt: retained messages */
 	bool hold_key;  /* webhook: on_dead_letter = hold */
 	bool key_topic; /* the topic template has {key} */
+	char *owner;    /* role that added it (may SELECT the tables); NULL: before 0.3.0 */
 } CdcRoute;
 
 /* The routes that apply to one table, cached by "schema.table". */
@@ -196,9 +222,8 @@ extern bool cdc_extension_exists(void);
 extern CdcConfig *cdc_config_load(MemoryContext parent);
 extern void cdc_config_free(CdcConfig *cfg);
 extern CdcTableRoutes *cdc_config_table(CdcConfig *cfg, const char *schema, const char *table);
-extern void cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
-									 const char *table);
 extern bool cdc_glob_match(const char *pattern, const char *s);
+extern bool cdc_internal_schema(const char *schema);
 extern void cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len);
 extern void cdc_config_invalidate_tables(CdcConfig *cfg);
 
@@ -244,10 +269,17 @@ typedef struct CdcEventSource
 
 extern bool w2j_parse(const char *json, int len, W2jMessage *msg, char **err);
 extern bool cdc_parse_timestamp(const char *ts, int64 *unix_us);
+/* The columns a change's table had when it was written (a bv.columns note). */
+typedef struct CdcColumnNames
+{
+	int n;
+	char **names;
+} CdcColumnNames;
+
 extern void cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src,
 							   const W2jMessage *msg, const W2jColumn *before, int nbefore,
 							   const W2jColumn *after, int nafter, const CdcRoute *route,
-							   const CdcTableRoutes *tr, const char *key, int keylen);
+							   const CdcColumnNames *cols, const char *key, int keylen);
 extern bool cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int ncols);
 
 /* ---- sinks (sink.c, producer.c, mqtt.c, webhook.c) ---- */
@@ -283,6 +315,37 @@ typedef enum CdcProduceResult
 } CdcProduceResult;
 
 /*
+ * A sink kind's properties, declared once (issue #27): validation checks
+ * each configured property's JSON type and range against its row.
+ * STRING: min/max are lengths in bytes; INT: the range; BOOL: none; FILE: a
+ * path of at most max bytes that must be readable when the sink is added
+ * and when it starts.  secret: the value names a secret of bv.secrets.
+ */
+typedef enum CdcPropType
+{
+	CDC_PROP_STRING,
+	CDC_PROP_INT,
+	CDC_PROP_BOOL,
+	CDC_PROP_FILE
+} CdcPropType;
+
+typedef struct CdcProperty
+{
+	const char *name;
+	CdcPropType type;
+	const char *dflt; /* NULL: none (required ones are checked by validate) */
+	int64 min;
+	int64 max;
+	bool secret;
+} CdcProperty;
+
+/* Limits of any sink configuration (absurd sizes are refused). */
+#define CDC_MAX_PROPERTIES   100
+#define CDC_MAX_PROPERTY_KEY 128
+#define CDC_MAX_STRING_VALUE 4096
+#define CDC_MAX_CONFIG_BYTES 65536
+
+/*
  * What a sink kind implements.  validate throws (22023, with the reason) for
  * a configuration that could never work; it runs in ordinary backends at
  * add_sink/alter_sink time and again in the worker.  The others run only in
@@ -294,6 +357,8 @@ typedef enum CdcProduceResult
 typedef struct CdcSinkOps
 {
 	const char *kind;
+	const CdcProperty *properties; /* ends with a NULL name */
+	bool open_properties;          /* others pass through (librdkafka's) */
 	void (*validate)(List *keys, List *values);
 	bool (*start)(CdcSink *sink, char *errbuf, size_t errlen);
 	void (*stop)(CdcSink *sink);
@@ -312,7 +377,8 @@ extern void cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values);
 extern const char *cdc_property(List *keys, List *values, const char *name, const char *dflt);
 extern int cdc_property_int(List *keys, List *values, const char *name, int dflt, int min,
 							int max);
-extern void cdc_check_properties(const char *kind, List *keys, const char *const *known);
+extern void cdc_check_properties(const char *kind, List *keys, const CdcProperty *known);
+extern void cdc_check_property_types(const CdcSinkOps *ops, Jsonb *config);
 extern char *cdc_secret_get(const char *name);
 
 /* Accounting every kind shares: called once per event handed to produce. */
@@ -326,6 +392,8 @@ extern void cdc_sink_note_error(CdcSink *sink, bool down, const char *fmt, ...)
 extern struct rd_kafka_conf_s *cdc_kafka_conf(List *keys, List *values, char *errbuf,
 											  size_t errlen, char **badkey);
 extern bool cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen);
+extern bool cdc_sink_start_isolated(CdcSink *sink);
+extern bool cdc_sinks_retry_failed(CdcConfig *cfg);
 extern void cdc_sink_stop(CdcSink *sink);
 extern void cdc_sink_rebind(CdcSink *sink);
 extern CdcProduceResult cdc_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err);
@@ -345,6 +413,8 @@ extern void cdc_stream_keepalive(void);
 /* ---- stream (stream.c) ---- */
 
 extern void cdc_stream_run(CdcConfig **cfgp);
+extern void cdc_stream_set_config(CdcConfig *cfg);
+extern bool cdc_stream_held(void);
 extern void cdc_stream_cleanup(void);
 
 /* ---- snapshot (snapshot.c) ---- */

@@ -308,7 +308,8 @@ cdc_config_load(MemoryContext parent)
 
 	/* options through to_jsonb: readable before and after ALTER EXTENSION UPDATE */
 	if (SPI_execute("SELECT id, table_pattern, sink, topic_template, include_columns, "
-					"exclude_columns, operations, (to_jsonb(r) -> 'options')::text "
+					"exclude_columns, operations, (to_jsonb(r) -> 'options')::text, "
+					"to_jsonb(r) ->> 'created_by' "
 					"FROM bv_cdc.routes r ORDER BY id",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bv_cdc.routes");
@@ -341,6 +342,7 @@ cdc_config_load(MemoryContext parent)
 		r->ops = ops_from_list(cdc_text_array_to_list(d, isnull, false));
 		route_options(r, SPI_getvalue(tup, td, 8));
 		r->key_topic = strstr(r->topic_template, "{key}") != NULL;
+		r->owner = SPI_getvalue(tup, td, 9);
 		cfg->nroutes++;
 	}
 	MemoryContextSwitchTo(old);
@@ -451,8 +453,77 @@ expand_topic(const char *tmpl, const char *schema, const char *table, CdcSinkKin
 }
 
 /*
+ * cdc_internal_schema
+ *		Schemas bv_cdc never publishes, whatever the routes say (issue #17
+ *		item 14): system catalogs and the suite's internals.  The same list
+ *		as bv_cdc.is_internal_schema() in SQL.
+ */
+bool
+cdc_internal_schema(const char *schema)
+{
+	static const char *const internal[] = {"pg_catalog", "information_schema", "pg_toast", "bv",
+										   "bv_audit", "bv_cdc", "cron"};
+	int i;
+
+	for (i = 0; i < lengthof(internal); i++)
+		if (strcmp(schema, internal[i]) == 0)
+			return true;
+	return strncmp(schema, "pg_temp_", 8) == 0 || strncmp(schema, "pg_toast_temp_", 14) == 0;
+}
+
+/*
+ * May the role that added a route SELECT the table?  A table that no longer
+ * exists (a change replayed after DROP TABLE) is let through: add_route
+ * checked the tables that existed then; a role that no longer exists may
+ * nothing.  Runs its own transaction (the worker, between messages).
+ */
+static bool
+owner_may_select(const char *owner, const char *schema, const char *table)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Oid argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum args[3];
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		bool isnull;
+
+		cdc_begin_batch("bv_cdc: checking a route's privileges");
+		args[0] = CStringGetTextDatum(owner);
+		args[1] = CStringGetTextDatum(schema);
+		args[2] = CStringGetTextDatum(table);
+		if (SPI_execute_with_args(
+				"SELECT CASE WHEN c.oid IS NULL THEN true WHEN r.oid IS NULL THEN false "
+				"ELSE pg_catalog.has_table_privilege(r.oid, c.oid, 'SELECT') END "
+				"FROM (SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' || "
+				"pg_catalog.quote_ident($3)) AS oid) c "
+				"LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1",
+				3, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not check the privileges of role \"%s\"", owner);
+		ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+			 !isnull;
+		cdc_end_batch();
+	}
+	PG_CATCH();
+	{
+		char *msg = cdc_batch_failed(outer);
+
+		ereport(WARNING, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						  errmsg("bv_cdc could not check the privileges of role \"%s\" on %s.%s: %s",
+								 owner, schema, table, msg)));
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(outer);
+	return ok;
+}
+
+/*
  * cdc_config_table
- *		The routes of one table (cached).
+ *		The routes of one table (cached).  Never a table of an internal
+ *		schema, and only routes whose role may SELECT the table.
  */
 CdcTableRoutes *
 cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
@@ -471,6 +542,8 @@ cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
 	if (!found)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cfg->cxt);
+		int *matched = palloc(sizeof(int) * Max(cfg->nroutes, 1));
+		int nmatched = 0;
 		int i;
 
 		tr->nroutes = 0;
@@ -478,15 +551,36 @@ cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
 		tr->topics = palloc(sizeof(char *) * Max(cfg->nroutes, 1));
 		tr->natts = -1;
 		tr->attnames = NULL;
-		for (i = 0; i < cfg->nroutes; i++)
-			if (cdc_glob_match(cfg->routes[i].pattern, key))
-			{
-				tr->routes[tr->nroutes] = i;
-				tr->topics[tr->nroutes] =
-					expand_topic(cfg->routes[i].topic_template, schema, table,
-								 cfg->sinks[cfg->routes[i].sink].kindno);
-				tr->nroutes++;
-			}
+		MemoryContextSwitchTo(old);
+		if (!cdc_internal_schema(schema))
+			for (i = 0; i < cfg->nroutes; i++)
+				if (cdc_glob_match(cfg->routes[i].pattern, key))
+				{
+					const char *owner = cfg->routes[i].owner;
+
+					if (owner != NULL && !owner_may_select(owner, schema, table))
+					{
+						ereport(WARNING,
+								(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+								 errmsg("bv_cdc does not publish %s through route " INT64_FORMAT
+										": role \"%s\" that added it cannot SELECT it",
+										key, cfg->routes[i].id, owner),
+								 errhint("Grant SELECT on the table to that role, or drop the "
+										 "route.")));
+						continue;
+					}
+					matched[nmatched++] = i;
+				}
+		old = MemoryContextSwitchTo(cfg->cxt);
+		for (i = 0; i < nmatched; i++)
+		{
+			tr->routes[tr->nroutes] = matched[i];
+			tr->topics[tr->nroutes] =
+				expand_topic(cfg->routes[matched[i]].topic_template, schema, table,
+							 cfg->sinks[cfg->routes[matched[i]].sink].kindno);
+			tr->nroutes++;
+		}
+		pfree(matched);
 		MemoryContextSwitchTo(old);
 	}
 	return tr;
@@ -504,40 +598,6 @@ cdc_config_invalidate_tables(CdcConfig *cfg)
 	hash_seq_init(&st, cfg->tables);
 	while ((tr = hash_seq_search(&st)) != NULL)
 		tr->natts = -1;
-}
-
-/*
- * cdc_config_table_columns
- *		Read the table's live column names from the catalog (once).
- */
-void
-cdc_config_table_columns(CdcConfig *cfg, CdcTableRoutes *tr, const char *schema,
-						 const char *table)
-{
-	Oid argtypes[2] = {TEXTOID, TEXTOID};
-	Datum args[2];
-	MemoryContext old;
-	uint64 i;
-
-	if (tr->natts >= 0)
-		return;
-	cdc_begin_batch("bv_cdc: reading table columns");
-	args[0] = CStringGetTextDatum(schema);
-	args[1] = CStringGetTextDatum(table);
-	if (SPI_execute_with_args("SELECT a.attname::text FROM pg_catalog.pg_attribute a "
-							  "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
-							  "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-							  "WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 "
-							  "AND NOT a.attisdropped ORDER BY a.attnum",
-							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of %s.%s", schema, table);
-	old = MemoryContextSwitchTo(cfg->cxt);
-	tr->attnames = palloc(sizeof(char *) * Max(SPI_processed, 1));
-	for (i = 0; i < SPI_processed; i++)
-		tr->attnames[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-	tr->natts = (int) SPI_processed;
-	MemoryContextSwitchTo(old);
-	cdc_end_batch();
 }
 
 /*

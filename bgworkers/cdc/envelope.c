@@ -261,13 +261,14 @@ cdc_build_key(StringInfo out, const W2jMessage *msg, const W2jColumn *cols, int 
  * cdc_build_envelope
  *		Write one envelope into out.  before/after are the row images (NULL
  *		when absent); key is the message key (cdc_build_key), NULL for none;
- *		route filters the columns (the key is never filtered); tr->attnames,
- *		when known, lets an update name the columns it lacks.
+ *		route filters the columns (the key is never filtered); cols, the
+ *		columns the change's table had when it was written (a writer note,
+ *		see stream.c), lets an update name the columns it lacks.
  */
 void
 cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src, const W2jMessage *msg,
 				   const W2jColumn *before, int nbefore, const W2jColumn *after, int nafter,
-				   const CdcRoute *route, const CdcTableRoutes *tr, const char *key,
+				   const CdcRoute *route, const CdcColumnNames *cols, const char *key,
 				   int keylen)
 {
 	bool first = true;
@@ -305,17 +306,17 @@ cdc_build_envelope(StringInfo out, char op, const CdcEventSource *src, const W2j
 
 	/* Columns absent from an update's new row: unchanged TOAST values. */
 	append_literal(out, ",\"unchanged\":[");
-	if (msg->action == 'U' && after != NULL && tr != NULL && tr->natts > nafter)
+	if (msg->action == 'U' && after != NULL && cols != NULL && cols->n > nafter)
 	{
-		for (i = 0; i < tr->natts; i++)
+		for (i = 0; i < cols->n; i++)
 		{
-			if (find_column(after, nafter, tr->attnames[i]) != NULL ||
-				!column_wanted(route, tr->attnames[i]))
+			if (find_column(after, nafter, cols->names[i]) != NULL ||
+				!column_wanted(route, cols->names[i]))
 				continue;
 			if (!first)
 				appendStringInfoCharMacro(out, ',');
 			first = false;
-			append_json_string(out, tr->attnames[i]);
+			append_json_string(out, cols->names[i]);
 		}
 	}
 	append_literal(out, "]}");

@@ -116,10 +116,21 @@ static bool mqtt_lib_ready = false;
 
 static void mqtt_stop(CdcSink *sink);
 
-static const char *const mqtt_properties[] = {
-	"host", "port", "client_id", "username", "password_secret",
-	"tls_ca_file", "tls_cert_file", "tls_key_file", "keepalive_s", "max_inflight",
-	"connect_timeout_ms", "protocol", NULL};
+/* The properties of an MQTT sink: name, type, default, min, max, secret. */
+static const CdcProperty mqtt_properties[] = {
+	{"host", CDC_PROP_STRING, NULL, 1, 255, false},
+	{"port", CDC_PROP_INT, "1883", 1, 65535, false},
+	{"client_id", CDC_PROP_STRING, "bv_cdc_<sink>", 1, 1024, false},
+	{"username", CDC_PROP_STRING, NULL, 1, 1024, false},
+	{"password_secret", CDC_PROP_STRING, NULL, 1, 200, true},
+	{"tls_ca_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{"tls_cert_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{"tls_key_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{"keepalive_s", CDC_PROP_INT, "30", 5, 3600, false},
+	{"max_inflight", CDC_PROP_INT, "1000", 1, 65535, false},
+	{"connect_timeout_ms", CDC_PROP_INT, "5000", 100, 600000, false},
+	{"protocol", CDC_PROP_STRING, "3.1.1", 1, 8, false},
+	{NULL}};
 
 /* ---- the in-flight table ---- */
 
@@ -769,6 +780,7 @@ mqtt_rebind(CdcSink *sink)
 
 const CdcSinkOps cdc_mqtt_ops = {
 	.kind = "mqtt",
+	.properties = mqtt_properties,
 	.validate = mqtt_validate,
 	.start = mqtt_start,
 	.stop = mqtt_stop,

@@ -213,6 +213,24 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 			(errmsg_internal("bv_cdc sink %s: %s: %s", rd_kafka_name(rk), fac, buf)));
 }
 
+/*
+ * The Kafka properties bv_cdc declares (type and range checked when set);
+ * any other librdkafka property passes through to rd_kafka_conf_set as a
+ * bounded scalar.
+ */
+static const CdcProperty kafka_properties[] = {
+	{"bootstrap.servers", CDC_PROP_STRING, NULL, 1, 4096, false},
+	{"bv.transaction_topic", CDC_PROP_STRING, NULL, 1, 249, false},
+	{"client.id", CDC_PROP_STRING, "bv_cdc", 1, 255, false},
+	{"compression.type", CDC_PROP_STRING, "none", 1, 16, false},
+	{"security.protocol", CDC_PROP_STRING, "plaintext", 1, 32, false},
+	{"linger.ms", CDC_PROP_INT, "5", 0, 900000, false},
+	{"batch.size", CDC_PROP_INT, "1000000", 1, 2147483647, false},
+	{"message.max.bytes", CDC_PROP_INT, "1000000", 1000, 1000000000, false},
+	{"message.timeout.ms", CDC_PROP_INT, "300000", 0, 2147483647, false},
+	{"enable.idempotence", CDC_PROP_BOOL, "true", 0, 0, false},
+	{NULL}};
+
 /* Kafka sinks: every property is librdkafka's (cdc_kafka_conf decides). */
 static void
 kafka_validate(List *keys, List *values)
@@ -429,6 +447,8 @@ kafka_rebind(CdcSink *sink)
 
 const CdcSinkOps cdc_kafka_ops = {
 	.kind = "kafka",
+	.properties = kafka_properties,
+	.open_properties = true,
 	.validate = kafka_validate,
 	.start = kafka_start,
 	.stop = kafka_stop,

@@ -28,6 +28,10 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "common/pg_prng.h"
+
+#include <unistd.h>
 
 #include "bv_cdc.h"
 
@@ -89,7 +93,8 @@ cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values)
 				default:
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("sink property \"%s\" must be a string, number or boolean", key),
+							 errmsg("sink property \"%.64s\" must be a string, number or boolean",
+									key),
 							 errhint("Sink properties are flat key/value pairs.")));
 			}
 			*keys = lappend(*keys, key);
@@ -124,14 +129,14 @@ cdc_property_int(List *keys, List *values, const char *name, int dflt, int min, 
 	n = strtol(v, &end, 10);
 	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("invalid value \"%s\" for sink property \"%s\"", v, name),
+						errmsg("invalid value \"%.32s\" for sink property \"%s\"", v, name),
 						errdetail("\"%s\" is an integer from %d to %d.", name, min, max)));
 	return (int) n;
 }
 
 /* Refuse properties a kind does not know (a typo would be silently ignored). */
 void
-cdc_check_properties(const char *kind, List *keys, const char *const *known)
+cdc_check_properties(const char *kind, List *keys, const CdcProperty *known)
 {
 	int i, j;
 
@@ -141,16 +146,201 @@ cdc_check_properties(const char *kind, List *keys, const char *const *known)
 		bool found = false;
 		StringInfoData all;
 
-		for (j = 0; known[j] != NULL && !found; j++)
-			found = strcmp(known[j], k) == 0;
+		for (j = 0; known[j].name != NULL && !found; j++)
+			found = strcmp(known[j].name, k) == 0;
 		if (found)
 			continue;
 		initStringInfo(&all);
-		for (j = 0; known[j] != NULL; j++)
-			appendStringInfo(&all, "%s%s", j > 0 ? ", " : "", known[j]);
+		for (j = 0; known[j].name != NULL; j++)
+			appendStringInfo(&all, "%s%s", j > 0 ? ", " : "", known[j].name);
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("unknown %s sink property \"%s\"", kind, k),
+						errmsg("unknown %s sink property \"%.64s\"", kind, k),
 						errhint("Valid properties are: %s.", all.data)));
+	}
+}
+
+static const char *
+json_type_name(enum jbvType t)
+{
+	switch (t)
+	{
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvNull:
+			return "null";
+		default:
+			return "an array or object";
+	}
+}
+
+static const char *
+prop_type_name(CdcPropType t)
+{
+	switch (t)
+	{
+		case CDC_PROP_INT:
+			return "an integer (a JSON number)";
+		case CDC_PROP_BOOL:
+			return "true or false";
+		case CDC_PROP_FILE:
+			return "a file path (a JSON string)";
+		default:
+			return "a JSON string";
+	}
+}
+
+/* One property against its declaration: JSON type, range, file. */
+static void
+check_property(const char *kind, const CdcProperty *p, const JsonbValue *v)
+{
+	bool ok;
+
+	switch (p->type)
+	{
+		case CDC_PROP_INT:
+			ok = v->type == jbvNumeric;
+			break;
+		case CDC_PROP_BOOL:
+			ok = v->type == jbvBool;
+			break;
+		default:
+			ok = v->type == jbvString;
+			break;
+	}
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s sink property \"%s\" must be %s, not %s", kind, p->name,
+						prop_type_name(p->type), json_type_name(v->type)),
+				 errhint("Write it as in {\"%s\": %s}.", p->name,
+						 p->type == CDC_PROP_INT    ? "5000"
+						 : p->type == CDC_PROP_BOOL ? "true"
+													: "\"...\"")));
+	if (p->type == CDC_PROP_INT)
+	{
+		char *text = DatumGetCString(
+			DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		char *end;
+		long long n;
+
+		errno = 0;
+		n = strtoll(text, &end, 10);
+		if (errno != 0 || end == text || *end != '\0' || n < p->min || n > p->max)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("invalid value %.32s for %s sink property \"%s\"", text, kind,
+								   p->name),
+							errdetail("\"%s\" is an integer from " INT64_FORMAT " to " INT64_FORMAT
+									  ".",
+									  p->name, p->min, p->max),
+							errhint("Omit it to use the default%s%s.", p->dflt ? ", " : "",
+									p->dflt ? p->dflt : "")));
+	}
+	else if (p->type == CDC_PROP_STRING || p->type == CDC_PROP_FILE)
+	{
+		int len = v->val.string.len;
+
+		if (len < p->min || len > p->max || memchr(v->val.string.val, '\0', len) != NULL)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("invalid length %d of %s sink property \"%s\"", len, kind,
+								   p->name),
+							errdetail("\"%s\" has " INT64_FORMAT " to " INT64_FORMAT " bytes.",
+									  p->name, p->min, p->max),
+							errhint("Check the value of \"%s\".", p->name)));
+		if (p->type == CDC_PROP_FILE)
+		{
+			char *path = pnstrdup(v->val.string.val, len);
+
+			if (access(path, R_OK) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s sink property \"%s\": could not read file \"%.200s\": %m",
+								kind, p->name, path),
+						 errdetail("The worker reads it (as the server's operating system user) "
+								   "whenever the sink starts."),
+						 errhint("Install the file first, readable by the server, then add or "
+								 "alter the sink.")));
+		}
+	}
+}
+
+/*
+ * cdc_check_property_types
+ *		The configuration's size, and each property's JSON type and range
+ *		against the kind's declaration.  Properties a kind does not declare
+ *		are refused by its validate(), except for kinds with open properties
+ *		(Kafka: librdkafka's), whose undeclared values must be scalars of a
+ *		bounded size.
+ */
+void
+cdc_check_property_types(const CdcSinkOps *ops, Jsonb *config)
+{
+	JsonbIterator *it;
+	JsonbValue v;
+	JsonbIteratorToken tok;
+	char *key = NULL;
+	int n = 0;
+
+	if (!JB_ROOT_IS_OBJECT(config) || JB_ROOT_IS_SCALAR(config))
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("sink configuration must be a JSON object"),
+						errhint("Pass properties as {\"bootstrap.servers\": \"host:9092\", ...}.")));
+	if (VARSIZE(config) > CDC_MAX_CONFIG_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						errmsg("sink configuration is too large (%zu bytes)", (size_t) VARSIZE(config)),
+						errdetail("A sink configuration has at most %d bytes.", CDC_MAX_CONFIG_BYTES),
+						errhint("Keep certificates and secrets in files and in bv.secrets; "
+								"name them in the configuration.")));
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const CdcProperty *p = NULL;
+		int i;
+
+		if (tok == WJB_KEY)
+		{
+			if (v.val.string.len > CDC_MAX_PROPERTY_KEY || v.val.string.len == 0)
+				ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								errmsg("invalid %s sink property name \"%.64s\"", ops->kind,
+									   pnstrdup(v.val.string.val, Min(v.val.string.len, 64))),
+								errdetail("A property name has 1 to %d bytes.",
+										  CDC_MAX_PROPERTY_KEY),
+								errhint("See docs/bv_cdc.md for the properties of each kind.")));
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+			if (++n > CDC_MAX_PROPERTIES)
+				ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+								errmsg("sink configuration has too many properties"),
+								errdetail("A sink has at most %d properties.", CDC_MAX_PROPERTIES),
+								errhint("Remove the properties that keep their defaults.")));
+			continue;
+		}
+		if (tok != WJB_VALUE)
+			continue;
+		for (i = 0; ops->properties != NULL && ops->properties[i].name != NULL; i++)
+			if (strcmp(ops->properties[i].name, key) == 0)
+				p = &ops->properties[i];
+		if (p != NULL)
+			check_property(ops->kind, p, &v);
+		else if (ops->open_properties)
+		{
+			if (v.type != jbvString && v.type != jbvNumeric && v.type != jbvBool)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("%s sink property \"%.64s\" must be a string, number or boolean, "
+								"not %s",
+								ops->kind, key, json_type_name(v.type)),
+						 errhint("Sink properties are flat key/value pairs.")));
+			if (v.type == jbvString && v.val.string.len > CDC_MAX_STRING_VALUE)
+				ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								errmsg("%s sink property \"%.64s\" is too long (%d bytes)",
+									   ops->kind, key, v.val.string.len),
+								errdetail("A property value has at most %d bytes.",
+										  CDC_MAX_STRING_VALUE),
+								errhint("Check the value of \"%.64s\".", key)));
+		}
 	}
 }
 
@@ -210,6 +400,8 @@ cdc_sink_acked(CdcSink *sink, uint64 opaque, size_t bytes)
 	if (lsn > sink->acked_lsn)
 		sink->acked_lsn = lsn;
 	sink->down = false;
+	sink->stall_since = 0;
+	sink->stalled = false;
 }
 
 void
@@ -217,6 +409,8 @@ cdc_sink_spooled(CdcSink *sink, uint64 opaque)
 {
 	(void) cdc_stream_delivered(opaque, true);
 	sink->pending--;
+	sink->stall_since = 0;
+	sink->stalled = false;
 }
 
 void
@@ -281,6 +475,69 @@ cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 	}
 	PG_END_TRY();
 	return ok && sink->ops->start(sink, errbuf, errlen);
+}
+
+/*
+ * cdc_sink_start_isolated
+ *		Start a sink; when it cannot start, it alone is "failed" (state and
+ *		last_error in bv_cdc.stats) and retried on its own back-off, while
+ *		the other sinks stream on (ADR 0032).
+ */
+bool
+cdc_sink_start_isolated(CdcSink *sink)
+{
+	char errbuf[512];
+	int delay;
+
+	if (cdc_sink_start(sink, errbuf, sizeof(errbuf)))
+	{
+		if (sink->start_failed)
+			ereport(LOG, (errmsg("bv_cdc sink \"%s\" started", sink->name)));
+		sink->start_failed = false;
+		sink->retry_attempt = 0;
+		return true;
+	}
+	cdc_sink_stop(sink);
+	if (!sink->start_failed || sink->retry_attempt == 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("bv_cdc could not start sink \"%s\": %s", sink->name, errbuf),
+				 errdetail("The other sinks go on; changes routed to this one hold the slot "
+						   "until it starts."),
+				 errhint("The worker retries with back-off; if the sink's configuration is "
+						 "wrong, change it with bv_cdc.alter_sink.")));
+	sink->start_failed = true;
+	/* Exponential from 200 ms up to bv_cdc.retry_max, with half jitter. */
+	delay = 200;
+	for (int i = 0; i < sink->retry_attempt && delay < cdc_retry_max_ms; i++)
+		delay *= 2;
+	delay = Min(delay, cdc_retry_max_ms);
+	delay = delay / 2 + (int) (pg_prng_double(&pg_global_prng_state) * (delay / 2));
+	sink->retry_attempt++;
+	sink->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
+	strlcpy(sink->last_error, errbuf, sizeof(sink->last_error));
+	sink->new_error = true;
+	sink->n_errors++;
+	return false;
+}
+
+/* Retry the failed sinks that are due; true when one of them started. */
+bool
+cdc_sinks_retry_failed(CdcConfig *cfg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool started = false;
+	int i;
+
+	for (i = 0; i < cfg->nsinks; i++)
+	{
+		CdcSink *s = &cfg->sinks[i];
+
+		if (s->start_failed && s->impl == NULL && now >= s->retry_at &&
+			cdc_sink_start_isolated(s))
+			started = true;
+	}
+	return started;
 }
 
 void
@@ -369,9 +626,22 @@ cdc_sinks_publish(CdcConfig *cfg)
 			st->acked_lsn = s->acked_lsn;
 		if (s->new_error)
 			strlcpy(st->last_error, s->last_error, sizeof(st->last_error));
-		strlcpy(st->state, s->paused ? "paused" : s->down ? "down"
-											  : s->impl   ? "up"
-														  : "idle",
+		/* Stalled: messages in flight and no acknowledgement for stall_timeout. */
+		if (s->impl == NULL || s->pending <= 0)
+		{
+			s->stall_since = 0;
+			s->stalled = false;
+		}
+		else if (s->stall_since == 0)
+			s->stall_since = now;
+		else
+			s->stalled = cdc_stall_timeout_ms > 0 &&
+						 TimestampDifferenceExceeds(s->stall_since, now, cdc_stall_timeout_ms);
+		strlcpy(st->state, s->paused ? "paused" : s->start_failed ? "failed"
+											  : s->down           ? "down"
+											  : s->stalled        ? "stalled"
+											  : s->impl           ? "up"
+																  : "idle",
 				sizeof(st->state));
 		strlcpy(st->kind, s->kind, sizeof(st->kind));
 		if (s->kindno == CDC_SINK_WEBHOOK && s->impl != NULL)

@@ -42,6 +42,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "libpq-fe.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -73,6 +74,7 @@ typedef struct CdcTxn
 	int64 pending;
 	bool committed;
 	bool failed; /* a message of it was lost: never confirm past it */
+	bool held;   /* an event of it was for a sink that could not start (ADR 0032) */
 } CdcTxn;
 
 static PGconn *conn = NULL;
@@ -97,8 +99,28 @@ static MemoryContext txn_cxt = NULL;
 static CdcTableRoutes *last_tr = NULL; /* table_routes(): its last answer, and the config */
 static CdcConfig *last_tr_cfg = NULL;
 static uint64 last_tr_generation = 0;
+static CdcConfig *stream_cfg = NULL; /* for publishing while a sink blocks */
+
+/*
+ * The slot is held (ADR 0032): a transaction had events for a sink that
+ * could not start.  From then on the confirmed position stays where it
+ * was, while the other sinks stream on; when that sink starts again, the
+ * stream restarts from the slot and it gets everything (the others get
+ * duplicates).
+ */
+static bool slot_held = false;
+
+/* This transaction's bv.columns notes: "schema.table" -> its columns. */
+typedef struct TxnColumns
+{
+	char *table;
+	CdcColumnNames cols;
+} TxnColumns;
+static List *txn_columns = NIL;               /* in txn_cxt */
+static const CdcColumnNames *cur_cols = NULL; /* of the change being emitted */
 
 static CdcProduceResult emit_txn_event(CdcSink *sink, bool end, const char *lsn_text);
+
 static void count_txn_event(CdcSink *sink, const char *table);
 
 /* Latch, postmaster death and the replication socket: built once per connection. */
@@ -141,7 +163,16 @@ advance_window(void)
 	while (ring_count > 0 && ring[ring_head].committed && ring[ring_head].pending == 0 &&
 		   !ring[ring_head].failed)
 	{
-		if (ring[ring_head].end_lsn > flushed_lsn)
+		if (ring[ring_head].held && !slot_held)
+		{
+			slot_held = true;
+			ereport(LOG, (errmsg("bv_cdc holds its slot at %X/%X: a sink that could not start "
+								 "has routed changes after it",
+								 LSN_FORMAT_ARGS(flushed_lsn)),
+						  errhint("The other sinks stream on; the held changes are replayed "
+								  "when the sink starts again.")));
+		}
+		if (!slot_held && ring[ring_head].end_lsn > flushed_lsn)
 			flushed_lsn = ring[ring_head].end_lsn;
 		ring_head = (ring_head + 1) % RING_CAPACITY;
 		ring_count--;
@@ -199,6 +230,23 @@ cdc_stream_keepalive(void)
 {
 	advance_window();
 	(void) send_status(false, false);
+	/* A sink blocked in produce() may be stalled: keep the stats current. */
+	if (stream_cfg != NULL)
+		publish(stream_cfg, false);
+}
+
+/* The configuration the stream uses now (worker.c, after a reload). */
+void
+cdc_stream_set_config(CdcConfig *cfg)
+{
+	stream_cfg = cfg;
+}
+
+/* Is the slot held for a sink that could not start? */
+bool
+cdc_stream_held(void)
+{
+	return slot_held;
 }
 
 /*
@@ -327,9 +375,10 @@ start_streaming(void)
 					 "START_REPLICATION SLOT %s LOGICAL 0/0 (\"format-version\" '2', "
 					 "\"include-xids\" '1', \"include-timestamp\" '1', \"include-lsn\" '1', "
 					 "\"include-pk\" '1', \"include-types\" '0', \"include-typmod\" '0', "
-					 "\"include-transaction\" '1', \"add-msg-prefixes\" '%s,%s', "
+					 "\"include-transaction\" '1', \"add-msg-prefixes\" '%s,%s,%s,%s', "
 					 "\"filter-tables\" 'bv_cdc.*')",
-					 quote_identifier(cdc_slot_name), BV_CDC_TRACE_PREFIX, BV_CDC_WATERMARK_PREFIX);
+					 quote_identifier(cdc_slot_name), BV_CDC_TRACE_PREFIX, BV_CDC_WATERMARK_PREFIX,
+					 BV_CDC_COLUMNS_PREFIX, BV_CDC_NOIDENT_PREFIX);
 	res = bv_repl_command(conn, cmd.data, PGRES_COPY_BOTH, PG_WAIT_EXTENSION, &err, &sqlstate);
 	if (res == NULL)
 	{
@@ -360,12 +409,14 @@ open_txn(const W2jMessage *m)
 	ring[idx].pending = 0;
 	ring[idx].committed = false;
 	ring[idx].failed = false;
+	ring[idx].held = false;
 	if (!cdc_parse_timestamp(m->timestamp, &ring[idx].commit_us))
 		ring[idx].commit_us = 0;
 	cur = idx;
 	cur_seq = 0;
 	MemoryContextReset(txn_cxt);
 	cur_traceparent = NULL;
+	txn_columns = NIL;
 	return true;
 }
 
@@ -474,8 +525,15 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 			  : op == 'r' ? CDC_OP_R
 						  : CDC_OP_T;
 
-	if (!(route->ops & bit) || sink->impl == NULL)
+	if (!(route->ops & bit))
 		return CDC_PRODUCE_OK;
+	if (sink->impl == NULL)
+	{
+		/* A sink that could not start: hold the slot before this change. */
+		if (sink->start_failed)
+			ring[cur].held = true;
+		return CDC_PRODUCE_OK;
+	}
 
 	src.database = cdc_database;
 	src.lsn = lsn_text;
@@ -488,7 +546,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	have_key = op != 't' && cdc_build_key(&key, m, op == 'd' ? before : after,
 										  op == 'd' ? nbefore : nafter);
 	initStringInfo(&payload);
-	cdc_build_envelope(&payload, op, &src, m, before, nbefore, after, nafter, route, tr,
+	cdc_build_envelope(&payload, op, &src, m, before, nbefore, after, nafter, route, cur_cols,
 					   have_key ? key.data : NULL, key.len);
 
 	/* tr->key is "schema.table", as the table header wants it. */
@@ -694,6 +752,135 @@ key_changed(const W2jMessage *m)
 	return changed;
 }
 
+/*
+ * The columns an update's table had when it was written, from which its
+ * "unchanged" list is derived: the transaction's bv.columns note for the
+ * table (written by the updating backend before its first update of a
+ * table with a TOAST table); else, with REPLICA IDENTITY FULL, the old
+ * row's columns (wal2json sends them all); else the table had no TOAST
+ * table and nothing can be unchanged.  The catalog is never asked: it
+ * describes the table as it is now, not as the change saw it.
+ */
+static const CdcColumnNames *
+change_columns(CdcConfig *cfg, CdcTableRoutes *tr, const W2jMessage *m)
+{
+	static CdcColumnNames from_identity;
+	ListCell *lc;
+	int i;
+
+	foreach (lc, txn_columns)
+	{
+		TxnColumns *tc = lfirst(lc);
+
+		if (strcmp(tc->table, tr->key) == 0)
+			return &tc->cols;
+	}
+	if (m->identity != NULL && m->nidentity > m->npk && m->npk > 0)
+	{
+		from_identity.n = m->nidentity;
+		from_identity.names = palloc(sizeof(char *) * m->nidentity);
+		for (i = 0; i < m->nidentity; i++)
+			from_identity.names[i] = m->identity[i].name;
+		return &from_identity;
+	}
+	return NULL;
+}
+
+/*
+ * A note's content: a JSON array of strings (bv_cdc.c writes it).  NIL when
+ * it is not one.
+ */
+static void
+note_scalar(void *state, char *token, JsonTokenType type)
+{
+	List **items = state;
+
+	*items = lappend(*items, type == JSON_TOKEN_STRING ? token : NULL);
+}
+
+static List *
+parse_note(const char *content)
+{
+	List *items = NIL;
+	JsonLexContext *lex;
+	JsonSemAction sem;
+
+	if (content == NULL)
+		return NIL;
+	lex = makeJsonLexContextCstringLen((char *) content, strlen(content), PG_UTF8, true);
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &items;
+	sem.scalar = note_scalar;
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || list_length(items) < 2 ||
+		list_member_ptr(items, NULL))
+		return NIL;
+	return items;
+}
+
+/* A bv.columns note: the columns of a table as this transaction writes it. */
+static void
+note_columns(const char *content)
+{
+	List *items = parse_note(content);
+	MemoryContext old;
+	TxnColumns *tc = NULL;
+	ListCell *lc;
+	char *table;
+	int i;
+
+	if (items == NIL)
+		return;
+	old = MemoryContextSwitchTo(txn_cxt);
+	table = psprintf("%s.%s", (char *) linitial(items), (char *) lsecond(items));
+	foreach (lc, txn_columns)
+		if (strcmp(((TxnColumns *) lfirst(lc))->table, table) == 0)
+			tc = lfirst(lc);
+	if (tc == NULL)
+	{
+		tc = palloc0(sizeof(TxnColumns));
+		tc->table = table;
+		txn_columns = lappend(txn_columns, tc);
+	}
+	tc->cols.n = list_length(items) - 2;
+	tc->cols.names = palloc(sizeof(char *) * Max(tc->cols.n, 1));
+	for (i = 0; i < tc->cols.n; i++)
+		tc->cols.names[i] = pstrdup(list_nth(items, i + 2));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A bv.noidentity note: an UPDATE or DELETE of a table without replica
+ * identity, whose row changes wal2json could not decode (it only logs a
+ * warning).  If the table is routed for that operation, the loss is
+ * recorded in bv_cdc.quarantine: never silent.
+ */
+static void
+note_no_identity(CdcConfig *cfg, XLogRecPtr lsn, const char *content)
+{
+	List *items = parse_note(content);
+	CdcTableRoutes *tr;
+	const char *op;
+	int r, bits = 0;
+
+	if (list_length(items) < 4)
+		return;
+	op = list_nth(items, 2);
+	tr = cdc_config_table(cfg, linitial(items), lsecond(items));
+	for (r = 0; r < tr->nroutes; r++)
+		bits |= cfg->routes[tr->routes[r]].ops;
+	if (tr->nroutes == 0 || !(bits & (op[0] == 'D' ? CDC_OP_D : CDC_OP_U | CDC_OP_D)))
+		return;
+	cdc_quarantine(lsn,
+				   psprintf("%s of %s row(s) of %s not published: the table has no replica "
+							"identity (primary key, replica identity index or REPLICA IDENTITY "
+							"FULL), so its row changes cannot be decoded",
+							op[0] == 'D'   ? "DELETE"
+							: op[0] == 'M' ? "MERGE"
+										   : "UPDATE",
+							(char *) lfourth(items), tr->key),
+				   content, strlen(content));
+}
+
 /* One change: every route of its table gets its envelope. */
 static CdcProduceResult
 handle_change(CdcConfig *cfg, W2jMessage *m, XLogRecPtr lsn, const char *raw, int rawlen)
@@ -713,8 +900,7 @@ handle_change(CdcConfig *cfg, W2jMessage *m, XLogRecPtr lsn, const char *raw, in
 	tr = table_routes(cfg, m->schema, m->table);
 	if (tr->nroutes == 0)
 		return CDC_PRODUCE_OK;
-	if (m->action == 'U' && tr->natts < 0)
-		cdc_config_table_columns(cfg, tr, m->schema, m->table);
+	cur_cols = m->action == 'U' ? change_columns(cfg, tr, m) : NULL;
 
 	for (r = 0; r < tr->nroutes; r++)
 	{
@@ -782,10 +968,12 @@ emit_snapshot(CdcConfig *cfg, XLogRecPtr lsn, const char *lsn_text)
 	ring[idx].pending = 0;
 	ring[idx].committed = false;
 	ring[idx].failed = false;
+	ring[idx].held = false;
 	ring[idx].commit_us = (int64) GetCurrentTimestamp() +
 						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
 	cur = idx;
 	cur_seq = 0;
+	cur_cols = NULL;
 	tr = cdc_config_table(cfg, m.schema, m.table);
 	for (i = 0; i < n && rc == CDC_PRODUCE_OK; i++)
 	{
@@ -843,6 +1031,12 @@ handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
 				strcmp(m.prefix, BV_CDC_TRACE_PREFIX) == 0 && m.content &&
 				bv_traceparent_is_valid(m.content))
 				cur_traceparent = MemoryContextStrdup(txn_cxt, m.content);
+			else if (cur >= 0 && m.transactional && m.prefix &&
+					 strcmp(m.prefix, BV_CDC_COLUMNS_PREFIX) == 0)
+				note_columns(m.content);
+			else if (cur >= 0 && m.transactional && m.prefix &&
+					 strcmp(m.prefix, BV_CDC_NOIDENT_PREFIX) == 0 && m.content)
+				note_no_identity(cfg, lsn, m.content);
 			return CDC_PRODUCE_OK;
 		default:
 			return handle_change(cfg, &m, lsn, data, len);
@@ -881,6 +1075,7 @@ cdc_stream_cleanup(void)
 	epoch++;
 	ring_head = ring_count = 0;
 	cur = -1;
+	stream_cfg = NULL;
 }
 
 /*
@@ -895,7 +1090,6 @@ cdc_stream_run(CdcConfig **cfgp)
 {
 	CdcConfig *cfg = *cfgp;
 	int i;
-	char errbuf[512];
 
 	if (ring == NULL)
 		ring = MemoryContextAllocZero(TopMemoryContext, sizeof(CdcTxn) * RING_CAPACITY);
@@ -919,16 +1113,12 @@ cdc_stream_run(CdcConfig **cfgp)
 	if (!start_streaming())
 		return;
 
+	/* A sink that cannot start is failed alone, with its own back-off (ADR 0032). */
+	slot_held = false;
+	stream_cfg = cfg;
 	for (i = 0; i < cfg->nsinks; i++)
-		if (cfg->sinks[i].impl == NULL && !cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
-		{
-			ereport(WARNING, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							  errmsg("bv_cdc could not start sink \"%s\": %s", cfg->sinks[i].name,
-									 errbuf),
-							  errhint("The worker retries with back-off; if the sink's configuration is wrong, change it with bv_cdc.alter_sink.")));
-			cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);
-			return;
-		}
+		if (cfg->sinks[i].impl == NULL)
+			(void) cdc_sink_start_isolated(&cfg->sinks[i]);
 
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -950,6 +1140,13 @@ cdc_stream_run(CdcConfig **cfgp)
 		if (!cdc_worker_maintain(cfgp, &restart) || restart)
 			return;
 		cfg = *cfgp;
+		stream_cfg = cfg;
+		if (cdc_sinks_retry_failed(cfg) && slot_held)
+		{
+			ereport(LOG, (errmsg("bv_cdc: a sink that could not start is up again; replaying "
+								 "the held changes from the slot")));
+			return;
+		}
 
 		paused = any_routed_sink_paused(cfg);
 		room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
@@ -995,7 +1192,7 @@ cdc_stream_run(CdcConfig **cfgp)
 				if (walend > received_lsn)
 					received_lsn = walend;
 				advance_window();
-				if (ring_count == 0 && walend > flushed_lsn)
+				if (ring_count == 0 && !slot_held && walend > flushed_lsn)
 					flushed_lsn = walend; /* nothing in flight: idle slot advances */
 				if (reply && !send_status(true, false))
 				{

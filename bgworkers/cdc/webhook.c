@@ -124,10 +124,24 @@ typedef struct WhSink
 
 static bool curl_ready = false;
 
-static const char *const known_properties[] = {
-	"url", "secret", "timeout_ms", "connect_timeout_ms", "max_concurrency", "max_attempts",
-	"max_age_s", "retry_base_ms", "retry_max_ms", "circuit_failures", "circuit_cooldown_ms",
-	"spill_after_ms", "tls_ca_file", "tls_cert_file", "tls_key_file", NULL};
+/* The properties of a webhook sink: name, type, default, min, max, secret. */
+static const CdcProperty known_properties[] = {
+	{"url", CDC_PROP_STRING, NULL, 8, 2048, false},
+	{"secret", CDC_PROP_STRING, NULL, 1, 1024, true},
+	{"timeout_ms", CDC_PROP_INT, "10000", 100, 600000, false},
+	{"connect_timeout_ms", CDC_PROP_INT, "5000", 100, 600000, false},
+	{"max_concurrency", CDC_PROP_INT, "16", 1, 1024, false},
+	{"max_attempts", CDC_PROP_INT, "300", 1, 100000, false},
+	{"max_age_s", CDC_PROP_INT, "86400", 1, 30 * 86400, false},
+	{"retry_base_ms", CDC_PROP_INT, "500", 1, 3600000, false},
+	{"retry_max_ms", CDC_PROP_INT, "300000", 1, 86400000, false},
+	{"circuit_failures", CDC_PROP_INT, "5", 1, 1000000, false},
+	{"circuit_cooldown_ms", CDC_PROP_INT, "30000", 10, 86400000, false},
+	{"spill_after_ms", CDC_PROP_INT, "2000", 10, 3600000, false},
+	{"tls_ca_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{"tls_cert_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{"tls_key_file", CDC_PROP_FILE, NULL, 1, 4096, false},
+	{NULL}};
 
 /* ---- configuration ---- */
 
@@ -1059,6 +1073,7 @@ cdc_webhook_publish(CdcSink *sink, CdcSinkStats *st)
 
 const CdcSinkOps cdc_webhook_ops = {
 	.kind = "webhook",
+	.properties = known_properties,
 	.validate = webhook_validate,
 	.start = webhook_start,
 	.stop = webhook_stop,

@@ -206,28 +206,34 @@ cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
 		{
 			/* Could not drain: start over from the slot with the new config. */
 			stop_sinks(cfg);
+			cdc_stream_set_config(NULL);
 			cdc_config_free(cfg);
 			*cfgp = worker_cfg = newcfg;
 			*restart = true;
 			return true;
 		}
 		adopt_sinks(cfg, newcfg);
+		cdc_stream_set_config(newcfg);
 		cdc_config_free(cfg);
 		*cfgp = worker_cfg = cfg = newcfg;
 		ereport(LOG, (errmsg("bv_cdc applied a configuration change: %d sink(s), %d route(s)",
 							 cfg->nsinks, cfg->nroutes)));
 		{
-			char errbuf[512];
 			int i;
 
+			/* A sink that cannot start fails alone (ADR 0032). */
 			for (i = 0; i < cfg->nsinks; i++)
-				if (cfg->sinks[i].impl == NULL &&
-					!cdc_sink_start(&cfg->sinks[i], errbuf, sizeof(errbuf)))
-				{
-					cdc_set_error("sink %s: %s", cfg->sinks[i].name, errbuf);
-					*restart = true;
-					return true;
-				}
+				if (cfg->sinks[i].impl == NULL)
+					(void) cdc_sink_start_isolated(&cfg->sinks[i]);
+		}
+		/*
+		 * Held changes (a sink could not start) are replayed from the slot
+		 * under the new configuration: a repaired sink gets them.
+		 */
+		if (cdc_stream_held())
+		{
+			*restart = true;
+			return true;
 		}
 	}
 
