@@ -589,3 +589,66 @@ CREATE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON api.payments
 INSERT INTO bv.request_routes (path, description, extension)
 VALUES ('/rpc/payment_webhook', 'Payment provider events (bv_commerce): a bucket of their own, so that other anonymous traffic cannot throttle them.', 'bv_commerce')
 ON CONFLICT (path) DO NOTHING;
+
+------------------------------------------------------------------------
+-- #17 item 15: the internal steps refuse NULL with 22004 too, instead of
+-- a raw 23502 from the table they write.
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION commerce.idempotency_begin(p_key text, p_operation text, p_request jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_owner text;
+    v_hash bytea;
+    v_row commerce.idempotency_keys;
+BEGIN
+    IF p_key IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM commerce.require_arg('operation', p_operation IS NULL);
+    PERFORM commerce.require_arg('request', p_request IS NULL);
+    IF length(p_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'invalid idempotency key'
+            USING ERRCODE = '22023', DETAIL = 'An idempotency key has 1 to 255 characters.',
+                  HINT = 'Send a random key such as a UUID, the same one when retrying.';
+    END IF;
+    v_owner := bv.actor();
+    v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_operation || ':' || p_request::text, 'UTF8'));
+    DELETE FROM commerce.idempotency_keys
+     WHERE owner = v_owner AND key = p_key AND created_at < now() - interval '24 hours';
+    INSERT INTO commerce.idempotency_keys (owner, key, operation, request_hash)
+    VALUES (v_owner, p_key, p_operation, v_hash)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO v_row FROM commerce.idempotency_keys WHERE owner = v_owner AND key = p_key;
+    IF v_row.operation <> p_operation OR v_row.request_hash <> v_hash THEN
+        RAISE EXCEPTION 'idempotency key "%" was already used for a different request', p_key
+            USING ERRCODE = 'PT409',
+                  DETAIL = format('The key was first used for %s with other parameters.', v_row.operation),
+                  HINT = 'Reuse a key only to retry the same request; use a new key for a new request.';
+    END IF;
+    RETURN v_row.response;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION commerce.record_refund(p_order commerce.orders, p_amount bigint, p_reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM commerce.require_arg('order', p_order.id IS NULL);
+    PERFORM commerce.require_arg('amount', p_amount IS NULL);
+    INSERT INTO commerce.refunds (order_id, payment_id, amount_minor, reason)
+    VALUES (p_order.id,
+            (SELECT id FROM commerce.payments WHERE order_id = p_order.id AND status = 'succeeded'
+             ORDER BY id DESC LIMIT 1),
+            p_amount, p_reason);
+END
+$$;
