@@ -7,7 +7,7 @@
 -- how); they protect nothing.  Runs as a superuser in one rolled-back
 -- transaction.
 BEGIN;
-SELECT plan(59);
+SELECT plan(62);
 
 -- base64url, and a token signed with a given raw signature
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS
@@ -143,6 +143,21 @@ SELECT throws_ok($$INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('ec-off', 'ES
                  '22023', 'invalid key "ec-off" in bv.jwt_keys', 'a P-256 point off the curve (PEM) is refused');
 SELECT throws_ok($$INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('ec-off', 'ES256', '{"kty":"EC","crv":"P-256","x":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","y":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"}')$$,
                  '22023', 'invalid key "ec-off" in bv.jwt_keys', 'a P-256 point off the curve (JWK) is refused');
+
+-- A weak key written before these checks (here: with the trigger disabled)
+-- is skipped by the key cache, can be deactivated, but not reactivated.
+ALTER TABLE bv.jwt_keys DISABLE TRIGGER jwt_keys_check;
+INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('legacy-ed', 'EdDSA', '{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}');
+ALTER TABLE bv.jwt_keys ENABLE TRIGGER jwt_keys_check;
+SET LOCAL client_min_messages = error;  -- the cache's WARNING about the key
+SELECT is(pg_temp.verdict(pg_temp.signing_input('EdDSA', 'legacy-ed', pg_temp.claims()) || '.' ||
+                          pg_temp.b64url('\x01'::bytea || decode(repeat('00', 63), 'hex'))),
+          '28000', 'a stored identity key is skipped: its forged token is refused');
+RESET client_min_messages;
+SELECT lives_ok($$UPDATE bv.jwt_keys SET active = false WHERE kid = 'legacy-ed'$$,
+                'a stored weak key can be deactivated');
+SELECT throws_ok($$UPDATE bv.jwt_keys SET active = true WHERE kid = 'legacy-ed'$$,
+                 '22023', 'invalid key "legacy-ed" in bv.jwt_keys', 'but not reactivated');
 
 ------------------------------------------------------------------------
 -- Item 3: HMAC secrets that contain or are keys (HS/RS confusion)

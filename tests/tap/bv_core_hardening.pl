@@ -43,16 +43,23 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 CREATE TEMP TABLE first AS SELECT pg_temp.token('first-token') AS t;
 INSERT INTO flood SELECT 0, pg_temp.verdict(t) FROM first;
+-- rate-limit buckets named like a jti (or like the old replay keys) do not
+-- touch its replay entry
+CREATE TEMP TABLE rl AS SELECT bv.rate_limit(k, 1e9, 1e9) FROM unnest(ARRAY['first-token', 'jti:first-token']) k;
+INSERT INTO rl SELECT bv.rate_limit(k, 1e9, 1e9) FROM unnest(ARRAY['first-token', 'jti:first-token']) k;
+INSERT INTO flood SELECT -1, pg_temp.verdict(t) FROM first;
 INSERT INTO flood SELECT n, pg_temp.verdict(pg_temp.token('fresh-' || n)) FROM generate_series(1, 2000) n;
 INSERT INTO flood SELECT 2001, pg_temp.verdict(t) FROM first;
 SELECT (SELECT state FROM flood WHERE n = 0) || ' ' ||
+       (SELECT state FROM flood WHERE n = -1) || ' ' ||
        (SELECT count(*) FROM flood WHERE n BETWEEN 1 AND 2000 AND state = 'ok') || ' ' ||
        (SELECT count(*) FROM flood WHERE n BETWEEN 1 AND 2000 AND state = '53400') || ' ' ||
        (SELECT count(*) FROM flood WHERE n BETWEEN 1 AND 2000 AND state NOT IN ('ok', '53400')) || ' ' ||
        (SELECT state FROM flood WHERE n = 2001);
 });
-my ($first, $ok, $full, $other, $again) = split / /, $flood;
+my ($first, $second, $ok, $full, $other, $again) = split / /, $flood;
 is($first, 'ok', 'replay check: the first token is accepted once');
+is($second, '28000', 'and refused again, also after rate-limit calls on keys named like its jti');
 cmp_ok($full, '>', 0, 'a flood of fresh jtis fills the table: new jtis are refused with 53400');
 is($ok + 1, 512, 'every slot of the table holds a jti (none was evicted)');
 is($other, 0, 'no other error during the flood');
