@@ -225,6 +225,13 @@ BEGIN
                 HINT = 'Send exactly one Authorization header.';
         END IF;
         role := requested_role;
+        -- Only the API roles (members of bv_anon), never the login itself.
+        IF role = 'bv_authenticator' OR NOT pg_catalog.pg_has_role(role, 'bv_anon', 'MEMBER') THEN
+            RAISE SQLSTATE 'PT401' USING
+                MESSAGE = 'token for a role that is not an API role',
+                DETAIL = 'Tokens may name bv_anon, bv_user, bv_service, bv_admin or another member of bv_anon.',
+                HINT = 'Issue the token for an API role.';
+        END IF;
         -- Item 9: an authenticated role acts for a subject.
         IF role <> 'bv_anon' AND (pg_catalog.jsonb_typeof(verified -> 'sub') IS DISTINCT FROM 'string'
                                   OR verified ->> 'sub' = '') THEN

@@ -126,6 +126,9 @@ like($err, qr/ERROR:  PT400: ambiguous credentials/, 'claims that differ from th
 ($out, $err) = run_request(role => 'bv_user', method => 'GET',
 	bearer(qq({"role":"bv_user","exp":$exp})), query => $who);
 like($err, qr/ERROR:  PT401: token without a subject/, 'a bv_user token without sub: PT401 (#17 item 9)');
+($out, $err) = run_request(role => 'bv_authenticator', method => 'GET',
+	bearer(qq({"role":"bv_authenticator","sub":"x","exp":$exp})), query => $who);
+like($err, qr/ERROR:  PT401: token for a role that is not an API role/, 'a token for the login role: PT401');
 
 # 3c. Malformed request settings (#17 item 15): a clean PT400, not 22P02.
 for my $bad ([ claims => '{not json', headers => '{}' ], [ claims => '{"role":"bv_anon"}', headers => '[1]' ],
