@@ -10,7 +10,7 @@
  * that does not fit its algorithm or is too weak (issue #17):
  *
  *	- HS: secrets shorter than the hash; secrets that contain a PEM block
- *	  anywhere, parse as a DER or base64 DER key, or look like a JWK of
+ *	  anywhere, parse as a DER key or as its base64 or hex, or look like a JWK of
  *	  another type, in text or inside an "oct" JWK (HS/RS key confusion:
  *	  a public key used as an HMAC secret lets anybody sign);
  *	- RS/PS: RSA under 2048 or over 16384 bits, an even modulus, or a public
@@ -573,57 +573,82 @@ der_is_key(const uint8 *der, size_t len)
 }
 
 /*
+ * Does the text secret, white space left out, decode (as base64/base64url
+ * when hex is false, as hex when true) to the DER of a key?  Only texts of
+ * at least 64 such characters are tried: no key's DER is shorter.
+ */
+static bool
+encoded_der_is_key(const uint8 *secret, size_t len, bool hex)
+{
+	char *enc = palloc(len + 4);
+	size_t n = 0;
+	size_t i;
+	uint8 *der;
+	int der_len = 0;
+	bool is_key;
+
+	for (i = 0; i < len; i++)
+	{
+		uint8 c = secret[i];
+
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		if (hex ? !isxdigit(c) : !(isalnum(c) || c == '+' || c == '/' || c == '=' || c == '-' || c == '_'))
+		{
+			pfree(enc);
+			return false;
+		}
+		enc[n++] = (char) (c == '-' ? '+' : c == '_' ? '/'
+													 : c);
+	}
+	if (n < 64 || (hex && n % 2 != 0))
+	{
+		pfree(enc);
+		return false;
+	}
+	der = palloc(n);
+	if (hex)
+	{
+		for (i = 0; i < n; i += 2)
+		{
+			char byte[3] = {enc[i], enc[i + 1], '\0'};
+
+			der[der_len++] = (uint8) strtol(byte, NULL, 16);
+		}
+	}
+	else
+	{
+		while (n % 4 != 0)
+			enc[n++] = '=';
+		der_len = EVP_DecodeBlock(der, (const unsigned char *) enc, (int) n);
+		/* EVP_DecodeBlock counts padding as zero bytes */
+		for (i = n; der_len > 0 && i > 0 && enc[i - 1] == '='; i--)
+			der_len--;
+	}
+	is_key = der_len > 0 && der_is_key(der, (size_t) der_len);
+	OPENSSL_cleanse(der, n);
+	OPENSSL_cleanse(enc, n);
+	pfree(der);
+	pfree(enc);
+	return is_key;
+}
+
+/*
  * Does an HMAC secret look like a key of another type (HS/RS confusion)?
- * A PEM block anywhere, raw DER of a key, base64 of a key's DER (PEM
- * without its armour, whitespace ignored), or a JWK of another kty.
+ * A PEM block anywhere, a JWK member "kty", the DER of a key, or the
+ * base64, base64url or hex of a key's DER (a PEM body without its armour).
  */
 static const char *
 hmac_secret_problem(const uint8 *secret, size_t len)
 {
-	char *b64;
-	size_t b64_len = 0;
-	size_t i;
-	bool only_b64 = true;
-
 	if (bytes_contain(secret, len, "-----BEGIN") || bytes_contain(secret, len, "-----END"))
 		return "An HS key must be a shared secret, not a PEM block (HS/RS confusion).";
 	if (bytes_contain(secret, len, "\"kty\""))
 		return "An HS key must be a shared secret, not a JWK of another key type (HS/RS confusion).";
 	if (der_is_key(secret, len))
 		return "An HS key must be a shared secret, not a DER key (HS/RS confusion).";
-	b64 = palloc(len + 1);
-	for (i = 0; i < len && only_b64; i++)
-	{
-		uint8 c = secret[i];
-
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-			continue;
-		if (isalnum(c) || c == '+' || c == '/' || c == '=' || c == '-' || c == '_')
-			b64[b64_len++] = (char) c;
-		else
-			only_b64 = false;
-	}
-	if (only_b64 && b64_len >= 64)
-	{
-		uint8 *der = palloc(b64_len);
-		int der_len;
-		bool is_key;
-
-		for (i = 0; i < b64_len; i++)
-			b64[i] = b64[i] == '-' ? '+' : b64[i] == '_' ? '/'
-														 : b64[i];
-		while (b64_len % 4 != 0)
-			b64[b64_len++] = '=';
-		der_len = EVP_DecodeBlock(der, (const unsigned char *) b64, (int) b64_len);
-		/* EVP_DecodeBlock counts padding as zero bytes */
-		for (i = b64_len; der_len > 0 && i > 0 && b64[i - 1] == '='; i--)
-			der_len--;
-		is_key = der_len > 0 && der_is_key(der, (size_t) der_len);
-		OPENSSL_cleanse(der, b64_len);
-		OPENSSL_cleanse(b64, b64_len);
-		if (is_key)
-			return "An HS key must be a shared secret, not a base64-encoded key (HS/RS confusion).";
-	}
+	if (encoded_der_is_key(secret, len, false) || encoded_der_is_key(secret, len, true))
+		return "An HS key must be a shared secret, not an encoded key (HS/RS confusion).";
 	return NULL;
 }
 

@@ -7,7 +7,7 @@
 -- how); they protect nothing.  Runs as a superuser in one rolled-back
 -- transaction.
 BEGIN;
-SELECT plan(62);
+SELECT plan(63);
 
 -- base64url, and a token signed with a given raw signature
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS
@@ -170,6 +170,7 @@ INSERT INTO hs VALUES
   ('PEM in an oct JWK', format('{"kty":"oct","k":"%s"}', pg_temp.b64url(pg_temp.k('rsa_e65537')))),
   ('DER in an oct JWK', format('{"kty":"oct","k":"%s"}', pg_temp.b64url(decode(pg_temp.k('rsa_der_b64'), 'base64')))),
   ('PEM body without armour', pg_temp.k('rsa_der_b64')),
+  ('DER in hex', encode(decode(pg_temp.k('rsa_der_b64'), 'base64'), 'hex')),
   ('RSA JWK after a space', format(' {"kty":"RSA","n":"%s","e":"AQAB"}', pg_temp.k('rsa_n'))),
   ('RSA JWK inside text', format('secret={"kty":"RSA","n":"%s","e":"AQAB"}', pg_temp.k('rsa_n')));
 SELECT is(pg_temp.state(format($$INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('hs-bad', 'HS256', %L)$$, secret)),
