@@ -10,14 +10,19 @@ SELECT functions_are('bv_audit', ARRAY[
     'create_partitions', 'set_retention', 'purge', 'seal', 'verify', 'schedule_jobs',
     'stamp_trigger', 'capture_trigger', 'append_only_trigger', 'row_digest',
     '_purge_delete', '_invalidate', '_tracked', '_safe_type_change', '_create_partition', '_history_index',
-    '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop', 'next_audit_id']);
+    '_sync_columns', '_snapshot', '_row_expr', '_on_ddl', '_on_drop', 'next_audit_id',
+    -- 0.3.0, #18 items 1-8
+    '_audit_type', '_capture_intact', '_free_audit_name', '_guard_capture', '_record_rows',
+    '_record_vanished', '_rewritten_columns',
+    -- 0.3.0, #18 items 9-13
+    '_link_header', '_purge_link', '_row_digest_v1', '_seal_entries_mismatch']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
 SELECT set_eq($$SELECT c.relname::text FROM pg_class c JOIN pg_depend d ON d.objid = c.oid
                  AND d.classid = 'pg_class'::regclass AND d.deptype = 'e'
                  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'bv_audit')
                WHERE c.relkind IN ('r', 'p')$$,
-              ARRAY['tracked', 'columns', 'seals', 'seal_entries'],
+              ARRAY['tracked', 'columns', 'seals', 'seal_entries', 'seal_remainders'],
               'bv_audit owns exactly its configuration tables');
 
 -- Every SECURITY DEFINER function pins its search_path.

@@ -21,10 +21,12 @@ SELECT src_attnum, audit_column FROM bv_audit.columns c JOIN bv_audit.tracked t 
 ALTER TABLE public.emp DROP COLUMN dept;
 UPDATE public.emp SET salary = 110 WHERE id = 1;
 SELECT audit_op, salary, dept FROM bv_audit.public__emp ORDER BY audit_id;
--- A new column with a dropped one's name gets its own audit column.
+-- A new column with a dropped one's name gets its own audit column under
+-- that name; the dropped one's audit column moves to <name>_dropped<attnum>
+-- with its history (#18 item 3).
 ALTER TABLE public.emp ADD COLUMN dept text;
 UPDATE public.emp SET dept = 'dev' WHERE id = 1;
-SELECT audit_op, dept, dept_7 FROM bv_audit.public__emp ORDER BY audit_id DESC LIMIT 2;
+SELECT audit_op, dept, dept_dropped4 FROM bv_audit.public__emp ORDER BY audit_id DESC LIMIT 3;
 
 -- Safe type changes are followed...
 ALTER TABLE public.emp ALTER COLUMN salary TYPE bigint;

@@ -90,15 +90,22 @@ SELECT bv_audit.enable('public.acct', '{id}');
 SELECT bv_audit.enable('bv_audit.public__acct');
 CREATE TABLE public.clash (id int PRIMARY KEY, audit_ts text);
 SELECT bv_audit.enable('public.clash');
--- Types not owned by a superuser are not copied (their functions would run
--- inside bv_audit's SECURITY DEFINER functions); excluding the column works.
+-- Types not owned by a superuser are not copied when copying runs their
+-- functions (inside bv_audit's SECURITY DEFINER functions); excluding the
+-- column works.  Enums (and arrays of them) are stored as their text,
+-- rendered by built-in functions, whoever owns them.
 CREATE ROLE bv_audit_type_owner;
+CREATE TYPE public.span AS RANGE (subtype = int4);
+ALTER TYPE public.span OWNER TO bv_audit_type_owner;
 CREATE TYPE public.mood AS ENUM ('calm', 'angry');
 ALTER TYPE public.mood OWNER TO bv_audit_type_owner;
-CREATE TABLE public.moody (id int PRIMARY KEY, m public.mood);
+CREATE TABLE public.moody (id int PRIMARY KEY, m public.span);
 SELECT bv_audit.enable('public.moody');
 SELECT bv_audit.enable('public.moody', '{m}') IS NOT NULL AS enabled_without_m;
-ALTER TABLE public.moody ADD COLUMN m2 public.mood[];
+ALTER TABLE public.moody ADD COLUMN m2 public.span[];
+ALTER TABLE public.moody ADD COLUMN m3 public.mood[];
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'bv_audit.public__moody'::regclass AND attname = 'm3';
 SELECT bv_audit.disable('public.no_pk');
 SELECT bv_audit.audit_table('public.no_pk');
 SET ROLE bv_user;
@@ -107,7 +114,7 @@ SELECT bv_audit.disable('public.acct');
 RESET ROLE;
 
 DROP TABLE public.no_pk, public.parted, public.clash, public.moody;
-DROP TYPE public.mood;
+DROP TYPE public.mood, public.span;
 DROP ROLE bv_audit_type_owner;
 DROP VIEW public.acct_v;
 DROP FOREIGN TABLE public.acct_f;
