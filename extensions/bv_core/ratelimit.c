@@ -337,7 +337,8 @@ bv_replay_take(const char *jti, size_t len, double lifetime)
 {
 	double retry;
 
-	switch (take_token(jti, len, 1.0 / Max(lifetime, 1.0), 1.0, true, &retry))
+	/* a second of margin: the entry must outlive the token, not equal it */
+	switch (take_token(jti, len, 1.0 / (Max(lifetime, 1.0) + 1.0), 1.0, true, &retry))
 	{
 		case RL_ALLOWED:
 			return BV_REPLAY_FIRST;

@@ -376,6 +376,13 @@ COMMENT ON TABLE bv.jwt_keys IS
 
 ALTER TABLE bv.jwt_revocations ADD CONSTRAINT jwt_revocations_jti_bytes
     CHECK (pg_catalog.octet_length(jti) BETWEEN 1 AND 256) NOT VALID;
+DO $validate$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM bv.jwt_revocations r WHERE pg_catalog.octet_length(r.jti) > 256) THEN
+        ALTER TABLE bv.jwt_revocations VALIDATE CONSTRAINT jwt_revocations_jti_bytes;
+    END IF;
+END
+$validate$;
 
 CREATE OR REPLACE FUNCTION bv.jwt_revoke(jti text, expires_at timestamptz DEFAULT NULL, reason text DEFAULT NULL)
 RETURNS void
