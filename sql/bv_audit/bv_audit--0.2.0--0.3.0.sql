@@ -540,6 +540,946 @@ END
 $$;
 
 -- ===========================================================================
+-- #18 items 1-8: history that is true; #17 item 15: clean errors for bad
+-- arguments of bv_audit's non-seal functions.
+--   item 1: key-changing UPDATEs are moves (capture.c); enable() after
+--           disable() records the rows that vanished meanwhile as D.
+--   item 2: ADD COLUMN with a default records the new value of every row.
+--   item 3: a new column never shares an audit column with a dropped one.
+--   item 4: a key type change rebuilds the history index.
+--   item 5: ALTER COLUMN ... TYPE ... USING records the new value of every row.
+--   item 6: exclusions follow the column (attnum), not its name.
+--   item 7: audit columns never depend on user types (enum -> text,
+--           domain -> base type).
+--   item 8: a non-superuser cannot disable, drop, rename or replace the
+--           capture triggers of a tracked table.
+-- ===========================================================================
+
+ALTER TABLE bv_audit.tracked ADD COLUMN exclude_attnums smallint[] NOT NULL DEFAULT '{}';
+COMMENT ON COLUMN bv_audit.tracked.exclude_attnums IS
+'Attribute numbers of the excluded columns: exclusions follow a column through RENAME COLUMN (exclude_columns shows their current names).';
+UPDATE bv_audit.tracked tr
+   SET exclude_attnums = coalesce((SELECT array_agg(a.attnum ORDER BY a.attnum)
+                                     FROM pg_catalog.pg_attribute a
+                                    WHERE a.attrelid = tr.relid AND a.attnum > 0 AND NOT a.attisdropped
+                                      AND a.attname = ANY (tr.exclude_columns)), '{}')
+ WHERE tr.relid IS NOT NULL;
+
+CREATE FUNCTION bv_audit._rewritten_columns(cmd pg_ddl_command)
+RETURNS smallint[]
+AS 'MODULE_PATHNAME', 'bv_audit_rewritten_columns'
+LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION bv_audit._rewritten_columns(pg_ddl_command) IS
+'Internal: attribute numbers of the columns an ALTER TABLE changed with ALTER COLUMN ... TYPE ... USING (the event trigger records their new values).';
+REVOKE ALL ON FUNCTION bv_audit._rewritten_columns(pg_ddl_command) FROM PUBLIC;
+
+-- The type an audit column stores for a column of type typ: audit tables
+-- never depend on a type that can be renamed, altered or dropped.  Domains
+-- become their base type; enums, and other types that are neither built in
+-- nor arrays of built-in types, are stored as their text (fixed when the
+-- record is written, whatever later happens to the type).  foreign_code
+-- says whether rendering that text runs functions of a non-built-in type.
+CREATE FUNCTION bv_audit._audit_type(typ oid, typmod integer,
+                                     OUT audit_type oid, OUT audit_typmod integer, OUT foreign_code boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ty record;
+    el oid;
+BEGIN
+    LOOP
+        SELECT t.typtype, t.typbasetype, t.typtypmod, t.typelem, t.typlen INTO ty
+          FROM pg_catalog.pg_type t WHERE t.oid = typ;
+        EXIT WHEN ty.typtype IS DISTINCT FROM 'd';
+        IF typmod = -1 THEN
+            typmod := ty.typtypmod;
+        END IF;
+        typ := ty.typbasetype;
+    END LOOP;
+    IF ty.typtype = 'e' THEN
+        audit_type := 'pg_catalog.text'::regtype; audit_typmod := -1; foreign_code := false;
+    ELSIF typ < 16384 THEN
+        audit_type := typ; audit_typmod := typmod; foreign_code := false;
+    ELSE
+        audit_type := 'pg_catalog.text'::regtype; audit_typmod := -1; foreign_code := true;
+        -- An array of enums or of domains over built-in types renders with
+        -- built-in functions only.
+        IF ty.typelem <> 0 AND ty.typlen = -1 THEN
+            el := ty.typelem;
+            WHILE (SELECT t.typtype = 'd' FROM pg_catalog.pg_type t WHERE t.oid = el) LOOP
+                el := (SELECT t.typbasetype FROM pg_catalog.pg_type t WHERE t.oid = el);
+            END LOOP;
+            foreign_code := NOT (el < 16384 OR (SELECT t.typtype = 'e' FROM pg_catalog.pg_type t WHERE t.oid = el));
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._audit_type(oid, integer) IS
+'Internal: the type an audit column stores for a tracked column''s type: domains as their base type, enums and other non-built-in types as text, so that no audit table depends on a user type.';
+REVOKE ALL ON FUNCTION bv_audit._audit_type(oid, integer) FROM PUBLIC;
+
+-- The tracking entry of a table, or an error with a hint (NULL: 22004).
+CREATE OR REPLACE FUNCTION bv_audit._tracked(tbl regclass, must_be_enabled boolean DEFAULT false)
+RETURNS bv_audit.tracked
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a table, e.g. ''public.invoice''.';
+    END IF;
+    SELECT * INTO t FROM bv_audit.tracked WHERE relid = tbl::oid;
+    IF NOT FOUND OR (must_be_enabled AND NOT t.enabled) THEN
+        RAISE EXCEPTION 'table "%" is not tracked by bv_audit', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'bv_audit.enable() has not been called on it, or tracking was disabled.',
+                  HINT = 'Call bv_audit.enable() on the table first.';
+    END IF;
+    RETURN t;
+END
+$$;
+
+-- Move the audit column "name" out of the way of a live column that needs
+-- the name, when it holds the history of a dropped column (or of a column
+-- no longer mirrored): it becomes <name>_dropped<attnum> (or <name>_old),
+-- keeping its values.  Renaming an audit column changes no record digest
+-- (digests cover attribute numbers).  Returns whether the name is free now.
+CREATE FUNCTION bv_audit._free_audit_name(t bv_audit.tracked, name name)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    holder bv_audit.columns;
+    base text;
+    target name;
+    n integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x
+                    WHERE x.attrelid = t.audit_relid AND x.attname = name AND NOT x.attisdropped) THEN
+        RETURN true;
+    END IF;
+    IF name IN ('audit_id', 'audit_op', 'audit_xid', 'audit_actor', 'audit_ts',
+                'audit_app', 'audit_client', 'audit_trace', 'audit_changed') THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO holder FROM bv_audit.columns c WHERE c.tracked_id = t.id AND c.audit_column = name;
+    IF holder.src_attnum IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = t.relid AND a.attnum = holder.src_attnum AND NOT a.attisdropped) THEN
+        RETURN false;   -- a live column's: not ours to move
+    END IF;
+    base := left(name, 40) || CASE WHEN holder.src_attnum IS NOT NULL
+                                   THEN '_dropped' || holder.src_attnum ELSE '_old' END;
+    target := base;
+    WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x
+                   WHERE x.attrelid = t.audit_relid AND x.attname = target AND NOT x.attisdropped) LOOP
+        n := n + 1;
+        target := base || '_' || n;
+    END LOOP;
+    EXECUTE format('ALTER TABLE bv_audit.%I RENAME COLUMN %I TO %I', t.audit_table, name, target);
+    UPDATE bv_audit.columns c SET audit_column = target
+     WHERE c.tracked_id = t.id AND c.audit_column = name;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._free_audit_name(bv_audit.tracked, name) IS
+'Internal: renames the audit column of a dropped (or no longer mirrored) column out of the way of a live column that takes its name.';
+REVOKE ALL ON FUNCTION bv_audit._free_audit_name(bv_audit.tracked, name) FROM PUBLIC;
+
+-- Bring an audit table in step with its tracked table: mirror added and
+-- renamed columns by attribute number (audit columns carry the live
+-- columns' names, so that as_of() rows fit jsonb_populate_record), follow
+-- safe type changes, refuse unsafe ones.  Dropped columns keep their audit
+-- column.  Exclusions follow the column's attnum.  Returns the attnums of
+-- the columns that were added to the mirror.
+CREATE FUNCTION bv_audit._sync_columns(t bv_audit.tracked, from_ddl boolean)
+RETURNS smallint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+    m bv_audit.columns;
+    acol record;
+    want record;
+    target name;
+    n integer;
+    added smallint[] := '{}';
+    key_retyped boolean := false;
+BEGIN
+    UPDATE bv_audit.tracked tr
+       SET source_schema = ns.nspname, source_table = c.relname
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE tr.id = t.id AND c.oid = t.relid
+       AND (tr.source_schema, tr.source_table) IS DISTINCT FROM (ns.nspname, c.relname);
+    -- Follow a renamed key column.
+    UPDATE bv_audit.tracked tr
+       SET pk_columns = k.cols
+      FROM (SELECT array_agg(pa.attname ORDER BY x.ord) AS cols
+              FROM pg_catalog.pg_index i
+              CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS x(attnum, ord)
+              JOIN pg_catalog.pg_attribute pa ON pa.attrelid = i.indrelid AND pa.attnum = x.attnum
+             WHERE i.indrelid = t.relid AND i.indisprimary) k
+     WHERE tr.id = t.id AND k.cols IS NOT NULL AND k.cols <> tr.pk_columns;
+    -- Excluded columns by attnum; their names follow renames.
+    UPDATE bv_audit.tracked tr
+       SET exclude_columns = coalesce((SELECT array_agg(x.attname ORDER BY x.attnum)
+                                         FROM pg_catalog.pg_attribute x
+                                        WHERE x.attrelid = t.relid AND x.attnum = ANY (tr.exclude_attnums)
+                                          AND NOT x.attisdropped), '{}')
+     WHERE tr.id = t.id
+    RETURNING * INTO t;
+
+    FOR a IN
+        SELECT att.attnum, att.attname, att.atttypid, att.atttypmod, att.attcollation
+          FROM pg_catalog.pg_attribute att
+         WHERE att.attrelid = t.relid AND att.attnum > 0 AND NOT att.attisdropped
+         ORDER BY att.attnum
+    LOOP
+        SELECT * INTO m FROM bv_audit.columns c
+         WHERE c.tracked_id = t.id AND c.src_attnum = a.attnum;
+
+        IF a.attnum = ANY (t.exclude_attnums) THEN
+            -- Newly excluded: stop copying; the audit column keeps its past.
+            DELETE FROM bv_audit.columns c WHERE c.tracked_id = t.id AND c.src_attnum = a.attnum;
+            CONTINUE;
+        END IF;
+
+        IF a.attname IN ('audit_id', 'audit_op', 'audit_xid', 'audit_actor', 'audit_ts',
+                         'audit_app', 'audit_client', 'audit_trace', 'audit_changed') THEN
+            RAISE EXCEPTION 'column "%" of table %.% collides with an audit metadata column',
+                  a.attname, t.source_schema, t.source_table
+                USING ERRCODE = 'duplicate_column',
+                      DETAIL = 'Audit tables reserve the names audit_id, audit_op, audit_xid, audit_actor, audit_ts, audit_app, audit_client, audit_trace and audit_changed.',
+                      HINT = 'Rename the column, or list it in exclude_columns.';
+        END IF;
+
+        want := bv_audit._audit_type(a.atttypid, a.atttypmod);
+        -- Rendering a non-built-in type as text runs its functions inside
+        -- bv_audit's SECURITY DEFINER functions: only types a superuser owns.
+        IF want.foreign_code AND EXISTS (
+                SELECT 1 FROM pg_catalog.pg_type ty
+                  JOIN pg_catalog.pg_roles r ON r.oid = ty.typowner
+                 WHERE ty.oid = a.atttypid AND NOT r.rolsuper) THEN
+            RAISE EXCEPTION 'column "%" of %.% has a type that bv_audit cannot copy', a.attname, t.source_schema, t.source_table
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = format('Type %s is owned by a role that is not a superuser; bv_audit runs its functions with elevated privileges.', format_type(a.atttypid, a.atttypmod)),
+                      HINT = 'List the column in exclude_columns, or have a superuser own the type.';
+        END IF;
+
+        IF m.src_attnum IS NULL THEN
+            -- A new column.  The audit column of a dropped one with its name
+            -- is renamed out of the way (it keeps its history).
+            target := a.attname;
+            n := 0;
+            IF NOT bv_audit._free_audit_name(t, target) THEN
+                WHILE EXISTS (SELECT 1 FROM pg_catalog.pg_attribute x
+                               WHERE x.attrelid = t.audit_relid AND x.attname = target
+                                 AND NOT x.attisdropped) LOOP
+                    n := n + 1;
+                    target := left(a.attname, 50) || '_' || a.attnum || CASE WHEN n > 1 THEN '_' || n ELSE '' END;
+                END LOOP;
+            END IF;
+            EXECUTE format('ALTER TABLE bv_audit.%I ADD COLUMN %I %s%s', t.audit_table, target,
+                           format_type(want.audit_type, want.audit_typmod),
+                           CASE WHEN a.attcollation <> 0 AND want.audit_type = a.atttypid THEN
+                               (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname)
+                                  FROM pg_catalog.pg_collation co
+                                  JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+                                 WHERE co.oid = a.attcollation)
+                           ELSE '' END);
+            INSERT INTO bv_audit.columns (tracked_id, src_attnum, audit_column)
+            VALUES (t.id, a.attnum, target);
+            added := added || a.attnum;
+            CONTINUE;
+        END IF;
+
+        -- A known column: follow a rename.
+        IF m.audit_column <> a.attname AND bv_audit._free_audit_name(t, a.attname) THEN
+            EXECUTE format('ALTER TABLE bv_audit.%I RENAME COLUMN %I TO %I',
+                           t.audit_table, m.audit_column, a.attname);
+            UPDATE bv_audit.columns c SET audit_column = a.attname
+             WHERE c.tracked_id = t.id AND c.src_attnum = a.attnum;
+            m.audit_column := a.attname;
+        END IF;
+
+        -- Follow a type change when it is safe, refuse it otherwise.  An
+        -- audit column created before 0.3.0 with the column's own type is
+        -- left as it is.
+        SELECT x.atttypid, x.atttypmod INTO acol
+          FROM pg_catalog.pg_attribute x
+         WHERE x.attrelid = t.audit_relid AND x.attname = m.audit_column AND NOT x.attisdropped;
+        IF (acol.atttypid, acol.atttypmod) IS DISTINCT FROM (want.audit_type, want.audit_typmod)
+           AND (acol.atttypid, acol.atttypmod) IS DISTINCT FROM (a.atttypid, a.atttypmod) THEN
+            IF NOT bv_audit._safe_type_change(acol.atttypid, acol.atttypmod, want.audit_type, want.audit_typmod) THEN
+                RAISE EXCEPTION 'cannot change the type of audited column "%" of %.% from % to %',
+                      a.attname, t.source_schema, t.source_table,
+                      format_type(acol.atttypid, acol.atttypmod), format_type(a.atttypid, a.atttypmod)
+                    USING ERRCODE = 'feature_not_supported',
+                          DETAIL = 'Its audit column holds the history of the column, and this change could lose or alter recorded values.',
+                          HINT = 'Add a new column of the new type and migrate the data into it; the old column''s history stays in the audit table.';
+            END IF;
+            -- The history index names an operator class of the key's type.
+            IF a.attname = ANY (t.pk_columns) AND NOT key_retyped
+               AND to_regclass(format('bv_audit.%I', t.audit_table || '_history')) IS NOT NULL THEN
+                EXECUTE format('DROP INDEX bv_audit.%I', t.audit_table || '_history');
+                key_retyped := true;
+            END IF;
+            EXECUTE format('ALTER TABLE bv_audit.%I ALTER COLUMN %I TYPE %s',
+                           t.audit_table, m.audit_column, format_type(want.audit_type, want.audit_typmod));
+        END IF;
+    END LOOP;
+    IF key_retyped THEN
+        PERFORM bv_audit._history_index(t, t.history_index);
+    END IF;
+    RETURN added;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._sync_columns(bv_audit.tracked, boolean) IS
+'Internal: mirrors added and renamed columns of a tracked table into its audit table (by attnum; a dropped column''s audit column is renamed out of the way), follows safe type changes (rebuilding the history index for a key column) and refuses unsafe ones (SQLSTATE 0A000); returns the attnums of newly mirrored columns.';
+REVOKE ALL ON FUNCTION bv_audit._sync_columns(bv_audit.tracked, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION bv_audit._sync_columns(t bv_audit.tracked)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT NULL::void FROM bv_audit._sync_columns(t, false) $$;
+
+-- The history index: as 0.1.0, but the bloom operator class is chosen by
+-- the audit column's type (a domain key is stored as its base type).
+CREATE OR REPLACE FUNCTION bv_audit._history_index(t bv_audit.tracked, kind text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    bloom_cols text;
+    bloom_ok boolean;
+    iname name := t.audit_table || '_history';
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY k.ord),
+           string_agg(CASE WHEN o.opcname IS NOT NULL
+                           THEN format('%I pg_catalog.%I (n_distinct_per_range = 1000, false_positive_rate = 0.01)',
+                                       c.audit_column, o.opcname) END, ', ' ORDER BY k.ord),
+           bool_and(o.opcname IS NOT NULL)
+      INTO cols, bloom_cols, bloom_ok
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS k(col, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = t.relid AND a.attname = k.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = a.attnum
+      JOIN pg_catalog.pg_attribute aa ON aa.attrelid = t.audit_relid AND aa.attname = c.audit_column
+      LEFT JOIN LATERAL (
+          SELECT opc.opcname FROM pg_catalog.pg_opclass opc
+            JOIN pg_catalog.pg_am am ON am.oid = opc.opcmethod
+           WHERE am.amname = 'brin' AND opc.opcname LIKE '%\_bloom\_ops'
+             AND opc.opcnamespace = 'pg_catalog'::regnamespace
+             AND opc.opcintype = CASE WHEN aa.atttypid = 'pg_catalog.varchar'::regtype
+                                      THEN 'pg_catalog.text'::regtype ELSE aa.atttypid END
+           LIMIT 1) o ON true;
+    IF kind = 'bloom' AND NOT bloom_ok THEN
+        kind := 'btree';
+    END IF;
+    IF to_regclass(format('bv_audit.%I', iname)) IS NOT NULL THEN
+        EXECUTE format('DROP INDEX bv_audit.%I', iname);
+    END IF;
+    IF kind = 'bloom' THEN
+        EXECUTE format('CREATE INDEX %I ON bv_audit.%I USING brin (%s) WITH (pages_per_range = 16)',
+                       iname, t.audit_table, bloom_cols);
+    ELSE
+        EXECUTE format('CREATE INDEX %I ON bv_audit.%I (%s, audit_id)', iname, t.audit_table, cols);
+    END IF;
+    UPDATE bv_audit.tracked tr SET history_index = kind WHERE tr.id = t.id;
+    RETURN kind;
+END
+$$;
+
+-- Record the current value of every row of a tracked table as a 'U' whose
+-- audit_changed names the given columns: after DDL that changed stored
+-- values without an UPDATE (ADD COLUMN with a default, ALTER COLUMN TYPE
+-- ... USING).  only_non_null: only rows where one of them is not NULL.
+CREATE FUNCTION bv_audit._record_rows(t bv_audit.tracked, changed smallint[], only_non_null boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    src text;
+    names text[];
+    cond text;
+    n bigint;
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('s.%I', att.attname), ', ' ORDER BY c.src_attnum)
+      INTO cols, src
+      FROM bv_audit.columns c
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped
+     WHERE c.tracked_id = t.id;
+    SELECT array_agg(att.attname::text ORDER BY att.attnum),
+           string_agg(format('s.%I IS NOT NULL', att.attname), ' OR ')
+      INTO names, cond
+      FROM pg_catalog.pg_attribute att
+     WHERE att.attrelid = t.relid AND att.attnum = ANY (changed) AND NOT att.attisdropped;
+    IF names IS NULL OR cols IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+                   'audit_client, audit_trace, audit_changed, %s) '
+                   'SELECT ''U'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.now(), '
+                   'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+                   'pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s FROM ONLY %I.%I s WHERE %s',
+                   t.audit_table, cols, src, t.source_schema, t.source_table,
+                   CASE WHEN only_non_null THEN cond ELSE 'true' END)
+        USING names;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._record_rows(bv_audit.tracked, smallint[], boolean) IS
+'Internal: records every row of a tracked table as a ''U'' naming the given columns, after DDL that changed stored values without an UPDATE.';
+REVOKE ALL ON FUNCTION bv_audit._record_rows(bv_audit.tracked, smallint[], boolean) FROM PUBLIC;
+
+-- Record a 'D' for every key whose last record (after the last TRUNCATE)
+-- says it exists while the table has no row with that key: rows deleted
+-- while tracking was disabled, keys rewritten by ALTER COLUMN TYPE ... USING.
+-- The D carries the last recorded image; audit_changed names what changed
+-- (NULL for an unseen delete).
+CREATE FUNCTION bv_audit._record_vanished(t bv_audit.tracked, changed text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text;
+    join_cond text;
+    cols text;
+    lcols text;
+    n bigint;
+BEGIN
+    SELECT string_agg(format('a.%I', c.audit_column), ', ' ORDER BY p.ord),
+           string_agg(format('s.%I = l.%I', att.attname, c.audit_column), ' AND ' ORDER BY p.ord)
+      INTO keys, join_cond
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum;
+    SELECT string_agg(format('%I', x.attname), ', ' ORDER BY x.attnum),
+           string_agg(format('l.%I', x.attname), ', ' ORDER BY x.attnum)
+      INTO cols, lcols
+      FROM pg_catalog.pg_attribute x
+     WHERE x.attrelid = t.audit_relid AND x.attnum > 0 AND NOT x.attisdropped
+       AND x.attname NOT IN ('audit_id', 'audit_op', 'audit_xid', 'audit_actor', 'audit_ts',
+                             'audit_app', 'audit_client', 'audit_trace', 'audit_changed');
+    IF keys IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format(
+        'INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+        '                         audit_client, audit_trace, audit_changed, %s) '
+        'SELECT ''D'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.now(), '
+        '       NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+        '       pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s '
+        '  FROM (SELECT DISTINCT ON (%s) a.* FROM bv_audit.%I a '
+        '         WHERE a.audit_op <> ''T'' '
+        '           AND a.audit_id > coalesce((SELECT max(x.audit_id) FROM bv_audit.%I x WHERE x.audit_op = ''T''), 0) '
+        '         ORDER BY %s, a.audit_id DESC) l '
+        ' WHERE l.audit_op <> ''D'' AND NOT EXISTS (SELECT 1 FROM ONLY %I.%I s WHERE %s)',
+        t.audit_table, cols, lcols,
+        keys, t.audit_table, t.audit_table, keys, t.source_schema, t.source_table, join_cond)
+        USING changed;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._record_vanished(bv_audit.tracked, text[]) IS
+'Internal: records a ''D'' for every key whose history says it exists while the table has no such row (deleted while tracking was off, or rewritten by a key type change).';
+REVOKE ALL ON FUNCTION bv_audit._record_vanished(bv_audit.tracked, text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION bv_audit._on_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cmd record;
+    t bv_audit.tracked;
+    added smallint[];
+    rewritten smallint[];
+    key_rewritten text[];
+BEGIN
+    FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+                WHERE c.command_tag = 'ALTER TABLE' AND c.object_type IN ('table', 'table column')
+    LOOP
+        SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.relid = cmd.objid AND tr.enabled;
+        IF NOT FOUND THEN
+            CONTINUE;
+        END IF;
+        added := bv_audit._sync_columns(t, true);
+        SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.id = t.id;
+        -- Columns whose stored values a USING expression rewrote (mirrored ones).
+        SELECT coalesce(array_agg(DISTINCT r.attnum), '{}') INTO rewritten
+          FROM pg_event_trigger_ddl_commands() x
+          CROSS JOIN LATERAL unnest(bv_audit._rewritten_columns(x.command)) AS r(attnum)
+          JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = r.attnum
+         WHERE x.objid = cmd.objid AND x.command_tag = 'ALTER TABLE' AND x.object_type = 'table';
+        SELECT array_agg(att.attname::text ORDER BY att.attnum) INTO key_rewritten
+          FROM pg_catalog.pg_attribute att
+         WHERE att.attrelid = t.relid AND att.attnum = ANY (rewritten) AND att.attname = ANY (t.pk_columns);
+        IF key_rewritten IS NOT NULL THEN
+            -- Keys changed: the old keys' histories end.
+            PERFORM bv_audit._record_vanished(t, key_rewritten);
+        END IF;
+        IF cardinality(rewritten) > 0 THEN
+            PERFORM bv_audit._record_rows(t, rewritten || added, false);
+        ELSIF cardinality(added) > 0 THEN
+            -- ADD COLUMN: rows got a value (a default) without an UPDATE.
+            PERFORM bv_audit._record_rows(t, added, true);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._on_ddl() IS
+'Event trigger function: after ALTER TABLE on a tracked table, mirrors the change into its audit table (or refuses an unsafe type change), and records the new value of every row when the command changed stored values (ADD COLUMN with a default, ALTER COLUMN TYPE ... USING).';
+
+-- enable(): NULL and out-of-range arguments refused with 22004/22023 (#17
+-- item 15), exclusions stored by attnum (#18 item 6), and after disable()
+-- the rows that vanished meanwhile recorded as D before the new snapshot
+-- (#18 item 1).
+CREATE OR REPLACE FUNCTION bv_audit.enable(tbl regclass, exclude_columns text[] DEFAULT '{}',
+                                retention interval DEFAULT NULL, history_index text DEFAULT NULL)
+RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    pk name[];
+    bad text;
+    t bv_audit.tracked;
+    aname name;
+    n integer := 0;
+    m integer;
+    excl name[] := coalesce(exclude_columns, '{}')::name[];
+    was_enabled boolean;
+    excl_attnums smallint[];
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to track, e.g. ''public.invoice''.';
+    END IF;
+    IF array_position(excl, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'exclude_columns must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'List the names of the columns never to copy, e.g. ''{card_token}''.';
+    END IF;
+    IF retention IS NOT NULL AND retention <= interval '0' THEN
+        RAISE EXCEPTION 'retention must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was %s.', retention),
+                  HINT = 'Pass e.g. interval ''7 years'', or NULL to keep records forever.';
+    END IF;
+    IF history_index IS NOT NULL AND history_index NOT IN ('bloom', 'btree') THEN
+        RAISE EXCEPTION 'unknown history index "%"', history_index
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'history_index is bloom (the default: cheap to write) or btree (faster history() on large tables).',
+                  HINT = 'Pass ''bloom'' or ''btree'', or leave it out.';
+    END IF;
+    SELECT c.relkind, c.relname, ns.nspname, c.relpersistence INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Pass an existing table.';
+    END IF;
+    IF rel.nspname IN ('bv_audit', 'pg_catalog', 'information_schema') OR rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'table "%" cannot be audited', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Audit tables, catalogs and temporary tables are not audited.',
+                  HINT = 'Audit ordinary tables only.';
+    ELSIF rel.relkind IN ('v', 'm') THEN
+        RAISE EXCEPTION '"%" is a view', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A view stores no rows of its own; its changes happen in its base tables.',
+                  HINT = 'Call bv_audit.enable() on the view''s base tables.';
+    ELSIF rel.relkind = 'f' THEN
+        RAISE EXCEPTION '"%" is a foreign table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Changes to a foreign table happen on the remote server, out of bv_audit''s sight.',
+                  HINT = 'Audit the table on the server that owns it.';
+    ELSIF rel.relkind = 'p' THEN
+        RAISE EXCEPTION '"%" is a partitioned table', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'bv_audit 0.1.0 tracks ordinary tables only.',
+                  HINT = 'Call bv_audit.enable() on each partition.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only tables can be audited.',
+                  HINT = 'Pass a table to bv_audit.enable().';
+    END IF;
+
+    SELECT array_agg(a.attname ORDER BY k.ord) INTO pk
+      FROM pg_catalog.pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF pk IS NULL THEN
+        RAISE EXCEPTION 'table "%" has no primary key', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = format('Add one, e.g. ALTER TABLE %s ADD PRIMARY KEY (...), then call bv_audit.enable() again.', tbl);
+    END IF;
+
+    SELECT string_agg(format('%I', e), ', ') INTO bad
+      FROM unnest(excl) AS e
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = tbl AND a.attname = e AND a.attnum > 0 AND NOT a.attisdropped);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" has no column %', tbl, bad
+            USING ERRCODE = 'undefined_column',
+                  DETAIL = 'exclude_columns must name columns of the table.',
+                  HINT = 'Check the spelling of the excluded columns.';
+    END IF;
+    SELECT string_agg(format('%I', e), ', ') INTO bad FROM unnest(excl) AS e WHERE e = ANY (pk);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'primary key column % of table "%" cannot be excluded', bad, tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = 'Exclude only non-key columns.';
+    END IF;
+
+    -- Exclusions follow the column (its attnum) through renames.
+    SELECT coalesce(array_agg(a.attnum ORDER BY a.attnum), '{}') INTO excl_attnums
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY (excl);
+
+    SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.relid = tbl::oid FOR UPDATE;
+    IF NOT FOUND THEN
+        -- 48 bytes leave room for the partition suffixes within NAMEDATALEN.
+        aname := rel.nspname || '__' || rel.relname;
+        WHILE octet_length(aname) > 48 LOOP
+            aname := left(aname, -1);
+        END LOOP;
+        WHILE EXISTS (SELECT 1 FROM bv_audit.tracked tr WHERE tr.audit_table = aname)
+              OR to_regclass(format('bv_audit.%I', aname)) IS NOT NULL LOOP
+            n := n + 1;
+            aname := rel.nspname || '__' || rel.relname;
+            WHILE octet_length(aname) > 42 LOOP
+                aname := left(aname, -1);
+            END LOOP;
+            aname := aname || '_' || n;
+        END LOOP;
+        EXECUTE format($sql$
+            CREATE TABLE bv_audit.%I (
+                audit_id      bigint NOT NULL DEFAULT bv_audit.next_audit_id(),
+                audit_op      text NOT NULL,
+                audit_xid     xid8 NOT NULL,
+                audit_actor   text NOT NULL,
+                audit_ts      timestamptz NOT NULL,
+                audit_app     text,
+                audit_client  inet,
+                audit_trace   text,
+                audit_changed text[]
+            ) PARTITION BY RANGE (audit_ts)$sql$, aname);
+        EXECUTE format('CREATE TABLE bv_audit.%I PARTITION OF bv_audit.%I DEFAULT',
+                       aname || '_default', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only BEFORE UPDATE OR DELETE ON bv_audit.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname || '_default');
+        EXECUTE format('REVOKE ALL ON bv_audit.%I, bv_audit.%I FROM PUBLIC', aname, aname || '_default');
+        EXECUTE format('GRANT SELECT ON bv_audit.%I TO bv_admin', aname);
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname,
+                       format('Audit records of %I.%I (append-only, partitioned by month): the row after INSERT/UPDATE, before DELETE; S = snapshot at enable, T = TRUNCATE.',
+                              rel.nspname, rel.relname));
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname || '_default',
+                       'Records of months whose partition was missing; purge() trims it.');
+
+        INSERT INTO bv_audit.tracked (relid, source_schema, source_table, audit_table, audit_relid,
+                                      pk_columns, exclude_columns, exclude_attnums, retention)
+        VALUES (tbl, rel.nspname, rel.relname, aname, format('bv_audit.%I', aname)::regclass,
+                pk, excl, excl_attnums, retention)
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        -- The history of one row is found by its key (see _history_index).
+        -- No index on audit_ts: monthly partitions prune by time, and every
+        -- index is paid for by every audited write.
+        PERFORM bv_audit._history_index(t, coalesce(enable.history_index, 'bloom'));
+        FOR m IN 0..3 LOOP
+            PERFORM bv_audit._create_partition(t, (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date);
+        END LOOP;
+        PERFORM bv_audit._snapshot(t);
+    ELSE
+        was_enabled := t.enabled;
+        UPDATE bv_audit.tracked tr
+           SET exclude_columns = excl,
+               exclude_attnums = excl_attnums,
+               retention = coalesce(enable.retention, tr.retention),
+               enabled = true,
+               enabled_at = CASE WHEN tr.enabled THEN tr.enabled_at ELSE now() END
+         WHERE tr.id = t.id
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        IF enable.history_index IS NOT NULL AND enable.history_index <> t.history_index THEN
+            PERFORM bv_audit._history_index(t, enable.history_index);
+        END IF;
+        IF NOT was_enabled THEN
+            -- Re-enabled: changes made while disabled were not recorded.
+            -- Rows deleted meanwhile (or moved to another key) get a D, so
+            -- that as_of() shows no ghosts; every row gets an S.
+            PERFORM bv_audit._record_vanished(t, NULL);
+            PERFORM bv_audit._snapshot(t);
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    PERFORM bv_audit._invalidate(tbl);
+    RETURN t.audit_relid;
+END
+$$;
+
+-- stamp(), changes(), as_of(): NULL arguments refused with 22004 and a
+-- missing table with 42P01, instead of broken generated SQL or an empty
+-- answer (#17 item 15).
+CREATE OR REPLACE FUNCTION bv_audit.stamp(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind "char";
+    col record;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to stamp, e.g. ''public.invoice''.';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF kind IS NULL THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Pass an existing table.';
+    END IF;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Audit columns are filled by a row trigger, which only tables have.',
+                  HINT = 'Call bv_audit.stamp() on the underlying table.';
+    END IF;
+    FOR col IN
+        SELECT * FROM (VALUES ('created_by', 'pg_catalog.text'::regtype),
+                              ('created_at', 'pg_catalog.timestamptz'::regtype),
+                              ('updated_by', 'pg_catalog.text'::regtype),
+                              ('updated_at', 'pg_catalog.timestamptz'::regtype)) AS v(name, typ)
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col.name AND NOT a.attisdropped
+                      AND a.atttypid <> col.typ) THEN
+            RAISE EXCEPTION 'column "%" of table % is not of type %', col.name, tbl, col.typ
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = 'bv_audit.stamp() fills created_by/updated_by with text and created_at/updated_at with timestamptz.',
+                      HINT = 'Rename or convert the existing column, then call bv_audit.stamp() again.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col.name AND NOT a.attisdropped) THEN
+            CONTINUE;
+        END IF;
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', tbl, col.name, col.typ);
+        EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', tbl, col.name,
+                       CASE col.name
+                           WHEN 'created_by' THEN 'Actor (bv.actor()) who inserted the row; set by bv_audit, cannot be changed.'
+                           WHEN 'created_at' THEN 'Transaction time of the insert; set by bv_audit, cannot be changed.'
+                           WHEN 'updated_by' THEN 'Actor (bv.actor()) of the last insert or update; set by bv_audit.'
+                           ELSE 'Transaction time of the last insert or update; set by bv_audit.' END);
+    END LOOP;
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_stamp BEFORE INSERT OR UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION bv_audit.stamp_trigger()', tbl);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv_audit.changes(tbl regclass, from_ts timestamptz, to_ts timestamptz DEFAULT now())
+RETURNS TABLE (audit_id bigint, operation text, changed_at timestamptz, actor text,
+               transaction_id xid8, application_name text, client_addr inet,
+               traceparent text, changed_columns text[], row_data jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked := bv_audit._tracked(tbl);
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION 'time range must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass both ends, e.g. now() - interval ''1 day'' and now().';
+    END IF;
+    IF from_ts > to_ts THEN
+        RAISE EXCEPTION 'time range ends before it starts'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('from %s is after to %s.', from_ts, to_ts),
+                  HINT = 'Pass the earlier time first.';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT a.audit_id, a.audit_op, a.audit_ts, a.audit_actor, a.audit_xid, a.audit_app, '
+        '       a.audit_client, a.audit_trace, a.audit_changed, %s '
+        '  FROM bv_audit.%I a WHERE a.audit_ts >= $1 AND a.audit_ts < $2 AND a.audit_op <> ''S'' '
+        ' ORDER BY a.audit_id',
+        bv_audit._row_expr(t, 'a'), t.audit_table) USING from_ts, to_ts;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv_audit.as_of(tbl regclass, ts timestamptz)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked := bv_audit._tracked(tbl);
+    keys text;
+BEGIN
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'time must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the time to read the table at, e.g. now() - interval ''1 day''.';
+    END IF;
+    SELECT string_agg(format('a.%I', c.audit_column), ', ' ORDER BY p.ord) INTO keys
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum;
+    -- The last record of each row at ts, unless it was a DELETE or a later
+    -- TRUNCATE (up to ts) emptied the table.
+    RETURN QUERY EXECUTE format(
+        'WITH cut AS (SELECT max(x.audit_id) AS id FROM bv_audit.%I x '
+        '              WHERE x.audit_op = ''T'' AND x.audit_ts <= $1), '
+        '     last AS (SELECT DISTINCT ON (%s) a.* FROM bv_audit.%I a '
+        '               WHERE a.audit_ts <= $1 AND a.audit_op <> ''T'' '
+        '               ORDER BY %s, a.audit_id DESC) '
+        'SELECT %s FROM last a, cut '
+        ' WHERE a.audit_op <> ''D'' AND (cut.id IS NULL OR a.audit_id > cut.id) '
+        ' ORDER BY %s',
+        t.audit_table, keys, t.audit_table, keys, bv_audit._row_expr(t, 'a'), keys) USING ts;
+END
+$$;
+
+-- #18 item 8: only a superuser can stop capture.  The capture triggers of a
+-- tracked, enabled table must stay as enable() made them: a non-superuser
+-- (typically the table's owner) who disables (DISABLE TRIGGER, ENABLE
+-- REPLICA TRIGGER), drops, renames or replaces one is refused with 42501
+-- and the command rolls back.  Not SECURITY DEFINER: it judges the role
+-- that runs the command.  Superusers (and bv_audit's own functions, which
+-- run as the extension owner) pass.
+CREATE FUNCTION bv_audit._capture_intact(relid oid, tracked_id integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) = 2
+      FROM pg_catalog.pg_trigger tg
+     WHERE tg.tgrelid = relid
+       AND tg.tgfoid = 'bv_audit.capture_trigger()'::pg_catalog.regprocedure
+       AND tg.tgenabled IN ('O', 'A') AND NOT tg.tgisinternal
+       AND tg.tgqual IS NULL AND tg.tgattr = ''::pg_catalog.int2vector AND tg.tgnargs = 1
+       AND pg_catalog.encode(tg.tgargs, 'escape') = tracked_id::text || '\000'
+       AND ((tg.tgname = 'bv_audit_capture' AND tg.tgtype = 29)           -- AFTER ROW INSERT OR UPDATE OR DELETE
+            OR (tg.tgname = 'bv_audit_capture_truncate' AND tg.tgtype = 32)) -- AFTER STATEMENT TRUNCATE
+$$;
+COMMENT ON FUNCTION bv_audit._capture_intact(oid, integer) IS
+'Internal: whether a tracked table still has both capture triggers, enabled and as bv_audit.enable() created them.';
+
+CREATE FUNCTION bv_audit._guard_capture()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rels oid[];
+    t record;
+BEGIN
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        SELECT array_agg(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid) INTO rels
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.object_type = 'trigger';
+    ELSE
+        SELECT array_agg(CASE WHEN c.object_type = 'trigger'
+                              THEN (SELECT tg.tgrelid FROM pg_catalog.pg_trigger tg WHERE tg.oid = c.objid)
+                              ELSE c.objid END) INTO rels
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.object_type IN ('table', 'trigger');
+    END IF;
+    FOR t IN SELECT tr.id, tr.relid FROM bv_audit.tracked tr
+              WHERE tr.relid = ANY (rels) AND tr.enabled LOOP
+        IF NOT bv_audit._capture_intact(t.relid, t.id) THEN
+            RAISE EXCEPTION 'only a superuser can stop bv_audit from recording changes of %', t.relid::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'The command would disable, drop, rename or replace a capture trigger of a tracked table.',
+                      HINT = 'Ask a member of bv_admin to call bv_audit.disable() on the table.';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._guard_capture() IS
+'Event trigger function: refuses (42501) a non-superuser''s command that disables, drops, renames or replaces a capture trigger of a tracked table.';
+
+CREATE EVENT TRIGGER bv_audit_guard ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER', 'ALTER TRIGGER')
+    EXECUTE FUNCTION bv_audit._guard_capture();
+CREATE EVENT TRIGGER bv_audit_guard_drop ON sql_drop
+    WHEN TAG IN ('DROP TRIGGER')
+    EXECUTE FUNCTION bv_audit._guard_capture();
+
+-- #18 item 7 for audit tables made before 0.3.0: audit columns of an enum
+-- or domain type (or arrays of them) become text or the base type, so that
+-- ALTER TYPE ... RENAME VALUE or DROP ... CASCADE never touches history.
+-- The text of every value is kept, and with it every record digest.
+DO $$
+DECLARE
+    t bv_audit.tracked;
+    a record;
+    key_retyped boolean;
+BEGIN
+    FOR t IN SELECT * FROM bv_audit.tracked tr
+              WHERE to_regclass(format('bv_audit.%I', tr.audit_table)) IS NOT NULL LOOP
+        key_retyped := false;
+        FOR a IN SELECT x.attname, w.audit_type, w.audit_typmod
+                   FROM pg_catalog.pg_attribute x
+                   JOIN pg_catalog.pg_type ty ON ty.oid = x.atttypid
+                   LEFT JOIN pg_catalog.pg_type el ON el.oid = ty.typelem AND ty.typlen = -1
+                   CROSS JOIN LATERAL bv_audit._audit_type(x.atttypid, x.atttypmod) w
+                  WHERE x.attrelid = t.audit_relid AND x.attnum > 0 AND NOT x.attisdropped
+                    AND (ty.typtype IN ('d', 'e') OR el.typtype IN ('d', 'e')) LOOP
+            IF a.attname = ANY (t.pk_columns) AND NOT key_retyped
+               AND to_regclass(format('bv_audit.%I', t.audit_table || '_history')) IS NOT NULL THEN
+                EXECUTE format('DROP INDEX bv_audit.%I', t.audit_table || '_history');
+                key_retyped := true;
+            END IF;
+            EXECUTE format('ALTER TABLE bv_audit.%I ALTER COLUMN %I TYPE %s USING %I::text::%s',
+                           t.audit_table, a.attname, format_type(a.audit_type, a.audit_typmod),
+                           a.attname, format_type(a.audit_type, a.audit_typmod));
+        END LOOP;
+        IF key_retyped THEN
+            PERFORM bv_audit._history_index(t, t.history_index);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- ===========================================================================
 -- #18 item 10: history(), as_of() and changes() do not show records from
 -- the future.  No committed record can carry a transaction id from the
 -- reader's snapshot's xmax on (such an id had not been assigned when the
