@@ -7,7 +7,7 @@
 -- how); they protect nothing.  Runs as a superuser in one rolled-back
 -- transaction.
 BEGIN;
-SELECT plan(63);
+SELECT plan(65);
 
 -- base64url, and a token signed with a given raw signature
 CREATE FUNCTION pg_temp.b64url(b bytea) RETURNS text LANGUAGE sql IMMUTABLE AS
@@ -143,6 +143,74 @@ SELECT throws_ok($$INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('ec-off', 'ES
                  '22023', 'invalid key "ec-off" in bv.jwt_keys', 'a P-256 point off the curve (PEM) is refused');
 SELECT throws_ok($$INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('ec-off', 'ES256', '{"kty":"EC","crv":"P-256","x":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","y":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"}')$$,
                  '22023', 'invalid key "ec-off" in bv.jwt_keys', 'a P-256 point off the curve (JWK) is refused');
+
+-- Against a model: random 32-byte encodings (a third of them near p or a
+-- small-order point, half with the x sign bit flipped) are accepted exactly
+-- when an independent decoding in numeric arithmetic says they are a
+-- canonical point of the curve and not of small order.
+CREATE FUNCTION pg_temp.modexp(b numeric, e numeric, m numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+DECLARE r numeric := 1;
+BEGIN
+    b := mod(b, m);
+    WHILE e > 0 LOOP
+        IF mod(e, 2) = 1 THEN r := mod(r * b, m); END IF;
+        b := mod(b * b, m);
+        e := div(e, 2);
+    END LOOP;
+    RETURN r;
+END $$;
+CREATE FUNCTION pg_temp.ed_model(x bytea) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    p numeric := 2::numeric ^ 255 - 19;
+    d numeric := 37095705934669439343138083508754565189542113879843219016388785533085940283555;
+    y numeric := 0;
+    w numeric;
+    l numeric;
+    i integer;
+BEGIN
+    FOR i IN REVERSE 31 .. 0 LOOP
+        y := y * 256 + CASE WHEN i = 31 THEN get_byte(x, i) & 127 ELSE get_byte(x, i) END;
+    END LOOP;
+    IF y IN (0, 1, p - 1,
+             2707385501144840649318225287225658788936804267575313519463743609750303402022,
+             55188659117513257062467267217118295137698188065244968500265048394206261417927) OR y >= p THEN
+        RETURN false;
+    END IF;
+    w := mod(mod(y * y - 1 + p, p) * pg_temp.modexp(mod(d * y * y + 1, p), p - 2, p), p);
+    l := pg_temp.modexp(w, div(p - 1, 2), p);
+    RETURN l IN (0, 1) AND NOT (w = 0 AND get_byte(x, 31) >= 128);
+END $$;
+CREATE FUNCTION pg_temp.ed_accepts(x bytea) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bv.jwt_keys (kid, alg, key)
+    VALUES ('ed-model', 'EdDSA', format('{"kty":"OKP","crv":"Ed25519","x":"%s"}', pg_temp.b64url(x)));
+    DELETE FROM bv.jwt_keys WHERE kid = 'ed-model';
+    RETURN true;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RETURN false;
+END $$;
+CREATE TEMP TABLE ed_seed AS SELECT (floor(random() * 1000000))::integer AS seed;
+SELECT setseed((SELECT seed FROM ed_seed) / 1000000.0);
+CREATE TEMP TABLE ed_sample AS
+SELECT n, (SELECT string_agg(set_byte('\x00'::bytea, 0, floor(random() * 256)::integer), '')
+           FROM generate_series(1, 32 + 0 * n)) AS x
+FROM generate_series(1, 200) n;
+-- a sixth near p (below and above it), a sixth small-order points
+UPDATE ed_sample SET x = decode('ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f', 'hex')
+    WHERE n % 6 = 0;
+UPDATE ed_sample SET x = set_byte(x, 0, 247 - (n % 40)) WHERE n % 6 = 0;  -- p - 29 .. p + 10
+UPDATE ed_sample SET x = (ARRAY[
+    '\x0000000000000000000000000000000000000000000000000000000000000000',
+    '\x0100000000000000000000000000000000000000000000000000000000000000',
+    '\xecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+    '\x26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05',
+    '\xc7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a']::bytea[])[1 + n % 5]
+    WHERE n % 6 = 1;
+UPDATE ed_sample SET x = set_byte(x, 31, get_byte(x, 31) # 128) WHERE random() < 0.5;
+SELECT is((SELECT array_agg(encode(x, 'hex') ORDER BY n) FROM ed_sample WHERE pg_temp.ed_accepts(x) <> pg_temp.ed_model(x)),
+          NULL, format('200 random Ed25519 encodings: bv_core agrees with the model (seed %s)', (SELECT seed FROM ed_seed)));
+SELECT ok((SELECT count(*) FILTER (WHERE pg_temp.ed_model(x)) BETWEEN 20 AND 180 FROM ed_sample),
+          'the sample holds accepted and refused encodings');
 
 -- A weak key written before these checks (here: with the trigger disabled)
 -- is skipped by the key cache, can be deactivated, but not reactivated.
