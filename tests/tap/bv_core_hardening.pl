@@ -28,6 +28,50 @@ my $db = 'bitvelocity';
 $node->safe_psql($db,
 	"INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('replay', 'HS256', encode(sha256('replay test key'::bytea), 'hex'))");
 
+# Against a model: a random mix of fresh and reused jtis (seeded); a jti
+# once accepted is refused ever after (28000), a new one is accepted or, if
+# its slots are full, refused with 53400 and not recorded; the table then
+# holds exactly the accepted jtis.
+my $seed = int(rand(1_000_000));
+my $model = $node->safe_psql($db, qq{
+SET bv.jwt_replay_check = on;
+CREATE TEMP TABLE accepted (jti text PRIMARY KEY);
+CREATE TEMP TABLE mismatch (op integer, jti text, got text);
+DO \$m\$
+DECLARE
+    op integer;
+    j text;
+    got text;
+    was boolean;
+BEGIN
+    PERFORM setseed($seed / 1000000.0);
+    FOR op IN 1 .. 400 LOOP
+        j := 'model-' || floor(random() * 150)::integer;
+        BEGIN
+            PERFORM bv.jwt_verify(bv.jwt_sign(jsonb_build_object('sub', 'm', 'jti', j,
+                'exp', extract(epoch FROM clock_timestamp())::bigint + 3600), 'replay'));
+            got := 'ok';
+        EXCEPTION WHEN OTHERS THEN
+            got := SQLSTATE;
+        END;
+        was := EXISTS (SELECT 1 FROM accepted a WHERE a.jti = j);
+        IF (was AND got <> '28000') OR (NOT was AND got NOT IN ('ok', '53400')) THEN
+            INSERT INTO mismatch VALUES (op, j, got);
+        END IF;
+        IF got = 'ok' THEN
+            INSERT INTO accepted VALUES (j);
+        END IF;
+    END LOOP;
+END
+\$m\$;
+SELECT (SELECT count(*) FROM mismatch) || ' ' || (SELECT count(*) FROM accepted) || ' ' ||
+       (SELECT replay_entries FROM bv.jwt_replay_stats());
+});
+my ($mismatches, $accepted, $entries) = split / /, $model;
+is($mismatches, 0, "random fresh and reused jtis agree with the model (seed $seed)");
+is($entries, $accepted, "the table holds exactly the accepted jtis (seed $seed)");
+cmp_ok($accepted, '>', 100, 'most of the 150 jtis were accepted');
+
 my $flood = $node->safe_psql($db, q{
 SET bv.jwt_replay_check = on;
 CREATE TEMP TABLE flood (n integer, state text);
@@ -61,7 +105,7 @@ my ($first, $second, $ok, $full, $other, $again) = split / /, $flood;
 is($first, 'ok', 'replay check: the first token is accepted once');
 is($second, '28000', 'and refused again, also after rate-limit calls on keys named like its jti');
 cmp_ok($full, '>', 0, 'a flood of fresh jtis fills the table: new jtis are refused with 53400');
-is($ok + 1, 512, 'every slot of the table holds a jti (none was evicted)');
+is($ok + 1 + $accepted, 512, 'every slot of the table holds a jti (none was evicted)');
 is($other, 0, 'no other error during the flood');
 is($again, '28000', 'the first token is still refused as a replay after the flood');
 
