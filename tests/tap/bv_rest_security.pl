@@ -44,6 +44,13 @@ sub file_body
 	return "\@$f";
 }
 
+# A member of a JSON object answer (undef for any other answer).
+sub field
+{
+	my ($json, $name) = @_;
+	return ref $json eq 'HASH' ? $json->{$name} : undef;
+}
+
 sub call
 {
 	my ($method, $path, %o) = @_;
@@ -74,21 +81,21 @@ $node->safe_psql('bitvelocity', q{SELECT bv.jwt_revoke('jti-gone', now() + inter
 ($status, $body) = call('GET', '/orders',
 	token => $jwt->(qq({"role":"bv_user","sub":"alice","jti":"jti-gone","exp":$exp})));
 is($status, '401', 'revoked jti: 401');
-like($body->{details}, qr/revoked/, 'revoked jti: the detail says so');
+like(field($body, 'details'), qr/revoked/, 'revoked jti: the detail says so');
 
 # Two Authorization headers: PostgREST verifies the first, request.headers
 # keeps the last; they must agree.
 my $bob = $jwt->(qq({"role":"bv_user","sub":"bob","exp":$exp}));
 ($status, $body) = call('GET', '/orders', headers => [ "Authorization: Bearer $alice", "Authorization: Bearer $bob" ]);
 is($status, '400', 'two different bearer tokens: 400');
-like($body->{message}, qr/ambiguous credentials/, 'two bearer tokens: the message says why');
+like(field($body, 'message'), qr/ambiguous credentials/, 'two bearer tokens: the message says why');
 
 # ---- item 9: an authenticated role acts for a subject ----
 my $nosub = $jwt->(qq({"role":"bv_user","exp":$exp}));
 ($status, $body) = call('POST', '/rpc/place_order', token => $nosub,
 	body => '{"lines":[{"sku":"BOOK-PGI","quantity":1}]}');
 is($status, '401', 'bv_user token without sub: place_order refused with 401');
-like($body->{message}, qr/token without a subject/, 'token without sub: the message says why');
+like(field($body, 'message'), qr/token without a subject/, 'token without sub: the message says why');
 ($status) = call('GET', '/orders', token => $nosub);
 is($status, '401', 'bv_user token without sub: listing orders refused');
 is($node->safe_psql('bitvelocity', q{SELECT count(*) FROM commerce.orders WHERE customer_id = 'bv_authenticator'}),
@@ -103,7 +110,7 @@ my $orders_before = $node->safe_psql('bitvelocity', 'SELECT count(*) FROM commer
 ($status, $body) = call('POST', '/rpc/place_order', headers => ["x-api-key: $read_key"],
 	body => '{"lines":[{"sku":"BOOK-PGI","quantity":1}]}');
 is($status, '403', 'a read key cannot place an order: 403');
-like($body->{message}, qr/scopes do not allow writes/, 'read key: the message says why');
+like(field($body, 'message'), qr/scopes do not allow writes/, 'read key: the message says why');
 ($status) = call('POST', '/rpc/add_to_cart', headers => ["x-api-key: $read_key"],
 	body => '{"sku":"BOOK-PGI","quantity":1}');
 is($status, '403', 'a read key cannot add to a cart: 403');
@@ -114,7 +121,7 @@ is($node->safe_psql('bitvelocity', q{SELECT count(*) FROM commerce.carts WHERE c
 ($status, $body) = call('POST', '/rpc/place_order', headers => ["x-api-key: $write_key"],
 	body => '{"lines":[{"sku":"BOOK-PGI","quantity":1}]}');
 is($status, '200', 'a write key places an order');
-my $wk_order = $body->{id};
+my $wk_order = field($body, 'id') // 0;
 ($status) = call('POST', '/rpc/cancel_order', headers => ["x-api-key: $read_key"],
 	body => qq({"order_id":$wk_order}));
 is($status, '403', 'a read key cannot cancel: 403');
@@ -126,21 +133,27 @@ is($node->safe_psql('bitvelocity', 'SELECT count(*) FROM commerce.orders'), $ord
 my $anon_token = $jwt->(qq({"role":"bv_anon","exp":$exp}));
 ($status, $body) = call('GET', '/orders', token => $anon_token, headers => ["x-api-key: $write_key"]);
 is($status, '401', 'a bearer token without sub plus an API key: 401');
-like($body->{message}, qr/both a bearer token and an API key/, 'two credentials: the message says why');
+like(field($body, 'message'), qr/both a bearer token and an API key/, 'two credentials: the message says why');
 ($status) = call('GET', '/orders', token => $alice, headers => ["x-api-key: $write_key"]);
 is($status, '401', 'a bearer token plus an API key: 401');
 
 # ---- item 11: no 500 for writes to the API's views ----
+# Each view with one of its own columns (an unknown column would be refused
+# by PostgREST before PostgreSQL sees the request).
+my %column = (catalog => [ sku => '"BOOK-PGI"' ], orders => [ id => 1 ],
+	order_lines => [ order_id => 1 ], payments => [ order_id => 1 ]);
 my @five;
-for my $view ('catalog', 'orders', 'order_lines', 'payments')
+for my $view (sort keys %column)
 {
+	my ($col, $value) = @{ $column{$view} };
+	(my $filter = $value) =~ s/"//g;
 	for my $method ('POST', 'PATCH', 'PUT', 'DELETE')
 	{
 		for my $who ([ anon => undef ], [ alice => $alice ])
 		{
-			my $path = "/$view" . ($method eq 'POST' ? '' : '?sku=eq.x&id=eq.1&order_id=eq.1');
+			my $path = "/$view" . ($method eq 'POST' ? '' : "?$col=eq.$filter");
 			($status, $body) = call($method, $path, token => $who->[1],
-				$method eq 'DELETE' ? () : (body => '{"sku":"x","id":1,"order_id":1}'));
+				$method eq 'DELETE' ? () : (body => qq({"$col":$value})));
 			push @five, "$method /$view as $who->[0]: $status" if $status !~ /^4\d\d$/;
 		}
 	}
@@ -148,7 +161,7 @@ for my $view ('catalog', 'orders', 'order_lines', 'payments')
 is(join("\n", @five), '', 'every write to a view is a 4xx');
 ($status, $body) = call('POST', '/order_lines', token => $alice, body => '{"order_id":1}');
 is($status, '403', 'POST /order_lines: 403');
-like($body->{message}, qr/permission denied for view order_lines/, 'POST /order_lines: a clear message');
+like(field($body, 'message'), qr/permission denied for view order_lines/, 'POST /order_lines: a clear message');
 ($status) = call('PATCH', '/catalog?sku=eq.BOOK-PGI', body => '{"amount_minor":1}');
 is($status, '401', 'anonymous PATCH /catalog: 401');
 is($node->safe_psql('bitvelocity', q{SELECT count(*) FROM commerce.prices WHERE amount_minor = 1}), '0',
@@ -161,15 +174,16 @@ my $log_offset = -s $node->logfile;
 is($status, '503', 'webhook without a configured secret: 503');
 unlike(encode_json($body), qr/secret|bv\.secrets|payment_webhook/i,
 	'the answer names neither bv.secrets nor the secret');
-ok($node->wait_for_log(qr/secret "commerce\.payment_webhook" is not set/, $log_offset),
-	'the server log says which secret is missing');
+# (The backend writes the LOG line before it answers.)
+like(PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset),
+	qr/secret "commerce\.payment_webhook" is not set/, 'the server log says which secret is missing');
 
 # ---- item 15: bad arguments ----
 ($status, $body) = call('POST', '/rpc/add_to_cart', token => $alice,
 	body => '{"sku":"BOOK-PGI","quantity":1,"currency":"USDX"}');
 is($status, '400', 'a four-letter currency: 400');
-is($body->{code}, '22023', 'a four-letter currency: 22023, not 22001');
-ok($body->{hint}, 'a four-letter currency: with a hint');
+is(field($body, 'code'), '22023', 'a four-letter currency: 22023, not 22001');
+ok(field($body, 'hint'), 'a four-letter currency: with a hint');
 my $huge = 'X' x 1_000_000;
 ($status, $body) = call('POST', '/rpc/add_to_cart', token => $alice,
 	body => file_body(qq({"sku":"$huge","quantity":1})));
@@ -183,7 +197,7 @@ cmp_ok(length(encode_json($body)), '<', 1000, "place_order with a 1 MB SKU: a sh
 is($status, '400', 'an invalid line with a 1 MB SKU: 400');
 cmp_ok(length(encode_json($body)), '<', 1000, 'an invalid line is not echoed in full');
 ($status, $body) = call('POST', '/rpc/cancel_order', token => $alice, body => '{"order_id":null}');
-is($body->{code}, '22004', 'cancel_order(NULL): 22004');
+is(field($body, 'code'), '22004', 'cancel_order(NULL): 22004');
 
 my $wh_secret = 'whsec_' . join '', map { ('a' .. 'z', 0 .. 9)[ rand 36 ] } 1 .. 32;
 $node->safe_psql('bitvelocity', "SELECT bv.secret_set('commerce.payment_webhook', '$wh_secret')");
@@ -198,13 +212,13 @@ my $event_with_id = sub {
 };
 ($status, $body) = $signed->($event_with_id->('e' x 1_000_000));
 is($status, '413', 'a signed webhook with a 1 MB event id: 413 (the body is too large)');
-like($body->{message}, qr/webhook body too large/, 'a 1 MB body: the message says why, not "index row requires"');
+like(field($body, 'message'), qr/webhook body too large/, 'a 1 MB body: the message says why, not "index row requires"');
 ($status, $body) = $signed->($event_with_id->('e' x 100_000));
 is($status, '400', 'a signed webhook with a 100 kB event id: 400');
-is($body->{code}, '22023', 'a 100 kB event id: 22023, not 54000');
+is(field($body, 'code'), '22023', 'a 100 kB event id: 22023, not 54000');
 cmp_ok(length(encode_json($body)), '<', 1000, 'the event id is not echoed');
 ($status, $body) = $signed->('{"id":"evt_x","type":"payment.succeeded","data":{"payment_ref":"p","amount_minor":"lots","currency":"USD"}}');
-is($body->{code}, '22023', 'a non-numeric amount: 22023, not 22P02');
+is(field($body, 'code'), '22023', 'a non-numeric amount: 22023, not 22P02');
 is($node->safe_psql('bitvelocity', 'SELECT count(*) FROM commerce.webhook_events'), '0', 'nothing stored');
 
 $pgrst->kill_kill;
