@@ -981,7 +981,7 @@ bv_jwt_key_sign(BvJwtKey *key, const uint8 *input, size_t input_len,
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 				 errmsg("could not sign the token"),
-				 errdetail("OpenSSL failed to sign with key \"%s\".", key->kid),
+				 errdetail("OpenSSL failed to sign with key \"%s\".", bv_clip(key->kid)),
 				 errhint("Check the key in bv.jwt_keys.")));
 	}
 	return out;
