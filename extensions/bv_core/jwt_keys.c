@@ -10,8 +10,16 @@
  * algorithm: a token's "alg" must equal its key's, so "none" and HS-with-an-
  * RSA-key confusion cannot happen.  A BEFORE trigger runs
  * bv._jwt_key_check() on every row written, so a weak or malformed key
- * (HMAC secret shorter than the hash, RSA under 2048 bits, EC key on the
- * wrong curve) never enters the table.
+ * (the rules are in jwt_crypto.c) never enters the table.  The trigger also
+ * checks, before the table's constraints would, every column they check:
+ * a constraint's error reports the whole row, secret included, to the
+ * client and the log.  Its errors hide the statement and it runs with the
+ * error context stack emptied, so that no context line (COPY's quotes the
+ * input line) carries the secret either (issue #17).
+ *
+ * A jti is 1 to BV_JWT_KID_MAX bytes everywhere: bv.jwt_verify() refuses
+ * any other, bv.jwt_revoke() cannot revoke one, and bv_jwt_jti_revoked()
+ * counts one as revoked.
  *
  * Cache and concurrency.  Each backend keeps the usable keys, already
  * turned into OpenSSL objects, in JwtKeyContext (a child of
