@@ -12,6 +12,7 @@ use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256_hex);
+use Encode;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -82,6 +83,13 @@ $node->safe_psql('bitvelocity', q{SELECT bv.jwt_revoke('jti-gone', now() + inter
 	token => $jwt->(qq({"role":"bv_user","sub":"alice","jti":"jti-gone","exp":$exp})));
 is($status, '401', 'revoked jti: 401');
 like(field($body, 'details'), qr/revoked/, 'revoked jti: the detail says so');
+# A multibyte jti: revoked by its exact bytes, refused over REST too.
+my $mb_jti = "jti-\x{fc}ber-\x{1F600}";
+my $mb_jti_utf8 = Encode::encode('UTF-8', $mb_jti);
+$node->safe_psql('bitvelocity', "SELECT bv.jwt_revoke('$mb_jti_utf8', now() + interval '1 hour', 'test')");
+($status, $body) = call('GET', '/orders',
+	token => $jwt->(qq({"role":"bv_user","sub":"alice","jti":"$mb_jti_utf8","exp":$exp})));
+is($status, '401', 'revoked multibyte jti: 401');
 
 # Two Authorization headers: PostgREST verifies the first, request.headers
 # keeps the last; they must agree.
