@@ -264,9 +264,11 @@ BEGIN
             INSERT INTO bv_audit.seals (tracked_id, seal_no, xid_lo, xid_hi, ts_floor, row_count,
                                         batch_digest, chain_digest)
             VALUES (t.id, next_no, lo, hi, lo_ts, 0, '\x', '\x');
-            -- One scan: the records of [lo, hi) are sealed, the oldest of
-            -- those from hi on bounds the next seal (case a).  a.* is the
-            -- audit table's row whatever its columns are called.
+            -- One scan: the records of [lo, hi) are sealed and their batch
+            -- digest computed, the oldest of those from hi on bounds the
+            -- next seal (case a); seal_entries is not read back (it has no
+            -- index by seal).  a.* is the audit table's row whatever its
+            -- columns are called.
             EXECUTE format(
                 'WITH scan AS ('
                 '    SELECT a.audit_id AS id, a.audit_ts AS ts, a.audit_xid AS xid,'
@@ -277,18 +279,17 @@ BEGIN
                 '    SELECT $1, $2, s.id, s.ts, s.d FROM scan s WHERE s.xid < $4'
                 '    RETURNING seal_entries.audit_id)'
                 ' SELECT (SELECT count(*) FROM ins), (SELECT min(i.audit_id) FROM ins i),'
-                '        (SELECT max(i.audit_id) FROM ins i), (SELECT min(s.ts) FROM scan s WHERE s.xid >= $4)',
+                '        (SELECT max(i.audit_id) FROM ins i), (SELECT min(s.ts) FROM scan s WHERE s.xid >= $4),'
+                '        (SELECT sha256(string_agg(int8send(s.id) || s.d, ''''::bytea ORDER BY s.id))'
+                '           FROM scan s WHERE s.xid < $4)',
                 t.audit_table)
-                INTO n, first_id, last_id, rec_floor
+                INTO n, first_id, last_id, rec_floor, batch
                 USING t.id, next_no, lo, hi, lo_ts;
             IF n = 0 THEN
                 -- Nothing new: no link; the next seal starts from the same place.
                 DELETE FROM bv_audit.seals s WHERE s.tracked_id = t.id AND s.seal_no = next_no;
                 CONTINUE;
             END IF;
-            SELECT sha256(string_agg(int8send(e.audit_id) || e.digest, ''::bytea ORDER BY e.audit_id))
-              INTO batch
-              FROM bv_audit.seal_entries e WHERE e.tracked_id = t.id AND e.seal_no = next_no;
             UPDATE bv_audit.seals s
                SET row_count = n, first_audit_id = first_id, last_audit_id = last_id,
                    ts_floor = CASE WHEN prepared OR untracked THEN lo_ts
@@ -526,12 +527,12 @@ DECLARE
     t bv_audit.tracked;
     trimmed integer[];
 BEGIN
-    FOR t IN SELECT * FROM bv_audit.tracked ORDER BY id LOOP
+    FOR t IN SELECT * FROM bv_audit.tracked tr WHERE tr.purged_before IS NOT NULL ORDER BY tr.id LOOP
         SELECT array_agg(s.seal_no ORDER BY s.seal_no) INTO trimmed
           FROM bv_audit.seals s
-         WHERE s.tracked_id = t.id
-           AND s.row_count > (SELECT count(*) FROM bv_audit.seal_entries e
-                               WHERE e.tracked_id = s.tracked_id AND e.seal_no = s.seal_no);
+          LEFT JOIN (SELECT e.seal_no, count(*) AS n FROM bv_audit.seal_entries e
+                      WHERE e.tracked_id = t.id GROUP BY e.seal_no) e ON e.seal_no = s.seal_no
+         WHERE s.tracked_id = t.id AND s.row_count > coalesce(e.n, 0);
         IF trimmed IS NOT NULL THEN
             PERFORM bv_audit._purge_link(t.id, t.purged_before, 0, trimmed);
         END IF;
