@@ -181,6 +181,20 @@ SET TimeZone = 'Asia/Kolkata';
 SELECT ok, problem FROM bv_audit.verify('public.ts_kinds');
 RESET TimeZone;
 
+-- While a backend does not report its activity (track_activities off), the
+-- start times of its transactions are unknown: the floor stays put.
+CREATE TABLE public.tt (id int PRIMARY KEY);
+SELECT bv_audit.enable('public.tt') IS NOT NULL AS enabled;
+INSERT INTO public.tt VALUES (1);
+SELECT pg_temp.seal_until_covered('public.tt') AS sealed;
+SET track_activities = off;
+INSERT INTO public.tt VALUES (2);
+SELECT pg_temp.seal_until_covered('public.tt') AS sealed;
+RESET track_activities;
+SELECT count(*) AS seals, count(DISTINCT s.ts_floor) AS floors
+  FROM bv_audit.seals s JOIN bv_audit.tracked t ON t.id = s.tracked_id
+ WHERE t.relid = 'public.tt'::regclass;
+
 -- seal() in a repeatable read transaction could miss records: refused.
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT bv_audit.seal();
