@@ -199,3 +199,7 @@ SELECT count(*) AS seals, count(DISTINCT s.ts_floor) AS floors
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT bv_audit.seal();
 ROLLBACK;
+-- So is purge(), which must see the seals that commit while it waits.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM bv_audit.purge();
+ROLLBACK;
