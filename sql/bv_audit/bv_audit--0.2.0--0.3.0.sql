@@ -95,10 +95,10 @@ COMMENT ON FUNCTION bv_audit._link_header(bv_audit.seals) IS
 'Internal: the metadata of a chain link (format 2) as bytes, chained with its batch digest so that no column of a link can change unnoticed.';
 REVOKE ALL ON FUNCTION bv_audit._link_header(bv_audit.seals) FROM PUBLIC;
 
--- The digest of a sequence of seal entries (a seal's batch, a remainder).
--- The first seal whose entries match neither its batch digest nor, when a
--- purge trimmed it, its latest remainder; only among the seals given (all
--- when NULL).
+-- The first seal whose entries (count, and SHA-256 over (audit_id, digest)
+-- in audit_id order) match neither its batch digest nor, when a purge
+-- trimmed it, its latest remainder; only among the seals given (all when
+-- NULL).  Entries filed under a purge link count as a mismatch too.
 CREATE FUNCTION bv_audit._seal_entries_mismatch(tid integer, only_seals integer[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE sql STABLE
