@@ -737,6 +737,16 @@ BEGIN
               JOIN pg_catalog.pg_attribute pa ON pa.attrelid = i.indrelid AND pa.attnum = x.attnum
              WHERE i.indrelid = t.relid AND i.indisprimary) k
      WHERE tr.id = t.id AND k.cols IS NOT NULL AND k.cols <> tr.pk_columns;
+    -- A new primary key (other columns): the history index follows it.
+    IF from_ddl AND EXISTS (SELECT 1 FROM bv_audit.tracked tr WHERE tr.id = t.id AND tr.pk_columns <> t.pk_columns)
+       AND (SELECT array_agg(x.attnum ORDER BY x.attnum) FROM pg_catalog.pg_attribute x
+             WHERE x.attrelid = t.relid AND x.attname = ANY (t.pk_columns))
+           IS DISTINCT FROM
+           (SELECT array_agg(x.attnum ORDER BY x.attnum) FROM pg_catalog.pg_attribute x
+             JOIN bv_audit.tracked tr ON tr.id = t.id
+            WHERE x.attrelid = t.relid AND x.attname = ANY (tr.pk_columns)) THEN
+        key_retyped := true;
+    END IF;
     -- Excluded columns by attnum; their names follow renames.
     UPDATE bv_audit.tracked tr
        SET exclude_columns = coalesce((SELECT array_agg(x.attname ORDER BY x.attnum)

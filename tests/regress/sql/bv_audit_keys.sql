@@ -46,11 +46,20 @@ SELECT operation, changed_columns FROM bv_audit.history('public.k_stock', '{"sku
 UPDATE public.k_stock SET qty = 7 WHERE sku = 'a' AND shop = 2;
 SELECT operation, changed_columns FROM bv_audit.history('public.k_stock', '{"sku": "a", "shop": 2}');
 
+-- A new primary key on other columns: rows are found by it, through a
+-- history index rebuilt on it.
+ALTER TABLE public.k_stock DROP CONSTRAINT k_stock_pkey, ADD PRIMARY KEY (shop);
+SELECT pk_columns FROM bv_audit.tracked WHERE relid = 'public.k_stock'::regclass;
+SELECT pg_get_indexdef(i.indexrelid) ~ 'brin \(shop int4_bloom_ops' AS index_on_new_key
+  FROM pg_index i JOIN bv_audit.tracked t ON i.indrelid = t.audit_relid WHERE t.relid = 'public.k_stock'::regclass;
+UPDATE public.k_stock SET shop = 4 WHERE shop = 3;
+SELECT operation, changed_columns, row_data FROM bv_audit.history('public.k_stock', '{"shop": 3}');
+
 -- A key change rolled back leaves no record.
 BEGIN;
-UPDATE public.k_stock SET sku = 'z' WHERE shop = 2;
+UPDATE public.k_stock SET shop = 9 WHERE shop = 2;
 ROLLBACK;
-SELECT count(*) AS none FROM bv_audit.history('public.k_stock', '{"sku": "z", "shop": 2}');
+SELECT count(*) AS none FROM bv_audit.history('public.k_stock', '{"shop": 9}');
 
 -- Tables without a primary key cannot be tracked: a row has no identity.
 CREATE TABLE public.k_nokey (a int, b text);
