@@ -136,6 +136,12 @@ rest_port=$(bv_free_port 55180)
 "$BV_TOP/tools/postgrest.sh" render "$OUT/postgrest.conf" \
     "postgresql:///bitvelocity?host=$PGHOST&port=$PGPORT&user=bv_authenticator" api "$secret" "$rest_port"
 sed -i 's/^db-pool = .*/db-pool = 16/' "$OUT/postgrest.conf"
+# bv.pre_request() re-verifies every bearer token with bv_core: the secret
+# PostgREST uses is registered as its key (read by the server from a file).
+printf '%s' "$secret" >"$OUT/jwt.secret"
+psql_b -v jwt_file="$OUT/jwt.secret" >/dev/null <<'SQL'
+INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('postgrest', 'HS256', pg_read_file(:'jwt_file'));
+SQL
 "$bin" "$OUT/postgrest.conf" >"$OUT/postgrest.log" 2>&1 &
 pgrst=$!
 trap 'kill $pgrst ${MOCK_PID:-} 2>/dev/null; bv_throwaway_stop "$OUT/cluster"' EXIT
