@@ -271,12 +271,31 @@ write_note(const char *prefix, Relation rel, List *more)
 	pfree(buf.data);
 }
 
+/*
+ * Notes matter only in bv_cdc.database (the slot decodes that database
+ * alone) while the extension exists there (the worker says so in shared
+ * memory); elsewhere they would be WAL for nobody.
+ */
+static bool
+notes_wanted(void)
+{
+	static int in_cdc_database = -1;
+
+	if (in_cdc_database < 0)
+	{
+		char *name = get_database_name(MyDatabaseId);
+
+		in_cdc_database = name != NULL && cdc_database != NULL && strcmp(name, cdc_database) == 0;
+	}
+	return in_cdc_database && cdc_shared != NULL && !cdc_shared->logged_no_extension;
+}
+
 static bool
 notes_possible(QueryDesc *queryDesc, int eflags)
 {
 	return !(eflags & EXEC_FLAG_EXPLAIN_ONLY) && queryDesc->estate != NULL &&
-		   XLogLogicalInfoActive() && !IsInParallelMode() && !RecoveryInProgress() &&
-		   queryDesc->operation != CMD_SELECT;
+		   queryDesc->operation != CMD_SELECT && XLogLogicalInfoActive() &&
+		   !IsInParallelMode() && !RecoveryInProgress() && notes_wanted();
 }
 
 static bool
@@ -352,6 +371,7 @@ cdc_executor_end(QueryDesc *queryDesc)
 			char kind = statement_kind(queryDesc, rri);
 			char op[2] = {kind, '\0'};
 			char rows[32];
+			List *more;
 
 			if (kind == 0 || rel->rd_rel->relkind != RELKIND_RELATION ||
 				rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
@@ -359,7 +379,9 @@ cdc_executor_end(QueryDesc *queryDesc)
 				cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel))))
 				continue;
 			snprintf(rows, sizeof(rows), UINT64_FORMAT, queryDesc->estate->es_processed);
-			write_note(BV_CDC_NOIDENT_PREFIX, rel, list_make2(op, rows));
+			more = lappend(lappend(NIL, op), rows);
+			write_note(BV_CDC_NOIDENT_PREFIX, rel, more);
+			list_free(more);
 		}
 	}
 	if (prev_executor_end)

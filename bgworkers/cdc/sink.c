@@ -616,6 +616,7 @@ cdc_sinks_publish(CdcConfig *cfg)
 	{
 		CdcSink *s = &cfg->sinks[i];
 		CdcSinkStats *st = &cdc_shared->sinks[s->stats_slot];
+		const char *state;
 
 		if (s->n_acked > 0)
 			st->last_ack = now;
@@ -637,12 +638,22 @@ cdc_sinks_publish(CdcConfig *cfg)
 		else
 			s->stalled = cdc_stall_timeout_ms > 0 &&
 						 TimestampDifferenceExceeds(s->stall_since, now, cdc_stall_timeout_ms);
-		strlcpy(st->state, s->paused ? "paused" : s->start_failed ? "failed"
-											  : s->down           ? "down"
-											  : s->stalled        ? "stalled"
-											  : s->impl           ? "up"
-																  : "idle",
-				sizeof(st->state));
+		/*
+		 * A sink that cannot start is "failed" when it has delivered nothing
+		 * since the worker started (a configuration or environment problem:
+		 * a file gone, an unknown host), else "down" (its broker went away).
+		 */
+		if (s->paused)
+			state = "paused";
+		else if (s->start_failed)
+			state = st->events > 0 ? "down" : "failed";
+		else if (s->down)
+			state = "down";
+		else if (s->stalled)
+			state = "stalled";
+		else
+			state = s->impl ? "up" : "idle";
+		strlcpy(st->state, state, sizeof(st->state));
 		strlcpy(st->kind, s->kind, sizeof(st->kind));
 		if (s->kindno == CDC_SINK_WEBHOOK && s->impl != NULL)
 			cdc_webhook_publish(s, st);

@@ -511,3 +511,32 @@ REVOKE ALL ON FUNCTION bv_cdc.clip(text), bv_cdc.invoker(), bv_cdc.is_internal_s
     bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bv_cdc.clip(text), bv_cdc.invoker(), bv_cdc.is_internal_schema(text),
     bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]) TO bv_admin;
+
+CREATE OR REPLACE FUNCTION bv_cdc.check_sink_secrets(kind text, config jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    secret_name text;
+BEGIN
+    FOR secret_name IN
+        SELECT btrim(n) FROM unnest(string_to_array(config ->> 'secret', ',')) n
+         WHERE kind = 'webhook'
+        UNION ALL
+        SELECT config ->> 'password_secret' WHERE kind = 'mqtt' AND config ? 'password_secret'
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM bv.secrets s WHERE s.name = secret_name) THEN
+            RAISE EXCEPTION 'secret "%" does not exist', bv_cdc.clip(secret_name)
+                USING ERRCODE = 'undefined_object',
+                      DETAIL = 'Sink configurations name secrets of bv_core''s store; they never hold the values.',
+                      HINT = 'Store it first with bv.secret_set(name, value).';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- ---- #27 §0: sink states stalled and failed ----
+
+COMMENT ON VIEW bv_cdc.stats IS
+'Per sink: kind, events and bytes acknowledged by the receiver (Kafka, MQTT PUBACK/PUBCOMP, webhook 2xx), last acknowledged LSN, slot lag in bytes (WAL retained) and ms (age of the oldest unacknowledged commit), errors, stream restarts, state (up; down: no broker reachable or circuit open; stalled: messages in flight and no acknowledgement for bv_cdc.stall_timeout; failed: the sink cannot start, retried on its own back-off while the others stream; paused; idle) and last error; for webhooks the circuit breaker (closed, open, half-open), events waiting in the spool, events dead-lettered and spool redeliveries since the worker started; plus the worker''s state.';

@@ -61,8 +61,8 @@ SELECT bv_cdc.add_route('public.t', 'tls');
 ok($node->poll_query_until('bitvelocity', "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = 'bv_cdc'"),
 	'the slot exists while the sink cannot start');
 ok( $node->poll_query_until(
-		'bitvelocity', "SELECT state = 'down' AND last_error IS NOT NULL FROM bv_cdc.stats WHERE sink = 'tls'"),
-	'without a client certificate the sink is down, with a reason');
+		'bitvelocity', "SELECT state = 'failed' AND last_error IS NOT NULL FROM bv_cdc.stats WHERE sink = 'tls'"),
+	'without a client certificate the sink cannot start: failed (it never delivered), with a reason');
 $node->safe_psql('bitvelocity', "INSERT INTO public.t VALUES (1, 'while refused')");
 my $lsn = $node->safe_psql('bitvelocity', 'SELECT pg_current_wal_lsn()');
 is( $node->safe_psql(
