@@ -22,7 +22,9 @@
  * bv.rate_limit_buckets, bv.master_key_file), registers the JWT key
  * cache's invalidation callback (jwt_keys.c) and, only when loaded through
  * shared_preload_libraries, installs the rate limiter's shared-memory hooks
- * (ratelimit.c).  Loaded later, the rate limiter reports 55000.
+ * (ratelimit.c).  Loaded later, the rate limiter reports 55000.  Since
+ * 0.3.0 it installs an emit_log_hook (redact.c) that keeps statements and
+ * COPY lines that may carry secrets out of error reports.
  *
  *-------------------------------------------------------------------------
  */
@@ -204,6 +206,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("bv");
 
 	bv_jwt_keys_init();
+	bv_redact_init();
 	if (process_shared_preload_libraries_in_progress)
 		bv_ratelimit_init();
 }

@@ -105,6 +105,7 @@ extern BvJwtKey *bv_jwt_key_for_signing(const char *kid);
 extern bool bv_jwt_jti_revoked(const char *jti);
 
 /* ratelimit.c */
+extern void bv_redact_init(void);
 extern void bv_ratelimit_init(void);
 extern bool bv_ratelimit_take(const char *key, size_t keylen, double rate,
 							  double burst, double *retry_after);

@@ -9,10 +9,12 @@
  * (alg, key) into OpenSSL objects and refuses, with SQLSTATE 22023, a key
  * that does not fit its algorithm or is too weak (issue #17):
  *
- *	- HS: secrets shorter than the hash; secrets that contain a PEM block
- *	  anywhere, parse as a DER key or as its base64 or hex, or look like a JWK of
- *	  another type, in text or inside an "oct" JWK (HS/RS key confusion:
- *	  a public key used as an HMAC secret lets anybody sign);
+ *	- HS: secrets shorter than the hash or longer than 4096 bytes; secrets
+ *	  that hold a key anywhere in them: a PEM armour line (any case), a DER
+ *	  key at any offset, the base64/base64url/hex of a DER key or of a PEM
+ *	  block with or without text around it, or a JWK of another type, in
+ *	  text or inside an "oct" JWK (HS/RS key confusion: a public key used
+ *	  as an HMAC secret lets anybody sign);
  *	- RS/PS: RSA under 2048 or over 16384 bits, an even modulus, or a public
  *	  exponent that is even, below 65537 or over 256 bits (with e = 1 the
  *	  padded hash itself is a valid signature);
@@ -572,82 +574,197 @@ der_is_key(const uint8 *der, size_t len)
 	return k != NULL;
 }
 
-/*
- * Does the text secret, white space left out, decode (as base64/base64url
- * when hex is false, as hex when true) to the DER of a key?  Only texts of
- * at least 64 such characters are tried: no key's DER is shorter.
- */
+/* The most bytes of an HMAC secret: the key scan below stays cheap. */
+#define HMAC_SECRET_MAX 4096
+
+/* Is needle (NUL-terminated, lower case) in hay, ignoring ASCII case? */
 static bool
-encoded_der_is_key(const uint8 *secret, size_t len, bool hex)
+bytes_contain_ci(const uint8 *hay, size_t len, const char *needle)
 {
-	char *enc = palloc(len + 4);
+	size_t n = strlen(needle);
+	size_t i;
+
+	for (i = 0; n <= len && i <= len - n; i++)
+		if (pg_strncasecmp((const char *) hay + i, needle, n) == 0)
+			return true;
+	return false;
+}
+
+static inline int
+b64_value(uint8 c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+/*
+ * Decode base64 or base64url (either alphabet) from the start of text until
+ * the first character that is not one, into out (room for len * 3 / 4 + 1
+ * bytes); returns the number of whole bytes decoded.
+ */
+static size_t
+b64_decode_prefix(const uint8 *text, size_t len, uint8 *out)
+{
+	uint32 acc = 0;
+	int bits = 0;
 	size_t n = 0;
 	size_t i;
-	uint8 *der;
-	int der_len = 0;
-	bool is_key;
 
 	for (i = 0; i < len; i++)
 	{
-		uint8 c = secret[i];
+		int v = b64_value(text[i]);
 
-		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-			continue;
-		if (hex ? !isxdigit(c) : !(isalnum(c) || c == '+' || c == '/' || c == '=' || c == '-' || c == '_'))
+		if (v < 0)
+			break;
+		acc = (acc << 6) | (uint32) v;
+		bits += 6;
+		if (bits >= 8)
 		{
-			pfree(enc);
-			return false;
-		}
-		enc[n++] = (char) (c == '-' ? '+' : c == '_' ? '/'
-													 : c);
-	}
-	if (n < 64 || (hex && n % 2 != 0))
-	{
-		pfree(enc);
-		return false;
-	}
-	der = palloc(n);
-	if (hex)
-	{
-		for (i = 0; i < n; i += 2)
-		{
-			char byte[3] = {enc[i], enc[i + 1], '\0'};
-
-			der[der_len++] = (uint8) strtol(byte, NULL, 16);
+			bits -= 8;
+			out[n++] = (uint8) (acc >> bits);
+			acc &= (1u << bits) - 1;
 		}
 	}
-	else
+	return n;
+}
+
+static bool secret_holds_key(const uint8 *secret, size_t len, int depth);
+
+/*
+ * Does the text, white space left out, hold a key in base64 or hex
+ * anywhere?  Every run of at least 58 base64 characters (an Ed25519 SPKI) is decoded from
+ * each 'M' in it (the base64 of a DER SEQUENCE, 0x30, starts with 'M' when
+ * aligned), and every run of at least 64 hex digits from each "30"; the
+ * result must parse as a key.  At the first level the decoded runs are
+ * also scanned again (the base64 or hex of a whole PEM block, or of a DER
+ * key with bytes around it).
+ */
+static bool
+encoded_key_anywhere(const uint8 *secret, size_t len, int depth)
+{
+	uint8 *t = palloc(len + 1);
+	uint8 *buf = palloc(len + 1);
+	size_t n = 0;
+	size_t i;
+	size_t run;
+	bool found = false;
+
+	for (i = 0; i < len; i++)
+		if (!(secret[i] == ' ' || secret[i] == '\t' || secret[i] == '\r' || secret[i] == '\n'))
+			t[n++] = secret[i];
+
+	/* base64 / base64url runs */
+	for (i = 0; i < n && !found; i = run)
 	{
-		while (n % 4 != 0)
-			enc[n++] = '=';
-		der_len = EVP_DecodeBlock(der, (const unsigned char *) enc, (int) n);
-		/* EVP_DecodeBlock counts padding as zero bytes */
-		for (i = n; der_len > 0 && i > 0 && enc[i - 1] == '='; i--)
-			der_len--;
+		size_t j;
+
+		for (run = i; run < n && b64_value(t[run]) >= 0; run++)
+			;
+		if (run - i >= 58)
+		{
+			for (j = i; j < run && !found; j++)
+			{
+				size_t dl;
+
+				if (t[j] != 'M')
+					continue;
+				dl = b64_decode_prefix(t + j, run - j, buf);
+				found = der_is_key(buf, dl);
+			}
+			for (j = i; j < i + 4 && j < run && !found && depth == 0; j++)
+			{
+				size_t dl = b64_decode_prefix(t + j, run - j, buf);
+
+				found = secret_holds_key(buf, dl, depth + 1);
+			}
+		}
+		if (run == i)
+			run++;
 	}
-	is_key = der_len > 0 && der_is_key(der, (size_t) der_len);
-	OPENSSL_cleanse(der, n);
-	OPENSSL_cleanse(enc, n);
-	pfree(der);
-	pfree(enc);
-	return is_key;
+	/* hex runs */
+	for (i = 0; i < n && !found; i = run)
+	{
+		size_t j;
+
+		for (run = i; run < n && isxdigit(t[run]); run++)
+			;
+		if (run - i >= 64)
+		{
+			for (j = i; j + 1 < run && !found; j++)
+			{
+				size_t dl = 0;
+				size_t k;
+
+				if (!(t[j] == '3' && t[j + 1] == '0') && !(depth == 0 && j < i + 2))
+					continue;
+				for (k = j; k + 1 < run; k += 2)
+				{
+					char byte[3] = {(char) t[k], (char) t[k + 1], '\0'};
+
+					buf[dl++] = (uint8) strtol(byte, NULL, 16);
+				}
+				found = (t[j] == '3' && t[j + 1] == '0' && der_is_key(buf, dl)) ||
+						(depth == 0 && j < i + 2 && secret_holds_key(buf, dl, depth + 1));
+			}
+		}
+		if (run == i)
+			run++;
+	}
+	OPENSSL_cleanse(t, len + 1);
+	OPENSSL_cleanse(buf, len + 1);
+	pfree(t);
+	pfree(buf);
+	return found;
+}
+
+/*
+ * Does an HMAC secret hold a key of another type anywhere in it: a PEM
+ * armour line (any case, four dashes or more), a JWK member "kty", the DER
+ * of a key at any offset, or the base64/hex of one (see above)?
+ */
+static bool
+secret_holds_key(const uint8 *secret, size_t len, int depth)
+{
+	size_t i;
+
+	if (bytes_contain_ci(secret, len, "----begin") || bytes_contain_ci(secret, len, "----end") ||
+		bytes_contain(secret, len, "\"kty\""))
+		return true;
+	for (i = 0; i < len; i++)
+		if (secret[i] == 0x30 && der_is_key(secret + i, len - i))
+			return true;
+	return encoded_key_anywhere(secret, len, depth);
 }
 
 /*
  * Does an HMAC secret look like a key of another type (HS/RS confusion)?
  * A PEM block anywhere, a JWK member "kty", the DER of a key, or the
- * base64, base64url or hex of a key's DER (a PEM body without its armour).
+ * base64, base64url or hex of a key's DER or of a PEM block, anywhere in
+ * the secret (#17 attack review: a key with a prefix, a suffix or around
+ * other text was accepted).
  */
 static const char *
 hmac_secret_problem(const uint8 *secret, size_t len)
 {
-	if (bytes_contain(secret, len, "-----BEGIN") || bytes_contain(secret, len, "-----END"))
+	if (len > HMAC_SECRET_MAX)
+		return psprintf("The HMAC secret is %zu bytes; at most %d are accepted.", len, HMAC_SECRET_MAX);
+	if (bytes_contain(secret, len, "-----BEGIN") || bytes_contain(secret, len, "-----END") ||
+		bytes_contain_ci(secret, len, "----begin") || bytes_contain_ci(secret, len, "----end"))
 		return "An HS key must be a shared secret, not a PEM block (HS/RS confusion).";
 	if (bytes_contain(secret, len, "\"kty\""))
 		return "An HS key must be a shared secret, not a JWK of another key type (HS/RS confusion).";
 	if (der_is_key(secret, len))
 		return "An HS key must be a shared secret, not a DER key (HS/RS confusion).";
-	if (encoded_der_is_key(secret, len, false) || encoded_der_is_key(secret, len, true))
+	if (secret_holds_key(secret, len, 0))
 		return "An HS key must be a shared secret, not an encoded key (HS/RS confusion).";
 	return NULL;
 }

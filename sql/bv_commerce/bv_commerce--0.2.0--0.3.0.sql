@@ -449,10 +449,18 @@ DECLARE
     v_payment commerce.payments;
     v_order commerce.orders;
     v_outcome text;
+    -- #17 hardening (attack review): over REST the webhook limits itself
+    -- (bv.request_routes.self_limited): refused calls and signed calls have
+    -- separate buckets, so a flood of unsigned requests cannot throttle the
+    -- provider.  Direct SQL callers are not rate-limited.
+    v_rest boolean := coalesce(current_setting('request.method', true), '') <> '';
 BEGIN
     BEGIN
         v_secret := bv.secret_get('commerce.payment_webhook');
     EXCEPTION WHEN undefined_object THEN
+        IF v_rest THEN
+            PERFORM bv._route_limit('/rpc/payment_webhook', 'refused');
+        END IF;
         RAISE LOG 'bv_commerce: payment webhook refused: the secret "commerce.payment_webhook" is not set in bv.secrets'
             USING HINT = 'Set it with SELECT bv.secret_set(''commerce.payment_webhook'', <the provider''s signing secret>).';
         RAISE EXCEPTION 'payment webhook unavailable'
@@ -461,9 +469,15 @@ BEGIN
     END;
     v_problem := commerce.signature_problem(v_secret, coalesce(p_signature, ''), coalesce(p_body, ''), 300);
     IF v_problem IS NOT NULL THEN
+        IF v_rest THEN
+            PERFORM bv._route_limit('/rpc/payment_webhook', 'refused');
+        END IF;
         RAISE EXCEPTION 'invalid webhook signature'
             USING ERRCODE = 'PT401', DETAIL = v_problem,
                   HINT = 'Sign "<t>.<body>" with HMAC-SHA256 under the shared secret and send bv-signature: t=<t>,v1=<hex>.';
+    END IF;
+    IF v_rest THEN
+        PERFORM bv._route_limit('/rpc/payment_webhook', 'authenticated');
     END IF;
     PERFORM bv.set_actor('payment-provider');
 
@@ -586,9 +600,14 @@ CREATE TRIGGER read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON api.payments
 -- throttle the provider.
 ------------------------------------------------------------------------
 
-INSERT INTO bv.request_routes (path, description, extension)
-VALUES ('/rpc/payment_webhook', 'Payment provider events (bv_commerce): a bucket of their own, so that other anonymous traffic cannot throttle them.', 'bv_commerce')
-ON CONFLICT (path) DO NOTHING;
+-- #17 hardening (attack review): self-limited.  With one bucket for the
+-- path, a flood of unsigned requests to the webhook itself drained it and
+-- the provider's signed events got 429; commerce.handle_payment_webhook()
+-- now takes from separate buckets for refused and signed calls
+-- (bv._route_limit()), after it has checked the signature.
+INSERT INTO bv.request_routes (path, description, extension, self_limited)
+VALUES ('/rpc/payment_webhook', 'Payment provider events (bv_commerce): limited by the webhook itself, in separate buckets for refused and signed calls, so that other anonymous traffic, unsigned requests to the webhook included, cannot throttle the provider.', 'bv_commerce', true)
+ON CONFLICT (path) DO UPDATE SET self_limited = true;
 
 ------------------------------------------------------------------------
 -- #17 item 15: the internal steps refuse NULL with 22004 too, instead of

@@ -60,6 +60,7 @@ CREATE TABLE bv.request_routes (
     burst       double precision,
     description text,
     extension   name,
+    self_limited boolean NOT NULL DEFAULT false,
     CONSTRAINT request_routes_path_check CHECK (path ~ '^/[A-Za-z0-9_./-]{0,199}$'),
     CONSTRAINT request_routes_rate_check CHECK (rate IS NULL OR (rate > 0 AND rate < 'infinity')),
     CONSTRAINT request_routes_burst_check CHECK (burst IS NULL OR (burst >= 1 AND burst < 'infinity'))
@@ -71,6 +72,7 @@ COMMENT ON COLUMN bv.request_routes.path IS 'The exact request path.';
 COMMENT ON COLUMN bv.request_routes.rate IS 'Requests per second per client on this path; NULL: bv.request_rate.';
 COMMENT ON COLUMN bv.request_routes.burst IS 'Burst per client on this path; NULL: bv.request_burst.';
 COMMENT ON COLUMN bv.request_routes.description IS 'Why the path has its own bucket.';
+COMMENT ON COLUMN bv.request_routes.self_limited IS 'The route''s function authenticates its caller and rate-limits itself with bv._route_limit() (separate buckets for authenticated and refused calls, so that unauthenticated floods cannot throttle legitimate callers); bv.pre_request() takes no token for it.';
 COMMENT ON COLUMN bv.request_routes.extension IS 'The extension that added the route (its install script adds it again on restore); NULL for routes added by an operator.';
 
 REVOKE ALL ON bv.request_routes FROM PUBLIC;
@@ -110,18 +112,61 @@ BEGIN
         EXCEPTION WHEN invalid_text_representation THEN
             RETURN 'invalid';
         END;
+        -- #17 hardening (attack review): one client, one spelling.  An
+        -- IPv4-mapped IPv6 address is its IPv4 address, and an IPv6
+        -- client is its /64 (a host usually gets a whole /64, so single
+        -- addresses would give it 2^64 buckets).
+        IF pg_catalog.family(addr) = 6 AND addr OPERATOR(pg_catalog.<<=) '::ffff:0.0.0.0/96'::inet THEN
+            addr := '0.0.0.0'::inet OPERATOR(pg_catalog.+) (addr OPERATOR(pg_catalog.-) '::ffff:0.0.0.0'::inet);
+        END IF;
         IF NOT EXISTS (SELECT 1 FROM bv.trusted_proxies p WHERE addr OPERATOR(pg_catalog.<<=) p.proxy) THEN
-            RETURN pg_catalog.host(addr);
+            EXIT;
         END IF;
     END LOOP;
-    RETURN pg_catalog.host(addr);   -- every hop read is a trusted proxy
+    -- the client, or the left-most hop read when every hop is a trusted proxy
+    IF pg_catalog.family(addr) = 6 THEN
+        RETURN pg_catalog.text(pg_catalog.network(pg_catalog.set_masklen(addr, 64)));
+    END IF;
+    RETURN pg_catalog.host(addr);
 END
 $$;
 
 COMMENT ON FUNCTION bv._request_client_address(text) IS
-'Internal: the client address in an X-Forwarded-For value, trusting only the proxies of bv.trusted_proxies (right-most untrusted hop); NULL without trusted proxies.';
+'Internal: the client address in an X-Forwarded-For value, trusting only the proxies of bv.trusted_proxies (right-most untrusted hop); NULL without trusted proxies. IPv4-mapped IPv6 addresses count as IPv4, IPv6 clients by their /64.';
 
 REVOKE ALL ON FUNCTION bv._request_client_address(text) FROM PUBLIC;
+
+/*
+ * #17 hardening (attack review): request.path as PostgREST routes it.
+ * PostgREST sets request.path to the raw path, percent-encoding included,
+ * but routes the decoded one: /rpc/payment%5Fwebhook reaches the webhook.
+ * Routes are looked up by the decoded path, so that an encoding cannot
+ * move a request out of its route's bucket.  A path that does not decode
+ * to UTF-8 is kept as it is (PostgREST answers 404 for it).
+ */
+CREATE FUNCTION bv._request_path_decode(path text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF path IS NULL OR pg_catalog.strpos(path, '%') = 0 THEN
+        RETURN path;
+    END IF;
+    RETURN pg_catalog.convert_from(pg_catalog.string_agg(
+               CASE WHEN m[1] IS NOT NULL THEN pg_catalog.decode(pg_catalog.substr(m[1], 2), 'hex')
+                    ELSE pg_catalog.convert_to(m[2], 'UTF8') END, ''::bytea ORDER BY n), 'UTF8')
+    FROM pg_catalog.regexp_matches(path, '(%[0-9A-Fa-f]{2})|([^%]+|%)', 'g') WITH ORDINALITY AS t(m, n);
+EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+    RETURN path;
+END
+$$;
+
+COMMENT ON FUNCTION bv._request_path_decode(text) IS
+'Internal: a request path with its percent-encoding decoded (as PostgREST routes it), or unchanged when it does not decode to UTF-8.';
+
+REVOKE ALL ON FUNCTION bv._request_path_decode(text) FROM PUBLIC;
 
 /*
  * The decision of bv.pre_request(): verifies the request's one credential
@@ -140,7 +185,7 @@ DECLARE
     raw_headers text := pg_catalog.current_setting('request.headers', true);
     raw_claims text := pg_catalog.current_setting('request.jwt.claims', true);
     method text := pg_catalog.upper(COALESCE(pg_catalog.current_setting('request.method', true), ''));
-    req_path text := COALESCE(pg_catalog.current_setting('request.path', true), '');
+    req_path text := bv._request_path_decode(COALESCE(pg_catalog.current_setting('request.path', true), ''));
     headers jsonb;
     given jsonb;
     verified jsonb;
@@ -286,8 +331,10 @@ BEGIN
         client := bv._request_client_address(headers ->> 'x-forwarded-for');
         bucket := 'anon:' || COALESCE(client, '');
     END IF;
-    SELECT r.rate, r.burst INTO route FROM bv.request_routes r WHERE r.path = req_path;
-    IF FOUND THEN
+    SELECT r.rate, r.burst, r.self_limited INTO route FROM bv.request_routes r WHERE r.path = req_path;
+    IF FOUND AND route.self_limited THEN
+        RETURN;   -- the route's function calls bv._route_limit() itself
+    ELSIF FOUND THEN
         bucket := 'route:' || req_path || '|' || bucket;
         rate := COALESCE(route.rate, rate);
         burst := COALESCE(route.burst, burst);
@@ -314,6 +361,73 @@ REVOKE ALL ON FUNCTION bv._request_admit(text) FROM PUBLIC;
 -- bv_authenticator is NOINHERIT: it needs its own grants.
 GRANT USAGE ON SCHEMA bv TO bv_authenticator;
 GRANT EXECUTE ON FUNCTION bv._request_admit(text) TO bv_authenticator;
+
+/*
+ * #17 hardening (attack review): the rate limit of a self-limited route
+ * (bv.request_routes.self_limited), called by the route's own function
+ * once it knows whether the caller authenticated.  An unauthenticated
+ * flood of a webhook drained the one bucket that the provider's signed
+ * calls needed; now refused calls ('refused') and authenticated ones
+ * ('authenticated') have separate buckets, refused ones per client address
+ * when bv.trusted_proxies says which it is.  Raises HTTP 429 with
+ * Retry-After (SQLSTATE PGRST) when the bucket is empty.  Not callable by
+ * API roles: the route's SECURITY DEFINER function calls it.
+ */
+CREATE FUNCTION bv._route_limit(path text, outcome text)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    route record;
+    bucket text;
+    headers jsonb;
+    wait double precision;
+BEGIN
+    IF path IS NULL OR outcome IS NULL OR outcome NOT IN ('authenticated', 'refused') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = CASE WHEN path IS NULL OR outcome IS NULL THEN 'null_value_not_allowed' ELSE 'invalid_parameter_value' END,
+            MESSAGE = 'bv._route_limit() needs a path and the outcome authenticated or refused',
+            HINT = 'Call bv._route_limit(''/rpc/my_webhook'', ''refused'') before refusing a caller.';
+    END IF;
+    SELECT r.rate, r.burst INTO route FROM bv.request_routes r WHERE r.path = _route_limit.path;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'undefined_object',
+            MESSAGE = pg_catalog.format('route %s is not in bv.request_routes', pg_catalog.quote_literal(pg_catalog.left(path, 64))),
+            HINT = 'Add the route with self_limited = true.';
+    END IF;
+    bucket := 'route:' || path || '|' || outcome;
+    IF outcome = 'refused' THEN
+        BEGIN
+            headers := NULLIF(pg_catalog.current_setting('request.headers', true), '')::jsonb;
+        EXCEPTION WHEN invalid_text_representation OR program_limit_exceeded OR statement_too_complex THEN
+            headers := NULL;
+        END;
+        IF pg_catalog.jsonb_typeof(headers) = 'object' AND pg_catalog.jsonb_typeof(headers -> 'x-forwarded-for') = 'string' THEN
+            bucket := bucket || '|' || COALESCE(bv._request_client_address(headers ->> 'x-forwarded-for'), '');
+        END IF;
+    END IF;
+    wait := bv.rate_limit_retry_after(bucket,
+                COALESCE(route.rate, pg_catalog.current_setting('bv.request_rate')::double precision),
+                COALESCE(route.burst, pg_catalog.current_setting('bv.request_burst')::double precision));
+    IF wait > 0 THEN
+        RAISE SQLSTATE 'PGRST' USING
+            MESSAGE = pg_catalog.json_build_object('code', 'PT429', 'message', 'rate limit exceeded',
+                'details', pg_catalog.format('Retry after %s seconds.', pg_catalog.ceil(wait)::integer),
+                'hint', 'Slow down: wait before sending more requests.')::text,
+            DETAIL = pg_catalog.json_build_object('status', 429,
+                'headers', pg_catalog.json_build_object('Retry-After', pg_catalog.ceil(wait)::integer::text))::text;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION bv._route_limit(text, text) IS
+'Internal: the rate limit of a self-limited route of bv.request_routes, in separate buckets for authenticated and refused calls (refused ones per trusted client address); HTTP 429 with Retry-After when empty. For the SECURITY DEFINER function behind the route.';
+
+REVOKE ALL ON FUNCTION bv._route_limit(text, text) FROM PUBLIC;
 
 -- Invoker's rights and no SET clause on purpose: the role switch and the
 -- claims it sets must outlive the function (a SET clause would undo them).
@@ -536,6 +650,25 @@ BEGIN
                             WHEN 'OKP' THEN 'EdDSA'
                             WHEN 'EC' THEN CASE jwk ->> 'crv' WHEN 'P-256' THEN 'ES256' WHEN 'P-384' THEN 'ES384' END
                         END);
+        -- #17 hardening (attack review): kids are unique across issuers.
+        -- A second provider's JWKS (or a set that lists a kid twice) must
+        -- not replace another issuer's key: tokens of that issuer would stop
+        -- verifying, or be checked against the wrong provider's key.
+        IF jwk_kid = ANY (kids) THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'invalid_parameter_value',
+                MESSAGE = pg_catalog.format('the JWKS lists kid %s twice', pg_catalog.quote_literal(pg_catalog.left(jwk_kid, 64))),
+                DETAIL = 'Tokens select their key by kid, so a kid names one key.',
+                HINT = 'Import the provider''s JWKS as it publishes it; a set with repeated kids is malformed.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM bv.jwt_keys k WHERE k.kid = jwk_kid AND k.source = 'jwks'
+                   AND k.issuer IS DISTINCT FROM jwt_import_jwks.issuer) THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'unique_violation',
+                MESSAGE = pg_catalog.format('key %s was imported for another issuer', pg_catalog.quote_literal(pg_catalog.left(jwk_kid, 64))),
+                DETAIL = 'bv.jwt_import_jwks() replaces only keys it imported for the same issuer.',
+                HINT = 'Delete the other issuer''s key first if it is really gone.';
+        END IF;
         IF EXISTS (SELECT 1 FROM bv.jwt_keys k WHERE k.kid = jwk_kid AND k.source <> 'jwks') THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'unique_violation',
