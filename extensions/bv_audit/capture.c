@@ -33,7 +33,9 @@
  *			constraints or generated columns of its own, its indexes are
  *			plain column indexes (no expressions, predicates, exclusion or
  *			deferred uniqueness), and every mirrored column has the same type
- *			and typmod as the tracked column.
+ *			and typmod as the tracked column (for a domain: as its base type)
+ *			or is the text column of an enum (or enum array), whose text the
+ *			fast path renders with the type's built-in output function.
  *	slow	the saved SPI plan of INSERT INTO <audit table>: partition
  *			routing (the default partition when the month's is missing),
  *			type coercion, and whatever an administrator added to the audit
@@ -138,6 +140,8 @@ typedef struct CaptureEntry
 	int part_natts;                        /* attributes of the partition */
 	AttrNumber meta_attno[BV_AUDIT_NMETA]; /* partition attnums, audit_id.. */
 	AttrNumber *mirror_attno;              /* partition attnums of mirror[] */
+	FmgrInfo *mirror_out;                  /* output function when stored as text, */
+	bool *mirror_text;                     /* for enums (and arrays of them) */
 	int nindexes;                          /* indexes of the partition */
 	CaptureIndex *indexes;
 } CaptureEntry;
@@ -194,6 +198,12 @@ free_entry_state(CaptureEntry *entry)
 	entry->nkey = 0;
 	if (entry->mirror_attno)
 		pfree(entry->mirror_attno);
+	if (entry->mirror_out)
+		pfree(entry->mirror_out);
+	if (entry->mirror_text)
+		pfree(entry->mirror_text);
+	entry->mirror_out = NULL;
+	entry->mirror_text = NULL;
 	if (entry->indexes)
 		pfree(entry->indexes);
 	entry->mirror_attno = NULL;
@@ -289,6 +299,22 @@ build_fast_indexes(CaptureEntry *entry, Relation part)
 }
 
 /*
+ * Whether the fast path may store values of a type as their text: enums and
+ * arrays of enums (or of domains over enums), whose text comes from
+ * built-in output functions.  Audit tables store them as text so that they
+ * never depend on the type (see bv_audit._audit_type()).
+ */
+static bool
+stored_as_text(Oid type)
+{
+	Oid elem = get_element_type(type);
+
+	if (OidIsValid(elem))
+		type = getBaseType(elem);
+	return type_is_enum(type);
+}
+
+/*
  * Decide whether records of the current transaction's month can be written
  * straight into their partition (see the file comment), and prepare the
  * attribute mapping if so.  Runs inside build_entry()'s SPI connection.
@@ -352,6 +378,8 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 	{
 		entry->mirror_attno = MemoryContextAlloc(capture_cxt,
 												 sizeof(AttrNumber) * Max(entry->nmirror, 1));
+		entry->mirror_out = MemoryContextAllocZero(capture_cxt, sizeof(FmgrInfo) * Max(entry->nmirror, 1));
+		entry->mirror_text = MemoryContextAllocZero(capture_cxt, sizeof(bool) * Max(entry->nmirror, 1));
 		for (i = 0; ok && i < entry->nmirror; i++)
 		{
 			Form_pg_attribute src = TupleDescAttr(srcdesc, entry->mirror[i] - 1);
@@ -359,12 +387,24 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 			int32 srcmod = src->atttypmod;
 			/* A domain's values are its base type's: audit tables store those. */
 			Oid srctype = getBaseTypeAndTypmod(src->atttypid, &srcmod);
+			Form_pg_attribute patt = pa > 0 ? TupleDescAttr(pdesc, pa - 1) : NULL;
 
-			if (pa == 0 || TupleDescAttr(pdesc, pa - 1)->atttypid != srctype ||
-				TupleDescAttr(pdesc, pa - 1)->atttypmod != srcmod)
-				ok = false; /* needs the executor's coercion */
-			else
+			if (patt == NULL)
+				ok = false;
+			else if (patt->atttypid == srctype && patt->atttypmod == srcmod)
 				entry->mirror_attno[i] = pa;
+			else if (patt->atttypid == TEXTOID && stored_as_text(srctype))
+			{
+				Oid outfn;
+				bool varlena;
+
+				getTypeOutputInfo(srctype, &outfn, &varlena);
+				fmgr_info_cxt(outfn, &entry->mirror_out[i], capture_cxt);
+				entry->mirror_text[i] = true;
+				entry->mirror_attno[i] = pa;
+			}
+			else
+				ok = false; /* needs the executor's coercion */
 		}
 	}
 	if (ok)
@@ -656,6 +696,8 @@ get_entry(Relation rel, int32 tracked_id)
 		entry->nkey = 0;
 		entry->keyplan = NULL;
 		entry->mirror_attno = NULL;
+		entry->mirror_out = NULL;
+		entry->mirror_text = NULL;
 		entry->indexes = NULL;
 		entry->nindexes = 0;
 		entry->part_relid = InvalidOid;
@@ -898,7 +940,11 @@ write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx,
 			{
 				int a = entry->mirror[i] - 1;
 
-				values[entry->mirror_attno[i] - 1] = vals[a];
+				if (entry->mirror_text[i] && !nulls_in[a])
+					values[entry->mirror_attno[i] - 1] =
+						CStringGetTextDatum(OutputFunctionCall(&entry->mirror_out[i], vals[a]));
+				else
+					values[entry->mirror_attno[i] - 1] = vals[a];
 				nulls[entry->mirror_attno[i] - 1] = nulls_in[a];
 			}
 			if (insert_direct(entry, values, nulls))

@@ -51,6 +51,26 @@ SELECT audit_op, id, w FROM bv_audit.public__paths WHERE id = 9;
 
 DROP TABLE public.paths;
 
+-- Enums are stored as their text and domains as their base type (#18 item
+-- 7), and still written straight into the partition (the fast path locks
+-- the month's partition only, the executor the audit table too).
+CREATE TYPE public.paths_state AS ENUM ('new', 'done');
+CREATE DOMAIN public.paths_qty AS int CHECK (VALUE >= 0);
+CREATE TABLE public.paths_typed (id int PRIMARY KEY, s public.paths_state, ss public.paths_state[], q public.paths_qty);
+SELECT bv_audit.enable('public.paths_typed') IS NOT NULL AS enabled;
+INSERT INTO public.paths_typed VALUES (1, 'new', '{new,done}', 1);
+BEGIN;
+INSERT INTO public.paths_typed VALUES (2, 'done', NULL, 2);
+UPDATE public.paths_typed SET s = 'done', ss = '{done}' WHERE id = 1;
+SELECT count(*) AS audit_table_locks FROM pg_locks
+ WHERE pid = pg_backend_pid() AND relation = 'bv_audit.public__paths_typed'::regclass;
+COMMIT;
+SELECT audit_op, id, s, ss, q, pg_typeof(s) AS s_type, pg_typeof(q) AS q_type
+  FROM bv_audit.public__paths_typed ORDER BY audit_id;
+DROP TABLE public.paths_typed;
+DROP TYPE public.paths_state;
+DROP DOMAIN public.paths_qty;
+
 -- Long and multibyte names: audit table names stay within 48 bytes, so that
 -- partition names fit in an identifier; a clash gets a numeric suffix.
 CREATE SCHEMA "schéma_with_a_rather_long_name";
