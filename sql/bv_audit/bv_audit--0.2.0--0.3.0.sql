@@ -808,7 +808,8 @@ BEGIN
             END IF;
             EXECUTE format('ALTER TABLE bv_audit.%I ADD COLUMN %I %s%s', t.audit_table, target,
                            format_type(want.audit_type, want.audit_typmod),
-                           CASE WHEN a.attcollation <> 0 AND want.audit_type = a.atttypid THEN
+                           -- A built-in collation only: a user's could be dropped with CASCADE.
+                           CASE WHEN a.attcollation <> 0 AND a.attcollation < 16384 AND want.audit_type = a.atttypid THEN
                                (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname)
                                   FROM pg_catalog.pg_collation co
                                   JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace

@@ -99,9 +99,14 @@ SELECT operation, row_data FROM bv_audit.history('public.dh_job', '{"id": 1}');
 ALTER TABLE public.dh_job ADD COLUMN extra public.lvl;
 SELECT format_type(atttypid, atttypmod) FROM pg_attribute
  WHERE attrelid = 'bv_audit.public__dh_job'::regclass AND attname = 'extra';
+-- A user's collation is not copied either.
+CREATE COLLATION public.dh_coll (provider = libc, locale = 'C');
+ALTER TABLE public.dh_job ADD COLUMN label text COLLATE public.dh_coll;
+UPDATE public.dh_job SET label = 'x' WHERE id = 1;
 DROP TABLE public.dh_job;
 DROP DOMAIN public.posint CASCADE;
 DROP TYPE public.lvl CASCADE;
-SELECT audit_op, id, level, levels, n FROM bv_audit.public__dh_job ORDER BY audit_id;
+DROP COLLATION public.dh_coll CASCADE;
+SELECT audit_op, id, level, levels, n, label FROM bv_audit.public__dh_job ORDER BY audit_id;
 
 DROP TABLE public.dh_acc, public.dh_pay;
