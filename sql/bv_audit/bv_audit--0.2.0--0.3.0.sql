@@ -990,13 +990,13 @@ BEGIN
       FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
       JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
       JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum;
-    SELECT string_agg(format('%I', x.attname), ', ' ORDER BY x.attnum),
-           string_agg(format('l.%I', x.attname), ', ' ORDER BY x.attnum)
+    -- The mirrored columns (dropped ones included); not the audit columns
+    -- of columns excluded since, whose past values stay where they are.
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('l.%I', c.audit_column), ', ' ORDER BY c.src_attnum)
       INTO cols, lcols
-      FROM pg_catalog.pg_attribute x
-     WHERE x.attrelid = t.audit_relid AND x.attnum > 0 AND NOT x.attisdropped
-       AND x.attname NOT IN ('audit_id', 'audit_op', 'audit_xid', 'audit_actor', 'audit_ts',
-                             'audit_app', 'audit_client', 'audit_trace', 'audit_changed');
+      FROM bv_audit.columns c
+     WHERE c.tracked_id = t.id;
     IF keys IS NULL THEN
         RETURN 0;
     END IF;
