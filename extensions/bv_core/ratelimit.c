@@ -379,6 +379,30 @@ rate_limit_args(FunctionCallInfo fcinfo, double *rate, double *burst)
 	return key;
 }
 
+/*
+ * Key spaces of rate-limit buckets (#17 attack review).  bv.pre_request()'s
+ * buckets (sub:<sub>, apikey:<id>, anon:<client>, route:...) must not be
+ * reachable through the public functions: bv_service may call
+ * bv.rate_limit() with any key, and 'sub:alice' would have drained Alice's
+ * request bucket, 'route:/rpc/payment_webhook|authenticated' the payment
+ * provider's.  Every key is stored with a one-byte prefix: 'u' for the
+ * public functions, 'r' for bv._request_bucket(), which only the request
+ * admission functions (SECURITY DEFINER, owned by the superuser) can call.
+ */
+static bool
+take_in_space(char space, text *key, double rate, double burst, double *retry)
+{
+	size_t len = VARSIZE_ANY_EXHDR(key);
+	char *buf = palloc(len + 1);
+	bool ok;
+
+	buf[0] = space;
+	memcpy(buf + 1, VARDATA_ANY(key), len);
+	ok = bv_ratelimit_take(buf, len + 1, rate, burst, retry);
+	pfree(buf);
+	return ok;
+}
+
 PG_FUNCTION_INFO_V1(bv_rate_limit);
 
 /*
@@ -393,7 +417,7 @@ bv_rate_limit(PG_FUNCTION_ARGS)
 		retry;
 	text *key = rate_limit_args(fcinfo, &rate, &burst);
 
-	PG_RETURN_BOOL(bv_ratelimit_take(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), rate, burst, &retry));
+	PG_RETURN_BOOL(take_in_space('u', key, rate, burst, &retry));
 }
 
 PG_FUNCTION_INFO_V1(bv_rate_limit_retry_after);
@@ -410,7 +434,26 @@ bv_rate_limit_retry_after(PG_FUNCTION_ARGS)
 		retry;
 	text *key = rate_limit_args(fcinfo, &rate, &burst);
 
-	bv_ratelimit_take(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), rate, burst, &retry);
+	take_in_space('u', key, rate, burst, &retry);
+	PG_RETURN_FLOAT8(retry);
+}
+
+PG_FUNCTION_INFO_V1(bv_request_bucket);
+
+/*
+ * bv._request_bucket(bucket, rate, burst) returns float8: as
+ * bv.rate_limit_retry_after(), in the key space of the request admission
+ * buckets, which the public functions cannot reach.
+ */
+Datum
+bv_request_bucket(PG_FUNCTION_ARGS)
+{
+	double rate,
+		burst,
+		retry;
+	text *key = rate_limit_args(fcinfo, &rate, &burst);
+
+	take_in_space('r', key, rate, burst, &retry);
 	PG_RETURN_FLOAT8(retry);
 }
 
@@ -428,7 +471,7 @@ bv_rate_limit_enforce(PG_FUNCTION_ARGS)
 		retry;
 	text *key = rate_limit_args(fcinfo, &rate, &burst);
 
-	if (!bv_ratelimit_take(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key), rate, burst, &retry))
+	if (!take_in_space('u', key, rate, burst, &retry))
 		ereport(ERROR,
 				(errcode(MAKE_SQLSTATE('P', 'T', '4', '2', '9')),
 				 errmsg("rate limit exceeded"),

@@ -80,6 +80,23 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON bv.request_routes TO bv_admin;
 SELECT pg_catalog.pg_extension_config_dump('bv.request_routes', 'WHERE extension IS NULL');
 
 /*
+ * #17 hardening (attack review): the request admission buckets live in a
+ * key space of their own.  They were taken with bv.rate_limit_retry_after(),
+ * which bv_service may call with any key: a service could drain
+ * 'sub:alice' or the payment provider's bucket.  The public functions
+ * cannot reach keys taken here (ratelimit.c prefixes each space).
+ */
+CREATE FUNCTION bv._request_bucket(bucket text, rate double precision, burst double precision)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'bv_request_bucket'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION bv._request_bucket(text, double precision, double precision) IS
+'Internal: takes a token from a request admission bucket (bv.pre_request(), bv._route_limit()) and returns 0 or the seconds to wait; a key space that bv.rate_limit() and its siblings cannot reach. Not callable by API roles.';
+
+REVOKE ALL ON FUNCTION bv._request_bucket(text, double precision, double precision) FROM PUBLIC;
+
+/*
  * The client address of an anonymous request: the right-most entry of
  * X-Forwarded-For that is not a trusted proxy (entries left of it were
  * written by the client and prove nothing).  NULL without trusted proxies
@@ -339,7 +356,7 @@ BEGIN
         rate := COALESCE(route.rate, rate);
         burst := COALESCE(route.burst, burst);
     END IF;
-    wait := bv.rate_limit_retry_after(bucket, rate, burst);
+    wait := bv._request_bucket(bucket, rate, burst);
     IF wait > 0 THEN
         -- PostgREST 11.2+: SQLSTATE PGRST carries status and headers (the
         -- Retry-After header cannot travel in response.headers, which a
@@ -410,7 +427,7 @@ BEGIN
             bucket := bucket || '|' || COALESCE(bv._request_client_address(headers ->> 'x-forwarded-for'), '');
         END IF;
     END IF;
-    wait := bv.rate_limit_retry_after(bucket,
+    wait := bv._request_bucket(bucket,
                 COALESCE(route.rate, pg_catalog.current_setting('bv.request_rate')::double precision),
                 COALESCE(route.burst, pg_catalog.current_setting('bv.request_burst')::double precision));
     IF wait > 0 THEN

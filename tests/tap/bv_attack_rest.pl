@@ -8,8 +8,9 @@
 #  - Behind a trusted proxy one client had many buckets: every address of
 #    its IPv6 /64, and its IPv4 address in IPv4-mapped form; a proxy hop
 #    written in IPv4-mapped form was not recognised as the proxy.
-#  - Tokens for roles that are not API roles, sub-less or future tokens,
-#    and hostile arguments to every API function: never 200/500.
+#  - bv_service could drain anybody's request bucket (sub:alice, the
+#    webhook's) with bv.rate_limit(): admission buckets now live in a key
+#    space of their own (bv._request_bucket()).
 use strict;
 use warnings;
 
@@ -80,8 +81,17 @@ is($node->safe_psql('bitvelocity',
 	'192.0.2.51|2001:db8::/64', 'normalised forms');
 $node->safe_psql('bitvelocity', q{DELETE FROM bv.trusted_proxies});
 
+# ---- a service cannot drain request buckets with bv.rate_limit() ----
+my $alice = BvTest::jwt_hs256($secret, sprintf('{"role":"bv_user","sub":"alice","exp":%d}', time() + 600));
+$node->safe_psql('bitvelocity', q{SET ROLE bv_service;
+SELECT count(*) FROM generate_series(1, 10), LATERAL (SELECT bv.rate_limit('sub:alice', 0.001, 1),
+  bv.rate_limit_retry_after('sub:alice', 0.001, 1)) x});
+is(status('GET', '/orders', token => $alice), '200',
+	'bv.rate_limit(\'sub:alice\') by a service does not throttle alice\'s requests');
+
 # The new internal steps are not reachable by API roles.
-for my $f (q{bv._route_limit('/rpc/payment_webhook', 'authenticated')}, q{bv._request_path_decode('/x')})
+for my $f (q{bv._route_limit('/rpc/payment_webhook', 'authenticated')}, q{bv._request_path_decode('/x')},
+	q{bv._request_bucket('sub:alice', 1, 1)})
 {
 	my ($ret, $out, $err) = $node->psql('bitvelocity', "SET ROLE bv_anon; SELECT $f");
 	like($err, qr/permission denied for function/, "bv_anon cannot call $f");
