@@ -370,7 +370,8 @@ bv_jwt_key_for_signing(const char *kid)
 
 /*
  * bv_jwt_jti_revoked
- *		Is this jti on the (unexpired part of the) revocation list?  A jti
+ *		Is this jti on the (unexpired part of the) revocation list?  An
+ *		entry is unexpired until expires_at + bv.jwt_leeway.  A jti
  *		that bv.jwt_revoke() could not revoke (empty, or over BV_JWT_KID_MAX
  *		bytes: one rule, in bytes, on both sides) counts as revoked, so
  *		that no token is unrevocable on any entry point (bv.jwt_verify()
@@ -387,7 +388,14 @@ bv_jwt_jti_revoked(const char *jti)
 	if (hash_get_num_entries(revoked) == 0)
 		return false;
 	e = hash_search(revoked, jti, HASH_FIND, NULL);
-	return e != NULL && (!e->has_expiry || GetCurrentTimestamp() < e->expires_at);
+	/*
+	 * A revocation lasts until its expires_at plus bv.jwt_leeway (#17
+	 * attack review): revoked "until the token's own exp", as documented, a
+	 * token is still accepted for the leeway after its exp, and was
+	 * accepted again in that window.
+	 */
+	return e != NULL && (!e->has_expiry ||
+						 GetCurrentTimestamp() < e->expires_at + (TimestampTz) bv_jwt_leeway * USECS_PER_SEC);
 }
 
 PG_FUNCTION_INFO_V1(bv_jwt_key_check);

@@ -18,7 +18,7 @@ use Test::More;
 use BvTest;
 use MIME::Base64 ();
 
-my $node = BvTest::new_node('atkkeys', extra_conf => "log_min_error_statement = error\nlog_statement = none\n");
+my $node = BvTest::new_node('atkkeys', extra_conf => "log_min_error_statement = error\nlog_statement = none\nbv.jwt_leeway = 600\n");
 BvTest::create_suite_db($node);
 
 sub run_sql
@@ -123,6 +123,19 @@ is($out, '1', 'issuer A itself rotates k1');
 ($ret, $out, $err) = run_sql(qq{SELECT bv.jwt_import_jwks('{"keys":[$ed3,$ed4]}', 'https://c.example')});
 like($err, qr/the JWKS lists kid 'k2' twice/, 'a set with a kid twice is refused');
 is((run_sql(q{SELECT count(*) FROM bv.jwt_keys WHERE kid = 'k2'}))[1], '0', 'and nothing of it is imported');
+
+# ---- revocation and the leeway ----
+# Revoked "until its own exp" (as documented), a token is still within the
+# leeway after exp: the revocation must outlast it by the leeway.
+my $exp = time() - 10;    # expired 10 s ago, inside the leeway (600 s here)
+my $tok = (run_sql(qq{SELECT bv.jwt_sign('{"sub":"u","jti":"j-boundary","exp":$exp}', 'hs-hex')}))[1];
+($ret, $out, $err) = run_sql(qq{SELECT bv.jwt_verify('$tok') ->> 'jti'});
+is($out, 'j-boundary', 'a token 10 s past exp verifies (leeway)');
+($ret, $out, $err) = run_sql(qq{SELECT bv.jwt_revoke('j-boundary', to_timestamp($exp), 'test')});
+is($err, '', 'revoked until its own exp');
+($ret, $out, $err) = run_sql(qq{SELECT bv.jwt_verify('$tok')});
+like($err, qr/DETAIL:  The token has been revoked/, 'revoked until its exp: refused through the leeway too');
+is((run_sql(q{SELECT bv.jwt_is_revoked('j-boundary')}))[1], 't', 'bv.jwt_is_revoked agrees');
 
 $node->stop;
 done_testing();
