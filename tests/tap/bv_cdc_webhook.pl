@@ -103,7 +103,9 @@ is($d[0]{content_type}, 'application/json', 'Content-Type: application/json');
 is($d[0]{topic}, 'kv', 'BV-Topic is the route topic');
 is($d[0]{table}, 'public.kv', 'BV-Table');
 is($d[0]{lsn}, $d[0]{env}{source}{lsn}, 'BV-LSN = source.lsn');
-is($d[0]{user_agent}, 'bv_cdc/0.2.0', 'User-Agent');
+# The library's version, which the extension's default version matches.
+my $cdc_version = sql("SELECT default_version FROM pg_available_extensions WHERE name = 'bv_cdc'");
+is($d[0]{user_agent}, "bv_cdc/$cdc_version", 'User-Agent');
 is($d[0]{traceparent}, undef, 'no traceparent without a trace context');
 is($d[1]{traceparent}, $tp, "the writer's traceparent travels");
 like($d[0]{event_id}, qr/\S/, 'BV-Event-Id is set');
