@@ -62,7 +62,8 @@ SELECT (SELECT count(*) FROM public.acc WHERE id > 1000),
 cmp_ok($inserted, '>', 0, "writers inserted $inserted rows");
 is( $node->safe_psql($db, q{SELECT count(*) FROM bv_audit.public__acc WHERE audit_op = 'I'}),
 	$inserted, 'one audit record per insert, none lost or doubled');
-is( $node->safe_psql($db, q{SELECT count(*) FROM bv_audit.public__acc WHERE audit_op = 'U'}),
+# ADD COLUMN ... DEFAULT records one U per row naming the new column (#18 item 2).
+is( $node->safe_psql($db, q{SELECT count(*) FROM bv_audit.public__acc WHERE audit_op = 'U' AND audit_changed <> '{extra}'}),
 	$updated, 'one audit record per update, none lost or doubled');
 is( $node->safe_psql($db,
 		qq{SELECT count(*) FROM bv_audit.public__acc WHERE audit_id > $after_add AND audit_op IN ('I', 'U') AND extra IS DISTINCT FROM 'x'}),
@@ -81,7 +82,7 @@ is( $node->safe_psql($db,
 is( $node->safe_psql($db, q{
 SELECT count(*) FROM (
     SELECT balance - lag(balance) OVER (PARTITION BY id ORDER BY audit_id) AS step
-      FROM bv_audit.public__acc WHERE audit_op IN ('S', 'U')) s
+      FROM bv_audit.public__acc WHERE audit_op IN ('S', 'U') AND audit_changed IS DISTINCT FROM '{extra}') s
  WHERE step IS DISTINCT FROM 1 AND step IS NOT NULL}),
 	'0', "concurrent writers' versions of a row are in audit_id order");
 # A crash loses the rest of the block in shared memory; ids go on above
