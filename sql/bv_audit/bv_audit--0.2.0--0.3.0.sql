@@ -984,12 +984,21 @@ DECLARE
     lcols text;
     n bigint;
 BEGIN
+    -- The source key is compared in the audit column's type: an enum key is
+    -- kept as text, a domain key as its base type (#18 item 7), and a label
+    -- renamed since must not make the comparison fail.  NOT EXISTS becomes
+    -- an anti-join, hashed where the cast keeps the key index out of use.
     SELECT string_agg(format('a.%I', c.audit_column), ', ' ORDER BY p.ord),
-           string_agg(format('s.%I = l.%I', att.attname, c.audit_column), ' AND ' ORDER BY p.ord)
+           string_agg(format('s.%I::%s = l.%I', att.attname,
+                             pg_catalog.format_type(aa.atttypid, aa.atttypmod), c.audit_column),
+                      ' AND ' ORDER BY p.ord)
       INTO keys, join_cond
       FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
       JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
-      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum;
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum
+      JOIN pg_catalog.pg_attribute aa
+        ON aa.attrelid = pg_catalog.format('bv_audit.%I', t.audit_table)::pg_catalog.regclass
+       AND aa.attname = c.audit_column;
     -- The mirrored columns (dropped ones included); not the audit columns
     -- of columns excluded since, whose past values stay where they are.
     SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),

@@ -74,4 +74,19 @@ SELECT bv_audit.enable('public.k_acct') IS NOT NULL AS enabled;
 SELECT (SELECT jsonb_agg(j ORDER BY (j->>'id')::int) FROM bv_audit.as_of('public.k_acct', now()) j)
      = (SELECT jsonb_agg(to_jsonb(a) ORDER BY a.id) FROM public.k_acct a) AS as_of_is_table;
 
+-- The same with an enum key (kept as text in the audit table), including a
+-- label renamed since it was recorded.
+CREATE TYPE public.k_state AS ENUM ('new', 'paid', 'gone');
+CREATE TABLE public.k_enum (state public.k_state PRIMARY KEY, n int);
+INSERT INTO public.k_enum VALUES ('new', 1), ('paid', 2), ('gone', 3);
+SELECT bv_audit.enable('public.k_enum') IS NOT NULL AS enabled;
+SELECT bv_audit.disable('public.k_enum');
+DELETE FROM public.k_enum WHERE state = 'gone';
+ALTER TYPE public.k_state RENAME VALUE 'paid' TO 'settled';
+SELECT bv_audit.enable('public.k_enum') IS NOT NULL AS enabled;
+SELECT audit_op, state, n FROM bv_audit.public__k_enum ORDER BY audit_id;
+SELECT (SELECT jsonb_agg(j ORDER BY j->>'state') FROM bv_audit.as_of('public.k_enum', now()) j) AS as_of_enum;
+
 DROP TABLE public.k_acct, public.k_stock, public.k_nokey;
+DROP TABLE public.k_enum;
+DROP TYPE public.k_state;
