@@ -73,6 +73,55 @@ my ($ret, $out, $err) = run_sql(qq{INSERT INTO bv.jwt_keys (kid, alg, key) VALUE
   ('hs-4096', 'HS256', repeat('Mx3', 1365))});
 is($err, '', 'random hex and base64 secrets and a 4095-byte secret are accepted');
 
+# ---- public keys of the wrong type or curve, for every algorithm ----
+my $n_key = 0;
+sub genpub
+{
+	my (@args) = @_;
+	my $f = "$PostgreSQL::Test::Utils::tmp_check/gen" . ++$n_key . '.key';
+	BvTest::openssl('genpkey', @args, '-out', $f);
+	return BvTest::openssl('pkey', '-pubout', '-in', $f);
+}
+my %pub = (
+	'RSA-PSS' => genpub('-algorithm', 'RSA-PSS', '-pkeyopt', 'rsa_keygen_bits:2048'),
+	Ed448 => genpub('-algorithm', 'ED448'),
+	X25519 => genpub('-algorithm', 'X25519'),
+	X448 => genpub('-algorithm', 'X448'),
+	secp256k1 => genpub('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:secp256k1'),
+	brainpoolP256r1 => genpub('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:brainpoolP256r1'),
+	'P-384' => genpub('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384'),
+	'P-521' => genpub('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-521'),
+	'RSA e=3' => genpub('-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-pkeyopt', 'rsa_keygen_pubexp:3'),
+	'RSA 1024' => genpub('-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:1024'),
+	Ed25519 => $edpem,
+	RSA => $pem);
+my %fits = (RS256 => 'RSA', PS256 => 'RSA', ES256 => '', ES384 => 'P-384', EdDSA => 'Ed25519');
+my @wrong;
+for my $alg (sort keys %fits)
+{
+	for my $type (sort keys %pub)
+	{
+		my ($r, $o, $e) = run_sql("INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('t', '$alg', '$pub{$type}'); DELETE FROM bv.jwt_keys WHERE kid = 't'");
+		my $accepted = $e eq '';
+		push @wrong, "$alg with $type: " . ($accepted ? 'accepted' : 'refused')
+		  if $accepted != ($type eq $fits{$alg});
+	}
+}
+is(join("\n", @wrong), '', 'each algorithm takes exactly its key type (RSA-PSS, Ed448, X25519, other curves, weak RSA refused)');
+for my $alg ('HS256', 'HS512')
+{
+	for my $type (sort keys %pub)
+	{
+		my ($r, $o, $e) = run_sql("INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('t', '$alg', '$pub{$type}')");
+		like($e, qr/HS\/RS confusion/, "$alg refuses a $type public key");
+	}
+}
+my $p256 = "$PostgreSQL::Test::Utils::tmp_check/p256.key";
+BvTest::openssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', $p256);
+my $compressed = BvTest::openssl('ec', '-in', $p256, '-pubout', '-conv_form', 'compressed');
+($ret, $out, $err) = run_sql("INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('p256c', 'ES256', '$compressed')");
+is($err, '', 'a P-256 key with a compressed point is accepted for ES256');
+
 # ---- no secret in any error or log line ----
 my $s = 'SECRET' . join('', map { ('A' .. 'Z')[ rand 26 ] } 1 .. 34);
 my $log_offset = -s $node->logfile;
