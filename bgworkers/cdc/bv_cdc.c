@@ -46,6 +46,7 @@
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
 #include "executor/executor.h"
+#include "nodes/execnodes.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -229,11 +230,15 @@ cdc_executor_start(QueryDesc *queryDesc, int eflags)
 	trace_written_in = GetCurrentSubTransactionId();
 }
 
-/* Is the statement one that updates or deletes rows of its result relations? */
+/*
+ * What a ModifyTable node does to the rows of one of its result relations:
+ * 'U' update (also INSERT ... ON CONFLICT DO UPDATE), 'D' delete, 'M' merge,
+ * 0 nothing that needs a note.
+ */
 static char
-statement_kind(QueryDesc *queryDesc, ResultRelInfo *rri)
+modify_kind(ModifyTableState *mt, ResultRelInfo *rri)
 {
-	switch (queryDesc->operation)
+	switch (mt->operation)
 	{
 		case CMD_UPDATE:
 			return 'U';
@@ -246,6 +251,24 @@ statement_kind(QueryDesc *queryDesc, ResultRelInfo *rri)
 		default:
 			return 0;
 	}
+}
+
+/*
+ * The statement's ModifyTable nodes: the top one (plain INSERT, UPDATE,
+ * DELETE, MERGE) and those of data-modifying CTEs (es_auxmodifytables).
+ */
+static List *
+modify_nodes(QueryDesc *queryDesc)
+{
+	List *nodes = NIL;
+	ListCell *lc;
+
+	if (queryDesc->planstate != NULL && IsA(queryDesc->planstate, ModifyTableState))
+		nodes = lappend(nodes, queryDesc->planstate);
+	foreach (lc, queryDesc->estate->es_auxmodifytables)
+		if (IsA(lfirst(lc), ModifyTableState))
+			nodes = lappend(nodes, lfirst(lc));
+	return nodes;
 }
 
 /* A note: a JSON array of strings, the table's schema and name first. */
@@ -294,8 +317,9 @@ static bool
 notes_possible(QueryDesc *queryDesc, int eflags)
 {
 	return !(eflags & EXEC_FLAG_EXPLAIN_ONLY) && queryDesc->estate != NULL &&
-		   queryDesc->operation != CMD_SELECT && XLogLogicalInfoActive() &&
-		   !IsInParallelMode() && !RecoveryInProgress() && notes_wanted();
+		   (queryDesc->operation != CMD_SELECT || queryDesc->plannedstmt->hasModifyingCTE) &&
+		   XLogLogicalInfoActive() && !IsInParallelMode() && !RecoveryInProgress() &&
+		   notes_wanted();
 }
 
 static bool
@@ -309,6 +333,14 @@ table_noted(Oid relid)
 	return false;
 }
 
+/* A table whose changes the worker never publishes, or a view, or ... */
+static bool
+not_a_cdc_table(Relation rel)
+{
+	return rel->rd_rel->relkind != RELKIND_RELATION ||
+		   cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel)));
+}
+
 /*
  * bv.columns: before the transaction's first update of a table that can
  * hold out-of-line (TOAST) values, unless its replica identity is FULL
@@ -317,72 +349,93 @@ table_noted(Oid relid)
 static void
 note_columns(QueryDesc *queryDesc)
 {
+	List *nodes = modify_nodes(queryDesc);
 	ListCell *lc;
 
-	foreach (lc, queryDesc->estate->es_opened_result_relations)
+	foreach (lc, nodes)
 	{
-		ResultRelInfo *rri = lfirst(lc);
-		Relation rel = rri->ri_RelationDesc;
-		TupleDesc td = RelationGetDescr(rel);
-		List *names = NIL;
-		int i;
+		ModifyTableState *mt = lfirst(lc);
+		int r;
 
-		if (statement_kind(queryDesc, rri) != 'U' && statement_kind(queryDesc, rri) != 'M')
-			continue;
-		if (rel->rd_rel->relkind != RELKIND_RELATION || !OidIsValid(rel->rd_rel->reltoastrelid) ||
-			rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
-			table_noted(RelationGetRelid(rel)) ||
-			cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel))))
-			continue;
-		for (i = 0; i < td->natts; i++)
+		for (r = 0; r < mt->mt_nrels; r++)
 		{
-			Form_pg_attribute att = TupleDescAttr(td, i);
+			ResultRelInfo *rri = &mt->resultRelInfo[r];
+			Relation rel = rri->ri_RelationDesc;
+			TupleDesc td = RelationGetDescr(rel);
+			char kind = modify_kind(mt, rri);
+			List *names = NIL;
+			int i;
 
-			if (!att->attisdropped)
-				names = lappend(names, NameStr(att->attname));
-		}
-		write_note(BV_CDC_COLUMNS_PREFIX, rel, names);
-		list_free(names);
-		if (nnoted < MAX_NOTED)
-		{
-			noted[nnoted].relid = RelationGetRelid(rel);
-			noted[nnoted].subid = GetCurrentSubTransactionId();
-			nnoted++;
+			if ((kind != 'U' && kind != 'M') || !OidIsValid(rel->rd_rel->reltoastrelid) ||
+				rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
+				table_noted(RelationGetRelid(rel)) || not_a_cdc_table(rel))
+				continue;
+			for (i = 0; i < td->natts; i++)
+			{
+				Form_pg_attribute att = TupleDescAttr(td, i);
+
+				if (!att->attisdropped)
+					names = lappend(names, NameStr(att->attname));
+			}
+			write_note(BV_CDC_COLUMNS_PREFIX, rel, names);
+			list_free(names);
+			if (nnoted < MAX_NOTED)
+			{
+				noted[nnoted].relid = RelationGetRelid(rel);
+				noted[nnoted].subid = GetCurrentSubTransactionId();
+				nnoted++;
+			}
 		}
 	}
+	list_free(nodes);
 }
 
 /*
- * Before a statement ends (its result relations still open): a
+ * Before a statement ends (its plan and result relations still open): a
  * bv.noidentity note for each table without replica identity whose rows it
- * updated or deleted.
+ * updated, deleted or merged.  The row count is the statement's for the top
+ * node; a data-modifying CTE's own count is not kept by the executor, so its
+ * note says "an unknown number of" (and is written even if it changed none).
  */
 static void
 cdc_executor_end(QueryDesc *queryDesc)
 {
-	if (notes_possible(queryDesc, 0) && queryDesc->estate->es_processed > 0)
+	if (queryDesc->estate != NULL &&
+		notes_possible(queryDesc, queryDesc->estate->es_top_eflags))
 	{
+		List *nodes = modify_nodes(queryDesc);
 		ListCell *lc;
 
-		foreach (lc, queryDesc->estate->es_opened_result_relations)
+		foreach (lc, nodes)
 		{
-			ResultRelInfo *rri = lfirst(lc);
-			Relation rel = rri->ri_RelationDesc;
-			char kind = statement_kind(queryDesc, rri);
-			char op[2] = {kind, '\0'};
-			char rows[32];
-			List *more;
+			ModifyTableState *mt = lfirst(lc);
+			bool top = (PlanState *) mt == queryDesc->planstate;
+			int r;
 
-			if (kind == 0 || rel->rd_rel->relkind != RELKIND_RELATION ||
-				rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
-				OidIsValid(RelationGetReplicaIndex(rel)) ||
-				cdc_internal_schema(get_namespace_name(RelationGetNamespace(rel))))
+			if (top && queryDesc->estate->es_processed == 0)
 				continue;
-			snprintf(rows, sizeof(rows), UINT64_FORMAT, queryDesc->estate->es_processed);
-			more = lappend(lappend(NIL, op), rows);
-			write_note(BV_CDC_NOIDENT_PREFIX, rel, more);
-			list_free(more);
+			for (r = 0; r < mt->mt_nrels; r++)
+			{
+				ResultRelInfo *rri = &mt->resultRelInfo[r];
+				Relation rel = rri->ri_RelationDesc;
+				char kind = modify_kind(mt, rri);
+				char op[2] = {kind, '\0'};
+				char rows[32];
+				List *more;
+
+				if (kind == 0 || rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL ||
+					OidIsValid(RelationGetReplicaIndex(rel)) || not_a_cdc_table(rel))
+					continue;
+				if (top)
+					snprintf(rows, sizeof(rows), UINT64_FORMAT, queryDesc->estate->es_processed);
+				else
+					strlcpy(rows, "an unknown number of", sizeof(rows));
+				more = lappend(lappend(NIL, op), rows);
+				write_note(BV_CDC_NOIDENT_PREFIX, rel, more);
+				list_free(more);
+			}
 		}
+		list_free(nodes);
 	}
 	if (prev_executor_end)
 		prev_executor_end(queryDesc);

@@ -115,15 +115,17 @@ sql("ALTER TABLE public.docs RENAME note TO remark");
 sql("ALTER TABLE public.docs ADD COLUMN later text");
 sql("UPDATE public.docs SET remark = 'n4' WHERE id = 1");
 sql("SELECT bv_cdc.resume('main')");
+# An update in a data-modifying CTE (the statement is a SELECT).
+sql("WITH u AS (UPDATE public.docs SET remark = 'n5' WHERE id = 1 RETURNING 1) SELECT count(*) FROM u");
 
-my @docs = BvKafka::in_commit_order(BvKafka::consume($mock, 'bv.public.docs', 5));
+my @docs = BvKafka::in_commit_order(BvKafka::consume($mock, 'bv.public.docs', 6));
 my $json = JSON::PP->new->canonical;
 sub shape
 {
 	my ($e) = @_;
 	return join(',', sort keys %{ $e->{after} }) . ' unchanged=' . $json->encode($e->{unchanged});
 }
-is(scalar @docs, 5, 'five events on bv.public.docs');
+is(scalar @docs, 6, 'six events on bv.public.docs');
 is(shape($docs[1]{env}), 'id,note unchanged=["big"]', 'update: the unchanged TOAST column is listed');
 is(shape($docs[2]{env}), 'extra,id,note unchanged=["big"]',
 	'update right after ADD COLUMN: the unchanged TOAST column is still listed');
@@ -131,6 +133,8 @@ is(shape($docs[3]{env}), 'extra,id,note unchanged=["big"]',
 	'update decoded after a later RENAME and ADD COLUMN: no column that did not exist, none under its new name');
 is(shape($docs[4]{env}), 'extra,id,later,remark unchanged=["big"]',
 	'update after the DDL: the new shape');
+is(shape($docs[5]{env}), 'extra,id,later,remark unchanged=["big"]',
+	'update in a data-modifying CTE: the unchanged TOAST column is listed');
 
 # ---- 3. no replica identity: quarantined, never silent ----
 
@@ -154,6 +158,9 @@ is(sql("SELECT string_agg(split_part(reason, ' not published', 1), ' | ' ORDER B
 	'with the statement kind, row count and table');
 is(sql("SELECT count(*) FROM bv_cdc.quarantine WHERE reason LIKE '%unrouted%'"), '0',
 	'an unrouted table is none of bv_cdc\'s business');
+sql("WITH d AS (DELETE FROM public.lateid WHERE id = 1 RETURNING *) SELECT count(*) FROM d");
+ok(poll("SELECT count(*) = 1 FROM bv_cdc.quarantine WHERE reason LIKE 'DELETE of an unknown number of row(s) of public.lateid%'"),
+	'a delete in a data-modifying CTE is quarantined too');
 
 # ---- 4. a hung broker is stalled, not up ----
 
