@@ -113,6 +113,7 @@ DECLARE
     hops text[];
     hop text;
     addr inet;
+    raw inet;
 BEGIN
     IF forwarded_for IS NULL OR NOT EXISTS (SELECT 1 FROM bv.trusted_proxies) THEN
         RETURN NULL;
@@ -133,10 +134,17 @@ BEGIN
         -- IPv4-mapped IPv6 address is its IPv4 address, and an IPv6
         -- client is its /64 (a host usually gets a whole /64, so single
         -- addresses would give it 2^64 buckets).
+        raw := addr;
         IF pg_catalog.family(addr) = 6 AND addr OPERATOR(pg_catalog.<<=) '::ffff:0.0.0.0/96'::inet THEN
             addr := '0.0.0.0'::inet OPERATOR(pg_catalog.+) (addr OPERATOR(pg_catalog.-) '::ffff:0.0.0.0'::inet);
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM bv.trusted_proxies p WHERE addr OPERATOR(pg_catalog.<<=) p.proxy) THEN
+        -- a proxy listed in either form is recognised in either form
+        IF NOT EXISTS (SELECT 1 FROM bv.trusted_proxies p
+                       WHERE addr OPERATOR(pg_catalog.<<=) p.proxy OR raw OPERATOR(pg_catalog.<<=) p.proxy
+                          OR (pg_catalog.family(addr) = 4 AND pg_catalog.family(p.proxy) = 6
+                              AND p.proxy OPERATOR(pg_catalog.<<=) '::ffff:0.0.0.0/96'::cidr
+                              AND ('::ffff:0.0.0.0'::inet OPERATOR(pg_catalog.+) (addr OPERATOR(pg_catalog.-) '0.0.0.0'::inet))
+                                  OPERATOR(pg_catalog.<<=) p.proxy)) THEN
             EXIT;
         END IF;
     END LOOP;

@@ -79,6 +79,10 @@ is(anon('192.0.2.60, 10.0.0.2'), '429', '... so the client behind it is the same
 is($node->safe_psql('bitvelocity',
 		q{SELECT bv._request_client_address('::FFFF:C000:0233, 10.0.0.1'), bv._request_client_address('2001:DB8:0:0:1::7, 10.1.1.1')}),
 	'192.0.2.51|2001:db8::/64', 'normalised forms');
+$node->safe_psql('bitvelocity', q{INSERT INTO bv.trusted_proxies (proxy) VALUES ('::ffff:172.16.0.0/108')});
+is($node->safe_psql('bitvelocity',
+		q{SELECT bv._request_client_address('192.0.2.70, 172.16.0.1'), bv._request_client_address('192.0.2.71, ::ffff:172.16.0.1')}),
+	'192.0.2.70|192.0.2.71', 'a proxy listed in IPv4-mapped form is recognised in both forms');
 $node->safe_psql('bitvelocity', q{DELETE FROM bv.trusted_proxies});
 
 # ---- a service cannot drain request buckets with bv.rate_limit() ----
