@@ -775,7 +775,7 @@ change_columns(CdcConfig *cfg, CdcTableRoutes *tr, const W2jMessage *m)
 		if (strcmp(tc->table, tr->key) == 0)
 			return &tc->cols;
 	}
-	if (m->identity != NULL && m->nidentity > m->npk && m->npk > 0)
+	if (m->identity != NULL && m->nidentity > 0)
 	{
 		from_identity.n = m->nidentity;
 		from_identity.names = palloc(sizeof(char *) * m->nidentity);
