@@ -97,6 +97,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
 
@@ -516,6 +517,41 @@ build_key(CaptureEntry *entry, TupleDesc desc, Datum pk, bool pk_null)
  * Build an entry from bv_audit.tracked and bv_audit.columns.  Runs inside
  * the caller's SPI connection.
  */
+/*
+ * A tracked table must keep a primary key: records are followed by it, and
+ * without one rows with equal old keys would hide each other in as_of()
+ * and history().  ALTER TABLE may drop the key and add another in a later
+ * command of the same transaction; a row written in between is refused.
+ * Deferrable keys count (RelationGetPrimaryKeyIndex() ignores them).
+ */
+static void
+check_primary_key(Relation rel)
+{
+	List *indexoids = RelationGetIndexList(rel);
+	ListCell *lc;
+	bool found = false;
+
+	foreach (lc, indexoids)
+	{
+		HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		if (((Form_pg_index) GETSTRUCT(tup))->indisprimary)
+			found = true;
+		ReleaseSysCache(tup);
+		if (found)
+			break;
+	}
+	list_free(indexoids);
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tracked table \"%s\" has no primary key", RelationGetRelationName(rel)),
+				 errdetail("bv_audit follows the rows of a tracked table by its primary key."),
+				 errhint("Add a primary key (ALTER TABLE ... ADD PRIMARY KEY), or call bv_audit.disable() on the table.")));
+}
+
 static void
 build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 {
@@ -530,6 +566,7 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 	char **mirror_names;
 	MemoryContext old;
 
+	check_primary_key(rel);
 	free_entry_state(entry);
 	entry->tracked_id = tracked_id;
 	args[0] = Int32GetDatum(tracked_id);

@@ -1630,3 +1630,218 @@ BEGIN
         t.audit_table, keys, t.audit_table, keys, bv_audit._row_expr(t, 'a'), keys) USING ts, horizon, own;
 END
 $$;
+
+-- ===========================================================================
+-- #18 audit review: a tracked table keeps a primary key, a new key ends the
+-- histories it no longer shows, and a table owner cannot stop capture (or
+-- the stamp trigger) through an extension dependency.
+--
+-- * A tracked table without a primary key (ALTER TABLE ... DROP CONSTRAINT
+--   of it, or DROP COLUMN of a key column) had its rows recorded under the
+--   old key, and rows with equal old keys hid each other in as_of() and
+--   history(): the capture trigger now refuses to write a row of a tracked
+--   table without a primary key (55000, capture.c), until one is added.
+-- * A primary key on other columns: every key (of the new key columns)
+--   that the history says exists and the table no longer has gets a 'D'
+--   (audit_changed = the new key columns), so as_of() shows no ghost of a
+--   row whose new-key value changed before the key changed.
+-- * ALTER TRIGGER <capture or stamp trigger> DEPENDS ON EXTENSION x, then
+--   DROP EXTENSION x, dropped the trigger with no DROP TRIGGER command: a
+--   capture (or stamp) trigger may not depend on an extension, and the
+--   sql_drop guard also follows DROP EXTENSION and DROP OWNED.
+-- * The stamp trigger is guarded like the capture triggers: a
+--   non-superuser cannot disable, drop, rename or replace it (created_* and
+--   updated_* could be forged otherwise).
+-- ===========================================================================
+
+CREATE OR REPLACE FUNCTION bv_audit._capture_intact(relid oid, tracked_id integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) = 2
+      FROM pg_catalog.pg_trigger tg
+     WHERE tg.tgrelid = relid
+       AND tg.tgfoid = 'bv_audit.capture_trigger()'::pg_catalog.regprocedure
+       AND tg.tgenabled IN ('O', 'A') AND NOT tg.tgisinternal
+       AND tg.tgqual IS NULL AND tg.tgattr = ''::pg_catalog.int2vector AND tg.tgnargs = 1
+       AND pg_catalog.encode(tg.tgargs, 'escape') = tracked_id::text || '\000'
+       AND ((tg.tgname = 'bv_audit_capture' AND tg.tgtype = 29)           -- AFTER ROW INSERT OR UPDATE OR DELETE
+            OR (tg.tgname = 'bv_audit_capture_truncate' AND tg.tgtype = 32)) -- AFTER STATEMENT TRUNCATE
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                          AND d.objid = tg.oid AND d.deptype = 'x')
+$$;
+
+-- The stamp trigger of a table, if the table has (or had) one: intact when
+-- there is exactly one trigger calling stamp_trigger(), named and shaped as
+-- stamp() makes it, enabled, with no extension dependency.
+CREATE FUNCTION bv_audit._stamp_intact(relid oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) FILTER (WHERE tg.tgname = 'bv_audit_stamp' AND tg.tgtype = 23  -- BEFORE ROW INSERT OR UPDATE
+                              AND tg.tgenabled IN ('O', 'A') AND tg.tgqual IS NULL
+                              AND tg.tgattr = ''::pg_catalog.int2vector AND tg.tgnargs = 0
+                              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                               WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                                                 AND d.objid = tg.oid AND d.deptype = 'x')) = 1
+           AND count(*) = 1
+      FROM pg_catalog.pg_trigger tg
+     WHERE tg.tgrelid = relid
+       AND (tg.tgfoid = 'bv_audit.stamp_trigger()'::pg_catalog.regprocedure OR tg.tgname = 'bv_audit_stamp')
+$$;
+COMMENT ON FUNCTION bv_audit._stamp_intact(oid) IS
+'Internal: whether a stamped table still has its stamp trigger, enabled and as bv_audit.stamp() created it.';
+
+CREATE OR REPLACE FUNCTION bv_audit._guard_capture()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rels oid[];
+    stamped oid[];
+    t record;
+    r oid;
+BEGIN
+    IF (SELECT x.rolsuper FROM pg_catalog.pg_roles x WHERE x.rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        -- Triggers dropped while their table stays (DROP TRIGGER, or the
+        -- cascade of DROP EXTENSION / DROP OWNED).
+        SELECT array_agg(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid),
+               array_agg(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid)
+                   FILTER (WHERE d.address_names[3] = 'bv_audit_stamp')
+          INTO rels, stamped
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.object_type = 'trigger';
+    ELSE
+        SELECT array_agg(CASE WHEN c.object_type = 'trigger'
+                              THEN (SELECT tg.tgrelid FROM pg_catalog.pg_trigger tg WHERE tg.oid = c.objid)
+                              ELSE c.objid END) INTO rels
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.object_type IN ('table', 'trigger');
+        SELECT array_agg(DISTINCT tg.tgrelid) INTO stamped
+          FROM pg_catalog.pg_trigger tg
+         WHERE tg.tgrelid = ANY (rels)
+           AND (tg.tgfoid = 'bv_audit.stamp_trigger()'::pg_catalog.regprocedure OR tg.tgname = 'bv_audit_stamp');
+    END IF;
+    FOR t IN SELECT tr.id, tr.relid FROM bv_audit.tracked tr
+              WHERE tr.relid = ANY (rels) AND tr.enabled LOOP
+        IF NOT bv_audit._capture_intact(t.relid, t.id) THEN
+            RAISE EXCEPTION 'only a superuser can stop bv_audit from recording changes of %', t.relid::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'The command would disable, drop, rename or replace a capture trigger of a tracked table.',
+                      HINT = 'Ask a member of bv_admin to call bv_audit.disable() on the table.';
+        END IF;
+    END LOOP;
+    FOREACH r IN ARRAY coalesce(stamped, '{}') LOOP
+        IF r IS NOT NULL AND NOT bv_audit._stamp_intact(r) THEN
+            RAISE EXCEPTION 'only a superuser can stop bv_audit from stamping %', r::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'The command would disable, drop, rename, replace or tie to an extension the trigger bv_audit_stamp, which fills created_by, created_at, updated_by and updated_at.',
+                      HINT = 'Ask a superuser to drop the trigger if the table should no longer be stamped.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+DROP EVENT TRIGGER bv_audit_guard_drop;
+CREATE EVENT TRIGGER bv_audit_guard_drop ON sql_drop
+    WHEN TAG IN ('DROP TRIGGER', 'DROP EXTENSION', 'DROP OWNED')
+    EXECUTE FUNCTION bv_audit._guard_capture();
+
+CREATE OR REPLACE FUNCTION bv_audit._on_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cmd record;
+    t bv_audit.tracked;
+    old_key smallint[];
+    new_key smallint[];
+    added smallint[];
+    rewritten smallint[];
+    key_rewritten text[];
+BEGIN
+    FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+                WHERE c.command_tag = 'ALTER TABLE' AND c.object_type IN ('table', 'table column')
+    LOOP
+        SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.relid = cmd.objid AND tr.enabled;
+        IF NOT FOUND THEN
+            CONTINUE;
+        END IF;
+        -- The key's columns (by attnum) as the audit columns record them.
+        SELECT array_agg(c.src_attnum ORDER BY c.src_attnum) INTO old_key
+          FROM bv_audit.columns c
+         WHERE c.tracked_id = t.id AND c.audit_column = ANY (t.pk_columns);
+        added := bv_audit._sync_columns(t, true);
+        SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.id = t.id;
+        SELECT array_agg(x.attnum ORDER BY x.attnum) INTO new_key
+          FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey::smallint[]) AS x(attnum)
+         WHERE i.indrelid = t.relid AND i.indisprimary;
+        IF new_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
+            -- A primary key on other columns: rows are now followed by it;
+            -- the keys of it that the history shows and the table lacks end.
+            PERFORM bv_audit._record_vanished(t, t.pk_columns::text[]);
+        END IF;
+        -- Columns whose stored values a USING expression rewrote (mirrored ones).
+        SELECT coalesce(array_agg(DISTINCT r.attnum), '{}') INTO rewritten
+          FROM pg_event_trigger_ddl_commands() x
+          CROSS JOIN LATERAL unnest(bv_audit._rewritten_columns(x.command)) AS r(attnum)
+          JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = r.attnum
+         WHERE x.objid = cmd.objid AND x.command_tag = 'ALTER TABLE' AND x.object_type = 'table';
+        SELECT array_agg(att.attname::text ORDER BY att.attnum) INTO key_rewritten
+          FROM pg_catalog.pg_attribute att
+         WHERE att.attrelid = t.relid AND att.attnum = ANY (rewritten) AND att.attname = ANY (t.pk_columns);
+        IF key_rewritten IS NOT NULL THEN
+            -- Keys changed: the old keys' histories end.
+            PERFORM bv_audit._record_vanished(t, key_rewritten);
+        END IF;
+        IF cardinality(rewritten) > 0 THEN
+            PERFORM bv_audit._record_rows(t, rewritten || added, false);
+        ELSIF cardinality(added) > 0 THEN
+            -- ADD COLUMN: rows got a value (a default) without an UPDATE.
+            PERFORM bv_audit._record_rows(t, added, true);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- #18 audit review: the snapshot of enable() reads ONLY the table.  The
+-- rows of inheritance children are not the table's (their writes fire the
+-- children's triggers, not the parent's, and may repeat the parent's keys):
+-- 0.2.0 recorded them as S records that no later change ever ended, so a
+-- child row deleted after enable() stayed in as_of() of the parent.
+CREATE OR REPLACE FUNCTION bv_audit._snapshot(t bv_audit.tracked)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    src text;
+    n bigint;
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('s.%I', att.attname), ', ' ORDER BY c.src_attnum)
+      INTO cols, src
+      FROM bv_audit.columns c
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped
+     WHERE c.tracked_id = t.id;
+    EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+                   'audit_client, audit_trace, %s) '
+                   'SELECT ''S'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.now(), '
+                   'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+                   'pg_catalog.inet_client_addr(), bv.trace_context(), %s FROM ONLY %I.%I s',
+                   t.audit_table, cols, src, t.source_schema, t.source_table);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;

@@ -1,0 +1,98 @@
+-- #18 audit review: attacks on history and capture that the first round of
+-- fixes missed.  Each block failed before the fix of the same commit.
+\set SHOW_CONTEXT never
+\set VERBOSITY default
+
+-- 1. A tracked table without a primary key: its rows were recorded under
+--    the old key, and rows with equal old keys hid each other (as_of()
+--    showed one of two rows with id 2).  Writes are refused until a key is
+--    added again (dropping and adding in two commands stays possible).
+CREATE TABLE public.atk_pk (id int PRIMARY KEY, v text NOT NULL);
+SELECT bv_audit.enable('public.atk_pk') IS NOT NULL AS enabled;
+INSERT INTO public.atk_pk VALUES (1, 'a'), (2, 'b');
+BEGIN;
+ALTER TABLE public.atk_pk DROP CONSTRAINT atk_pk_pkey;
+INSERT INTO public.atk_pk VALUES (2, 'dup');
+ROLLBACK;
+BEGIN;
+ALTER TABLE public.atk_pk DROP COLUMN id;
+UPDATE public.atk_pk SET v = 'z';
+ROLLBACK;
+BEGIN;
+ALTER TABLE public.atk_pk DROP CONSTRAINT atk_pk_pkey;
+ALTER TABLE public.atk_pk ADD PRIMARY KEY (id) DEFERRABLE;
+INSERT INTO public.atk_pk VALUES (3, 'c');
+COMMIT;
+SELECT count(*) AS rows_as_of FROM bv_audit.as_of('public.atk_pk', now());
+DELETE FROM public.atk_pk WHERE id = 3;
+-- 2. A primary key on other columns in the same command: the histories
+--    that the new key no longer shows end ('a' was the v of row 1 before
+--    it became 'c'; as_of() showed it as a third row).
+UPDATE public.atk_pk SET v = 'c' WHERE id = 1;
+ALTER TABLE public.atk_pk DROP CONSTRAINT atk_pk_pkey, ADD PRIMARY KEY (v);
+SELECT j FROM bv_audit.as_of('public.atk_pk', now()) j ORDER BY j->>'v';
+SELECT operation, changed_columns, row_data FROM bv_audit.history('public.atk_pk', '{"v": "a"}') ORDER BY audit_id;
+-- the new key's history reads on: a move under it is a D and an I
+UPDATE public.atk_pk SET v = 'd' WHERE v = 'c';
+SELECT j FROM bv_audit.as_of('public.atk_pk', now()) j ORDER BY j->>'v';
+SELECT pk_columns FROM bv_audit.tracked WHERE source_table = 'atk_pk';
+-- after disable() the key is the owner's business
+SELECT bv_audit.disable('public.atk_pk');
+ALTER TABLE public.atk_pk DROP CONSTRAINT atk_pk_pkey;
+DROP TABLE public.atk_pk;
+
+-- 3. Inheritance: the snapshot of a parent took its children's rows,
+--    whose later changes the parent's triggers never see (a deleted child
+--    row stayed in as_of() of the parent).
+CREATE TABLE public.atk_par (id int PRIMARY KEY, v text);
+CREATE TABLE public.atk_chi (PRIMARY KEY (id)) INHERITS (public.atk_par);
+INSERT INTO public.atk_par VALUES (1, 'parent');
+INSERT INTO public.atk_chi VALUES (2, 'child');
+SELECT bv_audit.enable('public.atk_par') IS NOT NULL AS enabled;
+DELETE FROM public.atk_par WHERE id = 2;
+SELECT j FROM bv_audit.as_of('public.atk_par', now()) j;
+SELECT bv_audit.disable('public.atk_par');
+DROP TABLE public.atk_par CASCADE;
+
+-- 4. A table owner tied the capture trigger to an extension it owns and
+--    dropped the extension: the trigger went with it, no DROP TRIGGER
+--    command, and writes were no longer recorded.  The same for the stamp
+--    trigger, which a table owner could also simply disable.
+CREATE ROLE bv_audit_atk_owner LOGIN IN ROLE bv_user;
+GRANT CREATE ON SCHEMA public TO bv_audit_atk_owner;
+GRANT CREATE ON DATABASE bitvelocity TO bv_audit_atk_owner;
+SET ROLE bv_audit_atk_owner;
+CREATE TABLE public.atk_own (id int PRIMARY KEY, v text);
+CREATE EXTENSION hstore SCHEMA public;   -- a trusted extension
+RESET ROLE;
+SELECT bv_audit.enable('public.atk_own') IS NOT NULL AS enabled;
+SELECT bv_audit.stamp('public.atk_own');
+SET ROLE bv_audit_atk_owner;
+ALTER TRIGGER bv_audit_capture ON public.atk_own DEPENDS ON EXTENSION hstore;
+ALTER TRIGGER bv_audit_capture_truncate ON public.atk_own DEPENDS ON EXTENSION hstore;
+ALTER TRIGGER bv_audit_stamp ON public.atk_own DEPENDS ON EXTENSION hstore;
+ALTER TABLE public.atk_own DISABLE TRIGGER bv_audit_stamp;
+ALTER TABLE public.atk_own ENABLE REPLICA TRIGGER bv_audit_stamp;
+ALTER TRIGGER bv_audit_stamp ON public.atk_own RENAME TO other;
+DROP TRIGGER bv_audit_stamp ON public.atk_own;
+-- a dependency a superuser made does not let the owner drop the trigger
+-- through its extension either
+RESET ROLE;
+ALTER TRIGGER bv_audit_capture ON public.atk_own DEPENDS ON EXTENSION hstore;
+SET ROLE bv_audit_atk_owner;
+DROP EXTENSION hstore CASCADE;
+INSERT INTO public.atk_own (id, v, created_by) VALUES (1, 'x', 'forged');
+RESET ROLE;
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'public.atk_own'::regclass ORDER BY tgname;
+SELECT id, created_by = 'forged' AS forged FROM public.atk_own;
+SELECT operation, row_data->>'v' AS v FROM bv_audit.history('public.atk_own', '{"id": 1}');
+-- bv_audit.disable() (or a superuser) still may
+SELECT bv_audit.disable('public.atk_own');
+DROP TRIGGER bv_audit_stamp ON public.atk_own;
+SET ROLE bv_audit_atk_owner;
+DROP TABLE public.atk_own;
+DROP EXTENSION hstore;
+RESET ROLE;
+REVOKE CREATE ON DATABASE bitvelocity FROM bv_audit_atk_owner;
+REVOKE CREATE ON SCHEMA public FROM bv_audit_atk_owner;
+DROP ROLE bv_audit_atk_owner;
