@@ -472,7 +472,9 @@ cdc_internal_schema(const char *schema)
 }
 
 /*
- * May the role that added a route SELECT the table?  A table that no longer
+ * May the role that added a route SELECT every row of the table
+ * (bv_cdc.may_publish: SELECT, and no row-level security hiding rows from
+ * it)?  A table that no longer
  * exists (a change replayed after DROP TABLE) is let through: add_route
  * checked the tables that existed then; a role that no longer exists may
  * nothing.  Runs its own transaction (the worker, between messages).
@@ -495,7 +497,7 @@ owner_may_select(const char *owner, const char *schema, const char *table)
 		args[2] = CStringGetTextDatum(table);
 		if (SPI_execute_with_args(
 				"SELECT CASE WHEN c.oid IS NULL THEN true WHEN r.oid IS NULL THEN false "
-				"ELSE pg_catalog.has_table_privilege(r.oid, c.oid, 'SELECT') END "
+				"ELSE bv_cdc.may_publish(r.oid, c.oid) END "
 				"FROM (SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($2) || '.' || "
 				"pg_catalog.quote_ident($3)) AS oid) c "
 				"LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1",

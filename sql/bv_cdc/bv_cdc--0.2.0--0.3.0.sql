@@ -47,6 +47,26 @@ $$;
 COMMENT ON FUNCTION bv_cdc.is_internal_schema(text) IS
 'true for schemas bv_cdc never routes nor snapshots: system catalogs (pg_catalog, information_schema, pg_toast, temporary schemas) and the suite''s internals (bv, bv_audit, bv_cdc, cron). The worker applies the same rule.';
 
+-- May role publish every row of tbl?  SELECT on the table, and row-level
+-- security does not hide rows from it (bv_cdc reads every row, as the
+-- worker's superuser): no RLS, or the role bypasses it (superuser,
+-- BYPASSRLS, or the table's owner unless FORCE ROW LEVEL SECURITY).
+CREATE FUNCTION bv_cdc.may_publish(role oid, tbl oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(bool_and(pg_catalog.has_table_privilege(r.oid, c.oid, 'SELECT')
+                             AND (NOT c.relrowsecurity OR r.rolsuper OR r.rolbypassrls
+                                  OR (NOT c.relforcerowsecurity
+                                      AND pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')))), false)
+      FROM pg_catalog.pg_class c, pg_catalog.pg_roles r
+     WHERE c.oid = tbl AND r.oid = role
+$$;
+
+COMMENT ON FUNCTION bv_cdc.may_publish(oid, oid) IS
+'true when role may SELECT every row of table tbl: SELECT privilege, and no row-level security hiding rows from it (no RLS, superuser, BYPASSRLS, or the owner without FORCE ROW LEVEL SECURITY). Routes and snapshots publish every row, so they require it.';
+
 -- Who added a route: the worker publishes only tables that role may SELECT.
 ALTER TABLE bv_cdc.routes ADD COLUMN created_by name;
 COMMENT ON COLUMN bv_cdc.routes.created_by IS
@@ -315,6 +335,12 @@ BEGIN
                       DETAIL = 'A route publishes the rows of the tables it matches; you may only route tables you can SELECT.',
                       HINT = 'Ask the table''s owner for SELECT, or use a pattern that does not match it.';
         END IF;
+        IF NOT bv_cdc.may_publish(caller, t.oid) THEN
+            RAISE EXCEPTION 'permission denied to route table %.%: it has row-level security', quote_ident(t.nspname), quote_ident(t.relname)
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'A route publishes every row, past row-level security; only a role that bypasses it (its owner, a role with BYPASSRLS) may route the table.',
+                      HINT = 'Add the route as such a role, or use a pattern that does not match the table.';
+        END IF;
         IF operations && '{u,d}'::text[] AND t.relreplident <> 'f' AND NOT t.has_index THEN
             RAISE EXCEPTION 'table %.% has no replica identity', quote_ident(t.nspname), quote_ident(t.relname)
                 USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -481,6 +507,12 @@ BEGIN
                   DETAIL = 'A snapshot publishes every row of the table; you may only snapshot tables you can SELECT.',
                   HINT = 'Ask the table''s owner for SELECT.';
     END IF;
+    IF NOT bv_cdc.may_publish(bv_cdc.invoker(), tbl) THEN
+        RAISE EXCEPTION 'permission denied to snapshot table %: it has row-level security', tbl
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A snapshot publishes every row, past row-level security; only a role that bypasses it (its owner, a role with BYPASSRLS) may snapshot the table.',
+                  HINT = 'Request the snapshot as such a role.';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
         RAISE EXCEPTION 'table % has no primary key', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -508,9 +540,11 @@ COMMENT ON FUNCTION bv_cdc.snapshot(regclass, integer) IS
 -- ---- privileges of the new helpers ----
 
 REVOKE ALL ON FUNCTION bv_cdc.clip(text), bv_cdc.invoker(), bv_cdc.is_internal_schema(text),
-    bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]) FROM PUBLIC;
+    bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]),
+    bv_cdc.may_publish(oid, oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION bv_cdc.clip(text), bv_cdc.invoker(), bv_cdc.is_internal_schema(text),
-    bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]) TO bv_admin;
+    bv_cdc.check_column_list(text, text[]), bv_cdc.check_route_tables(text, text[]),
+    bv_cdc.may_publish(oid, oid) TO bv_admin;
 
 CREATE OR REPLACE FUNCTION bv_cdc.check_sink_secrets(kind text, config jsonb)
 RETURNS void

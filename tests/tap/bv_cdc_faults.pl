@@ -176,6 +176,25 @@ my @after = BvMqtt::consume($sub, 5 + 21);
 is(scalar(grep { $_->{env} && ($_->{env}{after}{v} // '') eq 'stall' } @after) >= 21 ? 1 : 0, 1,
 	'every change made while it was frozen arrives');
 
+# ---- 5. (#17 item 14) a wildcard route publishes only what its role may SELECT ----
+
+sql(q{
+CREATE SCHEMA app;
+GRANT USAGE ON SCHEMA app TO bv_admin;
+CREATE TABLE app.open (id int PRIMARY KEY);
+GRANT SELECT ON app.open TO bv_admin;
+SET ROLE bv_admin;
+SELECT bv_cdc.add_route('app.*', 'main');
+RESET ROLE;
+CREATE TABLE app.closed (id int PRIMARY KEY);
+});
+sql("INSERT INTO app.closed VALUES (1)");
+sql("INSERT INTO app.open VALUES (1)");
+is(scalar(BvKafka::consume($mock, 'bv.app.open', 1)), 1, 'a table the route\'s role may SELECT is published');
+is(scalar(BvKafka::read_topic($mock, 'bv.app.closed')), 0,
+	'a table created later under the pattern, which that role cannot SELECT, is not');
+ok($node->log_contains('does not publish app.closed through route'), 'and the worker says why');
+
 BvMqtt::stop_subscriber($sub);
 BvMqtt::stop_broker($broker);
 BvKafka::stop_mock($mock);
