@@ -119,6 +119,33 @@ for my $sig ("t=$t,v1=" . hmac_sha256_hex("$t.$ev", $wh_secret), "t=$t,v1=" . hm
 	my ($s, $r) = BvTest::http('POST', "$url/rpc/payment_webhook", headers => ["bv-signature: $sig"], body => $ev);
 	push @five, "webhook sig " . substr($sig, 0, 40) . ": $s " . substr($r, 0, 200) if $s !~ /^[1-4]/;
 }
+# Tokens PostgREST accepts or not: never a 5xx, and never admitted.
+my @admitted;
+for my $c (
+	'{"role":"postgres","sub":"a"}', '{"role":"bv_authenticator","sub":"a"}', '{"role":"pg_read_server_files","sub":"a"}',
+	'{"role":"pg_monitor","sub":"a"}', '{"role":"nosuchrole","sub":"a"}', '{"role":"","sub":"a"}', '{"role":"BV_USER","sub":"a"}',
+	'{"role":["bv_user"],"sub":"a"}', '{"role":null,"sub":"a"}', '{"role":"bv_user"}', '{"role":"bv_user","sub":""}',
+	'{"role":"bv_user","sub":42}', '{"role":"bv_user","sub":{"id":"a"}}', '{"role":"bv_user","sub":null}',
+	'{"role":"bv_user","sub":"' . ('s' x 5000) . '"}', '{"role":"bv_user","sub":"a\u0001b"}',
+	'{"role":"bv_service","sub":"a","nbf":' . (time() + 3600) . '}', '{"role":"bv_user","sub":"a","iat":' . (time() + 3600) . '}',
+	'{"role":"bv_user","sub":"a","jti":""}', '{"role":"bv_user","sub":"a","jti":42}', '{"role":"bv_user","sub":"a","jti":"' . ('j' x 300) . '"}')
+{
+	(my $claims = $c) =~ s/\}$/,"exp":$exp}/;
+	for my $path ('/orders', '/rpc/add_to_cart')
+	{
+		my ($s, $r) = BvTest::http($path =~ /rpc/ ? 'POST' : 'GET', "$url$path", token => $jwt->($claims),
+			$path =~ /rpc/ ? (body => '{"sku":"BOOK-PGI","quantity":1}') : ());
+		push @admitted, "$path with " . substr($claims, 0, 80) . ": $s" if $s !~ /^4\d\d$/;
+	}
+}
+for my $c ('{"role":"bv_user","sub":"a"}', '{"role":"bv_user","sub":"a","exp":"' . $exp . '"}',
+	'{"role":"bv_user","sub":"a","exp":1e309}', '{"role":"bv_user","sub":"a","exp":null}',
+	qq({"role":"bv_user","sub":"b","sub":"a","exp":$exp}), qq({"role":"bv_anon","role":"bv_user","sub":"a","exp":$exp}))
+{
+	my ($s) = BvTest::http('GET', "$url/orders", token => $jwt->($c));
+	push @admitted, "/orders with " . substr($c, 0, 80) . ": $s" if $s !~ /^4\d\d$/;
+}
+is(join("\n", @admitted), '', 'tokens for non-API roles, without a usable sub or jti, not yet valid, without a usable exp, or with duplicate claims: 4xx');
 is(join("\n", @five), '', 'no request ends in a 5xx (or no answer)');
 my ($ok) = BvTest::http('GET', "$url/catalog?limit=1");
 is($ok, '200', 'the API still answers');
