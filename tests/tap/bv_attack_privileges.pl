@@ -96,6 +96,11 @@ TODO:
 	unlike($o, qr/COLUMN-SECRET/, 'bv_audit.history does not show a column the caller cannot SELECT');
 	($o, $e) = run_sql(q{SET ROLE bv_admin; SELECT bv_audit.as_of('public.notes', now())::text});
 	unlike($o, qr/PRIVATE-NOTE/, 'bv_audit.as_of does not show rows that RLS hides from the caller');
+	for my $t ('bv.jwt_keys', 'bv.secrets', 'bv.api_keys', 'bv.jwt_revocations')
+	{
+		($o, $e) = run_sql(qq{SET ROLE bv_admin; SELECT bv_audit.enable('$t')});
+		like($e, qr/ERROR/, "bv_audit.enable('$t') is refused (history would keep secrets in clear after rotation)");
+	}
 	($o, $e) = run_sql(q{SET ROLE bv_anon; SELECT count(*) FROM bv_audit.tracked});
 	like($e, qr/permission denied/, 'bv_anon cannot list the audited tables');
 }
