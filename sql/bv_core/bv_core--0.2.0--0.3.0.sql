@@ -417,13 +417,9 @@ BEGIN
             MESSAGE = 'bv._route_limit() needs a path and the outcome authenticated or refused',
             HINT = 'Call bv._route_limit(''/rpc/my_webhook'', ''refused'') before refusing a caller.';
     END IF;
+    -- A route row removed by an operator: the default limits, never an
+    -- error that every call of the route would then raise.
     SELECT r.rate, r.burst INTO route FROM bv.request_routes r WHERE r.path = _route_limit.path;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'undefined_object',
-            MESSAGE = pg_catalog.format('route %s is not in bv.request_routes', pg_catalog.quote_literal(pg_catalog.left(path, 64))),
-            HINT = 'Add the route with self_limited = true.';
-    END IF;
     bucket := 'route:' || path || '|' || outcome;
     IF outcome = 'refused' THEN
         BEGIN

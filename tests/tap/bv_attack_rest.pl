@@ -56,6 +56,16 @@ is(join(',', map { $signed->(qq({"id":"evt_s$_","type":"x.other"})) } 2 .. 4), '
 is($node->safe_psql('bitvelocity', q{SELECT count(*) FROM commerce.webhook_events}), '3',
 	'exactly the admitted signed events were stored');
 
+# Without its route row (an operator removed it), a route falls back to
+# the default limits instead of failing.
+{
+	my ($ret, $out, $err) = $node->psql('bitvelocity', q{BEGIN; DELETE FROM bv.request_routes;
+	  SELECT set_config('request.method', 'POST', true);
+	  SELECT bv._route_limit('/rpc/removed_route', 'refused') IS NULL;
+	  ROLLBACK;});
+	is($err, '', 'a self-limited route without its row in bv.request_routes: the default limits, no error');
+}
+
 # ---- routes are matched on the decoded path ----
 $node->safe_psql('bitvelocity', q{INSERT INTO bv.request_routes (path, rate, burst) VALUES ('/catalog', 0.001, 1)});
 is(status('GET', '/catalog?limit=1'), '200', 'a route with burst 1: the first request passes');
