@@ -54,7 +54,29 @@ SELECT j FROM bv_audit.as_of('public.atk_par', now()) j;
 SELECT bv_audit.disable('public.atk_par');
 DROP TABLE public.atk_par CASCADE;
 
--- 4. A table owner tied the capture trigger to an extension it owns and
+-- 4. A type change made while tracking was disabled: enable() refused it
+--    forever ("cannot change the type"), so the table could never be
+--    tracked again.  The old audit column keeps its history under another
+--    name; a new one mirrors the column.
+CREATE TABLE public.atk_re (id int PRIMARY KEY, v text);
+SELECT bv_audit.enable('public.atk_re') IS NOT NULL AS enabled;
+INSERT INTO public.atk_re VALUES (1, '5');
+SELECT bv_audit.disable('public.atk_re');
+ALTER TABLE public.atk_re ALTER COLUMN v TYPE int USING v::int;
+SELECT bv_audit.enable('public.atk_re') IS NOT NULL AS enabled;
+UPDATE public.atk_re SET v = v + 1;
+SELECT operation, row_data FROM bv_audit.history('public.atk_re', '{"id": 1}') ORDER BY audit_id;
+SELECT (SELECT jsonb_agg(jsonb_populate_record(NULL::public.atk_re, j)) FROM bv_audit.as_of('public.atk_re', now()) j)
+     = (SELECT jsonb_agg(a) FROM public.atk_re a) AS as_of_is_table;
+SELECT bv_audit.seal() > 0 AS sealed;
+SELECT ok FROM bv_audit.verify('public.atk_re');
+-- a key column's type change still cannot be followed
+SELECT bv_audit.disable('public.atk_re');
+ALTER TABLE public.atk_re ALTER COLUMN id TYPE text;
+SELECT bv_audit.enable('public.atk_re') IS NOT NULL AS enabled;
+DROP TABLE public.atk_re;
+
+-- 5. A table owner tied the capture trigger to an extension it owns and
 --    dropped the extension: the trigger went with it, no DROP TRIGGER
 --    command, and writes were no longer recorded.  The same for the stamp
 --    trigger, which a table owner could also simply disable.
