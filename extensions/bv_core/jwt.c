@@ -21,7 +21,8 @@
  *	   compared with the clock with bv.jwt_leeway seconds of leeway; "iss"
  *	   against the key's issuer or bv.jwt_issuer, "aud" against
  *	   bv.jwt_audience, when configured; "jti" against the revocation list
- *	   and, with bv.jwt_replay_check, against the shared-memory replay table,
+ *	   and, with bv.jwt_replay_check, against the shared-memory replay table
+ *	   (keyed by issuer and jti: a jti is unique per issuer only),
  *	   which never forgets an unexpired jti: when it has no room for a new
  *	   one the token is refused with 53400 (fail closed, issue #17).  A jti
  *	   is 1 to BV_JWT_KID_MAX bytes, the same rule as bv.jwt_revoke()'s, so
@@ -46,6 +47,7 @@
 #include <math.h>
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -547,8 +549,27 @@ check_claims(Jsonb *claims, const ClaimsBuilder *b, const BvJwtKey *key,
 			 * entry is never evicted before (ratelimit.c).
 			 */
 			double lifetime = has_exp ? exp + leeway - now : 86400.0 * 365;
+			const SeenClaim *iss = &b->seen[CLAIM_ISS];
+			StringInfoData rkey;
 
-			switch (bv_replay_take(jti->str, (size_t) jti->len, lifetime))
+			/*
+			 * A jti is unique per issuer (RFC 7519 4.1.7), so the entry is
+			 * keyed by both (#17 attack review): keyed by the jti alone, a
+			 * token of one provider burned the same jti of another
+			 * provider's tokens.  "<bytes of iss>:<iss><jti>", or
+			 * "-:<jti>" without a string iss, is unambiguous.
+			 */
+			initStringInfo(&rkey);
+			if (iss->present && iss->type == jbvString)
+			{
+				appendStringInfo(&rkey, "%d:", iss->len);
+				appendBinaryStringInfo(&rkey, iss->str, iss->len);
+			}
+			else
+				appendStringInfoString(&rkey, "-:");
+			appendBinaryStringInfo(&rkey, jti->str, jti->len);
+
+			switch (bv_replay_take(rkey.data, (size_t) rkey.len, lifetime))
 			{
 				case BV_REPLAY_FIRST:
 					break;

@@ -186,5 +186,20 @@ is($err, '', 'revoked until its own exp');
 like($err, qr/DETAIL:  The token has been revoked/, 'revoked until its exp: refused through the leeway too');
 is((run_sql(q{SELECT bv.jwt_is_revoked('j-boundary')}))[1], 't', 'bv.jwt_is_revoked agrees');
 
+# ---- replay: a jti is unique per issuer only ----
+run_sql(q{INSERT INTO bv.jwt_keys (kid, alg, key, issuer) VALUES
+  ('iss-a', 'HS256', 'issuer-A-secret-0123456789-0123456789-xyz', 'https://a.example'),
+  ('iss-b', 'HS256', 'issuer-B-secret-0123456789-0123456789-xyz', 'https://b.example')});
+my $fut = time() + 3600;
+my $tok_a = (run_sql(qq{SELECT bv.jwt_sign('{"sub":"u","iss":"https://a.example","jti":"7","exp":$fut}', 'iss-a')}))[1];
+my $tok_b = (run_sql(qq{SELECT bv.jwt_sign('{"sub":"u","iss":"https://b.example","jti":"7","exp":$fut}', 'iss-b')}))[1];
+my $tok_n = (run_sql(qq{SELECT bv.jwt_sign('{"sub":"u","jti":"7","exp":$fut}', 'hs-hex')}))[1];
+my @seen = map {
+	my (undef, $o, $e) = run_sql("SET bv.jwt_replay_check = on; SELECT bv.jwt_verify('$_') ->> 'jti'");
+	$e =~ /already been used/ ? 'replay' : $o eq '7' ? 'ok' : "error: $e";
+} ($tok_b, $tok_a, $tok_n, $tok_a, $tok_b, $tok_n);
+is(join(',', @seen), 'ok,ok,ok,replay,replay,replay',
+	'replay: the same jti from two issuers (and without iss) are three tokens, each accepted once');
+
 $node->stop;
 done_testing();
