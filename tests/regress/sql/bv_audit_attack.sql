@@ -76,7 +76,22 @@ ALTER TABLE public.atk_re ALTER COLUMN id TYPE text;
 SELECT bv_audit.enable('public.atk_re') IS NOT NULL AS enabled;
 DROP TABLE public.atk_re;
 
--- 5. A table owner tied the capture trigger to an extension it owns and
+-- 5. A retention longer than the calendar made purge() fail for every
+--    audit table ("timestamp out of range"), the pg_cron job with it.
+CREATE TABLE public.atk_long (id int PRIMARY KEY);
+CREATE TABLE public.atk_short (id int PRIMARY KEY);
+SELECT bv_audit.enable('public.atk_long', '{}', '100000 years') IS NOT NULL AS enabled;
+SELECT bv_audit.enable('public.atk_short', '{}', '1 microsecond') IS NOT NULL AS enabled;
+INSERT INTO public.atk_long VALUES (1);
+INSERT INTO public.atk_short VALUES (1);
+SELECT audit_table, deleted_rows FROM bv_audit.purge() WHERE audit_table LIKE 'public__atk_%' ORDER BY 1;
+SELECT count(*) AS kept FROM bv_audit.history('public.atk_long', '{"id": 1}');
+SELECT bv_audit.set_retention('public.atk_short', '100000 years');
+SELECT bv_audit.set_retention('public.atk_short', '6000 years');
+SELECT bv_audit.disable('public.atk_long'), bv_audit.disable('public.atk_short');
+DROP TABLE public.atk_long, public.atk_short;
+
+-- 6. A table owner tied the capture trigger to an extension it owns and
 --    dropped the extension: the trigger went with it, no DROP TRIGGER
 --    command, and writes were no longer recorded.  The same for the stamp
 --    trigger, which a table owner could also simply disable.
