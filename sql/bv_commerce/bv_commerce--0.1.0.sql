@@ -19,8 +19,9 @@
 
 COMMENT ON SCHEMA commerce IS 'E-commerce domain: catalog, inventory, carts, orders, payments, refunds.';
 
-CREATE SCHEMA api;
-COMMENT ON SCHEMA api IS 'BitVelocity REST API (PostgREST): catalog browsing, carts, orders, payments.';
+-- Schema api is bv_core's since 0.3.0 (every domain publishes into it); a
+-- database whose bv_core predates it gets the schema here, as before.
+CREATE SCHEMA IF NOT EXISTS api;
 
 /* ---------- reference data ---------- */
 

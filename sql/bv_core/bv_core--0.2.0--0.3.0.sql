@@ -953,3 +953,19 @@ BEGIN
         target);
 END
 $$;
+
+------------------------------------------------------------------------
+-- Schema api: the REST surface PostgREST serves, shared by every domain
+-- (bv_commerce, bv_ml, bv_social, bv_iot publish views and functions into
+-- it).  It belongs to the foundation so that any domain can be installed
+-- first; where bv_commerce 0.2.0 already created it, it stays where it is.
+------------------------------------------------------------------------
+DO $$
+BEGIN
+    IF pg_catalog.to_regnamespace('api') IS NULL THEN
+        CREATE SCHEMA api;
+    END IF;
+END
+$$;
+COMMENT ON SCHEMA api IS 'BitVelocity REST API (PostgREST): the views and functions every domain publishes; API roles see only what they are granted.';
+GRANT USAGE ON SCHEMA api TO bv_anon;
