@@ -480,9 +480,9 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		+ 8 * HnswTotalSlots(bs->m, 1) > bs->memlimit)
 	{
 		ereport(NOTICE,
-				(errmsg("hnsw graph no longer fits in maintenance_work_mem after %.0f tuples",
-						bs->indtuples),
-				 errdetail("The graph built so far is written to the index; the other tuples are inserted one by one, which is slower."),
+				(errmsg("hnsw graph no longer fits in maintenance_work_mem"),
+				 errdetail("After %.0f tuples the graph built so far is written to the index; the other tuples are inserted one by one, which is slower.",
+						   bs->indtuples),
 				 errhint("Increase maintenance_work_mem to build faster.")));
 		MemoryContextSwitchTo(old);
 		BuildFlush(bs);

@@ -284,8 +284,8 @@ vector_recv(PG_FUNCTION_ARGS)
 	if (buf->len - buf->cursor != (int) sizeof(float) * dim)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
-				 errmsg("invalid binary vector: %d bytes for %d dimensions",
-						buf->len - buf->cursor, dim),
+				 errmsg("invalid binary vector: %d bytes of values where %d dimensions need %d",
+						buf->len - buf->cursor, dim, (int) sizeof(float) * dim),
 				 errhint("Send int16 dimensions, int16 zero, then the float4 values.")));
 	result = InitVector(dim);
 	for (int i = 0; i < dim; i++)

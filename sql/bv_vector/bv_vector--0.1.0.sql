@@ -99,7 +99,7 @@ CREATE FUNCTION bv_vector.cosine_distance(bv_vector.vector, bv_vector.vector) RE
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'cosine_distance';
 CREATE FUNCTION bv_vector.l2_norm(bv_vector.vector) RETURNS double precision
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'vector_l2_norm';
-CREATE FUNCTION bv_vector.normalize(bv_vector.vector) RETURNS bv_vector.vector
+CREATE FUNCTION bv_vector.l2_normalize(bv_vector.vector) RETURNS bv_vector.vector
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'vector_normalize';
 CREATE FUNCTION bv_vector.vector_dims(bv_vector.vector) RETURNS integer
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'vector_dims';
@@ -110,7 +110,7 @@ COMMENT ON FUNCTION bv_vector.inner_product(bv_vector.vector, bv_vector.vector) 
 COMMENT ON FUNCTION bv_vector.negative_inner_product(bv_vector.vector, bv_vector.vector) IS 'Negative inner product (the <#> operator): ascending order is most similar first.';
 COMMENT ON FUNCTION bv_vector.cosine_distance(bv_vector.vector, bv_vector.vector) IS 'Cosine distance 1 - cos (the <=> operator); NaN when a vector is zero.';
 COMMENT ON FUNCTION bv_vector.l2_norm(bv_vector.vector) IS 'Euclidean norm.';
-COMMENT ON FUNCTION bv_vector.normalize(bv_vector.vector) IS 'The vector divided by its norm; a zero vector stays zero.';
+COMMENT ON FUNCTION bv_vector.l2_normalize(bv_vector.vector) IS 'The vector divided by its Euclidean norm; a zero vector stays zero. (Not "normalize": NORMALIZE is an SQL keyword bound to pg_catalog.normalize(text).)';
 COMMENT ON FUNCTION bv_vector.vector_dims(bv_vector.vector) IS 'Number of dimensions.';
 
 CREATE OPERATOR bv_vector.<-> (
