@@ -54,90 +54,13 @@ extern Datum negative_inner_product(PG_FUNCTION_ARGS);
 extern Datum cosine_distance(PG_FUNCTION_ARGS);
 
 /*
- * Distance kernels.  Eight independent partial sums per loop: the compiler
- * turns them into two 4-wide SIMD registers (SSE2 at the default -O2 of
- * PGXS, wider with -march) without needing -ffast-math, because the lanes
- * never have to be reassociated.  The tail is summed in order.
+ * Distance kernels (vector.c): float accumulation in 8-wide vectors, built
+ * twice on x86-64 (AVX2 + FMA, and the baseline SSE2) with the loader
+ * choosing at run time.
  */
-#define BV_LANES 8
-
-static inline float
-VectorL2SquaredKernel(int dim, const float *restrict a, const float *restrict b)
-{
-	float		s[BV_LANES] = {0};
-	float		r = 0;
-	int			i = 0;
-
-	for (; i + BV_LANES <= dim; i += BV_LANES)
-		for (int j = 0; j < BV_LANES; j++)
-		{
-			float		d = a[i + j] - b[i + j];
-
-			s[j] += d * d;
-		}
-	for (; i < dim; i++)
-		r += (a[i] - b[i]) * (a[i] - b[i]);
-	for (int j = 0; j < BV_LANES; j++)
-		r += s[j];
-	return r;
-}
-
-static inline float
-VectorDotKernel(int dim, const float *restrict a, const float *restrict b)
-{
-	float		s[BV_LANES] = {0};
-	float		r = 0;
-	int			i = 0;
-
-	for (; i + BV_LANES <= dim; i += BV_LANES)
-		for (int j = 0; j < BV_LANES; j++)
-			s[j] += a[i + j] * b[i + j];
-	for (; i < dim; i++)
-		r += a[i] * b[i];
-	for (int j = 0; j < BV_LANES; j++)
-		r += s[j];
-	return r;
-}
-
-/* 1 - cosine similarity, similarity clamped to [-1, 1]; NaN for a zero vector */
-static inline double
-VectorCosineKernel(int dim, const float *restrict a, const float *restrict b)
-{
-	float		dot[BV_LANES] = {0};
-	float		na[BV_LANES] = {0};
-	float		nb[BV_LANES] = {0};
-	float		d = 0,
-				x = 0,
-				y = 0;
-	int			i = 0;
-	double		sim;
-
-	for (; i + BV_LANES <= dim; i += BV_LANES)
-		for (int j = 0; j < BV_LANES; j++)
-		{
-			dot[j] += a[i + j] * b[i + j];
-			na[j] += a[i + j] * a[i + j];
-			nb[j] += b[i + j] * b[i + j];
-		}
-	for (; i < dim; i++)
-	{
-		d += a[i] * b[i];
-		x += a[i] * a[i];
-		y += b[i] * b[i];
-	}
-	for (int j = 0; j < BV_LANES; j++)
-	{
-		d += dot[j];
-		x += na[j];
-		y += nb[j];
-	}
-	sim = (double) d / sqrt((double) x * (double) y);
-	if (sim > 1)
-		sim = 1;
-	else if (sim < -1)
-		sim = -1;
-	return 1 - sim;
-}
+extern float VectorL2SquaredKernel(int dim, const float *a, const float *b);
+extern float VectorDotKernel(int dim, const float *a, const float *b);
+extern double VectorCosineKernel(int dim, const float *a, const float *b);
 
 /* ---- hnsw: limits and defaults, declared once ---- */
 
