@@ -12,7 +12,8 @@
  * ERRCODE_INDEX_CORRUPTED naming the element.
  *
  * It also counts what is not an error: elements that cannot be reached from
- * the entry point (after a crash in the middle of an insert, an element may
+ * the entry point over layer-0 links, which scans therefore never return
+ * (the neighbor heuristic can drop every link to an element; after a crash in the middle of an insert, an element may
  * be written without its reverse links yet; see hnswinsert.c) and elements
  * above the entry level (a crash before the entry point moved).
  *
@@ -235,7 +236,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 									psprintf("Level %d links to (%u,%u), an element of level %d.", lc,
 											 ItemPointerGetBlockNumberNoCheck(&ns[i].tid),
 											 ItemPointerGetOffsetNumberNoCheck(&ns[i].tid), ne->level));
-						adj[self->id][n++] = ne->id;
+						if (lc == 0)
+							adj[self->id][n++] = ne->id;
 					}
 				}
 				nadj[self->id] = n;
@@ -264,7 +266,10 @@ hnsw_check(PG_FUNCTION_ARGS)
 							 ItemPointerGetBlockNumberNoCheck(to), ItemPointerGetOffsetNumberNoCheck(to)));
 	}
 
-	/* reachability from the entry point, over every level's links */
+	/*
+	 * Reachability from the entry point over layer-0 links: what a scan,
+	 * which runs its search at layer 0, can return.
+	 */
 	seen = palloc0(sizeof(bool) * Max(elements, 1));
 	queue = palloc(sizeof(int32) * Max(elements, 1));
 	if (meta.entry_level >= 0)

@@ -154,7 +154,7 @@ ScanQuery(IndexScanDesc scan, int dims)
 	return (Vector *) pg_detoast_datum_copy((struct varlena *) q);
 }
 
-/* the greedy descent to layer 0 and the start of the layer-0 search */
+/* the descent to layer 0 and the start of the layer-0 search */
 static bool
 ScanStart(IndexScanDesc scan)
 {
@@ -186,14 +186,23 @@ ScanStart(IndexScanDesc scan)
 	if (meta.entry_level < 0)
 		return false;
 
+	/*
+	 * The descent keeps ef_search candidates per upper layer rather than the
+	 * paper's single one: upper layers are small, and on clustered data a
+	 * single greedy path can end in the wrong cluster, from which layer 0
+	 * has few links out.  All of them seed layer 0.
+	 */
 	ep = palloc(sizeof(HnswCandidate));
 	HnswLoadElement(index, &meta.entry, &so->hd, so->q, ep, false, NULL, NULL, 0);
 	for (int lc = meta.entry_level; lc > 0; lc--)
-		nep = HnswSearchLayer(index, &so->hd, so->q, ep, nep, 1, lc, false, &ep);
-	HnswTidSetAdd(so->visited, HnswTidKey(&ep[0].tid));
-	idx = AddCand(so, &ep[0]);
-	WindowAdd(so, ep[0].dist, idx);
-	PushCandidate(so, idx);
+		nep = HnswSearchLayer(index, &so->hd, so->q, ep, nep, so->ef, lc, false, &ep);
+	for (int i = 0; i < nep; i++)
+	{
+		HnswTidSetAdd(so->visited, HnswTidKey(&ep[i].tid));
+		idx = AddCand(so, &ep[i]);
+		WindowAdd(so, ep[i].dist, idx);
+		PushCandidate(so, idx);
+	}
 	return true;
 }
 

@@ -9,8 +9,8 @@
  *   - reading one element tuple under a share lock (HnswLoadElement) and the
  *     on-disk greedy search of one layer (HnswSearchLayer, the paper's
  *     SEARCH-LAYER) with the neighbor-selection heuristic (the paper's
- *     SELECT-NEIGHBORS-HEURISTIC, without extending candidates or keeping
- *     pruned connections);
+ *     SELECT-NEIGHBORS-HEURISTIC with keepPrunedConnections, without
+ *     extending candidates);
  *   - small containers: a binary heap and a hash set of 64-bit keys.
  *
  * Locking: buffers are locked one at a time and only for as long as it
@@ -413,13 +413,16 @@ HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 /*
  * SELECT-NEIGHBORS-HEURISTIC: from candidates sorted by distance to the new
  * element (with vectors), keep one only if it is nearer to the new element
- * than to every neighbor kept so far; at most m.  Writes the indexes of the
+ * than to every neighbor kept so far; at most m; free slots are then filled
+ * with the nearest candidates passed over (the paper's keepPrunedConnections).  Writes the indexes of the
  * kept candidates to chosen; returns their number.
  */
 int
 HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands, int m, int *chosen)
 {
 	int			n = 0;
+	int			npruned = 0;
+	int		   *pruned = palloc(sizeof(int) * Max(ncands, 1));
 
 	for (int i = 0; i < ncands && n < m; i++)
 	{
@@ -435,6 +438,12 @@ HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands, in
 		}
 		if (good)
 			chosen[n++] = i;
+		else
+			pruned[npruned++] = i;
 	}
+	/* keep pruned connections, as the build does (hnswbuild.c) */
+	for (int i = 0; i < npruned && n < m; i++)
+		chosen[n++] = pruned[i];
+	pfree(pruned);
 	return n;
 }

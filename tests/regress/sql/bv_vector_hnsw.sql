@@ -30,7 +30,7 @@ INSERT INTO items VALUES (41, NULL);
 CREATE INDEX items_l2 ON items USING hnsw (v);
 CREATE INDEX items_ip ON items USING hnsw (v vector_ip_ops) WITH (m = 4, ef_construction = 8);
 CREATE INDEX items_cos ON items USING hnsw (v vector_cosine_ops);
-SELECT * FROM hnsw_check('items_l2');
+SELECT elements, deleted, entry_level >= 0 AS has_entry, unreachable, above_entry FROM hnsw_check('items_l2');
 
 -- each operator finds its index (on 40 rows the planner rightly prefers
 -- a sort; bv_vector_recall checks its choice on 5000 rows)
@@ -77,7 +77,7 @@ INSERT INTO items SELECT g, ARRAY[sin(g * 1.1), cos(g * 0.7), (g % 7) / 3.3 + g 
 FROM generate_series(42, 200) g;
 DELETE FROM items WHERE id % 3 = 0;
 VACUUM items;
-SELECT * FROM hnsw_check('items_l2');
+SELECT elements, deleted, entry_level >= 0 AS has_entry, unreachable, above_entry FROM hnsw_check('items_l2');
 SET enable_seqscan = off;
 SELECT count(*) = (SELECT count(*) FROM items WHERE v IS NOT NULL) AS all_live_rows,
        count(*) FILTER (WHERE id % 3 = 0) AS deleted_rows_returned
