@@ -74,6 +74,8 @@ extern double VectorCosineKernel(int dim, const float *a, const float *b);
 #define HNSW_MIN_EF_SEARCH		1
 #define HNSW_MAX_EF_SEARCH		1000
 #define HNSW_MAX_LEVEL			15
+/* candidates kept per layer while an insert descends to its own level */
+#define HNSW_EF_UPPER			16
 
 #define HNSW_MAGIC				0x42564857	/* "BVHW" */
 #define HNSW_VERSION			1

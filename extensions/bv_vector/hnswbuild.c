@@ -6,6 +6,11 @@
  *      algorithm on arrays: elements are numbered, neighbor lists hold
  *      numbers and distances, "visited" is an array of epochs, so a search
  *      allocates nothing but its heaps);
+ *      Two departures from the paper, both for clustered data: the descent
+ *      to a new element's level keeps HNSW_EF_UPPER candidates instead of
+ *      one, and before writing, free list slots are filled with reverse
+ *      links (BuildSymmetrize); the neighbor lists of new elements keep
+ *      pruned connections, re-chosen full lists do not;
  *   2. the graph is laid out on pages (positions first, so that every
  *      neighbor number becomes a TID), written through shared buffers
  *      without WAL, and then WAL-logged page by page with
@@ -288,36 +293,24 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 	old = MemoryContextSwitchTo(bs->tmpCxt);
 	{
 		HnswHeapItem cur = {ElemDist(bs, id, bs->entry), bs->entry};
-		HnswHeapItem *W = palloc(sizeof(HnswHeapItem) * bs->efc);
+		HnswHeapItem *W = palloc(sizeof(HnswHeapItem) * Max(bs->efc, HNSW_EF_UPPER));
 		HnswHeapItem *sel = palloc(sizeof(HnswHeapItem) * 2 * bs->m);
-		HnswHeapItem *eps = palloc(sizeof(HnswHeapItem) * bs->efc);
+		HnswHeapItem *eps = palloc(sizeof(HnswHeapItem) * Max(bs->efc, HNSW_EF_UPPER));
 		int			neps = 1;
 
-		/* greedy descent through the levels above the new element's */
+		/*
+		 * The descent through the levels above the new element's keeps
+		 * ef_upper candidates rather than the paper's single one (greedy):
+		 * on clustered data a greedy path can enter a cluster through a
+		 * part of it that has no links yet to the rest, and the new element
+		 * then links only to that part, which keeps the cluster split.
+		 */
+		eps[0] = cur;
 		for (int lc = bs->maxlevel; lc > level; lc--)
 		{
-			bool		changed = true;
-
-			while (changed)
-			{
-				BuildElement *ce = bs->elems[cur.idx];
-				int32	   *nb = ce->nbr + SlotOffset(bs->m, lc);
-
-				changed = false;
-				for (int i = 0; i < ce->counts[lc]; i++)
-				{
-					float		d = ElemDist(bs, id, nb[i]);
-
-					if (d < cur.key)
-					{
-						cur.key = d;
-						cur.idx = nb[i];
-						changed = true;
-					}
-				}
-			}
+			neps = BuildSearchLayer(bs, vec, eps, neps, HNSW_EF_UPPER, lc, W);
+			memcpy(eps, W, sizeof(HnswHeapItem) * neps);
 		}
-		eps[0] = cur;
 		for (int lc = Min(level, bs->maxlevel); lc >= 0; lc--)
 		{
 			int			mlc = HnswLevelSlots(bs->m, lc);
@@ -376,6 +369,51 @@ BuildNewPage(HnswBuildState *bs, BlockNumber expected)
 	return buf;
 }
 
+/*
+ * Before writing: every link X -> Y at a level also becomes Y -> X where
+ * Y's list has a free slot.  The heuristic leaves lists short, and an
+ * element inserted late may have lost every incoming link when its
+ * neighbors' lists were re-chosen: searches then pass it by.  Filling free
+ * slots with reverse links costs no distance computation (the distance is
+ * stored with the link) and no heuristic.
+ */
+static void
+BuildSymmetrize(HnswBuildState *bs)
+{
+	for (int x = 0; x < bs->n; x++)
+	{
+		BuildElement *ex = bs->elems[x];
+
+		for (int lc = 0; lc <= ex->level; lc++)
+		{
+			int32	   *nbx = ex->nbr + SlotOffset(bs->m, lc);
+			float	   *ndx = ex->ndist + SlotOffset(bs->m, lc);
+
+			for (int i = 0; i < ex->counts[lc]; i++)
+			{
+				BuildElement *ey = bs->elems[nbx[i]];
+				int32	   *nby = ey->nbr + SlotOffset(bs->m, lc);
+				float	   *ndy = ey->ndist + SlotOffset(bs->m, lc);
+				int			cnt = ey->counts[lc];
+				bool		found = false;
+
+				if (cnt >= HnswLevelSlots(bs->m, lc))
+					continue;
+				for (int j = 0; j < cnt && !found; j++)
+					found = nby[j] == x;
+				if (!found)
+				{
+					nby[cnt] = x;
+					ndy[cnt] = ndx[i];
+					ey->counts[lc]++;
+				}
+			}
+		}
+		if ((x & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+}
+
 /* write the in-memory graph to pages, WAL-log them, free the graph */
 static void
 BuildFlush(HnswBuildState *bs)
@@ -388,6 +426,7 @@ BuildFlush(HnswBuildState *bs)
 	HnswMetaPage meta;
 
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, HNSW_PHASE_WRITE);
+	BuildSymmetrize(bs);
 
 	/* positions first: neighbors on later pages need their TIDs */
 	for (int i = 0; i < bs->n; i++)

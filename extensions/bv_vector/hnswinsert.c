@@ -3,7 +3,8 @@
  * build once the in-memory graph outgrew maintenance_work_mem).
  *
  * The paper's INSERT, on pages:
- *   1. search from the entry point down to the new element's level (ef = 1),
+ *   1. search from the entry point down to the new element's level keeping
+ *      HNSW_EF_UPPER candidates (the paper keeps 1; see hnswbuild.c),
  *      then at each level from there to 0 with ef_construction, choosing the
  *      neighbors with the heuristic;
  *   2. write the new element tuple, with its neighbor lists, on the last page
@@ -247,7 +248,7 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 
 		HnswLoadElement(index, &meta.entry, hd, vec, eps, true, NULL, NULL, 0);
 		for (int lc = meta.entry_level; lc > top; lc--)
-			neps = HnswSearchLayer(index, hd, vec, eps, neps, 1, lc, true, &eps);
+			neps = HnswSearchLayer(index, hd, vec, eps, neps, HNSW_EF_UPPER, lc, true, &eps);
 		for (int lc = top; lc >= 0; lc--)
 		{
 			int			mlc = HnswLevelSlots(m, lc);
