@@ -627,17 +627,20 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	return result;
 }
 
-/* the init fork of an unlogged index: an empty metapage */
+/*
+ * The init fork of an unlogged index: an empty metapage, WAL-logged as a
+ * full page (generic WAL would skip it: the relation itself is not logged).
+ */
 void
 hnswbuildempty(Relation index)
 {
 	Buffer		buf = ReadBufferExtended(index, INIT_FORKNUM, P_NEW, RBM_NORMAL, NULL);
-	GenericXLogState *state;
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-	state = GenericXLogStart(index);
-	HnswInitMetaPage(GenericXLogRegisterBuffer(state, buf, GENERIC_XLOG_FULL_IMAGE),
-					 HnswGetM(index), HnswGetEfConstruction(index));
-	GenericXLogFinish(state);
+	START_CRIT_SECTION();
+	HnswInitMetaPage(BufferGetPage(buf), HnswGetM(index), HnswGetEfConstruction(index));
+	MarkBufferDirty(buf);
+	log_newpage_buffer(buf, true);
+	END_CRIT_SECTION();
 	UnlockReleaseBuffer(buf);
 }

@@ -187,7 +187,8 @@ ScanStart(IndexScanDesc scan)
 		return false;
 
 	/*
-	 * The descent keeps ef_search candidates per upper layer rather than the
+	 * The descent keeps min(ef_search, HNSW_EF_UPPER) candidates per upper
+	 * layer rather than the
 	 * paper's single one: upper layers are small, and on clustered data a
 	 * single greedy path can end in the wrong cluster, from which layer 0
 	 * has few links out.  All of them seed layer 0.
@@ -195,7 +196,7 @@ ScanStart(IndexScanDesc scan)
 	ep = palloc(sizeof(HnswCandidate));
 	HnswLoadElement(index, &meta.entry, &so->hd, so->q, ep, false, NULL, NULL, 0);
 	for (int lc = meta.entry_level; lc > 0; lc--)
-		nep = HnswSearchLayer(index, &so->hd, so->q, ep, nep, so->ef, lc, false, &ep);
+		nep = HnswSearchLayer(index, &so->hd, so->q, ep, nep, Min(so->ef, HNSW_EF_UPPER), lc, false, &ep);
 	for (int i = 0; i < nep; i++)
 	{
 		HnswTidSetAdd(so->visited, HnswTidKey(&ep[i].tid));

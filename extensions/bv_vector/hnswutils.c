@@ -272,7 +272,8 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 	HnswElementTuple et;
 	Vector	   *v;
 
-	if (blk == HNSW_METAPAGE_BLKNO || blk >= RelationGetNumberOfBlocks(index))
+	/* (a block past the end fails in ReadBuffer; no lseek per element here) */
+	if (blk == HNSW_METAPAGE_BLKNO)
 		HnswCorrupt(index, tid);
 	buf = ReadBuffer(index, blk);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
