@@ -11,8 +11,8 @@
  * must be an element of the entry level.  Any failure raises
  * ERRCODE_INDEX_CORRUPTED naming the element.
  *
- * It also counts what is not an error: elements that cannot be reached from
- * the entry point over layer-0 links, which scans therefore never return
+ * It also counts what is not an error: live elements that cannot be reached
+ * from the entry point over layer-0 links, which scans therefore never return
  * (the neighbor heuristic can drop every link to an element; after a crash in the middle of an insert, an element may
  * be written without its reverse links yet; see hnswinsert.c) and elements
  * above the entry level (a crash before the entry point moved).
@@ -88,7 +88,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 	int64		elements = 0;
 	int64		deleted = 0;
 	int64		above = 0;
-	int64		reached = 0;
+	int64		unreachable = 0;
+	List	   *deadids = NIL;
 	int32	  **adj;
 	int		   *nadj;
 	bool	   *seen;
@@ -164,6 +165,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 				ItemPointerSet(&tid, blk, off);
 				ce = MapFind(map, &tid, HASH_ENTER, &found);
 				ce->id = elements++;
+				if (et->deleted)
+					deadids = lappend_int(deadids, ce->id);
 				ce->level = et->level;
 				if (et->deleted)
 					deleted++;
@@ -283,7 +286,6 @@ hnsw_check(PG_FUNCTION_ARGS)
 	{
 		int32		e = queue[qh++];
 
-		reached++;
 		for (int i = 0; i < nadj[e]; i++)
 			if (!seen[adj[e][i]])
 			{
@@ -291,6 +293,13 @@ hnsw_check(PG_FUNCTION_ARGS)
 				queue[qt++] = adj[e][i];
 			}
 	}
+
+	/* deleted elements are never returned: only live ones count */
+	foreach(cell, deadids)
+		seen[lfirst_int(cell)] = true;
+	for (int64 i = 0; i < elements; i++)
+		if (!seen[i])
+			unreachable++;
 
 	index_close(index, AccessShareLock);
 	if (heap)
@@ -301,7 +310,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(elements);
 	values[1] = Int64GetDatum(deleted);
 	values[2] = Int32GetDatum(meta.entry_level);
-	values[3] = Int64GetDatum(elements - reached);
+	values[3] = Int64GetDatum(unreachable);
 	values[4] = Int64GetDatum(above);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

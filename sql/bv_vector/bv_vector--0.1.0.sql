@@ -153,5 +153,5 @@ CREATE FUNCTION bv_vector.hnsw_check(index regclass, OUT elements bigint, OUT de
                                      OUT above_entry bigint)
     LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'hnsw_check';
 COMMENT ON FUNCTION bv_vector.hnsw_check(regclass) IS
-    'Verifies an hnsw index''s structure (tuples, links, entry point); raises index_corrupted (XX002) on damage. Returns element counts; unreachable and above_entry elements can follow a crash in the middle of an insert.';
+    'Verifies an hnsw index''s structure (tuples, links, entry point); raises index_corrupted (XX002) on damage. Returns element counts; unreachable counts live elements no layer-0 path from the entry point reaches (scans miss their rows; inserts after the build and crashes can leave a few).';
 REVOKE ALL ON FUNCTION bv_vector.hnsw_check(regclass) FROM PUBLIC;
