@@ -21,7 +21,11 @@
 #
 # All queries run one after the other in one backend (PL/pgSQL loops,
 # parallel query off on both sides): single-client latency-bound QPS, the
-# same for both sides.  The index runs set enable_seqscan = off so that the
+# same for both sides.  This machine's speed drifts with the other work on
+# it, so exact search is timed twice, over all queries at the start and over
+# the first tenth again at the end, and the faster of the two is used
+# (exact_qps): the speedups are the conservative ones.  Each index figure is
+# the faster of two passes.  The index runs set enable_seqscan = off so that the
 # figures are the index's; whether the planner picks the index by itself is
 # reported as planner_uses_index / planner_uses_index_filtered.
 # The headline recall_at_10 / qps / speedup are those of the smallest
@@ -69,6 +73,7 @@ SELECT q, q % 100 AS category,
 FROM generate_series(1, :nq) q JOIN centers ON c = (q * 37) % 100;
 VACUUM ANALYZE items;
 CREATE TABLE results (tag text, q int, id int);
+CREATE TABLE queries_tenth AS SELECT * FROM queries WHERE q <= greatest(1, (SELECT count(*) FROM queries) / 10);
 
 -- one pass over the queries; with keep, the rows go to results.  Returns
 -- queries per second of wall-clock time.
@@ -99,6 +104,20 @@ BEGIN
     RETURN (SELECT count(*) FROM queries) / extract(epoch FROM clock_timestamp() - t0);
 END
 $$;
+-- exact search again over the first tenth of the queries
+CREATE FUNCTION run_exact_tenth() RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    t0 timestamptz := clock_timestamp();
+    c bigint;
+BEGIN
+    SET LOCAL enable_indexscan = off;
+    FOR r IN SELECT q, v FROM queries_tenth ORDER BY q LOOP
+        SELECT count(*) INTO c FROM (SELECT id FROM items ORDER BY v <-> r.v LIMIT 10) s;
+    END LOOP;
+    RETURN (SELECT count(*) FROM queries_tenth) / extract(epoch FROM clock_timestamp() - t0);
+END
+$$;
 CREATE FUNCTION recall(tag text, truth text) RETURNS numeric LANGUAGE sql AS $$
     SELECT round((SELECT count(*) FROM results r WHERE r.tag = recall.tag
                     AND (r.q, r.id) IN (SELECT t.q, t.id FROM results t WHERE t.tag = recall.truth))::numeric
@@ -107,8 +126,8 @@ $$;
 SQL
 
 say "exact search: ground truth for $NQ queries"
-exact_qps=$(psql -c "SET enable_indexscan = off" -c "SELECT round(run('exact', false, true)::numeric, 2)")
-say "exact: $exact_qps queries/s"
+exact_qps_start=$(psql -c "SET enable_indexscan = off" -c "SELECT round(run('exact', false, true)::numeric, 2)")
+say "exact: $exact_qps_start queries/s"
 
 say "building the hnsw index"
 build_s=$(psql <<'SQL'
@@ -129,21 +148,17 @@ best_ef=""; best_recall=0; best_qps=0
 last_ef=""; last_recall=0; last_qps=0
 for ef in $EF_LIST; do
     qps=$(psql -c "SET bv_vector.ef_search = $ef" -c "SET enable_seqscan = off" \
-               -c "SELECT round(run('warm', false, false)::numeric, 2)" >/dev/null;
-          psql -c "SET bv_vector.ef_search = $ef" -c "SET enable_seqscan = off" \
-               -c "SELECT round(run('ef$ef', false, false)::numeric, 2)")
+               -c "SELECT round(greatest(run('ef$ef', false, false), run('ef$ef', false, false))::numeric, 2)")
     psql -c "SET bv_vector.ef_search = $ef" -c "SET enable_seqscan = off" -c "SELECT run('ef$ef', false, true)" >/dev/null
     rec=$(psql -c "SELECT recall('ef$ef', 'exact')")
-    speedup=$(awk -v a="$qps" -v b="$exact_qps" 'BEGIN { printf "%.1f", a / b }')
-    say "ef_search=$ef: recall@10 $rec, $qps queries/s, ${speedup}x exact"
-    runs="$runs${runs:+,}{\"ef_search\":$ef,\"recall_at_10\":$rec,\"qps\":$qps,\"speedup\":$speedup}"
+    say "ef_search=$ef: recall@10 $rec, $qps queries/s"
+    runs="$runs${runs:+,}{\"ef_search\":$ef,\"recall_at_10\":$rec,\"qps\":$qps,\"speedup\":SPEEDUP_$ef}"
     last_ef=$ef; last_recall=$rec; last_qps=$qps
     if [ -z "$best_ef" ] && awk -v r="$rec" 'BEGIN { exit !(r >= 0.95) }'; then
         best_ef=$ef; best_recall=$rec; best_qps=$qps
     fi
 done
 if [ -z "$best_ef" ]; then best_ef=$last_ef; best_recall=$last_recall; best_qps=$last_qps; fi
-speedup=$(awk -v a="$best_qps" -v b="$exact_qps" 'BEGIN { printf "%.1f", a / b }')
 
 say "filtered search, 1% selectivity: ground truth"
 psql -c "CREATE INDEX items_category ON items (category)" \
@@ -151,13 +166,23 @@ psql -c "CREATE INDEX items_category ON items (category)" \
 psql -c "DROP INDEX items_category"
 plan=$(psql -c "EXPLAIN SELECT id FROM items WHERE category = 3 ORDER BY v <-> (SELECT v FROM queries WHERE q = 1) LIMIT 10")
 planner_index_f=false; grep -q 'Index Scan using items_v' <<<"$plan" && planner_index_f=true
-fqps=$(psql -c "SET enable_seqscan = off" -c "SELECT round(run('fhnsw', true, false)::numeric, 2)")
+fqps=$(psql -c "SET enable_seqscan = off" -c "SELECT round(greatest(run('fhnsw', true, false), run('fhnsw', true, false))::numeric, 2)")
 psql -c "SET enable_seqscan = off" -c "SELECT run('fhnsw', true, true)" >/dev/null
 frecall=$(psql -c "SELECT recall('fhnsw', 'fexact')")
 frows=$(psql -c "SELECT round(100.0 * (SELECT count(*) FROM results WHERE tag = 'fhnsw') / (SELECT count(*) FROM results WHERE tag = 'fexact'), 1)")
 say "filtered: recall@10 $frecall, $frows% of the requested rows, $fqps queries/s"
 
-printf '{"bench":"vector","scale":"%s","commit":"%s","rows":%s,"dims":%s,"queries":%s,"build_s":%s,"index_mb":%s,"ef_search":%s,"recall_at_10":%s,"qps":%s,"exact_qps":%s,"speedup":%s,"filtered_recall_at_10":%s,"filtered_rows_returned_pct":%s,"filtered_qps":%s,"planner_uses_index":%s,"planner_uses_index_filtered":%s,"runs":[%s]}\n' \
-    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$N" "$DIM" "$NQ" "$build_s" "$index_mb" "$best_ef" \
+exact_qps_end=$(psql -c "SELECT round(run_exact_tenth()::numeric, 2)")
+exact_qps=$(awk -v a="$exact_qps_start" -v b="$exact_qps_end" 'BEGIN { print (a > b ? a : b) }')
+say "exact again at the end (tenth of the queries): $exact_qps_end queries/s; using $exact_qps"
+speedup=$(awk -v a="$best_qps" -v b="$exact_qps" 'BEGIN { printf "%.1f", a / b }')
+for ef in $EF_LIST; do
+    q=$(sed -n "s/.*{\"ef_search\":$ef,\"recall_at_10\":[0-9.]*,\"qps\":\([0-9.]*\).*/\1/p" <<<"$runs")
+    runs=${runs/SPEEDUP_$ef/$(awk -v a="$q" -v b="$exact_qps" 'BEGIN { printf "%.1f", a / b }')}
+done
+say "headline: ef_search=$best_ef recall@10 $best_recall, $best_qps queries/s, ${speedup}x exact"
+
+printf '{"bench":"vector","scale":"%s","commit":"%s","rows":%s,"dims":%s,"queries":%s,"exact_qps_start":%s,"exact_qps_end":%s,"build_s":%s,"index_mb":%s,"ef_search":%s,"recall_at_10":%s,"qps":%s,"exact_qps":%s,"speedup":%s,"filtered_recall_at_10":%s,"filtered_rows_returned_pct":%s,"filtered_qps":%s,"planner_uses_index":%s,"planner_uses_index_filtered":%s,"runs":[%s]}\n' \
+    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$N" "$DIM" "$NQ" "$exact_qps_start" "$exact_qps_end" "$build_s" "$index_mb" "$best_ef" \
     "$best_recall" "$best_qps" "$exact_qps" "$speedup" "$frecall" "$frows" "$fqps" \
     "$planner_index" "$planner_index_f" "$runs"
