@@ -103,6 +103,29 @@ HeapItemCmp(const void *a, const void *b)
 	return ka < kb ? -1 : (ka > kb ? 1 : 0);
 }
 
+/* ascending by key: insertion sort for the short lists, qsort beyond */
+static inline void
+SortItems(HnswHeapItem *items, int n)
+{
+	if (n > 64)
+	{
+		qsort(items, n, sizeof(HnswHeapItem), HeapItemCmp);
+		return;
+	}
+	for (int i = 1; i < n; i++)
+	{
+		HnswHeapItem x = items[i];
+		int			j = i;
+
+		while (j > 0 && items[j - 1].key > x.key)
+		{
+			items[j] = items[j - 1];
+			j--;
+		}
+		items[j] = x;
+	}
+}
+
 /* SEARCH-LAYER in memory; out (room for ef) gets (dist, id) ascending */
 static int
 BuildSearchLayer(HnswBuildState *bs, const Vector *q, HnswHeapItem *eps, int neps,
@@ -154,13 +177,15 @@ BuildSearchLayer(HnswBuildState *bs, const Vector *q, HnswHeapItem *eps, int nep
 			}
 		}
 	}
+	/* W pops farthest first: fill out from the end, ascending */
 	n = W.n;
-	for (int i = 0; i < n; i++)
+	for (int i = n - 1; i >= 0; i--)
 	{
-		out[i].key = -W.items[i].key;
-		out[i].idx = W.items[i].idx;
+		HnswHeapItem it = HnswHeapPop(&W);
+
+		out[i].key = -it.key;
+		out[i].idx = it.idx;
 	}
-	qsort(out, n, sizeof(HnswHeapItem), HeapItemCmp);
 	return n;
 }
 
@@ -234,7 +259,7 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 	}
 	cands[cnt].key = d;
 	cands[cnt].idx = newid;
-	qsort(cands, cnt + 1, sizeof(HnswHeapItem), HeapItemCmp);
+	SortItems(cands, cnt + 1);
 	k = BuildSelect(bs, cands, cnt + 1, slots, chosen, false);
 	for (int i = 0; i < k; i++)
 	{
