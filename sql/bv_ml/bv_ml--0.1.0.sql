@@ -114,6 +114,10 @@ AS $$
 DECLARE
     r ml.models;
 BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_.-]{1,100}$' THEN
+        RAISE EXCEPTION 'invalid model name "%"', left(coalesce(name, 'NULL'), 64)
+            USING ERRCODE = '22023', HINT = 'Use 1 to 100 letters, digits, ".", "_" or "-".';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('bv_ml.register_model'), hashtext(name));
     IF stage = 'production' THEN
         UPDATE ml.models m SET stage = 'archived' WHERE m.name = register_model.name AND m.stage = 'production';
@@ -238,6 +242,10 @@ AS $$
 DECLARE
     r ml.entities;
 BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid entity name "%"', left(coalesce(name, 'NULL'), 64)
+            USING ERRCODE = '22023', HINT = 'Use a lower-case identifier: letters, digits and "_", starting with a letter.';
+    END IF;
     INSERT INTO ml.entities AS e (name, join_keys, description)
     VALUES (name, join_keys, description)
     ON CONFLICT ON CONSTRAINT entities_pkey DO UPDATE SET description = excluded.description
@@ -292,6 +300,14 @@ DECLARE
     t text;
     cols text;
 BEGIN
+    IF name IS NULL OR name !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid feature view name "%"', left(coalesce(name, 'NULL'), 64)
+            USING ERRCODE = '22023', HINT = 'Use a lower-case identifier: letters, digits and "_", starting with a letter.';
+    END IF;
+    IF ttl <= interval '0' OR late_tolerance < interval '0' THEN
+        RAISE EXCEPTION 'ttl must be positive and late_tolerance not negative'
+            USING ERRCODE = '22023', HINT = 'Pass ttl => NULL for values that never expire.';
+    END IF;
     SELECT * INTO ent FROM ml.entities e WHERE e.name = define_feature_view.entity;
     IF ent.name IS NULL THEN
         RAISE EXCEPTION 'entity % does not exist', left(entity, 64)
@@ -348,8 +364,11 @@ BEGIN
         IF created_ts_column IS NOT NULL THEN
             cols := cols || format(', %I DESC NULLS LAST', created_ts_column);
         END IF;
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (%s)',
-                       left('ml_' || name || '_pit_' || md5(cols), 63), source, cols);
+        IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                        WHERE i.indrelid = source AND c.relname = left('ml_' || name || '_pit_' || md5(cols), 63)) THEN
+            EXECUTE format('CREATE INDEX %I ON %s (%s)',
+                           left('ml_' || name || '_pit_' || md5(cols), 63), source, cols);
+        END IF;
     END IF;
     RETURN r;
 END
@@ -523,22 +542,34 @@ CREATE FUNCTION ml.training_set(entity_rows regclass, features text[], into_tabl
                                 timestamp_column text DEFAULT 'event_timestamp')
 RETURNS regclass
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+-- No SET search_path: not SECURITY DEFINER, and an unqualified into_table
+-- is created where the caller's search_path puts new tables.  Everything
+-- else here is schema-qualified.
 AS $$
 DECLARE
     q text := ml.training_set_sql(entity_rows, features, timestamp_column);
+    parts text[];
 BEGIN
     IF into_table IS NULL THEN
         DROP TABLE IF EXISTS pg_temp.ml_training_set;
         EXECUTE 'CREATE TEMP TABLE ml_training_set AS ' || q;
-        RETURN 'pg_temp.ml_training_set'::regclass;
+        RETURN 'pg_temp.ml_training_set'::pg_catalog.regclass;
     END IF;
-    IF into_table !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
-        RAISE EXCEPTION 'invalid table name "%"', left(into_table, 64)
-            USING ERRCODE = '42602', HINT = 'Use a lower-case unqualified name; the table is created in the current schema.';
+    BEGIN
+        parts := pg_catalog.parse_ident(into_table);
+    EXCEPTION WHEN invalid_parameter_value OR syntax_error THEN
+        parts := NULL;
+    END;
+    IF parts IS NULL OR pg_catalog.cardinality(parts) > 2 THEN
+        RAISE EXCEPTION 'invalid table name "%"', pg_catalog.left(into_table, 64)
+            USING ERRCODE = '42602', HINT = 'Pass a table name, optionally schema-qualified, such as ''train_2026''.';
     END IF;
-    EXECUTE format('CREATE TABLE %I AS ', into_table) || q;
-    RETURN to_regclass(format('%I', into_table));
+    IF pg_catalog.cardinality(parts) = 2 THEN
+        EXECUTE pg_catalog.format('CREATE TABLE %I.%I AS ', parts[1], parts[2]) || q;
+        RETURN pg_catalog.format('%I.%I', parts[1], parts[2])::pg_catalog.regclass;
+    END IF;
+    EXECUTE pg_catalog.format('CREATE TABLE %I AS ', parts[1]) || q;
+    RETURN pg_catalog.format('%I', parts[1])::pg_catalog.regclass;
 END
 $$;
 COMMENT ON FUNCTION ml.training_set(regclass, text[], text, text) IS
@@ -806,16 +837,15 @@ COMMENT ON VIEW ml.feature_statistics IS 'Per feature: null rate, min, max, mean
 /* REST: api.predict (PostgREST /rpc/predict)                              */
 /* ====================================================================== */
 
-DO $api$
-BEGIN
-    IF to_regnamespace('api') IS NULL THEN
-        CREATE SCHEMA api;
-        COMMENT ON SCHEMA api IS 'BitVelocity REST API (PostgREST).';
-    END IF;
-END
-$api$;
-
-CREATE FUNCTION api.predict(model text, features jsonb)
+/*
+ * The REST function lives in schema ml (ml.api_predict) and is published
+ * as api.predict, a one-line wrapper, in the suite's "api" schema.  That
+ * schema belongs to another extension (bv_commerce creates it), so bv_ml
+ * neither creates nor requires it: the wrapper is created here when "api"
+ * exists, or later by ml.expose_api(), which adds it to this extension so
+ * that DROP EXTENSION removes it.
+ */
+CREATE FUNCTION ml.api_predict(model text, features jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -871,18 +901,49 @@ BEGIN
                                                 'prediction', pred, 'probabilities', to_jsonb(proba)));
 END
 $$;
-COMMENT ON FUNCTION api.predict(text, jsonb) IS
+COMMENT ON FUNCTION ml.api_predict(text, jsonb) IS
 'Scores one row with a model enabled for the API: {"model": "name" or "name@version", "features": {"name": number, ...}}; missing features are missing values. Returns {"model", "version", "prediction", "probabilities"}.';
+
+CREATE FUNCTION ml.expose_api()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regnamespace('api') IS NULL THEN
+        RAISE EXCEPTION 'schema api does not exist'
+            USING ERRCODE = '3F000', HINT = 'Install the extension that owns the REST schema (bv_commerce) first, or CREATE SCHEMA api.';
+    END IF;
+    IF to_regprocedure('api.predict(text, jsonb)') IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    CREATE FUNCTION api.predict(model text, features jsonb)
+    RETURNS jsonb LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'SELECT ml.api_predict(model, features)';
+    COMMENT ON FUNCTION api.predict(text, jsonb) IS
+    'Scores one row with a model enabled for the API: {"model": "name" or "name@version", "features": {"name": number, ...}}; missing features are missing values. Returns {"model", "version", "prediction", "probabilities"}; 404 for models not enabled for the API.';
+    REVOKE ALL ON FUNCTION api.predict(text, jsonb) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION api.predict(text, jsonb) TO bv_user;
+    IF NOT EXISTS (SELECT FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+                    WHERE d.classid = 'pg_proc'::regclass AND d.objid = 'api.predict(text, jsonb)'::regprocedure
+                      AND d.deptype = 'e') THEN
+        ALTER EXTENSION bv_ml ADD FUNCTION api.predict(text, jsonb);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION ml.expose_api() IS
+'Publishes ml.api_predict as api.predict (PostgREST /rpc/predict) when the suite''s api schema exists; true when it created it. Run once after installing bv_commerce if bv_ml was installed first.';
 
 /* ====================================================================== */
 /* privileges                                                              */
 /* ====================================================================== */
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ml FROM PUBLIC;
-REVOKE ALL ON FUNCTION api.predict(text, jsonb) FROM PUBLIC;
-GRANT USAGE ON SCHEMA ml TO bv_service;
-GRANT USAGE ON SCHEMA api TO bv_user;
-GRANT EXECUTE ON FUNCTION api.predict(text, jsonb) TO bv_user;
+-- bv_user reaches ml.api_predict through api.predict only
+GRANT USAGE ON SCHEMA ml TO bv_user;
+GRANT EXECUTE ON FUNCTION ml.api_predict(text, jsonb) TO bv_user;
 -- back-end services score and read features in SQL
 GRANT SELECT ON ml.models, ml.entities, ml.feature_views, ml.feature_services, ml.feature_stats,
                 ml.materializations, ml.online_store, ml.feature_statistics TO bv_service;
@@ -896,3 +957,12 @@ GRANT SELECT ON ml.prediction_log TO bv_admin;
 GRANT EXECUTE ON FUNCTION ml.register_model(text, text, jsonb, text[], jsonb, text),
                           ml.set_stage(text, integer, text), ml._model_check(text, jsonb),
                           ml._models_check_row() TO bv_admin;
+
+-- publish api.predict now when the REST schema is already there
+DO $expose$
+BEGIN
+    IF to_regnamespace('api') IS NOT NULL THEN
+        PERFORM ml.expose_api();
+    END IF;
+END
+$expose$;
