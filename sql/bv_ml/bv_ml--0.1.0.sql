@@ -863,9 +863,9 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Pass "model": "name" or "name@version".';
     END IF;
     SELECT * INTO m FROM ml.models r
-     WHERE r.name = split_part(predict.model, '@', 1) AND r.api_enabled
-       AND CASE WHEN position('@' IN predict.model) > 0
-                THEN r.version::text = split_part(predict.model, '@', 2)
+     WHERE r.name = split_part(api_predict.model, '@', 1) AND r.api_enabled
+       AND CASE WHEN position('@' IN api_predict.model) > 0
+                THEN r.version::text = split_part(api_predict.model, '@', 2)
                 ELSE r.stage <> 'archived' END
      ORDER BY (r.stage = 'production') DESC, r.version DESC LIMIT 1;
     IF m.id IS NULL THEN
