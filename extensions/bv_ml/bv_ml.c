@@ -19,7 +19,7 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+void _PG_init(void);
 
 static void
 ml_xact_callback(XactEvent event, void *arg)

@@ -28,25 +28,25 @@
 #include "utils/jsonb.h"
 
 /* Limits, declared once: registration refuses anything beyond them. */
-#define ML_MAX_FEATURES 100000
-#define ML_MAX_OUTPUTS 1000
-#define ML_MAX_TREES 1000000
+#define ML_MAX_FEATURES       100000
+#define ML_MAX_OUTPUTS        1000
+#define ML_MAX_TREES          1000000
 #define ML_MAX_NODES_PER_TREE 10000000
 
 typedef enum MlKind
 {
-	ML_KIND_LINEAR,				/* sklearn LinearRegression (and Ridge, Lasso) */
-	ML_KIND_LOGISTIC,			/* sklearn LogisticRegression */
-	ML_KIND_XGBOOST				/* XGBoost JSON model, gbtree booster */
+	ML_KIND_LINEAR,   /* sklearn LinearRegression (and Ridge, Lasso) */
+	ML_KIND_LOGISTIC, /* sklearn LogisticRegression */
+	ML_KIND_XGBOOST   /* XGBoost JSON model, gbtree booster */
 } MlKind;
 
 /* How the raw margins become the model's outputs. */
 typedef enum MlLink
 {
-	ML_LINK_IDENTITY,			/* regression, binary:logitraw */
-	ML_LINK_SIGMOID,			/* binary logistic: one probability */
-	ML_LINK_SOFTMAX,			/* multinomial: one probability per class */
-	ML_LINK_OVR					/* one-vs-rest logistic: sigmoids, normalised */
+	ML_LINK_IDENTITY, /* regression, binary:logitraw */
+	ML_LINK_SIGMOID,  /* binary logistic: one probability */
+	ML_LINK_SOFTMAX,  /* multinomial: one probability per class */
+	ML_LINK_OVR       /* one-vs-rest logistic: sigmoids, normalised */
 } MlLink;
 
 /*
@@ -58,10 +58,10 @@ typedef enum MlLink
  */
 typedef struct MlNode
 {
-	int32		left;
-	int32		right;
-	int32		feature;
-	float		value;
+	int32 left;
+	int32 right;
+	int32 feature;
+	float value;
 } MlNode;
 
 #define ML_NODE_DEFAULT_LEFT 0x40000000
@@ -69,39 +69,39 @@ typedef struct MlNode
 
 typedef struct MlTree
 {
-	int32		first;			/* index of its root in MlModel.nodes */
-	int32		n_nodes;
-	int32		group;			/* output (class) it adds to */
+	int32 first; /* index of its root in MlModel.nodes */
+	int32 n_nodes;
+	int32 group; /* output (class) it adds to */
 } MlTree;
 
 typedef struct MlModel
 {
-	MlKind		kind;
-	MlLink		link;
-	int32		n_features;
-	int32		n_outputs;		/* margins computed per row */
-	int32		n_classes;		/* 0 for regression */
-	bool		argmax;			/* multi:softmax: the class is the output */
-	char	   *objective;		/* as the library names it */
+	MlKind kind;
+	MlLink link;
+	int32 n_features;
+	int32 n_outputs; /* margins computed per row */
+	int32 n_classes; /* 0 for regression */
+	bool argmax;     /* multi:softmax: the class is the output */
+	char *objective; /* as the library names it */
 
 	/* linear models: coef[n_outputs][n_features], intercept[n_outputs] */
-	double	   *coef;
-	double	   *intercept;
+	double *coef;
+	double *intercept;
 
 	/* tree ensembles */
-	int32		n_trees;
-	MlTree	   *trees;
-	MlNode	   *nodes;
-	float		base_margin;
+	int32 n_trees;
+	MlTree *trees;
+	MlNode *nodes;
+	float base_margin;
 
-	char	  **feature_names;	/* from the document, or NULL */
-	int32		n_feature_names;
+	char **feature_names; /* from the document, or NULL */
+	int32 n_feature_names;
 } MlModel;
 
 /* model_json.c: typed access to a jsonb document; errors name the path. */
 typedef struct MlJson
 {
-	const char *what;			/* "XGBoost model", for messages */
+	const char *what; /* "XGBoost model", for messages */
 	JsonbContainer *root;
 } MlJson;
 
@@ -109,7 +109,7 @@ extern JsonbContainer *mlj_object(MlJson *j, JsonbContainer *c, const char *key,
 extern JsonbContainer *mlj_array(MlJson *j, JsonbContainer *c, const char *key, bool required);
 extern char *mlj_string(MlJson *j, JsonbContainer *c, const char *key, bool required);
 extern bool mlj_has(JsonbContainer *c, const char *key);
-extern int	mlj_size(JsonbContainer *array);
+extern int mlj_size(JsonbContainer *array);
 extern double *mlj_doubles(MlJson *j, JsonbContainer *array, const char *key, int *n);
 extern float *mlj_floats(MlJson *j, JsonbContainer *array, const char *key, int *n);
 extern int32 *mlj_ints(MlJson *j, JsonbContainer *array, const char *key, int *n);
@@ -117,8 +117,8 @@ extern JsonbContainer *mlj_elem_container(MlJson *j, JsonbContainer *array, int 
 extern char **mlj_strings(MlJson *j, JsonbContainer *array, const char *key, int *n);
 extern double mlj_number(MlJson *j, JsonbContainer *c, const char *key, bool *found);
 extern float mlj_number_string_f(MlJson *j, JsonbContainer *c, const char *key);
-extern int	mlj_int_string(MlJson *j, JsonbContainer *c, const char *key, int dflt);
-extern void mlj_fail(MlJson *j, const char *hint, const char *fmt,...) pg_attribute_printf(3, 4) pg_attribute_noreturn();
+extern int mlj_int_string(MlJson *j, JsonbContainer *c, const char *key, int dflt);
+extern void mlj_fail(MlJson *j, const char *hint, const char *fmt, ...) pg_attribute_printf(3, 4) pg_attribute_noreturn();
 
 /* model_parse.c */
 extern MlKind ml_kind_from_text(const char *kind);
@@ -128,17 +128,17 @@ extern MlModel *ml_parse_model(MlKind kind, Jsonb *doc);
 /* model_eval.c */
 extern void ml_eval(const MlModel *m, const double *x, const bool *isnull, float *scratch, double *out);
 extern double ml_primary(const MlModel *m, const double *out);
-extern int	ml_n_probabilities(const MlModel *m);
+extern int ml_n_probabilities(const MlModel *m);
 extern void ml_probabilities(const MlModel *m, const double *out, double *proba);
 
 /* model_cache.c */
 typedef struct MlResolved
 {
-	int64		id;
-	MlModel    *model;
+	int64 id;
+	MlModel *model;
 } MlResolved;
 
 extern MlResolved ml_resolve(const char *name);
 extern void ml_cache_xact_end(void);
 
-#endif							/* BV_ML_H */
+#endif /* BV_ML_H */

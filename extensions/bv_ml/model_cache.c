@@ -35,21 +35,21 @@
 
 typedef struct CacheEntry
 {
-	int64		id;				/* hash key */
+	int64 id; /* hash key */
 	TransactionId xmin;
 	MemoryContext cxt;
-	MlModel    *model;
+	MlModel *model;
 } CacheEntry;
 
 static MemoryContext cache_cxt = NULL;
 static HTAB *cache = NULL;
-static List *retired = NIL;		/* contexts to delete at transaction end */
+static List *retired = NIL; /* contexts to delete at transaction end */
 static SPIPlanPtr resolve_plan = NULL;
 
 static void
 cache_init(void)
 {
-	HASHCTL		ctl;
+	HASHCTL ctl;
 
 	if (cache != NULL)
 		return;
@@ -64,11 +64,11 @@ cache_init(void)
 void
 ml_cache_xact_end(void)
 {
-	ListCell   *lc;
+	ListCell *lc;
 
 	if (retired == NIL)
 		return;
-	foreach(lc, retired)
+	foreach (lc, retired)
 		MemoryContextDelete((MemoryContext) lfirst(lc));
 	list_free(retired);
 	retired = NIL;
@@ -79,32 +79,32 @@ ml_cache_xact_end(void)
  * else the production version, else the newest version not archived.
  */
 static const char *resolve_sql =
-"SELECT id, xmin, kind, document FROM ml.models "
-" WHERE name = $1 AND ($2 IS NULL OR version = $2) "
-"   AND ($2 IS NOT NULL OR stage <> 'archived') "
-" ORDER BY (stage = 'production') DESC, version DESC LIMIT 1";
+	"SELECT id, xmin, kind, document FROM ml.models "
+	" WHERE name = $1 AND ($2 IS NULL OR version = $2) "
+	"   AND ($2 IS NOT NULL OR stage <> 'archived') "
+	" ORDER BY (stage = 'production') DESC, version DESC LIMIT 1";
 
 MlResolved
 ml_resolve(const char *spec)
 {
-	MlResolved	res = {0, NULL};
+	MlResolved res = {0, NULL};
 	const char *at = strrchr(spec, '@');
-	char	   *name;
-	Datum		args[2];
-	char		nulls[2] = {' ', 'n'};
-	int			rc;
-	bool		isnull;
-	int64		id;
+	char *name;
+	Datum args[2];
+	char nulls[2] = {' ', 'n'};
+	int rc;
+	bool isnull;
+	int64 id;
 	TransactionId xmin;
 	CacheEntry *e;
-	bool		found;
+	bool found;
 	MemoryContext outer = CurrentMemoryContext;
 
 	cache_init();
 	if (at != NULL)
 	{
-		char	   *end;
-		long		v;
+		char *end;
+		long v;
 
 		errno = 0;
 		v = strtol(at + 1, &end, 10);
@@ -127,8 +127,8 @@ ml_resolve(const char *spec)
 	SPI_connect();
 	if (resolve_plan == NULL)
 	{
-		Oid			types[2] = {TEXTOID, INT4OID};
-		SPIPlanPtr	p = SPI_prepare(resolve_sql, 2, types);
+		Oid types[2] = {TEXTOID, INT4OID};
+		SPIPlanPtr p = SPI_prepare(resolve_sql, 2, types);
 
 		if (p == NULL)
 			elog(ERROR, "bv_ml: cannot prepare the model lookup: %s", SPI_result_code_string(SPI_result));
@@ -155,11 +155,11 @@ ml_resolve(const char *spec)
 	}
 	if (e->model == NULL || e->xmin != xmin)
 	{
-		char	   *kind = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		Jsonb	   *doc = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+		char *kind = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		Jsonb *doc = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 		MemoryContext cxt;
 		MemoryContext old;
-		MlModel    *m;
+		MlModel *m;
 
 		/* parse under the statement's context: an error frees it all */
 		cxt = AllocSetContextCreate(outer, "bv_ml model", ALLOCSET_DEFAULT_SIZES);

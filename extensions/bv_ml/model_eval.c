@@ -30,7 +30,7 @@ tree_leaf(const MlNode *nodes, const float *fx)
 
 	while (n->left >= 0)
 	{
-		float		v = fx[n->feature & ML_NODE_FEATURE_MASK];
+		float v = fx[n->feature & ML_NODE_FEATURE_MASK];
 
 		if (isnan(v))
 			n = nodes + ((n->feature & ML_NODE_DEFAULT_LEFT) ? n->left : n->right);
@@ -43,8 +43,8 @@ tree_leaf(const MlNode *nodes, const float *fx)
 static void
 eval_trees(const MlModel *m, const double *x, const bool *isnull, float *scratch, double *out)
 {
-	float		margin[ML_MAX_OUTPUTS];
-	int			k;
+	float margin[ML_MAX_OUTPUTS];
+	int k;
 
 	for (int i = 0; i < m->n_features; i++)
 		scratch[i] = (isnull && isnull[i]) ? NAN : (float) x[i];
@@ -67,34 +67,34 @@ eval_trees(const MlModel *m, const double *x, const bool *isnull, float *scratch
 			break;
 		case ML_LINK_SOFTMAX:
 		case ML_LINK_OVR:
-			{
-				float		wmax = margin[0];
-				double		wsum = 0.0;
+		{
+			float wmax = margin[0];
+			double wsum = 0.0;
 
-				for (k = 1; k < m->n_outputs; k++)
-					wmax = fmaxf(margin[k], wmax);
-				for (k = 0; k < m->n_outputs; k++)
-				{
-					margin[k] = expf(margin[k] - wmax);
-					wsum += margin[k];
-				}
-				for (k = 0; k < m->n_outputs; k++)
-					out[k] = margin[k] / (float) wsum;
-				break;
+			for (k = 1; k < m->n_outputs; k++)
+				wmax = fmaxf(margin[k], wmax);
+			for (k = 0; k < m->n_outputs; k++)
+			{
+				margin[k] = expf(margin[k] - wmax);
+				wsum += margin[k];
 			}
+			for (k = 0; k < m->n_outputs; k++)
+				out[k] = margin[k] / (float) wsum;
+			break;
+		}
 	}
 }
 
 static void
 eval_linear(const MlModel *m, const double *x, double *out)
 {
-	int			n = m->n_features;
-	int			k;
+	int n = m->n_features;
+	int k;
 
 	for (k = 0; k < m->n_outputs; k++)
 	{
 		const double *c = m->coef + (size_t) k * n;
-		double		s = 0.0;
+		double s = 0.0;
 
 		for (int i = 0; i < n; i++)
 			s += c[i] * x[i];
@@ -108,28 +108,28 @@ eval_linear(const MlModel *m, const double *x, double *out)
 			out[0] = 1.0 / (1.0 + exp(-out[0]));
 			break;
 		case ML_LINK_SOFTMAX:
-			{
-				double		mx = out[0],
-							sum = 0.0;
+		{
+			double mx = out[0],
+				   sum = 0.0;
 
-				for (k = 1; k < m->n_outputs; k++)
-					mx = Max(mx, out[k]);
-				for (k = 0; k < m->n_outputs; k++)
-					sum += (out[k] = exp(out[k] - mx));
-				for (k = 0; k < m->n_outputs; k++)
-					out[k] /= sum;
-				break;
-			}
+			for (k = 1; k < m->n_outputs; k++)
+				mx = Max(mx, out[k]);
+			for (k = 0; k < m->n_outputs; k++)
+				sum += (out[k] = exp(out[k] - mx));
+			for (k = 0; k < m->n_outputs; k++)
+				out[k] /= sum;
+			break;
+		}
 		case ML_LINK_OVR:
-			{
-				double		sum = 0.0;
+		{
+			double sum = 0.0;
 
-				for (k = 0; k < m->n_outputs; k++)
-					sum += (out[k] = 1.0 / (1.0 + exp(-out[k])));
-				for (k = 0; k < m->n_outputs; k++)
-					out[k] /= sum;
-				break;
-			}
+			for (k = 0; k < m->n_outputs; k++)
+				sum += (out[k] = 1.0 / (1.0 + exp(-out[k])));
+			for (k = 0; k < m->n_outputs; k++)
+				out[k] /= sum;
+			break;
+		}
 	}
 }
 
@@ -151,7 +151,7 @@ ml_eval(const MlModel *m, const double *x, const bool *isnull, float *scratch, d
 double
 ml_primary(const MlModel *m, const double *out)
 {
-	int			best = 0;
+	int best = 0;
 
 	if (m->n_outputs == 1)
 		return out[0];

@@ -27,10 +27,10 @@
 
 /* Fails registration (or a cache fill) of a malformed document. */
 void
-mlj_fail(MlJson *j, const char *hint, const char *fmt,...)
+mlj_fail(MlJson *j, const char *hint, const char *fmt, ...)
 {
-	char		buf[512];
-	va_list		ap;
+	char buf[512];
+	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -38,14 +38,13 @@ mlj_fail(MlJson *j, const char *hint, const char *fmt,...)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid %s: %s", j->what, buf),
-			 errhint("%s", hint ? hint :
-					 "Export the model again with its library's own writer (see docs/bv_ml.md) and register that file unchanged.")));
+			 errhint("%s", hint ? hint : "Export the model again with its library's own writer (see docs/bv_ml.md) and register that file unchanged.")));
 }
 
 static JsonbValue *
 get_key(JsonbContainer *c, const char *key)
 {
-	JsonbValue	k;
+	JsonbValue k;
 
 	if (c == NULL || !JsonContainerIsObject(c))
 		return NULL;
@@ -66,7 +65,7 @@ container_of(MlJson *j, JsonbValue *v, const char *key, bool want_array)
 {
 	if (v->type != jbvBinary ||
 		(want_array ? !JsonContainerIsArray(v->val.binary.data)
-		 : !JsonContainerIsObject(v->val.binary.data)))
+					: !JsonContainerIsObject(v->val.binary.data)))
 		mlj_fail(j, NULL, "field \"%s\" is not an %s", key, want_array ? "array" : "object");
 	return v->val.binary.data;
 }
@@ -136,15 +135,15 @@ number_text(MlJson *j, JsonbValue *v, const char *key)
  * Iterates the scalar elements of an array: calls fn(j, value, i, key, arg)
  * for each, through one JsonbIterator pass (no per-element lookups).
  */
-typedef void (*ElemFn) (MlJson *j, JsonbValue *v, int i, const char *key, void *arg);
+typedef void (*ElemFn)(MlJson *j, JsonbValue *v, int i, const char *key, void *arg);
 
 static int
 each_scalar(MlJson *j, JsonbContainer *array, const char *key, ElemFn fn, void *arg)
 {
 	JsonbIterator *it;
-	JsonbValue	v;
+	JsonbValue v;
 	JsonbIteratorToken tok;
-	int			i = 0;
+	int i = 0;
 
 	it = JsonbIteratorInit(array);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -162,7 +161,7 @@ each_scalar(MlJson *j, JsonbContainer *array, const char *key, ElemFn fn, void *
 static void
 put_double(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 {
-	double		d = strtod(number_text(j, v, key), NULL);
+	double d = strtod(number_text(j, v, key), NULL);
 
 	if (!isfinite(d))
 		mlj_fail(j, NULL, "field \"%s\" element %d is not a finite number", key, i);
@@ -172,7 +171,7 @@ put_double(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 static void
 put_float(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 {
-	float		f = strtof(number_text(j, v, key), NULL);
+	float f = strtof(number_text(j, v, key), NULL);
 
 	if (!isfinite(f))
 		mlj_fail(j, NULL, "field \"%s\" element %d is not a finite float32", key, i);
@@ -182,7 +181,7 @@ put_float(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 static void
 put_int(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 {
-	int32	   *out = arg;
+	int32 *out = arg;
 
 	if (v->type == jbvBool)
 	{
@@ -192,9 +191,9 @@ put_int(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 	if (v->type != jbvNumeric)
 		mlj_fail(j, NULL, "field \"%s\" element %d is not an integer", key, i);
 	{
-		char	   *s = number_text(j, v, key);
-		char	   *end;
-		long		l;
+		char *s = number_text(j, v, key);
+		char *end;
+		long l;
 
 		errno = 0;
 		l = strtol(s, &end, 10);
@@ -215,7 +214,7 @@ put_string(MlJson *j, JsonbValue *v, int i, const char *key, void *arg)
 double *
 mlj_doubles(MlJson *j, JsonbContainer *array, const char *key, int *n)
 {
-	double	   *out;
+	double *out;
 
 	*n = mlj_size(array);
 	out = palloc0(sizeof(double) * Max(*n, 1));
@@ -227,7 +226,7 @@ mlj_doubles(MlJson *j, JsonbContainer *array, const char *key, int *n)
 float *
 mlj_floats(MlJson *j, JsonbContainer *array, const char *key, int *n)
 {
-	float	   *out;
+	float *out;
 
 	*n = mlj_size(array);
 	out = palloc0(sizeof(float) * Max(*n, 1));
@@ -239,7 +238,7 @@ mlj_floats(MlJson *j, JsonbContainer *array, const char *key, int *n)
 int32 *
 mlj_ints(MlJson *j, JsonbContainer *array, const char *key, int *n)
 {
-	int32	   *out;
+	int32 *out;
 
 	*n = mlj_size(array);
 	out = palloc0(sizeof(int32) * Max(*n, 1));
@@ -248,10 +247,10 @@ mlj_ints(MlJson *j, JsonbContainer *array, const char *key, int *n)
 	return out;
 }
 
-char	  **
+char **
 mlj_strings(MlJson *j, JsonbContainer *array, const char *key, int *n)
 {
-	char	  **out;
+	char **out;
 
 	*n = mlj_size(array);
 	out = palloc0(sizeof(char *) * Max(*n, 1));
@@ -276,7 +275,7 @@ double
 mlj_number(MlJson *j, JsonbContainer *c, const char *key, bool *found)
 {
 	JsonbValue *v = get_key(c, key);
-	double		d;
+	double d;
 
 	*found = v != NULL;
 	if (v == NULL)
@@ -291,9 +290,9 @@ mlj_number(MlJson *j, JsonbContainer *c, const char *key, bool *found)
 float
 mlj_number_string_f(MlJson *j, JsonbContainer *c, const char *key)
 {
-	char	   *s = mlj_string(j, c, key, true);
-	char	   *end;
-	float		f;
+	char *s = mlj_string(j, c, key, true);
+	char *end;
+	float f;
 
 	errno = 0;
 	f = strtof(s, &end);
@@ -305,9 +304,9 @@ mlj_number_string_f(MlJson *j, JsonbContainer *c, const char *key)
 int
 mlj_int_string(MlJson *j, JsonbContainer *c, const char *key, int dflt)
 {
-	char	   *s = mlj_string(j, c, key, false);
-	char	   *end;
-	long		l;
+	char *s = mlj_string(j, c, key, false);
+	char *end;
+	long l;
 
 	if (s == NULL)
 		return dflt;

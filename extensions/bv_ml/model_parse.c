@@ -74,8 +74,8 @@ CheckFeatureCount(MlJson *j, int n)
 static void
 take_feature_names(MlJson *j, MlModel *m, JsonbContainer *names)
 {
-	int			n;
-	char	  **v;
+	int n;
+	char **v;
 
 	if (names == NULL || mlj_size(names) == 0)
 		return;
@@ -101,18 +101,18 @@ take_feature_names(MlJson *j, MlModel *m, JsonbContainer *names)
 static MlModel *
 parse_sklearn(MlKind kind, Jsonb *doc)
 {
-	MlJson		j = {kind == ML_KIND_LINEAR ? "scikit-learn linear model" : "scikit-learn logistic model", &doc->root};
-	MlModel    *m = palloc0(sizeof(MlModel));
+	MlJson j = {kind == ML_KIND_LINEAR ? "scikit-learn linear model" : "scikit-learn logistic model", &doc->root};
+	MlModel *m = palloc0(sizeof(MlModel));
 	JsonbContainer *root = &doc->root;
 	JsonbContainer *coef;
 	JsonbContainer *classes;
-	char	   *format;
-	char	   *estimator;
-	char	   *multi;
-	int			rows;
-	bool		two_d;
-	bool		found;
-	double		nfi;
+	char *format;
+	char *estimator;
+	char *multi;
+	int rows;
+	bool two_d;
+	bool found;
+	double nfi;
 
 	if (!JsonContainerIsObject(root))
 		mlj_fail(&j, NULL, "the document is not a JSON object");
@@ -150,8 +150,8 @@ parse_sklearn(MlKind kind, Jsonb *doc)
 		for (int r = 0; r < rows; r++)
 		{
 			JsonbContainer *row = mlj_elem_container(&j, coef, r, "coef");
-			int			n;
-			double	   *v;
+			int n;
+			double *v;
 
 			if (!JsonContainerIsArray(row))
 				mlj_fail(&j, NULL, "row %d of \"coef\" is not an array", r);
@@ -176,7 +176,7 @@ parse_sklearn(MlKind kind, Jsonb *doc)
 	if (mlj_has(root, "intercept"))
 	{
 		JsonbContainer *ic = NULL;
-		JsonbValue	kv;
+		JsonbValue kv;
 		JsonbValue *iv;
 
 		/* a number, or an array with one value per row of coef */
@@ -190,8 +190,8 @@ parse_sklearn(MlKind kind, Jsonb *doc)
 			m->intercept[0] = mlj_number(&j, root, "intercept", &found);
 		if (ic != NULL)
 		{
-			int			n;
-			double	   *v = mlj_doubles(&j, ic, "intercept", &n);
+			int n;
+			double *v = mlj_doubles(&j, ic, "intercept", &n);
 
 			if (n != rows)
 				mlj_fail(&j, "Export intercept_ unchanged: one value per row of coef_.",
@@ -217,7 +217,7 @@ parse_sklearn(MlKind kind, Jsonb *doc)
 	}
 	else
 	{
-		int			nclasses;
+		int nclasses;
 
 		classes = mlj_array(&j, root, "classes", false);
 		nclasses = classes ? mlj_size(classes) : (rows == 1 ? 2 : rows);
@@ -252,15 +252,15 @@ parse_sklearn(MlKind kind, Jsonb *doc)
 static void
 parse_tree(MlJson *j, MlModel *m, JsonbContainer *tree, int t, MlNode *nodes)
 {
-	int			n,
-				n2;
-	int32	   *left = mlj_ints(j, mlj_array(j, tree, "left_children", true), "left_children", &n);
-	int32	   *right = mlj_ints(j, mlj_array(j, tree, "right_children", true), "right_children", &n2);
-	int32	   *feat;
-	int32	   *dleft;
-	int32	   *stype = NULL;
-	float	   *cond;
-	bool	   *reach;
+	int n,
+		n2;
+	int32 *left = mlj_ints(j, mlj_array(j, tree, "left_children", true), "left_children", &n);
+	int32 *right = mlj_ints(j, mlj_array(j, tree, "right_children", true), "right_children", &n2);
+	int32 *feat;
+	int32 *dleft;
+	int32 *stype = NULL;
+	float *cond;
+	bool *reach;
 	JsonbContainer *st;
 
 	if (n2 != n)
@@ -286,16 +286,16 @@ parse_tree(MlJson *j, MlModel *m, JsonbContainer *tree, int t, MlNode *nodes)
 	reach[0] = true;
 	for (int i = 0; i < n; i++)
 	{
-		MlNode	   *nd = &nodes[i];
+		MlNode *nd = &nodes[i];
 
 		nd->value = cond[i];
 		nd->left = -1;
 		nd->right = -1;
 		nd->feature = 0;
 		if (!reach[i])
-			continue;			/* a deleted node: never visited */
+			continue; /* a deleted node: never visited */
 		if (left[i] == -1 && right[i] == -1)
-			continue;			/* a leaf: value is its weight */
+			continue; /* a leaf: value is its weight */
 		if (left[i] <= i || left[i] >= n || right[i] <= i || right[i] >= n)
 			mlj_fail(j, NULL, "tree %d: node %d has children (%d, %d) outside the tree", t, i, left[i], right[i]);
 		if (feat[i] < 0 || feat[i] >= m->n_features)
@@ -316,25 +316,25 @@ parse_tree(MlJson *j, MlModel *m, JsonbContainer *tree, int t, MlNode *nodes)
 static MlModel *
 parse_xgboost(Jsonb *doc)
 {
-	MlJson		j = {"XGBoost model", &doc->root};
-	MlModel    *m = palloc0(sizeof(MlModel));
+	MlJson j = {"XGBoost model", &doc->root};
+	MlModel *m = palloc0(sizeof(MlModel));
 	JsonbContainer *root = &doc->root;
 	JsonbContainer *learner,
-			   *lmp,
-			   *obj,
-			   *gb,
-			   *model,
-			   *trees,
-			   *info;
-	char	   *booster;
-	int			num_class,
-				num_target,
-				ntrees,
-				ninfo;
-	int32	   *groups;
-	float		base;
-	size_t		total = 0;
-	int			t;
+		*lmp,
+		*obj,
+		*gb,
+		*model,
+		*trees,
+		*info;
+	char *booster;
+	int num_class,
+		num_target,
+		ntrees,
+		ninfo;
+	int32 *groups;
+	float base;
+	size_t total = 0;
+	int t;
 
 	if (!JsonContainerIsObject(root))
 		mlj_fail(&j, NULL, "the document is not a JSON object");
@@ -412,7 +412,7 @@ parse_xgboost(Jsonb *doc)
 	for (t = 0; t < ntrees; t++)
 	{
 		JsonbContainer *tree = mlj_elem_container(&j, trees, t, "trees");
-		int			n = mlj_size(mlj_array(&j, tree, "left_children", true));
+		int n = mlj_size(mlj_array(&j, tree, "left_children", true));
 
 		if (n < 1 || n > ML_MAX_NODES_PER_TREE)
 			mlj_fail(&j, NULL, "tree %d has %d nodes", t, n);

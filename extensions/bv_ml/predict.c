@@ -42,24 +42,24 @@ PG_FUNCTION_INFO_V1(ml_model_check);
 
 typedef struct CallState
 {
-	char	   *name;			/* model spec this state resolved */
-	int			name_len;
-	MlModel    *model;
-	float	   *scratch;		/* n_features float32 */
-	double	   *x;				/* n_features, when unpacking */
-	bool	   *isnull;			/* n_features */
-	double	   *out;			/* n_outputs */
+	char *name; /* model spec this state resolved */
+	int name_len;
+	MlModel *model;
+	float *scratch; /* n_features float32 */
+	double *x;      /* n_features, when unpacking */
+	bool *isnull;   /* n_features */
+	double *out;    /* n_outputs */
 } CallState;
 
 /* The call site's model for "spec" (a text datum), resolving on change. */
 static CallState *
 call_state(FunctionCallInfo fcinfo, text *spec)
 {
-	CallState  *st = fcinfo->flinfo->fn_extra;
+	CallState *st = fcinfo->flinfo->fn_extra;
 	const char *s = VARDATA_ANY(spec);
-	int			len = VARSIZE_ANY_EXHDR(spec);
+	int len = VARSIZE_ANY_EXHDR(spec);
 	MemoryContext old;
-	MlModel    *m;
+	MlModel *m;
 
 	if (st != NULL && st->name_len == len && memcmp(st->name, s, len) == 0)
 		return st;
@@ -81,7 +81,7 @@ call_state(FunctionCallInfo fcinfo, text *spec)
 		pfree(st->out);
 	}
 	st->name = pnstrdup(s, len);
-	st->name_len = 0;			/* not valid until resolved */
+	st->name_len = 0; /* not valid until resolved */
 	MemoryContextSwitchTo(old);
 
 	m = ml_resolve(st->name).model;
@@ -122,7 +122,7 @@ score(CallState *st, const double *data, const bits8 *bitmap, int n)
 	CheckFeatures(m, n);
 	if (bitmap != NULL)
 	{
-		int			k = 0;
+		int k = 0;
 
 		for (int i = 0; i < n; i++)
 		{
@@ -147,7 +147,7 @@ score(CallState *st, const double *data, const bits8 *bitmap, int n)
 static void
 score_array(CallState *st, ArrayType *a)
 {
-	int			n;
+	int n;
 
 	if (ARR_NDIM(a) > 1)
 		ereport(ERROR,
@@ -155,14 +155,16 @@ score_array(CallState *st, ArrayType *a)
 				 errmsg("features must be a one-dimensional array"),
 				 errhint("Use ml.predict_batch to score several rows at once.")));
 	n = ARR_NDIM(a) == 0 ? 0 : ARR_DIMS(a)[0];
+	/* float8[] data: packed doubles, MAXALIGNed */
+	/* cppcheck-suppress invalidPointerCast */
 	score(st, (const double *) ARR_DATA_PTR(a), ARR_NULLBITMAP(a), n);
 }
 
 Datum
 ml_predict(PG_FUNCTION_ARGS)
 {
-	CallState  *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(1);
+	CallState *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(1);
 
 	score_array(st, a);
 	PG_RETURN_FLOAT8(ml_primary(st->model, st->out));
@@ -171,9 +173,9 @@ ml_predict(PG_FUNCTION_ARGS)
 static ArrayType *
 proba_array(CallState *st)
 {
-	int			n = ml_n_probabilities(st->model);
-	double		p[ML_MAX_OUTPUTS + 1];
-	Datum		d[ML_MAX_OUTPUTS + 1];
+	int n = ml_n_probabilities(st->model);
+	double p[ML_MAX_OUTPUTS + 1];
+	Datum d[ML_MAX_OUTPUTS + 1];
 
 	ml_probabilities(st->model, st->out, p);
 	for (int k = 0; k < n; k++)
@@ -184,8 +186,8 @@ proba_array(CallState *st)
 Datum
 ml_predict_proba(PG_FUNCTION_ARGS)
 {
-	CallState  *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(1);
+	CallState *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(1);
 
 	if (ml_n_probabilities(st->model) == 0)
 		ereport(ERROR,
@@ -201,15 +203,17 @@ Datum
 ml_predict_batch(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	CallState  *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(1);
-	int			rows,
-				cols;
-	bits8	   *bitmap = ARR_NULLBITMAP(a);
-	double	   *data = (double *) ARR_DATA_PTR(a);
-	double	   *row;
-	bits8	   *rowmap;
-	int			k = 0;
+	CallState *st = call_state(fcinfo, PG_GETARG_TEXT_PP(0));
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(1);
+	int rows,
+		cols;
+	bits8 *bitmap = ARR_NULLBITMAP(a);
+	/* float8[] data: packed doubles, MAXALIGNed */
+	/* cppcheck-suppress invalidPointerCast */
+	double *data = (double *) ARR_DATA_PTR(a);
+	double *row;
+	bits8 *rowmap;
+	int k = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (ARR_NDIM(a) == 0)
@@ -226,8 +230,8 @@ ml_predict_batch(PG_FUNCTION_ARGS)
 	rowmap = palloc0((cols + 7) / 8);
 	for (int r = 0; r < rows; r++)
 	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
+		Datum values[3];
+		bool nulls[3] = {false, false, false};
 
 		if (bitmap == NULL)
 			score(st, data + (size_t) r * cols, NULL, cols);
@@ -235,8 +239,8 @@ ml_predict_batch(PG_FUNCTION_ARGS)
 		{
 			for (int c = 0; c < cols; c++)
 			{
-				size_t		bit = (size_t) r * cols + c;
-				bool		present = (bitmap[bit / 8] & (1 << (bit % 8))) != 0;
+				size_t bit = (size_t) r * cols + c;
+				bool present = (bitmap[bit / 8] & (1 << (bit % 8))) != 0;
 
 				if (present)
 				{
@@ -251,7 +255,7 @@ ml_predict_batch(PG_FUNCTION_ARGS)
 			}
 			/* score() unpacks with the bitmap: pack the present values */
 			{
-				int			p = 0;
+				int p = 0;
 
 				for (int c = 0; c < cols; c++)
 					if (rowmap[c / 8] & (1 << (c % 8)))
@@ -277,15 +281,15 @@ ml_predict_batch(PG_FUNCTION_ARGS)
 Datum
 ml_model_check(PG_FUNCTION_ARGS)
 {
-	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	Jsonb	   *doc = PG_GETARG_JSONB_P(1);
-	TupleDesc	tupdesc;
+	char *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb *doc = PG_GETARG_JSONB_P(1);
+	TupleDesc tupdesc;
 	MemoryContext cxt,
-				old;
-	MlModel    *m;
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
-	HeapTuple	tup;
+		old;
+	MlModel *m;
+	Datum values[5];
+	bool nulls[5] = {false, false, false, false, false};
+	HeapTuple tup;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "ml._model_check must return a record");
@@ -300,7 +304,7 @@ ml_model_check(PG_FUNCTION_ARGS)
 	values[3] = CStringGetTextDatum(m->objective);
 	if (m->n_feature_names > 0)
 	{
-		Datum	   *d = palloc(sizeof(Datum) * m->n_feature_names);
+		Datum *d = palloc(sizeof(Datum) * m->n_feature_names);
 
 		for (int i = 0; i < m->n_feature_names; i++)
 			d[i] = CStringGetTextDatum(m->feature_names[i]);
