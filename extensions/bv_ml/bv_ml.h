@@ -140,5 +140,6 @@ typedef struct MlResolved
 
 extern MlResolved ml_resolve(const char *name);
 extern void ml_cache_xact_end(void);
+extern uint64 ml_cache_generation;
 
 #endif /* BV_ML_H */

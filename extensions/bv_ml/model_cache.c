@@ -46,6 +46,9 @@ static HTAB *cache = NULL;
 static List *retired = NIL; /* contexts to delete at transaction end */
 static SPIPlanPtr resolve_plan = NULL;
 
+/* Counts transaction ends: a resolved model is valid within one. */
+uint64 ml_cache_generation = 0;
+
 static void
 cache_init(void)
 {
@@ -66,6 +69,7 @@ ml_cache_xact_end(void)
 {
 	ListCell *lc;
 
+	ml_cache_generation++;
 	if (retired == NIL)
 		return;
 	foreach (lc, retired)

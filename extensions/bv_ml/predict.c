@@ -11,6 +11,9 @@
  *
  * A call site keeps its resolved model in fn_extra (allocated in fn_mcxt,
  * so for the statement): one registry lookup per statement and model name,
+ * and again in each new transaction (fn_extra of a procedure's expressions
+ * can outlive a COMMIT; models replaced in a transaction are freed at its
+ * end, model_cache.c),
  * then only array unpacking and arithmetic per row.  Scratch buffers for a
  * row live in the same state, so scoring a row allocates nothing.
  *
@@ -42,7 +45,8 @@ PG_FUNCTION_INFO_V1(ml_model_check);
 
 typedef struct CallState
 {
-	char *name; /* model spec this state resolved */
+	uint64 generation; /* ml_cache_generation when resolved */
+	char *name;        /* model spec this state resolved */
 	int name_len;
 	MlModel *model;
 	float *scratch; /* n_features float32 */
@@ -61,7 +65,8 @@ call_state(FunctionCallInfo fcinfo, text *spec)
 	MemoryContext old;
 	MlModel *m;
 
-	if (st != NULL && st->name_len == len && memcmp(st->name, s, len) == 0)
+	if (st != NULL && st->generation == ml_cache_generation && st->name_len == len &&
+		memcmp(st->name, s, len) == 0)
 		return st;
 
 	if (len == 0 || len > 200)
@@ -74,11 +79,22 @@ call_state(FunctionCallInfo fcinfo, text *spec)
 		st = palloc0(sizeof(CallState));
 	else
 	{
-		pfree(st->name);
-		pfree(st->scratch);
-		pfree(st->x);
-		pfree(st->isnull);
-		pfree(st->out);
+		/* the previous model's buffers; NULLed as a failed resolve leaves them */
+		if (st->name)
+			pfree(st->name);
+		if (st->scratch)
+			pfree(st->scratch);
+		if (st->x)
+			pfree(st->x);
+		if (st->isnull)
+			pfree(st->isnull);
+		if (st->out)
+			pfree(st->out);
+		st->scratch = NULL;
+		st->x = NULL;
+		st->isnull = NULL;
+		st->out = NULL;
+		st->model = NULL;
 	}
 	st->name = pnstrdup(s, len);
 	st->name_len = 0; /* not valid until resolved */
@@ -93,6 +109,7 @@ call_state(FunctionCallInfo fcinfo, text *spec)
 	st->isnull = palloc(sizeof(bool) * m->n_features);
 	st->out = palloc(sizeof(double) * m->n_outputs);
 	st->name_len = len;
+	st->generation = ml_cache_generation;
 	MemoryContextSwitchTo(old);
 	fcinfo->flinfo->fn_extra = st;
 	return st;

@@ -357,13 +357,22 @@ BEGIN
         RETURNING * INTO r;
     END IF;
 
-    -- The index the point-in-time lookups and materialization walk.
+    -- The index the point-in-time lookups and materialization walk.  It
+    -- carries the fixed-width features too (INCLUDE), so that a lookup is
+    -- an index-only scan; variable-width ones (text, jsonb) are left out, as
+    -- they could exceed an index row.
     IF create_index AND EXISTS (SELECT FROM pg_class c WHERE c.oid = source AND c.relkind IN ('r', 'p', 'm')) THEN
         SELECT string_agg(format('%I', k), ', ') INTO cols FROM unnest(keys) AS k;
         cols := cols || format(', %I DESC', event_ts_column);
         IF created_ts_column IS NOT NULL THEN
             cols := cols || format(', %I DESC NULLS LAST', created_ts_column);
         END IF;
+        SELECT ') INCLUDE (' || string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO t
+          FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+         WHERE a.attrelid = source AND a.attname = ANY (features) AND ty.typlen > 0
+           AND a.attname <> ALL (keys) AND a.attname <> event_ts_column
+           AND a.attname IS DISTINCT FROM created_ts_column;
+        cols := cols || coalesce(t, '');
         IF NOT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                         WHERE i.indrelid = source AND c.relname = left('ml_' || name || '_pit_' || md5(cols), 63)) THEN
             EXECUTE format('CREATE INDEX %I ON %s (%s)',
@@ -532,7 +541,13 @@ BEGIN
                  ELSE format(', s.%I DESC NULLS LAST', (vw.def).created_ts_column) END,
             aliases ->> vw.vkey);
     END LOOP;
-    RETURN format('SELECT e.*%s FROM %s e%s', sel, entity_rows, joins);
+    -- Entity rows are probed in key and time order: neighbouring probes
+    -- touch neighbouring index pages.
+    SELECT * INTO ent FROM ml.entities en
+     WHERE en.name = (SELECT (r.def).entity FROM ml._resolve_features(features) r ORDER BY r.ord LIMIT 1);
+    RETURN format('SELECT e.*%s FROM (SELECT * FROM %s ORDER BY %s, %I) e%s', sel, entity_rows,
+                  (SELECT string_agg(format('%I', jk), ', ') FROM unnest(ent.join_keys) jk),
+                  timestamp_column, joins);
 END
 $$;
 COMMENT ON FUNCTION ml.training_set_sql(regclass, text[], text) IS

@@ -65,6 +65,25 @@ SELECT ml.predict('price', ARRAY[1, 1]) AS inside_txn;
 ROLLBACK;
 SELECT ml.predict('price', ARRAY[1, 1]) AS after_rollback;
 
+-- a procedure's simple expressions keep their state across COMMIT: each
+-- transaction resolves the model again
+CREATE TABLE public.ml_seen (i int, v float8);
+CREATE PROCEDURE public.ml_loop() LANGUAGE plpgsql AS $$
+DECLARE
+    v float8;
+BEGIN
+    FOR i IN 1 .. 3 LOOP
+        v := ml.predict('price', ARRAY[1, 1]);
+        INSERT INTO public.ml_seen VALUES (i, v);
+        UPDATE ml.models SET document = jsonb_set(document, '{intercept}', to_jsonb(i * 1000)) WHERE name = 'price';
+        COMMIT;
+    END LOOP;
+END $$;
+CALL public.ml_loop();
+SELECT i, v FROM public.ml_seen ORDER BY i;
+DROP PROCEDURE public.ml_loop();
+DROP TABLE public.ml_seen;
+
 -- a second version: unqualified names take production, else the newest
 SELECT version FROM ml.register_model('churn', 'sklearn_logistic', (SELECT doc FROM docs WHERE name = 'logit'));
 SELECT name, version, stage FROM ml.models WHERE name = 'churn' ORDER BY version;
