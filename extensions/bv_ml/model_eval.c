@@ -22,7 +22,13 @@
 
 #include "bv_ml.h"
 
-/* The leaf one tree sends a row of float32 features to. */
+/*
+ * The leaf one tree sends a row of float32 features to.  Branch-free per
+ * level: a row goes left when value < condition, or when the value is
+ * missing (NaN, the only value unequal to itself) and the node's default is
+ * left.  A NaN compares false with "<", so a missing value goes right at a
+ * node whose default is right: exactly XGBoost's rule.
+ */
 static inline float
 tree_leaf(const MlNode *nodes, const float *fx)
 {
@@ -31,11 +37,12 @@ tree_leaf(const MlNode *nodes, const float *fx)
 	while (n->left >= 0)
 	{
 		float v = fx[n->feature & ML_NODE_FEATURE_MASK];
+		/* comparisons as 0/1 integers, combined without branches */
+		int32 lt = v < n->value;
+		int32 missing_left = (v != v) & ((n->feature >> 30) & 1);
+		int32 go_left = lt | missing_left;
 
-		if (isnan(v))
-			n = nodes + ((n->feature & ML_NODE_DEFAULT_LEFT) ? n->left : n->right);
-		else
-			n = nodes + ((v < n->value) ? n->left : n->right);
+		n = nodes + (n->right ^ ((n->left ^ n->right) & -go_left));
 	}
 	return n->value;
 }
