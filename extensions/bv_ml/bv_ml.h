@@ -126,7 +126,7 @@ extern const char *ml_kind_name(MlKind kind);
 extern MlModel *ml_parse_model(MlKind kind, Jsonb *doc);
 
 /* model_eval.c */
-extern void ml_eval(const MlModel *m, const double *x, const bool *isnull, float *scratch, double *out);
+extern bool ml_eval(const MlModel *m, const double *x, const bool *isnull, float *scratch, double *out);
 extern double ml_primary(const MlModel *m, const double *out);
 extern int ml_n_probabilities(const MlModel *m);
 extern void ml_probabilities(const MlModel *m, const double *out, double *proba);

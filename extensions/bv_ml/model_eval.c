@@ -92,9 +92,11 @@ eval_trees(const MlModel *m, const double *x, const bool *isnull, float *scratch
 	}
 }
 
-static void
+static bool
 eval_linear(const MlModel *m, const double *x, double *out)
 {
+	bool finite = true;
+
 	int n = m->n_features;
 	int k;
 
@@ -106,6 +108,7 @@ eval_linear(const MlModel *m, const double *x, double *out)
 		for (int i = 0; i < n; i++)
 			s += c[i] * x[i];
 		out[k] = s + m->intercept[k];
+		finite &= isfinite(out[k]) != 0;
 	}
 	switch (m->link)
 	{
@@ -138,20 +141,25 @@ eval_linear(const MlModel *m, const double *x, double *out)
 			break;
 		}
 	}
+	return finite;
 }
 
 /*
  * All outputs of one row into out[n_outputs]: the value (regression), the
  * probability of class 1 (binary) or each class's probability.  Linear
- * models never see NULLs (predict.c refuses them first).
+ * models never see NULLs (predict.c refuses them first); for them the
+ * result says whether every margin was finite (a NaN or infinite feature
+ * makes one not).
  */
-void
+bool
 ml_eval(const MlModel *m, const double *x, const bool *isnull, float *scratch, double *out)
 {
 	if (m->kind == ML_KIND_XGBOOST)
+	{
 		eval_trees(m, x, isnull, scratch, out);
-	else
-		eval_linear(m, x, out);
+		return true;
+	}
+	return eval_linear(m, x, out);
 }
 
 /* The one number ml.predict returns: value, probability, or class index. */

@@ -126,6 +126,28 @@ CheckFeatures(const MlModel *m, int n)
 }
 
 /*
+ * Refuses, for linear models, a row with a missing (NULL or NaN) or an
+ * infinite feature, as scikit-learn refuses them.
+ */
+static void
+CheckAllPresent(const double *x, const bool *isnull, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if ((isnull && isnull[i]) || isnan(x[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("feature %d is missing and linear models need every feature", i + 1),
+					 errhint("Impute missing values before scoring, as the model was trained.")));
+		if (isinf(x[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("feature %d is infinite", i + 1),
+					 errhint("Linear models take finite values only, as scikit-learn does.")));
+	}
+}
+
+/*
  * Scores features[n] (data points to n packed float8 values, bitmap marks
  * NULLs as arrays do) into st->out.
  */
@@ -149,16 +171,16 @@ score(CallState *st, const double *data, const bits8 *bitmap, int n)
 		x = st->x;
 		isnull = st->isnull;
 	}
-	if (m->kind != ML_KIND_XGBOOST)
-	{
-		for (int i = 0; i < n; i++)
-			if ((isnull && isnull[i]) || isnan(x[i]))
-				ereport(ERROR,
-						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-						 errmsg("feature %d is missing and linear models need every feature", i + 1),
-						 errhint("Impute missing values before scoring, as the model was trained.")));
-	}
-	ml_eval(m, x, isnull, st->scratch, st->out);
+	/*
+	 * Linear models refuse missing and infinite values.  NULLs are seen in
+	 * the bitmap; a NaN or infinite feature makes the result NaN or
+	 * infinite, so the features are searched only then (one pass over the
+	 * row in the common case).
+	 */
+	if (m->kind != ML_KIND_XGBOOST && isnull != NULL)
+		CheckAllPresent(x, isnull, n);
+	if (!ml_eval(m, x, isnull, st->scratch, st->out))
+		CheckAllPresent(x, NULL, n);
 }
 
 static void
