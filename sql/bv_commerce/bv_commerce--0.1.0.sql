@@ -21,7 +21,13 @@ COMMENT ON SCHEMA commerce IS 'E-commerce domain: catalog, inventory, carts, ord
 
 -- Schema api is bv_core's since 0.3.0 (every domain publishes into it); a
 -- database whose bv_core predates it gets the schema here, as before.
-CREATE SCHEMA IF NOT EXISTS api;
+DO $$
+BEGIN
+    IF pg_catalog.to_regnamespace('api') IS NULL THEN
+        CREATE SCHEMA api;
+    END IF;
+END
+$$;
 
 /* ---------- reference data ---------- */
 
