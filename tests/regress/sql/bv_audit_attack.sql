@@ -91,7 +91,34 @@ SELECT bv_audit.set_retention('public.atk_short', '6000 years');
 SELECT bv_audit.disable('public.atk_long'), bv_audit.disable('public.atk_short');
 DROP TABLE public.atk_long, public.atk_short;
 
--- 6. A table owner tied the capture trigger to an extension it owns and
+-- 6. A superuser deleted the newest seal link but kept its entries:
+--    verify() said ok, and seal() could never seal the table again.
+CREATE TABLE public.atk_link (id int PRIMARY KEY);
+SELECT bv_audit.enable('public.atk_link') IS NOT NULL AS enabled;
+INSERT INTO public.atk_link VALUES (1);
+SELECT bv_audit.seal() > 0 AS sealed;
+INSERT INTO public.atk_link VALUES (2);
+SELECT bv_audit.seal() > 0 AS sealed;
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM bv_audit.seals s USING bv_audit.tracked t
+ WHERE t.id = s.tracked_id AND t.relid = 'public.atk_link'::regclass
+   AND s.seal_no = (SELECT max(x.seal_no) FROM bv_audit.seals x WHERE x.tracked_id = t.id);
+COMMIT;
+SELECT ok, problem, seal_no FROM bv_audit.verify('public.atk_link');
+-- repaired (the orphaned entries removed), the next seal re-seals the records
+BEGIN;
+SET LOCAL session_replication_role = replica;
+DELETE FROM bv_audit.seal_entries e USING bv_audit.tracked t
+ WHERE t.id = e.tracked_id AND t.relid = 'public.atk_link'::regclass
+   AND NOT EXISTS (SELECT 1 FROM bv_audit.seals x WHERE x.tracked_id = t.id AND x.seal_no = e.seal_no);
+COMMIT;
+SELECT bv_audit.seal() > 0 AS sealed;
+SELECT ok, problem, seal_no FROM bv_audit.verify('public.atk_link');
+SELECT bv_audit.disable('public.atk_link');
+DROP TABLE public.atk_link;
+
+-- 7. A table owner tied the capture trigger to an extension it owns and
 --    dropped the extension: the trigger went with it, no DROP TRIGGER
 --    command, and writes were no longer recorded.  The same for the stamp
 --    trigger, which a table owner could also simply disable.
