@@ -2302,3 +2302,139 @@ BEGIN
     RETURN NEXT;
 END
 $$;
+
+-- #18 audit review: the chain of a dropped table could not be verified
+-- (verify() took the live table only, and DROP TABLE keeps the audit table
+-- and goes on sealing it): verify() also takes the audit table.
+CREATE OR REPLACE FUNCTION bv_audit.verify(tbl regclass)
+RETURNS TABLE (ok boolean, seals_checked integer, records_checked bigint,
+               problem text, audit_id bigint, seal_no integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+SET bytea_output = 'hex'
+SET lc_monetary = 'C'
+AS $$
+DECLARE
+    t bv_audit.tracked;
+    s bv_audit.seals;
+    prev_chain bytea := ''::bytea;
+    last_hi xid8 := '0'::xid8;
+    last_format smallint := 1;
+    batch bytea;
+    bad integer;
+    -- No committed record can carry a transaction id from the snapshot's
+    -- xmax on (such an id had not been assigned when the snapshot was
+    -- taken); this transaction's own records can.
+    horizon xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    own xid8 := pg_current_xact_id_if_assigned();
+    r record;
+BEGIN
+    -- The tracked table, or its audit table (the only name left for the
+    -- history of a dropped table).
+    SELECT * INTO t FROM bv_audit.tracked x WHERE x.audit_relid = tbl;
+    IF NOT FOUND THEN
+        t := bv_audit._tracked(tbl);
+    END IF;
+    seals_checked := 0;
+    records_checked := 0;
+    -- 1. The chain: numbering, contiguous transaction-id ranges, the digest
+    --    of every link (format 2: its metadata too), and each purge link's
+    --    remainders.
+    FOR s IN SELECT * FROM bv_audit.seals x WHERE x.tracked_id = t.id ORDER BY x.seal_no LOOP
+        IF s.seal_no <> seals_checked + 1 OR s.xid_lo <> last_hi OR s.format < last_format
+           OR (s.kind = 'seal' AND s.xid_hi <= s.xid_lo)
+           OR (s.kind = 'purge' AND (s.xid_hi <> s.xid_lo OR s.format < 2))
+           OR s.chain_digest IS DISTINCT FROM
+              (CASE WHEN s.format = 1 THEN sha256(prev_chain || s.batch_digest)
+                    ELSE sha256(prev_chain || bv_audit._link_header(s) || s.batch_digest) END) THEN
+            ok := false; problem := 'seal chain broken: seal missing, reordered or altered';
+            seal_no := s.seal_no; audit_id := NULL;
+            RETURN NEXT; RETURN;
+        END IF;
+        IF s.kind = 'purge' THEN
+            SELECT sha256(coalesce(string_agg(int4send(m.seal_no) || int8send(m.row_count) || m.digest, ''::bytea
+                                              ORDER BY m.seal_no), ''::bytea))
+              INTO batch
+              FROM bv_audit.seal_remainders m WHERE m.tracked_id = t.id AND m.purge_no = s.seal_no;
+            IF batch <> s.batch_digest
+               OR EXISTS (SELECT FROM bv_audit.seal_remainders m
+                            LEFT JOIN bv_audit.seals x ON x.tracked_id = m.tracked_id AND x.seal_no = m.seal_no
+                           WHERE m.tracked_id = t.id AND m.purge_no = s.seal_no
+                             AND (x.kind IS DISTINCT FROM 'seal' OR x.seal_no > s.seal_no)) THEN
+                ok := false; problem := 'purge record altered: what it left of the seals no longer matches';
+                seal_no := s.seal_no; audit_id := NULL;
+                RETURN NEXT; RETURN;
+            END IF;
+        END IF;
+        prev_chain := s.chain_digest;
+        last_hi := s.xid_hi;
+        last_format := s.format;
+        seals_checked := seals_checked + 1;
+    END LOOP;
+
+    -- 2. Each seal's entries: its batch digest, or what its latest purge
+    --    left.  Nothing is skipped after a purge.
+    bad := bv_audit._seal_entries_mismatch(t.id);
+    IF bad IS NOT NULL THEN
+        ok := false; problem := 'seal entries altered: the record digests no longer match the seal';
+        seal_no := bad; audit_id := NULL;
+        RETURN NEXT; RETURN;
+    END IF;
+
+    --    Entries (or remainders) of a seal that is not in the chain: the
+    --    newest link was deleted and its entries left behind (seal() then
+    --    cannot re-seal those records, and the table is never sealed again).
+    SELECT min(x.seal_no) INTO bad
+      FROM (SELECT e.seal_no FROM bv_audit.seal_entries e WHERE e.tracked_id = t.id
+            UNION ALL
+            SELECT m.seal_no FROM bv_audit.seal_remainders m WHERE m.tracked_id = t.id) x
+     WHERE NOT EXISTS (SELECT 1 FROM bv_audit.seals l WHERE l.tracked_id = t.id AND l.seal_no = x.seal_no);
+    IF bad IS NOT NULL THEN
+        ok := false; problem := 'seal entries altered: entries of a seal that is not in the chain';
+        seal_no := bad; audit_id := NULL;
+        RETURN NEXT; RETURN;
+    END IF;
+
+    -- 3. Every record against its entry, in audit_id order: altered,
+    --    missing, inside a sealed range without an entry (inserted
+    --    afterwards), or carrying a transaction id not assigned yet.
+    --    a.* is the audit table's row whatever its columns are called.  A
+    --    format-1 entry may hold either digest: 0.2.0's seal() computed it
+    --    under its session's settings, or, run with the 0.3.0 library before
+    --    ALTER EXTENSION UPDATE, under the canonical ones.
+    FOR r IN EXECUTE format(
+        'SELECT coalesce(e.audit_id, a.audit_id) AS id, e.seal_no AS seal, '
+        '       CASE WHEN a.audit_id IS NULL THEN ''record missing'' '
+        '            WHEN a.audit_xid >= $3 AND a.audit_xid IS DISTINCT FROM $4 THEN ''record from the future: its transaction id has not been assigned yet'' '
+        '            WHEN e.audit_id IS NULL AND a.audit_xid < $2 THEN ''record not covered by its seal (inserted afterwards)'' '
+        '            WHEN e.audit_id IS NULL THEN NULL '
+        '            WHEN e.digest IS DISTINCT FROM bv_audit.row_digest(a.*) '
+        '                 AND (e.format <> 1 OR e.digest IS DISTINCT FROM bv_audit._row_digest_v1(a.*)) '
+        '            THEN ''record altered'' END AS what, '
+        '       e.audit_id IS NOT NULL AS sealed '
+        '  FROM (SELECT x.audit_id, x.seal_no, x.digest, l.format '
+        '          FROM bv_audit.seal_entries x '
+        '          JOIN bv_audit.seals l ON l.tracked_id = x.tracked_id AND l.seal_no = x.seal_no '
+        '         WHERE x.tracked_id = $1) e '
+        '  FULL JOIN bv_audit.%I a ON a.audit_id = e.audit_id '
+        ' ORDER BY 1', t.audit_table)
+        USING t.id, last_hi, horizon, own
+    LOOP
+        IF r.what IS NOT NULL THEN
+            ok := false; problem := r.what; audit_id := r.id; seal_no := r.seal;
+            RETURN NEXT; RETURN;
+        END IF;
+        IF r.sealed THEN
+            records_checked := records_checked + 1;
+        END IF;
+    END LOOP;
+    ok := true; problem := NULL; audit_id := NULL; seal_no := NULL;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION bv_audit.verify(regclass) IS
+'Checks the seal chain of a tracked table (or of its audit table, e.g. after DROP TABLE) and every sealed record against it; returns ok or the first problem found.';

@@ -118,7 +118,27 @@ SELECT ok, problem, seal_no FROM bv_audit.verify('public.atk_link');
 SELECT bv_audit.disable('public.atk_link');
 DROP TABLE public.atk_link;
 
--- 7. A table owner tied the capture trigger to an extension it owns and
+-- 7. The history of a dropped table is still sealed, and can be verified
+--    through its audit table (verify() took the live table only).
+CREATE TABLE public.atk_gone (id int PRIMARY KEY, v text);
+SELECT bv_audit.enable('public.atk_gone') IS NOT NULL AS enabled;
+INSERT INTO public.atk_gone VALUES (1, 'a');
+DROP TABLE public.atk_gone;
+SELECT bv_audit.seal() > 0 AS sealed;
+SELECT ok FROM bv_audit.verify('bv_audit.public__atk_gone');
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE bv_audit.public__atk_gone SET v = 'forged';
+COMMIT;
+SELECT ok, problem FROM bv_audit.verify('bv_audit.public__atk_gone');
+BEGIN;
+SET LOCAL session_replication_role = replica;
+UPDATE bv_audit.public__atk_gone SET v = 'a';
+COMMIT;
+SELECT ok, problem FROM bv_audit.verify('bv_audit.public__atk_gone');
+SELECT ok FROM bv_audit.verify('bv_audit.seals');
+
+-- 8. A table owner tied the capture trigger to an extension it owns and
 --    dropped the extension: the trigger went with it, no DROP TRIGGER
 --    command, and writes were no longer recorded.  The same for the stamp
 --    trigger, which a table owner could also simply disable.
