@@ -41,8 +41,14 @@ my (undef, $ob) = BvTest::http('POST', "$url/rpc/place_order", @{ $who{alice} },
 	body => '{"lines":[{"sku":"BOOK-PGI","quantity":1}]}');
 my $oid = eval { decode_json($ob)->{id} } // 1;
 
-my @functions = qw(add_to_cart place_order cancel_order order_history fulfil_order ship_order
-  deliver_order refund_order payment_webhook);
+# Every function and view of schema api, whichever extensions published
+# them (bv_commerce, bv_ml, ...).
+my @functions = split /\n/, $node->safe_psql('bitvelocity',
+	q{SELECT DISTINCT p.proname FROM pg_proc p WHERE p.pronamespace = 'api'::regnamespace ORDER BY 1});
+my @views = split /\n/, $node->safe_psql('bitvelocity',
+	q{SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'api'::regnamespace AND c.relkind IN ('v', 'r', 'm', 'f', 'p') ORDER BY 1});
+note("api functions: @functions; views: @views");
+cmp_ok(scalar(@functions), '>=', 9, 'the sweep sees the api functions');
 my @bodies = ('{}', '[]', 'null', '"s"', '1', '{"x":1}', '[{}]', '[{"order_id":1},{"order_id":2}]',
 	qq({"order_id":$oid}), '{"order_id":"x"}', '{"order_id":1e30}', '{"order_id":-1}', '{"order_id":null}',
 	sprintf('{"order_id":%d,"reason":"%s"}', $oid, 'r' x 600), sprintf('{"order_id":%d,"tracking_code":"%s"}', $oid, 't' x 200),
@@ -57,7 +63,9 @@ my @bodies = ('{}', '[]', 'null', '"s"', '1', '{"x":1}', '[{}]', '[{"order_id":1
 	'{"lines":[' . join(',', map { '{"sku":"BOOK-PGI","quantity":1}' } 1 .. 150) . ']}',
 	'{"cart_id":-1}', '{"cart_id":1,"lines":[]}', '{"shipping_address":"x","lines":[{"sku":"BOOK-PGI","quantity":1}]}',
 	'{"shipping_address":{"a":"' . ('x' x 5000) . '"},"lines":[{"sku":"BOOK-PGI","quantity":1}]}',
-	'{"id":"evt","type":"payment.succeeded","data":{"payment_ref":"p","amount_minor":1e400,"currency":"USD"}}');
+	'{"id":"evt","type":"payment.succeeded","data":{"payment_ref":"p","amount_minor":1e400,"currency":"USD"}}',
+	'{"model":"nosuch","features":{}}', '{"model":null,"features":null}', '{"model":"' . ('m' x 5000) . '","features":[]}',
+	'{"model":"m","features":{"x":1e400}}', '{"model":"m","features":{"x":"NaN"}}', '{"model":"m","features":' . ('[' x 100) . (']' x 100) . '}');
 my @five;
 for my $w (sort keys %who)
 {
@@ -75,7 +83,7 @@ for my $w (sort keys %who)
 			push @five, "$w GET /rpc/$f$q: $s " . substr($r, 0, 200) if $s !~ /^[1-4]/;
 		}
 	}
-	for my $v (qw(catalog orders order_lines payments))
+	for my $v (@views)
 	{
 		for my $m ('GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS')
 		{
