@@ -51,12 +51,54 @@ bv_cdc_validate_sink(PG_FUNCTION_ARGS)
 	if (ops == NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("unknown sink kind \"%.32s\"", kind),
-						errdetail("bv_cdc supports sinks of kind \"kafka\", \"mqtt\" and \"webhook\"."),
+						errdetail("bv_cdc supports sinks of kind %s.", cdc_sink_kind_names()),
 						errhint("Use bv_cdc.add_sink(name, 'kafka', config).")));
 	cdc_check_property_types(ops, config);
 	cdc_jsonb_to_properties(config, &keys, &values);
 	ops->validate(keys, values);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(bv_cdc_sink_properties);
+
+/*
+ * bv_cdc.sink_properties(): the declared properties of every sink kind
+ * (kind, name, type, default, min, max, secret), from the same tables that
+ * validation and start-up read; docs/bv_cdc.md's table is generated from it.
+ */
+Datum
+bv_cdc_sink_properties(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	static const char *const types[] = {"string", "integer", "boolean", "file"};
+	int k;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (k = 0; k < cdc_sink_kind_count(); k++)
+	{
+		const CdcSinkOps *ops = cdc_sink_kind(k);
+		const CdcProperty *p;
+
+		for (p = ops->properties; p != NULL && p->name != NULL; p++)
+		{
+			Datum v[7];
+			bool n[7] = {false};
+
+			v[0] = CStringGetTextDatum(ops->kind);
+			v[1] = CStringGetTextDatum(p->name);
+			v[2] = CStringGetTextDatum(types[p->type]);
+			if (p->dflt != NULL)
+				v[3] = CStringGetTextDatum(p->dflt);
+			else
+				n[3] = true;
+			v[4] = Int64GetDatum(p->min);
+			v[5] = Int64GetDatum(p->max);
+			n[4] = n[5] = p->type == CDC_PROP_BOOL;
+			v[6] = BoolGetDatum(p->secret);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
+		}
+	}
+	return (Datum) 0;
 }
 
 PG_FUNCTION_INFO_V1(bv_cdc_invoker);

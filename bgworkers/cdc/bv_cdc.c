@@ -79,7 +79,7 @@ int cdc_heartbeat_interval_ms = 10000;
 int cdc_naptime_ms = 10000;
 int cdc_retry_max_ms = 30000;
 int cdc_stall_timeout_ms = 10000;
-bool cdc_trace_messages = true;
+static bool cdc_trace_messages = true;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;

@@ -15,6 +15,11 @@
  *   envelope.c   W2jMessage -> the bv_cdc envelope and message key
  *   producer.c   Kafka producers (one per sink), delivery reports
  *   config.c     sinks and routes read from the bv_cdc tables (SPI)
+ *   batch.c      the worker's SPI batches and the quarantine (below all)
+ *   kinds.c      the registry of sink kinds (names every kind)
+ *   sink.c       what every kind shares: dispatch, acknowledgements,
+ *                isolation, statistics, property tables
+ *   mqtt.c, webhook.c, spool.c: the other sink kinds
  *   snapshot.c   bv_cdc.snapshot(): chunks between watermarks, "r" events
  *   api.c        SQL-callable functions: config validation, stats, trigger
  *
@@ -122,19 +127,11 @@ extern int cdc_heartbeat_interval_ms;
 extern int cdc_naptime_ms;
 extern int cdc_retry_max_ms;
 extern int cdc_stall_timeout_ms;
-extern bool cdc_trace_messages;
 
 extern void cdc_set_state(const char *state);
 extern void cdc_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
 
 /* ---- config (config.c) ---- */
-
-typedef enum CdcSinkKind
-{
-	CDC_SINK_KAFKA,
-	CDC_SINK_MQTT,
-	CDC_SINK_WEBHOOK
-} CdcSinkKind;
 
 struct CdcSinkOps;
 
@@ -142,7 +139,6 @@ typedef struct CdcSink
 {
 	char *name;
 	char *kind;
-	CdcSinkKind kindno;
 	const struct CdcSinkOps *ops;
 	char *config_json; /* text of the jsonb, to detect changes */
 	List *conf_keys;   /* properties, char * each */
@@ -189,11 +185,12 @@ typedef struct CdcRoute
 	List *include_columns; /* of char *, NIL = all */
 	List *exclude_columns;
 	int ops;
-	int qos;        /* mqtt: 0, 1 or 2 */
-	bool retain;    /* mqtt: retained messages */
-	bool hold_key;  /* webhook: on_dead_letter = hold */
-	bool key_topic; /* the topic template has {key} */
-	char *owner;    /* role that added it (may SELECT the tables); NULL: before 0.3.0 */
+	int qos;           /* mqtt: 0, 1 or 2 */
+	bool retain;       /* mqtt: retained messages */
+	bool hold_key;     /* webhook: on_dead_letter = hold */
+	bool return_retry; /* amqp: on_return = retry (else dead_letter) */
+	bool key_topic;    /* the topic template has {key} */
+	char *owner;       /* role that added it (may SELECT the tables); NULL: before 0.3.0 */
 } CdcRoute;
 
 /* The routes that apply to one table, cached by "schema.table". */
@@ -222,10 +219,7 @@ extern bool cdc_extension_exists(void);
 extern CdcConfig *cdc_config_load(MemoryContext parent);
 extern void cdc_config_free(CdcConfig *cfg);
 extern CdcTableRoutes *cdc_config_table(CdcConfig *cfg, const char *schema, const char *table);
-extern bool cdc_glob_match(const char *pattern, const char *s);
 extern bool cdc_internal_schema(const char *schema);
-extern void cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len);
-extern void cdc_config_invalidate_tables(CdcConfig *cfg);
 
 /* ---- wal2json messages (wal2json.c) and envelopes (envelope.c) ---- */
 
@@ -354,11 +348,22 @@ typedef struct CdcProperty
  * serves acknowledgements, waiting at most timeout_ms; wait_ms says how soon
  * the sink wants to be polled again (-1: no hurry).
  */
+typedef enum CdcTopicStyle
+{
+	CDC_TOPIC_NAME,  /* a Kafka topic: other characters become _, 249 bytes */
+	CDC_TOPIC_LEVELS /* levels as written; topic_reserved in names become _ */
+} CdcTopicStyle;
+
 typedef struct CdcSinkOps
 {
 	const char *kind;
 	const CdcProperty *properties; /* ends with a NULL name */
 	bool open_properties;          /* others pass through (librdkafka's) */
+	CdcTopicStyle topic_style;     /* how config.c expands a topic template */
+	const char *topic_reserved;    /* CDC_TOPIC_LEVELS: characters of names that become _ */
+	bool event_ids;                /* wants CdcEvent.event_id (stable across replays) */
+	/* adds the kind's own statistics (under cdc_shared->mutex; may be NULL) */
+	void (*publish_stats)(CdcSink *sink, CdcSinkStats *st);
 	void (*validate)(List *keys, List *values);
 	bool (*start)(CdcSink *sink, char *errbuf, size_t errlen);
 	void (*stop)(CdcSink *sink);
@@ -368,16 +373,24 @@ typedef struct CdcSinkOps
 	void (*rebind)(CdcSink *sink);
 } CdcSinkOps;
 
+/* kinds.c: the registry of sink kinds, the only file that names them all */
 extern const CdcSinkOps cdc_kafka_ops;
 extern const CdcSinkOps cdc_mqtt_ops;
 extern const CdcSinkOps cdc_webhook_ops;
+extern const CdcSinkOps cdc_amqp_ops;
+extern const CdcSinkOps cdc_nats_ops;
 
 extern const CdcSinkOps *cdc_sink_ops(const char *kind);
+extern int cdc_sink_kind_count(void);
+extern const CdcSinkOps *cdc_sink_kind(int i);
+extern char *cdc_sink_kind_names(void);
 extern void cdc_jsonb_to_properties(Jsonb *config, List **keys, List **values);
 extern const char *cdc_property(List *keys, List *values, const char *name, const char *dflt);
 extern int cdc_property_int(List *keys, List *values, const char *name, int dflt, int min,
 							int max);
 extern void cdc_check_properties(const char *kind, List *keys, const CdcProperty *known);
+extern const char *cdc_prop(const CdcProperty *props, List *keys, List *values, const char *name);
+extern int cdc_prop_int(const CdcProperty *props, List *keys, List *values, const char *name);
 extern void cdc_check_property_types(const CdcSinkOps *ops, Jsonb *config);
 extern char *cdc_secret_get(const char *name);
 
@@ -389,9 +402,6 @@ extern void cdc_sink_delivery_failed(CdcSink *sink, uint64 opaque, const char *f
 extern void cdc_sink_note_error(CdcSink *sink, bool down, const char *fmt, ...)
 	pg_attribute_printf(3, 4);
 
-extern struct rd_kafka_conf_s *cdc_kafka_conf(List *keys, List *values, char *errbuf,
-											  size_t errlen, char **badkey);
-extern bool cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen);
 extern bool cdc_sink_start_isolated(CdcSink *sink);
 extern bool cdc_sinks_retry_failed(CdcConfig *cfg);
 extern void cdc_sink_stop(CdcSink *sink);
@@ -402,9 +412,6 @@ extern int cdc_sinks_wait_ms(CdcConfig *cfg);
 extern void cdc_sinks_publish(CdcConfig *cfg);
 extern int64 cdc_sinks_pending(CdcConfig *cfg);
 extern bool cdc_sinks_failed(CdcConfig *cfg);
-
-/* webhook.c / spool.c: the per-sink stats the webhook kind adds */
-extern void cdc_webhook_publish(CdcSink *sink, CdcSinkStats *st);
 
 /* stream.c: called by the sinks for each acknowledgement and while blocked. */
 extern XLogRecPtr cdc_stream_delivered(uint64 opaque, bool ok);
@@ -421,11 +428,12 @@ extern void cdc_stream_cleanup(void);
 
 #define BV_CDC_WATERMARK_PREFIX "bv.watermark"
 
-/* config.c: shared SPI batch and array helpers */
+/* batch.c: the worker's SPI batches (pg_cron's shape), the quarantine */
 extern void cdc_begin_batch(const char *activity);
 extern void cdc_end_batch(void);
 extern char *cdc_batch_failed(MemoryContext outer);
 extern List *cdc_text_array_to_list(Datum d, bool isnull, bool keep_nulls);
+extern void cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len);
 
 extern void cdc_snapshot_reset(void);
 extern void cdc_snapshot_step(XLogRecPtr flushed);

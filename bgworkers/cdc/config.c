@@ -12,9 +12,9 @@
  * columns (for naming unchanged TOAST columns), read from the catalog on
  * first use and forgotten on relcache invalidation.
  *
- * Every SPI batch follows pg_cron: SetCurrentStatementStartTimestamp,
- * StartTransactionCommand, SPI_connect, PushActiveSnapshot ... SPI_finish,
- * PopActiveSnapshot, CommitTransactionCommand.  Only the worker calls this.
+ * Every SPI batch is one of batch.c's (pg_cron's shape).  Only the worker
+ * calls this.  Nothing here names a sink kind: what differs by kind (how a
+ * topic template is expanded) is declared in the kind's CdcSinkOps.
  *
  * Memory: a CdcConfig and everything it points to live in its own context
  * (a child of the worker's long-lived context); cdc_config_free() deletes it
@@ -38,60 +38,14 @@
 #include "bv_common.h"
 
 static bool columns_stale = false;
+
+static void cdc_config_invalidate_tables(CdcConfig *cfg);
 static bool relcache_callback_registered = false;
 
 static void
 cdc_relcache_callback(Datum arg, Oid relid)
 {
 	columns_stale = true;
-}
-
-/*
- * cdc_begin_batch / cdc_end_batch
- *		One SPI batch of the worker in its own transaction (pg_cron's
- *		pattern); shared by the configuration loader and the snapshotter.
- */
-void
-cdc_begin_batch(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-void
-cdc_end_batch(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(true);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-/*
- * cdc_batch_failed
- *		In the PG_CATCH of a batch: the error's message (in outer), the
- *		error state flushed and the batch's transaction rolled back, so that
- *		the worker goes on (its callers log the message and try later).
- */
-char *
-cdc_batch_failed(MemoryContext outer)
-{
-	ErrorData *edata;
-	char *message;
-
-	MemoryContextSwitchTo(outer);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	MemoryContextSwitchTo(outer);
-	message = pstrdup(edata->message);
-	FreeErrorData(edata);
-	return message;
 }
 
 static bool
@@ -119,35 +73,6 @@ cdc_extension_exists(void)
 	exists = extension_exists_spi();
 	cdc_end_batch();
 	return exists;
-}
-
-/*
- * cdc_text_array_to_list
- *		A text[] as a List of C strings (NIL for NULL).  NULL elements are
- *		kept as NULL pointers when keep_nulls (positional values such as a
- *		primary key), else skipped (lists of names).
- */
-List *
-cdc_text_array_to_list(Datum d, bool isnull, bool keep_nulls)
-{
-	ArrayType *arr;
-	Datum *elems;
-	bool *nulls;
-	int n, i;
-	List *out = NIL;
-
-	if (isnull)
-		return NIL;
-	arr = DatumGetArrayTypeP(d);
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (i = 0; i < n; i++)
-	{
-		if (!nulls[i])
-			out = lappend(out, TextDatumGetCString(elems[i]));
-		else if (keep_nulls)
-			out = lappend(out, NULL);
-	}
-	return out;
 }
 
 static int
@@ -186,6 +111,7 @@ route_options(CdcRoute *r, const char *json)
 	r->qos = 1;
 	r->retain = false;
 	r->hold_key = false;
+	r->return_retry = false;
 	if (json == NULL)
 		return;
 	if (bv_json_top_field(json, "qos", &v, &t) == JSON_SUCCESS && v != NULL &&
@@ -195,6 +121,8 @@ route_options(CdcRoute *r, const char *json)
 		r->retain = t == JSON_TOKEN_TRUE;
 	if (bv_json_top_field(json, "on_dead_letter", &v, &t) == JSON_SUCCESS && v != NULL)
 		r->hold_key = strcmp(v, "hold") == 0;
+	if (bv_json_top_field(json, "on_return", &v, &t) == JSON_SUCCESS && v != NULL)
+		r->return_retry = strcmp(v, "retry") == 0;
 }
 
 /* Give each sink a statistics slot: its old one if it had one. */
@@ -300,9 +228,6 @@ cdc_config_load(MemoryContext parent)
 		s->ops = cdc_sink_ops(s->kind);
 		s->txn_topic = (char *) cdc_property(s->conf_keys, s->conf_values, "bv.transaction_topic",
 											 NULL);
-		s->kindno = s->ops == &cdc_mqtt_ops      ? CDC_SINK_MQTT
-					: s->ops == &cdc_webhook_ops ? CDC_SINK_WEBHOOK
-												 : CDC_SINK_KAFKA;
 	}
 	MemoryContextSwitchTo(old);
 
@@ -369,7 +294,7 @@ cdc_config_free(CdcConfig *cfg)
  * cdc_glob_match
  *		Shell-style match of s against pattern: '*' any run, '?' one char.
  */
-bool
+static bool
 cdc_glob_match(const char *pattern, const char *s)
 {
 	const char *star = NULL, *mark = NULL;
@@ -400,13 +325,14 @@ cdc_glob_match(const char *pattern, const char *s)
 }
 
 /*
- * The topic for a table: {schema} and {table} replaced.  Kafka topics: any
- * character Kafka does not allow becomes _, and the length is capped.  MQTT
- * topics: the template is kept (levels, and {key}, which is filled in per
- * event); in the names, the characters MQTT reserves ('/', '+', '#') become _.
+ * The topic for a table: {schema} and {table} replaced, as the sink kind's
+ * topic style says (CdcTopicStyle, sink.h).  Names: any character Kafka does
+ * not allow becomes _, and the length is capped.  Levels (MQTT, NATS
+ * subjects): the template is kept (levels, and {key}, which is filled in per
+ * event); in the names, the characters the kind reserves become _.
  */
 static char *
-expand_topic(const char *tmpl, const char *schema, const char *table, CdcSinkKind kind)
+expand_topic(const char *tmpl, const char *schema, const char *table, const CdcSinkOps *ops)
 {
 	StringInfoData buf;
 	const char *p;
@@ -429,15 +355,14 @@ expand_topic(const char *tmpl, const char *schema, const char *table, CdcSinkKin
 		}
 		if (name == NULL)
 			appendStringInfoChar(&buf, *p);
-		else if (kind == CDC_SINK_MQTT)
+		else if (ops->topic_style == CDC_TOPIC_LEVELS)
 			for (; *name; name++)
-				appendStringInfoChar(&buf, (*name == '/' || *name == '+' || *name == '#')
-											   ? '_'
-											   : *name);
+				appendStringInfoChar(&buf, strchr(ops->topic_reserved, *name) != NULL ? '_'
+																					  : *name);
 		else
 			appendStringInfoString(&buf, name);
 	}
-	if (kind == CDC_SINK_MQTT)
+	if (ops->topic_style != CDC_TOPIC_NAME)
 		return buf.data;
 	for (i = 0; i < buf.len; i++)
 	{
@@ -579,7 +504,7 @@ cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
 			tr->routes[tr->nroutes] = matched[i];
 			tr->topics[tr->nroutes] =
 				expand_topic(cfg->routes[matched[i]].topic_template, schema, table,
-							 cfg->sinks[cfg->routes[matched[i]].sink].kindno);
+							 cfg->sinks[cfg->routes[matched[i]].sink].ops);
 			tr->nroutes++;
 		}
 		pfree(matched);
@@ -589,7 +514,7 @@ cdc_config_table(CdcConfig *cfg, const char *schema, const char *table)
 }
 
 /* Forget the cached column lists (a relation changed). */
-void
+static void
 cdc_config_invalidate_tables(CdcConfig *cfg)
 {
 	HASH_SEQ_STATUS st;
@@ -600,35 +525,4 @@ cdc_config_invalidate_tables(CdcConfig *cfg)
 	hash_seq_init(&st, cfg->tables);
 	while ((tr = hash_seq_search(&st)) != NULL)
 		tr->natts = -1;
-}
-
-/*
- * cdc_quarantine
- *		Keep a message that cannot be turned into an event, with the reason,
- *		in bv_cdc.quarantine, and go on: bad data never stops the stream.
- */
-void
-cdc_quarantine(XLogRecPtr lsn, const char *reason, const char *payload, int len)
-{
-	Oid argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum args[3];
-	char lsnbuf[32];
-
-	ereport(WARNING, (errcode(ERRCODE_DATA_EXCEPTION),
-					  errmsg("bv_cdc quarantined a change at %X/%X: %s", LSN_FORMAT_ARGS(lsn),
-							 reason),
-					  errhint("See table bv_cdc.quarantine.")));
-	snprintf(lsnbuf, sizeof(lsnbuf), "%X/%X", LSN_FORMAT_ARGS(lsn));
-	cdc_begin_batch("bv_cdc: quarantining a change");
-	args[0] = CStringGetTextDatum(lsnbuf);
-	args[1] = CStringGetTextDatum(reason);
-	args[2] = PointerGetDatum(cstring_to_text_with_len(payload, len));
-	if (SPI_execute_with_args("INSERT INTO bv_cdc.quarantine (lsn, reason, payload) "
-							  "VALUES ($1::pg_lsn, $2, $3)",
-							  3, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into bv_cdc.quarantine");
-	cdc_end_batch();
-	SpinLockAcquire(&cdc_shared->mutex);
-	cdc_shared->quarantined++;
-	SpinLockRelease(&cdc_shared->mutex);
 }

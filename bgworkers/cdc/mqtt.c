@@ -62,11 +62,6 @@
 
 #include "bv_cdc.h"
 
-#define MQTT_DEFAULT_PORT       1883
-#define MQTT_DEFAULT_KEEPALIVE  30
-#define MQTT_DEFAULT_INFLIGHT   1000
-#define MQTT_DEFAULT_CONNECT_MS 5000
-
 /* produce() and start() wait in slices, serving interrupts in between. */
 #define MQTT_WAIT_SLICE_MS 50
 
@@ -390,7 +385,7 @@ static void
 mqtt_validate(List *keys, List *values)
 {
 	const char *host = cdc_property(keys, values, "host", NULL);
-	const char *protocol = cdc_property(keys, values, "protocol", "3.1.1");
+	const char *protocol = cdc_prop(mqtt_properties, keys, values, "protocol");
 	const char *client_id = cdc_property(keys, values, "client_id", NULL);
 	const char *username = cdc_property(keys, values, "username", NULL);
 	const char *secret = cdc_property(keys, values, "password_secret", NULL);
@@ -413,11 +408,7 @@ mqtt_validate(List *keys, List *values)
 				 errmsg("MQTT sink property \"host\" is required"),
 				 errhint("Set \"host\" to the broker's host name or address, as in "
 						 "{\"host\": \"localhost\", \"port\": 1883}.")));
-	(void) cdc_property_int(keys, values, "port", MQTT_DEFAULT_PORT, 1, 65535);
-	(void) cdc_property_int(keys, values, "keepalive_s", MQTT_DEFAULT_KEEPALIVE, 5, 3600);
-	(void) cdc_property_int(keys, values, "max_inflight", MQTT_DEFAULT_INFLIGHT, 1, 65535);
-	(void) cdc_property_int(keys, values, "connect_timeout_ms", MQTT_DEFAULT_CONNECT_MS, 100,
-							600000);
+	/* the ranges of port, keepalive_s, max_inflight ...: cdc_check_property_types */
 
 	if (strcmp(protocol, "3.1.1") != 0 && strcmp(protocol, "5") != 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -479,9 +470,8 @@ mqtt_start(CdcSink *sink, char *errbuf, size_t errlen)
 	const char *ca = cdc_property(keys, values, "tls_ca_file", NULL);
 	const char *cert = cdc_property(keys, values, "tls_cert_file", NULL);
 	const char *key = cdc_property(keys, values, "tls_key_file", NULL);
-	int keepalive = cdc_property_int(keys, values, "keepalive_s", MQTT_DEFAULT_KEEPALIVE, 5, 3600);
-	int connect_ms = cdc_property_int(keys, values, "connect_timeout_ms",
-									  MQTT_DEFAULT_CONNECT_MS, 100, 600000);
+	int keepalive = cdc_prop_int(mqtt_properties, keys, values, "keepalive_s");
+	int connect_ms = cdc_prop_int(mqtt_properties, keys, values, "connect_timeout_ms");
 	MemoryContext cxt;
 	MqttSink *m;
 	uint32 capacity = 16;
@@ -499,12 +489,11 @@ mqtt_start(CdcSink *sink, char *errbuf, size_t errlen)
 	m->cxt = cxt;
 	m->sink = sink;
 	m->host = MemoryContextStrdup(cxt, cdc_property(keys, values, "host", ""));
-	m->port = cdc_property_int(keys, values, "port", MQTT_DEFAULT_PORT, 1, 65535);
-	m->protocol = strcmp(cdc_property(keys, values, "protocol", "3.1.1"), "5") == 0
+	m->port = cdc_prop_int(mqtt_properties, keys, values, "port");
+	m->protocol = strcmp(cdc_prop(mqtt_properties, keys, values, "protocol"), "5") == 0
 					  ? MQTT_PROTOCOL_V5
 					  : MQTT_PROTOCOL_V311;
-	m->max_inflight = cdc_property_int(keys, values, "max_inflight", MQTT_DEFAULT_INFLIGHT, 1,
-									   65535);
+	m->max_inflight = cdc_prop_int(mqtt_properties, keys, values, "max_inflight");
 	while (capacity < 2 * (uint32) m->max_inflight)
 		capacity <<= 1;
 	m->slots = MemoryContextAllocZero(cxt, sizeof(MqttInflight) * capacity);
@@ -781,6 +770,9 @@ mqtt_rebind(CdcSink *sink)
 const CdcSinkOps cdc_mqtt_ops = {
 	.kind = "mqtt",
 	.properties = mqtt_properties,
+	.topic_style = CDC_TOPIC_LEVELS,
+	.topic_reserved = "/+#",
+	.event_ids = true,
 	.validate = mqtt_validate,
 	.start = mqtt_start,
 	.stop = mqtt_stop,

@@ -70,7 +70,7 @@ typedef struct KafkaSink
  *		property in *badkey) when librdkafka refuses one, when one would
  *		weaken delivery guarantees, or when bootstrap.servers is missing.
  */
-rd_kafka_conf_t *
+static rd_kafka_conf_t *
 cdc_kafka_conf(List *keys, List *values, char *errbuf, size_t errlen, char **badkey)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -449,6 +449,8 @@ const CdcSinkOps cdc_kafka_ops = {
 	.kind = "kafka",
 	.properties = kafka_properties,
 	.open_properties = true,
+	.topic_style = CDC_TOPIC_NAME,
+	.event_ids = false, /* consumers deduplicate by source.lsn, seq and op */
 	.validate = kafka_validate,
 	.start = kafka_start,
 	.stop = kafka_stop,

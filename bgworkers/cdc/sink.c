@@ -35,20 +35,6 @@
 
 #include "bv_cdc.h"
 
-static const CdcSinkOps *const all_kinds[] = {&cdc_kafka_ops, &cdc_mqtt_ops, &cdc_webhook_ops};
-
-/* The operations of a sink kind; NULL when the kind is unknown. */
-const CdcSinkOps *
-cdc_sink_ops(const char *kind)
-{
-	int i;
-
-	for (i = 0; i < lengthof(all_kinds); i++)
-		if (strcmp(all_kinds[i]->kind, kind) == 0)
-			return all_kinds[i];
-	return NULL;
-}
-
 /*
  * cdc_jsonb_to_properties
  *		A sink's config object as two lists of property names and values
@@ -113,6 +99,39 @@ cdc_property(List *keys, List *values, const char *name, const char *dflt)
 		if (strcmp(list_nth(keys, i), name) == 0)
 			return list_nth(values, i);
 	return dflt;
+}
+
+/*
+ * cdc_prop / cdc_prop_int
+ *		A property of a sink kind read through its declaration: the
+ *		configured value, else the table's default (NULL: none).  The table
+ *		is the one place a default and a range are written (issue #27 §1):
+ *		validation (cdc_check_property_types), start-up (here) and the
+ *		documentation (bv_cdc.sink_properties()) read it.
+ */
+static const CdcProperty *
+prop_decl(const CdcProperty *props, const char *name)
+{
+	for (; props->name != NULL; props++)
+		if (strcmp(props->name, name) == 0)
+			return props;
+	elog(ERROR, "bv_cdc: property \"%s\" is not declared", name);
+	return NULL; /* keep the compiler quiet */
+}
+
+const char *
+cdc_prop(const CdcProperty *props, List *keys, List *values, const char *name)
+{
+	return cdc_property(keys, values, name, prop_decl(props, name)->dflt);
+}
+
+int
+cdc_prop_int(const CdcProperty *props, List *keys, List *values, const char *name)
+{
+	const CdcProperty *p = prop_decl(props, name);
+
+	return cdc_property_int(keys, values, name, p->dflt ? atoi(p->dflt) : 0, (int) p->min,
+							(int) p->max);
 }
 
 /* An integer property in [min, max]; throws 22023 otherwise. */
@@ -444,7 +463,7 @@ cdc_sink_note_error(CdcSink *sink, bool down, const char *fmt, ...)
 
 /* ---- dispatch ---- */
 
-bool
+static bool
 cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 {
 	volatile bool ok = false;
@@ -655,8 +674,8 @@ cdc_sinks_publish(CdcConfig *cfg)
 			state = s->impl ? "up" : "idle";
 		strlcpy(st->state, state, sizeof(st->state));
 		strlcpy(st->kind, s->kind, sizeof(st->kind));
-		if (s->kindno == CDC_SINK_WEBHOOK && s->impl != NULL)
-			cdc_webhook_publish(s, st);
+		if (s->ops->publish_stats != NULL && s->impl != NULL)
+			s->ops->publish_stats(s, st);
 		s->n_acked = s->n_bytes = s->n_errors = 0;
 		s->new_error = false;
 	}

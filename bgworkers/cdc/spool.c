@@ -43,7 +43,7 @@
 
 #include "webhook.h"
 
-uint64
+static uint64
 wh_key_hash(const char *keystr)
 {
 	return hash_bytes_extended((const unsigned char *) keystr, (int) strlen(keystr), 0x6276);
@@ -68,7 +68,7 @@ place(char **p, const char *s, size_t len)
  *		One item in one malloc'd block.  NULL when out of memory (the caller
  *		then treats the event as not accepted).
  */
-WhItem *
+static WhItem *
 wh_item_make(uint64 opaque, int64 spool_id, int attempts, TimestampTz first, int64 route_id,
 			 bool hold, const char *keystr, const char *event_id, const char *topic,
 			 const char *op, const char *table, const char *lsn, const char *traceparent,

@@ -561,7 +561,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	 * route.  Kafka has no use for it (its consumers deduplicate by
 	 * source.lsn, source.seq and op), so it is not formatted for Kafka.
 	 */
-	if (sink->kindno != CDC_SINK_KAFKA)
+	if (sink->ops->event_ids)
 		snprintf(event_id, sizeof(event_id), "%X%08X-" INT64_FORMAT "-%c-" INT64_FORMAT,
 				 LSN_FORMAT_ARGS(lsn), cur_seq, op, route->id);
 	else

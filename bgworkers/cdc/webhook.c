@@ -1059,8 +1059,8 @@ webhook_rebind(CdcSink *sink)
 }
 
 /* Called under cdc_shared->mutex: copy only. */
-void
-cdc_webhook_publish(CdcSink *sink, CdcSinkStats *st)
+static void
+webhook_publish_stats(CdcSink *sink, CdcSinkStats *st)
 {
 	WhSink *ws = sink->impl;
 
@@ -1074,6 +1074,9 @@ cdc_webhook_publish(CdcSink *sink, CdcSinkStats *st)
 const CdcSinkOps cdc_webhook_ops = {
 	.kind = "webhook",
 	.properties = known_properties,
+	.topic_style = CDC_TOPIC_NAME,
+	.event_ids = true,
+	.publish_stats = webhook_publish_stats,
 	.validate = webhook_validate,
 	.start = webhook_start,
 	.stop = webhook_stop,

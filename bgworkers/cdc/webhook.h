@@ -74,11 +74,6 @@ wh_item_of(dlist_node *node)
 
 /* spool.c */
 extern WhItem *wh_item_new(const CdcEvent *ev, const char *keystr);
-extern WhItem *wh_item_make(uint64 opaque, int64 spool_id, int attempts, TimestampTz first,
-							int64 route_id, bool hold, const char *keystr, const char *event_id,
-							const char *topic, const char *op, const char *table, const char *lsn,
-							const char *traceparent, const char *body, size_t len);
-extern uint64 wh_key_hash(const char *keystr);
 
 typedef struct WhSpoolOps
 {

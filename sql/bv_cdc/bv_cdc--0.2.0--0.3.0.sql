@@ -574,3 +574,238 @@ $$;
 
 COMMENT ON VIEW bv_cdc.stats IS
 'Per sink: kind, events and bytes acknowledged by the receiver (Kafka, MQTT PUBACK/PUBCOMP, webhook 2xx), last acknowledged LSN, slot lag in bytes (WAL retained) and ms (age of the oldest unacknowledged commit), errors, stream restarts, state (up; down: no broker reachable or circuit open; stalled: messages in flight and no acknowledgement for bv_cdc.stall_timeout; failed: the sink cannot start, retried on its own back-off while the others stream; paused; idle) and last error; for webhooks the circuit breaker (closed, open, half-open), events waiting in the spool, events dead-lettered and spool redeliveries since the worker started; plus the worker''s state.';
+
+-- ---- #27 §1-§3: sink kinds amqp and nats; the property tables as a function ----
+
+ALTER TABLE bv_cdc.sinks DROP CONSTRAINT sinks_kind_check;
+ALTER TABLE bv_cdc.sinks ADD CONSTRAINT sinks_kind_check
+    CHECK (kind IN ('kafka', 'mqtt', 'webhook', 'amqp', 'nats'));
+COMMENT ON COLUMN bv_cdc.sinks.kind IS 'Sink kind: kafka, mqtt, webhook, amqp (RabbitMQ, AMQP 0-9-1) or nats (JetStream or core NATS).';
+
+CREATE FUNCTION bv_cdc.sink_properties(
+    OUT kind text, OUT name text, OUT type text, OUT default_value text,
+    OUT min bigint, OUT max bigint, OUT secret boolean)
+RETURNS SETOF record
+LANGUAGE c STABLE
+AS 'MODULE_PATHNAME', 'bv_cdc_sink_properties';
+COMMENT ON FUNCTION bv_cdc.sink_properties() IS
+'The declared properties of each sink kind: name, JSON type, default, range (integers) or length in bytes (strings, files), and whether the value names a secret of bv.secrets. The same table validate_sink checks against and the worker reads defaults from; Kafka sinks also take any librdkafka property.';
+
+CREATE OR REPLACE FUNCTION bv_cdc.check_topic_template(topic_template text, kind text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rest text := replace(replace(topic_template, '{schema}', ''), '{table}', '');
+BEGIN
+    IF topic_template IS NULL THEN
+        RAISE EXCEPTION 'topic template must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Omit it to use the default of the sink''s kind.';
+    END IF;
+    IF kind = 'mqtt' THEN
+        rest := replace(rest, '{key}', '');
+        IF topic_template = '' OR length(topic_template) > 1000
+           OR rest ~ '[+#[:cntrl:]]' OR topic_template LIKE '$%' THEN
+            RAISE EXCEPTION 'invalid MQTT topic template "%"', bv_cdc.clip(topic_template)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'An MQTT topic template is 1 to 1000 characters without the wildcards + and #, not starting with $; placeholders {schema}, {table} and {key}.',
+                      HINT = 'For example ''bv/{schema}/{table}/{key}''.';
+        END IF;
+    ELSIF kind = 'amqp' THEN
+        IF octet_length(topic_template) > 200 OR rest ~ '[*#[:cntrl:][:space:]{}]' THEN
+            RAISE EXCEPTION 'invalid AMQP routing key template "%"', bv_cdc.clip(topic_template)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A routing key template has at most 200 bytes, words separated by ".", without the binding wildcards * and #, spaces or control characters; placeholders {schema} and {table}.',
+                      HINT = 'For example ''bv.{schema}.{table}''.';
+        END IF;
+    ELSIF kind = 'nats' THEN
+        IF topic_template = '' OR octet_length(topic_template) > 200
+           OR rest ~ '[*>[:cntrl:][:space:]{}]' OR topic_template ~ '(^\.|\.$|\.\.)' THEN
+            RAISE EXCEPTION 'invalid NATS subject template "%"', bv_cdc.clip(topic_template)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A subject template is 1 to 200 bytes of non-empty tokens separated by ".", without the wildcards * and >, spaces or control characters; placeholders {schema} and {table}.',
+                      HINT = 'For example ''bv.{schema}.{table}''.';
+        END IF;
+    ELSIF topic_template = '' OR length(topic_template) > 200
+       OR rest !~ '^[A-Za-z0-9._-]*$' OR topic_template IN ('.', '..') THEN
+        RAISE EXCEPTION 'invalid topic template "%"', bv_cdc.clip(topic_template)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A topic template is 1 to 200 characters: letters, digits, ".", "_", "-" and the placeholders {schema} and {table}.',
+                  HINT = 'For example ''bv.{schema}.{table}'' or ''orders''.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv_cdc.check_sink_secrets(kind text, config jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    secret_name text;
+BEGIN
+    FOR secret_name IN
+        SELECT btrim(n) FROM unnest(string_to_array(config ->> 'secret', ',')) n
+         WHERE kind = 'webhook'
+        UNION ALL
+        SELECT config ->> 'password_secret'
+         WHERE kind IN ('mqtt', 'amqp', 'nats') AND config ? 'password_secret'
+        UNION ALL
+        SELECT config ->> 'token_secret' WHERE kind = 'nats' AND config ? 'token_secret'
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM bv.secrets s WHERE s.name = secret_name) THEN
+            RAISE EXCEPTION 'secret "%" does not exist', bv_cdc.clip(secret_name)
+                USING ERRCODE = 'undefined_object',
+                      DETAIL = 'Sink configurations name secrets of bv_core''s store; they never hold the values.',
+                      HINT = 'Store it first with bv.secret_set(name, value).';
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv_cdc.add_sink(name text, kind text, config jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM bv_cdc.check_sink_name(name);
+    IF kind IS NULL THEN
+        RAISE EXCEPTION 'sink kind must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use ''kafka'', ''mqtt'', ''webhook'', ''amqp'' or ''nats''.';
+    END IF;
+    IF config IS NULL THEN
+        RAISE EXCEPTION 'sink configuration must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the sink''s properties as a JSON object, e.g. {"bootstrap.servers": "host:9092"}.';
+    END IF;
+    PERFORM bv_cdc.validate_sink(kind, config);
+    PERFORM bv_cdc.check_sink_secrets(kind, config);
+    BEGIN
+        INSERT INTO bv_cdc.sinks (name, kind, config) VALUES (name, kind, config);
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'sink "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use bv_cdc.alter_sink to change its configuration, or choose another name.';
+    END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION bv_cdc.add_route(
+    table_pattern text,
+    sink text,
+    topic_template text DEFAULT NULL,
+    include_columns text[] DEFAULT NULL,
+    exclude_columns text[] DEFAULT NULL,
+    operations text[] DEFAULT '{c,u,d,t,r}',
+    options jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_id bigint;
+    sink_kind text;
+    tmpl text := topic_template;
+    k text;
+BEGIN
+    IF table_pattern IS NULL THEN
+        RAISE EXCEPTION 'table pattern must not be null'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'For example ''public.orders'' or ''public.*''.';
+    END IF;
+    IF table_pattern !~ '^[^.]+\.[^.]+$' OR octet_length(table_pattern) > 300 THEN
+        RAISE EXCEPTION 'invalid table pattern "%"', bv_cdc.clip(table_pattern)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A table pattern is schema.table (at most 300 bytes), where either part may use the wildcards * and ?.',
+                  HINT = 'For example ''public.orders'' or ''public.*''.';
+    END IF;
+    PERFORM bv_cdc.check_sink_name(sink);
+    SELECT s.kind INTO sink_kind FROM bv_cdc.sinks s WHERE s.name = add_route.sink;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sink "%" does not exist', sink
+            USING ERRCODE = 'undefined_object', HINT = 'Add it first with bv_cdc.add_sink.';
+    END IF;
+    tmpl := coalesce(tmpl, CASE sink_kind WHEN 'mqtt' THEN 'bv/{schema}/{table}/{key}'
+                                          WHEN 'webhook' THEN '{schema}.{table}'
+                                          ELSE 'bv.{schema}.{table}' END);
+    PERFORM bv_cdc.check_topic_template(tmpl, sink_kind);
+    PERFORM bv_cdc.check_column_list('include_columns', include_columns);
+    PERFORM bv_cdc.check_column_list('exclude_columns', exclude_columns);
+    IF include_columns IS NOT NULL AND exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'include_columns and exclude_columns cannot both be set'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'List the columns to publish, or the columns to leave out, not both.';
+    END IF;
+    IF operations IS NULL THEN
+        RAISE EXCEPTION 'operations must not be null'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit it to publish every operation, or pass e.g. ''{c,u,d}''.';
+    END IF;
+    IF cardinality(operations) = 0 OR array_ndims(operations) > 1
+       OR array_position(operations, NULL) IS NOT NULL
+       OR NOT operations <@ '{c,u,d,t,r}'::text[] THEN
+        RAISE EXCEPTION 'invalid operations %', bv_cdc.clip(operations::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Operations are c (insert), u (update), d (delete), t (truncate) and r (snapshot read).',
+                  HINT = 'For example ''{c,u,d}''.';
+    END IF;
+    IF options IS NULL THEN
+        RAISE EXCEPTION 'route options must not be null'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit them, or pass e.g. ''{"qos": 1}''.';
+    END IF;
+    IF jsonb_typeof(options) <> 'object' OR octet_length(options::text) > 1000 THEN
+        RAISE EXCEPTION 'route options must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example ''{"qos": 1}''.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(options) LOOP
+        IF NOT (k = ANY (CASE sink_kind WHEN 'mqtt' THEN '{qos,retain}'::text[]
+                                        WHEN 'webhook' THEN '{on_dead_letter}'::text[]
+                                        WHEN 'amqp' THEN '{on_return}'::text[]
+                                        ELSE '{}'::text[] END)) THEN
+            RAISE EXCEPTION 'unknown route option "%" for a % sink', bv_cdc.clip(k), sink_kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'MQTT routes take qos and retain; webhook routes take on_dead_letter; AMQP routes take on_return; Kafka and NATS routes take none.';
+        END IF;
+    END LOOP;
+    IF options ? 'qos' AND (jsonb_typeof(options -> 'qos') <> 'number'
+                            OR (options ->> 'qos') NOT IN ('0', '1', '2')) THEN
+        RAISE EXCEPTION 'invalid MQTT QoS %', bv_cdc.clip(options ->> 'qos')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use 0, 1 (the default) or 2.';
+    END IF;
+    IF options ? 'retain' AND jsonb_typeof(options -> 'retain') <> 'boolean' THEN
+        RAISE EXCEPTION 'invalid retain flag %', bv_cdc.clip(options ->> 'retain')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use true or false.';
+    END IF;
+    IF options ? 'on_dead_letter' AND (jsonb_typeof(options -> 'on_dead_letter') <> 'string'
+                                       OR (options ->> 'on_dead_letter') NOT IN ('continue', 'hold')) THEN
+        RAISE EXCEPTION 'invalid on_dead_letter %', bv_cdc.clip(options ->> 'on_dead_letter')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "continue" (later events of the key are still delivered) or "hold" (they wait behind the parked one).';
+    END IF;
+    IF options ? 'on_return' AND (jsonb_typeof(options -> 'on_return') <> 'string'
+                                  OR (options ->> 'on_return') NOT IN ('dead_letter', 'retry')) THEN
+        RAISE EXCEPTION 'invalid on_return %', bv_cdc.clip(options ->> 'on_return')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "dead_letter" (an unroutable message is parked in bv_cdc.dead_letter; the default) or "retry" (the sink fails and retries it until a queue is bound).';
+    END IF;
+    PERFORM bv_cdc.check_route_tables(table_pattern, operations);
+    BEGIN
+        INSERT INTO bv_cdc.routes (table_pattern, sink, topic_template, include_columns,
+                                   exclude_columns, operations, options, created_by)
+        VALUES (table_pattern, sink, tmpl, include_columns, exclude_columns, operations, options,
+                (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = bv_cdc.invoker()))
+        RETURNING id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'a route from "%" to sink "%" and topic "%" already exists',
+                        bv_cdc.clip(table_pattern), sink, bv_cdc.clip(tmpl)
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with bv_cdc.drop_route.';
+    END;
+    RETURN new_id;
+END
+$$;
+
+COMMENT ON FUNCTION bv_cdc.add_route(text, text, text, text[], text[], text[], jsonb) IS
+'Routes the changes of the tables matching table_pattern (schema.table, wildcards * and ?) to a sink and topic (default by kind: bv.{schema}.{table} for Kafka, AMQP routing keys and NATS subjects, bv/{schema}/{table}/{key} for MQTT, {schema}.{table} as a webhook''s BV-Topic), optionally only some columns and operations, with per-route options (MQTT qos/retain, webhook on_dead_letter, AMQP on_return). Only tables the calling role may SELECT, never system catalogs or the suite''s internal schemas; updates and deletes only of tables with a replica identity. Returns the route id; applies on commit.';

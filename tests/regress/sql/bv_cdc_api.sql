@@ -207,3 +207,10 @@ SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 -- dropping the sink drops its routes
 SELECT bv_cdc.drop_sink('regress');
 SELECT count(*) AS routes FROM bv_cdc.routes;
+
+-- #27 §1: the property tables, as docs/bv_cdc.md's generated table shows them
+-- (paste these rows between its markers when they change)
+SELECT format('| %s | `%s` | %s | %s | %s | %s |', kind, name, type,
+              coalesce(default_value, '-'), coalesce(min || '..' || max, ''),
+              CASE WHEN secret THEN 'names a secret' ELSE '' END) AS row
+  FROM bv_cdc.sink_properties();
