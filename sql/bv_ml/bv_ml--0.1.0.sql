@@ -739,6 +739,9 @@ COMMENT ON FUNCTION ml.schedule_materialization(text, text) IS 'Schedules ml.mat
 CREATE FUNCTION ml.online_features(keys jsonb, features text[], at timestamptz DEFAULT now())
 RETURNS TABLE (ordinality bigint, entity jsonb, "values" jsonb)
 LANGUAGE plpgsql STABLE
+-- Definer's rights: callers reach the internal resolvers only through it;
+-- it reads nothing but the online store and the feature definitions.
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -964,8 +967,8 @@ GRANT SELECT ON ml.models, ml.entities, ml.feature_views, ml.feature_services, m
                 ml.materializations, ml.online_store, ml.feature_statistics TO bv_service;
 GRANT EXECUTE ON FUNCTION ml.predict(text, double precision[]), ml.predict_proba(text, double precision[]),
                           ml.predict_batch(text, double precision[]),
-                          ml.online_features(jsonb, text[], timestamptz), ml._resolve_features(text[]),
-                          ml._column_type(regclass, text), ml.service_features(text) TO bv_service;
+                          ml.online_features(jsonb, text[], timestamptz),
+                          ml.service_features(text) TO bv_service;
 -- operators register models and define features
 GRANT INSERT, UPDATE, DELETE ON ml.models TO bv_admin;
 GRANT SELECT ON ml.prediction_log TO bv_admin;
