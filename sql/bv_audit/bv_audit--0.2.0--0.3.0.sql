@@ -2438,3 +2438,467 @@ END
 $$;
 COMMENT ON FUNCTION bv_audit.verify(regclass) IS
 'Checks the seal chain of a tracked table (or of its audit table, e.g. after DROP TABLE) and every sealed record against it; returns ok or the first problem found.';
+
+-- ===========================================================================
+-- #18 audit review: bv_audit must not reveal what its caller cannot SELECT.
+-- enable() copies every row of a table into an audit table that bv_admin
+-- reads, and history()/as_of()/changes() run as the extension's owner: a
+-- member of bv_admin could read any table (bv.jwt_keys, or a table with
+-- column grants or row-level security) by enabling it or reading its
+-- history.  The caller (the role that called the function: SET ROLE's, else
+-- the session user; a SECURITY DEFINER function does not change it) must
+-- be able to SELECT every column that is copied (all but the excluded
+-- ones), must not be subject to row-level security on the table (history
+-- cannot apply policies to past rows), and only a superuser may track a
+-- table that belongs to an extension (its internals: keys and secrets would
+-- stay in clear in the history after rotation).  42501 otherwise.
+-- ===========================================================================
+CREATE FUNCTION bv_audit._check_read(tbl regclass, excluded name[], tracking boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                        ELSE pg_catalog.current_setting('role')::name END;
+    r record;
+    col name;
+BEGIN
+    SELECT x.rolsuper, x.rolbypassrls INTO r FROM pg_catalog.pg_roles x WHERE x.rolname = caller;
+    IF tbl IS NULL OR r.rolsuper OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+        RETURN;
+    END IF;
+    IF tracking AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = tbl
+                               AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e') THEN
+        RAISE EXCEPTION 'only a superuser can track %, a table of an extension', tbl
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The tables of extensions hold their internal state (keys, secrets); their history would keep it after rotation.',
+                  HINT = 'Ask a superuser, if the table really should be tracked.';
+    END IF;
+    SELECT a.attname INTO col
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+       AND a.attname <> ALL (coalesce(excluded, '{}'))
+       AND NOT pg_catalog.has_column_privilege(caller, tbl, a.attnum, 'SELECT')
+     ORDER BY a.attnum LIMIT 1;
+    IF col IS NOT NULL THEN
+        RAISE EXCEPTION 'permission denied for column % of %', col, tbl
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s cannot SELECT it, and bv_audit would show its values.', caller),
+                  HINT = CASE WHEN tracking THEN 'Exclude the column, or get SELECT on it.'
+                              ELSE 'Get SELECT on every column the audit table mirrors.' END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                WHERE c.oid = tbl AND c.relrowsecurity
+                  AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(caller, c.relowner, 'USAGE')))
+       AND NOT r.rolbypassrls THEN
+        RAISE EXCEPTION 'permission denied for %: row-level security applies to %', tbl, caller
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The history of a table cannot apply its row-level security policies to past rows.',
+                  HINT = 'Ask a role that bypasses row-level security (or a superuser) to read its history.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._check_read(regclass, name[], boolean) IS
+'Internal: refuses (42501) to track or show the history of a table whose copied columns the calling role cannot SELECT, whose rows row-level security filters for it, or (tracking, non-superusers) that belongs to an extension.';
+REVOKE ALL ON FUNCTION bv_audit._check_read(regclass, name[], boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION bv_audit.enable(tbl regclass, exclude_columns text[] DEFAULT '{}',
+                                retention interval DEFAULT NULL, history_index text DEFAULT NULL)
+RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    pk name[];
+    bad text;
+    t bv_audit.tracked;
+    aname name;
+    n integer := 0;
+    m integer;
+    excl name[] := coalesce(exclude_columns, '{}')::name[];
+    was_enabled boolean;
+    excl_attnums smallint[];
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to track, e.g. ''public.invoice''.';
+    END IF;
+    IF array_position(excl, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'exclude_columns must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'List the names of the columns never to copy, e.g. ''{card_token}''.';
+    END IF;
+    PERFORM bv_audit._check_read(tbl, excl, true);
+    IF retention IS NOT NULL AND retention <= interval '0' THEN
+        RAISE EXCEPTION 'retention must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was %s.', retention),
+                  HINT = 'Pass e.g. interval ''7 years'', or NULL to keep records forever.';
+    END IF;
+    IF history_index IS NOT NULL AND history_index NOT IN ('bloom', 'btree') THEN
+        RAISE EXCEPTION 'unknown history index "%"', history_index
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'history_index is bloom (the default: cheap to write) or btree (faster history() on large tables).',
+                  HINT = 'Pass ''bloom'' or ''btree'', or leave it out.';
+    END IF;
+    SELECT c.relkind, c.relname, ns.nspname, c.relpersistence INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Pass an existing table.';
+    END IF;
+    IF rel.nspname IN ('bv_audit', 'pg_catalog', 'information_schema') OR rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'table "%" cannot be audited', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Audit tables, catalogs and temporary tables are not audited.',
+                  HINT = 'Audit ordinary tables only.';
+    ELSIF rel.relkind IN ('v', 'm') THEN
+        RAISE EXCEPTION '"%" is a view', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A view stores no rows of its own; its changes happen in its base tables.',
+                  HINT = 'Call bv_audit.enable() on the view''s base tables.';
+    ELSIF rel.relkind = 'f' THEN
+        RAISE EXCEPTION '"%" is a foreign table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Changes to a foreign table happen on the remote server, out of bv_audit''s sight.',
+                  HINT = 'Audit the table on the server that owns it.';
+    ELSIF rel.relkind = 'p' THEN
+        RAISE EXCEPTION '"%" is a partitioned table', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'bv_audit 0.1.0 tracks ordinary tables only.',
+                  HINT = 'Call bv_audit.enable() on each partition.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only tables can be audited.',
+                  HINT = 'Pass a table to bv_audit.enable().';
+    END IF;
+
+    SELECT array_agg(a.attname ORDER BY k.ord) INTO pk
+      FROM pg_catalog.pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF pk IS NULL THEN
+        RAISE EXCEPTION 'table "%" has no primary key', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = format('Add one, e.g. ALTER TABLE %s ADD PRIMARY KEY (...), then call bv_audit.enable() again.', tbl);
+    END IF;
+
+    SELECT string_agg(format('%I', e), ', ') INTO bad
+      FROM unnest(excl) AS e
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = tbl AND a.attname = e AND a.attnum > 0 AND NOT a.attisdropped);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" has no column %', tbl, bad
+            USING ERRCODE = 'undefined_column',
+                  DETAIL = 'exclude_columns must name columns of the table.',
+                  HINT = 'Check the spelling of the excluded columns.';
+    END IF;
+    SELECT string_agg(format('%I', e), ', ') INTO bad FROM unnest(excl) AS e WHERE e = ANY (pk);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'primary key column % of table "%" cannot be excluded', bad, tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = 'Exclude only non-key columns.';
+    END IF;
+
+    -- Exclusions follow the column (its attnum) through renames.
+    SELECT coalesce(array_agg(a.attnum ORDER BY a.attnum), '{}') INTO excl_attnums
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY (excl);
+
+    SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.relid = tbl::oid FOR UPDATE;
+    IF NOT FOUND THEN
+        -- 48 bytes leave room for the partition suffixes within NAMEDATALEN.
+        aname := rel.nspname || '__' || rel.relname;
+        WHILE octet_length(aname) > 48 LOOP
+            aname := left(aname, -1);
+        END LOOP;
+        WHILE EXISTS (SELECT 1 FROM bv_audit.tracked tr WHERE tr.audit_table = aname)
+              OR to_regclass(format('bv_audit.%I', aname)) IS NOT NULL LOOP
+            n := n + 1;
+            aname := rel.nspname || '__' || rel.relname;
+            WHILE octet_length(aname) > 42 LOOP
+                aname := left(aname, -1);
+            END LOOP;
+            aname := aname || '_' || n;
+        END LOOP;
+        EXECUTE format($sql$
+            CREATE TABLE bv_audit.%I (
+                audit_id      bigint NOT NULL DEFAULT bv_audit.next_audit_id(),
+                audit_op      text NOT NULL,
+                audit_xid     xid8 NOT NULL,
+                audit_actor   text NOT NULL,
+                audit_ts      timestamptz NOT NULL,
+                audit_app     text,
+                audit_client  inet,
+                audit_trace   text,
+                audit_changed text[]
+            ) PARTITION BY RANGE (audit_ts)$sql$, aname);
+        EXECUTE format('CREATE TABLE bv_audit.%I PARTITION OF bv_audit.%I DEFAULT',
+                       aname || '_default', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only BEFORE UPDATE OR DELETE ON bv_audit.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname || '_default');
+        EXECUTE format('REVOKE ALL ON bv_audit.%I, bv_audit.%I FROM PUBLIC', aname, aname || '_default');
+        EXECUTE format('GRANT SELECT ON bv_audit.%I TO bv_admin', aname);
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname,
+                       format('Audit records of %I.%I (append-only, partitioned by month): the row after INSERT/UPDATE, before DELETE; S = snapshot at enable, T = TRUNCATE.',
+                              rel.nspname, rel.relname));
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname || '_default',
+                       'Records of months whose partition was missing; purge() trims it.');
+
+        INSERT INTO bv_audit.tracked (relid, source_schema, source_table, audit_table, audit_relid,
+                                      pk_columns, exclude_columns, exclude_attnums, retention)
+        VALUES (tbl, rel.nspname, rel.relname, aname, format('bv_audit.%I', aname)::regclass,
+                pk, excl, excl_attnums, retention)
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        -- The history of one row is found by its key (see _history_index).
+        -- No index on audit_ts: monthly partitions prune by time, and every
+        -- index is paid for by every audited write.
+        PERFORM bv_audit._history_index(t, coalesce(enable.history_index, 'bloom'));
+        FOR m IN 0..3 LOOP
+            PERFORM bv_audit._create_partition(t, (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date);
+        END LOOP;
+        PERFORM bv_audit._snapshot(t);
+    ELSE
+        was_enabled := t.enabled;
+        UPDATE bv_audit.tracked tr
+           SET exclude_columns = excl,
+               exclude_attnums = excl_attnums,
+               retention = coalesce(enable.retention, tr.retention),
+               enabled = true,
+               enabled_at = CASE WHEN tr.enabled THEN tr.enabled_at ELSE now() END
+         WHERE tr.id = t.id
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        IF enable.history_index IS NOT NULL AND enable.history_index <> t.history_index THEN
+            PERFORM bv_audit._history_index(t, enable.history_index);
+        END IF;
+        IF NOT was_enabled THEN
+            -- Re-enabled: changes made while disabled were not recorded.
+            -- Rows deleted meanwhile (or moved to another key) get a D, so
+            -- that as_of() shows no ghosts; every row gets an S.
+            PERFORM bv_audit._record_vanished(t, NULL);
+            PERFORM bv_audit._snapshot(t);
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    PERFORM bv_audit._invalidate(tbl);
+    RETURN t.audit_relid;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit.history(tbl regclass, pk jsonb)
+RETURNS TABLE (audit_id bigint, operation text, changed_at timestamptz, actor text,
+               transaction_id xid8, application_name text, client_addr inet,
+               traceparent text, changed_columns text[], row_data jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked := bv_audit._tracked(tbl);
+    horizon xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    own xid8 := pg_current_xact_id_if_assigned();
+    cond text;
+    first_key text;
+    missing text;
+BEGIN
+    PERFORM bv_audit._check_read(tbl, t.exclude_columns, false);
+    SELECT string_agg(format('%I', k), ', ') INTO missing
+      FROM unnest(t.pk_columns) AS k WHERE NOT pk ? k;
+    IF jsonb_typeof(pk) IS DISTINCT FROM 'object' OR missing IS NOT NULL THEN
+        RAISE EXCEPTION 'primary key value must be a JSON object with every key column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The primary key of %s is (%s); missing: %s.', tbl,
+                                  array_to_string(t.pk_columns, ', '), coalesce(missing, 'not an object')),
+                  HINT = format('Pass e.g. %L.', (SELECT jsonb_object_agg(k, '...') FROM unnest(t.pk_columns) AS k));
+    END IF;
+    -- Key equality against constants (the key converted to the columns'
+    -- types once), so that the history index finds the records; TRUNCATE
+    -- records have no key (NULL), which the index finds too.
+    SELECT string_agg(format('a.%I = (SELECT k.%I FROM pg_catalog.jsonb_populate_record(NULL::bv_audit.%I, $1) k)',
+                             c.audit_column, c.audit_column, t.audit_table), ' AND ' ORDER BY p.ord),
+           (array_agg(format('a.%I', c.audit_column) ORDER BY p.ord))[1]
+      INTO cond, first_key
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
+      JOIN bv_audit.columns c ON c.tracked_id = t.id
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND att.attname = p.col;
+    RETURN QUERY EXECUTE format(
+        'SELECT a.audit_id, a.audit_op, a.audit_ts, a.audit_actor, a.audit_xid, a.audit_app, '
+        '       a.audit_client, a.audit_trace, a.audit_changed, %s '
+        '  FROM bv_audit.%I a '
+        ' WHERE ((%s) OR (%s IS NULL AND a.audit_op = ''T'')) AND (a.audit_xid < $2 OR a.audit_xid = $3) '
+        ' ORDER BY a.audit_id',
+        bv_audit._row_expr(t, 'a'), t.audit_table, cond, first_key) USING pk, horizon, own;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit.as_of(tbl regclass, ts timestamptz)
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked := bv_audit._tracked(tbl);
+    horizon xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    own xid8 := pg_current_xact_id_if_assigned();
+    keys text;
+BEGIN
+    PERFORM bv_audit._check_read(tbl, t.exclude_columns, false);
+    IF ts IS NULL THEN
+        RAISE EXCEPTION 'time must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the time to read the table at, e.g. now() - interval ''1 day''.';
+    END IF;
+    SELECT string_agg(format('a.%I', c.audit_column), ', ' ORDER BY p.ord) INTO keys
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum;
+    -- The last record of each row at ts, unless it was a DELETE or a later
+    -- TRUNCATE (up to ts) emptied the table.
+    RETURN QUERY EXECUTE format(
+        'WITH cut AS (SELECT max(x.audit_id) AS id FROM bv_audit.%I x '
+        '              WHERE x.audit_op = ''T'' AND x.audit_ts <= $1 AND (x.audit_xid < $2 OR x.audit_xid = $3)), '
+        '     last AS (SELECT DISTINCT ON (%s) a.* FROM bv_audit.%I a '
+        '               WHERE a.audit_ts <= $1 AND a.audit_op <> ''T'' AND (a.audit_xid < $2 OR a.audit_xid = $3) '
+        '               ORDER BY %s, a.audit_id DESC) '
+        'SELECT %s FROM last a, cut '
+        ' WHERE a.audit_op <> ''D'' AND (cut.id IS NULL OR a.audit_id > cut.id) '
+        ' ORDER BY %s',
+        t.audit_table, keys, t.audit_table, keys, bv_audit._row_expr(t, 'a'), keys) USING ts, horizon, own;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit.changes(tbl regclass, from_ts timestamptz, to_ts timestamptz DEFAULT now())
+RETURNS TABLE (audit_id bigint, operation text, changed_at timestamptz, actor text,
+               transaction_id xid8, application_name text, client_addr inet,
+               traceparent text, changed_columns text[], row_data jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked := bv_audit._tracked(tbl);
+    horizon xid8 := pg_snapshot_xmax(pg_current_snapshot());
+    own xid8 := pg_current_xact_id_if_assigned();
+BEGIN
+    PERFORM bv_audit._check_read(tbl, t.exclude_columns, false);
+    IF from_ts IS NULL OR to_ts IS NULL THEN
+        RAISE EXCEPTION 'time range must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass both ends, e.g. now() - interval ''1 day'' and now().';
+    END IF;
+    IF from_ts > to_ts THEN
+        RAISE EXCEPTION 'time range ends before it starts'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('from %s is after to %s.', from_ts, to_ts),
+                  HINT = 'Pass the earlier time first.';
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT a.audit_id, a.audit_op, a.audit_ts, a.audit_actor, a.audit_xid, a.audit_app, '
+        '       a.audit_client, a.audit_trace, a.audit_changed, %s '
+        '  FROM bv_audit.%I a WHERE a.audit_ts >= $1 AND a.audit_ts < $2 AND a.audit_op <> ''S'' '
+        '   AND (a.audit_xid < $3 OR a.audit_xid = $4) '
+        ' ORDER BY a.audit_id',
+        bv_audit._row_expr(t, 'a'), t.audit_table) USING from_ts, to_ts, horizon, own;
+END
+$$;
+
+REVOKE ALL ON FUNCTION bv_audit._safe_type_change(oid, integer, oid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION bv_audit.row_digest(record) FROM PUBLIC;
+
+
+-- #18 audit review: no internal function of bv_audit is executable by
+-- PUBLIC (API roles).  The capture guard runs as the role whose command it
+-- judges (an event trigger needs no EXECUTE privilege), so it checks the
+-- triggers inline instead of calling _capture_intact()/_stamp_intact().
+CREATE OR REPLACE FUNCTION bv_audit._guard_capture()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rels oid[];
+    stamped oid[];
+    t record;
+    r oid;
+BEGIN
+    IF (SELECT x.rolsuper FROM pg_catalog.pg_roles x WHERE x.rolname = current_user) THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        -- Triggers dropped while their table stays (DROP TRIGGER, or the
+        -- cascade of DROP EXTENSION / DROP OWNED).
+        SELECT array_agg(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid),
+               array_agg(to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid)
+                   FILTER (WHERE d.address_names[3] = 'bv_audit_stamp')
+          INTO rels, stamped
+          FROM pg_catalog.pg_event_trigger_dropped_objects() d
+         WHERE d.object_type = 'trigger';
+    ELSE
+        SELECT array_agg(CASE WHEN c.object_type = 'trigger'
+                              THEN (SELECT tg.tgrelid FROM pg_catalog.pg_trigger tg WHERE tg.oid = c.objid)
+                              ELSE c.objid END) INTO rels
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+         WHERE c.object_type IN ('table', 'trigger');
+        SELECT array_agg(DISTINCT tg.tgrelid) INTO stamped
+          FROM pg_catalog.pg_trigger tg
+         WHERE tg.tgrelid = ANY (rels)
+           AND (tg.tgfoid = 'bv_audit.stamp_trigger()'::pg_catalog.regprocedure OR tg.tgname = 'bv_audit_stamp');
+    END IF;
+    FOR t IN SELECT tr.id, tr.relid FROM bv_audit.tracked tr
+              WHERE tr.relid = ANY (rels) AND tr.enabled LOOP
+        IF NOT (SELECT count(*) = 2
+                      FROM pg_catalog.pg_trigger tg
+                     WHERE tg.tgrelid = t.relid
+                       AND tg.tgfoid = 'bv_audit.capture_trigger()'::pg_catalog.regprocedure
+                       AND tg.tgenabled IN ('O', 'A') AND NOT tg.tgisinternal
+                       AND tg.tgqual IS NULL AND tg.tgattr = ''::pg_catalog.int2vector AND tg.tgnargs = 1
+                       AND pg_catalog.encode(tg.tgargs, 'escape') = t.id::text || '\000'
+                       AND ((tg.tgname = 'bv_audit_capture' AND tg.tgtype = 29)
+                            OR (tg.tgname = 'bv_audit_capture_truncate' AND tg.tgtype = 32))
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                        WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                                          AND d.objid = tg.oid AND d.deptype = 'x')) THEN
+            RAISE EXCEPTION 'only a superuser can stop bv_audit from recording changes of %', t.relid::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'The command would disable, drop, rename or replace a capture trigger of a tracked table.',
+                      HINT = 'Ask a member of bv_admin to call bv_audit.disable() on the table.';
+        END IF;
+    END LOOP;
+    FOREACH r IN ARRAY coalesce(stamped, '{}') LOOP
+        IF r IS NOT NULL AND NOT (SELECT count(*) FILTER (WHERE tg.tgname = 'bv_audit_stamp' AND tg.tgtype = 23
+                                              AND tg.tgenabled IN ('O', 'A') AND tg.tgqual IS NULL
+                                              AND tg.tgattr = ''::pg_catalog.int2vector AND tg.tgnargs = 0
+                                              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                                               WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+                                                                 AND d.objid = tg.oid AND d.deptype = 'x')) = 1
+                           AND count(*) = 1
+                      FROM pg_catalog.pg_trigger tg
+                     WHERE tg.tgrelid = r
+                       AND (tg.tgfoid = 'bv_audit.stamp_trigger()'::pg_catalog.regprocedure OR tg.tgname = 'bv_audit_stamp')) THEN
+            RAISE EXCEPTION 'only a superuser can stop bv_audit from stamping %', r::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'The command would disable, drop, rename, replace or tie to an extension the trigger bv_audit_stamp, which fills created_by, created_at, updated_by and updated_at.',
+                      HINT = 'Ask a superuser to drop the trigger if the table should no longer be stamped.';
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION bv_audit._guard_capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION bv_audit._capture_intact(oid, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION bv_audit._stamp_intact(oid) FROM PUBLIC;

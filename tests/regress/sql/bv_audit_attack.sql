@@ -180,3 +180,41 @@ RESET ROLE;
 REVOKE CREATE ON DATABASE bitvelocity FROM bv_audit_atk_owner;
 REVOKE CREATE ON SCHEMA public FROM bv_audit_atk_owner;
 DROP ROLE bv_audit_atk_owner;
+
+-- 9. bv_audit does not reveal what its caller cannot SELECT: a member of
+--    bv_admin could enable tracking of any table (bv.jwt_keys, a table with
+--    column grants or row-level security) and read it from the audit table,
+--    or read the history of a column or of rows hidden from it.
+CREATE ROLE bv_audit_atk_admin LOGIN IN ROLE bv_admin;
+CREATE TABLE public.atk_col (id int PRIMARY KEY, pub text, hidden text);
+GRANT SELECT (id, pub) ON public.atk_col TO bv_admin;
+INSERT INTO public.atk_col VALUES (1, 'p', 'COLUMN-SECRET');
+CREATE TABLE public.atk_rls (id int PRIMARY KEY, owner_id text, body text);
+GRANT SELECT ON public.atk_rls TO bv_admin;
+ALTER TABLE public.atk_rls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON public.atk_rls USING (owner_id = current_user);
+INSERT INTO public.atk_rls VALUES (1, 'someone', 'PRIVATE-NOTE');
+SET ROLE bv_audit_atk_admin;
+SELECT bv_audit.enable('public.atk_col');
+SELECT bv_audit.enable('public.atk_rls');
+SELECT bv_audit.enable('bv.jwt_keys');
+-- excluding what it cannot read, it may
+SELECT bv_audit.enable('public.atk_col', '{hidden}') IS NOT NULL AS enabled;
+SELECT row_data FROM bv_audit.history('public.atk_col', '{"id": 1}');
+RESET ROLE;
+SELECT bv_audit.enable('public.atk_col') IS NOT NULL AS enabled;   -- a superuser includes it again
+SELECT bv_audit.enable('public.atk_rls') IS NOT NULL AS enabled;
+SET ROLE bv_audit_atk_admin;
+SELECT row_data FROM bv_audit.history('public.atk_col', '{"id": 1}');
+SELECT count(*) FROM bv_audit.as_of('public.atk_col', now());
+SELECT count(*) FROM bv_audit.changes('public.atk_col', '-infinity', 'infinity');
+SELECT count(*) FROM bv_audit.as_of('public.atk_rls', now());
+SELECT ok FROM bv_audit.verify('public.atk_rls');   -- verify shows no data
+RESET ROLE;
+-- no internal function is executable by API roles
+SELECT p.oid::regprocedure FROM pg_proc p
+ WHERE p.pronamespace = 'bv_audit'::regnamespace AND p.proname LIKE '\_%'
+   AND has_function_privilege('bv_user', p.oid, 'EXECUTE');
+SELECT bv_audit.disable('public.atk_col'), bv_audit.disable('public.atk_rls');
+DROP TABLE public.atk_col, public.atk_rls;
+DROP ROLE bv_audit_atk_admin;
