@@ -4,10 +4,11 @@
 # Starts rabbitmq-server as node bvrun<port>@localhost on 127.0.0.1:$BV_AMQP_PORT
 # (default 15672), everything it writes (Mnesia, logs, Erlang cookie, its own
 # epmd on port+2) under $BV_HOME/amqp, binds the durable queue cdc_demo to
-# amq.topic with "bv.#" (tests/tools/bv_amqp_tool, built by make build),
-# adds bv_cdc's sink demo_amqp and routes the demo table public.cdc_demo
-# (and, with bv_commerce, commerce.orders and commerce.payments) to it on
-# routing keys bv.<schema>.<table>.  RabbitMQ takes 5-40 s to start.
+# amq.topic with "bv.#" (tests/tools/bv_amqp_tool, built by make build) once
+# the broker is up, adds bv_cdc's sink demo_amqp and routes the demo table
+# public.cdc_demo (and, with bv_commerce, commerce.orders and
+# commerce.payments) to it on routing keys bv.<schema>.<table>, on_return =
+# retry.  RabbitMQ takes 5-40 s to start; make run does not wait for it.
 # Idempotent.  Called by tools/cluster.sh after the database started (env:
 # BV_HOME, SOCK, BV_DB, BV_PORT, PGBIN).
 set -euo pipefail
@@ -39,11 +40,6 @@ configure_demo() {
         say "the installed bv_cdc has no AMQP sinks (make install, then make run); no demo sink"
         return 0
     fi
-    if [ -x "$TOOL" ]; then
-        "$TOOL" bind 127.0.0.1 "$PORT" cdc_demo amq.topic 'bv.#' || warn "could not bind queue cdc_demo"
-    else
-        warn "$TOOL is not built (make build); no queue bound, changes will be dead-lettered"
-    fi
     if ! out=$(psql_bv -v port="$PORT" -v sink="$SINK" 2>&1 <<'SQL'
 CREATE TABLE IF NOT EXISTS public.cdc_demo (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -55,7 +51,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM bv_cdc.sinks WHERE name = :'sink')
             ELSE format('SELECT bv_cdc.add_sink(%L, %L, %L)', :'sink', 'amqp',
                         jsonb_build_object('host', '127.0.0.1', 'port', :port))
        END \gexec
-SELECT format('SELECT bv_cdc.add_route(%L, %L)', t, :'sink')
+SELECT format('SELECT bv_cdc.add_route(%L, %L, options => %L)', t, :'sink', '{"on_return": "retry"}')
   FROM unnest(ARRAY['public.cdc_demo', 'commerce.orders', 'commerce.payments']) t
  WHERE (t = 'public.cdc_demo' OR EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'bv_commerce'))
    AND NOT EXISTS (SELECT 1 FROM bv_cdc.routes WHERE table_pattern = t AND sink = :'sink') \gexec
@@ -75,23 +71,34 @@ show() {
 cmd_start() {
     if running; then
         say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+    elif port_busy "$PORT"; then
+        die "port $PORT on 127.0.0.1 is in use; choose another: make run BV_AMQP_PORT=$((PORT + 3))"
     else
         if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
             warn "rabbitmq-server is not installed (make deps); no AMQP peer"
             return 0
         fi
-        port_busy "$PORT" && die "port $PORT on 127.0.0.1 is in use; choose another: make run BV_AMQP_PORT=$((PORT + 3))"
         mkdir -p "$DIR"
         echo '[].' >"$DIR/enabled_plugins"
         echo 'loopback_users = none' >"$DIR/rabbitmq.conf"
         : >"$DIR/rabbitmq-env.conf"
-        (rabbit_env; nohup /usr/lib/rabbitmq/bin/rabbitmq-server >>"$DIR/server.out" 2>&1 </dev/null &)
-        for _ in $(seq 1200); do
-            port_busy "$PORT" && break
-            sleep 0.1
-        done
-        port_busy "$PORT" || die "rabbitmq-server does not listen on 127.0.0.1:$PORT after 120 s; see $DIR/log"
-        say "started on 127.0.0.1:$PORT"
+        (rabbit_env; nohup /usr/lib/rabbitmq/bin/rabbitmq-server >>"$DIR/server.out" 2>&1 </dev/null &
+            echo $! >"$DIR/wrapper.pid")
+        # RabbitMQ takes 5-40 s to start: make run does not wait for it.  The
+        # queue is bound in the background once the port opens; the demo
+        # routes use on_return = retry, so changes made before wait (in the
+        # slot) instead of being dead-lettered, and the sink retries its
+        # start with back-off until the broker is up.
+        if [ -x "$TOOL" ]; then
+            (for _ in $(seq 1800); do
+                port_busy "$PORT" && break
+                sleep 0.1
+            done
+            "$TOOL" bind 127.0.0.1 "$PORT" cdc_demo amq.topic 'bv.#' >>"$DIR/server.out" 2>&1) </dev/null >/dev/null 2>&1 &
+        else
+            warn "$TOOL is not built (make build); no queue bound, the demo sink will retry"
+        fi
+        say "starting on 127.0.0.1:$PORT (RabbitMQ needs 5-40 s; logs $DIR/log)"
     fi
     if [ "$(psql_bv -c "SELECT count(*) FROM pg_extension WHERE extname = 'bv_cdc'")" = 1 ]; then
         configure_demo
@@ -102,13 +109,28 @@ cmd_start() {
 
 # The Erlang VM (its pid file) stops gracefully on SIGTERM; then its epmd.
 cmd_stop() {
+    local wrapper beam
+    # Still booting (no pid file yet): stop the VM under our wrapper script.
+    if ! running && [ -f "$DIR/wrapper.pid" ] && kill -0 "$(cat "$DIR/wrapper.pid")" 2>/dev/null; then
+        wrapper=$(cat "$DIR/wrapper.pid")
+        beam=$(pgrep -P "$wrapper" beam.smp || true)
+        kill "${beam:-$wrapper}" 2>/dev/null || true
+        for _ in $(seq 300); do kill -0 "$wrapper" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$DIR/wrapper.pid"
     if running; then
         kill "$(cat "$PIDFILE")"
+        for _ in $(seq 300); do running || break; sleep 0.1; done
         say "stopped"
     else
         say "not running"
     fi
-    ERL_EPMD_PORT=$((PORT + 2)) epmd -kill >/dev/null 2>&1 || true
+    # epmd refuses to stop while the node is still registered: retry.
+    for _ in $(seq 100); do
+        ERL_EPMD_PORT=$((PORT + 2)) epmd -kill 2>/dev/null | grep -q Killed && break
+        port_busy $((PORT + 2)) || break
+        sleep 0.1
+    done
     rm -f "$PIDFILE"
 }
 
