@@ -205,7 +205,7 @@ typedef enum RtResume
 	RT_RESUME_MISS,
 	RT_RESUME_TOO_MANY
 } RtResume;
-extern RtResume rt_history_read(const char *topic, RtPos after, int limit, List **rows);
+extern RtResume rt_history_read(List *topics, RtPos after, int limit, List **rows);
 extern void rt_history_prune(void);
 
 /* auth.c */

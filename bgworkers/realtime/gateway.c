@@ -42,6 +42,9 @@
 #include "postgres.h"
 
 #include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <libwebsockets.h>
 
@@ -97,6 +100,8 @@ typedef struct Client
 	dlist_head subs;
 	int nsubs;
 	dlist_node all_node;
+	dlist_node write_node;		/* in pending_writers while write_pending */
+	bool write_pending;
 	/* closing */
 	bool closing;
 	bool close_now;				/* SSE: the final event is out, close */
@@ -112,6 +117,7 @@ static int epfd = -1;
 static HTAB *topics = NULL;
 static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
 static TimestampTz last_lws_timers = 0;
+static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
 
 static void client_close(Client *c, int code, const char *reason);
 static char *url_arg(struct lws *wsi, const char *name, int maxlen);
@@ -227,6 +233,40 @@ json_safe(const char *s)
 
 /* ---- queues ---- */
 
+/*
+ * c has something to write: ask lws, and note c for flush_writers(), which
+ * hands its socket to lws as writable from the worker's loop (the epoll set
+ * is edge-triggered, so a socket that stays writable gives no event).
+ */
+static void
+want_write(Client *c)
+{
+	lws_callback_on_writable(c->wsi);
+	if (!c->write_pending)
+	{
+		c->write_pending = true;
+		dlist_push_tail(&pending_writers, &c->write_node);
+	}
+}
+
+/* Serve the clients that want to write (never from inside a callback). */
+static void
+flush_writers(void)
+{
+	while (!dlist_is_empty(&pending_writers))
+	{
+		Client *c = dlist_container(Client, write_node, dlist_pop_head_node(&pending_writers));
+		struct lws_pollfd pfd;
+
+		c->write_pending = false;
+		pfd.fd = lws_get_socket_fd(c->wsi);
+		pfd.events = POLLOUT;
+		pfd.revents = POLLOUT;
+		if (pfd.fd >= 0)
+			lws_service_fd(ctx, &pfd);
+	}
+}
+
 static void
 queue_clear(Client *c)
 {
@@ -283,7 +323,7 @@ enqueue(Client *c, RtMsg *m, bool data)
 	c->qcount++;
 	c->qbytes += msg_size(c, m);
 	m->refcount++;
-	lws_callback_on_writable(c->wsi);
+	want_write(c);
 }
 
 static void
@@ -320,7 +360,7 @@ client_close(Client *c, int code, const char *reason)
 	c->closing = true;
 	c->close_code = code;
 	strlcpy(c->close_reason, reason, sizeof(c->close_reason));
-	lws_callback_on_writable(c->wsi);
+	want_write(c);
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
 }
 
@@ -384,19 +424,13 @@ sub_add(Client *c, const char *topic, RtPos after)
 }
 
 /*
- * Join topic: authorize once under the client's role, then replay from the
- * history when the client gives its last position.  Returns false with
- * *reason when refused.  *resync says the client must re-sync.
+ * Join topic: authorize once under the client's role and subscribe from
+ * the history's high mark on (what comes later is delivered live).
+ * Returns false with *reason when refused.
  */
 static bool
-join(Client *c, const char *topic, const char *last_id, char *reason, size_t reasonlen,
-	 List **replay, const char **resync)
+join(Client *c, const char *topic, char *reason, size_t reasonlen)
 {
-	RtPos after = rt_history_high();
-	Sub *s;
-
-	*replay = NIL;
-	*resync = NULL;
 	if (!rt_name_is_valid(topic, strlen(topic), RT_TOPIC_MAX))
 	{
 		strlcpy(reason, "invalid topic name", reasonlen);
@@ -414,41 +448,49 @@ join(Client *c, const char *topic, const char *last_id, char *reason, size_t rea
 		rt_count(RT_C_JOINS_DENIED, 1);
 		return false;
 	}
-	if (last_id != NULL && last_id[0] != '\0')
-	{
-		RtPos from;
-		List *rows = NIL;
-		RtResume r = RT_RESUME_MISS;
-
-		if (rt_pos_parse(last_id, &from))
-			r = rt_history_read(topic, from, rt_client_queue, &rows);
-		if (r == RT_RESUME_HIT)
-		{
-			ListCell *lc;
-
-			rt_count(RT_C_RESUME_HITS, 1);
-			foreach(lc, rows)
-			{
-				RtMsg *m = msg_from_event(lfirst(lc));
-
-				if (m != NULL)
-					*replay = lappend(*replay, m);
-			}
-		}
-		else
-		{
-			rt_count(RT_C_RESUME_MISSES, 1);
-			*resync = r == RT_RESUME_TOO_MANY ? "too many messages missed"
-				: "position not in the history";
-		}
-	}
-	s = sub_add(c, topic, after);
-	if (s == NULL)
+	if (sub_add(c, topic, rt_history_high()) == NULL)
 	{
 		strlcpy(reason, "out of memory", reasonlen);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Resume topics (just joined) after position last_id: one history read
+ * over all of them, in position order (an SSE client has one
+ * Last-Event-ID for its whole stream).  Returns the replay as RtMsgs, or
+ * NIL with *resync set when the history cannot tell.
+ */
+static List *
+resume(List *topics, const char *last_id, const char **resync)
+{
+	RtPos from;
+	List *rows = NIL, *replay = NIL;
+	RtResume r = RT_RESUME_MISS;
+	ListCell *lc;
+
+	*resync = NULL;
+	if (topics == NIL || last_id == NULL || last_id[0] == '\0')
+		return NIL;
+	if (rt_pos_parse(last_id, &from))
+		r = rt_history_read(topics, from, rt_client_queue, &rows);
+	if (r != RT_RESUME_HIT)
+	{
+		rt_count(RT_C_RESUME_MISSES, 1);
+		*resync = r == RT_RESUME_TOO_MANY ? "too many messages missed"
+			: "position not in the history";
+		return NIL;
+	}
+	rt_count(RT_C_RESUME_HITS, 1);
+	foreach(lc, rows)
+	{
+		RtMsg *m = msg_from_event(lfirst(lc));
+
+		if (m != NULL)
+			replay = lappend(replay, m);
+	}
+	return replay;
 }
 
 /* Queue a replay (after the reply to the join). */
@@ -492,6 +534,9 @@ client_end(Client *c)
 	if (!c->counted)
 		return;
 	c->counted = false;
+	if (c->write_pending)
+		dlist_delete(&c->write_node);
+	c->write_pending = false;
 	dlist_foreach_modify(it, &c->subs)
 		sub_remove(dlist_container(Sub, client_node, it.cur));
 	queue_clear(c);
@@ -592,13 +637,15 @@ sse_start(struct lws *wsi, Client *c)
 	char *topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
 	char *last = last_event_id(wsi);
 	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-	List *resyncs = NIL, *replays = NIL;
+	List *joined = NIL, *replay;
+	const char *resync;
 	char *tok, *save;
-	ListCell *lc;
 
 	/* lws keeps the session data across requests of a keep-alive connection */
 	if (c->counted)
 		return http_error(wsi, 400, "one event stream per connection");
+	if (c->write_pending)
+		dlist_delete(&c->write_node);
 	memset(c, 0, sizeof(*c));
 	if (!rt_authenticate(request_token(wsi), &c->id, reason, sizeof(reason)))
 	{
@@ -615,22 +662,15 @@ sse_start(struct lws *wsi, Client *c)
 	client_start(c, wsi, CK_SSE);
 	for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 	{
-		List *replay;
-		const char *resync;
-
-		if (!join(c, tok, last, reason, sizeof(reason), &replay, &resync))
+		if (!join(c, tok, reason, sizeof(reason)))
 		{
-			/* the refusal is the response; client_end frees what join made */
-			foreach(lc, replays)
-				enqueue_replay(c, lfirst(lc)); /* frees them: the client is unqueued below */
+			/* the refusal is the response */
 			client_end(c);
 			return http_error(wsi, strcmp(reason, "not allowed") == 0 ? 403 : 400, reason);
 		}
-		replays = lappend(replays, replay);
-		if (resync)
-			resyncs = lappend(resyncs, psprintf("{\"type\":\"resync\",\"topic\":\"%s\",\"reason\":\"%s\"}",
-												tok, resync));
+		joined = lappend(joined, tok);
 	}
+	replay = resume(joined, last, &resync);
 	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
 									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
 		lws_add_http_header_by_name(wsi, (unsigned char *) "cache-control:",
@@ -639,13 +679,12 @@ sse_start(struct lws *wsi, Client *c)
 									(unsigned char *) "no", 2, &p, end) ||
 		lws_finalize_write_http_header(wsi, start, &p, end))
 		return -1;
-	lws_http_mark_sse(wsi);
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	send_control(c, NULL, ": bv_realtime\nretry: 2000\n\n");
-	foreach(lc, resyncs)
-		send_control(c, "resync", lfirst(lc));
-	foreach(lc, replays)
-		enqueue_replay(c, lfirst(lc));
-	lws_callback_on_writable(wsi);
+	if (resync)
+		send_control(c, "resync", psprintf("{\"type\":\"resync\",\"reason\":\"%s\"}", resync));
+	enqueue_replay(c, replay);
+	want_write(c);
 	return 0;
 }
 
@@ -674,30 +713,43 @@ ws_auth(Client *c, const char *token)
 	return true;
 }
 
-/* Subscribe from a client message or the connect URL, and answer. */
+/*
+ * Subscribe to topics (a client message: one; the connect URL: several),
+ * answer each, then replay what the client missed after last_id.
+ */
 static void
-ws_subscribe(Client *c, const char *topic, const char *last_id)
+ws_subscribe(Client *c, List *topics, const char *last_id)
 {
 	char reason[RT_ERRLEN], json[512];
-	List *replay;
+	List *joined = NIL, *replay;
 	const char *resync;
+	ListCell *lc;
 
-	if (!join(c, topic, last_id, reason, sizeof(reason), &replay, &resync))
+	foreach(lc, topics)
 	{
-		snprintf(json, sizeof(json),
-				 "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"%s\"}", json_safe(topic),
-				 json_safe(reason));
-		send_control(c, NULL, json);
-		return;
+		const char *topic = lfirst(lc);
+
+		if (!join(c, topic, reason, sizeof(reason)))
+		{
+			snprintf(json, sizeof(json), "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"%s\"}",
+					 json_safe(topic), json_safe(reason));
+			send_control(c, NULL, json);
+			continue;
+		}
+		joined = lappend(joined, (char *) topic);
 	}
-	snprintf(json, sizeof(json), "{\"type\":\"subscribed\",\"topic\":\"%s\",\"resumed\":%s}",
-			 topic, (last_id && last_id[0] && resync == NULL) ? "true" : "false");
-	send_control(c, NULL, json);
-	if (resync)
+	replay = resume(joined, last_id, &resync);
+	foreach(lc, joined)
 	{
-		snprintf(json, sizeof(json), "{\"type\":\"resync\",\"topic\":\"%s\",\"reason\":\"%s\"}",
-				 topic, resync);
+		snprintf(json, sizeof(json), "{\"type\":\"subscribed\",\"topic\":\"%s\",\"resumed\":%s}",
+				 (char *) lfirst(lc), (last_id && last_id[0] && resync == NULL) ? "true" : "false");
 		send_control(c, NULL, json);
+		if (resync)
+		{
+			snprintf(json, sizeof(json), "{\"type\":\"resync\",\"topic\":\"%s\",\"reason\":\"%s\"}",
+					 (char *) lfirst(lc), resync);
+			send_control(c, NULL, json);
+		}
 	}
 	enqueue_replay(c, replay);
 }
@@ -746,7 +798,7 @@ ws_message(Client *c, char *text, size_t len)
 	{
 		if (bv_json_top_field(text, "last_id", &arg, &t) != JSON_SUCCESS || t != JSON_TOKEN_STRING)
 			arg = NULL;
-		ws_subscribe(c, topic, arg);
+		ws_subscribe(c, list_make1(topic), arg);
 	}
 	else if (strcmp(type, "unsubscribe") == 0)
 	{
@@ -778,8 +830,13 @@ ws_established(struct lws *wsi, Client *c)
 	topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
 	last = url_arg(wsi, "last_id", RT_ID_LEN + 8);
 	if (topics_arg)
+	{
+		List *topics = NIL;
+
 		for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-			ws_subscribe(c, tok, last);
+			topics = lappend(topics, tok);
+		ws_subscribe(c, topics, last);
+	}
 }
 
 /* Write what is queued; -1 to close. */
@@ -835,10 +892,53 @@ client_writable(Client *c)
 	return 0;
 }
 
-static uint32_t
-to_epoll(int events)
+/*
+ * Add a socket to the epoll set that wakes the worker.  Client sockets are
+ * edge-triggered (a wake-up when data arrives or when a full send buffer
+ * drains, not while the socket merely stays writable); a closed socket
+ * leaves the set by itself, and a reused descriptor number is re-added.
+ */
+static bool
+watch_fd(int fd, uint32_t events)
 {
-	return ((events & POLLIN) ? EPOLLIN : 0) | ((events & POLLOUT) ? EPOLLOUT : 0);
+	struct epoll_event ev = {0};
+
+	ev.events = events;
+	ev.data.fd = fd;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return true;
+	return errno == EEXIST && epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+/* The listening socket lws opened on our port (level-triggered). */
+static bool
+watch_listener(void)
+{
+	struct rlimit rl;
+	int fd, found = 0;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return false;
+	for (fd = 0; fd < (int) Min(rl.rlim_cur, 65536); fd++)
+	{
+		int on = 0;
+		socklen_t len = sizeof(on);
+		struct sockaddr_storage ss;
+		socklen_t sslen = sizeof(ss);
+		int port = -1;
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on)
+			continue;
+		if (getsockname(fd, (struct sockaddr *) &ss, &sslen) != 0)
+			continue;
+		if (ss.ss_family == AF_INET)
+			port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+		else if (ss.ss_family == AF_INET6)
+			port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+		if (port == rt_port && watch_fd(fd, EPOLLIN))
+			found++;
+	}
+	return found > 0;
 }
 
 static int
@@ -849,30 +949,11 @@ gateway_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 
 	switch (reason)
 	{
-		case LWS_CALLBACK_ADD_POLL_FD:
-		case LWS_CALLBACK_CHANGE_MODE_POLL_FD:
-			{
-				struct lws_pollargs *pa = in;
-				struct epoll_event ev = {0};
-
-				ev.events = to_epoll(pa->events);
-				ev.data.fd = pa->fd;
-				if (epoll_ctl(epfd, reason == LWS_CALLBACK_ADD_POLL_FD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD,
-							  pa->fd, &ev) < 0 &&
-					epoll_ctl(epfd, EPOLL_CTL_ADD, pa->fd, &ev) < 0)
-					return 1;
-				return 0;
-			}
-		case LWS_CALLBACK_DEL_POLL_FD:
-			{
-				struct lws_pollargs *pa = in;
-
-				(void) epoll_ctl(epfd, EPOLL_CTL_DEL, pa->fd, NULL);
-				return 0;
-			}
 		case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
-			/* refuse at accept when full (pg_atomic: the gauge is ours) */
-			return pg_atomic_read_u32(&rt_shared->connections) >= (uint32) rt_max_connections;
+			/* refuse at accept when full; else watch the new socket */
+			if (pg_atomic_read_u32(&rt_shared->connections) >= (uint32) rt_max_connections)
+				return 1;
+			return watch_fd((int) (intptr_t) in, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) ? 0 : 1;
 
 		case LWS_CALLBACK_HTTP:
 			{
@@ -937,13 +1018,35 @@ gateway_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 			if (c)
 				client_end(c);
 			return 0;
+		case LWS_CALLBACK_WSI_DESTROY:
+			/*
+			 * The last word on every connection, also one lws kills on a
+			 * timeout without LWS_CALLBACK_CLOSED: unlink it before lws
+			 * frees the session data our lists point into.
+			 */
+			if (c && (c->counted || c->write_pending))
+			{
+				if (c->counted)
+					client_end(c);
+				else
+				{
+					dlist_delete(&c->write_node);
+					c->write_pending = false;
+				}
+			}
+			return 0;
 		default:
 			return 0;
 	}
 }
 
 static const struct lws_protocols protocols[] = {
-	{"bv-realtime", gateway_callback, sizeof(Client), 1024, 0, NULL, 0},
+	/*
+	 * rx: client messages arrive in pieces of at most 1 kB (ws_message
+	 * joins them); tx: one send() may carry a whole frame, so lws splits
+	 * nothing itself (0 would cap sends at the rx size).
+	 */
+	{"bv-realtime", gateway_callback, sizeof(Client), 1024, 0, NULL, 1 << 24},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -1006,6 +1109,12 @@ rt_gateway_start(char **err)
 						iface, rt_port);
 		return false;
 	}
+	if (!watch_listener())
+	{
+		rt_gateway_stop();
+		*err = psprintf("could not find the listening socket on port %d", rt_port);
+		return false;
+	}
 	SpinLockAcquire(&rt_shared->mutex);
 	snprintf(rt_shared->listen, sizeof(rt_shared->listen), "%s:%d", iface, rt_port);
 	SpinLockRelease(&rt_shared->mutex);
@@ -1023,6 +1132,7 @@ rt_gateway_stop(void)
 		close(epfd);
 	epfd = -1;
 	dlist_init(&all_clients);
+	dlist_init(&pending_writers);
 	if (topics)
 		hash_destroy(topics);
 	topics = NULL;
@@ -1083,12 +1193,24 @@ rt_gateway_service(bool ready)
 			lws_service_fd(ctx, &pfd);
 		}
 	}
+	flush_writers();
 	now = GetCurrentTimestamp();
 	if (lws_service_adjust_timeout(ctx, 100, 0) == 0 ||
 		TimestampDifferenceExceeds(last_lws_timers, now, 100))
 	{
+		dlist_iter it;
+
 		last_lws_timers = now;
 		lws_service_tsi(ctx, -1, 0);
+		/* re-arm writers with queued data (cheap insurance after partial sends) */
+		dlist_foreach(it, &all_clients)
+		{
+			Client *c = dlist_container(Client, all_node, it.cur);
+
+			if (c->qcount > 0 || c->closing)
+				want_write(c);
+		}
+		flush_writers();
 	}
 }
 
@@ -1170,7 +1292,7 @@ rt_gateway_tick(TimestampTz now)
 					 TimestampDifferenceExceeds(c->last_rx, now, rt_keepalive_s * 1000))
 			{
 				c->ping_due = true;
-				lws_callback_on_writable(c->wsi);
+				want_write(c);
 			}
 		}
 		else if (c->kind == CK_SSE && c->qcount == 0 &&

@@ -174,7 +174,7 @@ rt_history_insert(List *batch)
 	end_spi();
 }
 
-static RtResume history_read(const char *topic, RtPos after, int limit, List **rows);
+static RtResume history_read(List *topics, RtPos after, int limit, List **rows);
 
 /*
  * rt_history_read
@@ -184,14 +184,14 @@ static RtResume history_read(const char *topic, RtPos after, int limit, List **r
  *		inside libwebsockets callbacks: an error is logged and is a miss.
  */
 RtResume
-rt_history_read(const char *topic, RtPos after, int limit, List **rows)
+rt_history_read(List *topics, RtPos after, int limit, List **rows)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	volatile RtResume result = RT_RESUME_MISS;
 
 	PG_TRY();
 	{
-		result = history_read(topic, after, limit, rows);
+		result = history_read(topics, after, limit, rows);
 	}
 	PG_CATCH();
 	{
@@ -212,10 +212,10 @@ rt_history_read(const char *topic, RtPos after, int limit, List **rows)
 }
 
 static RtResume
-history_read(const char *topic, RtPos after, int limit, List **rows)
+history_read(List *topics, RtPos after, int limit, List **rows)
 {
 	Datum args[4];
-	Oid types[4] = {TEXTOID, LSNOID, INT4OID, INT4OID};
+	Oid types[4] = {TEXTARRAYOID, LSNOID, INT4OID, INT4OID};
 	MemoryContext outer = CurrentMemoryContext;
 	RtResume result = RT_RESUME_HIT;
 	uint64 i;
@@ -229,11 +229,19 @@ history_read(const char *topic, RtPos after, int limit, List **rows)
 	begin_spi();
 	if (read_plan == NULL)
 		read_plan = keep_plan(
-			"SELECT commit_lsn, seq, event, payload::text FROM bv_realtime.messages "
-			"WHERE topic = $1 AND (commit_lsn, seq) > ($2, $3) "
+			"SELECT commit_lsn, seq, event, payload::text, topic FROM bv_realtime.messages "
+			"WHERE topic = ANY ($1) AND (commit_lsn, seq) > ($2, $3) "
 			"ORDER BY commit_lsn, seq LIMIT $4",
 			4, types);
-	args[0] = CStringGetTextDatum(topic);
+	{
+		Datum *elems = palloc(list_length(topics) * sizeof(Datum));
+		ListCell *lc;
+		int n = 0;
+
+		foreach(lc, topics)
+			elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+		args[0] = text_array(elems, n);
+	}
 	args[1] = LSNGetDatum(after.lsn);
 	args[2] = Int32GetDatum((int32) after.seq);
 	args[3] = Int32GetDatum(limit + 1);
@@ -252,7 +260,7 @@ history_read(const char *topic, RtPos after, int limit, List **rows)
 
 			ev->pos.lsn = DatumGetLSN(SPI_getbinval(tup, desc, 1, &isnull));
 			ev->pos.seq = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			ev->topic = pstrdup(topic);
+			ev->topic = SPI_getvalue(tup, desc, 5);
 			ev->event = SPI_getvalue(tup, desc, 3);
 			ev->payload = SPI_getvalue(tup, desc, 4);
 			ev->commit_time = 0; /* a replay: no latency sample */
