@@ -6,15 +6,18 @@
  *	  the bounded per-client queues.
  *
  * Event loop: the worker waits in PostgreSQL's WaitEventSet (latch,
- * postmaster death, the replication socket) and must also wake for
- * libwebsockets' sockets.  lws is built with its own poll() loop, but
- * reports every socket it adds, removes or re-arms through the external
- * poll callbacks (ADD/DEL/CHANGE_MODE_POLL_FD); this file mirrors them in
- * an epoll set of its own, whose single descriptor the worker adds to its
- * WaitEventSet.  When it is readable, rt_gateway_service() takes the ready
- * sockets with epoll_wait and hands each to lws_service_fd(); lws's timers
- * (lws_sul) are run by lws_service_tsi(ctx, -1) from the periodic tick or
- * when lws asks for forced service.  One process, one thread, no locks.
+ * postmaster death, the replication socket) and must also wake for the
+ * gateway's sockets.  Debian's libwebsockets is built without external-poll
+ * callbacks, so this file keeps an epoll set of its own, whose single
+ * descriptor the worker adds to its WaitEventSet: the listening socket
+ * (level-triggered) and every accepted socket (edge-triggered, registered
+ * at LWS_CALLBACK_FILTER_NETWORK_CONNECTION, leaving the set when closed).
+ * rt_gateway_service() hands ready sockets to lws_service_fd(), then hands
+ * the clients that queued something to lws_service_fd() as writable
+ * (flush_writers: an already-writable socket gives no edge), and every
+ * 100 ms runs lws_service_tsi(ctx, -1) for lws's timers and a poll of all
+ * its sockets that catches anything an edge missed.  One process, one
+ * thread, no locks.
  *
  * Routes (one protocol handles HTTP and WebSocket reasons):
  *   GET /socket (WebSocket upgrade; any path upgrades)  JSON messages
