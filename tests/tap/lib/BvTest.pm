@@ -58,6 +58,9 @@ sub new_node
 	close $kf;
 	chmod 0600, $key;
 	$node->append_conf('postgresql.conf', "bv.master_key_file = '$key'\n");
+	# bv_realtime's gateway: a port of its own per test cluster.
+	$node->append_conf('postgresql.conf',
+		'bv_realtime.port = ' . PostgreSQL::Test::Cluster::get_free_port() . "\n");
 	$node->append_conf('postgresql.conf', $opts{extra_conf}) if $opts{extra_conf};
 	$node->start unless $opts{no_start};
 	return $node;

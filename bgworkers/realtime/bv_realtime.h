@@ -1,0 +1,238 @@
+/*-------------------------------------------------------------------------
+ *
+ * bv_realtime.h
+ *	  Declarations shared by the files of bv_realtime, the WebSocket and
+ *	  Server-Sent Events gateway that runs as a background worker and is fed
+ *	  by the WAL.
+ *
+ * Files, by concern:
+ *   bv_realtime.c  _PG_init: settings, shared memory, the worker's
+ *                  registration; statistics shared with SQL
+ *   send.c         SQL-callable API: bv_realtime.send(), stats()
+ *   worker.c       the worker's main loop (the one owner of the loop): one
+ *                  wait on latch + replication socket + the gateway's epoll
+ *                  descriptor, then step functions
+ *   stream.c       the replication stream of the gateway's own pgoutput
+ *                  slot: B/M/C messages -> committed batches of RtMsg
+ *   history.c      the durable, bounded history table: batch insert,
+ *                  resume queries, pruning (SPI)
+ *   auth.c         JWT verification through bv_core (bv.jwt_verify), the
+ *                  role rule, topic authorization under the client's role
+ *   gateway.c      libwebsockets: context, external-poll bridge, HTTP
+ *                  routing, WebSocket and SSE connections, per-client
+ *                  bounded queues, topic registry and fan-out
+ *
+ * Only the worker process uses worker-side state (the lws context, the
+ * clients, the stream).  Ordinary backends touch shared memory only (stats)
+ * and write logical decoding messages (send()).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BV_REALTIME_H
+#define BV_REALTIME_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+#include "lib/ilist.h"
+#include "nodes/pg_list.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#define BV_REALTIME_VERSION "0.1.0"
+
+/* Prefix of the logical decoding messages that bv_realtime.send() writes. */
+#define RT_MSG_PREFIX "bv_realtime"
+
+/* Limits, declared once: SQL validation, the gateway and the docs use them. */
+#define RT_TOPIC_MAX      200   /* bytes of a topic name */
+#define RT_EVENT_MAX      100   /* bytes of an event name */
+#define RT_TOKEN_MAX      8192  /* bytes of a token given by a client */
+#define RT_CLIENT_MSG_MAX 4096  /* bytes of one WebSocket message from a client */
+#define RT_ID_LEN         32    /* room for a position id "XXXXXXXX/XXXXXXXX-NNNNNNNNNN" */
+#define RT_ERRLEN         256
+#define RT_LAT_BUCKETS    256   /* latency histogram: 8 buckets per power of two (µs) */
+
+/* Counters in shared memory (stats view), indexes into RtShared.counters. */
+typedef enum RtCounter
+{
+	RT_C_CONNECTIONS_TOTAL,
+	RT_C_AUTH_FAILURES,
+	RT_C_MESSAGES_IN,		/* decoded from the WAL */
+	RT_C_MESSAGES_OUT,		/* written to clients */
+	RT_C_CLIENT_MESSAGES,	/* received from WebSocket clients */
+	RT_C_DROPS,				/* slow clients disconnected */
+	RT_C_RESUME_HITS,
+	RT_C_RESUME_MISSES,
+	RT_C_JOINS_DENIED,
+	RT_C_EXPIRED_CLOSES,	/* closed at token expiry or revocation */
+	RT_C_HISTORY_PRUNED,
+	RT_NCOUNTERS
+} RtCounter;
+
+typedef struct RtShared
+{
+	slock_t mutex;				/* protects the fields up to last_error */
+	pid_t worker_pid;
+	Latch *worker_latch;
+	char state[32];
+	char last_error[RT_ERRLEN];
+	char listen[64];			/* address:port actually bound */
+	pg_atomic_uint32 connections; /* current, WebSocket + SSE */
+	pg_atomic_uint32 ws_connections;
+	pg_atomic_uint32 sse_connections;
+	pg_atomic_uint32 subscriptions;
+	pg_atomic_uint64 counters[RT_NCOUNTERS];
+	pg_atomic_uint64 latency[RT_LAT_BUCKETS]; /* commit -> written to a client */
+} RtShared;
+
+extern RtShared *rt_shared;
+
+/* settings (bv_realtime.c) */
+extern char *rt_database;
+extern char *rt_slot_name;
+extern char *rt_listen_address;
+extern int rt_port;
+extern char *rt_conninfo;
+extern char *rt_authenticator;
+extern char *rt_anon_role;
+extern int rt_client_queue;
+extern int rt_client_queue_bytes;
+extern int rt_max_connections;
+extern int rt_max_subscriptions;
+extern int rt_keepalive_s;
+extern int rt_auth_timeout_s;
+extern int rt_history_retention_s;
+extern int rt_history_max_rows;
+extern int rt_max_payload;
+extern int rt_revocation_check_ms;
+
+extern void rt_set_state(const char *state);
+extern void rt_set_error(const char *fmt,...) pg_attribute_printf(1, 2);
+static inline void
+rt_count(RtCounter c, uint64 n)
+{
+	if (rt_shared)
+		pg_atomic_fetch_add_u64(&rt_shared->counters[c], n);
+}
+extern void rt_record_latency(TimestampTz commit_time, TimestampTz now);
+
+/* A position: the commit LSN of the sending transaction and the message's
+ * index in it.  Totally ordered in commit order. */
+typedef struct RtPos
+{
+	XLogRecPtr lsn;
+	uint32 seq;
+} RtPos;
+
+static inline int
+rt_pos_cmp(RtPos a, RtPos b)
+{
+	if (a.lsn != b.lsn)
+		return a.lsn < b.lsn ? -1 : 1;
+	if (a.seq != b.seq)
+		return a.seq < b.seq ? -1 : 1;
+	return 0;
+}
+extern void rt_pos_format(RtPos pos, char *buf); /* buf: RT_ID_LEN */
+extern bool rt_pos_parse(const char *text, RtPos *pos);
+
+/* Topic and event names: printable ASCII without spaces, commas, quotes or
+ * backslashes, 1..max bytes.  Shared by send() and the gateway. */
+static inline bool
+rt_name_is_valid(const char *s, size_t len, size_t max)
+{
+	size_t i;
+
+	if (len == 0 || len > max)
+		return false;
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c <= 0x20 || c >= 0x7f || c == ',' || c == '"' || c == '\\')
+			return false;
+	}
+	return true;
+}
+
+/*
+ * One message ready for delivery, shared by every client queue that holds
+ * it (reference counted; malloc'd so that no PostgreSQL error can arise in
+ * libwebsockets callbacks).  Both wire forms are built once: the WebSocket
+ * text frame and the SSE event, each after LWS_PRE bytes of headroom.
+ */
+typedef struct RtMsg
+{
+	int refcount;
+	RtPos pos;
+	TimestampTz commit_time;	/* 0: a control message (no latency sample) */
+	char topic[RT_TOPIC_MAX + 1];
+	size_t ws_len;
+	unsigned char *ws;			/* ws + LWS_PRE: the frame */
+	size_t sse_len;
+	unsigned char *sse;			/* sse + LWS_PRE: the event */
+	bool close_after;			/* control: close the connection once written */
+} RtMsg;
+
+/* A decoded, committed message from the WAL (stream.c -> history/gateway). */
+typedef struct RtEvent
+{
+	RtPos pos;
+	TimestampTz commit_time;
+	char *topic;
+	char *event;
+	char *payload;				/* JSON text */
+} RtEvent;
+
+/* stream.c */
+extern bool rt_stream_start(char **err);
+extern void rt_stream_stop(void);
+extern int rt_stream_socket(void);
+extern bool rt_stream_read(List **batch, int max, char **err);
+extern bool rt_stream_confirm(XLogRecPtr upto, bool force, char **err);
+extern void rt_stream_drop_orphan_slot(void);
+
+/* history.c */
+extern void rt_history_init(void);
+extern void rt_history_insert(List *batch);
+extern RtPos rt_history_high(void);
+typedef enum RtResume
+{
+	RT_RESUME_HIT,
+	RT_RESUME_MISS,
+	RT_RESUME_TOO_MANY
+} RtResume;
+extern RtResume rt_history_read(List *topics, RtPos after, int limit, List **rows);
+extern void rt_history_prune(void);
+
+/* auth.c */
+typedef struct RtIdentity
+{
+	char role[NAMEDATALEN];
+	char *claims;				/* JSON text, malloc'd */
+	char jti[128];				/* empty: none */
+	int64 exp;					/* unix seconds; 0: none */
+} RtIdentity;
+extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
+extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
+						 char *reason, size_t reasonlen);
+extern List *rt_revoked_since(TimestampTz *since);
+
+/* gateway.c */
+extern bool rt_gateway_start(char **err);
+extern void rt_gateway_stop(void);
+extern int rt_gateway_epoll_fd(void);
+extern void rt_gateway_service(bool ready);
+extern int rt_gateway_timeout_ms(void);
+extern void rt_gateway_publish(List *batch);
+extern void rt_gateway_tick(TimestampTz now);
+extern void rt_gateway_revoke(const char *jti);
+
+/* worker.c */
+extern bool rt_extension_exists(void);
+extern PGDLLEXPORT void bv_realtime_worker_main(Datum arg);
+
+#endif							/* BV_REALTIME_H */

@@ -1,0 +1,1326 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway.c
+ *	  The network side of bv_realtime: libwebsockets serving WebSocket
+ *	  (RFC 6455) and Server-Sent Events on one port, the topic registry and
+ *	  the bounded per-client queues.
+ *
+ * Event loop: the worker waits in PostgreSQL's WaitEventSet (latch,
+ * postmaster death, the replication socket) and must also wake for the
+ * gateway's sockets.  Debian's libwebsockets is built without external-poll
+ * callbacks, so this file keeps an epoll set of its own, whose single
+ * descriptor the worker adds to its WaitEventSet: the listening socket
+ * (level-triggered) and every accepted socket (edge-triggered, registered
+ * at LWS_CALLBACK_FILTER_NETWORK_CONNECTION, leaving the set when closed).
+ * rt_gateway_service() hands ready sockets to lws_service_fd(), then hands
+ * the clients that queued something to lws_service_fd() as writable
+ * (flush_writers: an already-writable socket gives no edge), and every
+ * 100 ms runs lws_service_tsi(ctx, -1) for lws's timers and a poll of all
+ * its sockets that catches anything an edge missed.  One process, one
+ * thread, no locks.
+ *
+ * Routes (one protocol handles HTTP and WebSocket reasons):
+ *   GET /socket (WebSocket upgrade; any path upgrades)  JSON messages
+ *   GET /events?topics=a,b   text/event-stream
+ *   GET /        the demo page;  GET /health  "ok"
+ * A token comes as "Authorization: Bearer", ?access_token= (browsers'
+ * EventSource cannot set headers) or, for WebSocket, a first message
+ * {"type":"auth","token":...} within bv_realtime.auth_timeout.
+ *
+ * Delivery: rt_gateway_publish() turns each committed event into one
+ * RtMsg holding both wire forms, and puts a reference into the queue of
+ * every subscriber of its topic whose subscription started before it.  A
+ * queue over bv_realtime.client_queue messages or client_queue_bytes bytes
+ * is a slow client: its queue is dropped, it is closed with a reason
+ * (WebSocket 4008, SSE "event: error") and counted; the others never wait.
+ *
+ * Memory: everything that libwebsockets callbacks touch is malloc'd (the
+ * per-session Client is lws's per_session_data), so no PostgreSQL error
+ * can unwind through lws; the topic registry is a dynahash in
+ * TopMemoryContext; transient palloc's happen in the worker's per-pass
+ * context.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <libwebsockets.h>
+
+#include "miscadmin.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "bv_common.h"
+#include "bv_realtime.h"
+#include "gateway_demo.h"
+
+/* Bytes of request line and headers lws keeps for one request. */
+#define RT_MAX_HEADER_DATA (4096 + RT_TOKEN_MAX)
+
+typedef enum ClientKind
+{
+	CK_HTTP = 0,				/* a plain request (demo page, health, refusal) */
+	CK_WS,
+	CK_SSE
+} ClientKind;
+
+typedef struct TopicEntry
+{
+	char topic[RT_TOPIC_MAX + 1];	/* hash key */
+	dlist_head subs;
+	int nsubs;
+} TopicEntry;
+
+struct Client;
+
+typedef struct Sub
+{
+	dlist_node topic_node;		/* in TopicEntry.subs */
+	dlist_node client_node;		/* in Client.subs */
+	struct Client *client;
+	TopicEntry *entry;
+	RtPos after;				/* deliver only positions after this */
+} Sub;
+
+typedef struct Client
+{
+	struct lws *wsi;
+	ClientKind kind;
+	bool counted;				/* in the connection gauges */
+	bool authed;
+	RtIdentity id;
+	TimestampTz connected_at, last_rx, last_tx;
+	bool ping_due, ping_sent;
+	/* queue: a ring of references */
+	RtMsg **q;
+	int qhead, qcount, qcap;
+	size_t qbytes;
+	dlist_head subs;
+	int nsubs;
+	dlist_node all_node;
+	dlist_node write_node;		/* in pending_writers while write_pending */
+	bool write_pending;
+	/* closing */
+	bool closing;
+	bool close_now;				/* SSE: the final event is out, close */
+	int close_code;
+	char close_reason[120];
+	/* a WebSocket message being received in fragments */
+	char *rx;
+	size_t rxlen;
+} Client;
+
+static struct lws_context *ctx = NULL;
+static int epfd = -1;
+static HTAB *topics = NULL;
+static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
+static TimestampTz last_lws_timers = 0;
+static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
+
+static void client_close(Client *c, int code, const char *reason);
+static char *url_arg(struct lws *wsi, const char *name, int maxlen);
+
+/* ---- messages ---- */
+
+static void
+msg_unref(RtMsg *m)
+{
+	if (m && --m->refcount <= 0)
+	{
+		free(m->ws);
+		free(m->sse);
+		free(m);
+	}
+}
+
+/* A message with the given wire forms (either may be NULL). */
+static RtMsg *
+msg_new(const char *ws, size_t ws_len, const char *sse, size_t sse_len)
+{
+	RtMsg *m = calloc(1, sizeof(RtMsg));
+
+	if (m == NULL)
+		return NULL;
+	if (ws)
+	{
+		m->ws = malloc(LWS_PRE + ws_len + 1);
+		if (m->ws == NULL)
+			goto oom;
+		memcpy(m->ws + LWS_PRE, ws, ws_len);
+		m->ws_len = ws_len;
+	}
+	if (sse)
+	{
+		m->sse = malloc(LWS_PRE + sse_len + 1);
+		if (m->sse == NULL)
+			goto oom;
+		memcpy(m->sse + LWS_PRE, sse, sse_len);
+		m->sse_len = sse_len;
+	}
+	return m;
+oom:
+	free(m->ws);
+	free(m);
+	return NULL;
+}
+
+/* The two wire forms of a broadcast message (palloc'd scratch, then copied). */
+static RtMsg *
+msg_from_event(const RtEvent *ev)
+{
+	char id[RT_ID_LEN];
+	StringInfoData ws, sse;
+	RtMsg *m;
+
+	rt_pos_format(ev->pos, id);
+	initStringInfo(&ws);
+	appendStringInfo(&ws, "{\"type\":\"message\",\"topic\":\"%s\",\"event\":\"%s\",\"id\":\"%s\","
+					 "\"payload\":%s}",
+					 ev->topic, ev->event, id, ev->payload);
+	initStringInfo(&sse);
+	appendStringInfo(&sse, "id: %s\nevent: %s\ndata: %s\n\n", id, ev->event, ws.data);
+	m = msg_new(ws.data, ws.len, sse.data, sse.len);
+	pfree(ws.data);
+	pfree(sse.data);
+	if (m)
+	{
+		m->pos = ev->pos;
+		m->commit_time = ev->commit_time;
+		strlcpy(m->topic, ev->topic, sizeof(m->topic));
+	}
+	return m;
+}
+
+/* A control message: JSON for WebSocket, an SSE event of the given name. */
+static RtMsg *
+msg_control(const char *sse_event, const char *json)
+{
+	StringInfoData sse;
+	RtMsg *m;
+
+	initStringInfo(&sse);
+	if (sse_event)
+		appendStringInfo(&sse, "event: %s\ndata: %s\n\n", sse_event, json);
+	else
+		appendStringInfoString(&sse, json); /* already SSE text (comments) */
+	m = msg_new(json, strlen(json), sse.data, sse.len);
+	pfree(sse.data);
+	return m;
+}
+
+/*
+ * JSON string contents for a short text (at most 120 bytes kept): anything
+ * but printable ASCII other than quotes and backslashes becomes '?'.
+ * Returns a palloc'd string (the worker's per-pass context).
+ */
+static const char *
+json_safe(const char *s)
+{
+	char *buf = palloc(121);
+	int i, j = 0;
+
+	for (i = 0; s[i] && j < 120; i++)
+	{
+		unsigned char ch = (unsigned char) s[i];
+
+		buf[j++] = (ch < 0x20 || ch == '"' || ch == '\\' || ch >= 0x7f) ? '?' : ch;
+	}
+	buf[j] = '\0';
+	return buf;
+}
+
+/* ---- queues ---- */
+
+/*
+ * c has something to write: ask lws, and note c for flush_writers(), which
+ * hands its socket to lws as writable from the worker's loop (the epoll set
+ * is edge-triggered, so a socket that stays writable gives no event).
+ */
+static void
+want_write(Client *c)
+{
+	lws_callback_on_writable(c->wsi);
+	if (!c->write_pending)
+	{
+		c->write_pending = true;
+		dlist_push_tail(&pending_writers, &c->write_node);
+	}
+}
+
+/* Serve the clients that want to write (never from inside a callback). */
+static void
+flush_writers(void)
+{
+	while (!dlist_is_empty(&pending_writers))
+	{
+		Client *c = dlist_container(Client, write_node, dlist_pop_head_node(&pending_writers));
+		struct lws_pollfd pfd;
+
+		c->write_pending = false;
+		pfd.fd = lws_get_socket_fd(c->wsi);
+		pfd.events = POLLOUT;
+		pfd.revents = POLLOUT;
+		if (pfd.fd >= 0)
+			lws_service_fd(ctx, &pfd);
+	}
+}
+
+static void
+queue_clear(Client *c)
+{
+	while (c->qcount > 0)
+	{
+		msg_unref(c->q[c->qhead]);
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qcount--;
+	}
+	c->qbytes = 0;
+}
+
+static size_t
+msg_size(Client *c, RtMsg *m)
+{
+	return c->kind == CK_SSE ? m->sse_len : m->ws_len;
+}
+
+/*
+ * Queue a reference to m for c; a queue over its bounds disconnects c as a
+ * slow client (control messages are exempt from the bounds).
+ */
+static void
+enqueue(Client *c, RtMsg *m, bool data)
+{
+	if (c->closing || m == NULL)
+		return;
+	if (data && (c->qcount >= rt_client_queue ||
+				 c->qbytes + msg_size(c, m) > (size_t) rt_client_queue_bytes))
+	{
+		rt_count(RT_C_DROPS, 1);
+		client_close(c, 4008, "slow client: queue full");
+		return;
+	}
+	if (c->qcount == c->qcap)
+	{
+		int ncap = c->qcap ? c->qcap * 2 : 8;
+		RtMsg **nq = malloc(ncap * sizeof(RtMsg *));
+		int i;
+
+		if (nq == NULL)
+		{
+			client_close(c, 1011, "out of memory");
+			return;
+		}
+		for (i = 0; i < c->qcount; i++)
+			nq[i] = c->q[(c->qhead + i) % c->qcap];
+		free(c->q);
+		c->q = nq;
+		c->qhead = 0;
+		c->qcap = ncap;
+	}
+	c->q[(c->qhead + c->qcount) % c->qcap] = m;
+	c->qcount++;
+	c->qbytes += msg_size(c, m);
+	m->refcount++;
+	want_write(c);
+}
+
+static void
+send_control(Client *c, const char *sse_event, const char *json)
+{
+	RtMsg *m = msg_control(sse_event, json);
+
+	if (m == NULL)
+		return;
+	enqueue(c, m, false);
+	if (m->refcount == 0)
+		msg_unref(m);
+}
+
+/*
+ * Close c with a reason: WebSocket close frame (code, reason), or for SSE a
+ * final "event: error".  The queue is dropped; lws kills the connection if
+ * the peer does not take the close within 5 s.
+ */
+static void
+client_close(Client *c, int code, const char *reason)
+{
+	if (c->closing)
+		return;
+	queue_clear(c);
+	if (c->kind == CK_SSE)
+	{
+		char json[200];
+
+		snprintf(json, sizeof(json), "{\"type\":\"error\",\"code\":%d,\"reason\":\"%s\"}", code,
+				 json_safe(reason));
+		send_control(c, "error", json);
+	}
+	c->closing = true;
+	c->close_code = code;
+	strlcpy(c->close_reason, reason, sizeof(c->close_reason));
+	want_write(c);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
+}
+
+/* ---- subscriptions ---- */
+
+static Sub *
+find_sub(Client *c, const char *topic)
+{
+	dlist_iter it;
+
+	dlist_foreach(it, &c->subs)
+	{
+		Sub *s = dlist_container(Sub, client_node, it.cur);
+
+		if (strcmp(s->entry->topic, topic) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static void
+sub_remove(Sub *s)
+{
+	TopicEntry *e = s->entry;
+
+	dlist_delete(&s->topic_node);
+	dlist_delete(&s->client_node);
+	s->client->nsubs--;
+	if (--e->nsubs == 0)
+		hash_search(topics, e->topic, HASH_REMOVE, NULL);
+	pg_atomic_fetch_sub_u32(&rt_shared->subscriptions, 1);
+	free(s);
+}
+
+static Sub *
+sub_add(Client *c, const char *topic, RtPos after)
+{
+	char key[RT_TOPIC_MAX + 1] = {0};
+	TopicEntry *e;
+	bool found;
+	Sub *s = calloc(1, sizeof(Sub));
+
+	if (s == NULL)
+		return NULL;
+	strlcpy(key, topic, sizeof(key));
+	e = hash_search(topics, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		dlist_init(&e->subs);
+		e->nsubs = 0;
+	}
+	s->client = c;
+	s->entry = e;
+	s->after = after;
+	dlist_push_tail(&e->subs, &s->topic_node);
+	dlist_push_tail(&c->subs, &s->client_node);
+	e->nsubs++;
+	c->nsubs++;
+	pg_atomic_fetch_add_u32(&rt_shared->subscriptions, 1);
+	return s;
+}
+
+/*
+ * Join topic: authorize once under the client's role and subscribe from
+ * the history's high mark on (what comes later is delivered live).
+ * Returns false with *reason when refused.
+ */
+static bool
+join(Client *c, const char *topic, char *reason, size_t reasonlen)
+{
+	if (!rt_name_is_valid(topic, strlen(topic), RT_TOPIC_MAX))
+	{
+		strlcpy(reason, "invalid topic name", reasonlen);
+		return false;
+	}
+	if (find_sub(c, topic) != NULL)
+		return true;
+	if (c->nsubs >= rt_max_subscriptions)
+	{
+		strlcpy(reason, "too many subscriptions", reasonlen);
+		return false;
+	}
+	if (!rt_authorize(&c->id, topic, "subscribe", reason, reasonlen))
+	{
+		rt_count(RT_C_JOINS_DENIED, 1);
+		return false;
+	}
+	if (sub_add(c, topic, rt_history_high()) == NULL)
+	{
+		strlcpy(reason, "out of memory", reasonlen);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Resume topics (just joined) after position last_id: one history read
+ * over all of them, in position order (an SSE client has one
+ * Last-Event-ID for its whole stream).  Returns the replay as RtMsgs, or
+ * NIL with *resync set when the history cannot tell.
+ */
+static List *
+resume(List *topics, const char *last_id, const char **resync)
+{
+	RtPos from;
+	List *rows = NIL, *replay = NIL;
+	RtResume r = RT_RESUME_MISS;
+	ListCell *lc;
+
+	*resync = NULL;
+	if (topics == NIL || last_id == NULL || last_id[0] == '\0')
+		return NIL;
+	if (rt_pos_parse(last_id, &from))
+		r = rt_history_read(topics, from, rt_client_queue, &rows);
+	if (r != RT_RESUME_HIT)
+	{
+		rt_count(RT_C_RESUME_MISSES, 1);
+		*resync = r == RT_RESUME_TOO_MANY ? "too many messages missed"
+			: "position not in the history";
+		return NIL;
+	}
+	rt_count(RT_C_RESUME_HITS, 1);
+	foreach(lc, rows)
+	{
+		RtMsg *m = msg_from_event(lfirst(lc));
+
+		if (m != NULL)
+			replay = lappend(replay, m);
+	}
+	return replay;
+}
+
+/* Queue a replay (after the reply to the join). */
+static void
+enqueue_replay(Client *c, List *replay)
+{
+	ListCell *lc;
+
+	foreach(lc, replay)
+	{
+		RtMsg *m = lfirst(lc);
+
+		enqueue(c, m, true);
+		if (m->refcount == 0)
+			msg_unref(m);
+	}
+}
+
+/* ---- the connection's life ---- */
+
+static void
+client_start(Client *c, struct lws *wsi, ClientKind kind)
+{
+	c->wsi = wsi;
+	c->kind = kind;
+	c->connected_at = c->last_rx = c->last_tx = GetCurrentTimestamp();
+	dlist_init(&c->subs);
+	dlist_push_tail(&all_clients, &c->all_node);
+	c->counted = true;
+	pg_atomic_fetch_add_u32(&rt_shared->connections, 1);
+	pg_atomic_fetch_add_u32(kind == CK_WS ? &rt_shared->ws_connections
+							: &rt_shared->sse_connections, 1);
+	rt_count(RT_C_CONNECTIONS_TOTAL, 1);
+}
+
+static void
+client_end(Client *c)
+{
+	dlist_mutable_iter it;
+
+	if (!c->counted)
+		return;
+	c->counted = false;
+	if (c->write_pending)
+		dlist_delete(&c->write_node);
+	c->write_pending = false;
+	dlist_foreach_modify(it, &c->subs)
+		sub_remove(dlist_container(Sub, client_node, it.cur));
+	queue_clear(c);
+	free(c->q);
+	c->q = NULL;
+	free(c->rx);
+	c->rx = NULL;
+	free(c->id.claims);
+	c->id.claims = NULL;
+	dlist_delete(&c->all_node);
+	pg_atomic_fetch_sub_u32(&rt_shared->connections, 1);
+	pg_atomic_fetch_sub_u32(c->kind == CK_WS ? &rt_shared->ws_connections
+							: &rt_shared->sse_connections, 1);
+}
+
+/* The token of a request: Authorization: Bearer, else ?access_token=. */
+static char *
+request_token(struct lws *wsi)
+{
+	int len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+	char *buf;
+
+	if (len > 0 && len <= RT_TOKEN_MAX + 16)
+	{
+		buf = palloc(len + 1);
+		if (lws_hdr_copy(wsi, buf, len + 1, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+			pg_strncasecmp(buf, "Bearer ", 7) == 0)
+			return buf + 7;
+	}
+	return url_arg(wsi, "access_token", RT_TOKEN_MAX);
+}
+
+/*
+ * A URL argument (urldecoded), NULL when absent or longer than maxlen.
+ * lws stops at the first argument that does not fit the buffer, so the
+ * buffer holds the largest request.
+ */
+static char *
+url_arg(struct lws *wsi, const char *name, int maxlen)
+{
+	char *buf = palloc(RT_MAX_HEADER_DATA + 1);
+	char key[64];
+	const char *v;
+
+	snprintf(key, sizeof(key), "%s=", name);
+	v = lws_get_urlarg_by_name(wsi, key, buf, RT_MAX_HEADER_DATA + 1);
+	if (v == NULL || strlen(v) > (size_t) maxlen)
+		return NULL;
+	return (char *) v;
+}
+
+/* The Last-Event-ID header (SSE resume), else ?last_event_id=. */
+static char *
+last_event_id(struct lws *wsi)
+{
+	char *buf = palloc(RT_ID_LEN + 8);
+	int n = lws_hdr_custom_copy(wsi, buf, RT_ID_LEN + 8, "last-event-id:",
+								(int) strlen("last-event-id:"));
+
+	if (n > 0)
+		return buf;
+	return url_arg(wsi, "last_event_id", RT_ID_LEN + 8);
+}
+
+/* Write an HTTP response with a body and end the transaction. */
+static int
+http_respond(struct lws *wsi, int status, const char *ctype, const char *body)
+{
+	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+	size_t len = strlen(body);
+	unsigned char *out = palloc(LWS_PRE + len + 1);
+
+	if (lws_add_http_common_headers(wsi, status, ctype, len, &p, end) ||
+		lws_add_http_header_by_name(wsi, (unsigned char *) "cache-control:",
+									(unsigned char *) "no-store", 8, &p, end) ||
+		lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	memcpy(out + LWS_PRE, body, len);
+	if (lws_write(wsi, out + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int) len)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int
+http_error(struct lws *wsi, int status, const char *reason)
+{
+	char body[200];
+
+	snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", json_safe(reason));
+	return http_respond(wsi, status, "application/json", body);
+}
+
+/* GET /events: authenticate, join the topics, start the event stream. */
+static int
+sse_start(struct lws *wsi, Client *c)
+{
+	char reason[RT_ERRLEN];
+	char *topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
+	char *last = last_event_id(wsi);
+	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+	List *joined = NIL, *replay;
+	const char *resync;
+	char *tok, *save;
+
+	/* lws keeps the session data across requests of a keep-alive connection */
+	if (c->counted)
+		return http_error(wsi, 400, "one event stream per connection");
+	if (c->write_pending)
+		dlist_delete(&c->write_node);
+	memset(c, 0, sizeof(*c));
+	if (!rt_authenticate(request_token(wsi), &c->id, reason, sizeof(reason)))
+	{
+		rt_count(RT_C_AUTH_FAILURES, 1);
+		return http_error(wsi, 401, reason);
+	}
+	c->authed = true;
+	if (topics_arg == NULL || topics_arg[0] == '\0')
+	{
+		free(c->id.claims);
+		c->id.claims = NULL;
+		return http_error(wsi, 400, "topics=... is required");
+	}
+	client_start(c, wsi, CK_SSE);
+	for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+	{
+		if (!join(c, tok, reason, sizeof(reason)))
+		{
+			/* the refusal is the response */
+			client_end(c);
+			return http_error(wsi, strcmp(reason, "not allowed") == 0 ? 403 : 400, reason);
+		}
+		joined = lappend(joined, tok);
+	}
+	replay = resume(joined, last, &resync);
+	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/event-stream",
+									LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+		lws_add_http_header_by_name(wsi, (unsigned char *) "cache-control:",
+									(unsigned char *) "no-store", 8, &p, end) ||
+		lws_add_http_header_by_name(wsi, (unsigned char *) "x-accel-buffering:",
+									(unsigned char *) "no", 2, &p, end) ||
+		lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	send_control(c, NULL, ": bv_realtime\nretry: 2000\n\n");
+	if (resync)
+		send_control(c, "resync", psprintf("{\"type\":\"resync\",\"reason\":\"%s\"}", resync));
+	enqueue_replay(c, replay);
+	want_write(c);
+	return 0;
+}
+
+/* WebSocket: authenticate with a token (at connect or in an auth message). */
+static bool
+ws_auth(Client *c, const char *token)
+{
+	char reason[RT_ERRLEN];
+	RtIdentity id;
+
+	if (!rt_authenticate(token, &id, reason, sizeof(reason)))
+	{
+		rt_count(RT_C_AUTH_FAILURES, 1);
+		client_close(c, 4001, reason);
+		return false;
+	}
+	if (c->authed && strcmp(id.role, c->id.role) != 0)
+	{
+		free(id.claims);
+		client_close(c, 4001, "a refreshed token must keep the role");
+		return false;
+	}
+	free(c->id.claims);
+	c->id = id;
+	c->authed = true;
+	return true;
+}
+
+/*
+ * Subscribe to topics (a client message: one; the connect URL: several),
+ * answer each, then replay what the client missed after last_id.
+ */
+static void
+ws_subscribe(Client *c, List *topics, const char *last_id)
+{
+	char reason[RT_ERRLEN], json[512];
+	List *joined = NIL, *replay;
+	const char *resync;
+	ListCell *lc;
+
+	foreach(lc, topics)
+	{
+		const char *topic = lfirst(lc);
+
+		if (!join(c, topic, reason, sizeof(reason)))
+		{
+			snprintf(json, sizeof(json), "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"%s\"}",
+					 json_safe(topic), json_safe(reason));
+			send_control(c, NULL, json);
+			continue;
+		}
+		joined = lappend(joined, (char *) topic);
+	}
+	replay = resume(joined, last_id, &resync);
+	foreach(lc, joined)
+	{
+		snprintf(json, sizeof(json), "{\"type\":\"subscribed\",\"topic\":\"%s\",\"resumed\":%s}",
+				 (char *) lfirst(lc), (last_id && last_id[0] && resync == NULL) ? "true" : "false");
+		send_control(c, NULL, json);
+		if (resync)
+		{
+			snprintf(json, sizeof(json), "{\"type\":\"resync\",\"topic\":\"%s\",\"reason\":\"%s\"}",
+					 (char *) lfirst(lc), resync);
+			send_control(c, NULL, json);
+		}
+	}
+	enqueue_replay(c, replay);
+}
+
+/* One complete text message from a WebSocket client. */
+static void
+ws_message(Client *c, char *text, size_t len)
+{
+	char *type = NULL, *topic = NULL, *arg = NULL;
+	JsonTokenType t;
+
+	rt_count(RT_C_CLIENT_MESSAGES, 1);
+	if (strlen(text) != len ||
+		bv_json_top_field(text, "type", &type, &t) != JSON_SUCCESS || type == NULL ||
+		t != JSON_TOKEN_STRING)
+	{
+		send_control(c, NULL, "{\"type\":\"error\",\"reason\":\"a message is a JSON object with a \\\"type\\\"\"}");
+		return;
+	}
+	if (strcmp(type, "auth") == 0)
+	{
+		if (bv_json_top_field(text, "token", &arg, &t) != JSON_SUCCESS || arg == NULL ||
+			t != JSON_TOKEN_STRING)
+			arg = "";
+		if (ws_auth(c, arg))
+			send_control(c, NULL, "{\"type\":\"authenticated\"}");
+		return;
+	}
+	if (!c->authed)
+	{
+		client_close(c, 4001, "authenticate first");
+		return;
+	}
+	if (strcmp(type, "ping") == 0)
+	{
+		send_control(c, NULL, "{\"type\":\"pong\"}");
+		return;
+	}
+	if (bv_json_top_field(text, "topic", &topic, &t) != JSON_SUCCESS || topic == NULL ||
+		t != JSON_TOKEN_STRING)
+	{
+		send_control(c, NULL, "{\"type\":\"error\",\"reason\":\"topic is required\"}");
+		return;
+	}
+	if (strcmp(type, "subscribe") == 0)
+	{
+		if (bv_json_top_field(text, "last_id", &arg, &t) != JSON_SUCCESS || t != JSON_TOKEN_STRING)
+			arg = NULL;
+		ws_subscribe(c, list_make1(topic), arg);
+	}
+	else if (strcmp(type, "unsubscribe") == 0)
+	{
+		Sub *s = find_sub(c, topic);
+		char json[300];
+
+		if (s)
+			sub_remove(s);
+		snprintf(json, sizeof(json), "{\"type\":\"unsubscribed\",\"topic\":\"%s\"}",
+				 json_safe(topic));
+		send_control(c, NULL, json);
+	}
+	else
+		send_control(c, NULL, "{\"type\":\"error\",\"reason\":\"unknown message type\"}");
+}
+
+/* WebSocket established: authenticate from the request, join ?topics=. */
+static void
+ws_established(struct lws *wsi, Client *c)
+{
+	char *token = request_token(wsi);
+	char *topics_arg, *last, *tok, *save;
+
+	client_start(c, wsi, CK_WS);
+	if (token == NULL)
+		return;					/* an auth message must come within auth_timeout */
+	if (!ws_auth(c, token))
+		return;
+	topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
+	last = url_arg(wsi, "last_id", RT_ID_LEN + 8);
+	if (topics_arg)
+	{
+		List *topics = NIL;
+
+		for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			topics = lappend(topics, tok);
+		ws_subscribe(c, topics, last);
+	}
+}
+
+/* Write what is queued; -1 to close. */
+static int
+client_writable(Client *c)
+{
+	int budget = 64;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (c->kind == CK_WS && c->closing)
+	{
+		lws_close_reason(c->wsi, c->close_code, (unsigned char *) c->close_reason,
+						 strlen(c->close_reason));
+		return -1;
+	}
+	if (c->close_now)
+		return -1;
+	if (c->kind == CK_WS && c->ping_due)
+	{
+		unsigned char buf[LWS_PRE + 1];
+
+		c->ping_due = false;
+		c->ping_sent = true;
+		if (lws_write(c->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+			return -1;
+	}
+	while (c->qcount > 0 && budget-- > 0 && !lws_send_pipe_choked(c->wsi))
+	{
+		RtMsg *m = c->q[c->qhead];
+		int n;
+
+		if (c->kind == CK_SSE)
+			n = lws_write(c->wsi, m->sse + LWS_PRE, m->sse_len, LWS_WRITE_HTTP);
+		else
+			n = lws_write(c->wsi, m->ws + LWS_PRE, m->ws_len, LWS_WRITE_TEXT);
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qcount--;
+		c->qbytes -= msg_size(c, m);
+		if (m->pos.lsn != 0)
+		{
+			rt_count(RT_C_MESSAGES_OUT, 1);
+			rt_record_latency(m->commit_time, now);
+		}
+		msg_unref(m);
+		if (n < 0)
+			return -1;
+		c->last_tx = now;
+	}
+	if (c->kind == CK_SSE && c->closing && c->qcount == 0)
+		c->close_now = true;
+	if (c->qcount > 0 || c->close_now)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/*
+ * Add a socket to the epoll set that wakes the worker.  Client sockets are
+ * edge-triggered (a wake-up when data arrives or when a full send buffer
+ * drains, not while the socket merely stays writable); a closed socket
+ * leaves the set by itself, and a reused descriptor number is re-added.
+ */
+static bool
+watch_fd(int fd, uint32_t events)
+{
+	struct epoll_event ev = {0};
+
+	ev.events = events;
+	ev.data.fd = fd;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+		return true;
+	return errno == EEXIST && epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+/* The listening socket lws opened on our port (level-triggered). */
+static bool
+watch_listener(void)
+{
+	struct rlimit rl;
+	int fd, found = 0;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return false;
+	for (fd = 0; fd < (int) Min(rl.rlim_cur, 65536); fd++)
+	{
+		int on = 0;
+		socklen_t len = sizeof(on);
+		struct sockaddr_storage ss;
+		socklen_t sslen = sizeof(ss);
+		int port = -1;
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on)
+			continue;
+		if (getsockname(fd, (struct sockaddr *) &ss, &sslen) != 0)
+			continue;
+		if (ss.ss_family == AF_INET)
+			port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+		else if (ss.ss_family == AF_INET6)
+			port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+		if (port == rt_port && watch_fd(fd, EPOLLIN))
+			found++;
+	}
+	return found > 0;
+}
+
+static int
+gateway_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+				 size_t len)
+{
+	Client *c = (Client *) user;
+
+	switch (reason)
+	{
+		case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+			/* refuse at accept when full; else watch the new socket */
+			if (pg_atomic_read_u32(&rt_shared->connections) >= (uint32) rt_max_connections)
+				return 1;
+			return watch_fd((int) (intptr_t) in, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) ? 0 : 1;
+
+		case LWS_CALLBACK_HTTP:
+			{
+				const char *path = in ? (const char *) in : "/";
+
+				if (strcmp(path, "/events") == 0)
+					return sse_start(wsi, c);
+				if (strcmp(path, "/health") == 0)
+					return http_respond(wsi, 200, "text/plain", "ok\n");
+				if (strcmp(path, "/") == 0 || strcmp(path, "/demo") == 0)
+					return http_respond(wsi, 200, "text/html; charset=utf-8", rt_demo_page);
+				return http_error(wsi, 404, "not found");
+			}
+		case LWS_CALLBACK_HTTP_WRITEABLE:
+			if (c == NULL || c->kind != CK_SSE)
+				return 0;
+			return client_writable(c);
+		case LWS_CALLBACK_CLOSED_HTTP:
+			if (c && c->kind == CK_SSE)
+				client_end(c);
+			return 0;
+
+		case LWS_CALLBACK_ESTABLISHED:
+			ws_established(wsi, c);
+			return 0;
+		case LWS_CALLBACK_SERVER_WRITEABLE:
+			return client_writable(c);
+		case LWS_CALLBACK_RECEIVE_PONG:
+			c->last_rx = GetCurrentTimestamp();
+			c->ping_sent = false;
+			return 0;
+		case LWS_CALLBACK_RECEIVE:
+			c->last_rx = GetCurrentTimestamp();
+			c->ping_sent = false;
+			if (c->closing)
+				return 0;
+			if (lws_frame_is_binary(wsi))
+			{
+				client_close(c, 1003, "binary messages are not accepted");
+				return 0;
+			}
+			if (c->rxlen + len > RT_CLIENT_MSG_MAX)
+			{
+				client_close(c, 1009, "message too big");
+				return 0;
+			}
+			if (c->rx == NULL && (c->rx = malloc(RT_CLIENT_MSG_MAX + 1)) == NULL)
+			{
+				client_close(c, 1011, "out of memory");
+				return 0;
+			}
+			memcpy(c->rx + c->rxlen, in, len);
+			c->rxlen += len;
+			if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
+			{
+				c->rx[c->rxlen] = '\0';
+				ws_message(c, c->rx, c->rxlen);
+				c->rxlen = 0;
+			}
+			return 0;
+		case LWS_CALLBACK_CLOSED:
+			if (c)
+				client_end(c);
+			return 0;
+		case LWS_CALLBACK_WSI_DESTROY:
+			/*
+			 * The last word on every connection, also one lws kills on a
+			 * timeout without LWS_CALLBACK_CLOSED: unlink it before lws
+			 * frees the session data our lists point into.
+			 */
+			if (c && (c->counted || c->write_pending))
+			{
+				if (c->counted)
+					client_end(c);
+				else
+				{
+					dlist_delete(&c->write_node);
+					c->write_pending = false;
+				}
+			}
+			return 0;
+		default:
+			return 0;
+	}
+}
+
+static const struct lws_protocols protocols[] = {
+	/*
+	 * rx: client messages arrive in pieces of at most 1 kB (ws_message
+	 * joins them); tx: one send() may carry a whole frame, so lws splits
+	 * nothing itself (0 would cap sends at the rx size).
+	 */
+	{"bv-realtime", gateway_callback, sizeof(Client), 1024, 0, NULL, 1 << 24},
+	{NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static void
+lws_log_to_postgres(int level, const char *line)
+{
+	int len = strlen(line);
+
+	while (len > 0 && line[len - 1] == '\n')
+		len--;
+	ereport(LOG, (errmsg("bv_realtime: libwebsockets: %.*s", len, line)));
+}
+
+/*
+ * rt_gateway_start
+ *		Create the lws context listening on bv_realtime.listen_address:port.
+ */
+bool
+rt_gateway_start(char **err)
+{
+	struct lws_context_creation_info info;
+	HASHCTL hctl;
+	const char *iface = rt_listen_address;
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_postgres);
+	if (topics == NULL)
+	{
+		memset(&hctl, 0, sizeof(hctl));
+		hctl.keysize = RT_TOPIC_MAX + 1;
+		hctl.entrysize = sizeof(TopicEntry);
+		hctl.hcxt = TopMemoryContext;
+		topics = hash_create("bv_realtime topics", 1024, &hctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (epfd < 0)
+	{
+		*err = psprintf("epoll_create1: %m");
+		return false;
+	}
+	memset(&info, 0, sizeof(info));
+	info.port = rt_port;
+	info.iface = (iface == NULL || iface[0] == '\0' || strcmp(iface, "*") == 0) ? NULL : iface;
+	info.protocols = protocols;
+	info.gid = -1;
+	info.uid = -1;
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		((info.iface && strchr(info.iface, ':') == NULL) ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
+	info.max_http_header_data = RT_MAX_HEADER_DATA;
+	info.timeout_secs = 10;
+	info.fd_limit_per_thread = rt_max_connections + 64;
+	info.count_threads = 1;
+	info.pt_serv_buf_size = 16384;
+	ctx = lws_create_context(&info);
+	if (ctx == NULL)
+	{
+		close(epfd);
+		epfd = -1;
+		*err = psprintf("could not listen on %s:%d (see the libwebsockets lines above)",
+						iface, rt_port);
+		return false;
+	}
+	if (!watch_listener())
+	{
+		rt_gateway_stop();
+		*err = psprintf("could not find the listening socket on port %d", rt_port);
+		return false;
+	}
+	SpinLockAcquire(&rt_shared->mutex);
+	snprintf(rt_shared->listen, sizeof(rt_shared->listen), "%s:%d", iface, rt_port);
+	SpinLockRelease(&rt_shared->mutex);
+	last_lws_timers = GetCurrentTimestamp();
+	return true;
+}
+
+void
+rt_gateway_stop(void)
+{
+	if (ctx)
+		lws_context_destroy(ctx);
+	ctx = NULL;
+	if (epfd >= 0)
+		close(epfd);
+	epfd = -1;
+	dlist_init(&all_clients);
+	dlist_init(&pending_writers);
+	if (topics)
+		hash_destroy(topics);
+	topics = NULL;
+	if (rt_shared)
+	{
+		pg_atomic_write_u32(&rt_shared->connections, 0);
+		pg_atomic_write_u32(&rt_shared->ws_connections, 0);
+		pg_atomic_write_u32(&rt_shared->sse_connections, 0);
+		pg_atomic_write_u32(&rt_shared->subscriptions, 0);
+		SpinLockAcquire(&rt_shared->mutex);
+		rt_shared->listen[0] = '\0';
+		SpinLockRelease(&rt_shared->mutex);
+	}
+}
+
+int
+rt_gateway_epoll_fd(void)
+{
+	return epfd;
+}
+
+/* How long the worker may wait before lws needs service (ms). */
+int
+rt_gateway_timeout_ms(void)
+{
+	if (ctx && lws_service_adjust_timeout(ctx, 100, 0) == 0)
+		return 0;
+	return 100;
+}
+
+/*
+ * rt_gateway_service
+ *		Serve the lws sockets that are ready (ready: the epoll descriptor
+ *		was readable), and lws's timers every 100 ms.
+ */
+void
+rt_gateway_service(bool ready)
+{
+	TimestampTz now;
+
+	if (ctx == NULL)
+		return;
+	if (ready)
+	{
+		struct epoll_event evs[256];
+		int n = epoll_wait(epfd, evs, lengthof(evs), 0), i;
+
+		for (i = 0; i < n; i++)
+		{
+			struct lws_pollfd pfd;
+
+			pfd.fd = evs[i].data.fd;
+			pfd.events = POLLIN | POLLOUT;
+			pfd.revents = ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? POLLIN : 0) |
+				((evs[i].events & EPOLLOUT) ? POLLOUT : 0) |
+				((evs[i].events & EPOLLHUP) ? POLLHUP : 0) |
+				((evs[i].events & EPOLLERR) ? POLLERR : 0);
+			lws_service_fd(ctx, &pfd);
+		}
+	}
+	flush_writers();
+	now = GetCurrentTimestamp();
+	if (lws_service_adjust_timeout(ctx, 100, 0) == 0 ||
+		TimestampDifferenceExceeds(last_lws_timers, now, 100))
+	{
+		dlist_iter it;
+
+		last_lws_timers = now;
+		lws_service_tsi(ctx, -1, 0);
+		/* re-arm writers with queued data (cheap insurance after partial sends) */
+		dlist_foreach(it, &all_clients)
+		{
+			Client *c = dlist_container(Client, all_node, it.cur);
+
+			if (c->qcount > 0 || c->closing)
+				want_write(c);
+		}
+		flush_writers();
+	}
+}
+
+/*
+ * rt_gateway_publish
+ *		Deliver a committed batch: one RtMsg per event, referenced by the
+ *		queue of each subscriber of its topic.
+ */
+void
+rt_gateway_publish(List *batch)
+{
+	ListCell *lc;
+
+	if (ctx == NULL)
+		return;
+	foreach(lc, batch)
+	{
+		RtEvent *ev = lfirst(lc);
+		TopicEntry *e = hash_search(topics, ev->topic, HASH_FIND, NULL);
+		dlist_mutable_iter it;
+		RtMsg *m;
+
+		if (e == NULL)
+			continue;
+		m = msg_from_event(ev);
+		if (m == NULL)
+			continue;
+		m->refcount++;			/* hold it while iterating */
+		dlist_foreach_modify(it, &e->subs)
+		{
+			Sub *s = dlist_container(Sub, topic_node, it.cur);
+
+			if (rt_pos_cmp(ev->pos, s->after) > 0)
+				enqueue(s->client, m, true);
+		}
+		msg_unref(m);
+		/* a slow client's removal may have freed the topic entry: look again */
+	}
+}
+
+/*
+ * rt_gateway_tick
+ *		Once a second: authentication deadlines, token expiry, keep-alives.
+ */
+void
+rt_gateway_tick(TimestampTz now)
+{
+	dlist_mutable_iter it;
+	int64 now_s = (int64) (now / USECS_PER_SEC) + (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+
+	if (ctx == NULL)
+		return;
+	dlist_foreach_modify(it, &all_clients)
+	{
+		Client *c = dlist_container(Client, all_node, it.cur);
+
+		if (c->closing)
+			continue;
+		if (!c->authed)
+		{
+			if (TimestampDifferenceExceeds(c->connected_at, now, rt_auth_timeout_s * 1000))
+			{
+				rt_count(RT_C_AUTH_FAILURES, 1);
+				client_close(c, 4001, "authentication timeout");
+			}
+			continue;
+		}
+		if (c->id.exp != 0 && now_s >= c->id.exp)
+		{
+			rt_count(RT_C_EXPIRED_CLOSES, 1);
+			client_close(c, 4001, "token expired");
+			continue;
+		}
+		if (c->kind == CK_WS)
+		{
+			if (TimestampDifferenceExceeds(c->last_rx, now, rt_keepalive_s * 2000))
+				client_close(c, 1001, "ping timeout");
+			else if (!c->ping_sent &&
+					 TimestampDifferenceExceeds(c->last_rx, now, rt_keepalive_s * 1000))
+			{
+				c->ping_due = true;
+				want_write(c);
+			}
+		}
+		else if (c->kind == CK_SSE && c->qcount == 0 &&
+				 TimestampDifferenceExceeds(c->last_tx, now, rt_keepalive_s * 1000))
+		{
+			send_control(c, NULL, ": keepalive\n\n");
+			c->last_tx = now;
+		}
+	}
+}
+
+/* Close every connection authenticated with a revoked token. */
+void
+rt_gateway_revoke(const char *jti)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &all_clients)
+	{
+		Client *c = dlist_container(Client, all_node, it.cur);
+
+		if (c->authed && !c->closing && c->id.jti[0] && strcmp(c->id.jti, jti) == 0)
+		{
+			rt_count(RT_C_EXPIRED_CLOSES, 1);
+			client_close(c, 4001, "token revoked");
+		}
+	}
+}
