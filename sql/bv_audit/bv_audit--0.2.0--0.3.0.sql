@@ -2902,3 +2902,248 @@ $$;
 REVOKE ALL ON FUNCTION bv_audit._guard_capture() FROM PUBLIC;
 REVOKE ALL ON FUNCTION bv_audit._capture_intact(oid, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION bv_audit._stamp_intact(oid) FROM PUBLIC;
+
+-- #18 audit review: NULL and huge arguments (tests/tap/bv_null_args.pl):
+-- _purge_link() refuses NULL with 22004 (not a raw 23502), and enable()
+-- quotes at most 40 characters of an unknown history index.
+CREATE OR REPLACE FUNCTION bv_audit._purge_link(tid integer, cutoff timestamptz, removed bigint, trimmed integer[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prev bv_audit.seals;
+    link bv_audit.seals;
+    next_no integer;
+    batch bytea;
+BEGIN
+    IF tid IS NULL OR removed IS NULL THEN
+        RAISE EXCEPTION 'tracked table id and removed count must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'bv_audit._purge_link() is internal to purge(); call bv_audit.purge().';
+    END IF;
+    SELECT * INTO prev FROM bv_audit.seals s WHERE s.tracked_id = tid ORDER BY s.seal_no DESC LIMIT 1;
+    next_no := coalesce(prev.seal_no, 0) + 1;
+    INSERT INTO bv_audit.seals (tracked_id, seal_no, kind, xid_lo, xid_hi, ts_floor, row_count,
+                                purged_before, batch_digest, chain_digest)
+    VALUES (tid, next_no, 'purge', coalesce(prev.xid_hi, '0'::xid8), coalesce(prev.xid_hi, '0'::xid8),
+            coalesce(prev.ts_floor, '-infinity'::timestamptz), removed, cutoff, '\x', '\x');
+    INSERT INTO bv_audit.seal_remainders (tracked_id, purge_no, seal_no, row_count, digest)
+    SELECT tid, next_no, x.no, count(e.audit_id),
+           sha256(coalesce(string_agg(int8send(e.audit_id) || e.digest, ''::bytea ORDER BY e.audit_id), ''::bytea))
+      FROM (SELECT DISTINCT u.no FROM unnest(trimmed) AS u(no)) x
+      LEFT JOIN bv_audit.seal_entries e ON e.tracked_id = tid AND e.seal_no = x.no
+     GROUP BY x.no;
+    SELECT sha256(coalesce(string_agg(int4send(m.seal_no) || int8send(m.row_count) || m.digest, ''::bytea
+                                      ORDER BY m.seal_no), ''::bytea))
+      INTO batch
+      FROM bv_audit.seal_remainders m WHERE m.tracked_id = tid AND m.purge_no = next_no;
+    UPDATE bv_audit.seals s SET batch_digest = batch
+     WHERE s.tracked_id = tid AND s.seal_no = next_no
+    RETURNING * INTO link;
+    UPDATE bv_audit.seals s
+       SET chain_digest = sha256(coalesce(prev.chain_digest, ''::bytea) || bv_audit._link_header(link) || batch)
+     WHERE s.tracked_id = tid AND s.seal_no = next_no;
+    RETURN next_no;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit.enable(tbl regclass, exclude_columns text[] DEFAULT '{}',
+                                retention interval DEFAULT NULL, history_index text DEFAULT NULL)
+RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    pk name[];
+    bad text;
+    t bv_audit.tracked;
+    aname name;
+    n integer := 0;
+    m integer;
+    excl name[] := coalesce(exclude_columns, '{}')::name[];
+    was_enabled boolean;
+    excl_attnums smallint[];
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to track, e.g. ''public.invoice''.';
+    END IF;
+    IF array_position(excl, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'exclude_columns must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'List the names of the columns never to copy, e.g. ''{card_token}''.';
+    END IF;
+    PERFORM bv_audit._check_read(tbl, excl, true);
+    IF retention IS NOT NULL AND retention <= interval '0' THEN
+        RAISE EXCEPTION 'retention must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was %s.', retention),
+                  HINT = 'Pass e.g. interval ''7 years'', or NULL to keep records forever.';
+    END IF;
+    IF history_index IS NOT NULL AND history_index NOT IN ('bloom', 'btree') THEN
+        RAISE EXCEPTION 'unknown history index "%"', left(history_index, 40)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'history_index is bloom (the default: cheap to write) or btree (faster history() on large tables).',
+                  HINT = 'Pass ''bloom'' or ''btree'', or leave it out.';
+    END IF;
+    SELECT c.relkind, c.relname, ns.nspname, c.relpersistence INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Pass an existing table.';
+    END IF;
+    IF rel.nspname IN ('bv_audit', 'pg_catalog', 'information_schema') OR rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'table "%" cannot be audited', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Audit tables, catalogs and temporary tables are not audited.',
+                  HINT = 'Audit ordinary tables only.';
+    ELSIF rel.relkind IN ('v', 'm') THEN
+        RAISE EXCEPTION '"%" is a view', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A view stores no rows of its own; its changes happen in its base tables.',
+                  HINT = 'Call bv_audit.enable() on the view''s base tables.';
+    ELSIF rel.relkind = 'f' THEN
+        RAISE EXCEPTION '"%" is a foreign table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Changes to a foreign table happen on the remote server, out of bv_audit''s sight.',
+                  HINT = 'Audit the table on the server that owns it.';
+    ELSIF rel.relkind = 'p' THEN
+        RAISE EXCEPTION '"%" is a partitioned table', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'bv_audit 0.1.0 tracks ordinary tables only.',
+                  HINT = 'Call bv_audit.enable() on each partition.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only tables can be audited.',
+                  HINT = 'Pass a table to bv_audit.enable().';
+    END IF;
+
+    SELECT array_agg(a.attname ORDER BY k.ord) INTO pk
+      FROM pg_catalog.pg_index i
+      CROSS JOIN LATERAL unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF pk IS NULL THEN
+        RAISE EXCEPTION 'table "%" has no primary key', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = format('Add one, e.g. ALTER TABLE %s ADD PRIMARY KEY (...), then call bv_audit.enable() again.', tbl);
+    END IF;
+
+    SELECT string_agg(format('%I', e), ', ') INTO bad
+      FROM unnest(excl) AS e
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = tbl AND a.attname = e AND a.attnum > 0 AND NOT a.attisdropped);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'table "%" has no column %', tbl, bad
+            USING ERRCODE = 'undefined_column',
+                  DETAIL = 'exclude_columns must name columns of the table.',
+                  HINT = 'Check the spelling of the excluded columns.';
+    END IF;
+    SELECT string_agg(format('%I', e), ', ') INTO bad FROM unnest(excl) AS e WHERE e = ANY (pk);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'primary key column % of table "%" cannot be excluded', bad, tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The history of a row is found by its primary key.',
+                  HINT = 'Exclude only non-key columns.';
+    END IF;
+
+    -- Exclusions follow the column (its attnum) through renames.
+    SELECT coalesce(array_agg(a.attnum ORDER BY a.attnum), '{}') INTO excl_attnums
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY (excl);
+
+    SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.relid = tbl::oid FOR UPDATE;
+    IF NOT FOUND THEN
+        -- 48 bytes leave room for the partition suffixes within NAMEDATALEN.
+        aname := rel.nspname || '__' || rel.relname;
+        WHILE octet_length(aname) > 48 LOOP
+            aname := left(aname, -1);
+        END LOOP;
+        WHILE EXISTS (SELECT 1 FROM bv_audit.tracked tr WHERE tr.audit_table = aname)
+              OR to_regclass(format('bv_audit.%I', aname)) IS NOT NULL LOOP
+            n := n + 1;
+            aname := rel.nspname || '__' || rel.relname;
+            WHILE octet_length(aname) > 42 LOOP
+                aname := left(aname, -1);
+            END LOOP;
+            aname := aname || '_' || n;
+        END LOOP;
+        EXECUTE format($sql$
+            CREATE TABLE bv_audit.%I (
+                audit_id      bigint NOT NULL DEFAULT bv_audit.next_audit_id(),
+                audit_op      text NOT NULL,
+                audit_xid     xid8 NOT NULL,
+                audit_actor   text NOT NULL,
+                audit_ts      timestamptz NOT NULL,
+                audit_app     text,
+                audit_client  inet,
+                audit_trace   text,
+                audit_changed text[]
+            ) PARTITION BY RANGE (audit_ts)$sql$, aname);
+        EXECUTE format('CREATE TABLE bv_audit.%I PARTITION OF bv_audit.%I DEFAULT',
+                       aname || '_default', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only BEFORE UPDATE OR DELETE ON bv_audit.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname);
+        EXECUTE format('CREATE TRIGGER bv_audit_append_only_truncate BEFORE TRUNCATE ON bv_audit.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.append_only_trigger()', aname || '_default');
+        EXECUTE format('REVOKE ALL ON bv_audit.%I, bv_audit.%I FROM PUBLIC', aname, aname || '_default');
+        EXECUTE format('GRANT SELECT ON bv_audit.%I TO bv_admin', aname);
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname,
+                       format('Audit records of %I.%I (append-only, partitioned by month): the row after INSERT/UPDATE, before DELETE; S = snapshot at enable, T = TRUNCATE.',
+                              rel.nspname, rel.relname));
+        EXECUTE format('COMMENT ON TABLE bv_audit.%I IS %L', aname || '_default',
+                       'Records of months whose partition was missing; purge() trims it.');
+
+        INSERT INTO bv_audit.tracked (relid, source_schema, source_table, audit_table, audit_relid,
+                                      pk_columns, exclude_columns, exclude_attnums, retention)
+        VALUES (tbl, rel.nspname, rel.relname, aname, format('bv_audit.%I', aname)::regclass,
+                pk, excl, excl_attnums, retention)
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        -- The history of one row is found by its key (see _history_index).
+        -- No index on audit_ts: monthly partitions prune by time, and every
+        -- index is paid for by every audited write.
+        PERFORM bv_audit._history_index(t, coalesce(enable.history_index, 'bloom'));
+        FOR m IN 0..3 LOOP
+            PERFORM bv_audit._create_partition(t, (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => m))::date);
+        END LOOP;
+        PERFORM bv_audit._snapshot(t);
+    ELSE
+        was_enabled := t.enabled;
+        UPDATE bv_audit.tracked tr
+           SET exclude_columns = excl,
+               exclude_attnums = excl_attnums,
+               retention = coalesce(enable.retention, tr.retention),
+               enabled = true,
+               enabled_at = CASE WHEN tr.enabled THEN tr.enabled_at ELSE now() END
+         WHERE tr.id = t.id
+        RETURNING * INTO t;
+        PERFORM bv_audit._sync_columns(t);
+        IF enable.history_index IS NOT NULL AND enable.history_index <> t.history_index THEN
+            PERFORM bv_audit._history_index(t, enable.history_index);
+        END IF;
+        IF NOT was_enabled THEN
+            -- Re-enabled: changes made while disabled were not recorded.
+            -- Rows deleted meanwhile (or moved to another key) get a D, so
+            -- that as_of() shows no ghosts; every row gets an S.
+            PERFORM bv_audit._record_vanished(t, NULL);
+            PERFORM bv_audit._snapshot(t);
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_capture_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION bv_audit.capture_trigger(%L)', tbl, t.id);
+    PERFORM bv_audit._invalidate(tbl);
+    RETURN t.audit_relid;
+END
+$$;
