@@ -246,6 +246,12 @@ BEGIN
         RAISE EXCEPTION 'invalid entity name "%"', left(coalesce(name, 'NULL'), 64)
             USING ERRCODE = '22023', HINT = 'Use a lower-case identifier: letters, digits and "_", starting with a letter.';
     END IF;
+    IF join_keys IS NULL OR cardinality(join_keys) NOT BETWEEN 1 AND 8 OR array_ndims(join_keys) <> 1
+       OR array_position(join_keys, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'entity % needs 1 to 8 join key columns', left(name, 64)
+            USING ERRCODE = CASE WHEN join_keys IS NULL THEN '22004' ELSE '22023' END,
+                  HINT = 'Pass 1 to 8 key column names as a one-dimensional text array without NULLs, e.g. ''{customer_id}''.';
+    END IF;
     INSERT INTO ml.entities AS e (name, join_keys, description)
     VALUES (name, join_keys, description)
     ON CONFLICT ON CONSTRAINT entities_pkey DO UPDATE SET description = excluded.description
