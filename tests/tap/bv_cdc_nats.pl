@@ -176,4 +176,32 @@ is($n, $want, 'each exactly once in the stream (replays de-duplicated)');
 is($bad, '', 'each key in order, no gap');
 
 BvNats::stop_server($s, 'TERM');
+
+# ---- 4. TLS with a client certificate ----
+# A second server: TLS only, client certificates required.
+my $pki = $node->basedir . '/pki';
+mkdir $pki or die "$pki: $!";
+BvTest::make_ca($pki, 'ca', 'BitVelocity test CA');
+BvTest::make_ca($pki, 'rogue_ca', 'Rogue CA');
+BvTest::make_cert($pki, 'server', '127.0.0.1', 'ca', "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+BvTest::make_cert($pki, 'worker', 'bv_cdc', 'ca', "extendedKeyUsage=clientAuth\n");
+my $tdir = $node->basedir . '/tls';
+mkdir $tdir or die "$tdir: $!";
+open my $cf, '>', "$tdir/nats.conf" or die $!;
+print $cf "tls {\n  cert_file: \"$pki/server.crt\"\n  key_file: \"$pki/server.key\"\n  ca_file: \"$pki/ca.crt\"\n  verify: true\n}\n";
+close $cf;
+my $t = BvNats::start_server($tdir, args => [ '-c', "$tdir/nats.conf" ],
+	tool_env => { BV_NATS_CA => "$pki/ca.crt", BV_NATS_CERT => "$pki/worker.crt", BV_NATS_KEY => "$pki/worker.key" });
+BvNats::stream($t, 'TLS', 'tls.>');
+sql(qq{
+CREATE TABLE public.tl (k int PRIMARY KEY, v int);
+SELECT bv_cdc.add_sink('nt', 'nats', '{"host": "127.0.0.1", "port": $t->{port}, "stream": "TLS", "tls_ca_file": "$pki/ca.crt", "tls_cert_file": "$pki/worker.crt", "tls_key_file": "$pki/worker.key"}');
+SELECT bv_cdc.add_sink('nrogue', 'nats', '{"host": "127.0.0.1", "port": $t->{port}, "stream": "TLS", "tls_ca_file": "$pki/rogue_ca.crt"}');
+SELECT bv_cdc.add_route('public.tl', 'nt', 'tls.{table}');
+});
+ok(poll("SELECT state = 'up' FROM bv_cdc.stats WHERE sink = 'nt'"), 'TLS with a client certificate: up');
+ok(poll("SELECT state = 'failed' FROM bv_cdc.stats WHERE sink = 'nrogue'"), 'a server certificate from another CA: failed');
+sql("INSERT INTO public.tl VALUES (1, 0)");
+ok(BvNats::wait_until(sub { BvNats::count($t, 'TLS') >= 1 }), 'a change published over TLS is in the stream');
+BvNats::stop_server($t, 'TERM');
 done_testing();

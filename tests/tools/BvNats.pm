@@ -76,13 +76,19 @@ sub _start
 	return $s;
 }
 
-# Options: args (more nats-server arguments, e.g. ['--user', 'u', '--pass', 'p']).
+# Options: args (more nats-server arguments, e.g. ['-c', $conf]); tool_env
+# (environment for bv_nats_tool: BV_NATS_CA, BV_NATS_CERT, BV_NATS_KEY for a
+# TLS server).
 sub start_server
 {
 	my ($dir, %o) = @_;
 	my $d = "$dir/nats";
 	mkdir $d unless -d $d;
-	my $s = { dir => $d, port => PostgreSQL::Test::Cluster::get_free_port(), args => $o{args} // [] };
+	my $s = {
+		dir => $d,
+		port => PostgreSQL::Test::Cluster::get_free_port(),
+		args => $o{args} // [],
+		tool_env => $o{tool_env} // {} };
 	push @running, $s;
 	return _start($s);
 }
@@ -101,6 +107,7 @@ sub restart_server { my ($s) = @_; return _start($s); }
 sub _tool
 {
 	my ($s, @args) = @_;
+	local %ENV = (%ENV, %{ $s->{tool_env} // {} });
 	my $out = `'@{[tool()]}' @{[ join ' ', map { "'$_'" } @args ]}`;
 	die "bv_nats_tool @args failed" if $?;
 	return $out;

@@ -30,14 +30,28 @@ check(natsStatus s, const char *what)
 	exit(1);
 }
 
+/* TLS when BV_NATS_CA is set (client certificate: BV_NATS_CERT, BV_NATS_KEY). */
 static natsConnection *
 connect_to(const char *host, const char *port)
 {
 	natsConnection *nc = NULL;
+	natsOptions *o = NULL;
+	const char *ca = getenv("BV_NATS_CA");
 	char url[256];
 
-	snprintf(url, sizeof(url), "nats://%s:%s", host, port);
-	check(natsConnection_ConnectTo(&nc, url), "connect");
+	snprintf(url, sizeof(url), "%s://%s:%s", ca ? "tls" : "nats", host, port);
+	check(natsOptions_Create(&o), "options");
+	check(natsOptions_SetURL(o, url), "url");
+	if (ca != NULL)
+	{
+		check(natsOptions_SetSecure(o, true), "tls");
+		check(natsOptions_LoadCATrustedCertificates(o, ca), "ca");
+		if (getenv("BV_NATS_CERT"))
+			check(natsOptions_LoadCertificatesChain(o, getenv("BV_NATS_CERT"), getenv("BV_NATS_KEY")),
+				  "client certificate");
+	}
+	check(natsConnection_Connect(&nc, o), "connect");
+	natsOptions_Destroy(o);
 	return nc;
 }
 
