@@ -86,6 +86,7 @@ SELECT format('ALTER EXTENSION %I UPDATE', :'ext')
  WHERE e.extname = :'ext' AND e.extversion <> a.default_version \gexec
 SQL
     done
+    psql_bv -d "$BV_DB" -q -f "$BV_TOP/tools/cron-reload.sql" >/dev/null
 }
 
 cmd_status() {

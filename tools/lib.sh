@@ -136,6 +136,7 @@ bv_throwaway_cluster() {
     for ext in pg_cron $(bv_extensions_ordered) "$@"; do
         "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION \"$ext\" CASCADE"
     done
+    "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -f "$BV_TOP/tools/cron-reload.sql" >/dev/null
 }
 
 bv_throwaway_stop() {

@@ -57,6 +57,13 @@ is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
 	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,'
 	  . 'commerce-purge-idempotency-keys,commerce-release-reservations',
 	'start: the suite schedules its maintenance jobs');
+# First, untouched: the every-minute job runs as the extensions scheduled it
+# (pg_cron must have picked up jobs inserted by CREATE EXTENSION).
+my $minute_ok = "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+  . "WHERE j.jobname = 'commerce-release-reservations' AND d.status = 'succeeded'";
+my $until = time() + 150;
+sleep 1 while query($minute_ok) eq '0' && time() < $until;
+isnt(query($minute_ok), '0', 'start: the every-minute job runs as scheduled by CREATE EXTENSION');
 query("SELECT count(cron.alter_job(jobid, schedule => '* * * * *')) FROM cron.job");
 my $pending = "SELECT count(*) FROM cron.job j WHERE NOT EXISTS "
   . "(SELECT 1 FROM cron.job_run_details d WHERE d.jobid = j.jobid AND d.status = 'succeeded')";

@@ -72,6 +72,8 @@ sub create_suite_db
 	$node->safe_psql('postgres', 'CREATE DATABASE bitvelocity');
 	$node->safe_psql('bitvelocity', qq{CREATE EXTENSION "$_" CASCADE})
 	  for ('pg_cron', extensions(), @extra);
+	# As make run does: pg_cron reloads the jobs the extensions scheduled.
+	$node->safe_psql('bitvelocity', slurp_src('tools/cron-reload.sql'));
 	return;
 }
 
