@@ -1669,15 +1669,14 @@ GRANT SELECT ON social.profiles, social.posts, social.mentions, social.post_tags
                 social.follows, social.trending_tags TO bv_anon;
 GRANT SELECT ON social.bookmarks, social.blocks, social.mutes, social.timelines TO bv_user;
 GRANT SELECT ON ALL TABLES IN SCHEMA social TO bv_service;
+-- Row-level security policies call these as the reader.  Feed functions take
+-- the viewer as an argument and are not granted: the api.* wrappers (SECURITY
+-- DEFINER) pass social.me(), so nobody reads as somebody else.
 GRANT EXECUTE ON FUNCTION social.me(), social.is_staff(), social.blocked_between(bigint, bigint),
     social.can_see(bigint, bigint, social.visibility, bigint, timestamptz, bigint),
-    social.can_see_post(bigint, bigint), social.check_limit(integer),
-    social.item(bigint, social.posts), social.not_muted(bigint, social.posts),
-    social.author_feed(bigint, bigint, bigint, integer), social.hashtag_feed(bigint, text, bigint, integer),
-    social.thread(bigint, bigint, bigint, integer), social.search(bigint, text, bigint, integer),
-    social.trending(integer, integer), social.follow_list(bigint, text, bigint, integer),
-    social.profile_id(text), social.visible_post(bigint, bigint), social.setting(text) TO bv_anon;
-GRANT EXECUTE ON FUNCTION social.actor_profile(), social.home(bigint, bigint, integer),
+    social.can_see_post(bigint, bigint) TO bv_anon;
+-- Writes act as social.actor_profile() (the request's user) only.
+GRANT EXECUTE ON FUNCTION social.actor_profile(),
     social.create_profile(text, text, boolean), social.update_profile(text, text, boolean),
     social.create_post(text, text, bigint, bigint, jsonb), social.repost(bigint),
     social.delete_post(bigint), social.set_visibility(bigint, text), social.like_post(bigint),
@@ -1777,52 +1776,52 @@ AS $$ SELECT social.mute(handle, muted) $$;
 COMMENT ON FUNCTION api.mute(text, boolean) IS 'Mutes (or unmutes) an account.';
 
 CREATE FUNCTION api.home_timeline(before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
-RETURNS SETOF social.feed_item LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.home(social.actor_profile(), before, "limit") $$;
 COMMENT ON FUNCTION api.home_timeline(bigint, integer) IS 'Your home timeline, newest first; next page: before = last id.';
 
 CREATE FUNCTION api.refresh_home_timeline()
-RETURNS bigint LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+RETURNS bigint LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT social.rebuild_timeline(social.actor_profile()) $$;
 COMMENT ON FUNCTION api.refresh_home_timeline() IS 'Rebuilds your home timeline from the base tables (done automatically when you return after inactivity).';
 
 CREATE FUNCTION api.author_feed(handle text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
-RETURNS SETOF social.feed_item LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.author_feed(social.me(), social.profile_id(handle), before, "limit") $$;
 COMMENT ON FUNCTION api.author_feed(text, bigint, integer) IS 'Posts of an account that you may see, newest first; next page: before = last id.';
 
 CREATE FUNCTION api.hashtag_feed(tag text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
-RETURNS SETOF social.feed_item LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.hashtag_feed(social.me(), tag, before, "limit") $$;
 COMMENT ON FUNCTION api.hashtag_feed(text, bigint, integer) IS 'Posts with a hashtag that you may see, newest first; next page: before = last id.';
 
 CREATE FUNCTION api.thread(post_id bigint, after bigint DEFAULT NULL, "limit" integer DEFAULT 50)
-RETURNS SETOF social.feed_item LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.thread(social.me(), post_id, after, "limit") $$;
 COMMENT ON FUNCTION api.thread(bigint, bigint, integer) IS 'The conversation of a post, oldest first; next page: after = last id.';
 
 CREATE FUNCTION api.search_posts(q text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
-RETURNS SETOF social.feed_item LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.search(social.me(), q, before, "limit") $$;
 COMMENT ON FUNCTION api.search_posts(text, bigint, integer) IS 'Full-text search of the posts you may see; next page: before = last id.';
 
 CREATE FUNCTION api.trending_hashtags(after_rank integer DEFAULT 0, "limit" integer DEFAULT 10)
-RETURNS SETOF social.trending_tags LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS SETOF social.trending_tags LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.trending(after_rank, "limit") $$;
 COMMENT ON FUNCTION api.trending_hashtags(integer, integer) IS 'Trending hashtags; next page: after_rank = last rank.';
 
 CREATE FUNCTION api.followers(handle text, after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
-RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'followers', after, "limit") $$;
 COMMENT ON FUNCTION api.followers(text, bigint, integer) IS 'Followers of an account; next page: after = last id.';
 
 CREATE FUNCTION api.following(handle text, after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
-RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'following', after, "limit") $$;
 COMMENT ON FUNCTION api.following(text, bigint, integer) IS 'Accounts an account follows; next page: after = last id.';
 
 CREATE FUNCTION api.follow_requests(after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
-RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM social.follow_list(social.actor_profile(), 'requests', after, "limit") $$;
 COMMENT ON FUNCTION api.follow_requests(bigint, integer) IS 'Pending follow requests to you; next page: after = last id.';
 
@@ -1847,7 +1846,6 @@ GRANT EXECUTE ON FUNCTION api.create_profile(text, text, boolean), api.update_pr
     api.answer_follow_request(text, boolean), api.remove_follower(text), api.block(text, boolean),
     api.mute(text, boolean), api.home_timeline(bigint, integer), api.refresh_home_timeline(),
     api.follow_requests(bigint, integer) TO bv_user;
-GRANT EXECUTE ON FUNCTION social.rebuild_timeline(bigint) TO bv_user;
 
 /* ---------- audit (bv_audit) ---------- */
 
