@@ -1446,35 +1446,32 @@ $$;
 COMMENT ON FUNCTION social.fanout_drain(integer) IS 'Drains one batch of social.fanout_queue into the timelines; returns the jobs taken and the timeline rows written.';
 
 /*
- * The fan-out worker that pg_cron starts every minute: drains batch after
- * batch, committing each, for p_seconds, polling every 100 ms when the
- * queue is empty.  One runs at a time (advisory lock); SKIP LOCKED would
- * allow more.  Not SECURITY DEFINER: it commits.
+ * The fan-out run that pg_cron starts every minute: drains batch after
+ * batch until the queue is empty or p_seconds have passed.  pg_cron 1.4
+ * schedules by the minute and, with cron.use_background_workers, cannot run
+ * a procedure that commits, so one run is one transaction; p_seconds keeps
+ * it short.  Readers never wait for it: what is still queued (or being
+ * drained, uncommitted) is merged into home timelines at read time.
  */
-CREATE PROCEDURE social.fanout_worker(p_seconds integer DEFAULT 58)
-LANGUAGE plpgsql
+CREATE FUNCTION social.fanout_run(p_seconds integer DEFAULT 20, OUT jobs bigint, OUT deliveries bigint)
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + make_interval(secs => p_seconds);
     r record;
 BEGIN
-    IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('social.fanout_worker')) THEN
-        RETURN;
-    END IF;
+    jobs := 0;
+    deliveries := 0;
     LOOP
         SELECT * INTO r FROM social.fanout_drain();
-        COMMIT;
-        EXIT WHEN clock_timestamp() > deadline;
-        IF r.jobs = 0 THEN
-            PERFORM pg_catalog.pg_sleep(0.1);
-            COMMIT;
-        END IF;
+        jobs := jobs + r.jobs;
+        deliveries := deliveries + r.deliveries;
+        EXIT WHEN r.jobs = 0 OR clock_timestamp() > deadline;
     END LOOP;
-    PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('social.fanout_worker'));
 END
 $$;
-COMMENT ON PROCEDURE social.fanout_worker(integer) IS 'Fan-out loop run by pg_cron each minute: drains the queue, one committed batch at a time, for p_seconds.';
+COMMENT ON FUNCTION social.fanout_run(integer) IS 'Drains the fan-out queue for at most p_seconds in one transaction (pg_cron, every minute); returns the jobs and timeline rows.';
 
 CREATE FUNCTION social.trim_timelines()
 RETURNS bigint
@@ -1576,8 +1573,8 @@ BEGIN
             USING HINT = 'Install pg_cron in the database named by cron.database_name and call social.schedule_jobs().';
         RETURN;
     END IF;
-    -- pg_cron 1.4 schedules by the minute: the worker runs for 58 s of each.
-    PERFORM cron.schedule('social-fanout', '* * * * *', 'CALL social.fanout_worker(58)');
+    -- pg_cron 1.4 schedules by the minute (see social.fanout_run).
+    PERFORM cron.schedule('social-fanout', '* * * * *', 'SELECT social.fanout_run(20)');
     PERFORM cron.schedule('social-maintenance', '* * * * *', 'SELECT social.maintain()');
 END
 $$;
