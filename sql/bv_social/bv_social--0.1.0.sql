@@ -710,6 +710,11 @@ BEGIN
         RAISE EXCEPTION 'profile field too long'
             USING ERRCODE = '22023', HINT = 'A display name has at most 100 characters, a bio at most 500.';
     END IF;
+    -- Unlocking accepts requests: lock every profile involved, in id order.
+    PERFORM 1 FROM social.profiles p
+     WHERE p.id = me OR (p_locked IS FALSE AND p.id IN (SELECT f.follower_id FROM social.follows f
+                                                        WHERE f.followee_id = me AND f.state = 'pending'))
+     ORDER BY p.id FOR UPDATE;
     UPDATE social.profiles SET display_name = coalesce(p_display_name, display_name),
                                bio = coalesce(p_bio, bio), locked = coalesce(p_locked, locked)
      WHERE id = me RETURNING * INTO r;
@@ -1028,6 +1033,7 @@ DECLARE
     me bigint := social.actor_profile();
     target bigint := social.profile_id(p_handle);
 BEGIN
+    PERFORM social.lock_profiles(me, target);   -- profiles before follows, as everywhere
     DELETE FROM social.follows WHERE follower_id = me AND followee_id = target;
     RETURN jsonb_build_object('followee_id', target, 'state', NULL);
 END
@@ -1043,6 +1049,7 @@ DECLARE
     me bigint := social.actor_profile();
     who bigint := social.profile_id(p_handle);
 BEGIN
+    PERFORM social.lock_profiles(me, who);
     IF p_approve THEN
         UPDATE social.follows SET state = 'accepted'
          WHERE follower_id = who AND followee_id = me AND state = 'pending';
@@ -1067,6 +1074,7 @@ DECLARE
     me bigint := social.actor_profile();
     who bigint := social.profile_id(p_handle);
 BEGIN
+    PERFORM social.lock_profiles(me, who);
     PERFORM pg_catalog.set_config('social.follow_end_reason', 'removed', true);
     DELETE FROM social.follows WHERE follower_id = who AND followee_id = me;
     PERFORM pg_catalog.set_config('social.follow_end_reason', '', true);
