@@ -1780,9 +1780,9 @@ RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT social.mute(handle, muted) $$;
 COMMENT ON FUNCTION api.mute(text, boolean) IS 'Mutes (or unmutes) an account.';
 
-CREATE FUNCTION api.home_timeline(before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
+CREATE FUNCTION api.home_timeline(before bigint DEFAULT NULL, page_size integer DEFAULT 20)
 RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.home(social.actor_profile(), before, "limit") $$;
+AS $$ SELECT * FROM social.home(social.actor_profile(), before, page_size) $$;
 COMMENT ON FUNCTION api.home_timeline(bigint, integer) IS 'Your home timeline, newest first; next page: before = last id.';
 
 CREATE FUNCTION api.refresh_home_timeline()
@@ -1790,44 +1790,44 @@ RETURNS bigint LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catal
 AS $$ SELECT social.rebuild_timeline(social.actor_profile()) $$;
 COMMENT ON FUNCTION api.refresh_home_timeline() IS 'Rebuilds your home timeline from the base tables (done automatically when you return after inactivity).';
 
-CREATE FUNCTION api.author_feed(handle text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
+CREATE FUNCTION api.author_feed(handle text, before bigint DEFAULT NULL, page_size integer DEFAULT 20)
 RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.author_feed(social.me(), social.profile_id(handle), before, "limit") $$;
+AS $$ SELECT * FROM social.author_feed(social.me(), social.profile_id(handle), before, page_size) $$;
 COMMENT ON FUNCTION api.author_feed(text, bigint, integer) IS 'Posts of an account that you may see, newest first; next page: before = last id.';
 
-CREATE FUNCTION api.hashtag_feed(tag text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
+CREATE FUNCTION api.hashtag_feed(tag text, before bigint DEFAULT NULL, page_size integer DEFAULT 20)
 RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.hashtag_feed(social.me(), tag, before, "limit") $$;
+AS $$ SELECT * FROM social.hashtag_feed(social.me(), tag, before, page_size) $$;
 COMMENT ON FUNCTION api.hashtag_feed(text, bigint, integer) IS 'Posts with a hashtag that you may see, newest first; next page: before = last id.';
 
-CREATE FUNCTION api.thread(post_id bigint, after bigint DEFAULT NULL, "limit" integer DEFAULT 50)
+CREATE FUNCTION api.thread(post_id bigint, after bigint DEFAULT NULL, page_size integer DEFAULT 50)
 RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.thread(social.me(), post_id, after, "limit") $$;
+AS $$ SELECT * FROM social.thread(social.me(), post_id, after, page_size) $$;
 COMMENT ON FUNCTION api.thread(bigint, bigint, integer) IS 'The conversation of a post, oldest first; next page: after = last id.';
 
-CREATE FUNCTION api.search_posts(q text, before bigint DEFAULT NULL, "limit" integer DEFAULT 20)
+CREATE FUNCTION api.search_posts(q text, before bigint DEFAULT NULL, page_size integer DEFAULT 20)
 RETURNS SETOF social.feed_item LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.search(social.me(), q, before, "limit") $$;
+AS $$ SELECT * FROM social.search(social.me(), q, before, page_size) $$;
 COMMENT ON FUNCTION api.search_posts(text, bigint, integer) IS 'Full-text search of the posts you may see; next page: before = last id.';
 
-CREATE FUNCTION api.trending_hashtags(after_rank integer DEFAULT 0, "limit" integer DEFAULT 10)
+CREATE FUNCTION api.trending_hashtags(after_rank integer DEFAULT 0, page_size integer DEFAULT 10)
 RETURNS SETOF social.trending_tags LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.trending(after_rank, "limit") $$;
+AS $$ SELECT * FROM social.trending(after_rank, page_size) $$;
 COMMENT ON FUNCTION api.trending_hashtags(integer, integer) IS 'Trending hashtags; next page: after_rank = last rank.';
 
-CREATE FUNCTION api.followers(handle text, after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
+CREATE FUNCTION api.followers(handle text, after bigint DEFAULT NULL, page_size integer DEFAULT 40)
 RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'followers', after, "limit") $$;
+AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'followers', after, page_size) $$;
 COMMENT ON FUNCTION api.followers(text, bigint, integer) IS 'Followers of an account; next page: after = last id.';
 
-CREATE FUNCTION api.following(handle text, after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
+CREATE FUNCTION api.following(handle text, after bigint DEFAULT NULL, page_size integer DEFAULT 40)
 RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'following', after, "limit") $$;
+AS $$ SELECT * FROM social.follow_list(social.profile_id(handle), 'following', after, page_size) $$;
 COMMENT ON FUNCTION api.following(text, bigint, integer) IS 'Accounts an account follows; next page: after = last id.';
 
-CREATE FUNCTION api.follow_requests(after bigint DEFAULT NULL, "limit" integer DEFAULT 40)
+CREATE FUNCTION api.follow_requests(after bigint DEFAULT NULL, page_size integer DEFAULT 40)
 RETURNS TABLE (id bigint, handle text, display_name text) LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT * FROM social.follow_list(social.actor_profile(), 'requests', after, "limit") $$;
+AS $$ SELECT * FROM social.follow_list(social.actor_profile(), 'requests', after, page_size) $$;
 COMMENT ON FUNCTION api.follow_requests(bigint, integer) IS 'Pending follow requests to you; next page: after = last id.';
 
 REVOKE ALL ON FUNCTION api.create_profile(text, text, boolean), api.update_profile(text, text, boolean),
