@@ -763,7 +763,7 @@ BEGIN
     END IF;
     FOR m IN SELECT value FROM jsonb_array_elements(p) LOOP
         IF jsonb_typeof(m) <> 'object' OR jsonb_typeof(m->'url') IS DISTINCT FROM 'string'
-           OR (m->>'url') !~ '^https?://[^[:space:][:cntrl:]]{1,2000}$'
+           OR (m->>'url') !~ '^https?://[^[:space:][:cntrl:]]+$' OR char_length(m->>'url') > 2000
            OR coalesce(m->>'kind', 'image') NOT IN ('image', 'video', 'audio')
            OR char_length(coalesce(m->>'alt', '')) > 1500
            OR EXISTS (SELECT 1 FROM jsonb_object_keys(m) k WHERE k NOT IN ('url', 'kind', 'alt')) THEN
@@ -828,7 +828,7 @@ BEGIN
         END IF;
     END IF;
     SELECT array_agg(DISTINCT lower(m[1])) INTO v_tags
-      FROM regexp_matches(v_body, '#([[:alnum:]_]{1,100})', 'g') m;
+      FROM regexp_matches(v_body, '(?:^|[^[:alnum:]_&/])#([[:alnum:]_]{1,100})', 'g') m;
     IF cardinality(v_tags) > 10 THEN
         RAISE EXCEPTION 'too many hashtags'
             USING ERRCODE = '22023', HINT = 'Use at most 10 distinct hashtags in a post.';
