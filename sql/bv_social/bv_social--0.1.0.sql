@@ -337,15 +337,19 @@ COMMENT ON FUNCTION social.blocked_between(bigint, bigint) IS 'Has either profil
  * May viewer (NULL: anonymous) see a post with these attributes?  Deleted:
  * nobody.  The author: always.  Anyone else: never across a block (either
  * direction); public: yes; followers: accepted followers and mentioned
- * profiles; mentioned: mentioned profiles.  A repost is visible only when
- * the reposted post is too.  SECURITY DEFINER: it must see blocks and
- * follows that the viewer's own row-level security hides.
+ * profiles; mentioned: mentioned profiles.
+ *
+ * social.sees and social.can_see are plain SQL without SECURITY DEFINER or
+ * SET on purpose: the planner inlines them into the feed queries (which run
+ * as the definer, with a fixed search_path), so that a feed page costs a
+ * few index probes per post, not a function call.  Row-level security uses
+ * social.can_see_rls, a SECURITY DEFINER wrapper: the rule must see blocks
+ * and follows that the reader's own row-level security hides.
  */
-CREATE FUNCTION social.can_see(p_viewer bigint, p_author bigint, p_visibility social.visibility,
-                               p_post bigint, p_deleted_at timestamptz, p_repost_of bigint)
+CREATE FUNCTION social.sees(p_viewer bigint, p_author bigint, p_visibility social.visibility,
+                            p_post bigint, p_deleted_at timestamptz)
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
     SELECT p_deleted_at IS NULL
        AND (p_viewer IS NOT DISTINCT FROM p_author
@@ -361,12 +365,29 @@ AS $$
                                         AND f.state = 'accepted'))
                      OR EXISTS (SELECT 1 FROM social.mentions m
                                  WHERE m.post_id = p_post AND m.profile_id = p_viewer))))
+$$;
+COMMENT ON FUNCTION social.sees(bigint, bigint, social.visibility, bigint, timestamptz) IS 'The visibility rule of one post row (deleted, blocks both ways, public/followers/mentioned). Inlined into feed queries.';
+
+CREATE FUNCTION social.can_see(p_viewer bigint, p_author bigint, p_visibility social.visibility,
+                               p_post bigint, p_deleted_at timestamptz, p_repost_of bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT social.sees(p_viewer, p_author, p_visibility, p_post, p_deleted_at)
        AND (p_repost_of IS NULL
             OR EXISTS (SELECT 1 FROM social.posts o
                         WHERE o.id = p_repost_of
-                          AND social.can_see(p_viewer, o.author_id, o.visibility, o.id, o.deleted_at, NULL)))
+                          AND social.sees(p_viewer, o.author_id, o.visibility, o.id, o.deleted_at)))
 $$;
-COMMENT ON FUNCTION social.can_see(bigint, bigint, social.visibility, bigint, timestamptz, bigint) IS 'The visibility rule of a post (deleted, blocks both ways, public/followers/mentioned, reposted post): used by row-level security and by every feed.';
+COMMENT ON FUNCTION social.can_see(bigint, bigint, social.visibility, bigint, timestamptz, bigint) IS 'The visibility rule of a post, a repost being visible only with its original: used by every feed (inlined) and, through can_see_rls, by row-level security.';
+
+CREATE FUNCTION social.can_see_rls(p_viewer bigint, p_author bigint, p_visibility social.visibility,
+                                   p_post bigint, p_deleted_at timestamptz, p_repost_of bigint)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT social.can_see(p_viewer, p_author, p_visibility, p_post, p_deleted_at, p_repost_of) $$;
+COMMENT ON FUNCTION social.can_see_rls(bigint, bigint, social.visibility, bigint, timestamptz, bigint) IS 'social.can_see for row-level security policies (as definer: the rule reads blocks and follows the reader cannot).';
 
 CREATE FUNCTION social.can_see_post(p_viewer bigint, p_post bigint)
 RETURNS boolean
@@ -1168,31 +1189,97 @@ END
 $$;
 COMMENT ON FUNCTION social.check_limit(integer) IS 'Validates a page size (1 to 100).';
 
-/* Is the post one the viewer's home or hashtag feed shows (mutes apply)? */
-CREATE FUNCTION social.not_muted(p_viewer bigint, p social.posts)
+/* Mutes: neither the author nor, for a repost, the reposted author is muted.
+ * Plain SQL, inlined into the feed queries (see social.sees). */
+CREATE FUNCTION social.not_muted(p_viewer bigint, p_author bigint, p_repost_of bigint)
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE
 AS $$
     SELECT p_viewer IS NULL
         OR NOT EXISTS (SELECT 1 FROM social.mutes m
                         WHERE m.muter_id = p_viewer
-                          AND (m.muted_id = p.author_id
-                               OR m.muted_id = (SELECT o.author_id FROM social.posts o WHERE o.id = p.repost_of_id)))
+                          AND (m.muted_id = p_author
+                               OR m.muted_id = (SELECT o.author_id FROM social.posts o WHERE o.id = p_repost_of)))
 $$;
-COMMENT ON FUNCTION social.not_muted(bigint, social.posts) IS 'Neither the post''s author nor, for a repost, the reposted author is muted by the viewer.';
+COMMENT ON FUNCTION social.not_muted(bigint, bigint, bigint) IS 'Neither the post''s author nor, for a repost, the reposted author is muted by the viewer.';
 
-CREATE FUNCTION social.item(p_viewer bigint, p social.posts)
-RETURNS social.feed_item
-LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+/* The quoted post's id when the viewer may see it, else NULL (inlined). */
+CREATE FUNCTION social.visible_quote(p_viewer bigint, p_quote_of bigint)
+RETURNS bigint
+LANGUAGE sql STABLE
 AS $$
-    SELECT ROW(p.id, p.author_id, (SELECT a.handle FROM social.profiles a WHERE a.id = p.author_id),
-               p.body, p.visibility, p.reply_to_id, p.root_id,
-               CASE WHEN p.quote_of_id IS NOT NULL AND social.can_see_post(p_viewer, p.quote_of_id) THEN p.quote_of_id END,
-               p.repost_of_id, p.media, p.posted_at, p.likes_count, p.replies_count, p.reposts_count)::social.feed_item
+    SELECT q.id FROM social.posts q
+     WHERE q.id = p_quote_of
+       AND social.can_see(p_viewer, q.author_id, q.visibility, q.id, q.deleted_at, q.repost_of_id)
 $$;
-COMMENT ON FUNCTION social.item(bigint, social.posts) IS 'A post as a feed item for a viewer (a quoted post the viewer may not see is not referenced).';
+COMMENT ON FUNCTION social.visible_quote(bigint, bigint) IS 'A quoted post is referenced in a feed item only when the viewer may see it.';
+
+/*
+ * The feed items among some post ids that the viewer may see, with the
+ * home filters on request (mutes; only the viewer's and followees' posts).
+ * The same rule as social.can_see, written as one set-oriented query: a
+ * set-returning SQL function is inlined into the caller's plan (a scalar
+ * one with subqueries is not), so a page costs index probes, not function
+ * calls.  tests/tap/bv_social_model.pl checks that both agree.
+ */
+CREATE FUNCTION social.visible_items(p_viewer bigint, p_ids bigint[], p_home boolean DEFAULT false)
+RETURNS SETOF social.feed_item
+LANGUAGE sql STABLE
+AS $$
+    SELECT p.id, p.author_id, a.handle, p.body, p.visibility, p.reply_to_id, p.root_id,
+           CASE WHEN q.id IS NOT NULL AND q.deleted_at IS NULL
+           AND (q.author_id = p_viewer
+                OR (p_viewer IS NULL AND q.visibility = 'public')
+                OR (NOT EXISTS (SELECT 1 FROM social.blocks k
+                                 WHERE (k.blocker_id = p_viewer AND k.blocked_id = q.author_id)
+                                    OR (k.blocker_id = q.author_id AND k.blocked_id = p_viewer))
+                    AND (q.visibility = 'public'
+                         OR (q.visibility = 'followers'
+                             AND EXISTS (SELECT 1 FROM social.follows f
+                                          WHERE f.follower_id = p_viewer AND f.followee_id = q.author_id
+                                            AND f.state = 'accepted'))
+                         OR EXISTS (SELECT 1 FROM social.mentions m
+                                     WHERE m.post_id = q.id AND m.profile_id = p_viewer)))) THEN q.id END,
+           p.repost_of_id, p.media, p.posted_at, p.likes_count, p.replies_count, p.reposts_count
+      FROM social.posts p
+      JOIN social.profiles a ON a.id = p.author_id
+      LEFT JOIN social.posts o ON o.id = p.repost_of_id
+      LEFT JOIN social.posts q ON q.id = p.quote_of_id
+     WHERE p.id = ANY (p_ids)
+       AND p.deleted_at IS NULL
+           AND (p.author_id = p_viewer
+                OR (p_viewer IS NULL AND p.visibility = 'public')
+                OR (NOT EXISTS (SELECT 1 FROM social.blocks k
+                                 WHERE (k.blocker_id = p_viewer AND k.blocked_id = p.author_id)
+                                    OR (k.blocker_id = p.author_id AND k.blocked_id = p_viewer))
+                    AND (p.visibility = 'public'
+                         OR (p.visibility = 'followers'
+                             AND EXISTS (SELECT 1 FROM social.follows f
+                                          WHERE f.follower_id = p_viewer AND f.followee_id = p.author_id
+                                            AND f.state = 'accepted'))
+                         OR EXISTS (SELECT 1 FROM social.mentions m
+                                     WHERE m.post_id = p.id AND m.profile_id = p_viewer))))
+       AND (o.id IS NULL OR (o.deleted_at IS NULL
+           AND (o.author_id = p_viewer
+                OR (p_viewer IS NULL AND o.visibility = 'public')
+                OR (NOT EXISTS (SELECT 1 FROM social.blocks k
+                                 WHERE (k.blocker_id = p_viewer AND k.blocked_id = o.author_id)
+                                    OR (k.blocker_id = o.author_id AND k.blocked_id = p_viewer))
+                    AND (o.visibility = 'public'
+                         OR (o.visibility = 'followers'
+                             AND EXISTS (SELECT 1 FROM social.follows f
+                                          WHERE f.follower_id = p_viewer AND f.followee_id = o.author_id
+                                            AND f.state = 'accepted'))
+                         OR EXISTS (SELECT 1 FROM social.mentions m
+                                     WHERE m.post_id = o.id AND m.profile_id = p_viewer))))))
+       AND (NOT p_home
+            OR ((p.author_id = p_viewer
+                 OR EXISTS (SELECT 1 FROM social.follows f
+                             WHERE f.follower_id = p_viewer AND f.followee_id = p.author_id AND f.state = 'accepted'))
+                AND NOT EXISTS (SELECT 1 FROM social.mutes m
+                                 WHERE m.muter_id = p_viewer AND (m.muted_id = p.author_id OR m.muted_id = o.author_id))))
+$$;
+COMMENT ON FUNCTION social.visible_items(bigint, bigint[], boolean) IS 'Feed items among the given post ids that the viewer may see (social.can_see''s rule, set-oriented and inlinable); p_home adds mutes and the follow filter.';
 
 /*
  * The home timeline: the user's own posts and those of accepted followees,
@@ -1270,16 +1357,8 @@ BEGIN
         END IF;
         EXIT WHEN cand IS NULL;
         RETURN QUERY
-            SELECT (social.item(p_viewer, p)).*
-              FROM social.posts p
-             WHERE p.id = ANY (cand)
-               AND (p.author_id = p_viewer
-                    OR EXISTS (SELECT 1 FROM social.follows f
-                                WHERE f.follower_id = p_viewer AND f.followee_id = p.author_id
-                                  AND f.state = 'accepted'))
-               AND social.can_see(p_viewer, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
-               AND social.not_muted(p_viewer, p)
-             ORDER BY p.id DESC
+            SELECT * FROM social.visible_items(p_viewer, cand, true) i
+             ORDER BY i.id DESC
              LIMIT lim - got;
         GET DIAGNOSTICS n = ROW_COUNT;
         got := got + n;
@@ -1295,8 +1374,10 @@ RETURNS SETOF social.feed_item
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (social.item(p_viewer, p)).*
-      FROM social.posts p
+    SELECT p.id, p.author_id, a.handle, p.body, p.visibility, p.reply_to_id, p.root_id,
+                   social.visible_quote(p_viewer, p.quote_of_id), p.repost_of_id, p.media, p.posted_at,
+                   p.likes_count, p.replies_count, p.reposts_count
+      FROM social.posts p JOIN social.profiles a ON a.id = p.author_id
      WHERE p.author_id = p_author AND p.id < coalesce(p_before, 9223372036854775807)
        AND social.can_see(p_viewer, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
      ORDER BY p.id DESC
@@ -1309,12 +1390,15 @@ RETURNS SETOF social.feed_item
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT (social.item(p_viewer, p)).*
+    SELECT p.id, p.author_id, a.handle, p.body, p.visibility, p.reply_to_id, p.root_id,
+                   social.visible_quote(p_viewer, p.quote_of_id), p.repost_of_id, p.media, p.posted_at,
+                   p.likes_count, p.replies_count, p.reposts_count
       FROM social.post_tags t
       JOIN social.posts p ON p.id = t.post_id
+      JOIN social.profiles a ON a.id = p.author_id
      WHERE t.tag = lower(ltrim(p_tag, '#')) AND t.post_id < coalesce(p_before, 9223372036854775807)
        AND social.can_see(p_viewer, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
-       AND social.not_muted(p_viewer, p)
+       AND social.not_muted(p_viewer, p.author_id, p.repost_of_id)
      ORDER BY t.post_id DESC
      LIMIT social.check_limit(p_limit)
 $$;
@@ -1330,8 +1414,10 @@ DECLARE
     r social.posts := social.visible_post(p_viewer, p_post);
 BEGIN
     RETURN QUERY
-        SELECT (social.item(p_viewer, p)).*
-          FROM social.posts p
+        SELECT p.id, p.author_id, a.handle, p.body, p.visibility, p.reply_to_id, p.root_id,
+                   social.visible_quote(p_viewer, p.quote_of_id), p.repost_of_id, p.media, p.posted_at,
+                   p.likes_count, p.replies_count, p.reposts_count
+          FROM social.posts p JOIN social.profiles a ON a.id = p.author_id
          WHERE p.root_id = r.root_id AND p.id > coalesce(p_after, 0)
            AND social.can_see(p_viewer, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
          ORDER BY p.id
@@ -1353,8 +1439,10 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Search for 1 to 200 characters of text.';
     END IF;
     RETURN QUERY
-        SELECT (social.item(p_viewer, p)).*
-          FROM social.posts p
+        SELECT p.id, p.author_id, a.handle, p.body, p.visibility, p.reply_to_id, p.root_id,
+                   social.visible_quote(p_viewer, p.quote_of_id), p.repost_of_id, p.media, p.posted_at,
+                   p.likes_count, p.replies_count, p.reposts_count
+          FROM social.posts p JOIN social.profiles a ON a.id = p.author_id
          WHERE to_tsvector('simple', p.body) @@ websearch_to_tsquery('simple', p_query)
            AND p.deleted_at IS NULL AND p.id < coalesce(p_before, 9223372036854775807)
            AND social.can_see(p_viewer, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
@@ -1535,7 +1623,8 @@ BEGIN
     SELECT row_number() OVER (ORDER BY count(DISTINCT p.author_id) DESC, count(*) DESC, t.tag), t.tag,
            count(*), count(DISTINCT p.author_id)
       FROM social.post_tags t
-      JOIN social.posts p ON p.id = t.post_id AND p.visibility = 'public' AND p.deleted_at IS NULL
+      JOIN social.posts p ON p.id = t.post_id
+      JOIN social.profiles a ON a.id = p.author_id AND p.visibility = 'public' AND p.deleted_at IS NULL
      WHERE t.tagged_at > now() - make_interval(hours => social.setting('trending_window_hours')::integer)
      GROUP BY t.tag
      ORDER BY count(DISTINCT p.author_id) DESC, count(*) DESC, t.tag
@@ -1642,7 +1731,7 @@ CREATE POLICY readable ON social.profiles FOR SELECT USING (true);
 -- The one visibility rule, for every reader that is not the owner.
 CREATE POLICY visible ON social.posts FOR SELECT
     USING (social.is_staff()
-           OR social.can_see((SELECT social.me()), author_id, visibility, id, deleted_at, repost_of_id));
+           OR social.can_see_rls((SELECT social.me()), author_id, visibility, id, deleted_at, repost_of_id));
 CREATE POLICY visible ON social.mentions FOR SELECT
     USING (social.is_staff() OR social.can_see_post((SELECT social.me()), post_id));
 CREATE POLICY visible ON social.post_tags FOR SELECT
@@ -1678,7 +1767,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA social TO bv_service;
 -- the viewer as an argument and are not granted: the api.* wrappers (SECURITY
 -- DEFINER) pass social.me(), so nobody reads as somebody else.
 GRANT EXECUTE ON FUNCTION social.me(), social.is_staff(), social.blocked_between(bigint, bigint),
-    social.can_see(bigint, bigint, social.visibility, bigint, timestamptz, bigint),
+    social.can_see_rls(bigint, bigint, social.visibility, bigint, timestamptz, bigint),
     social.can_see_post(bigint, bigint) TO bv_anon;
 -- Writes act as social.actor_profile() (the request's user) only.
 GRANT EXECUTE ON FUNCTION social.actor_profile(),
