@@ -51,7 +51,6 @@ psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 say "loading $USERS users, ~$((USERS * FOLLOWS)) follows (power law), $POSTS posts"
 psql_b -v users="$USERS" -v follows="$FOLLOWS" -v posts="$POSTS" >/dev/null <<'SQL'
 ALTER SYSTEM SET synchronous_commit = off;
-ALTER SYSTEM SET shared_buffers = '1GB';
 SELECT pg_reload_conf();
 SELECT cron.unschedule(jobname) FROM cron.job WHERE jobname LIKE 'social-%';
 SELECT setseed(0.23);

@@ -204,6 +204,15 @@ $mism = $node->safe_psql('bitvelocity', 'SELECT * FROM t.mismatches(40)');
 is($mism, '', 'every home timeline equals the plain query (after rebuilds)')
   or diag("seed $seed\n$mism");
 
+# The two writings of the visibility rule agree on every (viewer, post)
+# pair: social.can_see (row-level security, most feeds) and the inlined
+# social.visible_items (home), anonymous viewers included.
+is($node->safe_psql('bitvelocity', q{
+SELECT count(*) FROM (SELECT id FROM social.profiles UNION ALL SELECT NULL) v CROSS JOIN social.posts p
+ WHERE social.can_see(v.id, p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)
+       <> EXISTS (SELECT 1 FROM social.visible_items(v.id, ARRAY[p.id]))}),
+	'0', 'social.can_see and social.visible_items agree on every viewer and post');
+
 # Counters equal the counts of the base tables.
 is($node->safe_psql('bitvelocity', q{
 SELECT count(*) FROM social.profiles pr
