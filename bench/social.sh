@@ -35,9 +35,9 @@ source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) USERS=5000; FOLLOWS=20; POSTS=20000; N=300; READS=200 ;;
-    full) USERS=100000; FOLLOWS=20; POSTS=1000000; N=1000; READS=500 ;;
-    *) USERS=20000; FOLLOWS=20; POSTS=100000; N=1000; READS=300 ;;
+    small) USERS=5000; FOLLOWS=20; POSTS=20000; N=300; SWEEP_HIGH="2000"; SWEEP_LOW="50"; READS=200 ;;
+    full) USERS=100000; FOLLOWS=20; POSTS=1000000; N=1000; SWEEP_HIGH="20000 5000"; SWEEP_LOW="200"; READS=500 ;;
+    *) USERS=20000; FOLLOWS=20; POSTS=100000; N=1000; SWEEP_HIGH="5000"; SWEEP_LOW="200"; READS=300 ;;
 esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-social: $*" >&2; }
@@ -145,20 +145,6 @@ psql_b -c "SELECT * FROM bench.home_latency($READS)" >/dev/null   # warm-up
 read -r w50 w99 w99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.home_latency($READS)")"
 say "write mode home read: p50 $w50 ms, p99 $w99 ms (best-of-3 p99 $w99m ms)"
 
-# ---- hybrid: authors at or above N merged at read time ----
-say "hybrid mode: N = $N"
-psql_b -v n="$N" >/dev/null <<'SQL'
-UPDATE social.settings SET value = :n WHERE name = 'fanout_threshold';
-UPDATE social.posts p SET delivery = 'r' FROM social.profiles a WHERE a.id = p.author_id AND a.followers_count >= :n;
-UPDATE social.profiles SET has_pull_posts = true WHERE followers_count >= :n;
-DELETE FROM social.timelines t USING social.profiles a WHERE a.id = t.author_id AND a.followers_count >= :n;
-VACUUM ANALYZE social.posts, social.profiles, social.timelines;
-SQL
-psql_b -c "SELECT * FROM bench.home_latency($READS)" >/dev/null
-read -r h50 h99 h99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.home_latency($READS)")"
-hybrid_rows=$(psql_b -c "SELECT count(*) FROM social.timelines")
-say "hybrid home read: p50 $h50 ms, p99 $h99 ms (best-of-3 p99 $h99m ms; $hybrid_rows timeline rows instead of $deliveries)"
-
 # Visibility of a new post: the largest author (merged at read time) and a
 # small one (queued; merged at read time until drained).
 visible_ms() {
@@ -171,11 +157,35 @@ visible_ms() {
     t1=$(ms)
     awk -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f", ns / 1e6 }'
 }
-read -r big big_reader <<<"$(psql_b -F ' ' -c "SELECT a.id, (SELECT follower_id FROM social.follows WHERE followee_id = a.id LIMIT 1) FROM social.profiles a ORDER BY followers_count DESC LIMIT 1")"
-read -r small small_reader <<<"$(psql_b -F ' ' -c "SELECT a.id, (SELECT follower_id FROM social.follows WHERE followee_id = a.id LIMIT 1) FROM social.profiles a WHERE followers_count BETWEEN 1 AND $N - 1 ORDER BY followers_count DESC LIMIT 1")"
-big_visible=$(visible_ms "$big" "$big_reader")
-small_visible=$(visible_ms "$small" "$small_reader")
-say "visible: largest author's post after $big_visible ms, small author's after $small_visible ms"
+# ---- hybrid: authors at or above N merged at read time ----
+# The trade-off of N: from the largest N down to the shipped one, each step
+# turns more authors into read-time merges (timeline rows deleted, posts
+# marked r); the last step is the hybrid configuration the figures name.
+sweep=""
+for n in $SWEEP_HIGH "$N" $SWEEP_LOW; do
+    psql_b -v n="$n" >/dev/null <<'SQL'
+UPDATE social.settings SET value = :n WHERE name = 'fanout_threshold';
+UPDATE social.posts p SET delivery = 'r' FROM social.profiles a
+ WHERE a.id = p.author_id AND a.followers_count >= :n AND p.delivery = 'p';
+UPDATE social.profiles SET has_pull_posts = true WHERE followers_count >= :n AND NOT has_pull_posts;
+DELETE FROM social.timelines t USING social.profiles a WHERE a.id = t.author_id AND a.followers_count >= :n;
+VACUUM ANALYZE social.posts, social.profiles, social.timelines;
+SQL
+    psql_b -c "SELECT * FROM bench.home_latency($READS)" >/dev/null
+    read -r h50 h99 h99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.home_latency($READS)")"
+    hybrid_rows=$(psql_b -c "SELECT count(*) FROM social.timelines")
+    big_authors=$(psql_b -c "SELECT count(*) FROM social.profiles WHERE followers_count >= $n")
+    say "hybrid N = $n ($big_authors authors merged at read time): home read p50 $h50 ms, p99 $h99 ms (best-of-3 p99 $h99m ms); $hybrid_rows timeline rows instead of $deliveries"
+    if [ "$n" = "$N" ]; then
+        main="$h50 $h99 $h99m $hybrid_rows"
+        read -r big big_reader <<<"$(psql_b -F ' ' -c "SELECT a.id, (SELECT follower_id FROM social.follows WHERE followee_id = a.id LIMIT 1) FROM social.profiles a ORDER BY followers_count DESC LIMIT 1")"
+        read -r small small_reader <<<"$(psql_b -F ' ' -c "SELECT a.id, (SELECT follower_id FROM social.follows WHERE followee_id = a.id LIMIT 1) FROM social.profiles a WHERE followers_count BETWEEN 1 AND $N - 1 ORDER BY followers_count DESC LIMIT 1")"
+        big_visible=$(visible_ms "$big" "$big_reader")
+        small_visible=$(visible_ms "$small" "$small_reader")
+        say "visible: largest author's post after $big_visible ms, small author's after $small_visible ms"
+    fi
+    sweep="$sweep${sweep:+,}{\"n\":$n,\"read_merged_authors\":$big_authors,\"timeline_rows\":$hybrid_rows,\"home_read_p50_ms\":$h50,\"home_read_p99_ms\":$h99,\"home_read_p99_min3_ms\":$h99m}"
+done
 
 # ---- read: nothing materialised ----
 say "read mode: every post merged at read time"
@@ -189,9 +199,10 @@ psql_b -c "SELECT * FROM bench.home_latency($READS)" >/dev/null
 read -r r50 r99 r99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.home_latency($READS)")"
 say "read mode home read: p50 $r50 ms, p99 $r99 ms (best-of-3 p99 $r99m ms)"
 
+read -r h50 h99 h99m hybrid_rows <<<"$main"
 ratio=$(awk -v a="$h99" -v b="$w99" 'BEGIN { printf "%.3f", a / b }')
 ratio_m=$(awk -v a="$h99m" -v b="$w99m" 'BEGIN { printf "%.3f", a / b }')
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"social","scale":"%s","commit":"%s","users":%s,"posts":%s,"largest_author_followers":%s,"fanout_threshold":%s,"fanout_rows":%s,"fanout_rows_per_s":%s,"insert_rows_per_s":%s,"fanout_ratio":%s,"write_home_read_p50_ms":%s,"write_home_read_p99_ms":%s,"read_home_read_p50_ms":%s,"read_home_read_p99_ms":%s,"hybrid_home_read_p50_ms":%s,"hybrid_home_read_p99_ms":%s,"hybrid_vs_write_p99_ratio":%s,"write_home_read_p99_min3_ms":%s,"read_home_read_p99_min3_ms":%s,"hybrid_home_read_p99_min3_ms":%s,"hybrid_vs_write_p99_min3_ratio":%s,"load_avg":%s,"hybrid_timeline_rows":%s,"big_author_visible_ms":%s,"small_author_visible_ms":%s}\n' \
+printf '{"bench":"social","scale":"%s","commit":"%s","users":%s,"posts":%s,"largest_author_followers":%s,"fanout_threshold":%s,"fanout_rows":%s,"fanout_rows_per_s":%s,"insert_rows_per_s":%s,"fanout_ratio":%s,"write_home_read_p50_ms":%s,"write_home_read_p99_ms":%s,"read_home_read_p50_ms":%s,"read_home_read_p99_ms":%s,"hybrid_home_read_p50_ms":%s,"hybrid_home_read_p99_ms":%s,"hybrid_vs_write_p99_ratio":%s,"write_home_read_p99_min3_ms":%s,"read_home_read_p99_min3_ms":%s,"hybrid_home_read_p99_min3_ms":%s,"hybrid_vs_write_p99_min3_ratio":%s,"load_avg":%s,"hybrid_timeline_rows":%s,"big_author_visible_ms":%s,"small_author_visible_ms":%s,"n_sweep":[%s]}\n' \
     "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$USERS" "$POSTS" "$maxf" "$N" "$deliveries" "$fanout_rate" "$insert_rate" "$fanout_ratio" \
-    "$w50" "$w99" "$r50" "$r99" "$h50" "$h99" "$ratio" "$w99m" "$r99m" "$h99m" "$ratio_m" "$load" "$hybrid_rows" "$big_visible" "$small_visible"
+    "$w50" "$w99" "$r50" "$r99" "$h50" "$h99" "$ratio" "$w99m" "$r99m" "$h99m" "$ratio_m" "$load" "$hybrid_rows" "$big_visible" "$small_visible" "$sweep"
