@@ -2,7 +2,7 @@
 -- hint, never a raw 23xxx) and hostile inputs; maintenance (trim, inactive
 -- timelines, trending), settings, events and audit.
 BEGIN;
-SELECT plan(79);
+SELECT plan(83);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -25,6 +25,20 @@ SELECT ok(NOT has_function_privilege('bv_user', 'social.fanout_drain(integer)', 
 SELECT ok(NOT has_function_privilege('bv_anon', 'api.create_post(text,text,bigint,bigint,jsonb)', 'EXECUTE'), 'anonymous cannot post');
 SELECT ok((SELECT count(*) FROM cron.job WHERE jobname IN ('social-fanout', 'social-maintenance')) = 2, 'pg_cron jobs scheduled');
 SELECT ok(EXISTS (SELECT 1 FROM bv_audit.tracked WHERE relid = 'social.posts'::regclass), 'posts are audited');
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace IN ('social'::regnamespace, 'api'::regnamespace) AND p.prosecdef
+                   AND p.proconfig IS DISTINCT FROM '{"search_path=pg_catalog, pg_temp"}' ORDER BY 1),
+          '{}', 'every SECURITY DEFINER function sets search_path = pg_catalog, pg_temp');
+SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'social'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL ORDER BY 1),
+          '{}', 'every function is documented');
+SELECT is((SELECT count(*)::int FROM pg_proc WHERE oid IN ('social.sees(bigint,bigint,social.visibility,bigint,timestamptz)'::regprocedure,
+                  'social.can_see(bigint,bigint,social.visibility,bigint,timestamptz,bigint)'::regprocedure,
+                  'social.visible_items(bigint,bigint[],boolean)'::regprocedure)
+            AND proconfig IS NULL AND NOT prosecdef), 3, 'the visibility functions can be inlined (no SET, not SECURITY DEFINER)');
+SELECT ok(NOT has_function_privilege('bv_anon', 'social.can_see(bigint,bigint,social.visibility,bigint,timestamptz,bigint)', 'EXECUTE')
+          AND NOT has_function_privilege('bv_user', 'social.visible_items(bigint,bigint[],boolean)', 'EXECUTE'),
+          'the internal visibility functions are not granted to API roles');
 
 -- ---- profiles ----
 SELECT pg_temp.act('u-alice');
