@@ -60,7 +60,7 @@ COMMENT ON TABLE social.settings IS 'Tunables of the social domain; a session ma
 INSERT INTO social.settings VALUES
     ('fanout_threshold', 1000, 'Authors with fewer accepted followers than this are fanned out on write; the others are merged at read time.'),
     ('timeline_cap', 800, 'Entries kept per home timeline (older ones are trimmed by pg_cron).'),
-    ('fanout_batch', 200, 'Queue entries (posts or follow backfills) drained per transaction by social.fanout_drain().'),
+    ('fanout_batch', 1000, 'Queue entries (posts or follow backfills) drained per batch by social.fanout_drain() (a batch writes at most fanout_batch x fanout_threshold rows).'),
     ('inactive_days', 30, 'A user not seen for this many days has the home timeline dropped; it is rebuilt when the user returns.'),
     ('trending_window_hours', 24, 'Window of the trending hashtags.'),
     ('outbox_retention_days', 7, 'Outbox events older than this are purged (consumers read them from Kafka).');
@@ -114,6 +114,7 @@ COMMENT ON COLUMN social.profiles.has_pull_posts IS 'The author has posts merged
 COMMENT ON COLUMN social.profiles.timeline_active IS 'false: the home timeline was dropped for inactivity; home reads merge everything at read time until it is rebuilt.';
 CREATE INDEX profiles_pull ON social.profiles (id) WHERE has_pull_posts;
 CREATE INDEX profiles_last_seen ON social.profiles (last_seen_at) WHERE timeline_active;
+CREATE INDEX profiles_inactive ON social.profiles (id) WHERE NOT timeline_active;
 
 CREATE TYPE social.follow_state AS ENUM ('pending', 'accepted');
 
@@ -1524,8 +1525,9 @@ BEGIN
           FROM taken j
           JOIN social.posts p ON p.id = j.post_id AND p.deleted_at IS NULL
           JOIN social.follows f ON f.followee_id = j.author_id AND f.state = 'accepted'
-          JOIN social.profiles u ON u.id = f.follower_id AND u.timeline_active
          WHERE j.kind = 'p'
+           -- a hashed subplan, built once per batch: no probe per row
+           AND f.follower_id NOT IN (SELECT u.id FROM social.profiles u WHERE NOT u.timeline_active)
         UNION ALL
         SELECT j.follower_id, x.id, x.author_id
           FROM taken j
