@@ -1793,6 +1793,18 @@ SELECT p.id, p.author_id, p.body, p.visibility, p.reply_to_id, p.root_id, p.quot
        p.repost_of_id, p.media, p.posted_at, p.likes_count, p.replies_count, p.reposts_count
 FROM social.posts p;
 COMMENT ON VIEW api.social_posts IS 'Posts the caller may see (row-level security: deletes, blocks, visibility). Embeds its author (social_profiles) and replied/quoted/reposted posts.';
+COMMENT ON COLUMN api.social_profiles.handle IS 'Unique handle: 1-30 of a-z, 0-9, _.';
+COMMENT ON COLUMN api.social_profiles.locked IS 'Follows need the account''s approval.';
+COMMENT ON COLUMN api.social_profiles.followers_count IS 'Accepted followers (exact).';
+COMMENT ON COLUMN api.social_profiles.following_count IS 'Accounts followed, accepted (exact).';
+COMMENT ON COLUMN api.social_profiles.posts_count IS 'Live posts and reposts (exact).';
+COMMENT ON COLUMN api.social_posts.author_id IS 'The author (embed social_profiles).';
+COMMENT ON COLUMN api.social_posts.visibility IS 'public, followers (accepted followers and mentioned accounts) or mentioned (mentioned accounts only).';
+COMMENT ON COLUMN api.social_posts.reply_to_id IS 'The post this one answers.';
+COMMENT ON COLUMN api.social_posts.root_id IS 'The first post of the thread.';
+COMMENT ON COLUMN api.social_posts.quote_of_id IS 'The quoted post.';
+COMMENT ON COLUMN api.social_posts.repost_of_id IS 'The reposted post (a repost has no text).';
+COMMENT ON COLUMN api.social_posts.media IS 'At most 4 media references {url, kind, alt}.';
 GRANT SELECT ON api.social_profiles, api.social_posts TO bv_anon;
 
 CREATE FUNCTION api.create_profile(handle text, display_name text DEFAULT '', locked boolean DEFAULT false)
