@@ -1571,27 +1571,40 @@ END
 $$;
 COMMENT ON FUNCTION social.fanout_run(integer) IS 'Drains the fan-out queue for at most p_seconds in one transaction (pg_cron, every minute); returns the jobs and timeline rows.';
 
-CREATE FUNCTION social.trim_timelines()
+CREATE FUNCTION social.trim_timelines(p_partition integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cap bigint := social.setting('timeline_cap');
+    part regclass;
     n bigint;
+    total bigint := 0;
 BEGIN
-    WITH over AS (SELECT t.user_id FROM social.timelines t GROUP BY t.user_id HAVING count(*) > cap),
-         cut AS (SELECT o.user_id,
-                        (SELECT t.post_id FROM social.timelines t WHERE t.user_id = o.user_id
-                          ORDER BY t.post_id DESC OFFSET cap LIMIT 1) AS cutoff
-                   FROM over o)
-    DELETE FROM social.timelines t USING cut
-     WHERE t.user_id = cut.user_id AND t.post_id <= cut.cutoff;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    IF p_partition IS NOT NULL AND p_partition NOT BETWEEN 0 AND 7 THEN
+        RAISE EXCEPTION 'invalid timeline partition %', p_partition
+            USING ERRCODE = '22023', HINT = 'Partitions are numbered 0 to 7; pass NULL for all.';
+    END IF;
+    FOR part IN SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+                 WHERE i.inhparent = 'social.timelines'::regclass
+                   AND (p_partition IS NULL OR i.inhrelid = format('social.timelines_p%s', p_partition)::regclass)
+    LOOP
+        EXECUTE format($q$
+            WITH over AS (SELECT t.user_id FROM %1$s t GROUP BY t.user_id HAVING count(*) > $1),
+                 cut AS (SELECT o.user_id,
+                                (SELECT t.post_id FROM %1$s t WHERE t.user_id = o.user_id
+                                  ORDER BY t.post_id DESC OFFSET $1 LIMIT 1) AS cutoff
+                           FROM over o)
+            DELETE FROM %1$s t USING cut WHERE t.user_id = cut.user_id AND t.post_id <= cut.cutoff$q$, part)
+        USING cap;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
 END
 $$;
-COMMENT ON FUNCTION social.trim_timelines() IS 'Keeps the newest timeline_cap entries of each home timeline; run by pg_cron.';
+COMMENT ON FUNCTION social.trim_timelines(integer) IS 'Keeps the newest timeline_cap entries of each home timeline, in one hash partition (0-7) or all (NULL); pg_cron trims one partition a minute.';
 
 CREATE FUNCTION social.drop_inactive_timelines()
 RETURNS bigint
@@ -1654,7 +1667,7 @@ RETURNS jsonb
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object('trimmed', social.trim_timelines(),
+    SELECT jsonb_build_object('trimmed', social.trim_timelines(extract(minute FROM now())::integer % 8),
                               'dropped', social.drop_inactive_timelines(),
                               'trending', social.refresh_trending(),
                               'outbox_purged', social.purge_outbox())

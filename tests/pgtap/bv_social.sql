@@ -2,7 +2,7 @@
 -- hint, never a raw 23xxx) and hostile inputs; maintenance (trim, inactive
 -- timelines, trending), settings, events and audit.
 BEGIN;
-SELECT plan(83);
+SELECT plan(85);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -136,6 +136,10 @@ RESET ROLE;
 SELECT * FROM social.fanout_drain(1000);
 SELECT ok((SELECT count(*) FROM social.timelines WHERE user_id = pg_temp.pid(repeat('b', 30))) > 3, 'bob''s timeline materialised');
 SET LOCAL social.timeline_cap = 2;
+SELECT throws_ok($$SELECT social.trim_timelines(8)$$, '22023', 'invalid timeline partition 8', 'trim: partition 8 does not exist');
+SELECT is(social.trim_timelines((SELECT i FROM generate_series(0, 7) i
+                                  WHERE format('social.timelines_p%s', i)::regclass <> (SELECT tableoid::regclass FROM social.timelines WHERE user_id = pg_temp.pid(repeat('b', 30)) LIMIT 1)
+                                  LIMIT 1)), 0::bigint, 'trimming another partition leaves bob''s timeline');
 SELECT ok(social.trim_timelines() > 0, 'trim removes entries over the cap');
 SELECT is((SELECT count(*)::int FROM social.timelines WHERE user_id = pg_temp.pid(repeat('b', 30))), 2, 'the cap holds');
 RESET social.timeline_cap;
