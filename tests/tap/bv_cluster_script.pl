@@ -55,7 +55,8 @@ is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only
 # are moved to every minute so that each runs within the test's time.
 is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
 	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,'
-	  . 'commerce-purge-idempotency-keys,commerce-release-reservations',
+	  . 'commerce-purge-idempotency-keys,commerce-release-reservations,'
+	  . 'social-fanout,social-maintenance',
 	'start: the suite schedules its maintenance jobs');
 # First, untouched: the every-minute job runs as the extensions scheduled it
 # (pg_cron must have picked up jobs inserted by CREATE EXTENSION).

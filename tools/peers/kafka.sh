@@ -48,6 +48,10 @@ SELECT format('SELECT bv_cdc.add_route(%L, %L)', t, 'demo')
   FROM unnest(ARRAY['commerce.orders', 'commerce.payments']) t
  WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'bv_commerce')
    AND NOT EXISTS (SELECT 1 FROM bv_cdc.routes WHERE table_pattern = t AND sink = 'demo') \gexec
+-- Social: domain events of the outbox (topic bv.social.events).
+SELECT 'SELECT social.route_events(''demo'')'
+ WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'bv_social')
+   AND NOT EXISTS (SELECT 1 FROM bv_cdc.routes WHERE table_pattern = 'social.outbox' AND sink = 'demo') \gexec
 SQL
     # The worker creates its replication slot a few seconds after it sees
     # the extension (before it starts any sink); changes made before that
@@ -69,6 +73,7 @@ show() {
     say "  watch changes:  kcat -b $boot -C -t $TOPIC -f 'key %k  headers %h\\n%s\\n\\n'"
     say "  make a change:  $PGBIN/psql -h $SOCK -p ${BV_PORT:-5440} -U postgres $BV_DB -c \"INSERT INTO public.cdc_demo (note) VALUES ('hello')\""
     say "  order events:   kcat -b $boot -C -t bv.commerce.orders -f '%k %s\\n'   (and bv.commerce.payments)"
+    say "  social events:  kcat -b $boot -C -t bv.social.events -f '%s\\n'"
 }
 
 cmd_start() {

@@ -73,8 +73,11 @@ ON CONFLICT (kid) DO UPDATE SET alg = EXCLUDED.alg, key = EXCLUDED.key, active =
 SELECT bv.secret_set('commerce.payment_webhook', pg_read_file(:'webhook_file'))
  WHERE NOT EXISTS (SELECT 1 FROM bv.secrets WHERE name = 'commerce.payment_webhook');
 SQL
-    # The demo catalog (idempotent).
+    # The demo catalog and social graph (idempotent).
     psql_bv -f "$BV_TOP/sql/bv_commerce/demo-data.sql" >/dev/null
+    if [ "$(psql_bv -c "SELECT count(*) FROM pg_extension WHERE extname = 'bv_social'")" = 1 ]; then
+        psql_bv -f "$BV_TOP/sql/bv_social/demo-data.sql" >/dev/null
+    fi
     bv_as_pg bash -c 'nohup "$0" "$1" >>"$2" 2>&1 & echo $! >"$3"' \
         "$bin" "$DIR/postgrest.conf" "$LOG" "$DIR/postgrest.pid.tmp"
     mv "$DIR/postgrest.pid.tmp" "$PIDFILE"
@@ -103,6 +106,15 @@ cmd_status() {
     bv_say "         -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\"
     bv_say "         -d '{\"lines\":[{\"sku\":\"TSHIRT-M\",\"quantity\":1}]}'"
     bv_say "    curl -s $URL/orders -H \"Authorization: Bearer \$TOKEN\""
+    if [ "$(psql_bv -c "SELECT count(*) FROM pg_extension WHERE extname = 'bv_social'")" = 1 ]; then
+        bv_say "  social (docs/bv_social.md), as bob of the demo graph:"
+        bv_say "    BOB=$(demo_token bv_user demo-user-42)"
+        bv_say "    curl -s \"$URL/rpc/home_timeline?page_size=5\" -H \"Authorization: Bearer \$BOB\""
+        bv_say "    curl -s -X POST $URL/rpc/create_post -H \"Authorization: Bearer \$BOB\" -H 'Content-Type: application/json' \\"
+        bv_say "         -d '{\"body\":\"hello #postgres\",\"visibility\":\"public\"}'"
+        bv_say "    curl -s '$URL/rpc/hashtag_feed?tag=postgres'   curl -s '$URL/rpc/trending_hashtags'"
+        bv_say "    curl -s '$URL/social_posts?select=id,body,author:social_profiles(handle)&order=id.desc&limit=5'"
+    fi
     bv_say "  payment webhooks are signed with the secret in $WEBHOOK_SECRET_FILE"
     bv_say "  (bv-signature: t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">)"
 }
