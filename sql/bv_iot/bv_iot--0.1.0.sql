@@ -491,7 +491,8 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER transition BEFORE INSERT OR UPDATE ON iot.commands FOR EACH ROW EXECUTE FUNCTION iot._command_transition();
+CREATE TRIGGER transition_insert AFTER INSERT ON iot.commands FOR EACH ROW EXECUTE FUNCTION iot._command_transition();
+CREATE TRIGGER transition_update BEFORE UPDATE ON iot.commands FOR EACH ROW EXECUTE FUNCTION iot._command_transition();
 
 CREATE FUNCTION iot.send_command(device_id text, name text, args jsonb DEFAULT '{}',
                                  timeout interval DEFAULT '30 seconds', retries integer DEFAULT 0,
