@@ -548,8 +548,9 @@ static void
 run_session(void)
 {
 	TimestampTz last_tick = GetCurrentTimestamp();
+	bool announced = false;
 
-	set_state("running", NULL, false);
+	set_state("subscribing", NULL, false);
 	for (;;)
 	{
 		long timeout = 1000;
@@ -564,6 +565,12 @@ run_session(void)
 
 		if (!iot_mqtt_read(&mqtt, cfg.batch_size))
 			break;
+		if (!announced && mqtt.subscribed)
+		{
+			/* "running" means: subscribed, messages flow from now on. */
+			set_state("running", NULL, false);
+			announced = true;
+		}
 		n = list_length(mqtt.inbox);
 		if (n > 0 && (n >= cfg.batch_size ||
 					  ms_since(((IotMessage *) linitial(mqtt.inbox))->at) >= cfg.batch_ms))

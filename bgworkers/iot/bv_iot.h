@@ -96,6 +96,8 @@ typedef struct IotMqtt
 	bool connected;      /* CONNACK accepted, not lost since */
 	bool lost;           /* refused or lost: error says why */
 	bool need_subscribe; /* connected, subscriptions not sent yet */
+	int subacks_pending; /* SUBSCRIBEs sent, SUBACK not yet received */
+	bool subscribed;     /* every SUBACK received on this connection */
 	char error[256];
 	MemoryContext inbox_cxt;
 	List *inbox; /* IotMessage *, received and not yet committed */

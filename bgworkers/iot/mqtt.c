@@ -66,6 +66,21 @@ on_connect(struct mosquitto *mosq, void *obj, int rc)
 }
 
 static void
+on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos_count, const int *granted)
+{
+	IotMqtt *m = (IotMqtt *) obj;
+
+	if (qos_count >= 1 && granted[0] > 2)
+	{
+		m->lost = true;
+		snprintf(m->error, sizeof(m->error), "the broker refused a subscription");
+		return;
+	}
+	if (--m->subacks_pending == 0)
+		m->subscribed = true;
+}
+
+static void
 on_disconnect(struct mosquitto *mosq, void *obj, int rc)
 {
 	IotMqtt *m = (IotMqtt *) obj;
@@ -129,6 +144,8 @@ iot_mqtt_connect(IotMqtt *m, const char *host, int port, const char *client_id,
 	m->error[0] = '\0';
 	m->lost = false;
 	m->connected = false;
+	m->subscribed = false;
+	m->subacks_pending = 0;
 	m->mosq = mosquitto_new(client_id, false, m);
 	if (m->mosq == NULL)
 	{
@@ -141,6 +158,7 @@ iot_mqtt_connect(IotMqtt *m, const char *host, int port, const char *client_id,
 	mosquitto_connect_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
 	mosquitto_message_callback_set(m->mosq, on_message);
+	mosquitto_subscribe_callback_set(m->mosq, on_subscribe);
 	if (username != NULL)
 		mosquitto_username_pw_set(m->mosq, username, password);
 	rc = mosquitto_connect(m->mosq, host, port, keepalive);
@@ -236,6 +254,8 @@ iot_mqtt_subscribe(IotMqtt *m, char **topics, int ntopics)
 {
 	int i;
 
+	m->subacks_pending = ntopics;
+	m->subscribed = false;
 	for (i = 0; i < ntopics; i++)
 		if (!check(m, mosquitto_subscribe(m->mosq, NULL, topics[i], 1), "subscribe"))
 			return false;

@@ -282,49 +282,6 @@ COMMENT ON FUNCTION iot.mosquitto_acl(text) IS 'The mosquitto ACL file: each dev
 
 /* ---------- ingestion ---------- */
 
-CREATE FUNCTION iot._ingest_rows(p_device text[], p_ts timestamptz[], p_metric text[], p_value float8[],
-                                 p_payload jsonb[], p_topic text[], p_raw text[], p_source text, p_owner text)
-RETURNS TABLE (inserted bigint, quarantined bigint)
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH r AS (
-        SELECT * FROM unnest(p_device, p_ts, p_metric, p_value, p_payload, p_topic, p_raw)
-                   AS r(device_id, ts, metric, value, payload, topic, raw)),
-    c AS (
-        SELECT r.*, CASE WHEN d.device_id IS NULL OR (p_owner IS NOT NULL AND d.owner <> p_owner) THEN 'unknown_device'
-                         WHEN d.status <> 'active' THEN 'disabled_device' END AS reason
-          FROM r LEFT JOIN iot.devices d ON d.device_id = r.device_id),
-    q AS (
-        INSERT INTO iot.quarantine (source, topic, device_id, reason, detail, payload_prefix, payload_bytes)
-        SELECT p_source, c.topic, left(c.device_id, 64), c.reason,
-               CASE c.reason WHEN 'unknown_device' THEN 'No device with this id is registered.'
-                             ELSE 'The device is disabled.' END,
-               left(c.raw, 256), octet_length(c.raw)
-          FROM c WHERE c.reason IS NOT NULL
-        RETURNING 1),
-    ins AS (
-        INSERT INTO iot.telemetry (device_id, ts, metric, value, payload)
-        SELECT c.device_id, c.ts, c.metric, c.value, c.payload FROM c WHERE c.reason IS NULL
-        ON CONFLICT DO NOTHING
-        RETURNING device_id, metric, ts),
-    dirty AS (
-        INSERT INTO iot.rollup_dirty (device_id, metric, bucket)
-        SELECT DISTINCT i.device_id, i.metric, date_trunc('minute', i.ts) FROM ins i
-        RETURNING 1),
-    seen AS (
-        INSERT INTO iot.device_state AS s (device_id, last_seen)
-        SELECT DISTINCT c.device_id, now() FROM c WHERE c.reason IS NULL
-        ON CONFLICT (device_id) DO UPDATE SET last_seen = EXCLUDED.last_seen
-        WHERE s.last_seen < EXCLUDED.last_seen
-        RETURNING 1)
-    SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM dirty) + 0 * (SELECT count(*) FROM seen),
-           (SELECT count(*) FROM q)
-$$;
-COMMENT ON FUNCTION iot._ingest_rows(text[], timestamptz[], text[], float8[], jsonb[], text[], text[], text, text) IS
-'Internal: writes one batch of validated readings in one statement: unknown or disabled devices (or, with p_owner, devices of another owner) are quarantined, the others inserted (a duplicate (device, metric, ts) is dropped), their minute buckets marked dirty and last_seen set.';
-REVOKE ALL ON FUNCTION iot._ingest_rows(text[], timestamptz[], text[], float8[], jsonb[], text[], text[], text, text) FROM PUBLIC;
-
 CREATE FUNCTION iot._quarantine(p_source text, p_topic text[], p_device text[], p_reason text[],
                                 p_detail text[], p_raw text[], p_bytes integer[])
 RETURNS bigint
