@@ -84,6 +84,7 @@ static BridgeConfig cfg;
 static IotMqtt mqtt;
 static IotBatch batch;
 static bool resend_pending = true;
+static bool said_disabled = false;
 
 static void
 bridge_exit(int code, Datum arg)
@@ -644,6 +645,11 @@ bv_iot_bridge_main(Datum arg)
 		load_config();
 		if (!cfg.installed || !cfg.enabled)
 		{
+			if (cfg.installed && mqtt.mosq != NULL)
+				set_state("disabled", NULL, false);
+			else if (cfg.installed && !said_disabled)
+				set_state("disabled", NULL, false);
+			said_disabled = cfg.installed;
 			iot_mqtt_close(&mqtt);
 			wait_for(cfg.installed ? Min(iot_naptime_ms, 1000) : iot_naptime_ms, -1);
 			continue;
@@ -654,6 +660,7 @@ bv_iot_bridge_main(Datum arg)
 			wait_for(bv_backoff_next(&backoff), -1);
 			continue;
 		}
+		said_disabled = false;
 		bv_backoff_reset(&backoff);
 		run_session();
 		if (mqtt.lost)

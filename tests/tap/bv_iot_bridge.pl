@@ -51,7 +51,7 @@ is(sql("SELECT sum(value) FROM iot.telemetry WHERE device_id = 'dev-a'"), 200 * 
 is(sql("SELECT count(*) FROM (SELECT device_id, metric, ts FROM iot.telemetry GROUP BY 1, 2, 3 HAVING count(*) > 1) d"),
 	0, 'no reading twice');
 is(sql("SELECT messages, readings FROM iot.bridge_counters"), '210|700', 'bridge_stats counts messages and readings');
-ok(sql("SELECT batches BETWEEN 1 AND 210 AND commit_max_ms >= 0 FROM iot.bridge_counters") eq 't', 'batches counted');
+ok(sql("SELECT batches BETWEEN 1 AND 210 AND commit_max_ms >= 0 AND lag_ms >= 0 FROM iot.bridge_stats") eq 't', 'batches counted');
 is(sql("SELECT count(*) FROM iot.device_status WHERE online AND device_id IN ('dev-a', 'dev-b')"), 2,
 	'the publishing devices are online (last_seen)');
 
@@ -135,7 +135,6 @@ like(sql("SELECT detail FROM iot.quarantine WHERE payload_prefix LIKE '%\"mix\"%
 	'the bad one is named by its position');
 
 # ---- 3. a device speaks only as itself ----
-my $pos = BvMqtt::log_position($b);
 is(pub('dev-a', 'devices/dev-b/telemetry', qq({"metric":"spoof","value":1,"ts":$now})), 0,
 	'dev-a publishes on dev-b\'s topic (MQTT 3.1.1: the broker acknowledges and drops it)');
 my ($rc) = BvIot::publish($b, 'dev-a', 'wrong-secret', 'devices/dev-a/telemetry', '{"metric":"pw","value":1}');
@@ -146,8 +145,6 @@ isnt($rc, 0, 'an unknown user is refused by the broker');
 is(pub('dev-b', 'devices/dev-b/telemetry', qq({"metric":"marker","value":1,"ts":$now})), 0, 'marker');
 ok(poll("SELECT count(*) = 1 FROM iot.telemetry WHERE metric = 'marker'"), 'marker landed');
 is(sql("SELECT count(*) FROM iot.telemetry WHERE metric IN ('spoof', 'pw')"), 0, 'the spoofed readings never landed');
-like(BvMqtt::log_since($b, $pos), qr/Denied PUBLISH from pub-dev-a-\d+.*devices\/dev-b\/telemetry/,
-	'the broker logged the refusal');
 
 # The bridge refuses what the registry refuses, even if the broker lets it in.
 sql("UPDATE iot.devices SET status = 'disabled' WHERE device_id = 'dev-b'");

@@ -92,19 +92,44 @@ UPDATE iot.bridge_config SET enabled = true, host = '127.0.0.1', port = $b->{por
 	return;
 }
 
-# Publish payloads (one message each, QoS 1) as $user; returns
-# (exit code, stderr).  mosquitto_pub returns after the broker's PUBACKs.
+# The test device program (tests/tools/bv_iot_pub.c), built by `make
+# build`; compiled here if missing.
+sub pub_program
+{
+	my $bin = "$ENV{BV_SRC}/tests/tools/bv_iot_pub";
+	return $bin if -x $bin;
+	my $tmp = "$PostgreSQL::Test::Utils::tmp_check/bv_iot_pub";
+	return $tmp if -x $tmp;
+	system('cc', '-O2', '-o', $tmp, "$ENV{BV_SRC}/tests/tools/bv_iot_pub.c", '-lmosquitto') == 0
+	  or die "cannot build bv_iot_pub";
+	return $tmp;
+}
+
+# Publish payloads (one message each, QoS 1) as $user; returns (exit code,
+# stderr).  Returns after the broker acknowledged every message.
 sub publish
 {
 	my ($b, $user, $secret, $topic, @payloads) = @_;
 	my $in = join('', map { "$_\n" } @payloads);
 	my ($out, $err) = ('', '');
-	my @cmd = ('mosquitto_pub', '-h', '127.0.0.1', '-p', $b->{port}, '-u', $user, '-P', $secret,
-		'-i', "pub-$user-$$", '-q', 1, '-t', $topic);
-	# One message: -m (any length); several: one per line of stdin.
-	push @cmd, @payloads == 1 ? ('-m', $payloads[0]) : ('-l');
-	IPC::Run::run(\@cmd, '<', \$in, '>', \$out, '2>', \$err);
+	IPC::Run::run([ pub_program(), '-p', $b->{port}, '-u', $user, '-P', $secret, '-t', $topic ],
+		'<', \$in, '>', \$out, '2>', \$err);
 	return ($? >> 8, $err);
+}
+
+# Generated readings (bv_iot_pub -n/-b/-s/-m); returns (exit code, acked).
+sub publish_generated
+{
+	my ($b, $user, $secret, $topic, %o) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(
+		[
+			pub_program(), '-p', $b->{port}, '-u', $user, '-P', $secret, '-t', $topic,
+			'-n', $o{messages}, '-b', $o{readings} // 1, '-s', $o{start}, '-m', $o{metric} // 'm'
+		],
+		'>', \$out, '2>', \$err);
+	my ($acked) = $out =~ /acked (\d+)/;
+	return ($? >> 8, $acked // 0);
 }
 
 1;
