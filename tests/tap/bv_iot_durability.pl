@@ -29,7 +29,8 @@ my $b = BvIot::start_broker($node, $dir);
 my %secret;
 $secret{$_} = BvIot::provision($node, undef, $_) for qw(d1 d2 d3);
 BvIot::reload_auth($node, $b);
-BvIot::enable_bridge($node, $b, batch_ms => 50, batch_size => 500);
+# Small batches: the stream lasts long enough to be interrupted.
+BvIot::enable_bridge($node, $b, batch_ms => 50, batch_size => 20);
 
 my $n = 20000;
 my $start = time() - 3600;
@@ -62,19 +63,22 @@ my ($h, $out, $err) = start_publisher('d1', 'k9');
 ok(poll("SELECT count(*) > 1000 FROM iot.telemetry WHERE metric = 'k9'"), 'stream under way');
 my $pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'bv_iot bridge'");
 ok($pid > 0, 'the bridge runs');
+my $landed_at_kill = sql("SELECT count(*) FROM iot.telemetry WHERE metric = 'k9'");
 kill 'KILL', $pid;
+ok($landed_at_kill < $n, "killed mid-stream ($landed_at_kill of $n landed)");
 $h->finish;
 like($$out, qr/acked $n/, "the publisher got $n PUBACKs from the broker");
-my $landed_at_kill = sql("SELECT count(*) FROM iot.telemetry WHERE metric = 'k9'");
-note("$landed_at_kill readings had landed when the bridge was killed");
 check_exactly('d1', 'k9', 'kill -9');
+ok(poll("SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'bv_iot bridge'"), 'bridge up');
 my $new = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'bv_iot bridge'");
 isnt($new, $pid, 'the bridge came back');
 
 # ---- 2. immediate shutdown of PostgreSQL mid-stream ----
 ($h, $out, $err) = start_publisher('d2', 'imm');
 ok(poll("SELECT count(*) > 1000 FROM iot.telemetry WHERE metric = 'imm'"), 'second stream under way');
+my $before = sql("SELECT count(*) FROM iot.telemetry WHERE metric = 'imm'");
 $node->stop('immediate');
+ok($before < $n, "stopped mid-stream ($before of $n landed)");
 $h->finish;
 like($$out, qr/acked $n/, "the publisher got $n PUBACKs while the server was down");
 $node->start;
@@ -88,7 +92,9 @@ my ($rc, $acked) = BvIot::publish_generated($b, 'd3', $secret{d3}, 'devices/d3/t
 is($acked, $n, "a backlog of $n messages acknowledged by the broker");
 sql("UPDATE iot.bridge_config SET enabled = true");
 ok(poll("SELECT count(*) > 500 FROM iot.telemetry WHERE metric = 'brk'"), 'the bridge works through the backlog');
+my $at = sql("SELECT count(*) FROM iot.telemetry WHERE metric = 'brk'");
 BvMqtt::kill_broker($b, 'TERM');
+ok($at < $n, "broker stopped mid-backlog ($at of $n landed)");
 BvMqtt::restart_broker($b);
 check_exactly('d3', 'brk', 'broker restart');
 ok(poll("SELECT reconnects >= 1 AND state = 'running' FROM iot.bridge_counters"), 'the bridge reconnected');
