@@ -165,6 +165,18 @@ BEGIN
             action := 'created'; partition := name; RETURN NEXT;
         END IF;
     END LOOP;
+    -- Partitions made by CREATE EXTENSION are members of the extension;
+    -- release them so that they can be dropped (and are dumped).
+    FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               JOIN pg_depend dep ON dep.classid = 'pg_class'::regclass AND dep.objid = c.oid AND dep.deptype = 'e'
+              WHERE i.inhparent = 'iot.telemetry'::regclass
+    LOOP
+        BEGIN
+            EXECUTE format('ALTER EXTENSION bv_iot DROP TABLE iot.%I', r.relname);
+        EXCEPTION WHEN OTHERS THEN
+            NULL;   -- inside CREATE EXTENSION itself
+        END;
+    END LOOP;
     FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
               WHERE i.inhparent = 'iot.telemetry'::regclass AND c.relname ~ '^telemetry_[0-9]{8}$'
                 AND to_date(substr(c.relname, 11), 'YYYYMMDD') < today - s.retention
