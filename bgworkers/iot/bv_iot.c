@@ -47,6 +47,7 @@ char *iot_database = NULL;
 int iot_naptime_ms = 10000;
 
 PG_FUNCTION_INFO_V1(iot_ingest);
+PG_FUNCTION_INFO_V1(iot_caller_is_privileged);
 
 void
 _PG_init(void)
@@ -107,6 +108,17 @@ caller_is_privileged(void)
 	Oid service = get_role_oid("bv_service", true);
 
 	return superuser_arg(caller) || (OidIsValid(service) && has_privs_of_role(caller, service));
+}
+
+/*
+ * iot_caller_is_privileged
+ *		iot._caller_is_privileged(): for SECURITY DEFINER functions, whether
+ *		the role that called them (not the definer) may act on any device.
+ */
+Datum
+iot_caller_is_privileged(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(caller_is_privileged());
 }
 
 /*

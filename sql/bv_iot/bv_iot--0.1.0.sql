@@ -193,6 +193,12 @@ SELECT count(*) FROM iot.maintain_partitions();
 
 /* ---------- provisioning ---------- */
 
+CREATE FUNCTION iot._caller_is_privileged()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'iot_caller_is_privileged'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION iot._caller_is_privileged() IS 'Internal: whether the role calling a SECURITY DEFINER function (the outer role, not its owner) is a superuser or a bv_service member, who may act on any device.';
+
 CREATE FUNCTION iot._secret_hash(secret text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'iot_secret_hash'
@@ -226,7 +232,7 @@ BEGIN
     END IF;
     IF provision_device.group_name IS NOT NULL AND NOT EXISTS (
            SELECT 1 FROM iot.device_groups g WHERE g.name = provision_device.group_name
-              AND (g.owner = bv.actor() OR session_user = current_user)) THEN
+              AND (g.owner = bv.actor() OR iot._caller_is_privileged())) THEN
         RAISE EXCEPTION 'device group % does not exist', quote_literal(left(provision_device.group_name, 64))
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Create the group first (INSERT INTO iot.device_groups).';
@@ -257,7 +263,7 @@ DECLARE
 BEGIN
     UPDATE iot.devices d SET secret_hash = iot._secret_hash(v_secret)
      WHERE d.device_id = rotate_device_secret.device_id
-       AND (d.owner = bv.actor() OR session_user = current_user);
+       AND (d.owner = bv.actor() OR iot._caller_is_privileged());
     IF NOT FOUND THEN
         RAISE EXCEPTION 'device % does not exist', quote_literal(left(rotate_device_secret.device_id, 64))
             USING ERRCODE = 'no_data_found', HINT = 'Provision it with iot.provision_device().';
@@ -474,7 +480,7 @@ DECLARE
     v_id bigint;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM iot.devices d WHERE d.device_id = send_command.device_id AND d.status = 'active'
-                      AND (d.owner = bv.actor() OR session_user = current_user)) THEN
+                      AND (d.owner = bv.actor() OR iot._caller_is_privileged())) THEN
         RAISE EXCEPTION 'device % does not exist or is disabled', quote_literal(left(coalesce(send_command.device_id, 'NULL'), 64))
             USING ERRCODE = 'no_data_found', HINT = 'Send commands to an active device you own.';
     END IF;
