@@ -55,7 +55,7 @@ is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only
 # are moved to every minute so that each runs within the test's time.
 is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
 	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,'
-	  . 'commerce-purge-idempotency-keys,commerce-release-reservations',
+	  . 'commerce-purge-idempotency-keys,commerce-release-reservations,iot-partitions,iot-rollups',
 	'start: the suite schedules its maintenance jobs');
 query("SELECT count(cron.alter_job(jobid, schedule => '* * * * *')) FROM cron.job");
 my $pending = "SELECT count(*) FROM cron.job j WHERE NOT EXISTS "

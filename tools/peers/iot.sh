@@ -82,7 +82,7 @@ simulate() {
                 mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/result" \
                     -m "{\"id\":$cid,\"status\":\"succeeded\",\"result\":{\"handled_by\":\"$id\"}}"
             done
-    ) &
+    ) </dev/null >>"$DIR/sim.out" 2>&1 &
     echo $! >>"$SIMPIDS"
     (
         while sleep 2; do
@@ -90,7 +90,7 @@ simulate() {
                 -m "[{\"metric\":\"temp\",\"value\":$((180 + RANDOM % 80))e-1},{\"metric\":\"humidity\",\"value\":$((30 + RANDOM % 40))}]" \
                 2>>"$DIR/sim.err" || true
         done
-    ) &
+    ) </dev/null >>"$DIR/sim.out" 2>&1 &
     echo $! >>"$SIMPIDS"
 }
 
@@ -102,7 +102,10 @@ cmd_start() {
         say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
         return 0
     fi
-    port_busy "$PORT" && die "port $PORT on 127.0.0.1 is in use; choose another: make run BV_IOT_MQTT_PORT=$((PORT + 1))"
+    if port_busy "$PORT"; then
+        warn "port $PORT on 127.0.0.1 is in use; no IoT peer (choose another: make run BV_IOT_MQTT_PORT=$((PORT + 1)))"
+        return 0
+    fi
     psql_bv -c "SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
                 WHERE NOT EXISTS (SELECT 1 FROM iot.devices x WHERE x.device_id = d)" >/dev/null
     # The demo keeps no secrets on disk: new ones at each start.
