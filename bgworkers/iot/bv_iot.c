@@ -70,7 +70,7 @@ _PG_init(void)
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
+	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "bv_iot");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bv_iot_bridge_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "bv_iot bridge");
