@@ -1,0 +1,135 @@
+# BvIot: the IoT side of bv_iot's TAP tests and benchmark.
+#
+#   use lib "$ENV{BV_SRC}/tests/tools";  use BvIot;
+#   my $b = BvIot::start_broker($node, $dir);   # mosquitto with password file + ACL from iot.devices
+#   my $secret = BvIot::provision($node, 'dev-1');   # and the broker reloads its password file
+#   BvIot::enable_bridge($node, $b, batch_ms => 20);
+#   BvIot::publish($b, 'dev-1', $secret, 'devices/dev-1/telemetry', @payloads);   # QoS 1, one per line
+#
+# The broker is tests/tools/BvMqtt.pm's (persistence, its own port), with
+# anonymous access off, the password file written from
+# iot.mosquitto_passwd() (every active device plus the bridge's user) and
+# the ACL from iot.mosquitto_acl(): devices/%u/... only.  reload_auth()
+# rewrites the password file and sends the broker SIGHUP.
+package BvIot;
+
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use lib "$ENV{BV_SRC}/tests/tools";
+use BvMqtt;
+
+our $BRIDGE_USER = 'bv_iot_bridge';
+our $BRIDGE_PASSWORD = 'bridge-' . int(rand(1e9));
+
+sub _sql { my ($node, $q) = @_; return $node->safe_psql('bitvelocity', $q); }
+
+sub write_auth
+{
+	my ($node, $b) = @_;
+	my $pw = _sql($node, "SELECT * FROM iot.mosquitto_passwd('$BRIDGE_USER', '$BRIDGE_PASSWORD')");
+	my $acl = _sql($node, "SELECT * FROM iot.mosquitto_acl('$BRIDGE_USER')");
+	for ([ "$b->{dir}/passwd", $pw ], [ "$b->{dir}/acl", $acl ])
+	{
+		open my $fh, '>', "$_->[0].tmp" or die "$_->[0]: $!";
+		print $fh "$_->[1]\n";
+		close $fh;
+		rename "$_->[0].tmp", $_->[0] or die "rename $_->[0]: $!";
+	}
+	return;
+}
+
+sub start_broker
+{
+	my ($node, $dir, %o) = @_;
+	mkdir "$dir/mqtt";
+	my $b = { dir => "$dir/mqtt" };
+	write_auth($node, $b);
+	my $extra = "allow_anonymous false\npassword_file $dir/mqtt/passwd\nacl_file $dir/mqtt/acl\n"
+	  . "max_inflight_messages 0\n" . ($o{extra} // '');
+	my $mb = BvMqtt::start_broker($dir, extra => $extra);
+	$mb->{$_} //= $b->{$_} for keys %$b;
+	return $mb;
+}
+
+# Rewrite the password file and make the broker read it again.
+sub reload_auth
+{
+	my ($node, $b) = @_;
+	write_auth($node, $b);
+	my $pos = BvMqtt::log_position($b);
+	kill 'HUP', $b->{pid};
+	BvMqtt::wait_until(sub { BvMqtt::log_since($b, $pos) =~ /Reloading config/ }, 30);
+	return;
+}
+
+# Provision a device, return its secret; the broker learns it.
+sub provision
+{
+	my ($node, $b, $id, $owner) = @_;
+	my $set = $owner ? "SELECT bv.set_actor('$owner');" : '';
+	my $secret = _sql($node, "$set SELECT secret FROM iot.provision_device('$id')");
+	$secret =~ s/.*\n//s;
+	reload_auth($node, $b) if $b;
+	return $secret;
+}
+
+sub enable_bridge
+{
+	my ($node, $b, %o) = @_;
+	my $batch_ms = $o{batch_ms} // 20;
+	my $batch_size = $o{batch_size} // 2000;
+	_sql($node, qq{
+SELECT bv.secret_set('iot_bridge_password', '$BRIDGE_PASSWORD');
+UPDATE iot.bridge_config SET enabled = true, host = '127.0.0.1', port = $b->{port},
+       username = '$BRIDGE_USER', password_secret = 'iot_bridge_password',
+       batch_ms = $batch_ms, batch_size = $batch_size;
+});
+	$node->poll_query_until('bitvelocity', "SELECT state = 'running' FROM iot.bridge_stats")
+	  or die "the bridge did not start";
+	return;
+}
+
+# The test device program (tests/tools/bv_iot_pub.c), built by `make
+# build`; compiled here if missing.
+sub pub_program
+{
+	my $bin = "$ENV{BV_SRC}/tests/tools/bv_iot_pub";
+	return $bin if -x $bin;
+	my $tmp = "$PostgreSQL::Test::Utils::tmp_check/bv_iot_pub";
+	return $tmp if -x $tmp;
+	system('cc', '-O2', '-o', $tmp, "$ENV{BV_SRC}/tests/tools/bv_iot_pub.c", '-lmosquitto') == 0
+	  or die "cannot build bv_iot_pub";
+	return $tmp;
+}
+
+# Publish payloads (one message each, QoS 1) as $user; returns (exit code,
+# stderr).  Returns after the broker acknowledged every message.
+sub publish
+{
+	my ($b, $user, $secret, $topic, @payloads) = @_;
+	my $in = join('', map { "$_\n" } @payloads);
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ pub_program(), '-p', $b->{port}, '-u', $user, '-P', $secret, '-t', $topic ],
+		'<', \$in, '>', \$out, '2>', \$err);
+	return ($? >> 8, $err);
+}
+
+# Generated readings (bv_iot_pub -n/-b/-s/-m); returns (exit code, acked).
+sub publish_generated
+{
+	my ($b, $user, $secret, $topic, %o) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(
+		[
+			pub_program(), '-p', $b->{port}, '-u', $user, '-P', $secret, '-t', $topic,
+			'-n', $o{messages}, '-b', $o{readings} // 1, '-s', $o{start}, '-m', $o{metric} // 'm'
+		],
+		'>', \$out, '2>', \$err);
+	my ($acked) = $out =~ /acked (\d+)/;
+	return ($? >> 8, $acked // 0);
+}
+
+1;

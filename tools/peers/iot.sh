@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# tools/peers/iot.sh start|stop|status: bv_iot's broker, bridge and a small
+# simulated fleet for `make run`.
+#
+# Starts a mosquitto of its own on 127.0.0.1:$BV_IOT_MQTT_PORT (default
+# 18831; bv_cdc's demo broker stays anonymous on 18830) that enforces device
+# identity: anonymous access off, a password file written from
+# iot.mosquitto_passwd() (every active device, PBKDF2 hashes as stored in
+# iot.devices, plus the bridge's user) and the ACL from iot.mosquitto_acl()
+# (a device may only use devices/<its id>/...).  Points the bridge at it
+# (iot.bridge_config; its password in bv.secrets), provisions three demo
+# devices sim-1..3 and starts one simulator process per device: it
+# publishes a reading every 2 s and answers each command with an ack and a
+# "succeeded" result.  After adding devices, regenerate the password file:
+#     tools/peers/iot.sh reload-auth
+# Called by tools/cluster.sh after the database started (env: BV_HOME,
+# SOCK, BV_DB, BV_PORT, PGBIN).
+set -euo pipefail
+
+BV_DB=${BV_DB:-bitvelocity}
+SOCK=${SOCK:?SOCK (the socket directory) is not set}
+DIR=${BV_HOME:?BV_HOME is not set}/iot
+PORT=${BV_IOT_MQTT_PORT:-18831}
+PIDFILE=$DIR/mosquitto.pid
+SIMPIDS=$DIR/simulators.pids
+CONF=$DIR/mosquitto.conf
+LOG=$DIR/mosquitto.log
+STOP_FILES="$SIMPIDS"
+BRIDGE_USER=bv_iot_bridge
+FLEET="sim-1 sim-2 sim-3"
+
+PEER=iot
+# shellcheck source=lib/peer.sh
+source "$(dirname "$0")/lib/peer.sh"
+
+installed() { [ "$(psql_bv -c "SELECT count(*) FROM pg_extension WHERE extname = 'bv_iot'")" = 1 ]; }
+
+write_auth() {
+    local pw
+    pw=$(psql_bv -c "SELECT bv.secret_get('iot_bridge_password')" 2>/dev/null || true)
+    if [ -z "$pw" ]; then
+        pw=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+        psql_bv -c "SELECT bv.secret_set('iot_bridge_password', '$pw')" >/dev/null
+    fi
+    umask 077
+    psql_bv -c "SELECT * FROM iot.mosquitto_passwd('$BRIDGE_USER', bv.secret_get('iot_bridge_password'))" >"$DIR/passwd.tmp"
+    mv "$DIR/passwd.tmp" "$DIR/passwd"
+    psql_bv -c "SELECT * FROM iot.mosquitto_acl('$BRIDGE_USER')" >"$DIR/acl"
+}
+
+write_conf() {
+    cat >"$CONF" <<CONF
+# written by tools/peers/iot.sh at each start
+listener $PORT 127.0.0.1
+allow_anonymous false
+password_file $DIR/passwd
+acl_file $DIR/acl
+user $(id -un)
+persistence true
+persistence_location $DIR/
+autosave_interval 10
+max_inflight_messages 0
+max_queued_messages 1000000
+log_dest file $LOG
+log_type error
+log_type warning
+log_type notice
+log_type information
+CONF
+}
+
+# One simulated device: readings every 2 s; ack + result for each command.
+simulate() {
+    local id=$1 secret=$2
+    (
+        mosquitto_sub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -i "$id" -c -q 1 \
+            -t "devices/$id/commands" -F %p 2>>"$DIR/sim.err" |
+            while read -r cmd; do
+                cid=$(printf '%s' "$cmd" | sed -n 's/.*"id": *\([0-9][0-9]*\).*/\1/p')
+                [ -n "$cid" ] || continue
+                mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/ack" -m "{\"id\":$cid}"
+                mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/result" \
+                    -m "{\"id\":$cid,\"status\":\"succeeded\",\"result\":{\"handled_by\":\"$id\"}}"
+            done
+    ) </dev/null >>"$DIR/sim.out" 2>&1 &
+    echo $! >>"$SIMPIDS"
+    (
+        while sleep 2; do
+            mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/telemetry" \
+                -m "[{\"metric\":\"temp\",\"value\":$((180 + RANDOM % 80))e-1},{\"metric\":\"humidity\",\"value\":$((30 + RANDOM % 40))}]" \
+                2>>"$DIR/sim.err" || true
+        done
+    ) </dev/null >>"$DIR/sim.out" 2>&1 &
+    echo $! >>"$SIMPIDS"
+}
+
+cmd_start() {
+    mkdir -p "$DIR"
+    command -v mosquitto >/dev/null || { warn "mosquitto is not installed (make deps); no IoT peer"; return 0; }
+    installed || { say "bv_iot is not installed in $BV_DB; no IoT peer"; return 0; }
+    if running; then
+        say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+        return 0
+    fi
+    if port_busy "$PORT"; then
+        warn "port $PORT on 127.0.0.1 is in use; no IoT peer (choose another: make run BV_IOT_MQTT_PORT=$((PORT + 1)))"
+        return 0
+    fi
+    psql_bv -c "SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
+                WHERE NOT EXISTS (SELECT 1 FROM iot.devices x WHERE x.device_id = d)" >/dev/null
+    # The demo keeps no secrets on disk: new ones at each start.
+    declare -A secret
+    for d in $FLEET; do
+        secret[$d]=$(psql_bv -c "SELECT iot.rotate_device_secret('$d')")
+    done
+    write_auth
+    write_conf
+    nohup mosquitto -c "$CONF" >>"$DIR/mosquitto.out" 2>&1 </dev/null &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 100); do
+        port_busy "$PORT" && break
+        running || die "mosquitto exited; see $LOG and $DIR/mosquitto.out"
+        sleep 0.1
+    done
+    psql_bv -c "UPDATE iot.bridge_config SET enabled = true, host = '127.0.0.1', port = $PORT,
+                username = '$BRIDGE_USER', password_secret = 'iot_bridge_password'" >/dev/null
+    : >"$SIMPIDS"
+    for d in $FLEET; do simulate "$d" "${secret[$d]}"; done
+    say "started on 127.0.0.1:$PORT with simulated devices $FLEET"
+}
+
+cmd_stop_all() {
+    if [ -f "$SIMPIDS" ]; then
+        while read -r p; do
+            pkill -P "$p" 2>/dev/null || true
+            kill "$p" 2>/dev/null || true
+        done <"$SIMPIDS"
+    fi
+    cmd_stop
+}
+
+show() {
+    local psql="$PGBIN/psql -h $SOCK -p ${BV_PORT:-5440} -U postgres $BV_DB"
+    say "mosquitto running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT, log $LOG; bridge: SELECT * FROM iot.bridge_stats"
+    say "  watch data arrive:  $psql -c \"SELECT device_id, metric, value, ts FROM iot.telemetry ORDER BY received_at DESC LIMIT 10\""
+    say "  send a command:     $psql -c \"SELECT iot.send_command('sim-1', 'reboot', '{\\\"delay\\\": 1}')\""
+    say "  and see it answered: $psql -c \"SELECT id, state, result FROM iot.commands ORDER BY id DESC LIMIT 5\""
+}
+
+case "${1:-}" in
+    stop) cmd_stop_all ;;
+    reload-auth) write_auth; running && kill -HUP "$(cat "$PIDFILE")"; say "password file regenerated" ;;
+    *) peer_main "$@" ;;
+esac
