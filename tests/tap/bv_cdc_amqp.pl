@@ -53,7 +53,21 @@ is(sql(q{SELECT count(*) FROM bv_cdc.sinks}), '0', 'nothing was added');
 is(sql(q{SELECT string_agg(name || ':' || coalesce(default_value, '-'), ',' ORDER BY name) FROM bv_cdc.sink_properties() WHERE kind = 'amqp' AND name IN ('port', 'exchange', 'max_inflight')}),
 	'exchange:amq.topic,max_inflight:1000,port:5672', 'sink_properties() lists the declared defaults');
 
-my $b = BvAmqp::start_broker($dir);
+# PKI for the TLS listener (section 4): the broker's certificate from a test
+# CA, client certificates required.
+my $pki = "$dir/pki";
+mkdir $pki or die "$pki: $!";
+BvTest::make_ca($pki, 'ca', 'BitVelocity test CA');
+BvTest::make_ca($pki, 'rogue_ca', 'Rogue CA');
+# librabbitmq 0.11 verifies a host name against the certificate's DNS names
+# only (an IP address never matches): the sink connects to "localhost".
+BvTest::make_cert($pki, 'broker', 'localhost', 'ca', "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+BvTest::make_cert($pki, 'worker', 'bv_cdc', 'ca', "extendedKeyUsage=clientAuth\n");
+my $tls_port = PostgreSQL::Test::Cluster::get_free_port();
+my $b = BvAmqp::start_broker($dir, extra => "listeners.ssl.default = $tls_port\n"
+	  . "ssl_options.cacertfile = $pki/ca.crt\nssl_options.certfile = $pki/broker.crt\n"
+	  . "ssl_options.keyfile = $pki/broker.key\nssl_options.verify = verify_peer\n"
+	  . "ssl_options.fail_if_no_peer_cert = true\n");
 ok($b->{port}, "rabbitmq-server is up on port $b->{port}");
 BvAmqp::bind($b, 'all', 'amq.topic', 'bv.#');
 BvAmqp::bind($b, 'custom', 'amq.topic', 'custom.#');
@@ -220,6 +234,20 @@ is($got, $want, "broker stop and worker kill mid-stream: every committed row del
 is($bad, '', 'each key in order, no gap');
 is(sql("SELECT count(*) FROM bv_cdc.dead_letter WHERE tbl = 'public.kv'"), '0', 'nothing routable was dead-lettered');
 
-BvAmqp::stop_consumer($_) for ($all, $custom, $byx, $later);
+# ---- 4. TLS with a client certificate ----
+BvAmqp::bind($b, 'tls', 'amq.topic', 'tls.#');
+my $tlsq = BvAmqp::consume($b, 'tls');
+sql(qq{
+CREATE TABLE public.tl (k int PRIMARY KEY, v int);
+SELECT bv_cdc.add_sink('rt', 'amqp', '{"host": "localhost", "port": $tls_port, "tls_ca_file": "$pki/ca.crt", "tls_cert_file": "$pki/worker.crt", "tls_key_file": "$pki/worker.key"}');
+SELECT bv_cdc.add_sink('rrogue', 'amqp', '{"host": "localhost", "port": $tls_port, "tls_ca_file": "$pki/rogue_ca.crt"}');
+SELECT bv_cdc.add_route('public.tl', 'rt', 'tls.{table}');
+});
+ok(poll("SELECT state = 'up' FROM bv_cdc.stats WHERE sink = 'rt'"), 'TLS with a client certificate: up');
+ok(poll("SELECT state = 'failed' FROM bv_cdc.stats WHERE sink = 'rrogue'"), 'a broker certificate from another CA: failed alone');
+sql("INSERT INTO public.tl VALUES (1, 0)");
+ok(BvAmqp::wait_until(sub { BvAmqp::messages($tlsq) >= 1 }), 'a change published over TLS arrives');
+
+BvAmqp::stop_consumer($_) for ($all, $custom, $byx, $later, $tlsq);
 BvAmqp::stop_broker($b);
 done_testing();
