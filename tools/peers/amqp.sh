@@ -71,6 +71,8 @@ show() {
 cmd_start() {
     if running; then
         say "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+    elif [ -f "$DIR/wrapper.pid" ] && kill -0 "$(cat "$DIR/wrapper.pid")" 2>/dev/null; then
+        say "already starting (pid $(cat "$DIR/wrapper.pid")) on 127.0.0.1:$PORT"
     elif port_busy "$PORT"; then
         die "port $PORT on 127.0.0.1 is in use; choose another: make run BV_AMQP_PORT=$((PORT + 3))"
     else
@@ -109,24 +111,27 @@ cmd_start() {
 
 # The Erlang VM (its pid file) stops gracefully on SIGTERM; then its epmd.
 cmd_stop() {
-    local wrapper beam
-    # Still booting (no pid file yet): stop the VM under our wrapper script.
-    if ! running && [ -f "$DIR/wrapper.pid" ] && kill -0 "$(cat "$DIR/wrapper.pid")" 2>/dev/null; then
-        wrapper=$(cat "$DIR/wrapper.pid")
-        beam=$(pgrep -P "$wrapper" beam.smp || true)
-        kill "${beam:-$wrapper}" 2>/dev/null || true
-        for _ in $(seq 300); do kill -0 "$wrapper" 2>/dev/null || break; sleep 0.1; done
-    fi
-    rm -f "$DIR/wrapper.pid"
+    local wrapper="" beam
+    [ -f "$DIR/wrapper.pid" ] && wrapper=$(cat "$DIR/wrapper.pid")
     if running; then
         kill "$(cat "$PIDFILE")"
-        for _ in $(seq 300); do running || break; sleep 0.1; done
         say "stopped"
+    elif [ -n "$wrapper" ] && kill -0 "$wrapper" 2>/dev/null; then
+        # Still booting (no pid file yet): stop the VM under our wrapper.
+        beam=$(pgrep -P "$wrapper" beam.smp || true)
+        kill "${beam:-$wrapper}" 2>/dev/null || true
+        say "stopped while starting"
     else
         say "not running"
     fi
+    # The VM deregisters from epmd when it exits: wait for it (up to 60 s).
+    for _ in $(seq 600); do
+        { running || { [ -n "$wrapper" ] && kill -0 "$wrapper" 2>/dev/null; }; } || break
+        sleep 0.1
+    done
+    rm -f "$DIR/wrapper.pid"
     # epmd refuses to stop while the node is still registered: retry.
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         ERL_EPMD_PORT=$((PORT + 2)) epmd -kill 2>/dev/null | grep -q Killed && break
         port_busy $((PORT + 2)) || break
         sleep 0.1
