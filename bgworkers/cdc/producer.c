@@ -64,14 +64,56 @@ typedef struct KafkaSink
 #define sink_rk(sink) (((KafkaSink *) (sink)->impl)->rk)
 
 /*
+ * librdkafka properties that hold a secret.  A sink never stores them in
+ * clear (bv_cdc.sinks is readable by bv_admin and goes into backups): it
+ * names a bv.secrets entry in "<property>_secret", which the worker reads
+ * when it starts the producer.
+ */
+static const char *const kafka_secret_properties[] = {
+	"sasl.password", "ssl.key.password", "ssl.keystore.password",
+	"sasl.oauthbearer.client.secret", NULL};
+
+/*
+ * The secret property that "k" names ("sasl.password" for
+ * "sasl.password_secret"), or NULL.  *clear is set when k is the secret
+ * property itself.
+ */
+static const char *
+kafka_secret_property(const char *k, bool *clear)
+{
+	size_t len = strlen(k);
+	int i;
+
+	*clear = false;
+	for (i = 0; kafka_secret_properties[i] != NULL; i++)
+	{
+		const char *p = kafka_secret_properties[i];
+		size_t plen = strlen(p);
+
+		if (strcmp(k, p) == 0)
+		{
+			*clear = true;
+			return p;
+		}
+		if (len == plen + 7 && strncmp(k, p, plen) == 0 && strcmp(k + plen, "_secret") == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/*
  * cdc_kafka_conf
  *		A librdkafka configuration from the sink's properties, on top of
  *		bv_cdc's defaults; NULL with the reason in errbuf (and the offending
  *		property in *badkey) when librdkafka refuses one, when one would
- *		weaken delivery guarantees, or when bootstrap.servers is missing.
+ *		weaken delivery guarantees, when a secret is given in clear, or when
+ *		bootstrap.servers is missing.  With resolve_secrets (the worker),
+ *		"<property>_secret" names are read from bv.secrets; without (checks
+ *		when a sink is set), they are only checked to be there.
  */
 static rd_kafka_conf_t *
-cdc_kafka_conf(List *keys, List *values, char *errbuf, size_t errlen, char **badkey)
+cdc_kafka_conf(List *keys, List *values, bool resolve_secrets, char *errbuf, size_t errlen,
+			   char **badkey)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	int n;
@@ -120,6 +162,48 @@ cdc_kafka_conf(List *keys, List *values, char *errbuf, size_t errlen, char **bad
 			return NULL;
 		}
 
+		{
+			bool clear;
+			const char *secret_prop = kafka_secret_property(k, &clear);
+
+			if (secret_prop != NULL && clear)
+			{
+				snprintf(errbuf, errlen,
+						 "\"%s\" holds a secret and is never stored in clear: store it with "
+						 "bv.secret_set() and name that secret in \"%s_secret\".",
+						 k, k);
+				*badkey = pstrdup(k);
+				rd_kafka_conf_destroy(conf);
+				return NULL;
+			}
+			if (secret_prop != NULL)
+			{
+				char *secret;
+
+				if (!resolve_secrets)
+					continue;
+				secret = cdc_secret_get(v);
+				if (secret == NULL)
+				{
+					snprintf(errbuf, errlen, "could not read secret \"%.64s\" named by \"%s\" from bv.secrets",
+							 v, k);
+					*badkey = pstrdup(k);
+					rd_kafka_conf_destroy(conf);
+					return NULL;
+				}
+				if (rd_kafka_conf_set(conf, secret_prop, secret, errbuf, errlen) != RD_KAFKA_CONF_OK)
+				{
+					explicit_bzero(secret, strlen(secret));
+					pfree(secret);
+					*badkey = pstrdup(k);
+					rd_kafka_conf_destroy(conf);
+					return NULL;
+				}
+				explicit_bzero(secret, strlen(secret));
+				pfree(secret);
+				continue;
+			}
+		}
 		if ((strcmp(k, "enable.idempotence") == 0 && pg_strcasecmp(v, "true") != 0) ||
 			(strcmp(k, "acks") == 0 && strcmp(v, "all") != 0 && strcmp(v, "-1") != 0) ||
 			strcmp(k, "request.required.acks") == 0 ||
@@ -237,7 +321,7 @@ kafka_validate(List *keys, List *values)
 {
 	char errbuf[512];
 	char *badkey;
-	rd_kafka_conf_t *conf = cdc_kafka_conf(keys, values, errbuf, sizeof(errbuf), &badkey);
+	rd_kafka_conf_t *conf = cdc_kafka_conf(keys, values, false, errbuf, sizeof(errbuf), &badkey);
 	int len;
 
 	if (conf != NULL)
@@ -264,8 +348,8 @@ kafka_start(CdcSink *sink, char *errbuf, size_t errlen)
 	rd_kafka_t *rk;
 
 	char *badkey;
-	rd_kafka_conf_t *conf = cdc_kafka_conf(sink->conf_keys, sink->conf_values, errbuf, errlen,
-										   &badkey);
+	rd_kafka_conf_t *conf = cdc_kafka_conf(sink->conf_keys, sink->conf_values, true, errbuf,
+										   errlen, &badkey);
 
 	if (conf == NULL)
 		return false;
