@@ -234,8 +234,14 @@ BEGIN
            SELECT 1 FROM iot.device_groups g WHERE g.name = provision_device.group_name
               AND (g.owner = bv.actor() OR iot._caller_is_privileged())) THEN
         RAISE EXCEPTION 'device group % does not exist', quote_literal(left(provision_device.group_name, 64))
-            USING ERRCODE = 'foreign_key_violation',
+            USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Create the group first (INSERT INTO iot.device_groups).';
+    END IF;
+    IF provision_device.device_type IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM iot.device_types t WHERE t.name = provision_device.device_type) THEN
+        RAISE EXCEPTION 'device type % does not exist', quote_literal(left(provision_device.device_type, 64))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a type listed in iot.device_types, or add it there first.';
     END IF;
     v_secret := iot._secret_new();
     BEGIN
@@ -303,14 +309,28 @@ COMMENT ON FUNCTION iot.mosquitto_acl(text) IS 'The mosquitto ACL file: each dev
 CREATE FUNCTION iot._quarantine(p_source text, p_topic text[], p_device text[], p_reason text[],
                                 p_detail text[], p_raw text[], p_bytes integer[])
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF p_source IS NULL OR p_reason IS NULL OR array_position(p_reason, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'a quarantine batch needs a source and a reason for every entry'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Internal: called by the bridge and iot.ingest().';
+    END IF;
+    IF p_source NOT IN ('mqtt', 'sql') THEN
+        RAISE EXCEPTION 'invalid quarantine source %', quote_literal(left(p_source, 16))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The source is "mqtt" or "sql".';
+    END IF;
     WITH q AS (
         INSERT INTO iot.quarantine (source, topic, device_id, reason, detail, payload_prefix, payload_bytes)
         SELECT p_source, t, left(d, 64), r, x, left(w, 256), b FROM unnest(p_topic, p_device, p_reason, p_detail, p_raw, p_bytes) u(t, d, r, x, w, b)
+        WHERE r IS NOT NULL
         RETURNING 1)
-    SELECT count(*) FROM q
+    SELECT count(*) INTO n FROM q;
+    RETURN n;
+END
 $$;
 REVOKE ALL ON FUNCTION iot._quarantine(text, text[], text[], text[], text[], text[], integer[]) FROM PUBLIC;
 

@@ -423,11 +423,18 @@ COMMENT ON FUNCTION social.visible_post(bigint, bigint) IS 'The post if the view
 
 CREATE FUNCTION social.emit(p_type text, p_aggregate text, p_payload jsonb)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    IF p_type IS NULL OR p_aggregate IS NULL OR p_payload IS NULL THEN
+        RAISE EXCEPTION 'a domain event needs a type, an aggregate and a payload'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass all three arguments of social.emit(type, aggregate, payload).';
+    END IF;
     INSERT INTO social.outbox (type, version, aggregate, payload, actor)
-    VALUES (p_type, 1, p_aggregate, p_payload, bv.actor())
+    VALUES (p_type, 1, p_aggregate, p_payload, bv.actor());
+END
 $$;
 COMMENT ON FUNCTION social.emit(text, text, jsonb) IS 'Writes a domain event (schema version 1) to the outbox, in the caller''s transaction.';
 
