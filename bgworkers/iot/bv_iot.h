@@ -16,9 +16,9 @@
 #include "utils/jsonb.h"
 
 /* Limits declared once: validation, the SQL checks and docs use them. */
-#define IOT_ID_MAX          64   /* device id, metric name */
-#define IOT_RAW_PREFIX      256  /* bytes of a refused payload kept */
-#define IOT_DETAIL_MAX      200  /* bytes of a quarantine detail */
+#define IOT_ID_MAX     64  /* device id, metric name */
+#define IOT_RAW_PREFIX 256 /* bytes of a refused payload kept */
+#define IOT_DETAIL_MAX 200 /* bytes of a quarantine detail */
 
 /* Validation limits (from iot.bridge_config, or its defaults). */
 typedef struct IotLimits

@@ -29,10 +29,10 @@
 #include "bv_common.h"
 #include "bv_iot.h"
 
-#define IOT_SALT_LEN      12
-#define IOT_HASH_LEN      64
-#define IOT_ITERATIONS    1000
-#define IOT_SECRET_BYTES  24
+#define IOT_SALT_LEN     12
+#define IOT_HASH_LEN     64
+#define IOT_ITERATIONS   1000
+#define IOT_SECRET_BYTES 24
 
 PG_FUNCTION_INFO_V1(iot_secret_new);
 PG_FUNCTION_INFO_V1(iot_secret_hash);
@@ -60,7 +60,8 @@ iot_secret_new(PG_FUNCTION_ARGS)
 		elog(ERROR, "bv_iot: base64 encoding failed");
 	/* base64url: the secret goes into URLs and shell commands unquoted. */
 	for (i = 0; i < len; i++)
-		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+		out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_'
+													 : out[i];
 	out[len] = '\0';
 	explicit_bzero(raw, sizeof(raw));
 	PG_RETURN_TEXT_P(cstring_to_text(out));

@@ -241,13 +241,13 @@ parse_time(MemoryContext cxt, const char *s, TimestampTz *out, char *why, size_t
 	return ok;
 }
 
-#define REFUSE(reason, ...)                                                   \
-	do                                                                        \
-	{                                                                         \
-		char why_[IOT_DETAIL_MAX + 1];                                        \
-		snprintf(why_, sizeof(why_), __VA_ARGS__);                            \
-		iot_batch_quarantine(b, topic, device_c, reason, why_, raw, rawlen);  \
-		return;                                                               \
+#define REFUSE(reason, ...)                                                  \
+	do                                                                       \
+	{                                                                        \
+		char why_[IOT_DETAIL_MAX + 1];                                       \
+		snprintf(why_, sizeof(why_), __VA_ARGS__);                           \
+		iot_batch_quarantine(b, topic, device_c, reason, why_, raw, rawlen); \
+		return;                                                              \
 	} while (0)
 
 /* Validate one reading (an element of the message) and add it. */
@@ -315,8 +315,7 @@ add_one(IotBatch *b, const IotLimits *lim, JsonbValue *elem, int idx, int count,
 		int l = v->val.string.len;
 
 		if ((l == 3 && pg_strncasecmp(s, "nan", 3) == 0) ||
-			(l >= 3 && l <= 9 && (pg_strncasecmp(s, "inf", 3) == 0 || pg_strncasecmp(s, "-inf", 4) == 0 ||
-								  pg_strncasecmp(s, "+inf", 4) == 0)))
+			(l >= 3 && l <= 9 && (pg_strncasecmp(s, "inf", 3) == 0 || pg_strncasecmp(s, "-inf", 4) == 0 || pg_strncasecmp(s, "+inf", 4) == 0)))
 			REFUSE("non_finite", "%s\"value\" is not a finite number.", where);
 		REFUSE("wrong_type", "%s\"value\" is a string, not a number.", where);
 	}

@@ -43,7 +43,7 @@
 
 /* Run fn(arg) in a transaction with SPI; false and the error's texts on error. */
 static bool
-run_guarded(void (*fn) (void *), void *arg, char *detail, size_t detaillen, int *sqlerrcode)
+run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen, int *sqlerrcode)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -142,6 +142,7 @@ authenticate_spi(void *p)
 bool
 rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen)
 {
+	/* cppcheck-suppress ctuuninitvar ; id is an output argument, filled by the callee */
 	AuthArgs a = {token, id, false, false};
 	char detail[RT_ERRLEN];
 	int code = 0;
@@ -214,10 +215,12 @@ authorize_spi(void *p)
 	args[0] = CStringGetTextDatum(a->topic);
 	args[1] = CStringGetTextDatum(a->action);
 	if (SPI_execute_with_args("SELECT bv_realtime.authorize($1, $2)", 2, types, args, NULL, true,
-							  1) != SPI_OK_SELECT || SPI_processed != 1)
+							  1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
 		elog(ERROR, "could not authorize");
 	a->allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-											&isnull)) && !isnull;
+											&isnull)) &&
+				 !isnull;
 }
 
 /*

@@ -111,7 +111,7 @@ rt_set_state(const char *state)
 
 /* Publish the worker's last error (bv_realtime.stats). */
 void
-rt_set_error(const char *fmt,...)
+rt_set_error(const char *fmt, ...)
 {
 	char buf[RT_ERRLEN];
 	va_list ap;

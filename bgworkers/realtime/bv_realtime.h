@@ -47,39 +47,39 @@
 #define RT_MSG_PREFIX "bv_realtime"
 
 /* Limits, declared once: SQL validation, the gateway and the docs use them. */
-#define RT_TOPIC_MAX      200   /* bytes of a topic name */
-#define RT_EVENT_MAX      100   /* bytes of an event name */
-#define RT_TOKEN_MAX      8192  /* bytes of a token given by a client */
-#define RT_CLIENT_MSG_MAX 4096  /* bytes of one WebSocket message from a client */
-#define RT_ID_LEN         32    /* room for a position id "XXXXXXXX/XXXXXXXX-NNNNNNNNNN" */
+#define RT_TOPIC_MAX      200  /* bytes of a topic name */
+#define RT_EVENT_MAX      100  /* bytes of an event name */
+#define RT_TOKEN_MAX      8192 /* bytes of a token given by a client */
+#define RT_CLIENT_MSG_MAX 4096 /* bytes of one WebSocket message from a client */
+#define RT_ID_LEN         32   /* room for a position id "XXXXXXXX/XXXXXXXX-NNNNNNNNNN" */
 #define RT_ERRLEN         256
-#define RT_LAT_BUCKETS    256   /* latency histogram: 8 buckets per power of two (µs) */
+#define RT_LAT_BUCKETS    256 /* latency histogram: 8 buckets per power of two (µs) */
 
 /* Counters in shared memory (stats view), indexes into RtShared.counters. */
 typedef enum RtCounter
 {
 	RT_C_CONNECTIONS_TOTAL,
 	RT_C_AUTH_FAILURES,
-	RT_C_MESSAGES_IN,		/* decoded from the WAL */
-	RT_C_MESSAGES_OUT,		/* written to clients */
-	RT_C_CLIENT_MESSAGES,	/* received from WebSocket clients */
-	RT_C_DROPS,				/* slow clients disconnected */
+	RT_C_MESSAGES_IN,     /* decoded from the WAL */
+	RT_C_MESSAGES_OUT,    /* written to clients */
+	RT_C_CLIENT_MESSAGES, /* received from WebSocket clients */
+	RT_C_DROPS,           /* slow clients disconnected */
 	RT_C_RESUME_HITS,
 	RT_C_RESUME_MISSES,
 	RT_C_JOINS_DENIED,
-	RT_C_EXPIRED_CLOSES,	/* closed at token expiry or revocation */
+	RT_C_EXPIRED_CLOSES, /* closed at token expiry or revocation */
 	RT_C_HISTORY_PRUNED,
 	RT_NCOUNTERS
 } RtCounter;
 
 typedef struct RtShared
 {
-	slock_t mutex;				/* protects the fields up to last_error */
+	slock_t mutex; /* protects the fields up to last_error */
 	pid_t worker_pid;
 	Latch *worker_latch;
 	char state[32];
 	char last_error[RT_ERRLEN];
-	char listen[64];			/* address:port actually bound */
+	char listen[64];              /* address:port actually bound */
 	pg_atomic_uint32 connections; /* current, WebSocket + SSE */
 	pg_atomic_uint32 ws_connections;
 	pg_atomic_uint32 sse_connections;
@@ -110,7 +110,7 @@ extern int rt_max_payload;
 extern int rt_revocation_check_ms;
 
 extern void rt_set_state(const char *state);
-extern void rt_set_error(const char *fmt,...) pg_attribute_printf(1, 2);
+extern void rt_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
 static inline void
 rt_count(RtCounter c, uint64 n)
 {
@@ -168,13 +168,13 @@ typedef struct RtMsg
 {
 	int refcount;
 	RtPos pos;
-	TimestampTz commit_time;	/* 0: a control message (no latency sample) */
+	TimestampTz commit_time; /* 0: a control message (no latency sample) */
 	char topic[RT_TOPIC_MAX + 1];
 	size_t ws_len;
-	unsigned char *ws;			/* ws + LWS_PRE: the frame */
+	unsigned char *ws; /* ws + LWS_PRE: the frame */
 	size_t sse_len;
-	unsigned char *sse;			/* sse + LWS_PRE: the event */
-	bool close_after;			/* control: close the connection once written */
+	unsigned char *sse; /* sse + LWS_PRE: the event */
+	bool close_after;   /* control: close the connection once written */
 } RtMsg;
 
 /* A decoded, committed message from the WAL (stream.c -> history/gateway). */
@@ -184,7 +184,7 @@ typedef struct RtEvent
 	TimestampTz commit_time;
 	char *topic;
 	char *event;
-	char *payload;				/* JSON text */
+	char *payload; /* JSON text */
 } RtEvent;
 
 /* stream.c */
@@ -212,9 +212,9 @@ extern void rt_history_prune(void);
 typedef struct RtIdentity
 {
 	char role[NAMEDATALEN];
-	char *claims;				/* JSON text, malloc'd */
-	char jti[128];				/* empty: none */
-	int64 exp;					/* unix seconds; 0: none */
+	char *claims;  /* JSON text, malloc'd */
+	char jti[128]; /* empty: none */
+	int64 exp;     /* unix seconds; 0: none */
 } RtIdentity;
 extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
@@ -235,4 +235,4 @@ extern void rt_gateway_revoke(const char *jti);
 extern bool rt_extension_exists(void);
 extern PGDLLEXPORT void bv_realtime_worker_main(Datum arg);
 
-#endif							/* BV_REALTIME_H */
+#endif /* BV_REALTIME_H */

@@ -64,14 +64,14 @@
 
 typedef enum ClientKind
 {
-	CK_HTTP = 0,				/* a plain request (demo page, health, refusal) */
+	CK_HTTP = 0, /* a plain request (demo page, health, refusal) */
 	CK_WS,
 	CK_SSE
 } ClientKind;
 
 typedef struct TopicEntry
 {
-	char topic[RT_TOPIC_MAX + 1];	/* hash key */
+	char topic[RT_TOPIC_MAX + 1]; /* hash key */
 	dlist_head subs;
 	int nsubs;
 } TopicEntry;
@@ -80,18 +80,18 @@ struct Client;
 
 typedef struct Sub
 {
-	dlist_node topic_node;		/* in TopicEntry.subs */
-	dlist_node client_node;		/* in Client.subs */
+	dlist_node topic_node;  /* in TopicEntry.subs */
+	dlist_node client_node; /* in Client.subs */
 	struct Client *client;
 	TopicEntry *entry;
-	RtPos after;				/* deliver only positions after this */
+	RtPos after; /* deliver only positions after this */
 } Sub;
 
 typedef struct Client
 {
 	struct lws *wsi;
 	ClientKind kind;
-	bool counted;				/* in the connection gauges */
+	bool counted; /* in the connection gauges */
 	bool authed;
 	RtIdentity id;
 	TimestampTz connected_at, last_rx, last_tx;
@@ -103,11 +103,11 @@ typedef struct Client
 	dlist_head subs;
 	int nsubs;
 	dlist_node all_node;
-	dlist_node write_node;		/* in pending_writers while write_pending */
+	dlist_node write_node; /* in pending_writers while write_pending */
 	bool write_pending;
 	/* closing */
 	bool closing;
-	bool close_now;				/* SSE: the final event is out, close */
+	bool close_now; /* SSE: the final event is out, close */
 	int close_code;
 	char close_reason[120];
 	/* a WebSocket message being received in fragments */
@@ -180,7 +180,7 @@ msg_from_event(const RtEvent *ev)
 	rt_pos_format(ev->pos, id);
 	initStringInfo(&ws);
 	appendStringInfo(&ws, "{\"type\":\"message\",\"topic\":\"%s\",\"event\":\"%s\",\"id\":\"%s\","
-					 "\"payload\":%s}",
+						  "\"payload\":%s}",
 					 ev->topic, ev->event, id, ev->payload);
 	initStringInfo(&sse);
 	appendStringInfo(&sse, "id: %s\nevent: %s\ndata: %s\n\n", id, ev->event, ws.data);
@@ -258,6 +258,7 @@ flush_writers(void)
 {
 	while (!dlist_is_empty(&pending_writers))
 	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 		Client *c = dlist_container(Client, write_node, dlist_pop_head_node(&pending_writers));
 		struct lws_pollfd pfd;
 
@@ -376,6 +377,7 @@ find_sub(Client *c, const char *topic)
 
 	dlist_foreach(it, &c->subs)
 	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 		Sub *s = dlist_container(Sub, client_node, it.cur);
 
 		if (strcmp(s->entry->topic, topic) == 0)
@@ -482,11 +484,11 @@ resume(List *topics, const char *last_id, const char **resync)
 	{
 		rt_count(RT_C_RESUME_MISSES, 1);
 		*resync = r == RT_RESUME_TOO_MANY ? "too many messages missed"
-			: "position not in the history";
+										  : "position not in the history";
 		return NIL;
 	}
 	rt_count(RT_C_RESUME_HITS, 1);
-	foreach(lc, rows)
+	foreach (lc, rows)
 	{
 		RtMsg *m = msg_from_event(lfirst(lc));
 
@@ -502,7 +504,7 @@ enqueue_replay(Client *c, List *replay)
 {
 	ListCell *lc;
 
-	foreach(lc, replay)
+	foreach (lc, replay)
 	{
 		RtMsg *m = lfirst(lc);
 
@@ -525,7 +527,8 @@ client_start(Client *c, struct lws *wsi, ClientKind kind)
 	c->counted = true;
 	pg_atomic_fetch_add_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_add_u32(kind == CK_WS ? &rt_shared->ws_connections
-							: &rt_shared->sse_connections, 1);
+										  : &rt_shared->sse_connections,
+							1);
 	rt_count(RT_C_CONNECTIONS_TOTAL, 1);
 }
 
@@ -541,6 +544,7 @@ client_end(Client *c)
 		dlist_delete(&c->write_node);
 	c->write_pending = false;
 	dlist_foreach_modify(it, &c->subs)
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 		sub_remove(dlist_container(Sub, client_node, it.cur));
 	queue_clear(c);
 	free(c->q);
@@ -552,7 +556,8 @@ client_end(Client *c)
 	dlist_delete(&c->all_node);
 	pg_atomic_fetch_sub_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_sub_u32(c->kind == CK_WS ? &rt_shared->ws_connections
-							: &rt_shared->sse_connections, 1);
+											 : &rt_shared->sse_connections,
+							1);
 }
 
 /* The token of a request: Authorization: Bearer, else ?access_token=. */
@@ -728,7 +733,7 @@ ws_subscribe(Client *c, List *topics, const char *last_id)
 	const char *resync;
 	ListCell *lc;
 
-	foreach(lc, topics)
+	foreach (lc, topics)
 	{
 		const char *topic = lfirst(lc);
 
@@ -742,7 +747,7 @@ ws_subscribe(Client *c, List *topics, const char *last_id)
 		joined = lappend(joined, (char *) topic);
 	}
 	replay = resume(joined, last_id, &resync);
-	foreach(lc, joined)
+	foreach (lc, joined)
 	{
 		snprintf(json, sizeof(json), "{\"type\":\"subscribed\",\"topic\":\"%s\",\"resumed\":%s}",
 				 (char *) lfirst(lc), (last_id && last_id[0] && resync == NULL) ? "true" : "false");
@@ -827,7 +832,7 @@ ws_established(struct lws *wsi, Client *c)
 
 	client_start(c, wsi, CK_WS);
 	if (token == NULL)
-		return;					/* an auth message must come within auth_timeout */
+		return; /* an auth message must come within auth_timeout */
 	if (!ws_auth(c, token))
 		return;
 	topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
@@ -959,17 +964,17 @@ gateway_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, 
 			return watch_fd((int) (intptr_t) in, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) ? 0 : 1;
 
 		case LWS_CALLBACK_HTTP:
-			{
-				const char *path = in ? (const char *) in : "/";
+		{
+			const char *path = in ? (const char *) in : "/";
 
-				if (strcmp(path, "/events") == 0)
-					return sse_start(wsi, c);
-				if (strcmp(path, "/health") == 0)
-					return http_respond(wsi, 200, "text/plain", "ok\n");
-				if (strcmp(path, "/") == 0 || strcmp(path, "/demo") == 0)
-					return http_respond(wsi, 200, "text/html; charset=utf-8", rt_demo_page);
-				return http_error(wsi, 404, "not found");
-			}
+			if (strcmp(path, "/events") == 0)
+				return sse_start(wsi, c);
+			if (strcmp(path, "/health") == 0)
+				return http_respond(wsi, 200, "text/plain", "ok\n");
+			if (strcmp(path, "/") == 0 || strcmp(path, "/demo") == 0)
+				return http_respond(wsi, 200, "text/html; charset=utf-8", rt_demo_page);
+			return http_error(wsi, 404, "not found");
+		}
 		case LWS_CALLBACK_HTTP_WRITEABLE:
 			if (c == NULL || c->kind != CK_SSE)
 				return 0;
@@ -1050,8 +1055,7 @@ static const struct lws_protocols protocols[] = {
 	 * nothing itself (0 would cap sends at the rx size).
 	 */
 	{"bv-realtime", gateway_callback, sizeof(Client), 1024, 0, NULL, 1 << 24},
-	{NULL, NULL, 0, 0, 0, NULL, 0}
-};
+	{NULL, NULL, 0, 0, 0, NULL, 0}};
 
 static void
 lws_log_to_postgres(int level, const char *line)
@@ -1097,7 +1101,7 @@ rt_gateway_start(char **err)
 	info.gid = -1;
 	info.uid = -1;
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
-		((info.iface && strchr(info.iface, ':') == NULL) ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
+				   ((info.iface && strchr(info.iface, ':') == NULL) ? LWS_SERVER_OPTION_DISABLE_IPV6 : 0);
 	info.max_http_header_data = RT_MAX_HEADER_DATA;
 	info.timeout_secs = 10;
 	info.fd_limit_per_thread = rt_max_connections + 64;
@@ -1190,9 +1194,9 @@ rt_gateway_service(bool ready)
 			pfd.fd = evs[i].data.fd;
 			pfd.events = POLLIN | POLLOUT;
 			pfd.revents = ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? POLLIN : 0) |
-				((evs[i].events & EPOLLOUT) ? POLLOUT : 0) |
-				((evs[i].events & EPOLLHUP) ? POLLHUP : 0) |
-				((evs[i].events & EPOLLERR) ? POLLERR : 0);
+						  ((evs[i].events & EPOLLOUT) ? POLLOUT : 0) |
+						  ((evs[i].events & EPOLLHUP) ? POLLHUP : 0) |
+						  ((evs[i].events & EPOLLERR) ? POLLERR : 0);
 			lws_service_fd(ctx, &pfd);
 		}
 	}
@@ -1208,6 +1212,7 @@ rt_gateway_service(bool ready)
 		/* re-arm writers with queued data (cheap insurance after partial sends) */
 		dlist_foreach(it, &all_clients)
 		{
+			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 			Client *c = dlist_container(Client, all_node, it.cur);
 
 			if (c->qcount > 0 || c->closing)
@@ -1229,7 +1234,7 @@ rt_gateway_publish(List *batch)
 
 	if (ctx == NULL)
 		return;
-	foreach(lc, batch)
+	foreach (lc, batch)
 	{
 		RtEvent *ev = lfirst(lc);
 		TopicEntry *e = hash_search(topics, ev->topic, HASH_FIND, NULL);
@@ -1241,9 +1246,10 @@ rt_gateway_publish(List *batch)
 		m = msg_from_event(ev);
 		if (m == NULL)
 			continue;
-		m->refcount++;			/* hold it while iterating */
+		m->refcount++; /* hold it while iterating */
 		dlist_foreach_modify(it, &e->subs)
 		{
+			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 			Sub *s = dlist_container(Sub, topic_node, it.cur);
 
 			if (rt_pos_cmp(ev->pos, s->after) > 0)
@@ -1268,6 +1274,7 @@ rt_gateway_tick(TimestampTz now)
 		return;
 	dlist_foreach_modify(it, &all_clients)
 	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 		Client *c = dlist_container(Client, all_node, it.cur);
 
 		if (c->closing)
@@ -1315,6 +1322,7 @@ rt_gateway_revoke(const char *jti)
 
 	dlist_foreach_modify(it, &all_clients)
 	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
 		Client *c = dlist_container(Client, all_node, it.cur);
 
 		if (c->authed && !c->closing && c->id.jti[0] && strcmp(c->id.jti, jti) == 0)

@@ -42,8 +42,8 @@
 
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr read_plan = NULL;
-static RtPos high = {0, 0};		/* last position stored */
-static RtPos low = {0, 0};		/* everything after this is kept */
+static RtPos high = {0, 0}; /* last position stored */
+static RtPos low = {0, 0};  /* everything after this is kept */
 
 static void
 begin_spi(void)
@@ -139,7 +139,7 @@ rt_history_insert(List *batch)
 	event = palloc(n * sizeof(Datum));
 	payload = palloc(n * sizeof(Datum));
 	ts = palloc(n * sizeof(Datum));
-	foreach(lc, batch)
+	foreach (lc, batch)
 	{
 		RtEvent *ev = lfirst(lc);
 
@@ -238,7 +238,7 @@ history_read(List *topics, RtPos after, int limit, List **rows)
 		ListCell *lc;
 		int n = 0;
 
-		foreach(lc, topics)
+		foreach (lc, topics)
 			elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
 		args[0] = text_array(elems, n);
 	}

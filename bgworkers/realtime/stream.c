@@ -67,7 +67,7 @@ static List *txn_events = NIL;
 
 /* Positions: received, durably handled (confirmed to the server). */
 static XLogRecPtr received_end = InvalidXLogRecPtr; /* end of the last whole txn */
-static XLogRecPtr idle_walend = InvalidXLogRecPtr;	/* server position while idle */
+static XLogRecPtr idle_walend = InvalidXLogRecPtr;  /* server position while idle */
 static XLogRecPtr confirmed = InvalidXLogRecPtr;
 static TimestampTz last_status = 0;
 static bool reply_requested = false;
@@ -290,24 +290,24 @@ take_pgoutput(const char *p, int len, List **batch)
 			txn_events = NIL;
 			return true;
 		case 'M':
-			{
-				/* flags, lsn, prefix\0, length, content */
-				const char *prefix = p + 10;
-				int plen;
-				uint32 clen;
+		{
+			/* flags, lsn, prefix\0, length, content */
+			const char *prefix = p + 10;
+			int plen;
+			uint32 clen;
 
-				if (len < 1 + 1 + 8 + 1 + 4)
-					return false;
-				plen = strnlen(prefix, len - 10);
-				if (10 + plen + 1 + 4 > len)
-					return false;
-				clen = get_u32(prefix + plen + 1);
-				if ((uint64) 10 + plen + 1 + 4 + clen != (uint64) len)
-					return false;
-				if ((p[1] & 1) && in_txn && strcmp(prefix, RT_MSG_PREFIX) == 0)
-					take_message(prefix + plen + 1 + 4, (int) clen);
-				return true;
-			}
+			if (len < 1 + 1 + 8 + 1 + 4)
+				return false;
+			plen = strnlen(prefix, len - 10);
+			if (10 + plen + 1 + 4 > len)
+				return false;
+			clen = get_u32(prefix + plen + 1);
+			if ((uint64) 10 + plen + 1 + 4 + clen != (uint64) len)
+				return false;
+			if ((p[1] & 1) && in_txn && strcmp(prefix, RT_MSG_PREFIX) == 0)
+				take_message(prefix + plen + 1 + 4, (int) clen);
+			return true;
+		}
 		case 'C':
 			/* flags, commit_lsn, end_lsn, commit_time */
 			if (len < 1 + 1 + 8 + 8 + 8 || !in_txn)

@@ -179,7 +179,7 @@ run(void)
 			rt_count(RT_C_MESSAGES_IN, list_length(batch));
 			rt_history_insert(batch);
 			MemoryContextSwitchTo(pass_cxt);
-			foreach(lc, batch)
+			foreach (lc, batch)
 			{
 				RtEvent *ev = lfirst(lc);
 
@@ -212,7 +212,7 @@ run(void)
 			ListCell *lc;
 
 			last_revocation = now;
-			foreach(lc, rt_revoked_since(&revoked_since))
+			foreach (lc, rt_revoked_since(&revoked_since))
 				rt_gateway_revoke(lfirst(lc));
 		}
 		if (TimestampDifferenceExceeds(last_prune, now, 10000))

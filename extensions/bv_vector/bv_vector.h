@@ -37,16 +37,16 @@
 
 typedef struct Vector
 {
-	int32		vl_len_;		/* varlena header (do not touch directly) */
-	int16		dim;			/* number of dimensions */
-	int16		unused;			/* reserved, always zero */
-	float		x[FLEXIBLE_ARRAY_MEMBER];
+	int32 vl_len_; /* varlena header (do not touch directly) */
+	int16 dim;     /* number of dimensions */
+	int16 unused;  /* reserved, always zero */
+	float x[FLEXIBLE_ARRAY_MEMBER];
 } Vector;
 
-#define VECTOR_SIZE(dim)		(offsetof(Vector, x) + sizeof(float) * (dim))
-#define DatumGetVector(x)		((Vector *) PG_DETOAST_DATUM(x))
-#define PG_GETARG_VECTOR_P(x)	DatumGetVector(PG_GETARG_DATUM(x))
-#define PG_RETURN_VECTOR_P(x)	PG_RETURN_POINTER(x)
+#define VECTOR_SIZE(dim)      (offsetof(Vector, x) + sizeof(float) * (dim))
+#define DatumGetVector(x)     ((Vector *) PG_DETOAST_DATUM(x))
+#define PG_GETARG_VECTOR_P(x) DatumGetVector(PG_GETARG_DATUM(x))
+#define PG_RETURN_VECTOR_P(x) PG_RETURN_POINTER(x)
 
 extern Vector *InitVector(int dim);
 extern Datum vector_l2_squared_distance(PG_FUNCTION_ARGS);
@@ -64,25 +64,25 @@ extern double VectorCosineKernel(int dim, const float *a, const float *b);
 
 /* ---- hnsw: limits and defaults, declared once ---- */
 
-#define HNSW_DEFAULT_M			16
-#define HNSW_MIN_M				2
-#define HNSW_MAX_M				100
-#define HNSW_DEFAULT_EF_CONSTRUCTION	64
-#define HNSW_MIN_EF_CONSTRUCTION	4
-#define HNSW_MAX_EF_CONSTRUCTION	1000
-#define HNSW_DEFAULT_EF_SEARCH	40
-#define HNSW_MIN_EF_SEARCH		1
-#define HNSW_MAX_EF_SEARCH		1000
-#define HNSW_MAX_LEVEL			15
+#define HNSW_DEFAULT_M               16
+#define HNSW_MIN_M                   2
+#define HNSW_MAX_M                   100
+#define HNSW_DEFAULT_EF_CONSTRUCTION 64
+#define HNSW_MIN_EF_CONSTRUCTION     4
+#define HNSW_MAX_EF_CONSTRUCTION     1000
+#define HNSW_DEFAULT_EF_SEARCH       40
+#define HNSW_MIN_EF_SEARCH           1
+#define HNSW_MAX_EF_SEARCH           1000
+#define HNSW_MAX_LEVEL               15
 /* candidates kept per layer while an insert descends to its own level */
-#define HNSW_EF_UPPER			16
+#define HNSW_EF_UPPER 16
 
-#define HNSW_MAGIC				0x42564857	/* "BVHW" */
-#define HNSW_VERSION			1
-#define HNSW_METAPAGE_BLKNO		0
+#define HNSW_MAGIC          0x42564857 /* "BVHW" */
+#define HNSW_VERSION        1
+#define HNSW_METAPAGE_BLKNO 0
 
 /* the heavyweight lock that orders entry-point changes (LockPage on block 0) */
-#define HNSW_UPDATE_LOCK		0
+#define HNSW_UPDATE_LOCK 0
 
 /* distance kinds the index computes directly (others go through fmgr) */
 typedef enum HnswDistKind
@@ -95,21 +95,21 @@ typedef enum HnswDistKind
 
 typedef struct HnswOptions
 {
-	int32		vl_len_;
-	int			m;
-	int			ef_construction;
+	int32 vl_len_;
+	int m;
+	int ef_construction;
 } HnswOptions;
 
 typedef struct HnswMetaPageData
 {
-	uint32		magic;
-	uint32		version;
-	int32		dims;			/* 0 until the first vector is indexed */
-	int32		m;
-	int32		ef_construction;
-	int32		entry_level;	/* -1 when the index is empty */
-	ItemPointerData entry;		/* the entry point's element tuple */
-	BlockNumber insert_page;	/* last page, where new elements go */
+	uint32 magic;
+	uint32 version;
+	int32 dims; /* 0 until the first vector is indexed */
+	int32 m;
+	int32 ef_construction;
+	int32 entry_level;       /* -1 when the index is empty */
+	ItemPointerData entry;   /* the entry point's element tuple */
+	BlockNumber insert_page; /* last page, where new elements go */
 } HnswMetaPageData;
 
 typedef HnswMetaPageData *HnswMetaPage;
@@ -118,7 +118,7 @@ typedef HnswMetaPageData *HnswMetaPage;
 typedef struct HnswNeighbor
 {
 	ItemPointerData tid;
-	float		dist;
+	float dist;
 } HnswNeighbor;
 
 /*
@@ -128,11 +128,11 @@ typedef struct HnswNeighbor
  */
 typedef struct HnswElementTupleData
 {
-	uint8		level;
-	uint8		deleted;
-	uint16		m;				/* the m this tuple was laid out with */
-	ItemPointerData heaptid;	/* invalid once deleted */
-	uint16		unused;
+	uint8 level;
+	uint8 deleted;
+	uint16 m;                /* the m this tuple was laid out with */
+	ItemPointerData heaptid; /* invalid once deleted */
+	uint16 unused;
 } HnswElementTupleData;
 
 typedef HnswElementTupleData *HnswElementTuple;
@@ -158,8 +158,7 @@ HnswCountsSize(int level)
 static inline Size
 HnswElementTupleSize(int dims, int m, int level)
 {
-	return sizeof(HnswElementTupleData) + HnswCountsSize(level)
-		+ sizeof(HnswNeighbor) * HnswTotalSlots(m, level) + VECTOR_SIZE(dims);
+	return sizeof(HnswElementTupleData) + HnswCountsSize(level) + sizeof(HnswNeighbor) * HnswTotalSlots(m, level) + VECTOR_SIZE(dims);
 }
 
 static inline uint16 *
@@ -172,8 +171,7 @@ HnswTupleCounts(HnswElementTuple t)
 static inline HnswNeighbor *
 HnswTupleNeighbors(HnswElementTuple t, int lc)
 {
-	HnswNeighbor *base = (HnswNeighbor *) ((char *) t + sizeof(HnswElementTupleData)
-										   + HnswCountsSize(t->level));
+	HnswNeighbor *base = (HnswNeighbor *) ((char *) t + sizeof(HnswElementTupleData) + HnswCountsSize(t->level));
 
 	return lc == 0 ? base : base + 2 * t->m + (lc - 1) * t->m;
 }
@@ -181,22 +179,20 @@ HnswTupleNeighbors(HnswElementTuple t, int lc)
 static inline Vector *
 HnswTupleVector(HnswElementTuple t)
 {
-	return (Vector *) ((char *) t + sizeof(HnswElementTupleData) + HnswCountsSize(t->level)
-					   + sizeof(HnswNeighbor) * HnswTotalSlots(t->m, t->level));
+	return (Vector *) ((char *) t + sizeof(HnswElementTupleData) + HnswCountsSize(t->level) + sizeof(HnswNeighbor) * HnswTotalSlots(t->m, t->level));
 }
 
 /* the largest tuple a page takes */
 #define HNSW_MAX_TUPLE_SIZE \
 	(BLCKSZ - MAXALIGN(SizeOfPageHeaderData) - sizeof(ItemIdData))
 
-#define HnswPageGetMeta(page)	((HnswMetaPage) PageGetContents(page))
+#define HnswPageGetMeta(page) ((HnswMetaPage) PageGetContents(page))
 
 /* TIDs as 64-bit keys for hash sets */
 static inline uint64
 HnswTidKey(ItemPointer tid)
 {
-	return ((uint64) ItemPointerGetBlockNumberNoCheck(tid) << 16)
-		| ItemPointerGetOffsetNumberNoCheck(tid);
+	return ((uint64) ItemPointerGetBlockNumberNoCheck(tid) << 16) | ItemPointerGetOffsetNumberNoCheck(tid);
 }
 
 /*
@@ -207,8 +203,8 @@ HnswTidKey(ItemPointer tid)
 typedef struct HnswDistance
 {
 	HnswDistKind kind;
-	FmgrInfo   *proc;
-	Oid			collation;
+	FmgrInfo *proc;
+	Oid collation;
 } HnswDistance;
 
 extern void HnswInitDistance(HnswDistance *hd, Relation index);
@@ -216,7 +212,7 @@ extern void HnswInitDistance(HnswDistance *hd, Relation index);
 static inline float
 HnswDist(const HnswDistance *hd, const Vector *a, const Vector *b)
 {
-	float		d;
+	float d;
 
 	switch (hd->kind)
 	{
@@ -243,25 +239,25 @@ HnswDist(const HnswDistance *hd, const Vector *a, const Vector *b)
 /* a candidate during a search: an element found on disk */
 typedef struct HnswCandidate
 {
-	float		dist;
-	ItemPointerData tid;		/* its element tuple */
-	ItemPointerData heaptid;	/* invalid when deleted */
-	int			level;
-	Vector	   *vec;			/* a copy, when the caller asked for vectors */
+	float dist;
+	ItemPointerData tid;     /* its element tuple */
+	ItemPointerData heaptid; /* invalid when deleted */
+	int level;
+	Vector *vec; /* a copy, when the caller asked for vectors */
 } HnswCandidate;
 
 /* a binary min-heap of (key, index) pairs; max-heaps store -key */
 typedef struct HnswHeapItem
 {
-	float		key;
-	int32		idx;
+	float key;
+	int32 idx;
 } HnswHeapItem;
 
 typedef struct HnswHeap
 {
 	HnswHeapItem *items;
-	int			n;
-	int			cap;
+	int n;
+	int cap;
 } HnswHeap;
 
 extern void HnswHeapInit(HnswHeap *h, int cap);
@@ -277,17 +273,17 @@ HnswHeapTop(HnswHeap *h)
 /* a set of 64-bit keys (element TIDs, or in-memory ids) */
 typedef struct HnswTidSet HnswTidSet;
 extern HnswTidSet *HnswTidSetCreate(MemoryContext cxt, uint32 size);
-extern bool HnswTidSetAdd(HnswTidSet *set, uint64 key);	/* true if new */
+extern bool HnswTidSetAdd(HnswTidSet *set, uint64 key); /* true if new */
 
 /* hnsw.c */
-extern int	hnsw_ef_search;
+extern int hnsw_ef_search;
 extern void HnswInitGucs(void);
-extern int	HnswGetM(Relation index);
-extern int	HnswGetEfConstruction(Relation index);
+extern int HnswGetM(Relation index);
+extern int HnswGetEfConstruction(Relation index);
 
 /* hnswutils.c */
-extern int	HnswRandomLevel(int m);
-extern int	HnswFitLevel(int dims, int m, int level);
+extern int HnswRandomLevel(int m);
+extern int HnswFitLevel(int dims, int m, int level);
 extern void HnswCheckDims(Relation index, int dims, int m);
 extern Vector *HnswIndexValue(Relation index, Datum value);
 extern void HnswReadMeta(Relation index, HnswMetaPageData *meta);
@@ -296,11 +292,11 @@ extern Buffer HnswNewBuffer(Relation index, ForkNumber forknum);
 extern bool HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd,
 							const Vector *q, HnswCandidate *c, bool copyvec,
 							ItemPointerData *nbrs, int *nnbrs, int lc);
-extern int	HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
-							HnswCandidate *entries, int nentries, int ef, int lc,
-							bool copyvec, HnswCandidate **result);
-extern int	HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands,
-								int m, int *chosen);
+extern int HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
+						   HnswCandidate *entries, int nentries, int ef, int lc,
+						   bool copyvec, HnswCandidate **result);
+extern int HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands,
+							   int m, int *chosen);
 extern void HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid,
 							 const HnswDistance *hd, int m, int efc);
 
@@ -330,4 +326,4 @@ extern IndexBulkDeleteResult *hnswbulkdelete(IndexVacuumInfo *info,
 extern IndexBulkDeleteResult *hnswvacuumcleanup(IndexVacuumInfo *info,
 												IndexBulkDeleteResult *stats);
 
-#endif							/* BV_VECTOR_H */
+#endif /* BV_VECTOR_H */

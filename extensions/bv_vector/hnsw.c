@@ -26,7 +26,7 @@
 #include "utils/selfuncs.h"
 #include "utils/spccache.h"
 
-int			hnsw_ef_search = HNSW_DEFAULT_EF_SEARCH;
+int hnsw_ef_search = HNSW_DEFAULT_EF_SEARCH;
 static relopt_kind hnsw_relopt_kind;
 
 void
@@ -90,9 +90,9 @@ hnswcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 				 double *indexPages)
 {
 	GenericCosts costs;
-	double		ntuples = path->indexinfo->tuples;
-	int			m = HNSW_DEFAULT_M;
-	double		visited;
+	double ntuples = path->indexinfo->tuples;
+	int m = HNSW_DEFAULT_M;
+	double visited;
 
 	if (path->indexorderbys == NIL)
 	{
@@ -104,7 +104,7 @@ hnswcostestimate(PlannerInfo *root, IndexPath *path, double loop_count,
 		return;
 	}
 	{
-		Relation	index = index_open(path->indexinfo->indexoid, NoLock);
+		Relation index = index_open(path->indexinfo->indexoid, NoLock);
 
 		m = HnswGetM(index);
 		index_close(index, NoLock);

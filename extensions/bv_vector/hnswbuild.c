@@ -41,45 +41,45 @@
 #include "storage/bufmgr.h"
 #include "utils/memutils.h"
 
-#define HNSW_PHASE_BUILD	2
-#define HNSW_PHASE_WRITE	3
-#define HNSW_PHASE_ONDISK	4
+#define HNSW_PHASE_BUILD  2
+#define HNSW_PHASE_WRITE  3
+#define HNSW_PHASE_ONDISK 4
 
 /* one element of the in-memory graph */
 typedef struct BuildElement
 {
 	ItemPointerData heaptid;
-	uint8		level;
-	BlockNumber blk;			/* its place on disk, set when written */
+	uint8 level;
+	BlockNumber blk; /* its place on disk, set when written */
 	OffsetNumber off;
-	uint16	   *counts;			/* level + 1 list lengths */
-	int32	   *nbr;			/* neighbor numbers, HnswTotalSlots of them */
-	float	   *ndist;			/* their distances */
-	Vector	   *vec;
+	uint16 *counts; /* level + 1 list lengths */
+	int32 *nbr;     /* neighbor numbers, HnswTotalSlots of them */
+	float *ndist;   /* their distances */
+	Vector *vec;
 } BuildElement;
 
 typedef struct HnswBuildState
 {
-	Relation	heap;
-	Relation	index;
+	Relation heap;
+	Relation index;
 	HnswDistance hd;
-	int			m;
-	int			efc;
-	int			dims;			/* 0 until the first vector */
-	double		reltuples;		/* heap tuples scanned */
-	double		indtuples;		/* elements added */
+	int m;
+	int efc;
+	int dims;         /* 0 until the first vector */
+	double reltuples; /* heap tuples scanned */
+	double indtuples; /* elements added */
 	MemoryContext graphCxt;
 	MemoryContext tmpCxt;
 	BuildElement **elems;
-	int			n;
-	int			cap;
-	int			entry;
-	int			maxlevel;
-	uint32	   *visit;
-	uint32		epoch;
-	Size		memused;
-	Size		memlimit;
-	bool		ondisk;
+	int n;
+	int cap;
+	int entry;
+	int maxlevel;
+	uint32 *visit;
+	uint32 epoch;
+	Size memused;
+	Size memlimit;
+	bool ondisk;
 } HnswBuildState;
 
 static inline int
@@ -97,8 +97,8 @@ ElemDist(HnswBuildState *bs, int a, int b)
 static int
 HeapItemCmp(const void *a, const void *b)
 {
-	float		ka = ((const HnswHeapItem *) a)->key;
-	float		kb = ((const HnswHeapItem *) b)->key;
+	float ka = ((const HnswHeapItem *) a)->key;
+	float kb = ((const HnswHeapItem *) b)->key;
 
 	return ka < kb ? -1 : (ka > kb ? 1 : 0);
 }
@@ -115,7 +115,7 @@ SortItems(HnswHeapItem *items, int n)
 	for (int i = 1; i < n; i++)
 	{
 		HnswHeapItem x = items[i];
-		int			j = i;
+		int j = i;
 
 		while (j > 0 && items[j - 1].key > x.key)
 		{
@@ -131,9 +131,9 @@ static int
 BuildSearchLayer(HnswBuildState *bs, const Vector *q, HnswHeapItem *eps, int neps,
 				 int ef, int lc, HnswHeapItem *out)
 {
-	HnswHeap	C;
-	HnswHeap	W;
-	int			n;
+	HnswHeap C;
+	HnswHeap W;
+	int n;
 
 	if (++bs->epoch == 0)
 	{
@@ -154,15 +154,15 @@ BuildSearchLayer(HnswBuildState *bs, const Vector *q, HnswHeapItem *eps, int nep
 	{
 		HnswHeapItem c = HnswHeapPop(&C);
 		BuildElement *ce = bs->elems[c.idx];
-		int32	   *nb = ce->nbr + SlotOffset(bs->m, lc);
-		int			cnt = ce->counts[lc];
+		int32 *nb = ce->nbr + SlotOffset(bs->m, lc);
+		int cnt = ce->counts[lc];
 
 		if (W.n >= ef && c.key > -HnswHeapTop(&W)->key)
 			break;
 		for (int i = 0; i < cnt; i++)
 		{
-			int			e = nb[i];
-			float		d;
+			int e = nb[i];
+			float d;
 
 			if (bs->visit[e] == bs->epoch)
 				continue;
@@ -200,13 +200,13 @@ static int
 BuildSelect(HnswBuildState *bs, HnswHeapItem *cands, int n, int mlc, HnswHeapItem *chosen,
 			bool keep_pruned)
 {
-	int			k = 0;
-	int			npruned = 0;
+	int k = 0;
+	int npruned = 0;
 	HnswHeapItem *pruned = palloc(sizeof(HnswHeapItem) * Max(n, 1));
 
 	for (int i = 0; i < n && k < mlc; i++)
 	{
-		bool		good = true;
+		bool good = true;
 
 		for (int j = 0; j < k; j++)
 			if (ElemDist(bs, cands[i].idx, chosen[j].idx) < cands[i].key)
@@ -235,13 +235,13 @@ static void
 BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 {
 	BuildElement *e = bs->elems[nid];
-	int			slots = HnswLevelSlots(bs->m, lc);
-	int32	   *nb = e->nbr + SlotOffset(bs->m, lc);
-	float	   *nd = e->ndist + SlotOffset(bs->m, lc);
-	int			cnt = e->counts[lc];
+	int slots = HnswLevelSlots(bs->m, lc);
+	int32 *nb = e->nbr + SlotOffset(bs->m, lc);
+	float *nd = e->ndist + SlotOffset(bs->m, lc);
+	int cnt = e->counts[lc];
 	HnswHeapItem *cands;
 	HnswHeapItem *chosen;
-	int			k;
+	int k;
 
 	if (cnt < slots)
 	{
@@ -273,14 +273,12 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 static void
 BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 {
-	int			level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m));
-	int			slots = HnswTotalSlots(bs->m, level);
-	Size		sz = MAXALIGN(sizeof(BuildElement)) + MAXALIGN(sizeof(uint16) * (level + 1))
-		+ MAXALIGN(sizeof(int32) * slots) + MAXALIGN(sizeof(float) * slots)
-		+ VECTOR_SIZE(vec->dim);
-	char	   *p = MemoryContextAllocZero(bs->graphCxt, sz);
+	int level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m));
+	int slots = HnswTotalSlots(bs->m, level);
+	Size sz = MAXALIGN(sizeof(BuildElement)) + MAXALIGN(sizeof(uint16) * (level + 1)) + MAXALIGN(sizeof(int32) * slots) + MAXALIGN(sizeof(float) * slots) + VECTOR_SIZE(vec->dim);
+	char *p = MemoryContextAllocZero(bs->graphCxt, sz);
 	BuildElement *e = (BuildElement *) p;
-	int			id;
+	int id;
 	MemoryContext old;
 
 	p += MAXALIGN(sizeof(BuildElement));
@@ -288,17 +286,18 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 	p += MAXALIGN(sizeof(uint16) * (level + 1));
 	e->nbr = (int32 *) p;
 	p += MAXALIGN(sizeof(int32) * slots);
+	/* cppcheck-suppress invalidPointerCast ; p is MAXALIGNed storage for the float array */
 	e->ndist = (float *) p;
 	p += MAXALIGN(sizeof(float) * slots);
 	e->vec = (Vector *) p;
 	memcpy(e->vec, vec, VECTOR_SIZE(vec->dim));
 	e->heaptid = *heaptid;
 	e->level = level;
-	bs->memused += sz + 16;		/* the allocator's chunk header */
+	bs->memused += sz + 16; /* the allocator's chunk header */
 
 	if (bs->n == bs->cap)
 	{
-		int			newcap = bs->cap * 2;
+		int newcap = bs->cap * 2;
 
 		bs->elems = repalloc_huge(bs->elems, sizeof(BuildElement *) * newcap);
 		bs->visit = repalloc_huge(bs->visit, sizeof(uint32) * newcap);
@@ -321,7 +320,7 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 		HnswHeapItem *W = palloc(sizeof(HnswHeapItem) * Max(bs->efc, HNSW_EF_UPPER));
 		HnswHeapItem *sel = palloc(sizeof(HnswHeapItem) * 2 * bs->m);
 		HnswHeapItem *eps = palloc(sizeof(HnswHeapItem) * Max(bs->efc, HNSW_EF_UPPER));
-		int			neps = 1;
+		int neps = 1;
 
 		/*
 		 * The descent through the levels above the new element's keeps
@@ -338,9 +337,9 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 		}
 		for (int lc = Min(level, bs->maxlevel); lc >= 0; lc--)
 		{
-			int			mlc = HnswLevelSlots(bs->m, lc);
-			int			nw = BuildSearchLayer(bs, vec, eps, neps, bs->efc, lc, W);
-			int			k = BuildSelect(bs, W, nw, mlc, sel, true);
+			int mlc = HnswLevelSlots(bs->m, lc);
+			int nw = BuildSearchLayer(bs, vec, eps, neps, bs->efc, lc, W);
+			int k = BuildSelect(bs, W, nw, mlc, sel, true);
 
 			for (int i = 0; i < k; i++)
 			{
@@ -385,7 +384,7 @@ HnswInitMetaPage(Page page, int m, int efc)
 static Buffer
 BuildNewPage(HnswBuildState *bs, BlockNumber expected)
 {
-	Buffer		buf = ReadBufferExtended(bs->index, MAIN_FORKNUM, P_NEW, RBM_NORMAL, NULL);
+	Buffer buf = ReadBufferExtended(bs->index, MAIN_FORKNUM, P_NEW, RBM_NORMAL, NULL);
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	if (BufferGetBlockNumber(buf) != expected)
@@ -411,16 +410,16 @@ BuildSymmetrize(HnswBuildState *bs)
 
 		for (int lc = 0; lc <= ex->level; lc++)
 		{
-			int32	   *nbx = ex->nbr + SlotOffset(bs->m, lc);
-			float	   *ndx = ex->ndist + SlotOffset(bs->m, lc);
+			int32 *nbx = ex->nbr + SlotOffset(bs->m, lc);
+			float *ndx = ex->ndist + SlotOffset(bs->m, lc);
 
 			for (int i = 0; i < ex->counts[lc]; i++)
 			{
 				BuildElement *ey = bs->elems[nbx[i]];
-				int32	   *nby = ey->nbr + SlotOffset(bs->m, lc);
-				float	   *ndy = ey->ndist + SlotOffset(bs->m, lc);
-				int			cnt = ey->counts[lc];
-				bool		found = false;
+				int32 *nby = ey->nbr + SlotOffset(bs->m, lc);
+				float *ndy = ey->ndist + SlotOffset(bs->m, lc);
+				int cnt = ey->counts[lc];
+				bool found = false;
 
 				if (cnt >= HnswLevelSlots(bs->m, lc))
 					continue;
@@ -444,10 +443,10 @@ static void
 BuildFlush(HnswBuildState *bs)
 {
 	BlockNumber blk = HNSW_METAPAGE_BLKNO + 1;
-	Size		freespace = BLCKSZ - SizeOfPageHeaderData;
+	Size freespace = BLCKSZ - SizeOfPageHeaderData;
 	OffsetNumber off = 0;
-	Buffer		buf = InvalidBuffer;
-	Buffer		metabuf;
+	Buffer buf = InvalidBuffer;
+	Buffer metabuf;
 	HnswMetaPage meta;
 
 	pgstat_progress_update_param(PROGRESS_CREATEIDX_SUBPHASE, HNSW_PHASE_WRITE);
@@ -457,8 +456,7 @@ BuildFlush(HnswBuildState *bs)
 	for (int i = 0; i < bs->n; i++)
 	{
 		BuildElement *e = bs->elems[i];
-		Size		need = MAXALIGN(HnswElementTupleSize(bs->dims, bs->m, e->level))
-			+ sizeof(ItemIdData);
+		Size need = MAXALIGN(HnswElementTupleSize(bs->dims, bs->m, e->level)) + sizeof(ItemIdData);
 
 		if (need > freespace)
 		{
@@ -474,7 +472,7 @@ BuildFlush(HnswBuildState *bs)
 	for (int i = 0; i < bs->n; i++)
 	{
 		BuildElement *e = bs->elems[i];
-		Size		sz;
+		Size sz;
 		HnswElementTuple et = HnswFormTuple(e->vec, bs->m, e->level, &e->heaptid, &sz);
 
 		for (int lc = 0; lc <= e->level; lc++)
@@ -542,7 +540,7 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 {
 	HnswBuildState *bs = (HnswBuildState *) state;
 	MemoryContext old;
-	Vector	   *vec;
+	Vector *vec;
 
 	bs->reltuples++;
 	if (isnull[0])
@@ -559,8 +557,7 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 				 errdetail("An hnsw index holds vectors of one size."),
 				 errhint("Declare the column as vector(n), or index an expression that gives one size.")));
 
-	if (!bs->ondisk && bs->memused + MAXALIGN(sizeof(BuildElement)) + VECTOR_SIZE(vec->dim)
-		+ 8 * HnswTotalSlots(bs->m, 1) > bs->memlimit)
+	if (!bs->ondisk && bs->memused + MAXALIGN(sizeof(BuildElement)) + VECTOR_SIZE(vec->dim) + 8 * HnswTotalSlots(bs->m, 1) > bs->memlimit)
 	{
 		ereport(NOTICE,
 				(errmsg("hnsw graph no longer fits in maintenance_work_mem"),
@@ -606,8 +603,8 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 {
 	HnswBuildState bs;
 	IndexBuildResult *result;
-	Buffer		metabuf;
-	int32		typmod = TupleDescAttr(RelationGetDescr(index), 0)->atttypmod;
+	Buffer metabuf;
+	int32 typmod = TupleDescAttr(RelationGetDescr(index), 0)->atttypmod;
 
 	if (RelationGetNumberOfBlocks(index) != 0)
 		elog(ERROR, "index \"%s\" already contains data", RelationGetRelationName(index));
@@ -659,7 +656,7 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 void
 hnswbuildempty(Relation index)
 {
-	Buffer		buf = ReadBufferExtended(index, INIT_FORKNUM, P_NEW, RBM_NORMAL, NULL);
+	Buffer buf = ReadBufferExtended(index, INIT_FORKNUM, P_NEW, RBM_NORMAL, NULL);
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	START_CRIT_SECTION();

@@ -40,15 +40,15 @@
 
 typedef struct CheckEntry
 {
-	uint64		key;
-	int32		id;
-	int16		level;
+	uint64 key;
+	int32 id;
+	int16 level;
 } CheckEntry;
 
 static CheckEntry *
 MapFind(HTAB *map, ItemPointer tid, HASHACTION action, bool *found)
 {
-	uint64		key = HnswTidKey(tid);
+	uint64 key = HnswTidKey(tid);
 
 	return hash_search(map, &key, action, found);
 }
@@ -56,7 +56,7 @@ MapFind(HTAB *map, ItemPointer tid, HASHACTION action, bool *found)
 static void *
 palloc_copy(const void *p, Size n)
 {
-	void	   *r = palloc(n);
+	void *r = palloc(n);
 
 	memcpy(r, p, n);
 	return r;
@@ -77,30 +77,30 @@ PG_FUNCTION_INFO_V1(hnsw_check);
 Datum
 hnsw_check(PG_FUNCTION_ARGS)
 {
-	Oid			indexoid = PG_GETARG_OID(0);
-	Oid			heapoid = IndexGetRelation(indexoid, true);
-	Relation	heap = NULL;
-	Relation	index;
+	Oid indexoid = PG_GETARG_OID(0);
+	Oid heapoid = IndexGetRelation(indexoid, true);
+	Relation heap = NULL;
+	Relation index;
 	HnswMetaPageData meta;
 	BlockNumber nblocks;
-	HASHCTL		ctl;
-	HTAB	   *map;
-	int64		elements = 0;
-	int64		deleted = 0;
-	int64		above = 0;
-	int64		unreachable = 0;
-	List	   *deadids = NIL;
-	int32	  **adj;
-	int		   *nadj;
-	bool	   *seen;
-	List	   *pending = NIL;
-	ListCell   *cell;
-	int32	   *queue;
-	int			qh = 0,
-				qt = 0;
-	TupleDesc	tupdesc;
-	Datum		values[5];
-	bool		nulls[5] = {0};
+	HASHCTL ctl;
+	HTAB *map;
+	int64 elements = 0;
+	int64 deleted = 0;
+	int64 above = 0;
+	int64 unreachable = 0;
+	List *deadids = NIL;
+	int32 **adj;
+	int *nadj;
+	bool *seen;
+	List *pending = NIL;
+	ListCell *cell;
+	int32 *queue;
+	int qh = 0,
+		qt = 0;
+	TupleDesc tupdesc;
+	Datum values[5];
+	bool nulls[5] = {0};
 
 	if (OidIsValid(heapoid))
 		heap = table_open(heapoid, AccessShareLock);
@@ -122,8 +122,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 	/* 1. each element on its own */
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
-		Buffer		buf = ReadBuffer(index, blk);
-		Page		page;
+		Buffer buf = ReadBuffer(index, blk);
+		Page page;
 
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
@@ -131,12 +131,12 @@ hnsw_check(PG_FUNCTION_ARGS)
 		{
 			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 			{
-				ItemId		iid = PageGetItemId(page, off);
+				ItemId iid = PageGetItemId(page, off);
 				HnswElementTuple et = (HnswElementTuple) PageGetItem(page, iid);
-				Vector	   *v;
+				Vector *v;
 				ItemPointerData tid;
 				CheckEntry *ce;
-				bool		found;
+				bool found;
 
 				if (!ItemIdIsNormal(iid) || ItemIdGetLength(iid) < sizeof(HnswElementTupleData))
 					Corrupt(index, blk, off, "The item is not an element tuple.");
@@ -149,8 +149,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 									 HnswElementTupleSize(meta.dims, et->m, et->level)));
 				v = HnswTupleVector(et);
 				if (v->dim != meta.dims || VARSIZE(v) != VECTOR_SIZE(meta.dims))
-					Corrupt(index, blk, off, psprintf("The vector has %d dimensions, the index %d.",
-													  v->dim, meta.dims));
+					Corrupt(index, blk, off, psprintf("The vector has %d dimensions, the index %d.", v->dim, meta.dims));
 				for (int i = 0; i < v->dim; i++)
 					if (isnan(v->x[i]) || isinf(v->x[i]))
 						Corrupt(index, blk, off, "The vector holds NaN or infinity.");
@@ -160,8 +159,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 								psprintf("Level %d has %d neighbors in %d slots.", lc,
 										 HnswTupleCounts(et)[lc], HnswLevelSlots(et->m, lc)));
 				if (et->deleted ? ItemPointerIsValid(&et->heaptid) : !ItemPointerIsValid(&et->heaptid))
-					Corrupt(index, blk, off, et->deleted ? "A deleted element keeps its heap TID."
-							: "A live element has no heap TID.");
+					Corrupt(index, blk, off, et->deleted ? "A deleted element keeps its heap TID." : "A live element has no heap TID.");
 				ItemPointerSet(&tid, blk, off);
 				ce = MapFind(map, &tid, HASH_ENTER, &found);
 				ce->id = elements++;
@@ -193,8 +191,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 	nadj = palloc0(sizeof(int) * Max(elements, 1));
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
-		Buffer		buf = ReadBuffer(index, blk);
-		Page		page;
+		Buffer buf = ReadBuffer(index, blk);
+		Page page;
 
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
@@ -205,12 +203,12 @@ hnsw_check(PG_FUNCTION_ARGS)
 				HnswElementTuple et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
 				ItemPointerData tid;
 				CheckEntry *self;
-				int			n = 0;
+				int n = 0;
 
 				ItemPointerSet(&tid, blk, off);
 				self = MapFind(map, &tid, HASH_FIND, NULL);
 				if (self == NULL)
-					continue;	/* added after the first pass */
+					continue; /* added after the first pass */
 				adj[self->id] = palloc(sizeof(int32) * HnswTotalSlots(et->m, et->level));
 				for (int lc = 0; lc <= et->level; lc++)
 				{
@@ -230,8 +228,10 @@ hnsw_check(PG_FUNCTION_ARGS)
 						if (ne == NULL)
 						{
 							/* added after the first pass, or dangling: look later */
-							pending = lappend(pending, list_make2(palloc_copy(&tid, sizeof(tid)),
-																  palloc_copy(&ns[i].tid, sizeof(tid))));
+							void *from = palloc_copy(&tid, sizeof(tid));
+							void *to = palloc_copy(&ns[i].tid, sizeof(tid));
+
+							pending = lappend(pending, lappend(list_make1(from), to));
 							continue;
 						}
 						if (ne->level < lc)
@@ -250,14 +250,14 @@ hnsw_check(PG_FUNCTION_ARGS)
 	}
 
 	/* links to elements the first pass did not see must lead to elements now */
-	foreach(cell, pending)
+	foreach (cell, pending)
 	{
-		List	   *link = lfirst(cell);
+		List *link = lfirst(cell);
 		ItemPointer from = linitial(link);
 		ItemPointer to = lsecond(link);
-		Buffer		buf = ReadBuffer(index, ItemPointerGetBlockNumber(to));
-		Page		page;
-		bool		ok;
+		Buffer buf = ReadBuffer(index, ItemPointerGetBlockNumber(to));
+		Page page;
+		bool ok;
 
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
@@ -284,7 +284,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 	}
 	while (qh < qt)
 	{
-		int32		e = queue[qh++];
+		int32 e = queue[qh++];
 
 		for (int i = 0; i < nadj[e]; i++)
 			if (!seen[adj[e][i]])
@@ -295,7 +295,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 	}
 
 	/* deleted elements are never returned: only live ones count */
-	foreach(cell, deadids)
+	foreach (cell, deadids)
 		seen[lfirst_int(cell)] = true;
 	for (int64 i = 0; i < elements; i++)
 		if (!seen[i])

@@ -39,7 +39,7 @@
 HnswElementTuple
 HnswFormTuple(const Vector *vec, int m, int level, ItemPointer heaptid, Size *size)
 {
-	Size		sz = HnswElementTupleSize(vec->dim, m, level);
+	Size sz = HnswElementTupleSize(vec->dim, m, level);
 	HnswElementTuple et = palloc0(sz);
 
 	et->level = level;
@@ -55,7 +55,7 @@ HnswFormTuple(const Vector *vec, int m, int level, ItemPointer heaptid, Size *si
 static void
 HnswSetInsertPage(Relation index, BlockNumber blk)
 {
-	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	Buffer buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
 	GenericXLogState *state;
 	HnswMetaPage meta;
 
@@ -77,8 +77,8 @@ static void
 HnswPlaceTuple(Relation index, HnswElementTuple et, Size size, BlockNumber insert_page,
 			   ItemPointer tid)
 {
-	Buffer		buf;
-	Page		page;
+	Buffer buf;
+	Page page;
 	GenericXLogState *state;
 	OffsetNumber off;
 
@@ -122,13 +122,13 @@ HnswPlaceTuple(Relation index, HnswElementTuple et, Size size, BlockNumber inser
 static void
 HnswAddReverseLink(Relation index, ItemPointer nbr, ItemPointer tid, float dist, int lc)
 {
-	Buffer		buf = ReadBuffer(index, ItemPointerGetBlockNumber(nbr));
+	Buffer buf = ReadBuffer(index, ItemPointerGetBlockNumber(nbr));
 	GenericXLogState *state;
-	Page		page;
+	Page page;
 	HnswElementTuple et;
 	HnswNeighbor *ns;
-	uint16	   *counts;
-	int			slots;
+	uint16 *counts;
+	int slots;
 
 	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 	state = GenericXLogStart(index);
@@ -152,7 +152,7 @@ HnswAddReverseLink(Relation index, ItemPointer nbr, ItemPointer tid, float dist,
 	}
 	else
 	{
-		int			far = 0;
+		int far = 0;
 
 		for (int i = 1; i < slots; i++)
 			if (ns[i].dist > ns[far].dist)
@@ -173,7 +173,7 @@ HnswAddReverseLink(Relation index, ItemPointer nbr, ItemPointer tid, float dist,
 static void
 HnswSetEntryPoint(Relation index, ItemPointer tid, int level, int dims)
 {
-	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	Buffer buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
 	GenericXLogState *state;
 	HnswMetaPage meta;
 
@@ -212,16 +212,16 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 				 int m, int efc)
 {
 	HnswMetaPageData meta;
-	LOCKMODE	lockmode = ShareLock;
-	int			level = HnswFitLevel(vec->dim, m, HnswRandomLevel(m));
+	LOCKMODE lockmode = ShareLock;
+	int level = HnswFitLevel(vec->dim, m, HnswRandomLevel(m));
 	HnswElementTuple et;
-	Size		size;
+	Size size;
 	ItemPointerData tid;
 	HnswCandidate **found;
-	int		   *nfound;
-	int		  **chosen;
-	int		   *nchosen;
-	int			top;
+	int *nfound;
+	int **chosen;
+	int *nchosen;
+	int top;
 
 	LockPage(index, HNSW_UPDATE_LOCK, lockmode);
 	HnswReadMeta(index, &meta);
@@ -244,14 +244,14 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 	if (meta.entry_level >= 0)
 	{
 		HnswCandidate *eps = palloc(sizeof(HnswCandidate));
-		int			neps = 1;
+		int neps = 1;
 
 		HnswLoadElement(index, &meta.entry, hd, vec, eps, true, NULL, NULL, 0);
 		for (int lc = meta.entry_level; lc > top; lc--)
 			neps = HnswSearchLayer(index, hd, vec, eps, neps, HNSW_EF_UPPER, lc, true, &eps);
 		for (int lc = top; lc >= 0; lc--)
 		{
-			int			mlc = HnswLevelSlots(m, lc);
+			int mlc = HnswLevelSlots(m, lc);
 
 			nfound[lc] = HnswSearchLayer(index, hd, vec, eps, neps, efc, lc, true, &found[lc]);
 			chosen[lc] = palloc(sizeof(int) * mlc);
@@ -300,7 +300,7 @@ hnswinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	MemoryContext cxt;
 	MemoryContext old;
 	HnswDistance hd;
-	Vector	   *vec;
+	Vector *vec;
 
 	/* nulls are not indexed */
 	if (isnull[0])

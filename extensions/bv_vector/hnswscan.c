@@ -36,27 +36,27 @@
 
 typedef struct ScanCand
 {
-	float		dist;
+	float dist;
 	ItemPointerData tid;
 	ItemPointerData heaptid;
-	bool		expanded;		/* in C or already expanded */
+	bool expanded; /* in C or already expanded */
 } ScanCand;
 
 typedef struct HnswScanOpaqueData
 {
 	MemoryContext cxt;
 	HnswDistance hd;
-	Vector	   *q;
-	bool		started;
-	int			ef;
+	Vector *q;
+	bool started;
+	int ef;
 	HnswTidSet *visited;
-	ScanCand   *cands;
-	int			ncands;
-	int			capcands;
-	HnswHeap	C;
-	HnswHeap	D;
-	HnswHeapItem *W;			/* ascending, ef slots */
-	int			wn;
+	ScanCand *cands;
+	int ncands;
+	int capcands;
+	HnswHeap C;
+	HnswHeap D;
+	HnswHeapItem *W; /* ascending, ef slots */
+	int wn;
 	ItemPointerData *nbrs;
 } HnswScanOpaqueData;
 
@@ -107,7 +107,7 @@ AddCand(HnswScanOpaque so, HnswCandidate *c)
 static void
 WindowAdd(HnswScanOpaque so, float dist, int32 idx)
 {
-	int			i = so->wn;
+	int i = so->wn;
 
 	if (so->wn == so->ef)
 	{
@@ -138,8 +138,8 @@ PushCandidate(HnswScanOpaque so, int32 idx)
 static Vector *
 ScanQuery(IndexScanDesc scan, int dims)
 {
-	ScanKey		ob = &scan->orderByData[0];
-	Vector	   *q;
+	ScanKey ob = &scan->orderByData[0];
+	Vector *q;
 
 	if (ob->sk_flags & SK_ISNULL)
 		return InitVector(Max(dims, 1));
@@ -159,11 +159,11 @@ static bool
 ScanStart(IndexScanDesc scan)
 {
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
-	Relation	index = scan->indexRelation;
+	Relation index = scan->indexRelation;
 	HnswMetaPageData meta;
 	HnswCandidate *ep;
-	int			nep = 1;
-	int32		idx;
+	int nep = 1;
+	int32 idx;
 
 	if (scan->numberOfOrderBys == 0)
 		ereport(ERROR,
@@ -212,13 +212,13 @@ static void
 ScanExpand(IndexScanDesc scan)
 {
 	HnswScanOpaque so = (HnswScanOpaque) scan->opaque;
-	Relation	index = scan->indexRelation;
+	Relation index = scan->indexRelation;
 
 	while (so->C.n > 0)
 	{
 		HnswHeapItem c = *HnswHeapTop(&so->C);
 		HnswCandidate tmp;
-		int			nn;
+		int nn;
 
 		if (so->wn >= so->ef && c.key > so->W[so->wn - 1].key)
 			break;
@@ -229,7 +229,7 @@ ScanExpand(IndexScanDesc scan)
 		for (int i = 0; i < nn; i++)
 		{
 			HnswCandidate e;
-			int32		idx;
+			int32 idx;
 
 			if (!HnswTidSetAdd(so->visited, HnswTidKey(&so->nbrs[i])))
 				continue;
@@ -264,7 +264,7 @@ hnswgettuple(IndexScanDesc scan, ScanDirection dir)
 
 	for (;;)
 	{
-		ScanCand   *c;
+		ScanCand *c;
 
 		ScanExpand(scan);
 		if (so->wn == 0)
@@ -281,7 +281,7 @@ hnswgettuple(IndexScanDesc scan, ScanDirection dir)
 			PushCandidate(so, d.idx);
 		}
 		if (!ItemPointerIsValid(&c->heaptid))
-			continue;			/* deleted by VACUUM */
+			continue; /* deleted by VACUUM */
 		scan->xs_heaptid = c->heaptid;
 		scan->xs_recheck = false;
 		scan->xs_recheckorderby = false;

@@ -35,17 +35,17 @@
 
 typedef struct HnswTidSetEntry
 {
-	uint64		key;
-	char		status;
+	uint64 key;
+	char status;
 } HnswTidSetEntry;
 
-#define SH_PREFIX		tidset
-#define SH_ELEMENT_TYPE	HnswTidSetEntry
-#define SH_KEY_TYPE		uint64
-#define SH_KEY			key
-#define SH_HASH_KEY(tb, key)	murmurhash32((uint32) ((key) ^ ((key) >> 32)))
-#define SH_EQUAL(tb, a, b)	((a) == (b))
-#define SH_SCOPE		static inline
+#define SH_PREFIX            tidset
+#define SH_ELEMENT_TYPE      HnswTidSetEntry
+#define SH_KEY_TYPE          uint64
+#define SH_KEY               key
+#define SH_HASH_KEY(tb, key) murmurhash32((uint32) ((key) ^ ((key) >> 32)))
+#define SH_EQUAL(tb, a, b)   ((a) == (b))
+#define SH_SCOPE             static inline
 #define SH_DECLARE
 #define SH_DEFINE
 #include "lib/simplehash.h"
@@ -67,7 +67,7 @@ HnswTidSetCreate(MemoryContext cxt, uint32 size)
 bool
 HnswTidSetAdd(HnswTidSet *set, uint64 key)
 {
-	bool		found;
+	bool found;
 
 	tidset_insert(set->h, key, &found);
 	return !found;
@@ -86,7 +86,7 @@ HnswHeapInit(HnswHeap *h, int cap)
 void
 HnswHeapPush(HnswHeap *h, float key, int32 idx)
 {
-	int			i;
+	int i;
 
 	if (h->n == h->cap)
 	{
@@ -96,7 +96,7 @@ HnswHeapPush(HnswHeap *h, float key, int32 idx)
 	i = h->n++;
 	while (i > 0)
 	{
-		int			parent = (i - 1) / 2;
+		int parent = (i - 1) / 2;
 
 		if (h->items[parent].key <= key)
 			break;
@@ -112,11 +112,11 @@ HnswHeapPop(HnswHeap *h)
 {
 	HnswHeapItem top = h->items[0];
 	HnswHeapItem last = h->items[--h->n];
-	int			i = 0;
+	int i = 0;
 
 	for (;;)
 	{
-		int			c = 2 * i + 1;
+		int c = 2 * i + 1;
 
 		if (c >= h->n)
 			break;
@@ -137,7 +137,7 @@ HnswHeapPop(HnswHeap *h)
 void
 HnswInitDistance(HnswDistance *hd, Relation index)
 {
-	FmgrInfo   *proc = index_getprocinfo(index, 1, 1);
+	FmgrInfo *proc = index_getprocinfo(index, 1, 1);
 
 	hd->proc = proc;
 	hd->collation = index->rd_indcollation[0];
@@ -156,9 +156,9 @@ HnswInitDistance(HnswDistance *hd, Relation index)
 int
 HnswRandomLevel(int m)
 {
-	double		u = pg_prng_double(&pg_global_prng_state);
-	double		ml = 1 / log(m);
-	int			level;
+	double u = pg_prng_double(&pg_global_prng_state);
+	double ml = 1 / log(m);
+	int level;
 
 	if (u <= 0)
 		u = DBL_MIN;
@@ -193,7 +193,7 @@ HnswCheckDims(Relation index, int dims, int m)
 Vector *
 HnswIndexValue(Relation index, Datum value)
 {
-	Vector	   *v = DatumGetVector(value);
+	Vector *v = DatumGetVector(value);
 
 	HnswCheckDims(index, v->dim, HnswGetM(index));
 	return v;
@@ -210,7 +210,7 @@ HnswInitPage(Page page)
 void
 HnswReadMeta(Relation index, HnswMetaPageData *meta)
 {
-	Buffer		buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	Buffer buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
 	HnswMetaPage m;
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
@@ -235,7 +235,7 @@ HnswReadMeta(Relation index, HnswMetaPageData *meta)
 Buffer
 HnswNewBuffer(Relation index, ForkNumber forknum)
 {
-	Buffer		buf;
+	Buffer buf;
 
 	LockRelationForExtension(index, ExclusiveLock);
 	buf = ReadBufferExtended(index, forknum, P_NEW, RBM_NORMAL, NULL);
@@ -267,10 +267,10 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 {
 	BlockNumber blk = ItemPointerGetBlockNumber(tid);
 	OffsetNumber off = ItemPointerGetOffsetNumber(tid);
-	Buffer		buf;
-	Page		page;
+	Buffer buf;
+	Page page;
 	HnswElementTuple et;
-	Vector	   *v;
+	Vector *v;
 
 	/* (a block past the end fails in ReadBuffer; no lseek per element here) */
 	if (blk == HNSW_METAPAGE_BLKNO)
@@ -287,7 +287,7 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 	v = HnswTupleVector(et);
 	if (q != NULL && v->dim != q->dim)
 	{
-		int			dim = v->dim;
+		int dim = v->dim;
 
 		UnlockReleaseBuffer(buf);
 		ereport(ERROR,
@@ -312,7 +312,7 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 		if (lc <= et->level)
 		{
 			HnswNeighbor *ns = HnswTupleNeighbors(et, lc);
-			int			n = Min(HnswTupleCounts(et)[lc], HnswLevelSlots(et->m, lc));
+			int n = Min(HnswTupleCounts(et)[lc], HnswLevelSlots(et->m, lc));
 
 			for (int i = 0; i < n; i++)
 				nbrs[i] = ns[i].tid;
@@ -326,8 +326,8 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 static int
 CandidateCmp(const void *a, const void *b)
 {
-	float		da = ((const HnswCandidate *) a)->dist;
-	float		db = ((const HnswCandidate *) b)->dist;
+	float da = ((const HnswCandidate *) a)->dist;
+	float db = ((const HnswCandidate *) b)->dist;
 
 	return da < db ? -1 : (da > db ? 1 : 0);
 }
@@ -342,13 +342,13 @@ HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 				bool copyvec, HnswCandidate **result)
 {
 	HnswTidSet *visited = HnswTidSetCreate(CurrentMemoryContext, 256);
-	int			cap = 64;
-	int			n = 0;
+	int cap = 64;
+	int n = 0;
 	HnswCandidate *cands = palloc(sizeof(HnswCandidate) * cap);
-	HnswHeap	C;				/* candidates, nearest first */
-	HnswHeap	W;				/* results, farthest first (-dist) */
+	HnswHeap C; /* candidates, nearest first */
+	HnswHeap W; /* results, farthest first (-dist) */
 	ItemPointerData *nbrs = palloc(sizeof(ItemPointerData) * 2 * HNSW_MAX_M);
-	int			nn;
+	int nn;
 	HnswCandidate *out;
 
 	HnswHeapInit(&C, ef * 2);
@@ -421,13 +421,13 @@ HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 int
 HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands, int m, int *chosen)
 {
-	int			n = 0;
-	int			npruned = 0;
-	int		   *pruned = palloc(sizeof(int) * Max(ncands, 1));
+	int n = 0;
+	int npruned = 0;
+	int *pruned = palloc(sizeof(int) * Max(ncands, 1));
 
 	for (int i = 0; i < ncands && n < m; i++)
 	{
-		bool		good = true;
+		bool good = true;
 
 		for (int j = 0; j < n; j++)
 		{

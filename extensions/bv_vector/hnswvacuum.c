@@ -29,7 +29,7 @@ IndexBulkDeleteResult *
 hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 			   IndexBulkDeleteCallback callback, void *callback_state)
 {
-	Relation	index = info->index;
+	Relation index = info->index;
 	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
 
 	if (stats == NULL)
@@ -37,8 +37,8 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
-		Buffer		buf;
-		Page		page;
+		Buffer buf;
+		Page page;
 		GenericXLogState *state = NULL;
 		OffsetNumber maxoff;
 
@@ -84,7 +84,7 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 IndexBulkDeleteResult *
 hnswvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 {
-	Relation	index = info->index;
+	Relation index = info->index;
 	BlockNumber nblocks;
 
 	if (info->analyze_only)
@@ -97,8 +97,8 @@ hnswvacuumcleanup(IndexVacuumInfo *info, IndexBulkDeleteResult *stats)
 	nblocks = RelationGetNumberOfBlocks(index);
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
-		Buffer		buf;
-		Page		page;
+		Buffer buf;
+		Page page;
 
 		vacuum_delay_point();
 		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);

@@ -30,7 +30,7 @@
 
 PG_MODULE_MAGIC;
 
-void		_PG_init(void);
+void _PG_init(void);
 
 /* GUCs of the index live in hnsw.c; the library defines them when loaded. */
 void
@@ -57,21 +57,21 @@ _PG_init(void)
 typedef float v8sf __attribute__((vector_size(32)));
 
 /* macros, not functions: passing 32-byte vectors by value changes the ABI */
-#define LoadV8(dst, p)	memcpy(&(dst), (p), sizeof(v8sf))
-#define SumV8(v)	((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
+#define LoadV8(dst, p) memcpy(&(dst), (p), sizeof(v8sf))
+#define SumV8(v)       ((((v)[0] + (v)[1]) + ((v)[2] + (v)[3])) + (((v)[4] + (v)[5]) + ((v)[6] + (v)[7])))
 
 BV_KERNEL float
 VectorL2SquaredKernel(int dim, const float *a, const float *b)
 {
-	v8sf		s0 = {0},
-				s1 = {0};
-	float		r = 0;
-	int			i = 0;
+	v8sf s0 = {0},
+		 s1 = {0};
+	float r = 0;
+	int i = 0;
 
-	v8sf		x0,
-				x1,
-				y0,
-				y1;
+	v8sf x0,
+		x1,
+		y0,
+		y1;
 
 	for (; i + 16 <= dim; i += 16)
 	{
@@ -100,15 +100,15 @@ VectorL2SquaredKernel(int dim, const float *a, const float *b)
 BV_KERNEL float
 VectorDotKernel(int dim, const float *a, const float *b)
 {
-	v8sf		s0 = {0},
-				s1 = {0};
-	float		r = 0;
-	int			i = 0;
+	v8sf s0 = {0},
+		 s1 = {0};
+	float r = 0;
+	int i = 0;
 
-	v8sf		x0,
-				x1,
-				y0,
-				y1;
+	v8sf x0,
+		x1,
+		y0,
+		y1;
 
 	for (; i + 16 <= dim; i += 16)
 	{
@@ -135,19 +135,19 @@ VectorDotKernel(int dim, const float *a, const float *b)
 BV_KERNEL double
 VectorCosineKernel(int dim, const float *a, const float *b)
 {
-	v8sf		dot = {0},
-				na = {0},
-				nb = {0};
-	float		d = 0,
-				x = 0,
-				y = 0;
-	int			i = 0;
-	double		sim;
+	v8sf dot = {0},
+		 na = {0},
+		 nb = {0};
+	float d = 0,
+		  x = 0,
+		  y = 0;
+	int i = 0;
+	double sim;
 
 	for (; i + 8 <= dim; i += 8)
 	{
-		v8sf		va,
-					vb;
+		v8sf va,
+			vb;
 
 		LoadV8(va, a + i);
 		LoadV8(vb, b + i);
@@ -230,7 +230,7 @@ CheckSameDims(Vector *a, Vector *b)
 Vector *
 InitVector(int dim)
 {
-	Vector	   *v = (Vector *) palloc0(VECTOR_SIZE(dim));
+	Vector *v = (Vector *) palloc0(VECTOR_SIZE(dim));
 
 	SET_VARSIZE(v, VECTOR_SIZE(dim));
 	v->dim = dim;
@@ -259,13 +259,13 @@ PG_FUNCTION_INFO_V1(vector_in);
 Datum
 vector_in(PG_FUNCTION_ARGS)
 {
-	char	   *lit = PG_GETARG_CSTRING(0);
-	int32		typmod = PG_GETARG_INT32(2);
-	char	   *p = lit;
-	float	   *x;
-	int			cap = 16;
-	int			dim = 0;
-	Vector	   *result;
+	char *lit = PG_GETARG_CSTRING(0);
+	int32 typmod = PG_GETARG_INT32(2);
+	char *p = lit;
+	float *x;
+	int cap = 16;
+	int dim = 0;
+	Vector *result;
 
 	while (VectorIsSpace(*p))
 		p++;
@@ -280,8 +280,8 @@ vector_in(PG_FUNCTION_ARGS)
 	x = palloc(sizeof(float) * cap);
 	for (;;)
 	{
-		char	   *end;
-		float		v;
+		char *end;
+		float v;
 
 		while (VectorIsSpace(*p))
 			p++;
@@ -337,10 +337,10 @@ PG_FUNCTION_INFO_V1(vector_out);
 Datum
 vector_out(PG_FUNCTION_ARGS)
 {
-	Vector	   *v = PG_GETARG_VECTOR_P(0);
+	Vector *v = PG_GETARG_VECTOR_P(0);
 	/* "[" + per value: up to 15 chars of float + "," + "]" + NUL */
-	char	   *buf = palloc(v->dim * (FLOAT_SHORTEST_DECIMAL_LEN + 1) + 3);
-	char	   *p = buf;
+	char *buf = palloc(v->dim * (FLOAT_SHORTEST_DECIMAL_LEN + 1) + 3);
+	char *p = buf;
 
 	*p++ = '[';
 	for (int i = 0; i < v->dim; i++)
@@ -359,9 +359,9 @@ PG_FUNCTION_INFO_V1(vector_typmod_in);
 Datum
 vector_typmod_in(PG_FUNCTION_ARGS)
 {
-	ArrayType  *ta = PG_GETARG_ARRAYTYPE_P(0);
-	int32	   *tl;
-	int			n;
+	ArrayType *ta = PG_GETARG_ARRAYTYPE_P(0);
+	int32 *tl;
+	int n;
 
 	tl = ArrayGetIntegerTypmods(ta, &n);
 	if (n != 1)
@@ -387,7 +387,7 @@ PG_FUNCTION_INFO_V1(vector_typmod_out);
 Datum
 vector_typmod_out(PG_FUNCTION_ARGS)
 {
-	int32		typmod = PG_GETARG_INT32(0);
+	int32 typmod = PG_GETARG_INT32(0);
 
 	PG_RETURN_CSTRING(typmod < 0 ? pstrdup("") : psprintf("(%d)", typmod));
 }
@@ -398,11 +398,11 @@ PG_FUNCTION_INFO_V1(vector_recv);
 Datum
 vector_recv(PG_FUNCTION_ARGS)
 {
-	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
-	int32		typmod = PG_GETARG_INT32(2);
-	int16		dim;
-	int16		unused;
-	Vector	   *result;
+	StringInfo buf = (StringInfo) PG_GETARG_POINTER(0);
+	int32 typmod = PG_GETARG_INT32(2);
+	int16 dim;
+	int16 unused;
+	Vector *result;
 
 	dim = pq_getmsgint(buf, sizeof(int16));
 	unused = pq_getmsgint(buf, sizeof(int16));
@@ -433,7 +433,7 @@ PG_FUNCTION_INFO_V1(vector_send);
 Datum
 vector_send(PG_FUNCTION_ARGS)
 {
-	Vector	   *v = PG_GETARG_VECTOR_P(0);
+	Vector *v = PG_GETARG_VECTOR_P(0);
 	StringInfoData buf;
 
 	pq_begintypsend(&buf);
@@ -451,7 +451,7 @@ PG_FUNCTION_INFO_V1(vector_coerce);
 Datum
 vector_coerce(PG_FUNCTION_ARGS)
 {
-	Vector	   *v = PG_GETARG_VECTOR_P(0);
+	Vector *v = PG_GETARG_VECTOR_P(0);
 
 	CheckExpectedDims(PG_GETARG_INT32(1), v->dim);
 	PG_RETURN_VECTOR_P(v);
@@ -462,16 +462,16 @@ PG_FUNCTION_INFO_V1(array_to_vector);
 Datum
 array_to_vector(PG_FUNCTION_ARGS)
 {
-	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
-	int32		typmod = PG_GETARG_INT32(1);
-	Oid			elemtype = ARR_ELEMTYPE(a);
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	Vector	   *result;
+	ArrayType *a = PG_GETARG_ARRAYTYPE_P(0);
+	int32 typmod = PG_GETARG_INT32(1);
+	Oid elemtype = ARR_ELEMTYPE(a);
+	int16 typlen;
+	bool typbyval;
+	char typalign;
+	Datum *elems;
+	bool *nulls;
+	int n;
+	Vector *result;
 
 	if (ARR_NDIM(a) > 1)
 		ereport(ERROR,
@@ -486,7 +486,7 @@ array_to_vector(PG_FUNCTION_ARGS)
 	result = InitVector(n);
 	for (int i = 0; i < n; i++)
 	{
-		double		v;
+		double v;
 
 		if (nulls[i])
 			ereport(ERROR,
@@ -513,7 +513,7 @@ array_to_vector(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_DATATYPE_MISMATCH),
 						 errmsg("unsupported array element type %s", format_type_be(elemtype)),
 						 errhint("Cast from real[], double precision[], integer[] or numeric[].")));
-				v = 0;			/* keep the compiler quiet */
+				v = 0; /* keep the compiler quiet */
 		}
 		if (!isnan(v) && !isinf(v) && (v > FLT_MAX || v < -FLT_MAX))
 			ereport(ERROR,
@@ -530,8 +530,8 @@ PG_FUNCTION_INFO_V1(vector_to_float4);
 Datum
 vector_to_float4(PG_FUNCTION_ARGS)
 {
-	Vector	   *v = PG_GETARG_VECTOR_P(0);
-	Datum	   *d = palloc(sizeof(Datum) * v->dim);
+	Vector *v = PG_GETARG_VECTOR_P(0);
+	Datum *d = palloc(sizeof(Datum) * v->dim);
 
 	for (int i = 0; i < v->dim; i++)
 		d[i] = Float4GetDatum(v->x[i]);
@@ -544,8 +544,8 @@ PG_FUNCTION_INFO_V1(l2_distance);
 Datum
 l2_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
 	PG_RETURN_FLOAT8(sqrt((double) VectorL2SquaredKernel(a->dim, a->x, b->x)));
@@ -556,8 +556,8 @@ PG_FUNCTION_INFO_V1(vector_l2_squared_distance);
 Datum
 vector_l2_squared_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
 	PG_RETURN_FLOAT8((double) VectorL2SquaredKernel(a->dim, a->x, b->x));
@@ -567,8 +567,8 @@ PG_FUNCTION_INFO_V1(inner_product);
 Datum
 inner_product(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
 	PG_RETURN_FLOAT8((double) VectorDotKernel(a->dim, a->x, b->x));
@@ -578,8 +578,8 @@ PG_FUNCTION_INFO_V1(negative_inner_product);
 Datum
 negative_inner_product(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
 	PG_RETURN_FLOAT8(-(double) VectorDotKernel(a->dim, a->x, b->x));
@@ -589,8 +589,8 @@ PG_FUNCTION_INFO_V1(cosine_distance);
 Datum
 cosine_distance(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *b = PG_GETARG_VECTOR_P(1);
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
 	PG_RETURN_FLOAT8(VectorCosineKernel(a->dim, a->x, b->x));
@@ -600,8 +600,8 @@ PG_FUNCTION_INFO_V1(vector_l2_norm);
 Datum
 vector_l2_norm(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	double		s = 0;
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	double s = 0;
 
 	for (int i = 0; i < a->dim; i++)
 		s += (double) a->x[i] * a->x[i];
@@ -613,15 +613,15 @@ PG_FUNCTION_INFO_V1(vector_normalize);
 Datum
 vector_normalize(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
-	Vector	   *r = InitVector(a->dim);
-	double		s = 0;
+	Vector *a = PG_GETARG_VECTOR_P(0);
+	Vector *r = InitVector(a->dim);
+	double s = 0;
 
 	for (int i = 0; i < a->dim; i++)
 		s += (double) a->x[i] * a->x[i];
 	if (s > 0)
 	{
-		double		norm = sqrt(s);
+		double norm = sqrt(s);
 
 		for (int i = 0; i < a->dim; i++)
 		{
@@ -636,7 +636,7 @@ PG_FUNCTION_INFO_V1(vector_dims);
 Datum
 vector_dims(PG_FUNCTION_ARGS)
 {
-	Vector	   *a = PG_GETARG_VECTOR_P(0);
+	Vector *a = PG_GETARG_VECTOR_P(0);
 
 	PG_RETURN_INT32(a->dim);
 }

@@ -89,17 +89,39 @@ main(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "h:p:u:P:t:q:w:n:b:s:m:")) != -1)
 		switch (opt)
 		{
-			case 'h': host = optarg; break;
-			case 'p': port = atoi(optarg); break;
-			case 'u': user = optarg; break;
-			case 'P': pass = optarg; break;
-			case 't': topic = optarg; break;
-			case 'q': qos = atoi(optarg); break;
-			case 'w': window = atoi(optarg); break;
-			case 'n': nmsg = atol(optarg); break;
-			case 'b': per = atol(optarg); break;
-			case 's': start = atof(optarg); break;
-			case 'm': metric = optarg; break;
+			case 'h':
+				host = optarg;
+				break;
+			case 'p':
+				port = atoi(optarg);
+				break;
+			case 'u':
+				user = optarg;
+				break;
+			case 'P':
+				pass = optarg;
+				break;
+			case 't':
+				topic = optarg;
+				break;
+			case 'q':
+				qos = atoi(optarg);
+				break;
+			case 'w':
+				window = atoi(optarg);
+				break;
+			case 'n':
+				nmsg = atol(optarg);
+				break;
+			case 'b':
+				per = atol(optarg);
+				break;
+			case 's':
+				start = atof(optarg);
+				break;
+			case 'm':
+				metric = optarg;
+				break;
 			default:
 				fprintf(stderr, "usage: bv_iot_pub -p port -u user -P secret -t topic [-n msgs -b readings -s start]\n");
 				return 2;
