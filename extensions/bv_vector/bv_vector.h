@@ -274,6 +274,7 @@ HnswHeapTop(HnswHeap *h)
 typedef struct HnswTidSet HnswTidSet;
 extern HnswTidSet *HnswTidSetCreate(MemoryContext cxt, uint32 size);
 extern bool HnswTidSetAdd(HnswTidSet *set, uint64 key); /* true if new */
+extern bool HnswTidSetContains(HnswTidSet *set, uint64 key);
 
 /* hnsw.c */
 extern int hnsw_ef_search;

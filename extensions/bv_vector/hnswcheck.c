@@ -15,7 +15,8 @@
  * from the entry point over layer-0 links, which scans therefore never return
  * (the neighbor heuristic can drop every link to an element; after a crash in the middle of an insert, an element may
  * be written without its reverse links yet; see hnswinsert.c) and elements
- * above the entry level (a crash before the entry point moved).
+ * above the entry level (a crash before the entry point moved), and links from
+ * live elements to deleted ones, which VACUUM repairs (hnswvacuum.c).
  *
  * Locking: AccessShareLock on the table and the index, as amcheck's
  * bt_index_check; pages are share-locked one at a time, so concurrent
@@ -43,6 +44,7 @@ typedef struct CheckEntry
 	uint64 key;
 	int32 id;
 	int16 level;
+	bool deleted;
 } CheckEntry;
 
 static CheckEntry *
@@ -89,6 +91,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 	int64 deleted = 0;
 	int64 above = 0;
 	int64 unreachable = 0;
+	int64 dead_links = 0;
 	List *deadids = NIL;
 	int32 **adj;
 	int *nadj;
@@ -99,8 +102,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 	int qh = 0,
 		qt = 0;
 	TupleDesc tupdesc;
-	Datum values[5];
-	bool nulls[5] = {0};
+	Datum values[6];
+	bool nulls[6] = {0};
 
 	if (OidIsValid(heapoid))
 		heap = table_open(heapoid, AccessShareLock);
@@ -166,9 +169,10 @@ hnsw_check(PG_FUNCTION_ARGS)
 				if (et->deleted)
 					deadids = lappend_int(deadids, ce->id);
 				ce->level = et->level;
+				ce->deleted = et->deleted != 0;
 				if (et->deleted)
 					deleted++;
-				if (et->level > meta.entry_level)
+				else if (et->level > meta.entry_level)
 					above++;
 			}
 		}
@@ -239,6 +243,8 @@ hnsw_check(PG_FUNCTION_ARGS)
 									psprintf("Level %d links to (%u,%u), an element of level %d.", lc,
 											 ItemPointerGetBlockNumberNoCheck(&ns[i].tid),
 											 ItemPointerGetOffsetNumberNoCheck(&ns[i].tid), ne->level));
+						if (ne->deleted && !self->deleted)
+							dead_links++;
 						if (lc == 0)
 							adj[self->id][n++] = ne->id;
 					}
@@ -312,5 +318,6 @@ hnsw_check(PG_FUNCTION_ARGS)
 	values[2] = Int32GetDatum(meta.entry_level);
 	values[3] = Int64GetDatum(unreachable);
 	values[4] = Int64GetDatum(above);
+	values[5] = Int64GetDatum(dead_links);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -18,6 +18,9 @@
  * concurrent scan never follows a link to a half-written element; a crash
  * between steps leaves at most an element with fewer reverse links.
  *
+ * Deleted elements (hnswvacuum.c) are searched through like the others but
+ * never chosen as neighbors.
+ *
  * Concurrency: every page change is one generic WAL record on one buffer,
  * locked exclusively for the change alone; no two buffer locks are held at
  * once except the metapage after a data page is released.  Entry-point
@@ -219,6 +222,7 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 	ItemPointerData tid;
 	HnswCandidate **found;
 	int *nfound;
+	HnswCandidate **live; /* found[lc] without deleted elements */
 	int **chosen;
 	int *nchosen;
 	int top;
@@ -237,6 +241,7 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 	top = Min(level, meta.entry_level);
 	found = palloc0(sizeof(HnswCandidate *) * (level + 1));
 	nfound = palloc0(sizeof(int) * (level + 1));
+	live = palloc0(sizeof(HnswCandidate *) * (level + 1));
 	chosen = palloc0(sizeof(int *) * (level + 1));
 	nchosen = palloc0(sizeof(int) * (level + 1));
 
@@ -253,9 +258,16 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 		{
 			int mlc = HnswLevelSlots(m, lc);
 
+			int nlive = 0;
+
 			nfound[lc] = HnswSearchLayer(index, hd, vec, eps, neps, efc, lc, true, &found[lc]);
+			/* deleted elements are passed through, never linked to (hnswvacuum.c) */
+			live[lc] = palloc(sizeof(HnswCandidate) * Max(nfound[lc], 1));
+			for (int i = 0; i < nfound[lc]; i++)
+				if (ItemPointerIsValid(&found[lc][i].heaptid))
+					live[lc][nlive++] = found[lc][i];
 			chosen[lc] = palloc(sizeof(int) * mlc);
-			nchosen[lc] = HnswSelectNeighbors(hd, found[lc], nfound[lc], mlc, chosen[lc]);
+			nchosen[lc] = HnswSelectNeighbors(hd, live[lc], nlive, mlc, chosen[lc]);
 			eps = found[lc];
 			neps = nfound[lc];
 		}
@@ -269,8 +281,8 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 
 		for (int i = 0; i < nchosen[lc]; i++)
 		{
-			ns[i].tid = found[lc][chosen[lc][i]].tid;
-			ns[i].dist = found[lc][chosen[lc][i]].dist;
+			ns[i].tid = live[lc][chosen[lc][i]].tid;
+			ns[i].dist = live[lc][chosen[lc][i]].dist;
 		}
 		HnswTupleCounts(et)[lc] = nchosen[lc];
 	}
@@ -280,7 +292,7 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 	for (int lc = 0; lc <= top; lc++)
 		for (int i = 0; i < nchosen[lc]; i++)
 		{
-			HnswCandidate *n = &found[lc][chosen[lc][i]];
+			HnswCandidate *n = &live[lc][chosen[lc][i]];
 
 			HnswAddReverseLink(index, &n->tid, &tid, n->dist, lc);
 		}

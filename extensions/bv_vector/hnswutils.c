@@ -73,6 +73,12 @@ HnswTidSetAdd(HnswTidSet *set, uint64 key)
 	return !found;
 }
 
+bool
+HnswTidSetContains(HnswTidSet *set, uint64 key)
+{
+	return tidset_lookup(set->h, key) != NULL;
+}
+
 /* ---- a binary min-heap ---- */
 
 void

@@ -64,6 +64,12 @@ is($n, $distinct, 'the full scan returns no row twice');
 is($ghosts, '0', 'the full scan returns no deleted row');
 cmp_ok($n, '>=', $rows - $unreachable, "the full scan returns $n of $rows live rows ($unreachable unreachable)");
 
+# A VACUUM with nothing running beside it leaves no link to a deleted element
+# (inserts never choose one; the repair pass replaces the others).
+$node->safe_psql($db, 'VACUUM public.items');
+is($node->safe_psql($db, "SELECT dead_links FROM bv_vector.hnsw_check('items_v')"), '0',
+	'after VACUUM no live element links to a deleted one');
+
 # Recall after the mixed workload: 20 queries, top 10, against exact search.
 my $recall = $node->safe_psql($db, q{
 CREATE TABLE public.q AS SELECT g AS q, (SELECT array_agg(random()::real) FROM generate_series(1, 16) WHERE g > 0)::bv_vector.vector AS v FROM generate_series(1, 20) g;
