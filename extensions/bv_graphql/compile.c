@@ -199,6 +199,8 @@ gql_scalar_text(GCompile *c, GqlValue *v, GType *t, const char *what)
 			for (int i = 0; i < t->nvalues; i++)
 				if (strcmp(t->values[i].name, v->str) == 0)
 					return pstrdup(v->str);
+		if (v->kind == GQL_V_ENUM || (v->kind == GQL_V_STRING && v->from_json))
+			gql_error(v->loc, "Value \"%.64s\" does not exist in \"%s\" enum (%s).", v->str, t->name, what);
 		gql_error(v->loc, "Expected a value of enum \"%s\" for %s, found %s.", t->name, what, kind_name(v));
 	}
 	switch (t->scalar)
@@ -1119,7 +1121,8 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 		appendStringInfo(b, " AND %s", cursor_cond);
 	appendStringInfoString(b, " ORDER BY ");
 	append_order(b, keys, a, backward);
-	appendStringInfo(b, " LIMIT CAST($%d AS int) + 1) %s)", plimit, a);
+	/* GROUP BY (): one row even when the page is empty and nothing aggregates */
+	appendStringInfo(b, " LIMIT CAST($%d AS int) + 1) %s GROUP BY ())", plimit, a);
 }
 
 /* ---------- the root ---------- */
