@@ -20,13 +20,16 @@
  * parameter ($n, text, CAST to the column's type), response keys (GraphQL
  * Names) and introspection answers are literals.  The statement text
  * depends only on the shape of the query, so resolve.c keys its saved
- * plans by it.  A connection is one subquery over a LIMIT n+1 keyset page:
+ * plans by it.  A connection is one subquery over a LIMIT n keyset page:
  *
- *	(SELECT json_build_object('edges', json_agg(... ORDER BY __r)
- *	                          FILTER (WHERE __r <= n), 'pageInfo', ...)
- *	   FROM (SELECT <visible columns>, row_number() OVER (ORDER BY k) __r
- *	           FROM t WHERE <join> AND <filter> AND <cursor> ORDER BY k
- *	          LIMIT n + 1) a)
+ *	(SELECT json_build_object('edges', json_agg(...), 'pageInfo', ...)
+ *	   FROM (SELECT <visible columns> FROM t
+ *	          WHERE <join> AND <filter> AND <cursor> ORDER BY k LIMIT n) a
+ *	  GROUP BY ())
+ *
+ * A backward page is read with k reversed and put back in order around it;
+ * whether there is a further page is counted over LIMIT n + 1 only when
+ * pageInfo asks.  json_agg takes the page's rows in the subquery's order.
  *
  * Cursors are base64 of the JSON array of the sort-key values (the order
  * columns, then the primary key), so pages are stable under inserts.
@@ -1062,8 +1065,8 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 					else
 						gql_object_expr(c, t, a, e->sets);
 				}
-				appendStringInfo(b, ") ORDER BY %s.__r%s) FILTER (WHERE %s.__r <= CAST($%d AS int)), '[]'::json)",
-								 a, backward ? " DESC" : "", a, plimit);
+				/* the page's rows arrive in order (see the FROM below): no sort here */
+				appendStringInfoString(b, ")), '[]'::json)");
 				break;
 			}
 			case FK_CONN_PAGE_INFO:
@@ -1082,7 +1085,11 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 					if (p->field == NULL)
 						gql_append_literal(b, "PageInfo");
 					else if ((k == FK_PAGE_HAS_NEXT && !backward) || (k == FK_PAGE_HAS_PREV && backward))
-						appendStringInfo(b, "count(*) > CAST($%d AS int)", plimit);
+					{
+						/* more than a page: the page's conditions, one row further */
+						appendStringInfo(b, "((SELECT count(*) FROM (SELECT 1 FROM %s %s WHERE %s AND %s AND %s LIMIT CAST($%d AS int) + 1) __more) > CAST($%d AS int))",
+										 t->qname, a, join_sql, filter_sql, cursor_cond ? cursor_cond : "true", plimit, plimit);
+					}
 					else if (k == FK_PAGE_HAS_NEXT || k == FK_PAGE_HAS_PREV)
 					{
 						/* rows on the other side of the cursor: exists when a cursor was given */
@@ -1095,12 +1102,14 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 					}
 					else
 					{
-						bool start = (k == FK_PAGE_START) != backward;
+						/* rows are in forward order here, backward pages too */
+						bool start = k == FK_PAGE_START;
 
 						appendStringInfoString(b, "(array_agg(");
 						append_cursor_expr(b, keys, a);
-						appendStringInfo(b, " ORDER BY %s.__r%s) FILTER (WHERE %s.__r <= CAST($%d AS int)))[1]",
-										 a, start ? "" : " DESC", a, plimit);
+						appendStringInfoString(b, " ORDER BY ");
+						append_order(b, keys, a, !start);
+						appendStringInfoString(b, "))[1]");
 					}
 				}
 				appendStringInfoChar(b, ')');
@@ -1111,18 +1120,34 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 		}
 	}
 	appendStringInfoString(b, ") FROM (SELECT ");
-	for (int i = 0; i < t->ncols; i++)
-		if (t->cols[i].gtype)
-			appendStringInfo(b, "%s.%s, ", a, quote_identifier(t->cols[i].name));
-	appendStringInfoString(b, "row_number() OVER (ORDER BY ");
-	append_order(b, keys, a, backward);
-	appendStringInfo(b, ") AS __r FROM %s %s WHERE %s AND %s", t->qname, a, join_sql, filter_sql);
+	if (backward)
+		appendStringInfoString(b, "* FROM (SELECT ");
+	{
+		bool fc = true;
+
+		for (int i = 0; i < t->ncols; i++)
+			if (t->cols[i].gtype)
+			{
+				appendStringInfo(b, "%s%s.%s", fc ? "" : ", ", a, quote_identifier(t->cols[i].name));
+				fc = false;
+			}
+		if (fc)
+			appendStringInfoString(b, "1");
+	}
+	appendStringInfo(b, " FROM %s %s WHERE %s AND %s", t->qname, a, join_sql, filter_sql);
 	if (cursor_cond)
 		appendStringInfo(b, " AND %s", cursor_cond);
 	appendStringInfoString(b, " ORDER BY ");
 	append_order(b, keys, a, backward);
+	appendStringInfo(b, " LIMIT CAST($%d AS int)", plimit);
+	/* a backward page is read in reverse, then put in order */
+	if (backward)
+	{
+		appendStringInfo(b, ") %s ORDER BY ", a);
+		append_order(b, keys, a, false);
+	}
 	/* GROUP BY (): one row even when the page is empty and nothing aggregates */
-	appendStringInfo(b, " LIMIT CAST($%d AS int) + 1) %s GROUP BY ())", plimit, a);
+	appendStringInfo(b, ") %s GROUP BY ())", a);
 }
 
 /* ---------- the root ---------- */

@@ -186,7 +186,7 @@ void
 gql_compile_mutation_field(GCompile *c, const GSel *sel)
 {
 	StringInfo b = &c->sql;
-	GTable *t = sel->field->table;
+	GTable *t;
 	GType *resp;
 	List *sels;
 	ListCell *lc;
@@ -194,6 +194,7 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 
 	if (sel->field == NULL)
 		elog(ERROR, "bv_graphql: __typename is not compiled");
+	t = sel->field->table;
 	switch (sel->field->kind)
 	{
 		case FK_FUNCTION:

@@ -289,7 +289,12 @@ get_plan(GCompile *c, const char *sql)
 	pe = hash_search(plans, key, HASH_FIND, NULL);
 	if (pe && strcmp(pe->sql, sql) == 0)
 		return pe->plan;
-	plan = SPI_prepare(sql, c->nparams, c->ptypes);
+	/*
+	 * A generic plan from the first execution: the values are parameters
+	 * (limits, filter values), and planning a nested statement costs more
+	 * than running it, so re-planning per call (custom plans) loses.
+	 */
+	plan = SPI_prepare_cursor(sql, c->nparams, c->ptypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "bv_graphql: could not prepare a statement: %s", SPI_result_code_string(SPI_result));
 	if (hash_get_num_entries(plans) >= PLAN_CACHE_MAX)

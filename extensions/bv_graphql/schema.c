@@ -17,11 +17,13 @@
  * Cache: one GSchema per (role, bv_graphql.schemas) in its own memory
  * context under CacheMemoryContext; a few entries at most (a backend
  * usually serves a handful of roles through PostgREST's role switching).
- * Any relcache invalidation (DDL, GRANT/REVOKE on a relation, ANALYZE, and
- * the graphql._invalidate() call that the extension's event trigger makes
- * for COMMENT and other DDL) and any syscache invalidation of pg_proc,
- * pg_namespace, pg_attribute, pg_type, pg_enum, pg_constraint-backed
- * objects or role membership marks the whole cache stale.  The callbacks
+ * A relcache invalidation of an exposed relation (ALTER, GRANT/REVOKE,
+ * ANALYZE...), of pg_description (what graphql._invalidate(), called by the
+ * extension's event trigger after any DDL outside temporary schemas, sends:
+ * new tables, COMMENT, GRANT on functions) or of everything, and any syscache
+ * invalidation of pg_proc, pg_namespace, pg_enum, roles or role membership
+ * marks the whole cache stale.  Other relations' invalidations (other
+ * tables' ANALYZE, temporary tables) are ignored.  The callbacks
  * only set a flag: entries are freed at the next gql_schema_get(), never
  * while a request may be using them.  The flag is also set when an
  * invalidation arrives during a build, so a half-consistent model is used
@@ -32,6 +34,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_description.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -52,10 +55,45 @@ static int ncached;
 static bool stale;
 static bool callbacks_registered;
 
+/* the relations of every cached schema: only their invalidations matter */
+static Oid *watched;
+static int nwatched;
+
 static void
 inval_relcache(Datum arg, Oid relid)
 {
-	stale = true;
+	if (relid == InvalidOid || relid == DescriptionRelationId)
+	{
+		stale = true;
+		return;
+	}
+	for (int i = 0; i < nwatched; i++)
+		if (watched[i] == relid)
+		{
+			stale = true;
+			return;
+		}
+}
+
+/* Rebuild the watched list from the cached schemas. */
+static void
+watch_cached(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < ncached; i++)
+		n += list_length(cache[i]->tables);
+	if (watched)
+		pfree(watched);
+	watched = MemoryContextAlloc(CacheMemoryContext, sizeof(Oid) * Max(n, 1));
+	nwatched = 0;
+	for (int i = 0; i < ncached; i++)
+	{
+		ListCell *lc;
+
+		foreach (lc, cache[i]->tables)
+			watched[nwatched++] = ((GTable *) lfirst(lc))->oid;
+	}
 }
 
 static void
@@ -67,8 +105,12 @@ inval_syscache(Datum arg, int cacheid, uint32 hashvalue)
 void
 gql_schema_init(void)
 {
-	static const int caches[] = {PROCOID, NAMESPACEOID, ATTNUM, TYPEOID, ENUMOID,
-								 AUTHMEMROLEMEM, AUTHOID, CONSTROID};
+	/*
+	 * Not pg_attribute, pg_type or pg_constraint: every temporary table of
+	 * any session changes those; changes of exposed relations arrive as
+	 * their relcache invalidations, new relations through the event trigger.
+	 */
+	static const int caches[] = {PROCOID, NAMESPACEOID, ENUMOID, AUTHMEMROLEMEM, AUTHOID};
 
 	if (callbacks_registered)
 		return;
@@ -577,6 +619,7 @@ gql_schema_get(void)
 		for (int i = 0; i < ncached; i++)
 			MemoryContextDelete(cache[i]->cxt);
 		ncached = 0;
+		nwatched = 0;
 		stale = false;
 	}
 	for (int i = 0; i < ncached; i++)
@@ -594,5 +637,6 @@ gql_schema_get(void)
 		cache[ncached++] = s;
 	else
 		MemoryContextSetParent(s->cxt, CurTransactionContext);
+	watch_cached();
 	return s;
 }

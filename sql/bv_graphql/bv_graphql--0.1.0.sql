@@ -95,7 +95,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM graphql._invalidate();
+    -- temporary tables of any session are not worth every backend's rebuild
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() c
+                WHERE c.schema_name IS NULL OR c.schema_name NOT LIKE 'pg\_temp%') THEN
+        PERFORM graphql._invalidate();
+    END IF;
 END
 $$;
 

@@ -21,6 +21,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,20 +39,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_DEPTH 24
 
-/* Each block starts with a 16-byte header holding the next block. */
-#define HEADER 16
+/* Each block starts with a header holding the next block (aligned for any data). */
+typedef union Block
+{
+	union Block *next;
+	max_align_t align;
+} Block;
 
 static void *
 arena_alloc(void *ctx, size_t size)
 {
-	char **head = ctx;
-	char *b = calloc(1, HEADER + size);
+	Block **head = ctx;
+	Block *b = calloc(1, sizeof(Block) + size);
 
 	if (b == NULL)
 		return NULL;
-	memcpy(b, head, sizeof(char *));
+	b->next = *head;
 	*head = b;
-	return b + HEADER;
+	return b + 1;
 }
 
 static int nlines;
@@ -158,7 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	GqlLimits limits = {2000, MAX_DEPTH, 50};
 	GqlParseError err;
-	char *head = NULL;
+	Block *head = NULL;
 	GqlDocument *doc;
 
 	nlines = 1;
@@ -195,9 +200,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	while (head)
 	{
-		char *n;
+		Block *n = head->next;
 
-		memcpy(&n, head, sizeof(char *));
 		free(head);
 		head = n;
 	}
