@@ -131,6 +131,29 @@ like($r->{errors}[0]{message}, qr/Cannot query field "ordersCollection"/, 'anony
 is_deeply([ grep { /^(insertInto|update|deleteFrom)/ } map { $_->{name} } @{ $r->{data}{__type}{fields} // [] } ], [],
 	'anonymous: no insert, update or delete mutations');
 
+# ---------- the schema cached in PostgREST's backends follows DDL made elsewhere ----------
+# (PostgREST's pooled connections are other backends than psql's: the
+# relcache invalidation of the table, and the event trigger's for COMMENT and
+# new tables, reach them.)
+my $desc = q[{ __type(name: "Addresses") { description } }];
+($status, $r) = gql('alice', $desc);
+$node->safe_psql('bitvelocity', q[COMMENT ON TABLE commerce.addresses IS 'Where parcels go.']);
+($status, $r) = gql('alice', $desc);
+is($r->{data}{__type}{description}, 'Where parcels go.', 'a COMMENT made in another backend is the new description');
+$node->safe_psql('bitvelocity', 'REVOKE SELECT ON commerce.addresses FROM bv_user');
+($status, $r) = gql('alice', '{ addressesCollection { totalCount } }');
+like($r->{errors}[0]{message} // '', qr/Cannot query field "addressesCollection"/,
+	'a REVOKE made in another backend removes the collection');
+$node->safe_psql('bitvelocity', 'GRANT SELECT ON commerce.addresses TO bv_user');
+($status, $r) = gql('alice', '{ addressesCollection { totalCount } }');
+is($r->{data}{addressesCollection}{totalCount}, 1, 'the GRANT brings it back');
+$node->safe_psql('bitvelocity', 'CREATE TABLE commerce.gql_new (id int PRIMARY KEY, label text); '
+	  . "INSERT INTO commerce.gql_new VALUES (1, 'fresh'); GRANT SELECT ON commerce.gql_new TO bv_anon");
+($status, $r) = gql(undef, '{ gqlNewCollection { edges { node { label } } } }');
+is_deeply($r, { data => { gqlNewCollection => { edges => [ { node => { label => 'fresh' } } ] } } },
+	'a table created in another backend is queryable at once');
+$node->safe_psql('bitvelocity', 'DROP TABLE commerce.gql_new');
+
 # ---------- graphql-js ----------
 SKIP:
 {
