@@ -25,7 +25,7 @@ help:
 	@echo "make test     deps + install + every test suite on throw-away clusters"
 	@echo "make lint     clang-format check and cppcheck;  make format: apply clang-format"
 	@echo "make bench    list the benchmarks"
-	@echo "make fuzz     libFuzzer run of the JWT parser (FUZZ_SECONDS=300)"
+	@echo "make fuzz     libFuzzer runs of the JWT and GraphQL parsers (FUZZ_SECONDS=300 each)"
 
 build:
 	@$(MAKE) --no-print-directory -C $(COMMON_DIR)
