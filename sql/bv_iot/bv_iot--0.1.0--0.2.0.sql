@@ -236,10 +236,14 @@ COMMENT ON TYPE iot.reading IS 'A raw reading as the REST API returns it.';
 CREATE TYPE iot.bucket_stats AS (bucket timestamptz, n bigint, min double precision, max double precision, avg double precision);
 COMMENT ON TYPE iot.bucket_stats IS 'Aggregates of one rollup bucket as the REST API returns them.';
 
+-- One table in FROM (state by scalar subqueries): PATCH and DELETE through
+-- PostgREST then fail on privileges (403), not on "cannot update view".
 CREATE VIEW api.iot_devices WITH (security_invoker = true) AS
 SELECT d.device_id, d.device_type, d.group_name, d.status, d.metadata, d.firmware, d.created_at,
-       s.last_seen, s.online, s.offline_at
-  FROM iot.devices d JOIN iot.device_status s USING (device_id);
+       (SELECT s.last_seen FROM iot.device_state s WHERE s.device_id = d.device_id) AS last_seen,
+       coalesce((SELECT s.online FROM iot.device_status s WHERE s.device_id = d.device_id), false) AS online,
+       (SELECT s.offline_at FROM iot.device_state s WHERE s.device_id = d.device_id) AS offline_at
+  FROM iot.devices d;
 COMMENT ON VIEW api.iot_devices IS 'Your devices (row-level security: an owner sees only their own), with last-seen time and online status (MQTT last will and the offline_after timeout).';
 COMMENT ON COLUMN api.iot_devices.device_id IS 'The device id: its MQTT user name and the second level of its topics (devices/<device_id>/...).';
 COMMENT ON COLUMN api.iot_devices.status IS 'active, or disabled: readings, status and commands of a disabled device are refused.';
