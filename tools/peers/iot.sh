@@ -11,7 +11,8 @@
 # (iot.bridge_config; its password in bv.secrets), provisions three demo
 # devices sim-1..3 and starts one simulator process per device: it
 # publishes a reading every 2 s and answers each command with an ack and a
-# "succeeded" result.  After adding devices, regenerate the password file:
+# "succeeded" result; its command connection has a last will ("offline" on
+# devices/<id>/status), so killing a simulator takes its device offline.  After adding devices, regenerate the password file:
 #     tools/peers/iot.sh reload-auth
 # Called by tools/cluster.sh after the database started (env: BV_HOME,
 # SOCK, BV_DB, BV_PORT, PGBIN).
@@ -74,6 +75,7 @@ simulate() {
     local id=$1 secret=$2
     (
         mosquitto_sub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -i "$id" -c -q 1 \
+            --will-topic "devices/$id/status" --will-payload offline --will-qos 1 --will-retain \
             -t "devices/$id/commands" -F %p 2>>"$DIR/sim.err" |
             while read -r cmd; do
                 cid=$(printf '%s' "$cmd" | sed -n 's/.*"id": *\([0-9][0-9]*\).*/\1/p')
@@ -85,6 +87,11 @@ simulate() {
     ) </dev/null >>"$DIR/sim.out" 2>&1 &
     echo $! >>"$SIMPIDS"
     (
+        # Its command connection carries the last will; say "online" (retained,
+        # like the will) once it is up.
+        sleep 1
+        mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -r -t "devices/$id/status" -m online \
+            2>>"$DIR/sim.err" || true
         while sleep 2; do
             mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/telemetry" \
                 -m "[{\"metric\":\"temp\",\"value\":$((180 + RANDOM % 80))e-1},{\"metric\":\"humidity\",\"value\":$((30 + RANDOM % 40))}]" \
@@ -106,7 +113,7 @@ cmd_start() {
         warn "port $PORT on 127.0.0.1 is in use; no IoT peer (choose another: make run BV_IOT_MQTT_PORT=$((PORT + 1)))"
         return 0
     fi
-    psql_bv -c "SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
+    psql_bv -c "SELECT bv.set_actor('demo-customer'); SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
                 WHERE NOT EXISTS (SELECT 1 FROM iot.devices x WHERE x.device_id = d)" >/dev/null
     # The demo keeps no secrets on disk: new ones at each start.
     declare -A secret
@@ -145,6 +152,9 @@ show() {
     say "  watch data arrive:  $psql -c \"SELECT device_id, metric, value, ts FROM iot.telemetry ORDER BY received_at DESC LIMIT 10\""
     say "  send a command:     $psql -c \"SELECT iot.send_command('sim-1', 'reboot', '{\\\"delay\\\": 1}')\""
     say "  and see it answered: $psql -c \"SELECT id, state, result FROM iot.commands ORDER BY id DESC LIMIT 5\""
+    say "  online status (MQTT last will): $psql -c \"SELECT device_id, online, last_seen, offline_at FROM iot.device_status\""
+    say "  over REST (docs/bv_iot.md): GET /iot_devices, POST /rpc/iot_send_command, GET /rpc/iot_rollups?device_id=sim-1&metric=temp&since=<ISO time>"
+    say "  (sim-1..3 belong to demo-customer, the sub of the TOKEN PostgREST prints below)"
 }
 
 case "${1:-}" in
