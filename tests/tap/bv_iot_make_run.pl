@@ -71,9 +71,11 @@ ok(BvMqtt::wait_until(sub { (call('GET', "/rpc/iot_command?id=$id"))[1]{state} e
 	'the simulator answers it: succeeded');
 
 ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'sim-2'") > 0 }), 'readings arrive');
-my $since = query("SELECT to_char((now() - interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+my $since = query("SELECT to_char((now() - interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')");
+$since =~ s/ /T/;
+$since .= 'Z';
 ($s, $b) = call('GET', "/rpc/iot_readings?device_id=sim-2&since=$since&metric=temp");
-ok($s eq '200' && @$b > 0, 'GET /rpc/iot_readings returns them');
+ok($s eq '200' && ref $b eq 'ARRAY' && @$b > 0, 'GET /rpc/iot_readings returns them') or diag("$s $since " . explain $b);
 
 # Kill sim-3's command connection (the one with the will) without DISCONNECT.
 my @sims = split /\n/, PostgreSQL::Test::Utils::slurp_file("$home/iot/simulators.pids");
