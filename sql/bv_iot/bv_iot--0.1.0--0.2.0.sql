@@ -11,6 +11,10 @@
  *  - The broker ACL lets each device write its own status topic.
  *  - iot.provision_device refuses non-object metadata and over-long
  *    firmware with 22023 (they were raw check-constraint errors).
+ *  - Device certificates: iot.device_certificates records the SHA-256
+ *    fingerprint of each device's client certificate
+ *    (iot.set_device_certificate); the make-run broker's TLS listener takes
+ *    the device id from the certificate's CN.
  *  - REST through PostgREST (schema api, names prefixed iot_): devices
  *    (list, provision, enable/disable, rotate the secret), commands (send,
  *    list, status with transitions), readings and rollups over a range.
@@ -170,6 +174,73 @@ BEGIN
 END
 $$;
 
+/* ---------- device certificates ---------- */
+
+CREATE TABLE iot.device_certificates (
+    device_id   text PRIMARY KEY REFERENCES iot.devices ON DELETE CASCADE,
+    fingerprint text NOT NULL UNIQUE,
+    added_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE iot.device_certificates IS 'The client certificate each device holds, by SHA-256 fingerprint of its DER encoding (as openssl x509 -fingerprint -sha256 prints it, lower case, without colons).  A broker listener with use_identity_as_username takes the device id from the certificate''s CN; this registry says which certificate was issued to which device.';
+
+CREATE FUNCTION iot.set_device_certificate(device_id text, certificate text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id text := set_device_certificate.device_id;
+    v_b64 text;
+    v_der bytea;
+    v_fp text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM iot.devices d WHERE d.device_id = v_id
+                      AND (d.owner = bv.actor() OR iot._caller_is_privileged())) THEN
+        RAISE EXCEPTION 'device % does not exist', quote_literal(left(coalesce(v_id, 'NULL'), 64))
+            USING ERRCODE = 'no_data_found', HINT = 'Provision it with iot.provision_device().';
+    END IF;
+    IF certificate IS NULL THEN
+        DELETE FROM iot.device_certificates c WHERE c.device_id = v_id;
+        RETURN NULL;
+    END IF;
+    v_b64 := substring(certificate FROM '^\s*-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----\s*$');
+    IF octet_length(certificate) > 16384 OR v_b64 IS NULL THEN
+        RAISE EXCEPTION 'invalid certificate'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A certificate is one PEM block (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----) of at most 16 kB.',
+                  HINT = 'Pass the device''s certificate file as text, e.g. pg_read_file() or the file''s contents.';
+    END IF;
+    BEGIN
+        v_der := decode(regexp_replace(v_b64, '\s', '', 'g'), 'base64');
+    EXCEPTION WHEN invalid_parameter_value OR data_exception THEN
+        v_der := NULL;
+    END;
+    -- DER of an X.509 certificate: a SEQUENCE (0x30) with a long-form length.
+    IF v_der IS NULL OR octet_length(v_der) < 64 OR get_byte(v_der, 0) <> 48 OR get_byte(v_der, 1) NOT IN (129, 130) THEN
+        RAISE EXCEPTION 'invalid certificate'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The PEM block does not hold a DER-encoded certificate.',
+                  HINT = 'Pass the device''s certificate file as text.';
+    END IF;
+    v_fp := encode(sha256(v_der), 'hex');
+    BEGIN
+        INSERT INTO iot.device_certificates AS c (device_id, fingerprint) VALUES (v_id, v_fp)
+        ON CONFLICT ON CONSTRAINT device_certificates_pkey DO UPDATE SET fingerprint = EXCLUDED.fingerprint, added_at = now();
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'this certificate is registered for another device'
+            USING ERRCODE = 'unique_violation', HINT = 'Issue a certificate of its own to each device (its CN is the device id).';
+    END;
+    RETURN v_fp;
+END
+$$;
+COMMENT ON FUNCTION iot.set_device_certificate(text, text) IS 'Records the client certificate (PEM) of a device you own and returns its SHA-256 fingerprint; NULL removes it.  The broker takes the device''s identity from the certificate''s CN (use_identity_as_username); tools/peers/iot.sh issue-cert issues one from the make-run CA and records it.';
+
+SELECT bv_audit.enable('iot.device_certificates');
+ALTER TABLE iot.device_certificates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON iot.device_certificates USING (iot.sees_device(device_id));
+GRANT SELECT ON iot.device_certificates TO bv_user, bv_service;
+GRANT EXECUTE ON FUNCTION iot.set_device_certificate(text, text) TO bv_user, bv_service;
+
 /* ---------- REST (PostgREST serves schema api) ---------- */
 
 /* The acting user of a REST call: PT401 when anonymous. */
@@ -242,11 +313,13 @@ CREATE VIEW api.iot_devices WITH (security_invoker = true) AS
 SELECT d.device_id, d.device_type, d.group_name, d.status, d.metadata, d.firmware, d.created_at,
        (SELECT s.last_seen FROM iot.device_state s WHERE s.device_id = d.device_id) AS last_seen,
        coalesce((SELECT s.online FROM iot.device_status s WHERE s.device_id = d.device_id), false) AS online,
-       (SELECT s.offline_at FROM iot.device_state s WHERE s.device_id = d.device_id) AS offline_at
+       (SELECT s.offline_at FROM iot.device_state s WHERE s.device_id = d.device_id) AS offline_at,
+       (SELECT c.fingerprint FROM iot.device_certificates c WHERE c.device_id = d.device_id) AS cert_fingerprint
   FROM iot.devices d;
 COMMENT ON VIEW api.iot_devices IS 'Your devices (row-level security: an owner sees only their own), with last-seen time and online status (MQTT last will and the offline_after timeout).';
 COMMENT ON COLUMN api.iot_devices.device_id IS 'The device id: its MQTT user name and the second level of its topics (devices/<device_id>/...).';
 COMMENT ON COLUMN api.iot_devices.status IS 'active, or disabled: readings, status and commands of a disabled device are refused.';
+COMMENT ON COLUMN api.iot_devices.cert_fingerprint IS 'SHA-256 of the client certificate recorded for the device (POST /rpc/iot_set_device_certificate), if any.';
 COMMENT ON COLUMN api.iot_devices.online IS 'Seen within offline_after and no "offline" status (last will) since.';
 
 CREATE VIEW api.iot_commands WITH (security_invoker = true) AS
@@ -292,6 +365,18 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION api.iot_rotate_device_secret(text) IS 'Gives one of your devices a new secret and returns it once; 404 for a device you do not own.';
+
+CREATE FUNCTION api.iot_set_device_certificate(device_id text, certificate text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM iot._api_device(device_id);
+    RETURN jsonb_build_object('device_id', device_id, 'cert_fingerprint', iot.set_device_certificate(device_id, certificate));
+END
+$$;
+COMMENT ON FUNCTION api.iot_set_device_certificate(text, text) IS 'Records the client certificate (PEM) of one of your devices; returns its SHA-256 fingerprint (null certificate: removes it).  400 for anything but one PEM certificate, 404 for a device you do not own, 409 for a certificate registered for another device.';
 
 CREATE FUNCTION api.iot_set_device_enabled(device_id text, enabled boolean)
 RETURNS jsonb
@@ -410,12 +495,12 @@ COMMENT ON FUNCTION api.iot_rollups(text, text, timestamptz, timestamptz, text) 
 
 REVOKE ALL ON FUNCTION iot._api_user(), iot._api_device(text), iot._api_range(timestamptz, timestamptz, interval),
     api.iot_provision_device(text, text, text, jsonb, text), api.iot_rotate_device_secret(text),
-    api.iot_set_device_enabled(text, boolean), api.iot_send_command(text, text, jsonb, integer, integer, integer),
+    api.iot_set_device_certificate(text, text), api.iot_set_device_enabled(text, boolean), api.iot_send_command(text, text, jsonb, integer, integer, integer),
     api.iot_command(bigint), api.iot_readings(text, timestamptz, timestamptz, text, integer),
     api.iot_rollups(text, text, timestamptz, timestamptz, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION iot._api_user(), iot._api_device(text), iot._api_range(timestamptz, timestamptz, interval),
     api.iot_provision_device(text, text, text, jsonb, text), api.iot_rotate_device_secret(text),
-    api.iot_set_device_enabled(text, boolean), api.iot_send_command(text, text, jsonb, integer, integer, integer),
+    api.iot_set_device_certificate(text, text), api.iot_set_device_enabled(text, boolean), api.iot_send_command(text, text, jsonb, integer, integer, integer),
     api.iot_command(bigint), api.iot_readings(text, timestamptz, timestamptz, text, integer),
     api.iot_rollups(text, text, timestamptz, timestamptz, text) TO bv_user, bv_service;
 GRANT USAGE ON TYPE iot.reading, iot.bucket_stats TO bv_user, bv_service;
