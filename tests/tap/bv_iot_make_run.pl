@@ -18,6 +18,7 @@ my $home = PostgreSQL::Test::Utils::tempdir('bvhome');
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $rest_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtt_port = PostgreSQL::Test::Cluster::get_free_port();
+my $mqtts_port = PostgreSQL::Test::Cluster::get_free_port();
 my $script = BvTest::src() . '/tools/cluster.sh';
 my $url = "http://127.0.0.1:$rest_port";
 
@@ -31,6 +32,7 @@ sub cluster
 			$ENV{BV_PORT} = $port;
 			$ENV{BV_REST_PORT} = $rest_port;
 			$ENV{BV_IOT_MQTT_PORT} = $mqtt_port;
+			$ENV{BV_IOT_MQTTS_PORT} = $mqtts_port;
 		});
 	return ($? >> 8, $stdout, $stderr);
 }
@@ -45,7 +47,8 @@ sub query
 
 my ($rc, $out, $err) = cluster('start');
 is($rc, 0, 'start: succeeds') or diag($err);
-like($out, qr/^iot: started on 127\.0\.0\.1:$mqtt_port with simulated devices sim-1 sim-2 sim-3$/m, 'start: the fleet runs');
+like($out, qr/^iot: started on 127\.0\.0\.1:$mqtt_port \(TLS with client certificates: $mqtts_port\) with simulated devices sim-1 sim-2 sim-3$/m,
+	'start: the fleet runs, and a TLS listener');
 like($out, qr{iot:   over REST .*/iot_devices}, 'status: says how to use the REST API');
 my ($token) = $out =~ /TOKEN=(\S+)/;
 ok($token, 'PostgREST prints a demo token');
@@ -76,6 +79,19 @@ $since =~ s/ /T/;
 $since .= 'Z';
 ($s, $b) = call('GET', "/rpc/iot_readings?device_id=sim-2&since=$since&metric=temp");
 ok($s eq '200' && ref $b eq 'ARRAY' && @$b > 0, 'GET /rpc/iot_readings returns them') or diag("$s $since " . explain $b);
+
+# sim-1 over TLS with the certificate make run issued it, no password.
+my $pki = "$home/iot/pki";
+my $fp = BvTest::openssl('x509', '-in', "$pki/devices/sim-1.crt", '-noout', '-fingerprint', '-sha256');
+$fp =~ s/.*=//s;
+$fp =~ s/[:\s]//g;
+is(query("SELECT fingerprint FROM iot.device_certificates WHERE device_id = 'sim-1'"), lc $fp, 'sim-1\'s certificate is recorded');
+my ($line) = $out =~ /^iot:\s+(mosquitto_pub -h 127\.0\.0\.1 -p $mqtts_port .*)$/m;
+ok($line, 'status: prints how to publish with the certificate');
+$line =~ s/-m '.*'$/-m '{"metric":"tls","value":42}'/ if $line;
+is(system('bash', '-c', $line), 0, 'the printed command (another payload) runs') if $line;
+ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'sim-1' AND metric = 'tls'") == 1 }, 30),
+	'and publishes as sim-1 over TLS');
 
 # Kill sim-3's command connection (the one with the will) without DISCONNECT.
 my @sims = split /\n/, PostgreSQL::Test::Utils::slurp_file("$home/iot/simulators.pids");
