@@ -119,6 +119,7 @@ my @cross = (
 	[ 'iot_readings', { device_id => 'b1', since => '2020-01-01T00:00:00Z' } ],
 	[ 'iot_rollups', { device_id => 'b1', metric => 'temp', since => '2026-01-01T00:00:00Z', bucket => 'hour' } ],
 	[ 'iot_command', { id => $bob_id } ],
+	[ 'iot_set_device_certificate', { device_id => 'b1', certificate => undef } ],
 	[ 'iot_rotate_device_secret', { device_id => 'nosuch' } ],);
 for my $c (@cross)
 {
@@ -154,6 +155,32 @@ my $hash = sql("SELECT secret_hash FROM iot.devices WHERE device_id = 'a1'");
 ($s, $b) = rpc('alice', 'iot_rotate_device_secret', { device_id => 'a1' });
 ok($s eq '200' && length($b->{secret}) >= 20, 'alice rotates a1\'s secret');
 isnt(sql("SELECT secret_hash FROM iot.devices WHERE device_id = 'a1'"), $hash, 'a new hash is stored');
+
+# ---- certificates ----
+my $pki = "$PostgreSQL::Test::Utils::tmp_check/pki";
+mkdir $pki;
+BvTest::make_ca($pki, 'ca', 'test device CA');
+BvTest::make_cert($pki, 'a1', 'a1', 'ca', "extendedKeyUsage=clientAuth\n");
+my $pem = slurp_file("$pki/a1.crt");
+my $fp = BvTest::openssl('x509', '-in', "$pki/a1.crt", '-noout', '-fingerprint', '-sha256');
+$fp =~ s/.*=//s;
+$fp =~ s/[:\s]//g;
+($s, $b) = rpc('alice', 'iot_set_device_certificate', { device_id => 'a1', certificate => $pem });
+is_deeply([ $s, $b->{cert_fingerprint} ], [ '200', lc $fp ], 'alice records a1\'s certificate: its SHA-256 fingerprint');
+($s, $b) = call('GET', '/iot_devices?select=cert_fingerprint&device_id=eq.a1', as => 'alice');
+is($b->[0]{cert_fingerprint}, lc $fp, 'listed with the device');
+($s, $b) = rpc('bob', 'iot_set_device_certificate', { device_id => 'a1', certificate => $pem });
+is($s, '404', 'bob on alice\'s device: 404');
+($s, $b) = rpc('bob', 'iot_set_device_certificate', { device_id => 'b1', certificate => $pem });
+is($s, '409', 'bob registering alice\'s certificate for his device: 409');
+for my $bad ([ 'garbage', 'not PEM' ], [ "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----", 'not DER' ],
+	[ slurp_file("$pki/a1.key"), 'a private key' ])
+{
+	($s, $b) = rpc('alice', 'iot_set_device_certificate', { device_id => 'a1', certificate => $bad->[0] });
+	ok($s eq '400' && $b->{hint} && $b->{message} !~ /PRIVATE|BEGIN/, "certificate $bad->[1]: 400, not echoed") or diag("$s " . explain $b);
+}
+($s, $b) = rpc('alice', 'iot_set_device_certificate', { device_id => 'a1', certificate => undef });
+is_deeply([ $s, $b->{cert_fingerprint} ], [ '200', undef ], 'null removes it');
 
 # ---- commands ----
 my @bad_cmd = (
