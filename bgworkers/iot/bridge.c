@@ -16,7 +16,7 @@
  *      wait (bv_iot.naptime, or a second when only disabled).
  *   2. Connect with the persistent session (mqtt.c), wait for CONNACK,
  *      subscribe to the telemetry filters and devices/+/ack,
- *      devices/+/result; after (re)start, publish again the commands left
+ *      devices/+/result, devices/+/status; after (re)start, publish again the commands left
  *      "sent" (state survives restarts; devices deduplicate by id).
  *   3. Loop: read messages into the inbox; when batch_size messages are in
  *      or batch_ms passed since the first, write the batch in one
@@ -200,6 +200,7 @@ load_config(void)
 				cfg.topics[cfg.ntopics++] = tok;
 			cfg.topics[cfg.ntopics++] = "devices/+/ack";
 			cfg.topics[cfg.ntopics++] = "devices/+/result";
+			cfg.topics[cfg.ntopics++] = "devices/+/status";
 			cfg.conn_key = psprintf("%s|%d|%s|%s|%s|%d|%s", cfg.host, cfg.port, cfg.client_id,
 									cfg.username ? cfg.username : "", cfg.password ? cfg.password : "",
 									cfg.keepalive, getstr(7));
@@ -288,7 +289,11 @@ topic_device(const char *topic, const char **kind)
 	return pnstrdup(a, len);
 }
 
-/* Is this a command report topic, devices/<id>/ack or devices/<id>/result? */
+/*
+ * Is this a device report topic: devices/<id>/ack or devices/<id>/result
+ * (command reports), or devices/<id>/status (online/offline, usually the
+ * device's MQTT last will)?
+ */
 static bool
 is_report(const char *topic, const char *kind)
 {
@@ -298,7 +303,46 @@ is_report(const char *topic, const char *kind)
 	for (p = topic; *p; p++)
 		levels += *p == '/';
 	return levels == 2 && strncmp(topic, "devices/", 8) == 0 &&
-		   (strcmp(kind, "ack") == 0 || strcmp(kind, "result") == 0);
+		   (strcmp(kind, "ack") == 0 || strcmp(kind, "result") == 0 || strcmp(kind, "status") == 0);
+}
+
+/*
+ * Apply one status message (SPI connected): "online" or "offline", the
+ * latter usually published by the broker as the device's last will when
+ * its connection dies without DISCONNECT.  Retained copies, which the
+ * broker sends again on every SUBSCRIBE, are stale news and are skipped:
+ * the persistent session already delivered the live message.
+ */
+static void
+apply_status(const char *device, IotMessage *msg)
+{
+	Oid types[2] = {TEXTOID, TEXTOID};
+	Datum args[2];
+
+	if (msg->retained)
+		return;
+	if (msg->len > 64 || pg_encoding_verifymbstr(PG_UTF8, msg->payload, msg->len) != msg->len ||
+		strlen(msg->payload) != (size_t) msg->len)
+	{
+		iot_batch_quarantine(&batch, msg->topic, device, "bad_status",
+							 "A status message is \"online\" or \"offline\".", msg->payload, msg->len);
+		return;
+	}
+	args[0] = CStringGetTextDatum(device);
+	args[1] = CStringGetTextDatum(msg->payload);
+	if (SPI_execute_with_args("SELECT iot._device_status($1, $2)", 2, types, args, NULL, false, 1) ==
+			SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		char *res = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (res && strcmp(res, "bad_status") == 0)
+			iot_batch_quarantine(&batch, msg->topic, device, "bad_status",
+								 "A status message is \"online\" or \"offline\".", msg->payload, msg->len);
+		else if (res && strcmp(res, "unknown_device") == 0)
+			iot_batch_quarantine(&batch, msg->topic, device, "unknown_device",
+								 "The topic names no registered device.", msg->payload, msg->len);
+	}
 }
 
 /* Apply one command report (SPI connected). */
@@ -360,7 +404,10 @@ write_messages(List *inbox, int from, int to)
 		else if (is_report(msg->topic, kind))
 		{
 			batch.messages++;
-			apply_report(device, kind, msg);
+			if (strcmp(kind, "status") == 0)
+				apply_status(device, msg);
+			else
+				apply_report(device, kind, msg);
 		}
 		else
 			iot_add_message(&batch, &cfg.lim, msg->topic, device, msg->payload, msg->len, msg->at);

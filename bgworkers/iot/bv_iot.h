@@ -87,6 +87,7 @@ typedef struct IotMessage
 	char *topic;
 	char *payload; /* NUL-terminated copy */
 	int len;
+	bool retained;  /* a retained copy sent on SUBSCRIBE, not a live message */
 	TimestampTz at; /* arrival at the bridge */
 } IotMessage;
 

@@ -104,6 +104,7 @@ on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *ms
 		memcpy(im->payload, msg->payload, msg->payloadlen);
 	im->payload[msg->payloadlen] = '\0';
 	im->len = msg->payloadlen;
+	im->retained = msg->retain;
 	im->at = GetCurrentTimestamp();
 	m->inbox = lappend(m->inbox, im);
 	MemoryContextSwitchTo(old);

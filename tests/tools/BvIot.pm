@@ -69,8 +69,9 @@ sub reload_auth
 sub provision
 {
 	my ($node, $b, $id, $owner) = @_;
+	# set_actor lasts a transaction: one for both statements
 	my $set = $owner ? "SELECT bv.set_actor('$owner');" : '';
-	my $secret = _sql($node, "$set SELECT secret FROM iot.provision_device('$id')");
+	my $secret = _sql($node, "BEGIN; $set SELECT secret FROM iot.provision_device('$id'); COMMIT;");
 	$secret =~ s/.*\n//s;
 	reload_auth($node, $b) if $b;
 	return $secret;

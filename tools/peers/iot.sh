@@ -11,7 +11,8 @@
 # (iot.bridge_config; its password in bv.secrets), provisions three demo
 # devices sim-1..3 and starts one simulator process per device: it
 # publishes a reading every 2 s and answers each command with an ack and a
-# "succeeded" result.  After adding devices, regenerate the password file:
+# "succeeded" result; its command connection has a last will ("offline" on
+# devices/<id>/status), so killing a simulator takes its device offline.  After adding devices, regenerate the password file:
 #     tools/peers/iot.sh reload-auth
 # Called by tools/cluster.sh after the database started (env: BV_HOME,
 # SOCK, BV_DB, BV_PORT, PGBIN).
@@ -21,6 +22,9 @@ BV_DB=${BV_DB:-bitvelocity}
 SOCK=${SOCK:?SOCK (the socket directory) is not set}
 DIR=${BV_HOME:?BV_HOME is not set}/iot
 PORT=${BV_IOT_MQTT_PORT:-18831}
+TLS_PORT=${BV_IOT_MQTTS_PORT:-18832}
+PKI=$DIR/pki
+TLS_ON=
 PIDFILE=$DIR/mosquitto.pid
 SIMPIDS=$DIR/simulators.pids
 CONF=$DIR/mosquitto.conf
@@ -67,6 +71,57 @@ log_type warning
 log_type notice
 log_type information
 CONF
+    if [ -n "$TLS_ON" ]; then
+        cat >>"$CONF" <<CONF
+# devices with a client certificate from $PKI/ca.crt; the CN is the device id
+listener $TLS_PORT 127.0.0.1
+cafile $PKI/ca.crt
+certfile $PKI/broker.crt
+keyfile $PKI/broker.key
+require_certificate true
+use_identity_as_username true
+CONF
+    fi
+}
+
+# The demo CA (kept across starts) and the broker's certificate.
+make_pki() {
+    mkdir -p "$PKI/devices"
+    (
+        umask 077
+        if [ ! -s "$PKI/ca.crt" ]; then
+            openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 3650 \
+                -subj "/CN=BitVelocity demo device CA" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>>"$DIR/pki.err"
+        fi
+        if [ ! -s "$PKI/broker.crt" ]; then
+            printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PKI/broker.ext"
+            openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=127.0.0.1 \
+                -keyout "$PKI/broker.key" -out "$PKI/broker.csr" 2>>"$DIR/pki.err"
+            openssl x509 -req -in "$PKI/broker.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+                -days 825 -extfile "$PKI/broker.ext" -out "$PKI/broker.crt" 2>>"$DIR/pki.err"
+        fi
+    )
+    chmod 644 "$PKI/ca.crt" "$PKI/broker.crt"
+}
+
+# A client certificate for a registered device (CN = its id), recorded in
+# iot.device_certificates.
+issue_cert() {
+    local id=$1
+    [[ "$id" =~ ^[A-Za-z0-9_-]{1,64}$ ]] || die "invalid device id (1-64 of A-Z a-z 0-9 _ -)"
+    [ -s "$PKI/ca.key" ] || die "no demo CA yet: start the IoT peer first (make run)"
+    [ "$(psql_bv -v id="$id" <<<"SELECT count(*) FROM iot.devices WHERE device_id = :'id'")" = 1 ] ||
+        die "device $id is not registered: provision it first"
+    (
+        umask 077
+        printf 'extendedKeyUsage=clientAuth\n' >"$PKI/devices/$id.ext"
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/CN=$id" \
+            -keyout "$PKI/devices/$id.key" -out "$PKI/devices/$id.csr" 2>>"$DIR/pki.err"
+        openssl x509 -req -in "$PKI/devices/$id.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+            -days 825 -extfile "$PKI/devices/$id.ext" -out "$PKI/devices/$id.crt" 2>>"$DIR/pki.err"
+    )
+    psql_bv -v id="$id" -v cert="$(cat "$PKI/devices/$id.crt")" >/dev/null <<<"SELECT iot.set_device_certificate(:'id', :'cert')"
+    say "certificate for $id: $PKI/devices/$id.crt (key $id.key), fingerprint recorded in iot.device_certificates"
 }
 
 # One simulated device: readings every 2 s; ack + result for each command.
@@ -74,6 +129,7 @@ simulate() {
     local id=$1 secret=$2
     (
         mosquitto_sub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -i "$id" -c -q 1 \
+            --will-topic "devices/$id/status" --will-payload offline --will-qos 1 --will-retain \
             -t "devices/$id/commands" -F %p 2>>"$DIR/sim.err" |
             while read -r cmd; do
                 cid=$(printf '%s' "$cmd" | sed -n 's/.*"id": *\([0-9][0-9]*\).*/\1/p')
@@ -85,6 +141,11 @@ simulate() {
     ) </dev/null >>"$DIR/sim.out" 2>&1 &
     echo $! >>"$SIMPIDS"
     (
+        # Its command connection carries the last will; say "online" (retained,
+        # like the will) once it is up.
+        sleep 1
+        mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -r -t "devices/$id/status" -m online \
+            2>>"$DIR/sim.err" || true
         while sleep 2; do
             mosquitto_pub -h 127.0.0.1 -p "$PORT" -u "$id" -P "$secret" -q 1 -t "devices/$id/telemetry" \
                 -m "[{\"metric\":\"temp\",\"value\":$((180 + RANDOM % 80))e-1},{\"metric\":\"humidity\",\"value\":$((30 + RANDOM % 40))}]" \
@@ -106,13 +167,21 @@ cmd_start() {
         warn "port $PORT on 127.0.0.1 is in use; no IoT peer (choose another: make run BV_IOT_MQTT_PORT=$((PORT + 1)))"
         return 0
     fi
-    psql_bv -c "SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
+    psql_bv -c "SELECT bv.set_actor('demo-customer'); SELECT iot.provision_device(d, metadata => '{\"demo\": true}') FROM unnest(string_to_array('$FLEET', ' ')) d
                 WHERE NOT EXISTS (SELECT 1 FROM iot.devices x WHERE x.device_id = d)" >/dev/null
     # The demo keeps no secrets on disk: new ones at each start.
     declare -A secret
     for d in $FLEET; do
         secret[$d]=$(psql_bv -c "SELECT iot.rotate_device_secret('$d')")
     done
+    TLS_ON=
+    if ! command -v openssl >/dev/null; then
+        warn "openssl is not installed; no TLS listener"
+    elif port_busy "$TLS_PORT"; then
+        warn "port $TLS_PORT on 127.0.0.1 is in use; no TLS listener (choose another: make run BV_IOT_MQTTS_PORT=$((TLS_PORT + 1)))"
+    else
+        make_pki && TLS_ON=1
+    fi
     write_auth
     write_conf
     nohup mosquitto -c "$CONF" >>"$DIR/mosquitto.out" 2>&1 </dev/null &
@@ -126,7 +195,10 @@ cmd_start() {
                 username = '$BRIDGE_USER', password_secret = 'iot_bridge_password'" >/dev/null
     : >"$SIMPIDS"
     for d in $FLEET; do simulate "$d" "${secret[$d]}"; done
-    say "started on 127.0.0.1:$PORT with simulated devices $FLEET"
+    if [ -n "$TLS_ON" ] && [ ! -s "$PKI/devices/sim-1.crt" ]; then
+        issue_cert sim-1 >/dev/null
+    fi
+    say "started on 127.0.0.1:$PORT${TLS_ON:+ (TLS with client certificates: $TLS_PORT)} with simulated devices $FLEET"
 }
 
 cmd_stop_all() {
@@ -145,10 +217,19 @@ show() {
     say "  watch data arrive:  $psql -c \"SELECT device_id, metric, value, ts FROM iot.telemetry ORDER BY received_at DESC LIMIT 10\""
     say "  send a command:     $psql -c \"SELECT iot.send_command('sim-1', 'reboot', '{\\\"delay\\\": 1}')\""
     say "  and see it answered: $psql -c \"SELECT id, state, result FROM iot.commands ORDER BY id DESC LIMIT 5\""
+    say "  online status (MQTT last will): $psql -c \"SELECT device_id, online, last_seen, offline_at FROM iot.device_status\""
+    say "  over REST (docs/bv_iot.md): GET /iot_devices, POST /rpc/iot_send_command, GET /rpc/iot_rollups?device_id=sim-1&metric=temp&since=<ISO time>"
+    say "  (sim-1..3 belong to demo-customer, the sub of the TOKEN PostgREST prints below)"
+    if grep -q "^listener $TLS_PORT " "$CONF" 2>/dev/null; then
+        say "  TLS with a client certificate (the CN is the device id; no password): 127.0.0.1:$TLS_PORT, e.g. as sim-1:"
+        say "    mosquitto_pub -h 127.0.0.1 -p $TLS_PORT --cafile $PKI/ca.crt --cert $PKI/devices/sim-1.crt --key $PKI/devices/sim-1.key -q 1 -t devices/sim-1/telemetry -m '{\"metric\":\"temp\",\"value\":21.5}'"
+        say "  a certificate for another device: BV_HOME=$BV_HOME SOCK=$SOCK PGBIN=$PGBIN BV_PORT=${BV_PORT:-5440} $0 issue-cert <device>"
+    fi
 }
 
 case "${1:-}" in
     stop) cmd_stop_all ;;
     reload-auth) write_auth; running && kill -HUP "$(cat "$PIDFILE")"; say "password file regenerated" ;;
+    issue-cert) issue_cert "${2:?usage: $0 issue-cert DEVICE}" ;;
     *) peer_main "$@" ;;
 esac

@@ -1,0 +1,108 @@
+# bv_iot in the stack `make run` starts (tools/cluster.sh and its peers):
+# the simulated fleet connects with a last will and says "online"; the demo
+# token PostgREST prints lists sim-1..3 over REST, sends a command that the
+# simulator answers, and reads the readings; a simulator whose connection
+# is killed with SIGKILL is marked offline by its will.
+use strict;
+use warnings;
+
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use BvTest;
+use lib "$ENV{BV_SRC}/tests/tools";
+use BvMqtt;
+
+my $home = PostgreSQL::Test::Utils::tempdir('bvhome');
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $rest_port = PostgreSQL::Test::Cluster::get_free_port();
+my $mqtt_port = PostgreSQL::Test::Cluster::get_free_port();
+my $mqtts_port = PostgreSQL::Test::Cluster::get_free_port();
+my $script = BvTest::src() . '/tools/cluster.sh';
+my $url = "http://127.0.0.1:$rest_port";
+
+sub cluster
+{
+	my ($cmd) = @_;
+	my ($stdout, $stderr);
+	IPC::Run::run([ 'bash', $script, $cmd ], '>', \$stdout, '2>', \$stderr,
+		init => sub {
+			$ENV{BV_HOME} = $home;
+			$ENV{BV_PORT} = $port;
+			$ENV{BV_REST_PORT} = $rest_port;
+			$ENV{BV_IOT_MQTT_PORT} = $mqtt_port;
+			$ENV{BV_IOT_MQTTS_PORT} = $mqtts_port;
+		});
+	return ($? >> 8, $stdout, $stderr);
+}
+
+sub query
+{
+	my ($sql) = @_;
+	my $out = `psql -X -At -h $home/run -p $port -U postgres -d bitvelocity -c "$sql"`;
+	chomp $out;
+	return $out;
+}
+
+my ($rc, $out, $err) = cluster('start');
+is($rc, 0, 'start: succeeds') or diag($err);
+like($out, qr/^iot: started on 127\.0\.0\.1:$mqtt_port \(TLS with client certificates: $mqtts_port\) with simulated devices sim-1 sim-2 sim-3$/m,
+	'start: the fleet runs, and a TLS listener');
+like($out, qr{iot:   over REST .*/iot_devices}, 'status: says how to use the REST API');
+my ($token) = $out =~ /TOKEN=(\S+)/;
+ok($token, 'PostgREST prints a demo token');
+
+sub call
+{
+	my ($method, $path, $body) = @_;
+	my ($status, $resp) = BvTest::http($method, "$url$path", token => $token, body => $body);
+	return ($status, eval { decode_json($resp) } // $resp);
+}
+
+ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.device_status WHERE online AND device_id LIKE 'sim-%'") == 3 }),
+	'the three simulated devices come online');
+my ($s, $b) = call('GET', '/iot_devices?select=device_id,online&order=device_id');
+is($s, '200', 'GET /iot_devices with the demo token');
+is(join(',', map { "$_->{device_id}:" . ($_->{online} ? 'online' : 'offline') } @$b), 'sim-1:online,sim-2:online,sim-3:online',
+	'lists the demo fleet, online');
+
+($s, $b) = call('POST', '/rpc/iot_send_command', '{"device_id":"sim-1","name":"reboot","args":{"delay":1}}');
+is($s, '200', 'a command over REST');
+my $id = $b->{id};
+ok(BvMqtt::wait_until(sub { (call('GET', "/rpc/iot_command?id=$id"))[1]{state} eq 'succeeded' }),
+	'the simulator answers it: succeeded');
+
+ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'sim-2'") > 0 }), 'readings arrive');
+my $since = query("SELECT to_char((now() - interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')");
+$since =~ s/ /T/;
+$since .= 'Z';
+($s, $b) = call('GET', "/rpc/iot_readings?device_id=sim-2&since=$since&metric=temp");
+ok($s eq '200' && ref $b eq 'ARRAY' && @$b > 0, 'GET /rpc/iot_readings returns them') or diag("$s $since " . explain $b);
+
+# sim-1 over TLS with the certificate make run issued it, no password.
+my $pki = "$home/iot/pki";
+my $fp = BvTest::openssl('x509', '-in', "$pki/devices/sim-1.crt", '-noout', '-fingerprint', '-sha256');
+$fp =~ s/.*=//s;
+$fp =~ s/[:\s]//g;
+is(query("SELECT fingerprint FROM iot.device_certificates WHERE device_id = 'sim-1'"), lc $fp, 'sim-1\'s certificate is recorded');
+my ($line) = $out =~ /^iot:\s+(mosquitto_pub -h 127\.0\.0\.1 -p $mqtts_port .*)$/m;
+ok($line, 'status: prints how to publish with the certificate');
+$line =~ s/-m '.*'$/-m '{"metric":"tls","value":42}'/ if $line;
+is(system('bash', '-c', $line), 0, 'the printed command (another payload) runs') if $line;
+ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'sim-1' AND metric = 'tls'") == 1 }, 30),
+	'and publishes as sim-1 over TLS');
+
+# Kill sim-3's command connection (the one with the will) without DISCONNECT.
+my @sims = split /\n/, PostgreSQL::Test::Utils::slurp_file("$home/iot/simulators.pids");
+my ($victim) = grep { `ps -o args= -p $_` =~ /mosquitto_sub .*-u sim-3 / } map { split /\s+/, `ps -o pid= --ppid $_` } @sims;
+ok($victim, 'found sim-3\'s connection');
+my $before = query('SELECT clock_timestamp()');
+kill 'KILL', $victim if $victim;
+# Its reading loop goes on publishing (which brings it back online within
+# 2 s), so what is checked is that the will arrived: offline_at moved.
+ok(BvMqtt::wait_until(sub { query("SELECT offline_at > '$before' FROM iot.device_status WHERE device_id = 'sim-3'") eq 't' }),
+	'sim-3 killed: its last will marked it offline');
+
+cluster('stop');
+done_testing();
