@@ -249,8 +249,8 @@ raw_field_end(void *arg, char *fname, bool isnull)
 /*
  * rt_json_raw_field
  *		The text of member key of the top-level object of json (any JSON
- *		value, as written), palloc'd; NULL when json is not an object,
- *		is invalid, or has no such member.
+ *		value, as written, line breaks made spaces), palloc'd; NULL when
+ *		json is not an object, is invalid, or has no such member.
  */
 char *
 rt_json_raw_field(const char *json, const char *key)
@@ -258,6 +258,7 @@ rt_json_raw_field(const char *json, const char *key)
 	RawFieldState st = {0};
 	JsonSemAction sem = {0};
 	JsonLexContext *lex;
+	char *v, *p;
 
 	lex = makeJsonLexContextCstringLen((char *) json, strlen(json), PG_UTF8, true);
 	st.lex = lex;
@@ -272,7 +273,16 @@ rt_json_raw_field(const char *json, const char *key)
 	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || st.start == NULL || st.end == NULL ||
 		st.end <= st.start)
 		return NULL;
-	return pnstrdup(st.start, st.end - st.start);
+	v = pnstrdup(st.start, st.end - st.start);
+	/*
+	 * Raw line breaks can only be whitespace between tokens (inside strings
+	 * they are escaped): make them spaces, so that the value stays on one
+	 * SSE "data:" line and cannot forge SSE fields.
+	 */
+	for (p = v; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	return v;
 }
 
 static void

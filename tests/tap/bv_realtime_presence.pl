@@ -126,11 +126,19 @@ my @bad = (
 	[ { type => 'broadcast', topic => 'room:1' }, 'event: 1-100 bytes of printable ASCII' ],
 	[ { type => 'presence', topic => 'ro:1', state => {} }, 'not allowed' ],
 );
+$rt->sql(q{INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee) VALUES ('room:*', 'publish', 'bv_user')});
+# a payload with raw line breaks (JSON whitespace) must not break SSE framing
+push @bad, [ qq({"type":"broadcast","topic":"room:1","event":"nl","payload":\n{"a":\r\n1,\n"b":"id: 666"}}), undef ];
 my $H = ws('u5', map { $_->[0] } @bad);
+pop @bad;
 $rt->wait_for(sub { of_type('error', $H->frames) >= @bad }, 'hostile messages answered');
 my @e = of_type('error', $H->frames);
 is($e[$_]{reason}, $bad[$_][1], "refused: $bad[$_][1] (" . $J->encode($bad[$_][0]) . ')') for 0 .. $#bad;
 is($rt->sql(q{SELECT count(*) FROM bv_realtime.presence('room:1')}), 0, 'no hostile message left a presence entry');
+$rt->wait_for(sub { grep { $_->{event} eq 'nl' } $C->events }, 'SSE client got the multi-line payload');
+my ($nl) = grep { $_->{event} eq 'nl' } $C->events;
+ok($nl && !exists $nl->{id} && $J->encode($nl->{json}{payload}) eq '{"a":1,"b":"id: 666"}',
+	'SSE: a client payload with raw line breaks arrives as one event, without forged fields');
 my ($pj, $pl, $pc) = split /\|/, $rt->sql('SELECT presence_joins, presence_leaves, presence FROM bv_realtime.stats');
 cmp_ok($pj, '>=', 3, "presence_joins counted ($pj)");
 is($pj, $pl, 'every join was followed by a leave');

@@ -72,8 +72,8 @@ cmd_status() {
     echo "  watch with SSE:        curl -N \"http://$listen/events?topics=demo&access_token=\$TOKEN\""
     echo "  watch with WebSocket:  /usr/bin/python3 -m websockets \"ws://$listen/socket?access_token=\$TOKEN&topics=demo\""
     echo "  table changes (RLS):   curl -N \"http://$listen/events?topics=table:public.realtime_demo&access_token=\$TOKEN\""
-    echo "  send:  psql -h $SOCK -p $BV_PORT -d $BV_DB -c \"SELECT bv_realtime.send('demo', 'chat', '{\\\"text\\\": \\\"hi\\\"}')\""
-    echo "         psql -h $SOCK -p $BV_PORT -d $BV_DB -c \"INSERT INTO public.realtime_demo (owner, body) VALUES ('demo-user', 'mine')\""
+    echo "  send:  psql -h $SOCK -p $BV_PORT -U postgres -d $BV_DB -c \"SELECT bv_realtime.send('demo', 'chat', '{\\\"text\\\": \\\"hi\\\"}')\""
+    echo "         psql -h $SOCK -p $BV_PORT -U postgres -d $BV_DB -c \"INSERT INTO public.realtime_demo (owner, body) VALUES ('demo-user', 'mine')\""
 }
 
 case "${1:-}" in
