@@ -1591,6 +1591,25 @@ typedef struct TableBatch
 	int *at; /* each event's index in the batch */
 } TableBatch;
 
+/* Does some subscriber of g want (operation, filter) one of evs? */
+static bool
+group_wants_any(RlsGroup *g, RtEvent **evs, int n)
+{
+	dlist_iter it;
+	int i;
+
+	dlist_foreach(it, &g->subs)
+	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+		Sub *s = dlist_container(Sub, topic_node, it.cur);
+
+		for (i = 0; i < n; i++)
+			if (rt_filter_match(&s->filter, evs[i]))
+				return true;
+	}
+	return false;
+}
+
 /*
  * For each table with subscribers among the batch's changes, and each of
  * its groups: which rows the group may see (one query per group and
@@ -1646,6 +1665,9 @@ check_visibility(RtEvent **evs, int n, uint64 gen)
 				g->vis_gen = gen;
 				g->vis = palloc0(sizeof(bool) * n);
 			}
+			/* no query when no subscriber of the group wants any of them */
+			if (!group_wants_any(g, tb->evs, tb->n))
+				continue;
 			rt_rls_visible(g->role, g->claims, tb->rel, tb->evs, tb->n, vis);
 			for (i = 0; i < tb->n; i++)
 				g->vis[tb->at[i]] = vis[i];

@@ -212,6 +212,22 @@ is(join(' ', map { $_->{event} . ':' . JSON::PP->new->canonical->encode($_->{pay
 	'insert:{"id":1,"txt":"hello"} update:{"id":1,"txt":"bye"} delete:{"id":1}',
 	'table without RLS: insert, update and delete (the key only) delivered');
 
+# ---- a group whose filters want none of a batch's changes costs no query ----
+$rt->sql(q{CREATE TABLE public.solo (id int PRIMARY KEY); ALTER TABLE public.solo ENABLE ROW LEVEL SECURITY;
+  CREATE POLICY all_rows ON public.solo FOR SELECT USING (true); GRANT SELECT ON public.solo TO rt_c;
+  SELECT bv_realtime.enable_table('public.solo')});
+my $solo = $rt->ws(query => 'access_token=' . tok('rt_c', 'solo'),
+	send => ['{"type":"subscribe","topic":"table:public.solo","filter":"id=eq.999"}']);
+$rt->wait_for(sub { grep { ($_->{type} // '') eq 'subscribed' } $solo->frames }, 'solo subscriber joined');
+my $q0 = $rt->sql('SELECT rls_queries FROM bv_realtime.stats');
+$rt->sql('INSERT INTO public.solo SELECT generate_series(1, 5)');
+$rt->sql('INSERT INTO public.solo VALUES (999)');
+$rt->wait_for(sub { $solo->messages >= 1 }, 'the matching row arrives');
+is(join(',', map { $_->{payload}{record}{id} } $solo->messages), '999', 'only the row the filter asks for is delivered');
+is($rt->sql('SELECT rls_queries FROM bv_realtime.stats') - $q0, 1,
+	'one visibility query: none for the batch whose changes no filter wanted');
+$solo->stop;
+
 # ---- hostile subscriptions ----
 my $tokb = tok('bv_user', 'u1');
 my @bad = (
