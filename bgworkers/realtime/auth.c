@@ -41,9 +41,13 @@
 
 #include "bv_realtime.h"
 
-/* Run fn(arg) in a transaction with SPI; false and the error's texts on error. */
-static bool
-run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen, int *sqlerrcode)
+/*
+ * rt_run_guarded
+ *		Run fn(arg) in a transaction with SPI; false and the error's texts on
+ *		error (caught, copied, flushed, the transaction aborted).
+ */
+bool
+rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen, int *sqlerrcode)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -109,7 +113,9 @@ authenticate_spi(void *p)
 			"  CASE WHEN pg_catalog.jsonb_typeof(c -> 'exp') = 'number' "
 			"       THEN pg_catalog.floor(LEAST((c ->> 'exp')::numeric, 9e15))::int8 END, "
 			"  EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = role "
-			"          AND NOT g.rolsuper AND pg_catalog.pg_has_role($3, g.oid, 'MEMBER')) "
+			"          AND NOT g.rolsuper AND pg_catalog.pg_has_role($3, g.oid, 'MEMBER')), "
+			"  (c - 'exp' - 'iat' - 'nbf' - 'jti')::text, "
+			"  CASE WHEN pg_catalog.jsonb_typeof(c -> 'sub') = 'string' THEN c ->> 'sub' END "
 			"FROM r",
 			3, types, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not verify the token");
@@ -132,6 +138,21 @@ authenticate_spi(void *p)
 			a->id->exp = DatumGetInt64(d);
 	}
 	a->role_ok = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
+	s = SPI_getvalue(tup, desc, 6);
+	a->id->rls_claims = strdup(s ? s : "{}");
+	s = SPI_getvalue(tup, desc, 7);
+	if (s && strlen(s) <= RT_PRESENCE_KEY)
+		strlcpy(a->id->sub, s, sizeof(a->id->sub));
+}
+
+/* Free what an identity holds. */
+void
+rt_identity_free(RtIdentity *id)
+{
+	free(id->claims);
+	id->claims = NULL;
+	free(id->rls_claims);
+	id->rls_claims = NULL;
 }
 
 /*
@@ -158,7 +179,7 @@ rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonle
 		strlcpy(reason, "invalid token: the token is too large", reasonlen);
 		return false;
 	}
-	if (!run_guarded(authenticate_spi, &a, detail, sizeof(detail), &code))
+	if (!rt_run_guarded(authenticate_spi, &a, detail, sizeof(detail), &code))
 	{
 		if (code == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
 		{
@@ -176,14 +197,13 @@ rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonle
 	}
 	if (!a.found || !a.role_ok)
 	{
-		if (id->claims)
-			free(id->claims);
-		id->claims = NULL;
+		rt_identity_free(id);
 		strlcpy(reason, "the token's role is not allowed", reasonlen);
 		return false;
 	}
-	if (id->claims == NULL)
+	if (id->claims == NULL || id->rls_claims == NULL)
 	{
+		rt_identity_free(id);
 		strlcpy(reason, "out of memory", reasonlen);
 		return false;
 	}
@@ -235,7 +255,7 @@ rt_authorize(const RtIdentity *id, const char *topic, const char *action, char *
 	AuthzArgs a = {id, topic, action, false};
 	char detail[RT_ERRLEN];
 
-	if (!run_guarded(authorize_spi, &a, detail, sizeof(detail), NULL))
+	if (!rt_run_guarded(authorize_spi, &a, detail, sizeof(detail), NULL))
 	{
 		ereport(LOG, (errmsg("bv_realtime: topic authorization failed for role \"%s\": %s",
 							 id->role, detail)));
@@ -302,7 +322,7 @@ rt_revoked_since(TimestampTz *since)
 	RevokedArgs a = {*since, *since, NIL, CurrentMemoryContext};
 	char detail[RT_ERRLEN];
 
-	if (!run_guarded(revoked_spi, &a, detail, sizeof(detail), NULL))
+	if (!rt_run_guarded(revoked_spi, &a, detail, sizeof(detail), NULL))
 	{
 		ereport(LOG, (errmsg("bv_realtime could not read revocations: %s", detail)));
 		return NIL;

@@ -31,6 +31,8 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
 
 #include "bv_realtime.h"
@@ -58,6 +60,7 @@ int rt_history_retention_s = 3600;
 int rt_history_max_rows = 100000;
 int rt_max_payload = 65536;
 int rt_revocation_check_ms = 2000;
+int rt_max_presence = 4096;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -68,6 +71,7 @@ rt_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(RtShared)));
+	rt_presence_shmem_request();
 }
 
 static void
@@ -94,7 +98,9 @@ rt_shmem_startup(void)
 			pg_atomic_init_u64(&rt_shared->counters[i], 0);
 		for (i = 0; i < RT_LAT_BUCKETS; i++)
 			pg_atomic_init_u64(&rt_shared->latency[i], 0);
+		pg_atomic_init_u32(&rt_shared->presence_count, 0);
 	}
+	rt_presence_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -182,6 +188,103 @@ rt_pos_parse(const char *text, RtPos *pos)
 	return true;
 }
 
+typedef struct RawFieldState
+{
+	JsonLexContext *lex;
+	const char *key;
+	int depth;
+	bool in_key;
+	const char *start, *end;
+} RawFieldState;
+
+static void
+raw_object_start(void *arg)
+{
+	((RawFieldState *) arg)->depth++;
+}
+
+static void
+raw_object_end(void *arg)
+{
+	((RawFieldState *) arg)->depth--;
+}
+
+static void
+raw_array_start(void *arg)
+{
+	((RawFieldState *) arg)->depth++;
+}
+
+static void
+raw_array_end(void *arg)
+{
+	((RawFieldState *) arg)->depth--;
+}
+
+static void
+raw_field_start(void *arg, char *fname, bool isnull)
+{
+	RawFieldState *st = arg;
+
+	/* the lexer stands on the value's first token */
+	if (st->depth == 1 && st->start == NULL && strcmp(fname, st->key) == 0)
+	{
+		st->in_key = true;
+		st->start = st->lex->token_start;
+	}
+}
+
+static void
+raw_field_end(void *arg, char *fname, bool isnull)
+{
+	RawFieldState *st = arg;
+
+	if (st->in_key && st->depth == 1)
+	{
+		st->end = st->lex->prev_token_terminator;
+		st->in_key = false;
+	}
+}
+
+/*
+ * rt_json_raw_field
+ *		The text of member key of the top-level object of json (any JSON
+ *		value, as written, line breaks made spaces), palloc'd; NULL when
+ *		json is not an object, is invalid, or has no such member.
+ */
+char *
+rt_json_raw_field(const char *json, const char *key)
+{
+	RawFieldState st = {0};
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+	char *v, *p;
+
+	lex = makeJsonLexContextCstringLen((char *) json, strlen(json), PG_UTF8, true);
+	st.lex = lex;
+	st.key = key;
+	sem.semstate = &st;
+	sem.object_start = raw_object_start;
+	sem.object_end = raw_object_end;
+	sem.array_start = raw_array_start;
+	sem.array_end = raw_array_end;
+	sem.object_field_start = raw_field_start;
+	sem.object_field_end = raw_field_end;
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || st.start == NULL || st.end == NULL ||
+		st.end <= st.start)
+		return NULL;
+	v = pnstrdup(st.start, st.end - st.start);
+	/*
+	 * Raw line breaks can only be whitespace between tokens (inside strings
+	 * they are escaped): make them spaces, so that the value stays on one
+	 * SSE "data:" line and cannot forge SSE fields.
+	 */
+	for (p = v; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	return v;
+}
+
 static void
 define_settings(void)
 {
@@ -252,6 +355,11 @@ define_settings(void)
 							"Time between checks of bv.jwt_revocations for revoked tokens.", NULL,
 							&rt_revocation_check_ms, 2000, 100, 3600000, PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("bv_realtime.max_presence",
+							"Presence entries (connection x topic) the gateway can hold.",
+							"Kept in shared memory; a presence join beyond it is refused.",
+							&rt_max_presence, 4096, 16, 1000000, PGC_POSTMASTER, 0, NULL, NULL,
+							NULL);
 	MarkGUCPrefixReserved("bv_realtime");
 }
 

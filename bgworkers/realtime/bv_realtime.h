@@ -21,6 +21,10 @@
  *   gateway.c      libwebsockets: context, external-poll bridge, HTTP
  *                  routing, WebSocket and SSE connections, per-client
  *                  bounded queues, topic registry and fan-out
+ *   changes.c      table changes: pgoutput relations and tuples, filters,
+ *                  the once-per-group RLS visibility query
+ *   presence.c     presence: who is in a topic with what state, in shared
+ *                  memory
  *
  * Only the worker process uses worker-side state (the lws context, the
  * clients, the stream).  Ordinary backends touch shared memory only (stats)
@@ -41,7 +45,7 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
-#define BV_REALTIME_VERSION "0.1.0"
+#define BV_REALTIME_VERSION "0.2.0"
 
 /* Prefix of the logical decoding messages that bv_realtime.send() writes. */
 #define RT_MSG_PREFIX "bv_realtime"
@@ -53,7 +57,12 @@
 #define RT_CLIENT_MSG_MAX 4096 /* bytes of one WebSocket message from a client */
 #define RT_ID_LEN         32   /* room for a position id "XXXXXXXX/XXXXXXXX-NNNNNNNNNN" */
 #define RT_ERRLEN         256
-#define RT_LAT_BUCKETS    256 /* latency histogram: 8 buckets per power of two (µs) */
+#define RT_LAT_BUCKETS    256      /* latency histogram: 8 buckets per power of two (µs) */
+#define RT_FILTER_MAX     512      /* bytes of a table subscription's filter */
+#define RT_FILTER_CONDS   8        /* conditions in one filter (joined by &) */
+#define RT_PRESENCE_STATE 512      /* bytes of one presence state (JSON) */
+#define RT_PRESENCE_KEY   64       /* bytes of a presence key (the sub claim) */
+#define RT_TABLE_PREFIX   "table:" /* topic of a table's changes: table:<schema>.<name> */
 
 /* Counters in shared memory (stats view), indexes into RtShared.counters. */
 typedef enum RtCounter
@@ -69,6 +78,13 @@ typedef enum RtCounter
 	RT_C_JOINS_DENIED,
 	RT_C_EXPIRED_CLOSES, /* closed at token expiry or revocation */
 	RT_C_HISTORY_PRUNED,
+	RT_C_V1_COUNTERS,                   /* the counters of 0.1.0's stats(), above; 0.2.0's below */
+	RT_C_CHANGES_IN = RT_C_V1_COUNTERS, /* table changes decoded from the WAL */
+	RT_C_CHANGES_OUT,                   /* table changes written to clients */
+	RT_C_RLS_QUERIES,                   /* visibility queries (one per group, table, batch) */
+	RT_C_CLIENT_BROADCASTS,             /* client messages relayed on a topic */
+	RT_C_PRESENCE_JOINS,
+	RT_C_PRESENCE_LEAVES,
 	RT_NCOUNTERS
 } RtCounter;
 
@@ -86,6 +102,7 @@ typedef struct RtShared
 	pg_atomic_uint32 subscriptions;
 	pg_atomic_uint64 counters[RT_NCOUNTERS];
 	pg_atomic_uint64 latency[RT_LAT_BUCKETS]; /* commit -> written to a client */
+	pg_atomic_uint32 presence_count;          /* entries in use (presence.c) */
 } RtShared;
 
 extern RtShared *rt_shared;
@@ -108,6 +125,7 @@ extern int rt_history_retention_s;
 extern int rt_history_max_rows;
 extern int rt_max_payload;
 extern int rt_revocation_check_ms;
+extern int rt_max_presence;
 
 extern void rt_set_state(const char *state);
 extern void rt_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
@@ -137,6 +155,7 @@ rt_pos_cmp(RtPos a, RtPos b)
 	return 0;
 }
 extern void rt_pos_format(RtPos pos, char *buf); /* buf: RT_ID_LEN */
+extern char *rt_json_raw_field(const char *json, const char *key);
 extern bool rt_pos_parse(const char *text, RtPos *pos);
 
 /* Topic and event names: printable ASCII without spaces, commas, quotes or
@@ -175,17 +194,79 @@ typedef struct RtMsg
 	size_t sse_len;
 	unsigned char *sse; /* sse + LWS_PRE: the event */
 	bool close_after;   /* control: close the connection once written */
+	bool is_change;     /* a table change (counted apart) */
 } RtMsg;
+
+/*
+ * A table as pgoutput describes it (relation message): kept by stream.c
+ * for the life of the stream (a newer description replaces it).
+ */
+typedef struct RtRel
+{
+	Oid relid;
+	char nspname[NAMEDATALEN];
+	char relname[NAMEDATALEN];
+	char topic[RT_TOPIC_MAX + 1]; /* "table:<schema>.<name>"; "" when not a valid topic */
+	int natts;
+	char **attnames;
+	Oid *atttypes;
+	int32 *atttypmods;
+	bool *attkey; /* part of the replica identity (the primary key) */
+} RtRel;
+
+/* One decoded row: text values (NULL: SQL null), unchanged TOAST flags. */
+typedef struct RtTuple
+{
+	int natts;
+	char **vals;
+	bool *unchanged;
+} RtTuple;
 
 /* A decoded, committed message from the WAL (stream.c -> history/gateway). */
 typedef struct RtEvent
 {
 	RtPos pos;
 	TimestampTz commit_time;
+	TransactionId xid; /* the sending transaction */
 	char *topic;
 	char *event;
 	char *payload; /* JSON text */
+	/* table changes only (op != 0): 'I', 'U', 'D' */
+	char op;
+	RtRel *rel;
+	RtTuple *newtup; /* insert, update */
+	RtTuple *oldtup; /* delete (key or full), update that changed the key */
 } RtEvent;
+
+/* A table subscription's filter: conditions joined by AND. */
+typedef enum RtFilterOp
+{
+	RT_F_EQ,
+	RT_F_NEQ,
+	RT_F_IN,
+	RT_F_IS_NULL,
+	RT_F_NOT_NULL
+} RtFilterOp;
+
+typedef struct RtFilterCond
+{
+	char column[NAMEDATALEN];
+	RtFilterOp op;
+	int nvals;
+	char **vals; /* malloc'd */
+} RtFilterCond;
+
+typedef struct RtFilter
+{
+	int nconds;
+	RtFilterCond conds[RT_FILTER_CONDS];
+	uint8 ops; /* RT_OP_* bits the subscriber wants */
+} RtFilter;
+
+#define RT_OP_INSERT 1
+#define RT_OP_UPDATE 2
+#define RT_OP_DELETE 4
+#define RT_OP_ALL    7
 
 /* stream.c */
 extern bool rt_stream_start(char **err);
@@ -199,6 +280,7 @@ extern void rt_stream_drop_orphan_slot(void);
 extern void rt_history_init(void);
 extern void rt_history_insert(List *batch);
 extern RtPos rt_history_high(void);
+extern void rt_history_note(RtPos pos);
 typedef enum RtResume
 {
 	RT_RESUME_HIT,
@@ -208,18 +290,40 @@ typedef enum RtResume
 extern RtResume rt_history_read(List *topics, RtPos after, int limit, List **rows);
 extern void rt_history_prune(void);
 
-/* auth.c */
+/* auth.c: who a client is */
 typedef struct RtIdentity
 {
 	char role[NAMEDATALEN];
-	char *claims;  /* JSON text, malloc'd */
-	char jti[128]; /* empty: none */
-	int64 exp;     /* unix seconds; 0: none */
+	char *claims;                  /* JSON text, malloc'd */
+	char *rls_claims;              /* claims without exp, iat, nbf, jti: the RLS group key; malloc'd */
+	char sub[RT_PRESENCE_KEY + 1]; /* the sub claim (presence key); empty: none */
+	char jti[128];                 /* empty: none */
+	int64 exp;                     /* unix seconds; 0: none */
 } RtIdentity;
+
+/* changes.c */
+extern bool rt_take_relation(const char *p, int len, MemoryContext cxt, RtRel **rel);
+extern bool rt_take_change(const char *p, int len, RtRel *(*lookup)(Oid), RtEvent *ev);
+extern char *rt_change_payload(const RtEvent *ev);
+extern bool rt_filter_parse(const char *filter, const char *events, RtFilter *f, char *reason,
+							size_t reasonlen);
+extern void rt_filter_free(RtFilter *f);
+extern bool rt_filter_match(const RtFilter *f, const RtEvent *ev);
+extern bool rt_table_topic_parse(const char *topic, char *nspname, char *relname);
+extern bool rt_table_authorize(const RtIdentity *id, const char *topic, const RtFilter *f,
+							   char *reason, size_t reasonlen);
+extern void rt_wait_visible(RtEvent **evs, int n);
+extern void rt_rls_visible(const char *role, const char *claims, RtRel *rel, RtEvent **evs, int n,
+						   bool *visible);
+
+/* auth.c */
+extern void rt_identity_free(RtIdentity *id);
 extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
 						 char *reason, size_t reasonlen);
 extern List *rt_revoked_since(TimestampTz *since);
+extern bool rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen,
+						   int *sqlerrcode);
 
 /* gateway.c */
 extern bool rt_gateway_start(char **err);
@@ -230,6 +334,16 @@ extern int rt_gateway_timeout_ms(void);
 extern void rt_gateway_publish(List *batch);
 extern void rt_gateway_tick(TimestampTz now);
 extern void rt_gateway_revoke(const char *jti);
+
+/* presence.c */
+extern Size rt_presence_shmem_size(void);
+extern void rt_presence_shmem_request(void);
+extern void rt_presence_shmem_init(void);
+extern void rt_presence_reset(void);
+extern bool rt_presence_set(uint64 conn, const char *topic, const char *key, const char *state,
+							bool *joined);
+extern List *rt_presence_remove(uint64 conn, const char *topic, List **keys);
+extern char *rt_presence_list(const char *topic);
 
 /* worker.c */
 extern bool rt_extension_exists(void);

@@ -53,6 +53,7 @@
 
 #include "miscadmin.h"
 #include "utils/hsearch.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 
 #include "bv_common.h"
@@ -72,9 +73,27 @@ typedef enum ClientKind
 typedef struct TopicEntry
 {
 	char topic[RT_TOPIC_MAX + 1]; /* hash key */
+	dlist_head subs;              /* broadcast topics: the subscriptions */
+	int nsubs;                    /* all subscriptions, grouped or not */
+	bool is_table;                /* "table:...": subscriptions are in groups */
+	dlist_head groups;            /* table topics: RlsGroups */
+} TopicEntry;
+
+/*
+ * The subscribers of one table that share a role and claims (apart from
+ * exp, iat, nbf, jti): RLS gives them the same rows, so visibility is
+ * checked once per group, table and batch (changes.c).
+ */
+typedef struct RlsGroup
+{
+	dlist_node node; /* in TopicEntry.groups */
+	char role[NAMEDATALEN];
+	char *claims; /* malloc'd */
 	dlist_head subs;
 	int nsubs;
-} TopicEntry;
+	uint64 vis_gen; /* vis is for publish pass number vis_gen */
+	bool *vis;      /* per event of the batch (the pass's context) */
+} RlsGroup;
 
 struct Client;
 
@@ -84,7 +103,9 @@ typedef struct Sub
 	dlist_node client_node; /* in Client.subs */
 	struct Client *client;
 	TopicEntry *entry;
-	RtPos after; /* deliver only positions after this */
+	RtPos after;     /* deliver only positions after this */
+	RlsGroup *group; /* table subscriptions: their group (topic_node is in it) */
+	RtFilter filter; /* table subscriptions: operations and conditions */
 } Sub;
 
 typedef struct Client
@@ -113,7 +134,21 @@ typedef struct Client
 	/* a WebSocket message being received in fragments */
 	char *rx;
 	size_t rxlen;
+	/* client messages and presence */
+	uint64 conn_id;       /* this connection's number (presence entries) */
+	struct Grant *grants; /* publish / presence decisions, cached */
+	int ngrants;
+	bool has_presence; /* may have presence entries */
 } Client;
+
+/* A cached authorization of one action on one topic (malloc'd). */
+typedef struct Grant
+{
+	struct Grant *next;
+	char action[16];
+	bool ok;
+	char topic[FLEXIBLE_ARRAY_MEMBER];
+} Grant;
 
 static struct lws_context *ctx = NULL;
 static int epfd = -1;
@@ -121,8 +156,11 @@ static HTAB *topics = NULL;
 static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
 static TimestampTz last_lws_timers = 0;
 static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
+static uint64 next_conn_id = 1;
+static bool stopping = false; /* the context is being destroyed: no fan-out */
 
 static void client_close(Client *c, int code, const char *reason);
+static void presence_leave_all(Client *c);
 static char *url_arg(struct lws *wsi, const char *name, int maxlen);
 
 /* ---- messages ---- */
@@ -393,6 +431,13 @@ sub_remove(Sub *s)
 
 	dlist_delete(&s->topic_node);
 	dlist_delete(&s->client_node);
+	if (s->group && --s->group->nsubs == 0)
+	{
+		dlist_delete(&s->group->node);
+		free(s->group->claims);
+		free(s->group);
+	}
+	rt_filter_free(&s->filter);
 	s->client->nsubs--;
 	if (--e->nsubs == 0)
 		hash_search(topics, e->topic, HASH_REMOVE, NULL);
@@ -400,8 +445,35 @@ sub_remove(Sub *s)
 	free(s);
 }
 
+/* The group of table topic e for c's role and claims (created if new). */
+static RlsGroup *
+group_for(TopicEntry *e, Client *c)
+{
+	dlist_iter it;
+	RlsGroup *g;
+
+	dlist_foreach(it, &e->groups)
+	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+		g = dlist_container(RlsGroup, node, it.cur);
+		if (strcmp(g->role, c->id.role) == 0 && strcmp(g->claims, c->id.rls_claims) == 0)
+			return g;
+	}
+	g = calloc(1, sizeof(RlsGroup));
+	if (g == NULL || (g->claims = strdup(c->id.rls_claims)) == NULL)
+	{
+		free(g);
+		return NULL;
+	}
+	strlcpy(g->role, c->id.role, sizeof(g->role));
+	dlist_init(&g->subs);
+	dlist_push_tail(&e->groups, &g->node);
+	return g;
+}
+
+/* Subscribe c to topic from after on; a table topic takes *filter (moved). */
 static Sub *
-sub_add(Client *c, const char *topic, RtPos after)
+sub_add(Client *c, const char *topic, RtPos after, RtFilter *filter)
 {
 	char key[RT_TOPIC_MAX + 1] = {0};
 	TopicEntry *e;
@@ -415,12 +487,29 @@ sub_add(Client *c, const char *topic, RtPos after)
 	if (!found)
 	{
 		dlist_init(&e->subs);
+		dlist_init(&e->groups);
 		e->nsubs = 0;
+		e->is_table = strncmp(key, RT_TABLE_PREFIX, strlen(RT_TABLE_PREFIX)) == 0;
+	}
+	if (e->is_table && (s->group = group_for(e, c)) == NULL)
+	{
+		if (e->nsubs == 0)
+			hash_search(topics, key, HASH_REMOVE, NULL);
+		free(s);
+		return NULL;
 	}
 	s->client = c;
 	s->entry = e;
 	s->after = after;
-	dlist_push_tail(&e->subs, &s->topic_node);
+	if (s->group)
+	{
+		s->filter = *filter;
+		memset(filter, 0, sizeof(*filter));
+		dlist_push_tail(&s->group->subs, &s->topic_node);
+		s->group->nsubs++;
+	}
+	else
+		dlist_push_tail(&e->subs, &s->topic_node);
 	dlist_push_tail(&c->subs, &s->client_node);
 	e->nsubs++;
 	c->nsubs++;
@@ -430,12 +519,17 @@ sub_add(Client *c, const char *topic, RtPos after)
 
 /*
  * Join topic: authorize once under the client's role and subscribe from
- * the history's high mark on (what comes later is delivered live).
- * Returns false with *reason when refused.
+ * the history's high mark on (what comes later is delivered live).  A
+ * table topic ("table:<schema>.<name>") takes a filter and an operation
+ * list and is authorized by the table (published, SELECT privilege), its
+ * rows by RLS per batch.  Returns false with *reason when refused.
  */
 static bool
-join(Client *c, const char *topic, char *reason, size_t reasonlen)
+join(Client *c, const char *topic, const char *filter, const char *events, char *reason,
+	 size_t reasonlen)
 {
+	RtFilter f;
+
 	if (!rt_name_is_valid(topic, strlen(topic), RT_TOPIC_MAX))
 	{
 		strlcpy(reason, "invalid topic name", reasonlen);
@@ -448,13 +542,26 @@ join(Client *c, const char *topic, char *reason, size_t reasonlen)
 		strlcpy(reason, "too many subscriptions", reasonlen);
 		return false;
 	}
-	if (!rt_authorize(&c->id, topic, "subscribe", reason, reasonlen))
+	memset(&f, 0, sizeof(f));
+	if (strncmp(topic, RT_TABLE_PREFIX, strlen(RT_TABLE_PREFIX)) == 0)
+	{
+		if (!rt_filter_parse(filter, events, &f, reason, reasonlen))
+			return false;
+		if (!rt_table_authorize(&c->id, topic, &f, reason, reasonlen))
+		{
+			rt_filter_free(&f);
+			rt_count(RT_C_JOINS_DENIED, 1);
+			return false;
+		}
+	}
+	else if (!rt_authorize(&c->id, topic, "subscribe", reason, reasonlen))
 	{
 		rt_count(RT_C_JOINS_DENIED, 1);
 		return false;
 	}
-	if (sub_add(c, topic, rt_history_high()) == NULL)
+	if (sub_add(c, topic, rt_history_high(), &f) == NULL)
 	{
+		rt_filter_free(&f);
 		strlcpy(reason, "out of memory", reasonlen);
 		return false;
 	}
@@ -516,12 +623,242 @@ enqueue_replay(Client *c, List *replay)
 
 /* ---- the connection's life ---- */
 
+/* ---- client messages and presence ---- */
+
+/* A message to every subscriber of a (broadcast) topic but except. */
+static void
+topic_send(const char *topic, RtMsg *m, Client *except)
+{
+	char key[RT_TOPIC_MAX + 1] = {0};
+	TopicEntry *e;
+	dlist_mutable_iter it;
+
+	if (m == NULL)
+		return;
+	strlcpy(key, topic, sizeof(key));
+	e = hash_search(topics, key, HASH_FIND, NULL);
+	m->refcount++;
+	if (e != NULL && !stopping)
+		dlist_foreach_modify(it, &e->subs)
+		{
+			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+			Sub *s = dlist_container(Sub, topic_node, it.cur);
+
+			if (s->client != except)
+				enqueue(s->client, m, true);
+		}
+	msg_unref(m);
+}
+
+/* The presence key of a client: its token's sub, else its role. */
+static const char *
+client_key(Client *c)
+{
+	return c->id.sub[0] ? c->id.sub : c->id.role;
+}
+
+/*
+ * May c do action (publish, presence) on topic?  Decided once per
+ * connection by bv_realtime.authorize() under its role, then cached.
+ */
+static bool
+client_may(Client *c, const char *topic, const char *action, char *reason, size_t reasonlen)
+{
+	Grant *g;
+	bool ok;
+
+	for (g = c->grants; g; g = g->next)
+		if (strcmp(g->action, action) == 0 && strcmp(g->topic, topic) == 0)
+		{
+			if (!g->ok)
+				strlcpy(reason, "not allowed", reasonlen);
+			return g->ok;
+		}
+	ok = rt_authorize(&c->id, topic, action, reason, reasonlen);
+	if (!ok)
+		rt_count(RT_C_JOINS_DENIED, 1);
+	if (c->ngrants < 2 * rt_max_subscriptions &&
+		(g = malloc(offsetof(Grant, topic) + strlen(topic) + 1)) != NULL)
+	{
+		strlcpy(g->action, action, sizeof(g->action));
+		strcpy(g->topic, topic);
+		g->ok = ok;
+		g->next = c->grants;
+		c->grants = g;
+		c->ngrants++;
+	}
+	return ok;
+}
+
+/* The presence event of key on topic (join, update, leave). */
+static RtMsg *
+presence_event(const char *topic, const char *event, const char *key, const char *state)
+{
+	StringInfoData j;
+	RtMsg *m;
+
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"type\":\"presence\",\"topic\":\"%s\",\"event\":\"%s\",\"key\":", topic,
+					 event);
+	escape_json(&j, key);
+	if (state)
+		appendStringInfo(&j, ",\"state\":%s", state);
+	appendStringInfoChar(&j, '}');
+	m = msg_control("presence", j.data);
+	pfree(j.data);
+	return m;
+}
+
+/* c's presence leaves every topic (connection closed). */
+static void
+presence_leave_all(Client *c)
+{
+	List *keys, *left;
+	int i;
+
+	if (!c->has_presence)
+		return;
+	c->has_presence = false;
+	left = rt_presence_remove(c->conn_id, NULL, &keys);
+	for (i = 0; i < list_length(left); i++)
+	{
+		const char *topic = list_nth(left, i);
+
+		rt_count(RT_C_PRESENCE_LEAVES, 1);
+		topic_send(topic, presence_event(topic, "leave", list_nth(keys, i), NULL), c);
+	}
+}
+
+/* An error reply about topic. */
+static void
+reply_error(Client *c, const char *topic, const char *reason)
+{
+	char json[600];
+
+	snprintf(json, sizeof(json), "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"%s\"}",
+			 json_safe(topic), json_safe(reason));
+	send_control(c, NULL, json);
+}
+
+/* May topic carry client messages and presence?  (Not a table's.) */
+static bool
+client_topic_ok(Client *c, const char *topic)
+{
+	if (!rt_name_is_valid(topic, strlen(topic), RT_TOPIC_MAX))
+	{
+		reply_error(c, topic, "invalid topic name");
+		return false;
+	}
+	if (strncmp(topic, RT_TABLE_PREFIX, strlen(RT_TABLE_PREFIX)) == 0)
+	{
+		reply_error(c, topic, "table topics carry table changes only");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * {"type":"broadcast","topic":..,"event":..,"payload":..}: relayed to the
+ * topic's other subscribers, not stored, no position.
+ */
+static void
+client_broadcast(Client *c, const char *text, const char *topic)
+{
+	char reason[RT_ERRLEN];
+	char *event = NULL, *payload;
+	JsonTokenType t;
+	StringInfoData j;
+	RtMsg *m;
+
+	if (!client_topic_ok(c, topic))
+		return;
+	if (bv_json_top_field(text, "event", &event, &t) != JSON_SUCCESS || event == NULL ||
+		t != JSON_TOKEN_STRING || !rt_name_is_valid(event, strlen(event), RT_EVENT_MAX))
+	{
+		reply_error(c, topic, "event: 1-100 bytes of printable ASCII");
+		return;
+	}
+	if (!client_may(c, topic, "publish", reason, sizeof(reason)))
+	{
+		reply_error(c, topic, reason);
+		return;
+	}
+	payload = rt_json_raw_field(text, "payload");
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"type\":\"message\",\"topic\":\"%s\",\"event\":\"%s\",\"from\":", topic,
+					 event);
+	escape_json(&j, client_key(c));
+	appendStringInfo(&j, ",\"payload\":%s}", payload ? payload : "null");
+	m = msg_control(event, j.data);
+	pfree(j.data);
+	rt_count(RT_C_CLIENT_BROADCASTS, 1);
+	topic_send(topic, m, c);
+}
+
+/*
+ * {"type":"presence","topic":..,"state":{..}}: join (or update) c's
+ * presence; {"type":"untrack","topic":..}: leave.  Subscribers of the
+ * topic get the events; the client gets the topic's presence.
+ */
+static void
+client_presence(Client *c, const char *text, const char *topic, bool track)
+{
+	char reason[RT_ERRLEN];
+	char *state;
+	bool joined;
+	StringInfoData j;
+
+	if (!client_topic_ok(c, topic))
+		return;
+	if (!track)
+	{
+		List *keys, *left = rt_presence_remove(c->conn_id, topic, &keys);
+
+		if (left != NIL)
+		{
+			rt_count(RT_C_PRESENCE_LEAVES, 1);
+			topic_send(topic, presence_event(topic, "leave", client_key(c), NULL), NULL);
+		}
+		return;
+	}
+	state = rt_json_raw_field(text, "state");
+	if (state == NULL || state[0] != '{')
+	{
+		reply_error(c, topic, "state: a JSON object");
+		return;
+	}
+	if (strlen(state) > RT_PRESENCE_STATE)
+	{
+		reply_error(c, topic, "state over 512 bytes");
+		return;
+	}
+	if (!client_may(c, topic, "presence", reason, sizeof(reason)))
+	{
+		reply_error(c, topic, reason);
+		return;
+	}
+	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, &joined))
+	{
+		reply_error(c, topic, "presence is full (bv_realtime.max_presence)");
+		return;
+	}
+	c->has_presence = true;
+	if (joined)
+		rt_count(RT_C_PRESENCE_JOINS, 1);
+	topic_send(topic, presence_event(topic, joined ? "join" : "update", client_key(c), state), NULL);
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"type\":\"presence_state\",\"topic\":\"%s\",\"members\":%s}", topic,
+					 rt_presence_list(topic));
+	send_control(c, NULL, j.data);
+}
+
 static void
 client_start(Client *c, struct lws *wsi, ClientKind kind)
 {
 	c->wsi = wsi;
 	c->kind = kind;
 	c->connected_at = c->last_rx = c->last_tx = GetCurrentTimestamp();
+	c->conn_id = next_conn_id++;
 	dlist_init(&c->subs);
 	dlist_push_tail(&all_clients, &c->all_node);
 	c->counted = true;
@@ -549,10 +886,17 @@ client_end(Client *c)
 	queue_clear(c);
 	free(c->q);
 	c->q = NULL;
+	presence_leave_all(c);
+	while (c->grants)
+	{
+		Grant *g = c->grants;
+
+		c->grants = g->next;
+		free(g);
+	}
 	free(c->rx);
 	c->rx = NULL;
-	free(c->id.claims);
-	c->id.claims = NULL;
+	rt_identity_free(&c->id);
 	dlist_delete(&c->all_node);
 	pg_atomic_fetch_sub_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_sub_u32(c->kind == CK_WS ? &rt_shared->ws_connections
@@ -644,6 +988,9 @@ sse_start(struct lws *wsi, Client *c)
 	char reason[RT_ERRLEN];
 	char *topics_arg = url_arg(wsi, "topics", RT_TOPIC_MAX * 16);
 	char *last = last_event_id(wsi);
+	/* the filter and operations of the table topics among them */
+	char *sse_filter = url_arg(wsi, "filter", RT_FILTER_MAX);
+	char *sse_events = url_arg(wsi, "events", 64);
 	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
 	List *joined = NIL, *replay;
 	const char *resync;
@@ -663,14 +1010,13 @@ sse_start(struct lws *wsi, Client *c)
 	c->authed = true;
 	if (topics_arg == NULL || topics_arg[0] == '\0')
 	{
-		free(c->id.claims);
-		c->id.claims = NULL;
+		rt_identity_free(&c->id);
 		return http_error(wsi, 400, "topics=... is required");
 	}
 	client_start(c, wsi, CK_SSE);
 	for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 	{
-		if (!join(c, tok, reason, sizeof(reason)))
+		if (!join(c, tok, sse_filter, sse_events, reason, sizeof(reason)))
 		{
 			/* the refusal is the response */
 			client_end(c);
@@ -711,11 +1057,11 @@ ws_auth(Client *c, const char *token)
 	}
 	if (c->authed && strcmp(id.role, c->id.role) != 0)
 	{
-		free(id.claims);
+		rt_identity_free(&id);
 		client_close(c, 4001, "a refreshed token must keep the role");
 		return false;
 	}
-	free(c->id.claims);
+	rt_identity_free(&c->id);
 	c->id = id;
 	c->authed = true;
 	return true;
@@ -726,7 +1072,7 @@ ws_auth(Client *c, const char *token)
  * answer each, then replay what the client missed after last_id.
  */
 static void
-ws_subscribe(Client *c, List *topics, const char *last_id)
+ws_subscribe(Client *c, List *topics, const char *last_id, const char *filter, const char *events)
 {
 	char reason[RT_ERRLEN], json[512];
 	List *joined = NIL, *replay;
@@ -737,7 +1083,7 @@ ws_subscribe(Client *c, List *topics, const char *last_id)
 	{
 		const char *topic = lfirst(lc);
 
-		if (!join(c, topic, reason, sizeof(reason)))
+		if (!join(c, topic, filter, events, reason, sizeof(reason)))
 		{
 			snprintf(json, sizeof(json), "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"%s\"}",
 					 json_safe(topic), json_safe(reason));
@@ -804,10 +1150,20 @@ ws_message(Client *c, char *text, size_t len)
 	}
 	if (strcmp(type, "subscribe") == 0)
 	{
+		char *filter = NULL, *events = NULL;
+
 		if (bv_json_top_field(text, "last_id", &arg, &t) != JSON_SUCCESS || t != JSON_TOKEN_STRING)
 			arg = NULL;
-		ws_subscribe(c, list_make1(topic), arg);
+		if (bv_json_top_field(text, "filter", &filter, &t) != JSON_SUCCESS || t != JSON_TOKEN_STRING)
+			filter = NULL;
+		if (bv_json_top_field(text, "events", &events, &t) != JSON_SUCCESS || t != JSON_TOKEN_STRING)
+			events = NULL;
+		ws_subscribe(c, list_make1(topic), arg, filter, events);
 	}
+	else if (strcmp(type, "broadcast") == 0)
+		client_broadcast(c, text, topic);
+	else if (strcmp(type, "presence") == 0 || strcmp(type, "untrack") == 0)
+		client_presence(c, text, topic, type[0] == 'p');
 	else if (strcmp(type, "unsubscribe") == 0)
 	{
 		Sub *s = find_sub(c, topic);
@@ -843,7 +1199,8 @@ ws_established(struct lws *wsi, Client *c)
 
 		for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 			topics = lappend(topics, tok);
-		ws_subscribe(c, topics, last);
+		ws_subscribe(c, topics, last, url_arg(wsi, "filter", RT_FILTER_MAX),
+					 url_arg(wsi, "events", 64));
 	}
 }
 
@@ -885,7 +1242,7 @@ client_writable(Client *c)
 		c->qbytes -= msg_size(c, m);
 		if (m->pos.lsn != 0)
 		{
-			rt_count(RT_C_MESSAGES_OUT, 1);
+			rt_count(m->is_change ? RT_C_CHANGES_OUT : RT_C_MESSAGES_OUT, 1);
 			rt_record_latency(m->commit_time, now);
 		}
 		msg_unref(m);
@@ -1132,9 +1489,11 @@ rt_gateway_start(char **err)
 void
 rt_gateway_stop(void)
 {
+	stopping = true;
 	if (ctx)
 		lws_context_destroy(ctx);
 	ctx = NULL;
+	stopping = false;
 	if (epfd >= 0)
 		close(epfd);
 	epfd = -1;
@@ -1222,31 +1581,136 @@ rt_gateway_service(bool ready)
 	}
 }
 
+/* Table changes of one relation description in a batch (publish pass 1). */
+typedef struct TableBatch
+{
+	RtRel *rel;
+	TopicEntry *entry;
+	int n;
+	RtEvent **evs;
+	int *at; /* each event's index in the batch */
+} TableBatch;
+
+/* Does some subscriber of g want (operation, filter) one of evs? */
+static bool
+group_wants_any(RlsGroup *g, RtEvent **evs, int n)
+{
+	dlist_iter it;
+	int i;
+
+	dlist_foreach(it, &g->subs)
+	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+		Sub *s = dlist_container(Sub, topic_node, it.cur);
+
+		for (i = 0; i < n; i++)
+			if (rt_filter_match(&s->filter, evs[i]))
+				return true;
+	}
+	return false;
+}
+
+/*
+ * For each table with subscribers among the batch's changes, and each of
+ * its groups: which rows the group may see (one query per group and
+ * table description).  Results in group->vis, indexed by batch position.
+ */
+static void
+check_visibility(RtEvent **evs, int n, uint64 gen)
+{
+	List *tabs = NIL;
+	ListCell *lc;
+	int i;
+
+	for (i = 0; i < n; i++)
+	{
+		TableBatch *tb = NULL;
+		TopicEntry *e;
+
+		if (evs[i]->op == 0)
+			continue;
+		e = hash_search(topics, evs[i]->topic, HASH_FIND, NULL);
+		if (e == NULL || !e->is_table)
+			continue;
+		foreach (lc, tabs)
+			if (((TableBatch *) lfirst(lc))->rel == evs[i]->rel)
+				tb = lfirst(lc);
+		if (tb == NULL)
+		{
+			tb = palloc0(sizeof(TableBatch));
+			tb->rel = evs[i]->rel;
+			tb->entry = e;
+			tb->evs = palloc(sizeof(RtEvent *) * n);
+			tb->at = palloc(sizeof(int) * n);
+			tabs = lappend(tabs, tb);
+		}
+		tb->evs[tb->n] = evs[i];
+		tb->at[tb->n++] = i;
+	}
+	if (tabs != NIL)
+		rt_wait_visible(evs, n);
+	foreach (lc, tabs)
+	{
+		TableBatch *tb = lfirst(lc);
+		bool *vis = palloc(sizeof(bool) * tb->n);
+		dlist_iter it;
+
+		dlist_foreach(it, &tb->entry->groups)
+		{
+			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+			RlsGroup *g = dlist_container(RlsGroup, node, it.cur);
+
+			if (g->vis_gen != gen)
+			{
+				g->vis_gen = gen;
+				g->vis = palloc0(sizeof(bool) * n);
+			}
+			/* no query when no subscriber of the group wants any of them */
+			if (!group_wants_any(g, tb->evs, tb->n))
+				continue;
+			rt_rls_visible(g->role, g->claims, tb->rel, tb->evs, tb->n, vis);
+			for (i = 0; i < tb->n; i++)
+				g->vis[tb->at[i]] = vis[i];
+		}
+	}
+}
+
 /*
  * rt_gateway_publish
- *		Deliver a committed batch: one RtMsg per event, referenced by the
- *		queue of each subscriber of its topic.
+ *		Deliver a committed batch, in order: one RtMsg per event, referenced
+ *		by the queue of each subscriber of its topic; a table change only to
+ *		the subscribers whose group may see the row and whose filter passes.
  */
 void
 rt_gateway_publish(List *batch)
 {
+	static uint64 gen = 0;
+	int n = list_length(batch), i = 0;
+	RtEvent **evs;
 	ListCell *lc;
 
-	if (ctx == NULL)
+	if (ctx == NULL || n == 0)
 		return;
+	evs = palloc(sizeof(RtEvent *) * n);
 	foreach (lc, batch)
+		evs[i++] = lfirst(lc);
+	check_visibility(evs, n, ++gen);
+	for (i = 0; i < n; i++)
 	{
-		RtEvent *ev = lfirst(lc);
+		RtEvent *ev = evs[i];
 		TopicEntry *e = hash_search(topics, ev->topic, HASH_FIND, NULL);
 		dlist_mutable_iter it;
+		dlist_iter git;
 		RtMsg *m;
 
-		if (e == NULL)
+		if (e == NULL || (ev->op != 0) != e->is_table)
 			continue;
 		m = msg_from_event(ev);
 		if (m == NULL)
 			continue;
+		m->is_change = ev->op != 0;
 		m->refcount++; /* hold it while iterating */
+		/* closing a slow client unlinks nothing here: lists stay valid */
 		dlist_foreach_modify(it, &e->subs)
 		{
 			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
@@ -1255,8 +1719,23 @@ rt_gateway_publish(List *batch)
 			if (rt_pos_cmp(ev->pos, s->after) > 0)
 				enqueue(s->client, m, true);
 		}
+		dlist_foreach(git, &e->groups)
+		{
+			/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+			RlsGroup *g = dlist_container(RlsGroup, node, git.cur);
+
+			if (g->vis_gen != gen || !g->vis[i])
+				continue;
+			dlist_foreach_modify(it, &g->subs)
+			{
+				/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+				Sub *s = dlist_container(Sub, topic_node, it.cur);
+
+				if (rt_pos_cmp(ev->pos, s->after) > 0 && rt_filter_match(&s->filter, ev))
+					enqueue(s->client, m, true);
+			}
+		}
 		msg_unref(m);
-		/* a slow client's removal may have freed the topic entry: look again */
 	}
 }
 

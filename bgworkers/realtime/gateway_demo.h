@@ -5,8 +5,11 @@
  *	  and EventSource on the same topic, each writing what it receives into
  *	  the page (the headless-browser test reads the DOM).
  *
- * Query: ?token=<JWT>&topic=<topic>&expect=<n>; when both transports have
- * received n messages the title becomes "done".  No data from the query is
+ * Query: ?token=<JWT>&topic=<topic>&events=<a,b>&expect=<n>&last_id=<id>;
+ * with last_id both transports resume after that position (replay from
+ * the history); when both have received n messages the title becomes
+ * "done" and both close (then no request is open, and a headless
+ * browser's virtual time can run out: --dump-dom prints the DOM).  No data from the query is
  * inserted as HTML: received text goes in with textContent.
  *
  *-------------------------------------------------------------------------
@@ -22,21 +25,24 @@ static const char rt_demo_page[] =
 	"<script>\n"
 	"const q = new URLSearchParams(location.search);\n"
 	"const token = q.get('token') || '', topic = q.get('topic') || 'demo';\n"
-	"const expect = parseInt(q.get('expect') || '0', 10);\n"
+	"const expect = parseInt(q.get('expect') || '0', 10), last = q.get('last_id') || '';\n"
 	"const got = {ws: 0, sse: 0};\n"
 	"function add(id, text) { const el = document.getElementById(id); el.textContent += text + '\\n'; }\n"
-	"function check() { if (expect > 0 && got.ws >= expect && got.sse >= expect) document.title = 'done'; }\n"
+	"function check() { if (expect > 0 && got.ws >= expect && got.sse >= expect) {\n"
+	"  document.title = 'done'; es.close(); ws.close(1000, 'done'); } }\n"
 	"const base = location.host;\n"
-	"const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + base + '/socket');\n"
-	"ws.onopen = () => { document.getElementById('ws-state').textContent = 'open';\n"
-	"  ws.send(JSON.stringify({type: 'auth', token: token}));\n"
-	"  ws.send(JSON.stringify({type: 'subscribe', topic: topic})); };\n"
+	"// token, topic and position at connect: no message to send first\n"
+	"const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + base + '/socket?access_token='\n"
+	"  + encodeURIComponent(token) + '&topics=' + encodeURIComponent(topic) + (last ? '&last_id=' + encodeURIComponent(last) : ''));\n"
+	"ws.onopen = () => { if (document.getElementById('ws-state').textContent === 'connecting')\n"
+	"  document.getElementById('ws-state').textContent = 'open'; };\n"
 	"ws.onmessage = (e) => { const m = JSON.parse(e.data);\n"
 	"  if (m.type === 'message') { got.ws++; add('ws', m.id + ' ' + m.event + ' ' + JSON.stringify(m.payload)); check(); }\n"
 	"  else if (m.type === 'subscribed') { document.getElementById('ws-state').textContent = 'subscribed'; }\n"
 	"  else add('ws', '# ' + e.data); };\n"
 	"ws.onclose = (e) => { add('ws', '# closed ' + e.code + ' ' + e.reason); };\n"
-	"const es = new EventSource('/events?topics=' + encodeURIComponent(topic) + '&access_token=' + encodeURIComponent(token));\n"
+	"const es = new EventSource('/events?topics=' + encodeURIComponent(topic) + '&access_token=' + encodeURIComponent(token)\n"
+	"  + (last ? '&last_event_id=' + encodeURIComponent(last) : ''));\n"
 	"es.onopen = () => { document.getElementById('sse-state').textContent = 'open'; };\n"
 	"es.onmessage = (e) => { add('sse', '# ' + e.data); };\n"
 	"es.addEventListener('error', (e) => { if (e.data) add('sse', '# error ' + e.data); });\n"

@@ -111,6 +111,19 @@ rt_history_high(void)
 	return high;
 }
 
+/*
+ * rt_history_note
+ *		A table change at pos was delivered (changes are live only, not
+ *		stored): positions up to it are settled, so a client resuming from
+ *		it is told what it missed rather than to re-sync.
+ */
+void
+rt_history_note(RtPos pos)
+{
+	if (rt_pos_cmp(pos, high) > 0)
+		high = pos;
+}
+
 static Datum
 text_array(Datum *elems, int n)
 {
@@ -124,13 +137,15 @@ text_array(Datum *elems, int n)
 void
 rt_history_insert(List *batch)
 {
-	int n = list_length(batch), i = 0;
+	int n = 0, i = 0;
 	Datum *lsn, *seq, *topic, *event, *payload, *ts;
 	Datum args[6];
 	Oid types[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 					INT8ARRAYOID};
 	ListCell *lc;
 
+	foreach (lc, batch)
+		n += ((RtEvent *) lfirst(lc))->op == 0;
 	if (n == 0)
 		return;
 	lsn = palloc(n * sizeof(Datum));
@@ -143,6 +158,8 @@ rt_history_insert(List *batch)
 	{
 		RtEvent *ev = lfirst(lc);
 
+		if (ev->op != 0)
+			continue;
 		lsn[i] = Int64GetDatum((int64) ev->pos.lsn);
 		seq[i] = Int32GetDatum((int32) ev->pos.seq);
 		topic[i] = CStringGetTextDatum(ev->topic);

@@ -26,6 +26,7 @@
 #include "access/xlog.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "replication/message.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -69,6 +70,14 @@ bv_realtime_send(PG_FUNCTION_ARGS)
 	topic = PG_GETARG_TEXT_PP(0);
 	event = PG_GETARG_TEXT_PP(1);
 	CheckName("topic", topic, RT_TOPIC_MAX);
+	if (VARSIZE_ANY_EXHDR(topic) >= strlen(RT_TABLE_PREFIX) &&
+		memcmp(VARDATA_ANY(topic), RT_TABLE_PREFIX, strlen(RT_TABLE_PREFIX)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("topics starting with \"%s\" are reserved for table changes",
+						RT_TABLE_PREFIX),
+				 errhint("Choose another topic name; table changes are delivered from the WAL "
+						 "to subscribers of \"table:<schema>.<name>\".")));
 	CheckName("event", event, RT_EVENT_MAX);
 
 	if (PG_ARGISNULL(2))
@@ -129,8 +138,8 @@ Datum
 bv_realtime_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc tupdesc;
-	Datum values[24];
-	bool nulls[24] = {0};
+	Datum values[40];
+	bool nulls[40] = {0};
 	char state[32], listen[64], last_error[RT_ERRLEN];
 	pid_t pid;
 	uint64 hist[RT_LAT_BUCKETS], total = 0;
@@ -162,7 +171,7 @@ bv_realtime_stats(PG_FUNCTION_ARGS)
 	values[n++] = Int32GetDatum(pg_atomic_read_u32(&rt_shared->ws_connections));
 	values[n++] = Int32GetDatum(pg_atomic_read_u32(&rt_shared->sse_connections));
 	values[n++] = Int32GetDatum(pg_atomic_read_u32(&rt_shared->subscriptions));
-	for (i = 0; i < RT_NCOUNTERS; i++)
+	for (i = 0; i < RT_C_V1_COUNTERS; i++)
 		values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
 	values[n] = Float8GetDatum(latency_quantile(hist, total, 0.50));
 	nulls[n++] = total == 0;
@@ -170,6 +179,27 @@ bv_realtime_stats(PG_FUNCTION_ARGS)
 	nulls[n++] = total == 0;
 	values[n] = CStringGetTextDatum(last_error);
 	nulls[n++] = last_error[0] == '\0';
-	Assert(n == tupdesc->natts);
+	/* 0.2.0's columns follow 0.1.0's: the same C function serves both */
+	if (tupdesc->natts > n)
+	{
+		for (i = RT_C_V1_COUNTERS; i < RT_NCOUNTERS; i++)
+			values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
+		values[n++] = Int32GetDatum((int32) pg_atomic_read_u32(&rt_shared->presence_count));
+	}
+	if (n != tupdesc->natts)
+		elog(ERROR, "bv_realtime.stats() has %d columns, the library fills %d", tupdesc->natts, n);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(bv_realtime_invoker);
+
+/*
+ * bv_realtime.invoker(): the role that called the API.  Inside a SECURITY
+ * DEFINER function current_user is the owner; the outer user id is the
+ * role the session runs as (SET ROLE included).
+ */
+Datum
+bv_realtime_invoker(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(GetOuterUserId());
 }

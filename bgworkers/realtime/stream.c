@@ -11,7 +11,11 @@
  * The publication has no tables, so pgoutput sends nothing for ordinary
  * changes and skips empty transactions (PostgreSQL 15): what arrives is
  * BEGIN / MESSAGE ... / COMMIT for transactions that called
- * bv_realtime.send(), in commit order, after their commit.  Messages of
+ * bv_realtime.send(), in commit order, after their commit.  Tables added
+ * to the publication (bv_realtime.enable_table) add RELATION messages
+ * (kept in rel_cxt for the stream's life) and INSERT / UPDATE / DELETE
+ * rows, decoded by changes.c into events of topic "table:<schema>.<name>"
+ * that share the transaction's positions with its messages.  Messages of
  * other prefixes (bv_cdc's traceparent) and non-transactional ones are
  * skipped.
  *
@@ -47,6 +51,7 @@
 #include "port/pg_bswap.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -57,12 +62,29 @@
 
 static PGconn *conn = NULL;
 static MemoryContext stream_cxt = NULL;
+static MemoryContext rel_cxt = NULL; /* relation descriptions, for the stream's life */
+static HTAB *rels = NULL;            /* relid -> RtRel * */
+
+typedef struct RelEntry
+{
+	Oid relid;
+	RtRel *rel;
+} RelEntry;
+
+static RtRel *
+rel_lookup(Oid relid)
+{
+	RelEntry *e = rels ? hash_search(rels, &relid, HASH_FIND, NULL) : NULL;
+
+	return e ? e->rel : NULL;
+}
 
 /* The transaction being received (between BEGIN and COMMIT). */
 static bool in_txn = false;
 static XLogRecPtr txn_commit_lsn = InvalidXLogRecPtr;
 static TimestampTz txn_commit_time = 0;
 static uint32 txn_seq = 0;
+static TransactionId txn_xid = InvalidTransactionId;
 static List *txn_events = NIL;
 
 /* Positions: received, durably handled (confirmed to the server). */
@@ -158,6 +180,20 @@ rt_stream_start(char **err)
 		stream_cxt = AllocSetContextCreate(TopMemoryContext, "bv_realtime stream",
 										   ALLOCSET_DEFAULT_SIZES);
 	MemoryContextReset(stream_cxt);
+	if (rel_cxt == NULL)
+		rel_cxt = AllocSetContextCreate(TopMemoryContext, "bv_realtime relations",
+										ALLOCSET_DEFAULT_SIZES);
+	MemoryContextReset(rel_cxt);
+	{
+		HASHCTL hctl;
+
+		memset(&hctl, 0, sizeof(hctl));
+		hctl.keysize = sizeof(Oid);
+		hctl.entrysize = sizeof(RelEntry);
+		hctl.hcxt = rel_cxt;
+		rels = hash_create("bv_realtime relations", 64, &hctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	in_txn = false;
 	txn_events = NIL;
 	received_end = idle_walend = confirmed = InvalidXLogRecPtr;
@@ -255,7 +291,7 @@ take_message(const char *content, int len)
 		memchr(payload, '\n', plen) || memchr(payload, '\r', plen) || memchr(payload, '\0', plen))
 		goto malformed;
 
-	ev = palloc(sizeof(RtEvent));
+	ev = palloc0(sizeof(RtEvent));
 	ev->pos.lsn = txn_commit_lsn;
 	ev->pos.seq = txn_seq++;
 	ev->commit_time = txn_commit_time;
@@ -286,6 +322,7 @@ take_pgoutput(const char *p, int len, List **batch)
 			in_txn = true;
 			txn_commit_lsn = get_u64(p + 1);
 			txn_commit_time = (TimestampTz) get_u64(p + 9);
+			txn_xid = get_u32(p + 17);
 			txn_seq = 0;
 			txn_events = NIL;
 			return true;
@@ -317,8 +354,40 @@ take_pgoutput(const char *p, int len, List **batch)
 			txn_events = NIL;
 			in_txn = false;
 			return true;
+		case 'R':
+		{
+			RtRel *rel;
+			RelEntry *e;
+			bool found;
+
+			if (!rt_take_relation(p + 1, len - 1, rel_cxt, &rel))
+				return false;
+			e = hash_search(rels, &rel->relid, HASH_ENTER, &found);
+			e->rel = rel; /* an older description stays allocated: events may use it */
+			return true;
+		}
+		case 'I':
+		case 'U':
+		case 'D':
+		{
+			RtEvent *ev;
+
+			if (!in_txn)
+				return false;
+			ev = palloc0(sizeof(RtEvent));
+			if (!rt_take_change(p, len, rel_lookup, ev))
+				return false;
+			if (ev->rel == NULL)
+				return true; /* unknown table, or a name that is not a topic */
+			ev->pos.lsn = txn_commit_lsn;
+			ev->pos.seq = txn_seq++;
+			ev->commit_time = txn_commit_time;
+			ev->xid = txn_xid;
+			txn_events = lappend(txn_events, ev);
+			return true;
+		}
 		default:
-			/* relations, types, origins, changes: none expected, all ignored */
+			/* types, origins, truncates: ignored */
 			return true;
 	}
 }

@@ -176,12 +176,13 @@ run(void)
 			List *fresh = NIL;
 			ListCell *lc;
 
-			rt_count(RT_C_MESSAGES_IN, list_length(batch));
 			rt_history_insert(batch);
 			MemoryContextSwitchTo(pass_cxt);
 			foreach (lc, batch)
 			{
 				RtEvent *ev = lfirst(lc);
+
+				rt_count(ev->op ? RT_C_CHANGES_IN : RT_C_MESSAGES_IN, 1);
 
 				if (rt_pos_cmp(ev->pos, published) > 0)
 				{
@@ -190,6 +191,7 @@ run(void)
 				}
 			}
 			rt_gateway_publish(fresh);
+			rt_history_note(published);
 		}
 		if (!rt_stream_confirm(InvalidXLogRecPtr, false, &err))
 		{
@@ -275,6 +277,7 @@ bv_realtime_worker_main(Datum arg)
 		}
 		logged_waiting = false;
 		rt_history_init();
+		rt_presence_reset();
 		if (!rt_gateway_start(&err))
 		{
 			ereport(WARNING,
