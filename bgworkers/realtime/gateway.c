@@ -115,7 +115,7 @@ typedef struct Client
 	bool counted; /* in the connection gauges */
 	bool authed;
 	RtIdentity id;
-	TimestampTz connected_at, last_rx, last_tx;
+	TimestampTz connected_at, last_rx, last_tx, ping_sent_at;
 	bool ping_due, ping_sent;
 	/* queue: a ring of references */
 	RtMsg **q;
@@ -1225,6 +1225,7 @@ client_writable(Client *c)
 
 		c->ping_due = false;
 		c->ping_sent = true;
+		c->ping_sent_at = now;
 		if (lws_write(c->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
 			return -1;
 	}
@@ -1775,7 +1776,14 @@ rt_gateway_tick(TimestampTz now)
 		}
 		if (c->kind == CK_WS)
 		{
-			if (TimestampDifferenceExceeds(c->last_rx, now, rt_keepalive_s * 2000))
+			/*
+			 * A client has a whole keepalive interval to answer a ping from
+			 * the moment it was written: a ping queued behind a busy
+			 * connection, or a client slowed by a loaded machine, is not
+			 * a dead peer.
+			 */
+			if (c->ping_sent &&
+				TimestampDifferenceExceeds(c->ping_sent_at, now, rt_keepalive_s * 1000))
 				client_close(c, 1001, "ping timeout");
 			else if (!c->ping_sent &&
 					 TimestampDifferenceExceeds(c->last_rx, now, rt_keepalive_s * 1000))
