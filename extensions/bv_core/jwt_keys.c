@@ -70,6 +70,16 @@
 
 static MemoryContext JwtKeyContext = NULL;
 static bool keys_valid = false;
+
+/*
+ * Invalidations seen so far.  A rebuild counts as valid only if none
+ * arrived while it ran: it reads under a snapshot taken at its start, and
+ * an invalidation processed later (when it opens a table, detoasts a key)
+ * stands for a commit that snapshot may miss (red-team review: a revocation
+ * or key deactivation committed during a rebuild was swallowed, and that
+ * backend accepted the token until the next change to the tables).
+ */
+static uint64 keys_invalidations = 0;
 static Oid keys_relid = InvalidOid;
 static Oid revocations_relid = InvalidOid;
 static BvJwtKey *keys = NULL;
@@ -130,7 +140,10 @@ static void
 jwt_keys_invalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == keys_relid || relid == revocations_relid)
+	{
 		keys_valid = false;
+		keys_invalidations++;
+	}
 }
 
 /*
@@ -180,6 +193,7 @@ reload_cache(void)
 	Snapshot snapshot;
 	MemoryContext old;
 	TupleDesc desc;
+	uint64 invalidations_at_start = keys_invalidations;
 	int c_kid,
 		c_alg,
 		c_key,
@@ -291,7 +305,8 @@ reload_cache(void)
 	}
 	UnregisterSnapshot(snapshot);
 	MemoryContextSwitchTo(old);
-	keys_valid = true;
+	/* an invalidation during the rebuild: rebuild again at the next use */
+	keys_valid = (keys_invalidations == invalidations_at_start);
 }
 
 static inline void
@@ -595,5 +610,6 @@ bv_jwt_tables_changed(PG_FUNCTION_ARGS)
 				 errhint("It is installed on bv.jwt_keys and bv.jwt_revocations by the extension.")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	keys_valid = false;
+	keys_invalidations++;
 	return PointerGetDatum(NULL);
 }
