@@ -52,6 +52,7 @@
 #include "access/htup_details.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "common/int.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -396,6 +397,7 @@ bool
 bv_jwt_jti_revoked(const char *jti)
 {
 	RevokedEntry *e;
+	TimestampTz until;
 
 	if (jti[0] == '\0' || strlen(jti) > BV_JWT_KID_MAX)
 		return true;
@@ -409,8 +411,19 @@ bv_jwt_jti_revoked(const char *jti)
 	 * token is still accepted for the leeway after its exp, and was
 	 * accepted again in that window.
 	 */
-	return e != NULL && (!e->has_expiry ||
-						 GetCurrentTimestamp() < e->expires_at + (TimestampTz) bv_jwt_leeway * USECS_PER_SEC);
+	if (e == NULL)
+		return false;
+	if (!e->has_expiry)
+		return true;
+	/*
+	 * expires_at 'infinity' is "for ever", as NULL (red-team review: the
+	 * sum overflowed, wrapped below now, and such a revocation had no
+	 * effect); no sum may overflow either.
+	 */
+	if (TIMESTAMP_IS_NOEND(e->expires_at) ||
+		pg_add_s64_overflow(e->expires_at, (TimestampTz) bv_jwt_leeway * USECS_PER_SEC, &until))
+		return true;
+	return GetCurrentTimestamp() < until;
 }
 
 PG_FUNCTION_INFO_V1(bv_jwt_key_check);
