@@ -172,3 +172,61 @@ COMMENT ON FUNCTION bv_audit.purge() IS
 
 -- END red-team block
 ------------------------------------------------------------------------
+
+------------------------------------------------------------------------
+-- BEGIN red-team block: stamp columns cannot be rewritten by DDL
+--
+-- The stamp trigger makes created_* unforgeable for writers, and the
+-- capture guard stops a table's owner from disabling it; but the owner
+-- (not a superuser) could still rewrite every stamp with
+-- ALTER TABLE t ALTER COLUMN created_by TYPE text USING 'anyone': a table
+-- rewrite fires no row trigger.  This guard refuses a type change with
+-- USING of a stamp column of a stamped table unless the session's role is
+-- a superuser.  It is SECURITY DEFINER (bv_audit._rewritten_columns() is
+-- not executable by PUBLIC) and judges the issuer by is_superuser, which
+-- follows SET ROLE and SET SESSION AUTHORIZATION, not SECURITY DEFINER
+-- (bv_audit's own functions never change a stamp column's type).
+------------------------------------------------------------------------
+
+CREATE FUNCTION bv_audit._guard_stamp_rewrite()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    col name;
+BEGIN
+    IF pg_catalog.current_setting('is_superuser') = 'on' THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT c.objid, c.command FROM pg_catalog.pg_event_trigger_ddl_commands() c
+              WHERE c.command_tag = 'ALTER TABLE' AND c.object_type = 'table'
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger tg
+                             WHERE tg.tgrelid = c.objid AND tg.tgname = 'bv_audit_stamp') LOOP
+        SELECT a.attname INTO col
+          FROM pg_catalog.unnest(bv_audit._rewritten_columns(r.command)) AS x(attnum)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = r.objid AND a.attnum = x.attnum
+         WHERE a.attname IN ('created_by', 'created_at', 'updated_by', 'updated_at')
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'only a superuser can rewrite the stamp column % of %', col, r.objid::regclass
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'ALTER COLUMN ... TYPE ... USING would replace the values the stamp trigger wrote, and no row trigger fires during a table rewrite.',
+                      HINT = 'Stamp columns record who created and changed each row; leave them to the stamp trigger.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION bv_audit._guard_stamp_rewrite() IS
+'Internal: event trigger that refuses a non-superuser''s ALTER COLUMN ... TYPE ... USING of a stamp column (created_by, created_at, updated_by, updated_at) of a stamped table.';
+REVOKE ALL ON FUNCTION bv_audit._guard_stamp_rewrite() FROM PUBLIC;
+
+CREATE EVENT TRIGGER bv_audit_guard_stamp ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION bv_audit._guard_stamp_rewrite();
+
+-- END red-team block
+------------------------------------------------------------------------
