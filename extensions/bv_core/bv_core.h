@@ -70,6 +70,8 @@ typedef struct BvJwtKey
 	void *hmac_ctx; /* HS*: pre-keyed HMAC state (jwt_crypto.c) */
 	void *pkey;     /* others: EVP_PKEY (public, or private too) */
 	bool can_sign;
+	char **roles; /* not NULL: the only roles its tokens may name (bv.jwt_keys.roles) */
+	int nroles;
 } BvJwtKey;
 
 /* Settings of the security core (bv_core.c). */

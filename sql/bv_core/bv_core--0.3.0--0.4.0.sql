@@ -82,3 +82,37 @@ $$;
 
 COMMENT ON FUNCTION bv.api_key_create(text, text[], timestamptz) IS
 'Creates an API key for owner (1 to 256 characters) with the given scopes and optional expiry, and returns it: "bvk_" followed by 32 random bytes in base64url. The key is shown only this once; only its SHA-256 is stored. NULL arguments raise 22004, bad ones (a multi-dimensional scopes array included) 22023. bv_admin only.';
+
+------------------------------------------------------------------------
+-- bv.jwt_keys.roles: the roles a key's tokens may name.  Any key could
+-- sign tokens for any API role, so the key of an identity provider
+-- (imported with bv.jwt_import_jwks()) could mint bv_admin tokens.  A key
+-- with roles signs only for those (the "role" claim; bv_anon when absent),
+-- checked by bv.jwt_verify() and so on every entry point.  Keys imported
+-- from a JWKS get {bv_anon,bv_user} unless the insert names other roles;
+-- existing keys keep NULL (any role): review them after the update.
+------------------------------------------------------------------------
+
+ALTER TABLE bv.jwt_keys ADD COLUMN roles name[];
+COMMENT ON COLUMN bv.jwt_keys.roles IS
+'The roles the key''s tokens may name in their "role" claim (an absent role counts as bv_anon); NULL: any API role. Keys imported by bv.jwt_import_jwks() get {bv_anon,bv_user}.';
+
+CREATE FUNCTION bv._jwt_key_default_roles()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.source = 'jwks' AND NEW.roles IS NULL THEN
+        NEW.roles := ARRAY['bv_anon', 'bv_user']::name[];
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION bv._jwt_key_default_roles() IS
+'Internal: BEFORE INSERT trigger of bv.jwt_keys: a key imported from a JWKS may sign for bv_anon and bv_user only, unless the insert names its roles.';
+REVOKE ALL ON FUNCTION bv._jwt_key_default_roles() FROM PUBLIC;
+
+CREATE TRIGGER jwt_keys_default_roles BEFORE INSERT ON bv.jwt_keys
+    FOR EACH ROW EXECUTE FUNCTION bv._jwt_key_default_roles();
