@@ -36,15 +36,15 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "fmgr.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "bv_audit.h"
 
@@ -63,15 +63,23 @@ static LocalTransactionId context_lxid;
 static CommandId context_cid;
 static BvAuditContext context_cache;
 
-/* Resolve bv.<name>() once; an absent function means bv_core is broken. */
+/*
+ * Resolve bv.<name>() once; an absent function means bv_core is broken.
+ * The lookup goes through the catalog cache, not LookupFuncName(): that
+ * checks the writer's USAGE on schema bv, which a table's owner or an
+ * application role need not have, and its first audited write then failed
+ * with "permission denied for schema bv" (red-team review).  Calling the
+ * function through fmgr checks no privilege either, as for any trigger.
+ */
 static void
 lookup_bv_function(const char *name, FmgrInfo *finfo)
 {
-	String *schema = makeString("bv");
-	String *func = makeString(pstrdup(name));
-	List *fname = lappend(list_make1(schema), func);
-	Oid fnoid = LookupFuncName(fname, 0, NULL, true);
+	Oid nsp = get_namespace_oid("bv", true);
+	Oid fnoid = InvalidOid;
 
+	if (OidIsValid(nsp))
+		fnoid = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid, CStringGetDatum(name),
+								PointerGetDatum(buildoidvector(NULL, 0)), ObjectIdGetDatum(nsp));
 	if (!OidIsValid(fnoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),

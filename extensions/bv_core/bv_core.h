@@ -11,7 +11,7 @@
 #include "postgres.h"
 
 /* Version of this library; the SQL scripts carry the same number. */
-#define BV_CORE_VERSION "0.3.0"
+#define BV_CORE_VERSION "0.4.0"
 
 /*
  * A one-entry cache from a setting's text to a value derived from it.  The
@@ -70,6 +70,8 @@ typedef struct BvJwtKey
 	void *hmac_ctx; /* HS*: pre-keyed HMAC state (jwt_crypto.c) */
 	void *pkey;     /* others: EVP_PKEY (public, or private too) */
 	bool can_sign;
+	char **roles; /* not NULL: the only roles its tokens may name (bv.jwt_keys.roles) */
+	int nroles;
 } BvJwtKey;
 
 /* Settings of the security core (bv_core.c). */

@@ -73,6 +73,7 @@
 #define REJECT_AUDIENCE  "The token's audience (aud) is not accepted."
 #define REJECT_REVOKED   "The token has been revoked."
 #define REJECT_REPLAYED  "The token has already been used (jti replay)."
+#define REJECT_ROLE      "The token's role is not one its key may sign for (bv.jwt_keys.roles)."
 
 static void jwt_reject(const char *detail) pg_attribute_noreturn();
 
@@ -504,6 +505,35 @@ audience_matches(Jsonb *claims, const SeenClaim *aud, const char *audience)
 	return false;
 }
 
+/*
+ * Does the key allow the token's role?  A key with roles (bv.jwt_keys.roles,
+ * 0.4.0) signs only for those: the "role" claim, a string, or bv_anon when
+ * absent (as bv.pre_request() reads it).  A key of an identity provider
+ * could otherwise mint tokens for any API role, bv_admin included.
+ */
+static bool
+role_allowed(Jsonb *claims, const BvJwtKey *key)
+{
+	JsonbValue v;
+	const char *role = "bv_anon";
+	size_t len = strlen(role);
+	int i;
+
+	if (key->roles == NULL)
+		return true;
+	if (getKeyJsonValueFromContainer(&claims->root, "role", 4, &v) != NULL)
+	{
+		if (v.type != jbvString)
+			return false;
+		role = v.val.string.val;
+		len = v.val.string.len;
+	}
+	for (i = 0; i < key->nroles; i++)
+		if (strlen(key->roles[i]) == len && memcmp(key->roles[i], role, len) == 0)
+			return true;
+	return false;
+}
+
 /* Refuse the token if any claim check fails; now is the call's clock. */
 static void
 check_claims(Jsonb *claims, const ClaimsBuilder *b, const BvJwtKey *key,
@@ -533,6 +563,8 @@ check_claims(Jsonb *claims, const ClaimsBuilder *b, const BvJwtKey *key,
 	if (bv_jwt_audience && bv_jwt_audience[0] &&
 		!audience_matches(claims, &b->seen[CLAIM_AUD], bv_jwt_audience))
 		jwt_reject(REJECT_AUDIENCE);
+	if (!role_allowed(claims, key))
+		jwt_reject(REJECT_ROLE);
 
 	if (jti->present)
 	{

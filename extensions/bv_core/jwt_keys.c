@@ -52,8 +52,11 @@
 #include "access/htup_details.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/int.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -70,6 +73,16 @@
 
 static MemoryContext JwtKeyContext = NULL;
 static bool keys_valid = false;
+
+/*
+ * Invalidations seen so far.  A rebuild counts as valid only if none
+ * arrived while it ran: it reads under a snapshot taken at its start, and
+ * an invalidation processed later (when it opens a table, detoasts a key)
+ * stands for a commit that snapshot may miss (red-team review: a revocation
+ * or key deactivation committed during a rebuild was swallowed, and that
+ * backend accepted the token until the next change to the tables).
+ */
+static uint64 keys_invalidations = 0;
 static Oid keys_relid = InvalidOid;
 static Oid revocations_relid = InvalidOid;
 static BvJwtKey *keys = NULL;
@@ -130,7 +143,10 @@ static void
 jwt_keys_invalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == keys_relid || relid == revocations_relid)
+	{
 		keys_valid = false;
+		keys_invalidations++;
+	}
 }
 
 /*
@@ -164,6 +180,39 @@ column_index(TupleDesc desc, const char *name)
 	return -1; /* keep compiler quiet */
 }
 
+/* The column's index, or -1 when the table (an older version) lacks it. */
+static int
+column_index_optional(TupleDesc desc, const char *name)
+{
+	int i;
+
+	for (i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped &&
+			strcmp(NameStr(TupleDescAttr(desc, i)->attname), name) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * The roles a key's tokens may name (bv.jwt_keys.roles, 0.4.0), copied
+ * into the current memory context (JwtKeyContext).
+ */
+static void
+load_roles(BvJwtKey *key, Datum value)
+{
+	ArrayType *arr = DatumGetArrayTypeP(value);
+	Datum *elems;
+	bool *elemnulls;
+	int n, i;
+
+	deconstruct_array(arr, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR, &elems, &elemnulls, &n);
+	key->roles = palloc(sizeof(char *) * Max(n, 1));
+	key->nroles = 0;
+	for (i = 0; i < n; i++)
+		if (!elemnulls[i])
+			key->roles[key->nroles++] = pstrdup(NameStr(*DatumGetName(elems[i])));
+}
+
 static char *
 text_column(Datum *values, bool *nulls, int i)
 {
@@ -180,13 +229,15 @@ reload_cache(void)
 	Snapshot snapshot;
 	MemoryContext old;
 	TupleDesc desc;
+	uint64 invalidations_at_start = keys_invalidations;
 	int c_kid,
 		c_alg,
 		c_key,
 		c_iss,
 		c_nbf,
 		c_exp,
-		c_active;
+		c_active,
+		c_roles;
 
 	if (JwtKeyContext == NULL)
 		JwtKeyContext = AllocSetContextCreate(CacheMemoryContext, "bv jwt keys",
@@ -218,6 +269,7 @@ reload_cache(void)
 	c_nbf = column_index(desc, "not_before");
 	c_exp = column_index(desc, "expires_at");
 	c_active = column_index(desc, "active");
+	c_roles = column_index_optional(desc, "roles");
 	scan = table_beginscan(rel, snapshot, 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
@@ -244,6 +296,8 @@ reload_cache(void)
 		key->not_before = nulls[c_nbf] ? 0 : DatumGetTimestampTz(values[c_nbf]);
 		key->has_expires_at = !nulls[c_exp];
 		key->expires_at = nulls[c_exp] ? 0 : DatumGetTimestampTz(values[c_exp]);
+		if (c_roles >= 0 && !nulls[c_roles])
+			load_roles(key, values[c_roles]);
 		cb = palloc(sizeof(MemoryContextCallback));
 		cb->func = free_key_callback;
 		cb->arg = key;
@@ -291,7 +345,8 @@ reload_cache(void)
 	}
 	UnregisterSnapshot(snapshot);
 	MemoryContextSwitchTo(old);
-	keys_valid = true;
+	/* an invalidation during the rebuild: rebuild again at the next use */
+	keys_valid = (keys_invalidations == invalidations_at_start);
 }
 
 static inline void
@@ -381,6 +436,7 @@ bool
 bv_jwt_jti_revoked(const char *jti)
 {
 	RevokedEntry *e;
+	TimestampTz until;
 
 	if (jti[0] == '\0' || strlen(jti) > BV_JWT_KID_MAX)
 		return true;
@@ -394,8 +450,19 @@ bv_jwt_jti_revoked(const char *jti)
 	 * token is still accepted for the leeway after its exp, and was
 	 * accepted again in that window.
 	 */
-	return e != NULL && (!e->has_expiry ||
-						 GetCurrentTimestamp() < e->expires_at + (TimestampTz) bv_jwt_leeway * USECS_PER_SEC);
+	if (e == NULL)
+		return false;
+	if (!e->has_expiry)
+		return true;
+	/*
+	 * expires_at 'infinity' is "for ever", as NULL (red-team review: the
+	 * sum overflowed, wrapped below now, and such a revocation had no
+	 * effect); no sum may overflow either.
+	 */
+	if (TIMESTAMP_IS_NOEND(e->expires_at) ||
+		pg_add_s64_overflow(e->expires_at, (TimestampTz) bv_jwt_leeway * USECS_PER_SEC, &until))
+		return true;
+	return GetCurrentTimestamp() < until;
 }
 
 PG_FUNCTION_INFO_V1(bv_jwt_key_check);
@@ -484,6 +551,21 @@ check_key_row(HeapTuple tuple, TupleDesc desc, const char **kid_out)
 		timestamptz_cmp_internal(DatumGetTimestampTz(d), DatumGetTimestampTz(nbf)) <= 0)
 		row_error(ERRCODE_INVALID_PARAMETER_VALUE, kid, "expires_at is not after not_before.",
 				  "Give the key a validity window whose end is after its start, or leave one end NULL.");
+	/* roles (0.4.0): NULL, or a list of role names without NULLs */
+	if (column_index_optional(desc, "roles") >= 0)
+	{
+		d = row_value(tuple, desc, "roles", &isnull);
+		if (!isnull)
+		{
+			ArrayType *arr = DatumGetArrayTypeP(d);
+
+			if (ARR_NDIM(arr) > 1 || array_contains_nulls(arr) ||
+				ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) > 64)
+				row_error(ERRCODE_INVALID_PARAMETER_VALUE, kid,
+						  "roles must be a one-dimensional list of at most 64 role names without NULLs.",
+						  "List the API roles the key's tokens may name, e.g. '{bv_anon,bv_user}', or NULL for any.");
+		}
+	}
 }
 
 /*
@@ -595,5 +677,6 @@ bv_jwt_tables_changed(PG_FUNCTION_ARGS)
 				 errhint("It is installed on bv.jwt_keys and bv.jwt_revocations by the extension.")));
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	keys_valid = false;
+	keys_invalidations++;
 	return PointerGetDatum(NULL);
 }

@@ -17,7 +17,9 @@ SELECT functions_are('bv_audit', ARRAY[
     -- 0.3.0, #18 items 9-13
     '_link_header', '_purge_link', '_row_digest_v1', '_seal_entries_mismatch',
     -- 0.3.0, #18 audit review
-    '_stamp_intact', '_check_read']);
+    '_stamp_intact', '_check_read',
+    -- 0.4.0, red-team review
+    '_guard_stamp_rewrite']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
 SELECT set_eq($$SELECT c.relname::text FROM pg_class c JOIN pg_depend d ON d.objid = c.oid

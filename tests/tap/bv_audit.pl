@@ -124,15 +124,24 @@ is( $node->safe_psql($db, q{SELECT ok, problem, audit_id FROM bv_audit.verify('p
 	"f|record altered|$victim", 'verify() names the record the superuser altered');
 
 # ---- retention purge run by pg_cron ----
+# purge() removes sealed records only (0.4.0): the imported old record goes
+# to a table of its own, whose first seal covers it (public.acc was
+# tampered with above, and a seal never covers a backdated record later).
 $node->safe_psql($db, q{
-SELECT bv_audit._create_partition(t, '2020-01-01') FROM bv_audit.tracked t WHERE t.relid = 'public.acc'::regclass;
-INSERT INTO bv_audit.public__acc (audit_op, audit_xid, audit_actor, audit_ts, id, balance)
+CREATE TABLE public.acc_old (id int PRIMARY KEY, balance int);
+SELECT bv_audit.enable('public.acc_old');
+SELECT bv_audit._create_partition(t, '2020-01-01') FROM bv_audit.tracked t WHERE t.relid = 'public.acc_old'::regclass;
+INSERT INTO bv_audit.public__acc_old (audit_op, audit_xid, audit_actor, audit_ts, id, balance)
 VALUES ('I', '1', 'import', '2020-01-05 00:00+00', 1, 1);
+});
+$node->safe_psql($db, q{SELECT bv_audit.seal()});
+$node->safe_psql($db, q{
 SELECT bv_audit.set_retention('public.acc', '365 days');
+SELECT bv_audit.set_retention('public.acc_old', '365 days');
 SELECT cron.schedule('bv_audit-purge-test', '* * * * *', 'SELECT * FROM bv_audit.purge()');
 });
 ok( $node->poll_query_until($db,
-		q{SELECT to_regclass('bv_audit.public__acc_p202001') IS NULL}),
+		q{SELECT to_regclass('bv_audit.public__acc_old_p202001') IS NULL}),
 	'pg_cron ran purge(), which dropped the expired partition');
 ok( $node->poll_query_until($db, q{
 SELECT bool_or(status = 'succeeded') FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid

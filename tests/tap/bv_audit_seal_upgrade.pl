@@ -92,7 +92,7 @@ SELECT count(*) FROM bv_audit.seals s
                        WHERE e.tracked_id = s.tracked_id AND e.seal_no = s.seal_no)}),
 	'1', '0.2.0: the purge left a seal with fewer entries than records');
 
-$node->safe_psql($db, 'ALTER EXTENSION bv_audit UPDATE');
+$node->safe_psql($db, q{ALTER EXTENSION bv_audit UPDATE TO '0.3.0'});
 is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'bv_audit'}),
 	'0.3.0', 'updated to 0.3.0');
 is( $node->safe_psql($db, q{

@@ -84,6 +84,8 @@ SELECT bv_audit.enable('public.atk_long', '{}', '100000 years') IS NOT NULL AS e
 SELECT bv_audit.enable('public.atk_short', '{}', '1 microsecond') IS NOT NULL AS enabled;
 INSERT INTO public.atk_long VALUES (1);
 INSERT INTO public.atk_short VALUES (1);
+-- purge() removes sealed records only (0.4.0): seal them first.
+SELECT bv_audit.seal() > 0 AS sealed;
 SELECT audit_table, deleted_rows FROM bv_audit.purge() WHERE audit_table LIKE 'public__atk_%' ORDER BY 1;
 SELECT count(*) AS kept FROM bv_audit.history('public.atk_long', '{"id": 1}');
 SELECT bv_audit.set_retention('public.atk_short', '100000 years');

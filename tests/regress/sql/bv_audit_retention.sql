@@ -26,6 +26,8 @@ SELECT count(*) AS old_records FROM bv_audit.public__ledger WHERE audit_ts < '20
 -- Keep what is newer than 2020-06-15: January 2020 is dropped whole, the
 -- default partition is trimmed, recent records stay.
 SELECT bv_audit.set_retention('public.ledger', now() - '2020-06-15 00:00+00'::timestamptz);
+-- purge() removes sealed records only (0.4.0): seal them first.
+SELECT bv_audit.seal() > 0 AS sealed;
 SELECT * FROM bv_audit.purge() WHERE audit_table = 'public__ledger';
 SELECT to_regclass('bv_audit.public__ledger_p202001') AS january_2020;
 SELECT audit_ts, id FROM bv_audit.public__ledger WHERE audit_ts < '2021-01-01' ORDER BY audit_ts;
