@@ -74,6 +74,33 @@ static const char *const kafka_secret_properties[] = {
 	"sasl.oauthbearer.client.secret", NULL};
 
 /*
+ * librdkafka properties that run programs or load code (a Kafka sink's
+ * properties are set by bv_admin, who is not a superuser: with these it
+ * would run commands as the server's OS user).  Refused when a sink is set
+ * and again when the worker builds the producer.
+ */
+static const char *const kafka_code_properties[] = {
+	"sasl.kerberos.kinit.cmd", "ssl.engine.location", "ssl.engine.id", "ssl.providers",
+	"plugin.library.paths", NULL};
+
+/*
+ * librdkafka properties that name files the worker reads as the server's
+ * OS user.  Only a superuser may set them (the worker uses what was set).
+ */
+static const char *const kafka_file_properties[] = {
+	"ssl.ca.location", "ssl.crl.location", "ssl.certificate.location", "ssl.key.location",
+	"ssl.keystore.location", "sasl.kerberos.keytab", NULL};
+
+static bool
+kafka_listed(const char *const *list, const char *k)
+{
+	for (int i = 0; list[i] != NULL; i++)
+		if (pg_strcasecmp(k, list[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
  * The secret property that "k" names ("sasl.password" for
  * "sasl.password_secret"), or NULL.  *clear is set when k is the secret
  * property itself.
@@ -143,6 +170,29 @@ cdc_kafka_conf(List *keys, List *values, bool resolve_secrets, char *errbuf, siz
 	{
 		const char *k = list_nth(keys, n);
 		const char *v = list_nth(values, n);
+
+		if (kafka_listed(kafka_code_properties, k))
+		{
+			snprintf(errbuf, errlen,
+					 "\"%s\" runs a program or loads code as the server's OS user; bv_cdc "
+					 "never passes it to librdkafka.",
+					 k);
+			*badkey = pstrdup(k);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
+		/* checked when the sink is set, by whoever sets it */
+		if (!resolve_secrets && kafka_listed(kafka_file_properties, k) &&
+			!superuser_arg(GetOuterUserId()))
+		{
+			snprintf(errbuf, errlen,
+					 "\"%s\" names a file the worker reads as the server's OS user; only a "
+					 "superuser may set it.",
+					 k);
+			*badkey = pstrdup(k);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
 
 		/* bv_cdc's own properties are not librdkafka's. */
 		if (strncmp(k, "bv.", 3) == 0)

@@ -10,14 +10,9 @@
 # route.  Such properties must be refused when the sink is set, and never
 # reach librdkafka.
 #
-# The assertions FAIL until bv_cdc refuses these properties; they run as
-# TODO tests (reported "not ok # TODO", not failing the suite) while the fix
-# is pending in bgworkers/cdc, which another engineer is refactoring: an
-# allowlist of librdkafka properties (the declarative property table of
-# issue #27 section 1), or at least a denylist of the command, engine,
-# provider and plugin properties, checked in cdc_kafka_conf() at
-# add_sink/alter_sink time and again in the worker.  Remove the TODO block
-# with the fix: the tests must then pass.
+# bv_cdc refuses them (22023) in cdc_kafka_conf(), when a sink is set and
+# again in the worker; properties naming files the worker reads need a
+# superuser.
 use strict;
 use warnings;
 
@@ -50,16 +45,14 @@ my %hostile = (
 my ($pret) = as_admin(q{SELECT bv_cdc.add_sink('kp', 'kafka', '{"bootstrap.servers": "127.0.0.1:1", "plugin.library.paths": "/nonexistent/plugin"}')});
 isnt($pret, 0, 'bv_admin cannot set "plugin.library.paths"');
 
-TODO:
 {
-local $TODO = 'bv_cdc passes every Kafka property to librdkafka (red-team finding; fix in bgworkers/cdc)';
 my $n = 0;
 for my $prop (sort keys %hostile)
 {
 	$n++;
 	my ($ret, $err) = as_admin("SELECT bv_cdc.add_sink('k$n', 'kafka', '$hostile{$prop}')");
 	isnt($ret, 0, "bv_admin cannot set \"$prop\" with add_sink");
-	like($err, qr/22023/, "... refused with 22023") if $ret != 0 && $err =~ /SQLSTATE|22023/;
+	like($err, qr/invalid Kafka sink property "\Q$prop\E"/, "... refused naming \"$prop\"");
 }
 # alter_sink on a harmless sink
 as_admin(q{SELECT bv_cdc.add_sink('kok', 'kafka', '{"bootstrap.servers": "127.0.0.1:1"}')});
@@ -77,6 +70,19 @@ usleep(200_000) while !-e $marker && time() < $deadline;
 ok(!-e $marker, 'no Kafka property made the worker run a command as the server\'s OS user')
   or diag('the command ran: ' . PostgreSQL::Test::Utils::slurp_file($marker));
 }
+
+# Properties naming files the worker reads: bv_admin may not set them, a
+# superuser may (TLS to Kafka needs them).
+for my $prop (qw(ssl.ca.location ssl.key.location sasl.kerberos.keytab))
+{
+	my ($ret, $err) = as_admin(qq{SELECT bv_cdc.add_sink('kf', 'kafka', '{"bootstrap.servers": "127.0.0.1:1", "$prop": "/etc/passwd"}')});
+	isnt($ret, 0, "bv_admin cannot set \"$prop\"");
+	like($err, qr/only a superuser may set it/, '... only a superuser may');
+}
+$node->safe_psql('bitvelocity',
+	q{SELECT bv_cdc.add_sink('kfs', 'kafka', '{"bootstrap.servers": "127.0.0.1:1", "ssl.ca.location": "probe"}')});
+is($node->safe_psql('bitvelocity', q{SELECT config->>'ssl.ca.location' FROM bv_cdc.sinks WHERE name = 'kfs'}),
+	'probe', 'a superuser sets "ssl.ca.location"');
 
 $node->stop;
 done_testing();
