@@ -57,7 +57,7 @@ CREATE TABLE chat.settings (
     value       bigint NOT NULL,
     description text NOT NULL
 );
-COMMENT ON TABLE chat.settings IS 'Tunables of the chat domain; a session may override one with the GUC chat.<name>.';
+COMMENT ON TABLE chat.settings IS 'Tunables of the chat domain (limits, rates, notification timing); bv_admin may change them.';
 INSERT INTO chat.settings VALUES
     ('max_body_chars', 4000, 'Longest message text, in characters.'),
     ('max_attachments', 10, 'Attachments per message.'),
@@ -76,17 +76,9 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v text := nullif(pg_catalog.current_setting('chat.' || left(p_name, 60), true), '');
     r bigint;
 BEGIN
-    IF v IS NOT NULL THEN
-        BEGIN
-            RETURN v::bigint;
-        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-            RAISE EXCEPTION 'invalid value for setting chat.%', left(p_name, 40)
-                USING ERRCODE = '22023', HINT = 'Set it to a whole number, or RESET it to use chat.settings.';
-        END;
-    END IF;
+    -- no per-session override: the limits (size, rate) must hold for every caller
     SELECT s.value INTO r FROM chat.settings s WHERE s.name = p_name;
     IF r IS NULL THEN
         RAISE EXCEPTION 'unknown chat setting "%"', left(coalesce(p_name, '(null)'), 40)
@@ -95,7 +87,7 @@ BEGIN
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION chat.setting(text) IS 'A tunable: the GUC chat.<name> when set, else chat.settings.';
+COMMENT ON FUNCTION chat.setting(text) IS 'A tunable of chat.settings (bv_admin changes them; no per-session override).';
 
 /* ---------- tables ---------- */
 
@@ -1613,6 +1605,7 @@ GRANT USAGE ON SCHEMA chat TO bv_anon;
 GRANT SELECT ON chat.rooms, chat.members, chat.messages, chat.reactions, chat.pins, chat.read_state,
                 chat.notifications, chat.users TO bv_user;
 GRANT SELECT ON ALL TABLES IN SCHEMA chat TO bv_service;
+GRANT SELECT, UPDATE ON chat.settings TO bv_admin;
 GRANT EXECUTE ON FUNCTION chat.me(), chat.is_staff(), chat.is_member(bigint), chat.can_subscribe(text, text) TO bv_anon;
 GRANT EXECUTE ON FUNCTION chat.create_room(text, text, text, text[]), chat.open_direct(text), chat.join_room(bigint),
     chat.leave_room(bigint), chat.add_member(bigint, text, text), chat.kick(bigint, text), chat.ban(bigint, text, boolean),
