@@ -254,12 +254,21 @@ COMMENT ON FUNCTION chat.actor() IS 'The acting user; PT401 when anonymous.';
 /* Records activity (at most every 10 s per user): the online/offline rule. */
 CREATE FUNCTION chat.touch(p_user text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    seen timestamptz;
+BEGIN
+    -- a read first: most calls find a recent mark and write nothing
+    SELECT u.last_active_at INTO seen FROM chat.users u WHERE u.user_id = p_user;
+    IF seen IS NOT NULL AND seen >= now() - interval '10 seconds' THEN
+        RETURN;
+    END IF;
     INSERT INTO chat.users AS u (user_id, last_active_at) VALUES (p_user, now())
     ON CONFLICT (user_id) DO UPDATE SET last_active_at = now()
-        WHERE u.last_active_at IS NULL OR u.last_active_at < now() - interval '10 seconds'
+        WHERE u.last_active_at IS NULL OR u.last_active_at < now() - interval '10 seconds';
+END
 $$;
 COMMENT ON FUNCTION chat.touch(text) IS 'Internal: marks the user active (online) now.';
 
@@ -356,24 +365,32 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN p_user ~ '^[A-Za-z0-9_.:@=+-]{1,180}$' THEN 'chat:user:' || p_user END $$;
 COMMENT ON FUNCTION chat.user_topic(text) IS 'The bv_realtime topic chat:user:<id> of a user, NULL when the id has characters a topic cannot carry.';
 
-CREATE FUNCTION chat.message_json(m chat.messages)
+CREATE FUNCTION chat.message_json(m chat.messages, p_fresh boolean DEFAULT false)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object('room_id', m.room_id, 'seq', m.seq, 'sender', m.sender, 'body', m.body,
+DECLARE
+    reactions jsonb := '{}';
+    pinned boolean := false;
+BEGIN
+    IF NOT p_fresh THEN
+        -- (a message just sent has no reaction and no pin yet)
+        SELECT coalesce(jsonb_object_agg(x.emoji, x.users), '{}') INTO reactions
+          FROM (SELECT r.emoji, jsonb_agg(r.user_id ORDER BY r.reacted_at) AS users
+                  FROM chat.reactions r WHERE r.room_id = m.room_id AND r.seq = m.seq
+                 GROUP BY r.emoji) x;
+        pinned := EXISTS (SELECT 1 FROM chat.pins p WHERE p.room_id = m.room_id AND p.seq = m.seq);
+    END IF;
+    RETURN jsonb_build_object('room_id', m.room_id, 'seq', m.seq, 'sender', m.sender, 'body', m.body,
                               'attachments', m.attachments, 'mentions', to_jsonb(m.mentions),
                               'reply_to', m.reply_to, 'thread_root', m.thread_root,
                               'reply_count', m.reply_count, 'created_at', m.created_at,
                               'edited_at', m.edited_at, 'deleted', m.deleted_at IS NOT NULL,
-                              'reactions', coalesce((SELECT jsonb_object_agg(x.emoji, x.users)
-                                                       FROM (SELECT r.emoji, jsonb_agg(r.user_id ORDER BY r.reacted_at) AS users
-                                                               FROM chat.reactions r
-                                                              WHERE r.room_id = m.room_id AND r.seq = m.seq
-                                                              GROUP BY r.emoji) x), '{}'),
-                              'pinned', EXISTS (SELECT 1 FROM chat.pins p WHERE p.room_id = m.room_id AND p.seq = m.seq))
+                              'reactions', reactions, 'pinned', pinned);
+END
 $$;
-COMMENT ON FUNCTION chat.message_json(chat.messages) IS 'Internal: the JSON form of a message (API results and live events).';
+COMMENT ON FUNCTION chat.message_json(chat.messages, boolean) IS 'Internal: the JSON form of a message (API results and live events).';
 
 /* ---------- validation ---------- */
 
@@ -402,6 +419,9 @@ BEGIN
         RAISE EXCEPTION 'too many attachments: %, at most % allowed', jsonb_array_length(p_attachments), chat.setting('max_attachments')
             USING ERRCODE = 'PT413', HINT = 'Send the other attachments in another message.';
     END IF;
+    IF jsonb_array_length(p_attachments) = 0 THEN
+        RETURN;
+    END IF;
     FOR a IN SELECT e FROM jsonb_array_elements(p_attachments) e LOOP
         IF jsonb_typeof(a) <> 'object'
            OR jsonb_typeof(a -> 'name') IS DISTINCT FROM 'string' OR char_length(a ->> 'name') NOT BETWEEN 1 AND 255
@@ -423,13 +443,21 @@ COMMENT ON FUNCTION chat.check_body(text, jsonb) IS 'Internal: size limits and s
 /* Joined members of the room mentioned as @user in the text (not the sender). */
 CREATE FUNCTION chat.parse_mentions(p_room bigint, p_sender text, p_body text)
 RETURNS text[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(array_agg(DISTINCT m.user_id ORDER BY m.user_id), '{}')
+DECLARE
+    r text[];
+BEGIN
+    IF p_body IS NULL OR strpos(p_body, '@') = 0 THEN
+        RETURN '{}';
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT m.user_id ORDER BY m.user_id), '{}') INTO r
       FROM (SELECT (regexp_matches(p_body, '(?:^|[^[:alnum:]_])@([[:alnum:]_.:=+-]{1,200})', 'g'))[1] AS u) x
       JOIN chat.members m ON m.room_id = p_room AND m.user_id = rtrim(x.u, '.:') AND m.state = 'joined'
-     WHERE m.user_id <> p_sender
+     WHERE m.user_id <> p_sender;
+    RETURN r;
+END
 $$;
 COMMENT ON FUNCTION chat.parse_mentions(bigint, text, text) IS 'Internal: joined members mentioned (@user) in a text.';
 
@@ -761,14 +789,16 @@ DECLARE
     me text := chat.actor();
     body text := coalesce(p_body, '');
     att jsonb := coalesce(p_attachments, '[]');
-    rate bigint := chat.setting('send_rate');
+    cfg jsonb := (SELECT jsonb_object_agg(x.name, x.value) FROM chat.settings x
+                   WHERE x.name IN ('send_rate', 'send_burst', 'offline_after_seconds'));
+    rate bigint := (cfg ->> 'send_rate')::bigint;
     s bigint;
     root chat.messages;
     thr bigint;
     ment text[];
     msg chat.messages;
     kind text;
-    offline_before timestamptz := now() - make_interval(secs => chat.setting('offline_after_seconds'));
+    offline_before timestamptz := now() - make_interval(secs => (cfg ->> 'offline_after_seconds')::double precision);
     payload jsonb;
 BEGIN
     PERFORM chat.check_body(body, att);
@@ -777,7 +807,7 @@ BEGIN
             USING ERRCODE = '22023', HINT = 'Send some text or at least one attachment.';
     END IF;
     IF rate > 0 THEN
-        PERFORM bv.rate_limit_enforce('chat:send:' || me, rate, chat.setting('send_burst'));
+        PERFORM bv.rate_limit_enforce('chat:send:' || me, rate, (cfg ->> 'send_burst')::bigint);
     END IF;
     -- lock order: the room row first (it numbers the message and is held to commit)
     PERFORM chat.membership(p_room, me, true);
@@ -826,14 +856,18 @@ BEGIN
         INSERT INTO chat.read_state (user_id, room_id, thread, read_seq) VALUES (me, p_room, thr, s)
         ON CONFLICT (room_id, thread, user_id) DO UPDATE SET read_seq = s, unread = 0, mentions = 0, read_at = now();
     END IF;
-    UPDATE chat.read_state
-       SET unread = unread + 1, mentions = mentions + (user_id = ANY (ment))::int
-     WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id <> me AND read_seq < s;
     PERFORM chat.touch(me);
-
-    -- notifications: mentioned members, and offline members of rooms they follow at level "all"
+    -- the counters of the other followers and, in the same statement, the
+    -- notifications: mentioned members, and offline members of rooms they
+    -- follow at level "all" (in a thread: its followers only)
     payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'thread_root', thr,
                                   'preview', left(body, 140));
+    WITH counted AS (
+        UPDATE chat.read_state
+           SET unread = unread + 1, mentions = mentions + (user_id = ANY (ment))::int
+         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id <> me AND read_seq < s
+        RETURNING user_id
+    )
     INSERT INTO chat.notifications (user_id, room_id, seq, kind, push, payload)
     SELECT mb.user_id, p_room, s, CASE WHEN mb.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
            coalesce(u.push, true),
@@ -845,10 +879,9 @@ BEGIN
        AND (u.muted_until IS NULL OR u.muted_until <= now())
        AND (mb.user_id = ANY (ment)
             OR (mb.notify = 'all' AND (u.last_active_at IS NULL OR u.last_active_at < offline_before)
-                AND (thr IS NULL OR EXISTS (SELECT 1 FROM chat.read_state rs
-                                              WHERE rs.room_id = p_room AND rs.thread = thr AND rs.user_id = mb.user_id))));
+                AND (thr IS NULL OR mb.user_id IN (SELECT c.user_id FROM counted c))));
 
-    PERFORM chat.publish(p_room, 'message.created', chat.message_json(msg));
+    PERFORM chat.publish(p_room, 'message.created', chat.message_json(msg, true));
     RETURN jsonb_build_object('room_id', p_room, 'seq', s, 'thread_root', thr, 'mentions', to_jsonb(ment));
 END
 $$;
