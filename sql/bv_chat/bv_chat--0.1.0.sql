@@ -785,32 +785,62 @@ RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+/*
+ * The hot path, kept to a few statements (each costs a round through the
+ * executor): settings in one read, the room's numbering and lock in one
+ * UPDATE, the membership check after the lock (so a ban committed while
+ * waiting is seen), the message, then one statement for the counters of
+ * every follower, the sender's receipt, the sender's activity and the
+ * notifications, and the live event.
+ */
 DECLARE
     me text := chat.actor();
     body text := coalesce(p_body, '');
     att jsonb := coalesce(p_attachments, '[]');
-    cfg jsonb := (SELECT jsonb_object_agg(x.name, x.value) FROM chat.settings x
-                   WHERE x.name IN ('send_rate', 'send_burst', 'offline_after_seconds'));
-    rate bigint := (cfg ->> 'send_rate')::bigint;
+    cfg record;
+    st text;
     s bigint;
     root chat.messages;
     thr bigint;
-    ment text[];
+    ment text[] := '{}';
     msg chat.messages;
-    kind text;
-    offline_before timestamptz := now() - make_interval(secs => (cfg ->> 'offline_after_seconds')::double precision);
     payload jsonb;
 BEGIN
-    PERFORM chat.check_body(body, att);
-    IF body = '' AND jsonb_array_length(att) = 0 THEN
+    SELECT max(x.value) FILTER (WHERE x.name = 'send_rate') AS rate,
+           max(x.value) FILTER (WHERE x.name = 'send_burst') AS burst,
+           max(x.value) FILTER (WHERE x.name = 'offline_after_seconds') AS offline_s,
+           max(x.value) FILTER (WHERE x.name = 'max_body_chars') AS max_body,
+           max(x.value) FILTER (WHERE x.name = 'mqtt_events') AS mqtt
+      INTO cfg FROM chat.settings x
+     WHERE x.name IN ('send_rate', 'send_burst', 'offline_after_seconds', 'max_body_chars', 'mqtt_events');
+    IF char_length(body) > cfg.max_body OR body ~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F]' OR att <> '[]' THEN
+        PERFORM chat.check_body(body, att);
+    END IF;
+    IF body = '' AND att = '[]' THEN
         RAISE EXCEPTION 'empty message'
             USING ERRCODE = '22023', HINT = 'Send some text or at least one attachment.';
     END IF;
-    IF rate > 0 THEN
-        PERFORM bv.rate_limit_enforce('chat:send:' || me, rate, (cfg ->> 'send_burst')::bigint);
+    IF cfg.rate > 0 THEN
+        PERFORM bv.rate_limit_enforce('chat:send:' || me, cfg.rate, cfg.burst);
     END IF;
-    -- lock order: the room row first (it numbers the message and is held to commit)
-    PERFORM chat.membership(p_room, me, true);
+    IF p_room IS NULL THEN
+        RAISE EXCEPTION 'room id is required'
+            USING ERRCODE = '22023', HINT = 'Pass the id of a room you are a member of.';
+    END IF;
+    -- lock order: the room row first (it numbers the message and is held to
+    -- commit); an error below rolls the numbering back with everything else
+    UPDATE chat.rooms SET last_seq = last_seq + 1, last_message_at = now() WHERE id = p_room
+    RETURNING last_seq INTO s;
+    SELECT m.state INTO st FROM chat.members m WHERE m.room_id = p_room AND m.user_id = me;
+    IF s IS NULL OR st IS NULL THEN
+        RAISE EXCEPTION 'room % not found', p_room
+            USING ERRCODE = 'PT404', HINT = 'Check the room id; list your rooms with api.chat_rooms().';
+    ELSIF st <> 'joined' THEN
+        RAISE EXCEPTION 'you are not a member of room % (%)', p_room, st
+            USING ERRCODE = 'PT403',
+                  HINT = CASE st WHEN 'banned' THEN 'You were banned; a room admin can lift the ban.'
+                                 ELSE 'Join the room again (channels) or ask an admin to add you.' END;
+    END IF;
     IF p_reply_to IS NOT NULL THEN
         SELECT * INTO root FROM chat.messages m WHERE m.room_id = p_room AND m.seq = p_reply_to;
         IF NOT FOUND OR root.deleted_at IS NOT NULL THEN
@@ -822,9 +852,9 @@ BEGIN
             SELECT * INTO root FROM chat.messages m WHERE m.room_id = p_room AND m.seq = thr;
         END IF;
     END IF;
-    UPDATE chat.rooms SET last_seq = last_seq + 1, last_message_at = now() WHERE id = p_room
-    RETURNING last_seq, rooms.kind INTO s, kind;
-    ment := chat.parse_mentions(p_room, me, body);
+    IF strpos(body, '@') > 0 THEN
+        ment := chat.parse_mentions(p_room, me, body);
+    END IF;
     IF thr IS NOT NULL THEN
         -- new followers of the thread (the root's author, the mentioned), with
         -- their counters computed from the thread as it is (room locked)
@@ -837,36 +867,37 @@ BEGIN
                  WHERE m.room_id = p_room AND m.thread_root = thr AND m.seq > x.rs
                    AND m.deleted_at IS NULL AND m.sender <> x.user_id AND x.user_id = ANY (m.mentions))
           FROM (SELECT root.sender AS user_id, thr AS rs
-                UNION ALL SELECT u, s - 1 FROM unnest(ment) u) x
-         WHERE x.user_id <> me
-           AND EXISTS (SELECT 1 FROM chat.members j WHERE j.room_id = p_room AND j.user_id = x.user_id AND j.state = 'joined')
+                UNION ALL SELECT u, s - 1 FROM unnest(ment) u
+                UNION ALL SELECT me, s) x
+         WHERE EXISTS (SELECT 1 FROM chat.members j WHERE j.room_id = p_room AND j.user_id = x.user_id AND j.state = 'joined')
          ORDER BY x.user_id
         ON CONFLICT (room_id, thread, user_id) DO NOTHING;
+        UPDATE chat.messages SET reply_count = reply_count + 1 WHERE room_id = p_room AND seq = thr;
     END IF;
     INSERT INTO chat.messages (room_id, seq, sender, body, attachments, mentions, reply_to, thread_root)
     VALUES (p_room, s, me, body, att, ment, p_reply_to, thr)
     RETURNING * INTO msg;
-    IF thr IS NULL THEN
-        -- sending reads the main timeline
-        UPDATE chat.read_state SET read_seq = s, unread = 0, mentions = 0, read_at = now()
-         WHERE room_id = p_room AND thread = 0 AND user_id = me;
-    ELSE
-        UPDATE chat.messages SET reply_count = reply_count + 1 WHERE room_id = p_room AND seq = thr;
-        -- the sender follows the thread and has read it
-        INSERT INTO chat.read_state (user_id, room_id, thread, read_seq) VALUES (me, p_room, thr, s)
-        ON CONFLICT (room_id, thread, user_id) DO UPDATE SET read_seq = s, unread = 0, mentions = 0, read_at = now();
-    END IF;
-    PERFORM chat.touch(me);
-    -- the counters of the other followers and, in the same statement, the
-    -- notifications: mentioned members, and offline members of rooms they
-    -- follow at level "all" (in a thread: its followers only)
+
+    -- One statement: the counters of the other followers of the room (or
+    -- thread), the sender's receipt (sending reads the room), the sender's
+    -- activity, and the notifications: mentioned members, and offline
+    -- members of rooms they follow at level "all" (in a thread: its
+    -- followers only).
     payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'thread_root', thr,
                                   'preview', left(body, 140));
     WITH counted AS (
         UPDATE chat.read_state
-           SET unread = unread + 1, mentions = mentions + (user_id = ANY (ment))::int
-         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id <> me AND read_seq < s
+           SET unread = CASE WHEN user_id = me THEN 0 ELSE unread + 1 END,
+               mentions = CASE WHEN user_id = me THEN 0 ELSE mentions + (user_id = ANY (ment))::int END,
+               read_seq = CASE WHEN user_id = me THEN s ELSE read_seq END,
+               read_at = CASE WHEN user_id = me THEN now() ELSE read_at END
+         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND (user_id = me OR read_seq < s)
         RETURNING user_id
+    ), touched AS (
+        INSERT INTO chat.users AS u (user_id, last_active_at) VALUES (me, now())
+        ON CONFLICT (user_id) DO UPDATE SET last_active_at = now()
+            WHERE u.last_active_at IS NULL OR u.last_active_at < now() - interval '10 seconds'
+        RETURNING 1
     )
     INSERT INTO chat.notifications (user_id, room_id, seq, kind, push, payload)
     SELECT mb.user_id, p_room, s, CASE WHEN mb.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
@@ -878,10 +909,21 @@ BEGIN
      WHERE mb.room_id = p_room AND mb.state = 'joined' AND mb.user_id <> me AND mb.notify <> 'none'
        AND (u.muted_until IS NULL OR u.muted_until <= now())
        AND (mb.user_id = ANY (ment)
-            OR (mb.notify = 'all' AND (u.last_active_at IS NULL OR u.last_active_at < offline_before)
+            OR (mb.notify = 'all'
+                AND (u.last_active_at IS NULL OR u.last_active_at < now() - make_interval(secs => cfg.offline_s))
                 AND (thr IS NULL OR mb.user_id IN (SELECT c.user_id FROM counted c))));
 
-    PERFORM chat.publish(p_room, 'message.created', chat.message_json(msg, true));
+    -- live: the message as chat.message_json() shows it (no reaction, no pin yet)
+    payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'body', body,
+                                  'attachments', att, 'mentions', to_jsonb(ment),
+                                  'reply_to', p_reply_to, 'thread_root', thr, 'reply_count', 0,
+                                  'created_at', msg.created_at, 'edited_at', NULL, 'deleted', false,
+                                  'reactions', '{}'::jsonb, 'pinned', false);
+    PERFORM bv_realtime.send('chat:room:' || p_room, 'message.created', payload);
+    IF cfg.mqtt = 1 THEN
+        INSERT INTO chat.events (room_id, event, payload)
+        VALUES (p_room, 'message.created', payload || '{"event": "message.created"}');
+    END IF;
     RETURN jsonb_build_object('room_id', p_room, 'seq', s, 'thread_root', thr, 'mentions', to_jsonb(ment));
 END
 $$;
