@@ -1241,6 +1241,37 @@ COMMENT ON FUNCTION chat.page_size(integer) IS 'Internal: validates a page size.
  * newest first), after = seq (newer, oldest first), around = seq (the
  * message and page_size/2 on each side, oldest first), none: the newest.
  */
+/* Messages of a room by seq, as JSON, in the order of p_seqs: one query. */
+CREATE FUNCTION chat.render(p_room bigint, p_seqs bigint[])
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT jsonb_build_object('room_id', m.room_id, 'seq', m.seq, 'sender', m.sender, 'body', m.body,
+                              'attachments', m.attachments, 'mentions', to_jsonb(m.mentions),
+                              'reply_to', m.reply_to, 'thread_root', m.thread_root,
+                              'reply_count', m.reply_count, 'created_at', m.created_at,
+                              'edited_at', m.edited_at, 'deleted', m.deleted_at IS NOT NULL,
+                              'reactions', coalesce(r.agg, '{}'::jsonb), 'pinned', p.seq IS NOT NULL)
+      FROM unnest(p_seqs) WITH ORDINALITY k(seq, ord)
+      JOIN chat.messages m ON m.room_id = p_room AND m.seq = k.seq
+      LEFT JOIN chat.pins p ON p.room_id = m.room_id AND p.seq = m.seq
+      LEFT JOIN LATERAL (SELECT jsonb_object_agg(x.emoji, x.users) AS agg
+                           FROM (SELECT e.emoji, jsonb_agg(e.user_id ORDER BY e.reacted_at) AS users
+                                   FROM chat.reactions e WHERE e.room_id = m.room_id AND e.seq = m.seq
+                                  GROUP BY e.emoji) x) r ON true
+     ORDER BY k.ord;
+END
+$$;
+COMMENT ON FUNCTION chat.render(bigint, bigint[]) IS 'Internal: the JSON form of a page of messages (with reactions and pin), in the given order.';
+
+/*
+ * History of a room (or a thread) by keyset: before = seq (older messages,
+ * newest first), after = seq (newer, oldest first), around = seq (the
+ * message and page_size/2 on each side, oldest first), none: the newest.
+ */
 CREATE FUNCTION chat.history(p_room bigint, p_before bigint DEFAULT NULL, p_after bigint DEFAULT NULL,
                              p_around bigint DEFAULT NULL, p_limit integer DEFAULT 50, p_thread bigint DEFAULT NULL)
 RETURNS SETOF jsonb
@@ -1250,6 +1281,7 @@ AS $$
 DECLARE
     me text := chat.actor();
     lim integer := chat.page_size(p_limit);
+    seqs bigint[];
 BEGIN
     IF (p_before IS NOT NULL)::int + (p_after IS NOT NULL)::int + (p_around IS NOT NULL)::int > 1 THEN
         RAISE EXCEPTION 'give at most one of before, after and around'
@@ -1258,30 +1290,27 @@ BEGIN
     PERFORM chat.membership(p_room, me, false);
     IF p_thread IS NOT NULL THEN
         -- a thread: its root, then its replies, oldest first
-        RETURN QUERY
-        SELECT chat.message_json(m) FROM chat.messages m
-         WHERE m.room_id = p_room AND (m.seq = p_thread AND m.thread_root IS NULL OR m.thread_root = p_thread)
-           AND m.seq > coalesce(p_after, -1) AND m.seq < coalesce(p_before, 9223372036854775807)
-         ORDER BY m.seq LIMIT lim;
+        seqs := ARRAY(SELECT m.seq FROM chat.messages m
+                       WHERE m.room_id = p_room AND (m.seq = p_thread AND m.thread_root IS NULL OR m.thread_root = p_thread)
+                         AND m.seq > coalesce(p_after, -1) AND m.seq < coalesce(p_before, 9223372036854775807)
+                       ORDER BY m.seq LIMIT lim);
     ELSIF p_after IS NOT NULL THEN
-        RETURN QUERY
-        SELECT chat.message_json(m) FROM chat.messages m
-         WHERE m.room_id = p_room AND m.seq > p_after ORDER BY m.seq LIMIT lim;
+        seqs := ARRAY(SELECT m.seq FROM chat.messages m
+                       WHERE m.room_id = p_room AND m.seq > p_after ORDER BY m.seq LIMIT lim);
     ELSIF p_around IS NOT NULL THEN
-        RETURN QUERY
-        SELECT j FROM (
-            (SELECT m.seq, chat.message_json(m) AS j FROM chat.messages m
-              WHERE m.room_id = p_room AND m.seq < p_around ORDER BY m.seq DESC LIMIT lim / 2)
-            UNION ALL
-            (SELECT m.seq, chat.message_json(m) FROM chat.messages m
-              WHERE m.room_id = p_room AND m.seq >= p_around ORDER BY m.seq LIMIT lim - lim / 2)) x
-        ORDER BY x.seq;
+        seqs := ARRAY(SELECT x.seq FROM (
+                        (SELECT m.seq FROM chat.messages m
+                          WHERE m.room_id = p_room AND m.seq < p_around ORDER BY m.seq DESC LIMIT lim / 2)
+                        UNION ALL
+                        (SELECT m.seq FROM chat.messages m
+                          WHERE m.room_id = p_room AND m.seq >= p_around ORDER BY m.seq LIMIT lim - lim / 2)) x
+                       ORDER BY x.seq);
     ELSE
-        RETURN QUERY
-        SELECT chat.message_json(m) FROM chat.messages m
-         WHERE m.room_id = p_room AND m.seq < coalesce(p_before, 9223372036854775807)
-         ORDER BY m.seq DESC LIMIT lim;
+        seqs := ARRAY(SELECT m.seq FROM chat.messages m
+                       WHERE m.room_id = p_room AND m.seq < coalesce(p_before, 9223372036854775807)
+                       ORDER BY m.seq DESC LIMIT lim);
     END IF;
+    RETURN QUERY SELECT * FROM chat.render(p_room, seqs);
 END
 $$;
 COMMENT ON FUNCTION chat.history(bigint, bigint, bigint, bigint, integer, bigint) IS 'A page of a room''s messages (tombstones included): before = seq (older, newest first), after = seq (newer, oldest first), around = seq (both sides, oldest first), thread = root seq (the thread, oldest first).';
