@@ -260,6 +260,7 @@ AS $$
 DECLARE
     seen timestamptz;
 BEGIN
+    PERFORM chat.check_user_id(p_user);
     -- a read first: most calls find a recent mark and write nothing
     SELECT u.last_active_at INTO seen FROM chat.users u WHERE u.user_id = p_user;
     IF seen IS NOT NULL AND seen >= now() - interval '10 seconds' THEN
@@ -474,6 +475,15 @@ DECLARE
 BEGIN
     -- the caller holds the room's row lock
     SELECT * INTO r FROM chat.rooms x WHERE x.id = p_room;
+    IF r.id IS NULL THEN
+        RAISE EXCEPTION 'room % not found', p_room
+            USING ERRCODE = 'PT404', HINT = 'Check the room id.';
+    END IF;
+    PERFORM chat.check_user_id(p_user);
+    IF p_role IS NULL OR p_role NOT IN ('owner', 'admin', 'member') THEN
+        RAISE EXCEPTION 'invalid role "%"', left(coalesce(p_role, '(null)'), 20)
+            USING ERRCODE = '22023', HINT = 'Use owner, admin or member.';
+    END IF;
     SELECT * INTO prev FROM chat.members x WHERE x.room_id = p_room AND x.user_id = p_user;
     IF FOUND AND prev.state = 'joined' THEN
         RETURN;
@@ -487,7 +497,7 @@ BEGIN
             USING ERRCODE = 'PT409', HINT = 'Ask an operator to raise the max_room_members setting.';
     END IF;
     INSERT INTO chat.members AS m (room_id, user_id, role, state, notify, changed_by)
-    VALUES (p_room, p_user, p_role, 'joined', CASE WHEN r.kind = 'channel' THEN 'mentions' ELSE 'all' END, p_by)
+    VALUES (p_room, p_user, p_role, 'joined', CASE WHEN r.kind = 'channel' THEN 'mentions' ELSE 'all' END, left(p_by, 200))
     ON CONFLICT (room_id, user_id) DO UPDATE
         SET role = excluded.role, state = 'joined', joined_at = now(), changed_by = p_by;
     -- nothing before the join is unread
@@ -509,10 +519,19 @@ DECLARE
     was text;
 BEGIN
     -- the caller holds the room's row lock
+    IF p_state IS NULL OR p_state NOT IN ('left', 'kicked', 'banned') THEN
+        RAISE EXCEPTION 'invalid membership state "%"', left(coalesce(p_state, '(null)'), 20)
+            USING ERRCODE = '22023', HINT = 'Use left, kicked or banned.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM chat.rooms x WHERE x.id = p_room) THEN
+        RAISE EXCEPTION 'room % not found', p_room
+            USING ERRCODE = 'PT404', HINT = 'Check the room id.';
+    END IF;
+    PERFORM chat.check_user_id(p_user);
     SELECT state INTO was FROM chat.members WHERE room_id = p_room AND user_id = p_user FOR UPDATE;
     IF NOT FOUND THEN
         IF p_state = 'banned' THEN
-            INSERT INTO chat.members (room_id, user_id, role, state, changed_by) VALUES (p_room, p_user, 'member', 'banned', p_by);
+            INSERT INTO chat.members (room_id, user_id, role, state, changed_by) VALUES (p_room, p_user, 'member', 'banned', left(p_by, 200));
         END IF;
         RETURN;
     END IF;
