@@ -112,26 +112,38 @@ BEGIN
     INSERT INTO bench.bare (room_id, seq, sender, body)
     VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
 END $$;
--- Read latencies, timed in the server: p50/p99 in ms over p_n reads.
-CREATE FUNCTION bench.read_latency(p_what text, p_n int, OUT p50 numeric, OUT p99 numeric) LANGUAGE plpgsql AS $$
+-- Read latencies, timed in the server: p50/p99 in ms over p_n reads, each
+-- read 3 times; p99_min3 is the p99 of each read's fastest of 3 (filters
+-- out the scheduler stalls of a shared, overloaded machine).
+CREATE FUNCTION bench.read_latency(p_what text, p_n int, OUT p50 numeric, OUT p99 numeric, OUT p99_min3 numeric) LANGUAGE plpgsql AS $$
 DECLARE
     r record;
     t timestamptz;
+    one double precision;
+    best double precision;
     lat double precision[] := '{}';
+    mins double precision[] := '{}';
 BEGIN
     FOR r IN SELECT m.room_id, m.user_id FROM chat.members m ORDER BY md5(m.room_id || m.user_id) LIMIT p_n LOOP
         PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', r.user_id)::text, true);
-        t := clock_timestamp();
-        IF p_what = 'history' THEN
-            PERFORM count(*) FROM chat.history(r.room_id, NULL, NULL, NULL, 50);
-        ELSE
-            PERFORM count(*) FROM chat.room_list(NULL, 50);
-        END IF;
-        lat := lat || extract(epoch FROM clock_timestamp() - t) * 1000;
+        best := NULL;
+        FOR k IN 1..3 LOOP
+            t := clock_timestamp();
+            IF p_what = 'history' THEN
+                PERFORM count(*) FROM chat.history(r.room_id, NULL, NULL, NULL, 50);
+            ELSE
+                PERFORM count(*) FROM chat.room_list(NULL, 50);
+            END IF;
+            one := extract(epoch FROM clock_timestamp() - t) * 1000;
+            lat := lat || one;
+            best := least(best, one);
+        END LOOP;
+        mins := mins || best;
     END LOOP;
     SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY x)::numeric, 3),
            round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3)
       INTO p50, p99 FROM unnest(lat) x;
+    SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3) INTO p99_min3 FROM unnest(mins) x;
 END $$;
 -- Steady sends into room 1 (100 members), one commit each.
 CREATE PROCEDURE bench.steady(p_rate int, p_secs int) LANGUAGE plpgsql AS $$
@@ -228,11 +240,11 @@ say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms (gateway's own commit-to-s
 # ---- (c) history page and room list ----
 psql_b -c "VACUUM ANALYZE chat.messages, chat.read_state, chat.members" >/dev/null
 psql_b -c "SELECT * FROM bench.read_latency('history', $READS)" >/dev/null   # warm-up
-read -r h50 h99 <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('history', $READS)")"
-say "history (50 messages): p50 $h50 ms, p99 $h99 ms"
+read -r h50 h99 h99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('history', $READS)")"
+say "history (50 messages): p50 $h50 ms, p99 $h99 ms (best-of-3 p99 $h99m ms)"
 psql_b -c "SELECT * FROM bench.read_latency('rooms', $READS)" >/dev/null
-read -r l50 l99 <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('rooms', $READS)")"
-say "room list with unread counts: p50 $l50 ms, p99 $l99 ms"
+read -r l50 l99 l99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('rooms', $READS)")"
+say "room list with unread counts: p50 $l50 ms, p99 $l99 ms (best-of-3 p99 $l99m ms)"
 
 # The counters are still exact after the run.
 wrong=$(psql_b -c "SELECT count(*) FROM chat.read_state rs
@@ -242,6 +254,6 @@ wrong=$(psql_b -c "SELECT count(*) FROM chat.read_state rs
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
     "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" \
-    "$d50" "$d99" "$dn" "${g99:-null}" "$h50" "$h99" "$l50" "$l99" "$wrong" "$load"
+    "$d50" "$d99" "$dn" "${g99:-null}" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
