@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(148);
+SELECT plan(162);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -246,6 +246,25 @@ SELECT lives_ok(format('SELECT api.chat_leave(%s)', (SELECT id FROM ids WHERE na
 RESET ROLE;
 SELECT is((SELECT role FROM chat.members WHERE room_id = (SELECT id FROM ids WHERE name = 'team') AND user_id = 'bob'), 'owner', 'the admin inherits the room');
 
+-- ---- more refusals: other users' rows, roles, hostile ids ----
+SELECT pg_temp.act('eve');
+SELECT throws_ok(format('SELECT api.chat_read(%s)', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot post receipts');
+SELECT throws_ok(format('SELECT api.chat_typing(%s)', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot type');
+SELECT throws_ok(format('SELECT * FROM api.chat_edits(%s, 1)', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot read the edit history');
+SELECT throws_ok(format('SELECT * FROM api.chat_members(%s)', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot list the members');
+SELECT throws_ok(format('SELECT * FROM api.chat_search(%L, %s)', 'x', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot search a room');
+SELECT is((SELECT count(*)::int FROM chat.notifications), 0, 'RLS: nobody else''s notifications');
+SELECT is((SELECT count(*)::int FROM chat.read_state), 0, 'RLS: nobody else''s receipts');
+SELECT pg_temp.act('bob');
+SELECT is((SELECT count(*)::int FROM chat.notifications WHERE user_id <> 'bob'), 0, 'RLS: bob sees his own notifications only');
+SELECT throws_ok(format('SELECT api.chat_set_role(%s, %L, %L)', (SELECT id FROM ids WHERE name = 'dm'), 'alice', 'member'), 'PT403', NULL, 'no roles to change in a direct room');
+SELECT throws_ok(format('SELECT api.chat_ban(%s, %L, NULL)', (SELECT id FROM ids WHERE name = 'team'), 'carol'), '22023', NULL, 'ban flag NULL');
+SELECT throws_ok(format('SELECT api.chat_react(%s, 5, %L)', (SELECT id FROM ids WHERE name = 'team'), 'x'), 'PT404', NULL, 'no reaction on a deleted message');
+SELECT throws_ok(format('SELECT api.chat_kick(%s, %L)', (SELECT id FROM ids WHERE name = 'dm'), 'alice'), 'PT403', NULL, 'no moderation in a direct room');
+SELECT throws_ok(format('SELECT api.chat_add_member(%s, %L, %L)', (SELECT id FROM ids WHERE name = 'team'), E'x\ny', 'member'), '22023', NULL, 'a user id with a newline');
+SELECT lives_ok($$SELECT api.chat_settings(push => NULL, muted_until => 'infinity')$$, 'do not disturb forever is allowed');
+
+RESET ROLE;
 -- ---- every counter equals its recount ----
 SELECT is(pg_temp.counter_errors(), 0::bigint, 'every counter equals the recount from messages and receipts');
 
