@@ -12,10 +12,13 @@
 #                        the counters of every member, mentions,
 #                        notifications, the bv_audit history row and
 #                        bv_realtime.send() (the gateway decoding the WAL);
-#   messages_per_s_bare  the ceiling: pgbench INSERTs of the same rows into
-#                        a table of the same shape (primary key, no
-#                        trigger, no counters, no delivery), same clients;
+#   messages_per_s_bare  the baseline: pgbench INSERTs of the same rows into
+#                        a copy of chat.messages with its indexes (primary
+#                        key, full-text, trigram) and no trigger, counters
+#                        or delivery, same clients;
 #   ratio                messages_per_s / messages_per_s_bare;
+#   messages_per_s_pk_only, ratio_pk_only  the same against a copy with
+#                        the primary key only (the raw INSERT ceiling);
 #   delivery_p50/p99_ms  from the sending transaction's start (the
 #                        message's created_at) to its arrival at a
 #                        WebSocket client subscribed to a 100-member room,
@@ -88,8 +91,12 @@ UPDATE chat.read_state rs SET unread = c.n
 RESET session_replication_role;
 VACUUM ANALYZE;
 CREATE SCHEMA bench;
--- The ceiling: the same rows, plain INSERTs into a table of the same shape.
-CREATE TABLE bench.bare (LIKE chat.messages INCLUDING DEFAULTS, PRIMARY KEY (room_id, seq));
+-- The baseline: the same rows, plain INSERTs into a copy of chat.messages
+-- with its indexes (primary key, full-text and trigram search) and checks,
+-- without triggers (audit), counters or delivery; and the ceiling: the same
+-- with the primary key only.
+CREATE TABLE bench.bare (LIKE chat.messages INCLUDING ALL);
+CREATE TABLE bench.bare_pk (LIKE chat.messages INCLUDING DEFAULTS, PRIMARY KEY (room_id, seq));
 CREATE SEQUENCE bench.bare_seq;
 CREATE TABLE bench.members AS SELECT room_id, user_id, row_number() OVER (PARTITION BY room_id ORDER BY user_id) AS i,
                                      (SELECT member_count FROM chat.rooms r WHERE r.id = m.room_id) AS n
@@ -110,6 +117,14 @@ DECLARE
 BEGIN
     SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
     INSERT INTO bench.bare (room_id, seq, sender, body)
+    VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
+END $$;
+CREATE FUNCTION bench.bare_pk(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    INSERT INTO bench.bare_pk (room_id, seq, sender, body)
     VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
 END $$;
 -- Read latencies, timed in the server: p50/p99 in ms over p_n reads, each
@@ -183,15 +198,20 @@ pgb() {
     "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$OUT/$fn.sql" 2>"$OUT/$fn.err" \
         | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -1
 }
-say "(a) bare INSERTs: $CLIENTS clients, $SECS s"
+say "(a) bare INSERTs (same rows, same indexes): $CLIENTS clients, $SECS s"
 bare=$(pgb bare)
 say "bare: $bare rows/s"
+catch_up
+say "(a) ceiling: INSERTs into a table with a primary key only"
+bare_pk=$(pgb bare_pk)
+say "ceiling: $bare_pk rows/s"
 psql_b -c "CHECKPOINT" >/dev/null
 catch_up
 say "(a) chat.send with counters, audit and live delivery: $CLIENTS clients, $SECS s"
 sent=$(pgb send)
 say "chat.send: $sent messages/s"
 ratio=$(awk -v a="$sent" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')
+ratio_pk=$(awk -v a="$sent" -v b="$bare_pk" 'BEGIN { printf "%.3f", a / b }')
 errs=$(grep -c 'ERROR' "$OUT/send.err" || true)
 [ "$errs" = 0 ] || say "WARNING: $errs errors in $OUT/send.err"
 audit_rows=$(psql_b -c "SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', audit_relid), false, true, '')))[1]::text FROM bv_audit.tracked WHERE relid = 'chat.messages'::regclass")
@@ -254,6 +274,6 @@ wrong=$(psql_b -c "SELECT count(*) FROM chat.read_state rs
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
-    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" \
+printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$bare_pk" "$ratio_pk" \
     "$d50" "$d99" "$dn" "${g99:-null}" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"

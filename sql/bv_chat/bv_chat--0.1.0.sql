@@ -1007,6 +1007,16 @@ BEGIN
               FROM unnest(ment) u ORDER BY u
             ON CONFLICT (room_id, thread, user_id) DO NOTHING;
         END IF;
+        -- members newly mentioned by the edit are notified
+        INSERT INTO chat.notifications (user_id, room_id, seq, kind, push, payload)
+        SELECT mb.user_id, p_room, p_seq, 'mention', coalesce(u.push, true),
+               jsonb_build_object('room_id', p_room, 'seq', p_seq, 'sender', me, 'thread_root', old.thread_root,
+                                  'preview', left(p_body, 140), 'kind', 'mention', 'user_id', mb.user_id, 'edited', true)
+          FROM chat.members mb
+          LEFT JOIN chat.users u ON u.user_id = mb.user_id
+         WHERE mb.room_id = p_room AND mb.state = 'joined' AND mb.notify <> 'none'
+           AND mb.user_id = ANY (ment) AND NOT (mb.user_id = ANY (old.mentions))
+           AND (u.muted_until IS NULL OR u.muted_until <= now());
     END IF;
     PERFORM chat.touch(me);
     PERFORM chat.publish(p_room, 'message.edited', chat.message_json(msg));

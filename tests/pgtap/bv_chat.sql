@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(162);
+SELECT plan(163);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -146,6 +146,10 @@ SELECT is((SELECT read_seq::int FROM api.chat_members((SELECT id FROM ids WHERE 
 SELECT pg_temp.act('alice');
 SELECT lives_ok(format('SELECT api.chat_edit(%s, 2, %L)', (SELECT id FROM ids WHERE name = 'team'), 'second, now for @carol'), 'alice edits her message');
 SELECT is(pg_temp.rs('carol', (SELECT id FROM ids WHERE name = 'team')), '0/4/2', 'an edit that adds a mention adds it to the counter');
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM chat.notifications WHERE user_id = 'carol' AND seq = 2 AND kind = 'mention' AND (payload ->> 'edited')::boolean),
+          1, 'and notifies the newly mentioned member');
+SELECT pg_temp.act('alice');
 SELECT is((SELECT array_agg(body ORDER BY version) FROM api.chat_edits((SELECT id FROM ids WHERE name = 'team'), 2)),
           ARRAY['second, @nobody @alice', 'second, now for @carol'], 'the edit history has every version');
 SELECT lives_ok(format('SELECT api.chat_edit(%s, 2, %L)', (SELECT id FROM ids WHERE name = 'team'), 'second'), 'and edits it back');
