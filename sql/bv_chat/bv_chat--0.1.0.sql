@@ -924,7 +924,10 @@ BEGIN
            payload || jsonb_build_object('kind', CASE WHEN mb.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
                                          'user_id', mb.user_id)
       FROM chat.members mb
-      LEFT JOIN chat.users u ON u.user_id = mb.user_id
+      -- one index probe per member (OFFSET 0 keeps the planner from a merge
+      -- join that walks the users index from its start)
+      LEFT JOIN LATERAL (SELECT x.push, x.muted_until, x.last_active_at FROM chat.users x
+                          WHERE x.user_id = mb.user_id OFFSET 0) u ON true
      WHERE mb.room_id = p_room AND mb.state = 'joined' AND mb.user_id <> me AND mb.notify <> 'none'
        AND (u.muted_until IS NULL OR u.muted_until <= now())
        AND (mb.user_id = ANY (ment)
@@ -1013,7 +1016,10 @@ BEGIN
                jsonb_build_object('room_id', p_room, 'seq', p_seq, 'sender', me, 'thread_root', old.thread_root,
                                   'preview', left(p_body, 140), 'kind', 'mention', 'user_id', mb.user_id, 'edited', true)
           FROM chat.members mb
-          LEFT JOIN chat.users u ON u.user_id = mb.user_id
+          -- one index probe per member (OFFSET 0 keeps the planner from a merge
+      -- join that walks the users index from its start)
+      LEFT JOIN LATERAL (SELECT x.push, x.muted_until, x.last_active_at FROM chat.users x
+                          WHERE x.user_id = mb.user_id OFFSET 0) u ON true
          WHERE mb.room_id = p_room AND mb.state = 'joined' AND mb.notify <> 'none'
            AND mb.user_id = ANY (ment) AND NOT (mb.user_id = ANY (old.mentions))
            AND (u.muted_until IS NULL OR u.muted_until <= now());
