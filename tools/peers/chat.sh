@@ -47,7 +47,7 @@ cmd_start() {
 }
 
 token() {
-    psql_bv -c "SELECT bv.jwt_sign(jsonb_build_object('role', 'bv_user', 'sub', '$1', 'exp', extract(epoch FROM now())::bigint + 86400), 'postgrest')" 2>/dev/null
+    psql_bv -c "SELECT bv.jwt_sign(jsonb_build_object('role', 'bv_user', 'sub', '$1', 'exp', extract(epoch FROM now())::bigint + 86400), 'postgrest')" 2>/dev/null  || true
 }
 
 show() { :; }
@@ -73,7 +73,7 @@ cmd_status() {
     say "         -d '{\"room_id\": $team, \"body\": \"hello @bob\"}'"
     say "    curl -s \"$REST/rpc/chat_rooms\" -H \"Authorization: Bearer \$ALICE\"      # unread and mention counts"
     say "    curl -s \"$REST/rpc/chat_history?room_id=$team&page_size=20\" -H \"Authorization: Bearer \$ALICE\""
-    say "    curl -s \"$REST/rpc/chat_search?q=東京\" -H \"Authorization: Bearer \$ALICE\""
+    say "    curl -s -G $REST/rpc/chat_search --data-urlencode 'q=東京' -H \"Authorization: Bearer \$ALICE\""
     say "  browser (the gateway's demo page, bob's view of the room):"
     say "    http://127.0.0.1:$ws/?token=$bob&topic=chat:room:$team&events=message.created,message.edited,message.deleted,reaction.added,typing"
     say "  MQTT (when routed): mosquitto_sub -p 18830 -t 'chat/rooms/$team/#' -v"
