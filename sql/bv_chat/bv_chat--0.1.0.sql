@@ -899,9 +899,8 @@ BEGIN
 
     -- One statement: the counters of the other followers of the room (or
     -- thread), the sender's receipt (sending reads the room), the sender's
-    -- activity, and the notifications: mentioned members, and offline
-    -- members of rooms they follow at level "all" (in a thread: its
-    -- followers only).
+    -- activity, and the notifications: mentioned followers, and offline
+    -- followers at level "all" for their first unread message.
     payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'thread_root', thr,
                                   'preview', left(body, 140));
     WITH counted AS (
@@ -911,7 +910,7 @@ BEGIN
                read_seq = CASE WHEN user_id = me THEN s ELSE read_seq END,
                read_at = CASE WHEN user_id = me THEN now() ELSE read_at END
          WHERE room_id = p_room AND thread = coalesce(thr, 0) AND (user_id = me OR read_seq < s)
-        RETURNING user_id
+        RETURNING user_id, unread
     ), touched AS (
         INSERT INTO chat.users AS u (user_id, last_active_at) VALUES (me, now())
         ON CONFLICT (user_id) DO UPDATE SET last_active_at = now()
@@ -919,21 +918,23 @@ BEGIN
         RETURNING 1
     )
     INSERT INTO chat.notifications (user_id, room_id, seq, kind, push, payload)
-    SELECT mb.user_id, p_room, s, CASE WHEN mb.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
+    SELECT c.user_id, p_room, s, CASE WHEN c.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
            coalesce(u.push, true),
-           payload || jsonb_build_object('kind', CASE WHEN mb.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
-                                         'user_id', mb.user_id)
-      FROM chat.members mb
-      -- one index probe per member (OFFSET 0 keeps the planner from a merge
-      -- join that walks the users index from its start)
+           payload || jsonb_build_object('kind', CASE WHEN c.user_id = ANY (ment) THEN 'mention' ELSE 'message' END,
+                                         'user_id', c.user_id)
+      FROM counted c
+      JOIN chat.members mb ON mb.room_id = p_room AND mb.user_id = c.user_id
+      -- one index probe per follower (OFFSET 0 keeps the planner from a
+      -- merge join that walks the users index from its start)
       LEFT JOIN LATERAL (SELECT x.push, x.muted_until, x.last_active_at FROM chat.users x
-                          WHERE x.user_id = mb.user_id OFFSET 0) u ON true
-     WHERE mb.room_id = p_room AND mb.state = 'joined' AND mb.user_id <> me AND mb.notify <> 'none'
+                          WHERE x.user_id = c.user_id OFFSET 0) u ON true
+     WHERE c.user_id <> me AND mb.state = 'joined' AND mb.notify <> 'none'
        AND (u.muted_until IS NULL OR u.muted_until <= now())
-       AND (mb.user_id = ANY (ment)
-            OR (mb.notify = 'all'
-                AND (u.last_active_at IS NULL OR u.last_active_at < now() - make_interval(secs => cfg.offline_s))
-                AND (thr IS NULL OR mb.user_id IN (SELECT c.user_id FROM counted c))));
+       AND (c.user_id = ANY (ment)
+            -- an offline follower at level "all" is notified of the first
+            -- message it has not read, not of every one after it
+            OR (mb.notify = 'all' AND c.unread = 1
+                AND (u.last_active_at IS NULL OR u.last_active_at < now() - make_interval(secs => cfg.offline_s))));
 
     -- live: the message as chat.message_json() shows it (no reaction, no pin yet)
     payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'body', body,

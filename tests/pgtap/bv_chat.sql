@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(163);
+SELECT plan(168);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -267,6 +267,21 @@ SELECT throws_ok(format('SELECT api.chat_react(%s, 5, %L)', (SELECT id FROM ids 
 SELECT throws_ok(format('SELECT api.chat_kick(%s, %L)', (SELECT id FROM ids WHERE name = 'dm'), 'alice'), 'PT403', NULL, 'no moderation in a direct room');
 SELECT throws_ok(format('SELECT api.chat_add_member(%s, %L, %L)', (SELECT id FROM ids WHERE name = 'team'), E'x\ny', 'member'), '22023', NULL, 'a user id with a newline');
 SELECT lives_ok($$SELECT api.chat_settings(push => NULL, muted_until => 'infinity')$$, 'do not disturb forever is allowed');
+
+-- ---- offline members: one notification per room until they read ----
+SELECT pg_temp.act('alice');
+INSERT INTO ids SELECT 'quiet', ((api.chat_create_room('group', 'quiet', '', ARRAY['frank'])) ->> 'id')::bigint;
+SELECT lives_ok(format('SELECT api.chat_send(%s, %L), api.chat_send(%s, %L)', (SELECT id FROM ids WHERE name = 'quiet'), 'one',
+                       (SELECT id FROM ids WHERE name = 'quiet'), 'two'), 'alice writes twice to frank, who is offline');
+SELECT pg_temp.act('frank');
+SELECT is((SELECT count(*)::int FROM api.chat_notifications()), 1, 'frank is notified once, for the first unread message');
+SELECT lives_ok(format('SELECT api.chat_read(%s)', (SELECT id FROM ids WHERE name = 'quiet')), 'frank reads the room');
+RESET ROLE;
+UPDATE chat.users SET last_active_at = now() - interval '1 hour' WHERE user_id = 'frank';
+SELECT pg_temp.act('alice');
+SELECT lives_ok(format('SELECT api.chat_send(%s, %L)', (SELECT id FROM ids WHERE name = 'quiet'), 'three'), 'alice writes again after frank left');
+SELECT pg_temp.act('frank');
+SELECT is((SELECT count(*)::int FROM api.chat_notifications()), 2, 'after reading, the next unread message notifies again');
 
 RESET ROLE;
 -- ---- every counter equals its recount ----
