@@ -63,6 +63,9 @@ selected() {
 
 extensions_to_load() {
     echo pg_cron
+    # pg_regress creates extensions without CASCADE: contrib extensions that
+    # a suite extension requires come first (bv_chat: pg_trgm).
+    echo pg_trgm
     bv_extensions_ordered
 }
 

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# bench/chat.sh: bv_chat sends with counters, audit and live delivery on,
+# against plain INSERTs of the same rows; live delivery latency to a
+# WebSocket client; history page and room list latencies.
+#
+# Data: ROOMS rooms of 2..MAXM members (uniform; users drawn from USERS),
+# MSGS messages of history spread over the rooms (bulk-loaded, receipts at
+# a random point of the last 50 messages, counters computed from them).
+# Figures (all in the same run):
+#   messages_per_s       chat.send() through pgbench, CLIENTS clients for
+#                        SECS s, random room and member: per-room numbering,
+#                        the counters of every member, mentions,
+#                        notifications, the bv_audit history row and
+#                        bv_realtime.send() (the gateway decoding the WAL);
+#   messages_per_s_bare  the baseline: pgbench INSERTs of the same rows into
+#                        a copy of chat.messages with its indexes (primary
+#                        key, full-text, trigram) and no trigger, counters
+#                        or delivery, same clients;
+#   ratio                messages_per_s / messages_per_s_bare;
+#   messages_per_s_pk_only, ratio_pk_only  the same against a copy with
+#                        the primary key only (the raw INSERT ceiling);
+#   delivery_p50/p99_ms  from the sending transaction's start (the
+#                        message's created_at) to its arrival at a
+#                        WebSocket client subscribed to a 100-member room,
+#                        at RATE messages/s for DSECS s, one commit each;
+#   history_p99_ms       chat.history(room, page of 50) as a member, timed
+#                        inside the server (no client round trip), READS
+#                        reads of random (room, member);
+#   room_list_p99_ms     chat.room_list() (rooms with unread and mention
+#                        counts) of random users, timed the same way.
+# Sizes: BENCH_SCALE=small (under 60 s); default: the issue's 1M messages
+# in 1,000 rooms of up to 100 members.
+source "$BV_TOP/tools/lib.sh"
+bv_pgbin
+
+case "${BENCH_SCALE:-default}" in
+    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; RATE=50; DSECS=5; READS=300 ;;
+    *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; RATE=50; DSECS=20; READS=1000 ;;
+esac
+OUT=$BV_BENCH_OUT
+say() { echo "bench-chat: $*" >&2; }
+
+export BV_EXTENSIONS="bv_core bv_audit bv_cdc bv_realtime bv_chat"
+bv_throwaway_cluster "$OUT/cluster" "${BV_BENCH_PORT:-23200}" >&2
+[ -n "${BENCH_KEEP:-}" ] || trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
+psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+# The gateway on a free port of its own (not make run's 8090).
+WSPORT=$(bv_free_port "$(( ${BV_BENCH_PORT:-23200} + 90 ))")
+psql_b -c "ALTER SYSTEM SET bv_realtime.port = $WSPORT" -c "ALTER SYSTEM SET synchronous_commit = off" >/dev/null
+"$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 >/dev/null
+
+say "loading $ROOMS rooms of 2..$MAXM members ($USERS users), $MSGS messages"
+psql_b -v rooms="$ROOMS" -v maxm="$MAXM" -v users="$USERS" -v msgs="$MSGS" >/dev/null <<'SQL'
+SELECT cron.unschedule(jobname) FROM cron.job WHERE jobname LIKE 'chat-%';
+UPDATE chat.settings SET value = 0 WHERE name = 'send_rate';
+SELECT setseed(0.42);
+-- Bulk load without triggers (the audit history starts empty); counters
+-- are computed from the data afterwards.
+SET session_replication_role = replica;
+INSERT INTO chat.rooms (id, kind, name, created_by)
+OVERRIDING SYSTEM VALUE
+SELECT g, 'group', 'room ' || g, 'u1' FROM generate_series(1, :rooms) g;
+SELECT setval(pg_get_serial_sequence('chat.rooms', 'id'), :rooms);
+-- room 1 has exactly maxm members (the delivery test's room)
+INSERT INTO chat.members (room_id, user_id, role)
+SELECT DISTINCT ON (r, u) r, 'u' || u, 'member'
+  FROM (SELECT r, CASE WHEN r = 1 THEN k ELSE 1 + floor(:users * random())::int END AS u
+          FROM generate_series(1, :rooms) r,
+               LATERAL generate_series(1, CASE WHEN r = 1 THEN :maxm ELSE 2 + floor(random() * (:maxm - 1))::int END) k) x;
+UPDATE chat.rooms r SET member_count = c.n FROM (SELECT room_id, count(*) n FROM chat.members GROUP BY 1) c WHERE c.room_id = r.id;
+INSERT INTO chat.users (user_id, last_active_at) SELECT DISTINCT user_id, now() FROM chat.members;
+CREATE TEMP TABLE mem AS SELECT room_id, user_id, row_number() OVER (PARTITION BY room_id ORDER BY user_id) AS i FROM chat.members;
+CREATE INDEX ON mem (room_id, i);
+INSERT INTO chat.messages (room_id, seq, sender, body, created_at)
+SELECT x.room_id, row_number() OVER (PARTITION BY x.room_id ORDER BY x.g), m.user_id,
+       'message ' || x.g || ' about ' || (ARRAY['deploys', 'lunch', 'the release', '東京の会議', 'pipelines'])[1 + x.g % 5],
+       now() - make_interval(secs => :msgs - x.g)
+  FROM (SELECT g, 1 + floor(:rooms * random())::int AS room_id, random() AS pick FROM generate_series(1, :msgs) g) x
+  JOIN chat.rooms r ON r.id = x.room_id
+  JOIN mem m ON m.room_id = x.room_id AND m.i = 1 + floor(x.pick * r.member_count)::int;
+UPDATE chat.rooms r SET last_seq = c.n, last_message_at = now() FROM (SELECT room_id, count(*) n FROM chat.messages GROUP BY 1) c WHERE c.room_id = r.id;
+INSERT INTO chat.read_state (user_id, room_id, thread, read_seq)
+SELECT m.user_id, m.room_id, 0, greatest(r.last_seq - floor(random() * 50)::int, 0)
+  FROM chat.members m JOIN chat.rooms r ON r.id = m.room_id;
+UPDATE chat.read_state rs SET unread = c.n
+  FROM (SELECT rs2.room_id, rs2.user_id, count(m.seq) n FROM chat.read_state rs2
+          JOIN chat.messages m ON m.room_id = rs2.room_id AND m.seq > rs2.read_seq AND m.sender <> rs2.user_id
+         GROUP BY 1, 2) c
+ WHERE c.room_id = rs.room_id AND c.user_id = rs.user_id AND rs.thread = 0;
+RESET session_replication_role;
+VACUUM ANALYZE;
+CREATE SCHEMA bench;
+-- The baseline: the same rows, plain INSERTs into a copy of chat.messages
+-- with its indexes (primary key, full-text and trigram search) and checks,
+-- without triggers (audit), counters or delivery; and the ceiling: the same
+-- with the primary key only.
+CREATE TABLE bench.bare (LIKE chat.messages INCLUDING ALL);
+CREATE TABLE bench.bare_pk (LIKE chat.messages INCLUDING DEFAULTS, PRIMARY KEY (room_id, seq));
+CREATE SEQUENCE bench.bare_seq;
+CREATE TABLE bench.members AS SELECT room_id, user_id, row_number() OVER (PARTITION BY room_id ORDER BY user_id) AS i,
+                                     (SELECT member_count FROM chat.rooms r WHERE r.id = m.room_id) AS n
+                                FROM chat.members m;
+CREATE INDEX ON bench.members (room_id, i);
+ANALYZE bench.members;
+CREATE FUNCTION bench.send(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', u)::text, true);
+    PERFORM chat.send(p_room, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
+END $$;
+CREATE FUNCTION bench.bare(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    INSERT INTO bench.bare (room_id, seq, sender, body)
+    VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
+END $$;
+CREATE FUNCTION bench.bare_pk(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    INSERT INTO bench.bare_pk (room_id, seq, sender, body)
+    VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
+END $$;
+-- Read latencies, timed in the server: p50/p99 in ms over p_n reads, each
+-- read 3 times; p99_min3 is the p99 of each read's fastest of 3 (filters
+-- out the scheduler stalls of a shared, overloaded machine).
+CREATE FUNCTION bench.read_latency(p_what text, p_n int, OUT p50 numeric, OUT p99 numeric, OUT p99_min3 numeric) LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+    t timestamptz;
+    one double precision;
+    best double precision;
+    lat double precision[] := '{}';
+    mins double precision[] := '{}';
+BEGIN
+    FOR r IN SELECT m.room_id, m.user_id FROM chat.members m ORDER BY md5(m.room_id || m.user_id) LIMIT p_n LOOP
+        PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', r.user_id)::text, true);
+        best := NULL;
+        FOR k IN 1..3 LOOP
+            t := clock_timestamp();
+            IF p_what = 'history' THEN
+                PERFORM count(*) FROM chat.history(r.room_id, NULL, NULL, NULL, 50);
+            ELSE
+                PERFORM count(*) FROM chat.room_list(NULL, 50);
+            END IF;
+            one := extract(epoch FROM clock_timestamp() - t) * 1000;
+            lat := lat || one;
+            best := least(best, one);
+        END LOOP;
+        mins := mins || best;
+    END LOOP;
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY x)::numeric, 3),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3)
+      INTO p50, p99 FROM unnest(lat) x;
+    SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3) INTO p99_min3 FROM unnest(mins) x;
+END $$;
+-- Steady sends into room 1 (100 members), one commit each.
+CREATE PROCEDURE bench.steady(p_rate int, p_secs int) LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    i int := 0;
+BEGIN
+    WHILE clock_timestamp() < t0 + make_interval(secs => p_secs) LOOP
+        PERFORM bench.send(1, i);
+        COMMIT;
+        i := i + 1;
+        PERFORM pg_sleep(greatest(0, extract(epoch FROM t0 + make_interval(secs => i::double precision / p_rate) - clock_timestamp())));
+    END LOOP;
+END $$;
+SQL
+read -r nmsg nmem <<<"$(psql_b -F ' ' -c "SELECT (SELECT count(*) FROM chat.messages), (SELECT count(*) FROM chat.members)")"
+say "loaded: $nmsg messages, $nmem memberships"
+[ "${BENCH_STOP_AFTER_LOAD:-}" = 1 ] && { say "PGHOST=$PGHOST PGPORT=$PGPORT"; exit 0; }
+
+# Wait until the WAL decoders (bv_realtime's gateway, bv_cdc) have caught up
+# with everything written so far: the bulk load must not be decoded while a
+# phase is measured.
+catch_up() {
+    local target
+    target=$(psql_b -c "SELECT pg_current_wal_lsn()")
+    until [ "$(psql_b -c "SELECT coalesce(bool_and(confirmed_flush_lsn >= '$target'), true) FROM pg_replication_slots WHERE active")" = t ]; do
+        sleep 0.5
+    done
+}
+say "waiting for the WAL decoders to catch up with the load"
+catch_up
+psql_b -c "SELECT pg_stat_reset()" -c "ALTER SYSTEM SET track_functions = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
+
+pgb() {
+    local fn=$1
+    printf '\\set r random(1, %s)\n\\set p random(0, 1000000)\nSELECT bench.%s(:r, :p);\n' "$ROOMS" "$fn" >"$OUT/$fn.sql"
+    "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$OUT/$fn.sql" 2>"$OUT/$fn.err" \
+        | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -1
+}
+say "(a) bare INSERTs (same rows, same indexes): $CLIENTS clients, $SECS s"
+bare=$(pgb bare)
+say "bare: $bare rows/s"
+catch_up
+say "(a) ceiling: INSERTs into a table with a primary key only"
+bare_pk=$(pgb bare_pk)
+say "ceiling: $bare_pk rows/s"
+psql_b -c "CHECKPOINT" >/dev/null
+catch_up
+say "(a) chat.send with counters, audit and live delivery: $CLIENTS clients, $SECS s"
+sent=$(pgb send)
+say "chat.send: $sent messages/s"
+ratio=$(awk -v a="$sent" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')
+ratio_pk=$(awk -v a="$sent" -v b="$bare_pk" 'BEGIN { printf "%.3f", a / b }')
+errs=$(grep -c 'ERROR' "$OUT/send.err" || true)
+[ "$errs" = 0 ] || say "WARNING: $errs errors in $OUT/send.err"
+audit_rows=$(psql_b -c "SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', audit_relid), false, true, '')))[1]::text FROM bv_audit.tracked WHERE relid = 'chat.messages'::regclass")
+say "audit rows written: $audit_rows; time per function (ms, self):"
+psql_b -F ' ' -c "SELECT schemaname || '.' || funcname, calls, round(self_time::numeric / greatest(calls, 1), 3) FROM pg_stat_user_functions ORDER BY self_time DESC LIMIT 8" | sed 's/^/bench-chat:   /' >&2
+catch_up
+
+# ---- (b) delivery to a WebSocket client ----
+psql_b -c "INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('bench', 'HS256', 'bench-' || repeat('k', 40))" >/dev/null
+member=$(psql_b -c "SELECT user_id FROM chat.members WHERE room_id = 1 ORDER BY user_id LIMIT 1")
+token=$(psql_b -c "SELECT bv.jwt_sign(jsonb_build_object('role', 'bv_user', 'sub', '$member', 'exp', extract(epoch FROM now())::bigint + 3600), 'bench')")
+until [ "$(psql_b -c "SELECT state FROM bv_realtime.stats")" = running ]; do sleep 0.2; done
+say "(b) delivery: $RATE messages/s for $DSECS s into a $MAXM-member room, one WebSocket client"
+/usr/bin/python3 - "ws://127.0.0.1:$WSPORT/socket?access_token=$token&topics=chat:room:1" "$OUT/latency.txt" "$((DSECS + 5))" <<'PY' &
+import asyncio, datetime, json, sys, time
+import websockets
+url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+async def main():
+    lat = []
+    async with websockets.connect(url, max_size=None) as ws:
+        open(out + '.ready', 'w').close()
+        end = time.time() + secs
+        while time.time() < end:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=max(0.1, end - time.time()))
+            except asyncio.TimeoutError:
+                break
+            now = time.time()
+            m = json.loads(raw)
+            if m.get('type') == 'message' and m.get('event') == 'message.created':
+                sent = datetime.datetime.fromisoformat(m['payload']['created_at']).timestamp()
+                lat.append((now - sent) * 1000)
+    with open(out, 'w') as f:
+        f.write('\n'.join('%.3f' % x for x in lat) + '\n')
+asyncio.run(main())
+PY
+wspid=$!
+until [ -e "$OUT/latency.txt.ready" ]; do sleep 0.1; done
+sleep 0.5
+psql_b -c "CALL bench.steady($RATE, $DSECS)" >/dev/null
+wait "$wspid" || true
+read -r d50 d99 dn <<<"$(sort -n "$OUT/latency.txt" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }')"
+read -r g50 g99 <<<"$(psql_b -F ' ' -c "SELECT latency_p50_ms, latency_p99_ms FROM bv_realtime.stats")"
+say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms (gateway's own commit-to-socket: p50 $g50 ms, p99 $g99 ms)"
+
+# ---- (c) history page and room list ----
+psql_b -c "VACUUM ANALYZE chat.messages, chat.read_state, chat.members" >/dev/null
+psql_b -c "SELECT * FROM bench.read_latency('history', $READS)" >/dev/null   # warm-up
+read -r h50 h99 h99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('history', $READS)")"
+say "history (50 messages): p50 $h50 ms, p99 $h99 ms (best-of-3 p99 $h99m ms)"
+psql_b -c "SELECT * FROM bench.read_latency('rooms', $READS)" >/dev/null
+read -r l50 l99 l99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('rooms', $READS)")"
+say "room list with unread counts: p50 $l50 ms, p99 $l99 ms (best-of-3 p99 $l99m ms)"
+
+# The counters are still exact after the run.
+wrong=$(psql_b -c "SELECT count(*) FROM chat.read_state rs
+  CROSS JOIN LATERAL (SELECT count(*) AS u FROM chat.messages m
+                       WHERE m.room_id = rs.room_id AND coalesce(m.thread_root, 0) = rs.thread
+                         AND m.seq > rs.read_seq AND m.deleted_at IS NULL AND m.sender <> rs.user_id) x
+ WHERE rs.unread <> x.u")
+say "counters differing from the recount: $wrong"
+load=$(cut -d' ' -f1 /proc/loadavg)
+printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$bare_pk" "$ratio_pk" \
+    "$d50" "$d99" "$dn" "${g99:-null}" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
