@@ -57,7 +57,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "batch.h"
+#include "kinds.h"
 
 #define AMQP_CHANNEL         1
 #define AMQP_WAIT_SLICE_MS   50
@@ -782,7 +783,7 @@ amqp_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		amqp_service(a, AMQP_WAIT_SLICE_MS);
 		pgstat_report_wait_end();
-		cdc_stream_keepalive();
+		cdc_sink_keepalive();
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (!a->connected || sink->failed)

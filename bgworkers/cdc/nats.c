@@ -49,7 +49,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "kinds.h"
 
 #define NATS_WAIT_SLICE_MS 50
 #define NATS_ACKS_PER_PASS 4096
@@ -472,7 +472,7 @@ nats_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		nats_service(n, NATS_WAIT_SLICE_MS);
 		pgstat_report_wait_end();
-		cdc_stream_keepalive();
+		cdc_sink_keepalive();
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (n->lost || sink->failed)
