@@ -10,7 +10,8 @@
 #   ceiling_per_s   the same envelopes (read back from the stream) published
 #                   by a minimal C publisher (bv_nats_tool publish, libnats)
 #                   to the same server and stream, with a reply inbox per
-#                   message, the same headers and the same window (1000).
+#                   message, the same headers and the same window (4096, the sink's default max_inflight;
+#                   BENCH_WINDOW=n for another).
 #   ratio           messages_per_s / ceiling_per_s.  Target: >= 0.7 and
 #                   >= 30,000 messages/s.
 #   lost            rows missing from the stream (distinct keys).
@@ -28,7 +29,7 @@ if [ "${BENCH_SCALE:-default}" = small ]; then
 else
     ROWS=200000 TXNS=200
 fi
-WINDOW=1000
+WINDOW=${BENCH_WINDOW:-4096}
 OUT=$BV_BENCH_OUT
 TOOL=$BV_TOP/tests/tools/bv_nats_tool
 say() { printf 'bench-nats: %s\n' "$*" >&2; }
