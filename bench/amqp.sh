@@ -11,7 +11,8 @@
 #   ceiling_per_s   the same envelopes (as the consumer received them) published
 #                   by a minimal C publisher (bv_amqp_tool publish, librabbitmq)
 #                   to the same broker, exchange and queue, persistent,
-#                   mandatory, with the same confirm window (1000) and headers.
+#                   mandatory, with the same confirm window (4096, the sink's default
+#                   max_inflight; BENCH_WINDOW=n for another) and headers.
 #   ratio           messages_per_s / ceiling_per_s.  Target: >= 0.7 and
 #                   >= 30,000 messages/s.
 #   lost            rows the consumer did not receive (distinct keys).
@@ -29,7 +30,7 @@ if [ "${BENCH_SCALE:-default}" = small ]; then
 else
     ROWS=200000 TXNS=200
 fi
-WINDOW=1000
+WINDOW=${BENCH_WINDOW:-4096}
 OUT=$BV_BENCH_OUT
 TOOL=$BV_TOP/tests/tools/bv_amqp_tool
 say() { printf 'bench-amqp: %s\n' "$*" >&2; }

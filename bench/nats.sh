@@ -10,12 +10,13 @@
 #   ceiling_per_s   the same envelopes (read back from the stream) published
 #                   by a minimal C publisher (bv_nats_tool publish, libnats)
 #                   to the same server and stream, with a reply inbox per
-#                   message, the same headers and the same window (1000).
+#                   message, the same headers and the same window (4096, the sink's default max_inflight;
+#                   BENCH_WINDOW=n for another).
 #   ratio           messages_per_s / ceiling_per_s.  Target: >= 0.7 and
 #                   >= 30,000 messages/s.
 #   lost            rows missing from the stream (distinct keys).
 # Progress on stderr; one JSON line on stdout.  BENCH_SCALE=small: 20k rows
-# in 20 transactions; default: 200k rows in 200.
+# in 20 transactions; default: 200k rows in 200 (in BENCH_ROUNDS rounds, see below).
 # shellcheck source=/dev/null
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
@@ -28,7 +29,7 @@ if [ "${BENCH_SCALE:-default}" = small ]; then
 else
     ROWS=200000 TXNS=200
 fi
-WINDOW=1000
+WINDOW=${BENCH_WINDOW:-4096}
 OUT=$BV_BENCH_OUT
 TOOL=$BV_TOP/tests/tools/bv_nats_tool
 say() { printf 'bench-nats: %s\n' "$*" >&2; }
@@ -59,45 +60,64 @@ wait_for "SELECT worker_state = 'streaming' AND state = 'up' FROM bv_cdc.stats W
 psql_q -c "INSERT INTO public.bench VALUES (0, 'warm-up')"
 wait_for "SELECT events >= 1 FROM bv_cdc.stats WHERE sink = 'bench'"
 
-pause_sink bench
-say "committing $ROWS changes in $TXNS transactions"
-load_rows "$ROWS" "$TXNS"
-
-say "bv_cdc: resume and wait for $ROWS acknowledgements"
-t2=$(now)
-resume_and_drain bench "$ROWS"
-t3=$(now)
+# Rounds (BENCH_ROUNDS; 3 by default, 1 with BENCH_SCALE=small, where a
+# round's fixed cost, resume to first message, would weigh too much): each
+# commits ROWS/ROUNDS changes while the sink is paused, times their drain,
+# then times the ceiling publisher on round 1's envelopes right after, so
+# that both see the machine's load of the same moment; the figures are the
+# medians over the rounds, round_ratios each round's.
+if [ "${BENCH_SCALE:-default}" = small ]; then ROUNDS=${BENCH_ROUNDS:-1}; else ROUNDS=${BENCH_ROUNDS:-3}; fi
+TPER=$(((TXNS + ROUNDS - 1) / ROUNDS))
+PER=$((ROWS / ROUNDS / TPER * TPER)) # whole transactions of equal size
+TOTAL=$((PER * ROUNDS))
+RESULTS=
+for r in $(seq "$ROUNDS"); do
+    pause_sink bench
+    say "round $r: committing $PER changes in $TPER transactions"
+    load_rows "$PER" "$TPER" $(((r - 1) * PER))
+    say "round $r: bv_cdc: resume and wait for $PER acknowledgements"
+    t2=$(now)
+    resume_and_drain bench "$PER"
+    t3=$(now)
+    if [ "$r" = 1 ]; then
+        "$TOOL" dump 127.0.0.1 "$PORT" BENCH >"$OUT/stream1.jsonl" || bv_die "could not read the stream"
+        python3 - "$OUT/stream1.jsonl" "$PER" >"$OUT/ceiling.txt" <<'PY'
+import json, sys
+lines = [json.dumps(json.loads(l)["body"], separators=(",", ":"), ensure_ascii=False)
+         for l in open(sys.argv[1])]
+print("\n".join(lines[1:1 + int(sys.argv[2])]))
+PY
+    fi
+    say "round $r: ceiling: bv_nats_tool publishes $PER envelopes (window $WINDOW)"
+    CEIL=$("$TOOL" publish 127.0.0.1 "$PORT" bv.public.bench "$OUT/ceiling.txt" "$WINDOW") \
+        || bv_die "the ceiling publisher failed: $CEIL"
+    RESULTS="$RESULTS $t2,$t3,$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["per_s"])' "$CEIL")"
+done
 
 "$TOOL" dump 127.0.0.1 "$PORT" BENCH >"$OUT/stream.jsonl" || bv_die "could not read the stream"
-python3 - "$OUT/stream.jsonl" "$OUT/bodies.txt" >"$OUT/distinct.txt" <<'PY'
+DISTINCT=$(python3 - "$OUT/stream.jsonl" <<'PY'
 import json, sys
-ids, out = set(), open(sys.argv[2], "w")
-for line in open(sys.argv[1]):
-    m = json.loads(line)
-    ids.add(m["body"]["key"]["id"])
-    out.write(json.dumps(m["body"], separators=(",", ":"), ensure_ascii=False) + "\n")
-print(len(ids))
+print(len({json.loads(l)["body"]["key"]["id"] for l in open(sys.argv[1])}))
 PY
-DISTINCT=$(cat "$OUT/distinct.txt")
-head -n "$((ROWS + 1))" "$OUT/bodies.txt" | tail -n "$ROWS" >"$OUT/ceiling.txt"
+)
 
-say "ceiling: bv_nats_tool publishes the same $ROWS envelopes (window $WINDOW)"
-CEIL=$("$TOOL" publish 127.0.0.1 "$PORT" bv.public.bench "$OUT/ceiling.txt" "$WINDOW") \
-    || bv_die "the ceiling publisher failed: $CEIL"
-
-python3 - "$ROWS" "$TXNS" "$t2" "$t3" "$DISTINCT" "$CEIL" "$WINDOW" <<'PY'
-import json, os, sys
-rows, txns = int(sys.argv[1]), int(sys.argv[2])
-t2, t3 = float(sys.argv[3]), float(sys.argv[4])
-ceil = json.loads(sys.argv[6])["per_s"]
-rate = rows / (t3 - t2)
+# shellcheck disable=SC2086 # one argument per round
+python3 - "$TOTAL" "$TXNS" "$PER" "$DISTINCT" "$WINDOW" $RESULTS <<'PY'
+import json, os, statistics, sys
+total, txns, per, distinct, window = map(int, sys.argv[1:6])
+rounds = [tuple(map(float, x.split(","))) for x in sys.argv[6:]]
+rates = [per / (t3 - t2) for t2, t3, _ in rounds]
+ceils = [c for _, _, c in rounds]
+ratios = [r / c for r, c in zip(rates, ceils) if c]
 print(json.dumps({
     "bench": "nats", "scale": os.environ.get("BENCH_SCALE", "default"),
     "commit": os.environ.get("BV_COMMIT", "unknown"),
-    "rows": rows, "transactions": txns, "ack_window": int(sys.argv[7]),
-    "messages_per_s": round(rate), "ceiling_per_s": round(ceil),
-    "ratio": round(rate / ceil, 2) if ceil else None,
+    "rows": total, "transactions": txns, "rounds": len(rounds), "ack_window": window,
+    "messages_per_s": round(statistics.median(rates)),
+    "ceiling_per_s": round(statistics.median(ceils)),
+    "ratio": round(statistics.median(ratios), 2) if ratios else None,
+    "round_ratios": [round(x, 2) for x in ratios],
     "target_ratio": 0.7, "target_per_s": 30000,
-    "lost": rows + 1 - int(sys.argv[5]),
+    "lost": total + 1 - distinct,
 }))
 PY

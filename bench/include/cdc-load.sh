@@ -5,8 +5,9 @@
 #   now                      seconds since the epoch, with nanoseconds
 #   wait_for SQL [seconds]   until the query returns t (default 120 s)
 #   pause_sink NAME          bv_cdc.pause, then wait until the worker is paused
-#   load_rows ROWS TXNS      ROWS single-row inserts into public.bench(id,
-#                            payload), committed in TXNS transactions
+#   load_rows ROWS TXNS [OFF] ROWS single-row inserts into public.bench(id,
+#                            payload), ids from OFF+1, committed in TXNS
+#                            transactions
 #   resume_and_drain NAME N  bv_cdc.resume, then wait until the sink has N
 #                            more events acknowledged; the timed part of the
 #                            throughput benchmarks
@@ -53,13 +54,13 @@ SQL
 }
 
 load_rows() {
-    local per=$(($1 / $2))
+    local per=$(($1 / $2)) off=${3:-0}
     psql_q >/dev/null <<SQL
 CREATE PROCEDURE pg_temp.load() LANGUAGE plpgsql AS \$\$
 BEGIN
     FOR t IN 0..$2 - 1 LOOP
         INSERT INTO public.bench
-        SELECT g, 'payload-' || g FROM generate_series(t * $per + 1, (t + 1) * $per) g;
+        SELECT g, 'payload-' || g FROM generate_series($off + t * $per + 1, $off + (t + 1) * $per) g;
         COMMIT;
     END LOOP;
 END \$\$;

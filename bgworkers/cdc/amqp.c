@@ -57,7 +57,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "batch.h"
+#include "kinds.h"
 
 #define AMQP_CHANNEL         1
 #define AMQP_WAIT_SLICE_MS   50
@@ -113,7 +114,7 @@ static const CdcProperty amqp_properties[] = {
 	{"tls_cert_file", CDC_PROP_FILE, NULL, 1, 4096, false},
 	{"tls_key_file", CDC_PROP_FILE, NULL, 1, 4096, false},
 	{"heartbeat_s", CDC_PROP_INT, "30", 0, 3600, false},
-	{"max_inflight", CDC_PROP_INT, "1000", 1, 65535, false},
+	{"max_inflight", CDC_PROP_INT, "4096", 1, 65535, false},
 	{"connect_timeout_ms", CDC_PROP_INT, "5000", 100, 600000, false},
 	{"frame_max", CDC_PROP_INT, "131072", 4096, 16777216, false},
 	{NULL}};
@@ -777,13 +778,20 @@ amqp_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 						strlen(ev->topic));
 		return CDC_PRODUCE_REJECTED;
 	}
-	while (a->connected && !sink->failed && a->ninflight >= a->max_inflight)
+	/*
+	 * A full window: wait until half of it is confirmed, then publish a
+	 * batch, rather than one message per confirmation (a wake-up each).
+	 */
+	if (a->ninflight >= a->max_inflight)
 	{
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		amqp_service(a, AMQP_WAIT_SLICE_MS);
-		pgstat_report_wait_end();
-		cdc_stream_keepalive();
-		CHECK_FOR_INTERRUPTS();
+		while (a->connected && !sink->failed && a->ninflight > a->max_inflight / 2)
+		{
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			amqp_service(a, AMQP_WAIT_SLICE_MS);
+			pgstat_report_wait_end();
+			cdc_sink_keepalive();
+			CHECK_FOR_INTERRUPTS();
+		}
 	}
 	if (!a->connected || sink->failed)
 	{

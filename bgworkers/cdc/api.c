@@ -28,11 +28,9 @@
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "cdc.h"
+#include "kinds.h"
 #include "bv_common.h"
-
-extern bool cdc_config_dirty;
-extern bool cdc_spool_dirty;
 
 PG_FUNCTION_INFO_V1(bv_cdc_validate_sink);
 

@@ -28,7 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "bv_cdc.h"
+#include "batch.h"
 
 /*
  * cdc_begin_batch / cdc_end_batch

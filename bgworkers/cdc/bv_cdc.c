@@ -333,6 +333,25 @@ table_noted(Oid relid)
 	return false;
 }
 
+/*
+ * cdc_internal_schema
+ *		Schemas bv_cdc never publishes, whatever the routes say (issue #17
+ *		item 14): system catalogs and the suite's internals.  The same list
+ *		as bv_cdc.is_internal_schema() in SQL.
+ */
+bool
+cdc_internal_schema(const char *schema)
+{
+	static const char *const internal[] = {"pg_catalog", "information_schema", "pg_toast", "bv",
+										   "bv_audit", "bv_cdc", "cron"};
+	int i;
+
+	for (i = 0; i < lengthof(internal); i++)
+		if (strcmp(schema, internal[i]) == 0)
+			return true;
+	return strncmp(schema, "pg_temp_", 8) == 0 || strncmp(schema, "pg_toast_temp_", 14) == 0;
+}
+
 /* A table whose changes the worker never publishes, or a view, or ... */
 static bool
 not_a_cdc_table(Relation rel)

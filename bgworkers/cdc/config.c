@@ -34,7 +34,8 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "bv_cdc.h"
+#include "cdc.h"
+#include "kinds.h"
 #include "bv_common.h"
 
 static bool columns_stale = false;
@@ -375,25 +376,6 @@ expand_topic(const char *tmpl, const char *schema, const char *table, const CdcS
 	if (buf.len > 249)
 		buf.data[249] = '\0';
 	return buf.data;
-}
-
-/*
- * cdc_internal_schema
- *		Schemas bv_cdc never publishes, whatever the routes say (issue #17
- *		item 14): system catalogs and the suite's internals.  The same list
- *		as bv_cdc.is_internal_schema() in SQL.
- */
-bool
-cdc_internal_schema(const char *schema)
-{
-	static const char *const internal[] = {"pg_catalog", "information_schema", "pg_toast", "bv",
-										   "bv_audit", "bv_cdc", "cron"};
-	int i;
-
-	for (i = 0; i < lengthof(internal); i++)
-		if (strcmp(schema, internal[i]) == 0)
-			return true;
-	return strncmp(schema, "pg_temp_", 8) == 0 || strncmp(schema, "pg_toast_temp_", 14) == 0;
 }
 
 /*

@@ -25,7 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 
-#include "bv_cdc.h"
+#include "cdc.h"
 
 static int64
 days_from_civil(int y, int m, int d)

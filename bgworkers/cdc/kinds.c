@@ -15,7 +15,7 @@
 
 #include "lib/stringinfo.h"
 
-#include "bv_cdc.h"
+#include "kinds.h"
 
 static const CdcSinkOps *const all_kinds[] = {&cdc_kafka_ops, &cdc_mqtt_ops, &cdc_webhook_ops,
 											  &cdc_amqp_ops, &cdc_nats_ops};

@@ -60,7 +60,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "kinds.h"
 
 /* produce() and start() wait in slices, serving interrupts in between. */
 #define MQTT_WAIT_SLICE_MS 50
@@ -384,14 +384,13 @@ mqtt_service(MqttSink *m, int timeout_ms)
 static void
 mqtt_validate(List *keys, List *values)
 {
-	const char *host = cdc_property(keys, values, "host", NULL);
+	const char *host = cdc_prop(mqtt_properties, keys, values, "host");
 	const char *protocol = cdc_prop(mqtt_properties, keys, values, "protocol");
-	const char *client_id = cdc_property(keys, values, "client_id", NULL);
-	const char *username = cdc_property(keys, values, "username", NULL);
-	const char *secret = cdc_property(keys, values, "password_secret", NULL);
-	const char *ca = cdc_property(keys, values, "tls_ca_file", NULL);
-	const char *cert = cdc_property(keys, values, "tls_cert_file", NULL);
-	const char *key = cdc_property(keys, values, "tls_key_file", NULL);
+	const char *username = cdc_prop(mqtt_properties, keys, values, "username");
+	const char *secret = cdc_prop(mqtt_properties, keys, values, "password_secret");
+	const char *ca = cdc_prop(mqtt_properties, keys, values, "tls_ca_file");
+	const char *cert = cdc_prop(mqtt_properties, keys, values, "tls_cert_file");
+	const char *key = cdc_prop(mqtt_properties, keys, values, "tls_key_file");
 
 	if (cdc_property(keys, values, "tls_insecure", NULL) != NULL)
 		ereport(ERROR,
@@ -408,22 +407,13 @@ mqtt_validate(List *keys, List *values)
 				 errmsg("MQTT sink property \"host\" is required"),
 				 errhint("Set \"host\" to the broker's host name or address, as in "
 						 "{\"host\": \"localhost\", \"port\": 1883}.")));
-	/* the ranges of port, keepalive_s, max_inflight ...: cdc_check_property_types */
+	/* Lengths and ranges (client_id, port, keepalive_s ...): the property table. */
+	cdc_check_property_values("mqtt", mqtt_properties, keys, values);
 
 	if (strcmp(protocol, "3.1.1") != 0 && strcmp(protocol, "5") != 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("invalid value \"%s\" for MQTT sink property \"protocol\"", protocol),
 						errdetail("bv_cdc speaks MQTT \"3.1.1\" (the default) and \"5\".")));
-	if (client_id != NULL && (client_id[0] == '\0' || strlen(client_id) > 65535))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid value for MQTT sink property \"client_id\""),
-				 errdetail("A client identifier has 1 to 65535 bytes."),
-				 errhint("Omit \"client_id\" to use \"bv_cdc_\" followed by the sink's name.")));
-	if (secret != NULL && secret[0] == '\0')
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						errmsg("MQTT sink property \"password_secret\" is empty"),
-						errhint("Set it to the name of a secret stored with bv.secret_set().")));
 	if (secret != NULL && username == NULL && strcmp(protocol, "5") != 0)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("MQTT sink property \"password_secret\" requires \"username\""),
@@ -464,12 +454,13 @@ mqtt_start(CdcSink *sink, char *errbuf, size_t errlen)
 {
 	List *keys = sink->conf_keys;
 	List *values = sink->conf_values;
+	/* unset: the table's default "bv_cdc_<sink>", with the sink's name */
 	const char *client_id = cdc_property(keys, values, "client_id", NULL);
-	const char *username = cdc_property(keys, values, "username", NULL);
-	const char *secret = cdc_property(keys, values, "password_secret", NULL);
-	const char *ca = cdc_property(keys, values, "tls_ca_file", NULL);
-	const char *cert = cdc_property(keys, values, "tls_cert_file", NULL);
-	const char *key = cdc_property(keys, values, "tls_key_file", NULL);
+	const char *username = cdc_prop(mqtt_properties, keys, values, "username");
+	const char *secret = cdc_prop(mqtt_properties, keys, values, "password_secret");
+	const char *ca = cdc_prop(mqtt_properties, keys, values, "tls_ca_file");
+	const char *cert = cdc_prop(mqtt_properties, keys, values, "tls_cert_file");
+	const char *key = cdc_prop(mqtt_properties, keys, values, "tls_key_file");
 	int keepalive = cdc_prop_int(mqtt_properties, keys, values, "keepalive_s");
 	int connect_ms = cdc_prop_int(mqtt_properties, keys, values, "connect_timeout_ms");
 	MemoryContext cxt;
@@ -488,7 +479,7 @@ mqtt_start(CdcSink *sink, char *errbuf, size_t errlen)
 	m = MemoryContextAllocZero(cxt, sizeof(MqttSink));
 	m->cxt = cxt;
 	m->sink = sink;
-	m->host = MemoryContextStrdup(cxt, cdc_property(keys, values, "host", ""));
+	m->host = MemoryContextStrdup(cxt, cdc_prop(mqtt_properties, keys, values, "host"));
 	m->port = cdc_prop_int(mqtt_properties, keys, values, "port");
 	m->protocol = strcmp(cdc_prop(mqtt_properties, keys, values, "protocol"), "5") == 0
 					  ? MQTT_PROTOCOL_V5
@@ -588,7 +579,7 @@ mqtt_start(CdcSink *sink, char *errbuf, size_t errlen)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		mqtt_service(m, (int) Min(remaining, MQTT_WAIT_SLICE_MS));
 		pgstat_report_wait_end();
-		cdc_stream_keepalive();
+		cdc_sink_keepalive();
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (!m->connected)
@@ -688,7 +679,7 @@ mqtt_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		mqtt_service(m, MQTT_WAIT_SLICE_MS);
 		pgstat_report_wait_end();
-		cdc_stream_keepalive();
+		cdc_sink_keepalive();
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (!m->connected || sink->failed)

@@ -49,9 +49,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "bv_cdc.h"
+#include "kinds.h"
 
-#define NATS_WAIT_SLICE_MS 50
+#define NATS_ACK_NAP_MS    1 /* a full window waits in naps of this many ms */
 #define NATS_ACKS_PER_PASS 4096
 
 typedef struct NatsInflight
@@ -98,7 +98,7 @@ static const CdcProperty nats_properties[] = {
 	{"tls_ca_file", CDC_PROP_FILE, NULL, 1, 4096, false},
 	{"tls_cert_file", CDC_PROP_FILE, NULL, 1, 4096, false},
 	{"tls_key_file", CDC_PROP_FILE, NULL, 1, 4096, false},
-	{"max_inflight", CDC_PROP_INT, "1000", 1, 65535, false},
+	{"max_inflight", CDC_PROP_INT, "4096", 1, 65535, false},
 	{"connect_timeout_ms", CDC_PROP_INT, "5000", 100, 600000, false},
 	{NULL}};
 
@@ -467,13 +467,35 @@ nats_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 	char xid[24];
 	char *keystr = NULL;
 
-	while (!n->lost && !sink->failed && n->ninflight >= n->max_inflight)
+	/*
+	 * A full window: wait until half of it is acknowledged, then publish a
+	 * batch.  Waiting for a single free slot would wake this thread (and
+	 * libnats' reader) once per acknowledgement, a context switch per
+	 * message on a busy machine.
+	 */
+	if (n->ninflight >= n->max_inflight)
 	{
-		pgstat_report_wait_start(PG_WAIT_EXTENSION);
-		nats_service(n, NATS_WAIT_SLICE_MS);
-		pgstat_report_wait_end();
-		cdc_stream_keepalive();
-		CHECK_FOR_INTERRUPTS();
+		bool woken = false;
+
+		while (!n->lost && !sink->failed && n->ninflight > n->max_inflight / 2)
+		{
+			/*
+			 * Nap, then take every acknowledgement that arrived: blocking
+			 * in NextMsg would be woken by libnats' reader for each one.
+			 */
+			if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						  NATS_ACK_NAP_MS, PG_WAIT_EXTENSION) &
+				WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				woken = true;
+			}
+			nats_service(n, 0);
+			cdc_sink_keepalive();
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (woken)
+			SetLatch(MyLatch); /* the worker's loop wanted waking: keep it */
 	}
 	if (n->lost || sink->failed)
 	{

@@ -44,7 +44,8 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#include "bv_cdc.h"
+#include "kinds.h"
+#include "window.h"
 
 /* The sink behind each stats slot; a producer's opaque is its slot + 1. */
 static CdcSink *sink_by_slot[BV_CDC_MAX_SINKS];
@@ -305,7 +306,7 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 
 	if (sink == NULL)
 	{
-		(void) cdc_stream_delivered(op, false);
+		(void) cdc_window_delivered(op, false);
 		return;
 	}
 	if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -313,7 +314,7 @@ on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 	else if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
 	{
 		/* A purge during a restart is not a new error. */
-		(void) cdc_stream_delivered(op, false);
+		(void) cdc_window_delivered(op, false);
 		sink->pending--;
 	}
 	else
@@ -552,7 +553,7 @@ kafka_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		rd_kafka_poll(rk, 50);
 		pgstat_report_wait_end();
-		cdc_stream_keepalive();
+		cdc_sink_keepalive();
 		CHECK_FOR_INTERRUPTS();
 		if (sink->failed)
 			return CDC_PRODUCE_RESTART;

@@ -33,7 +33,9 @@
 
 #include <unistd.h>
 
-#include "bv_cdc.h"
+#include "batch.h"
+#include "sink.h"
+#include "window.h"
 
 /*
  * cdc_jsonb_to_properties
@@ -109,6 +111,9 @@ cdc_property(List *keys, List *values, const char *name, const char *dflt)
  *		validation (cdc_check_property_types), start-up (here) and the
  *		documentation (bv_cdc.sink_properties()) read it.
  */
+static int cdc_property_int(List *keys, List *values, const char *name, int dflt, int min,
+							int max);
+
 static const CdcProperty *
 prop_decl(const CdcProperty *props, const char *name)
 {
@@ -135,7 +140,7 @@ cdc_prop_int(const CdcProperty *props, List *keys, List *values, const char *nam
 }
 
 /* An integer property in [min, max]; throws 22023 otherwise. */
-int
+static int
 cdc_property_int(List *keys, List *values, const char *name, int dflt, int min, int max)
 {
 	const char *v = cdc_property(keys, values, name, NULL);
@@ -151,6 +156,43 @@ cdc_property_int(List *keys, List *values, const char *name, int dflt, int min, 
 						errmsg("invalid value \"%.32s\" for sink property \"%s\"", v, name),
 						errdetail("\"%s\" is an integer from %d to %d.", name, min, max)));
 	return (int) n;
+}
+
+/*
+ * cdc_check_property_values
+ *		The configured values of a kind's declared properties, as text (the
+ *		worker re-validates from the stored lists): integers in their range,
+ *		strings and paths of their length.  JSON types are checked before,
+ *		at add_sink/alter_sink time (cdc_check_property_types).
+ */
+void
+cdc_check_property_values(const char *kind, const CdcProperty *props, List *keys, List *values)
+{
+	const CdcProperty *p;
+
+	for (p = props; p->name != NULL; p++)
+	{
+		const char *v = cdc_property(keys, values, p->name, NULL);
+		size_t len;
+
+		if (v == NULL)
+			continue;
+		if (p->type == CDC_PROP_INT)
+		{
+			(void) cdc_prop_int(props, keys, values, p->name);
+			continue;
+		}
+		if (p->type != CDC_PROP_STRING && p->type != CDC_PROP_FILE)
+			continue;
+		len = strlen(v);
+		if (len < p->min || len > p->max)
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("invalid length %zu of %s sink property \"%s\"", len, kind,
+								   p->name),
+							errdetail("\"%s\" has " INT64_FORMAT " to " INT64_FORMAT " bytes.",
+									  p->name, p->min, p->max),
+							errhint("Check the value of \"%s\".", p->name)));
+	}
 }
 
 /* Refuse properties a kind does not know (a typo would be silently ignored). */
@@ -408,10 +450,26 @@ cdc_secret_get(const char *name)
 
 /* ---- acknowledgements ---- */
 
+static void (*keepalive_hook)(void) = NULL;
+
+/* The stream's keepalive, for kinds that wait in produce() (see sink.h). */
+void
+cdc_sink_set_keepalive(void (*hook)(void))
+{
+	keepalive_hook = hook;
+}
+
+void
+cdc_sink_keepalive(void)
+{
+	if (keepalive_hook != NULL)
+		keepalive_hook();
+}
+
 void
 cdc_sink_acked(CdcSink *sink, uint64 opaque, size_t bytes)
 {
-	XLogRecPtr lsn = cdc_stream_delivered(opaque, true);
+	XLogRecPtr lsn = cdc_window_delivered(opaque, true);
 
 	sink->pending--;
 	sink->n_acked++;
@@ -426,7 +484,7 @@ cdc_sink_acked(CdcSink *sink, uint64 opaque, size_t bytes)
 void
 cdc_sink_spooled(CdcSink *sink, uint64 opaque)
 {
-	(void) cdc_stream_delivered(opaque, true);
+	(void) cdc_window_delivered(opaque, true);
 	sink->pending--;
 	sink->stall_since = 0;
 	sink->stalled = false;
@@ -437,7 +495,7 @@ cdc_sink_delivery_failed(CdcSink *sink, uint64 opaque, const char *fmt, ...)
 {
 	va_list ap;
 
-	(void) cdc_stream_delivered(opaque, false);
+	(void) cdc_window_delivered(opaque, false);
 	sink->pending--;
 	sink->n_errors++;
 	sink->failed = true;
@@ -468,8 +526,7 @@ cdc_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 {
 	volatile bool ok = false;
 
-	sink->ops = cdc_sink_ops(sink->kind);
-	if (sink->ops == NULL)
+	if (sink->ops == NULL) /* config.c found no such kind */
 	{
 		snprintf(errbuf, errlen, "unknown sink kind \"%s\"", sink->kind);
 		return false;

@@ -51,7 +51,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "bv_cdc.h"
+#include "cdc.h"
 
 typedef struct SnapJob
 {

@@ -1,37 +1,43 @@
 /*-------------------------------------------------------------------------
  *
  * stream.c
- *	  The replication stream: wal2json changes in, Kafka messages out, and
- *	  the slot advanced only past what Kafka acknowledged.
+ *	  The replication stream: wal2json changes in, events to the sinks out,
+ *	  and the slot advanced only past what the sinks acknowledged.
  *
  * The worker streams its logical slot over a replication connection to its
  * own server (bv_repl.c, as pg_recvlogical does), with wal2json
  * format-version 2.  Each transaction ("B" ... "C") gets an entry in the
- * in-flight window, a ring of transactions in commit order; each message
- * produced for one of its changes increments the entry's pending count,
- * and its delivery report decrements it.  The slot's confirmed position
- * moves to a transaction's end LSN only when it and every transaction
- * before it are committed and fully acknowledged.  After a crash the
- * server replays from that position: what was produced but not yet
- * acknowledged is produced again (duplicates are possible, loss is not).
+ * in-flight window (window.c), whose acknowledged prefix the slot may
+ * confirm.
+ *
+ * This file does not loop: worker.c owns the worker's one loop (pg_cron's
+ * PgCronLauncherMain shape) and calls the steps here:
+ *   cdc_stream_start  connect, create the slot when missing, START_REPLICATION
+ *   cdc_stream_read   read a batch of messages and hand their events to the
+ *                     sinks (stops early while the window is full or a
+ *                     routed sink is paused)
+ *   cdc_stream_acks   serve the sinks' acknowledgements, advance the window,
+ *                     confirm the slot, take snapshot steps, publish stats
+ *   cdc_stream_wait   wait for the socket, the latch or the sinks
+ * and, while a sink blocks in produce() (its own window full), the sinks
+ * call cdc_stream_keepalive through sink.c's hook.
  *
  * Memory stays bounded whatever the transaction size: reading stops while
- * bv_cdc.max_inflight messages await acknowledgement or the window ring is
- * full, and librdkafka's queue is bounded too (a full queue blocks the
- * produce call).  wal2json sends one message per row, and the server spills
- * big transactions to disk, so no transaction is ever held whole here.
+ * bv_cdc.max_inflight events await acknowledgement or the window ring is
+ * full, and each sink bounds its own queue (a full queue blocks produce).
+ * wal2json sends one message per row, and the server spills big
+ * transactions to disk, so no transaction is ever held whole here.
  *
  * Idle slots still advance: with nothing in flight, a keepalive's WAL end is
  * confirmed, and every bv_cdc.heartbeat_interval the worker asks the server
  * for one (heartbeat).
  *
- * Concurrency: only the worker runs this; delivery reports arrive through
- * rd_kafka_poll() in the same thread.  Stale reports (from producers of a
- * previous start, purged) carry an older epoch and are ignored.
+ * Concurrency: only the worker runs this, in its one thread; the sinks'
+ * acknowledgements arrive through their poll() in the same thread.
  *
  * Memory contexts: "bv_cdc message" is reset after every message read;
- * "bv_cdc transaction" holds the current transaction's trace context and is
- * reset at each BEGIN; the window ring is allocated once in TopMemoryContext.
+ * "bv_cdc transaction" holds the current transaction's trace context and
+ * column notes and is reset at each BEGIN.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,35 +60,19 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "bv_cdc.h"
 #include "bv_common.h"
+#include "cdc.h"
 
-#define RING_CAPACITY 65536
-#define READ_BATCH    2000
-#define POLL_EVERY    256 /* delivery reports are served every this many messages */
-#define BATCH_NAP_US  1000
+#define READ_BATCH   2000
+#define POLL_EVERY   256 /* delivery reports are served every this many messages */
+#define BATCH_NAP_US 1000
 
 /* Fewer messages than this per window: a trickle (see the wait). */
 #define TRICKLE_WINDOW_MS 20
 #define TRICKLE_READS     400 /* 20,000 messages/s */
 
-typedef struct CdcTxn
-{
-	XLogRecPtr end_lsn;
-	int64 xid;
-	int64 commit_us;
-	int64 pending;
-	bool committed;
-	bool failed; /* a message of it was lost: never confirm past it */
-	bool held;   /* an event of it was for a sink that could not start (ADR 0032) */
-} CdcTxn;
-
 static PGconn *conn = NULL;
-static uint32 epoch = 1;
-static CdcTxn *ring = NULL;
-static int ring_head = 0;
-static int ring_count = 0;
-static int cur = -1; /* ring index of the open transaction, or -1 */
+static int cur = -1; /* window entry of the open transaction, or -1 */
 static int64 cur_seq = 0;
 static char *cur_traceparent = NULL;
 static XLogRecPtr received_lsn = InvalidXLogRecPtr;
@@ -100,15 +90,10 @@ static CdcTableRoutes *last_tr = NULL; /* table_routes(): its last answer, and t
 static CdcConfig *last_tr_cfg = NULL;
 static uint64 last_tr_generation = 0;
 static CdcConfig *stream_cfg = NULL; /* for publishing while a sink blocks */
-
-/*
- * The slot is held (ADR 0032): a transaction had events for a sink that
- * could not start.  From then on the confirmed position stays where it
- * was, while the other sinks stream on; when that sink starts again, the
- * stream restarts from the slot and it gets everything (the others get
- * duplicates).
- */
-static bool slot_held = false;
+/* What the last read step saw, for the acknowledgement and wait steps. */
+static bool read_paused = false; /* a routed sink is paused: nothing read */
+static bool read_room = true;    /* the window had room when reading stopped */
+static int read_count = 0;       /* messages read */
 
 /* This transaction's bv.columns notes: "schema.table" -> its columns. */
 typedef struct TxnColumns
@@ -136,49 +121,6 @@ parse_lsn(const char *s)
 	return ((uint64) hi << 32) | lo;
 }
 
-/*
- * cdc_stream_delivered
- *		A delivery report for a message of window entry "opaque": returns
- *		the transaction's end LSN, or InvalidXLogRecPtr for a stale report.
- *		A lost message (ok = false) pins its transaction: the slot is never
- *		confirmed past it, the stream restarts and replays it.
- */
-XLogRecPtr
-cdc_stream_delivered(uint64 opaque, bool ok)
-{
-	uint32 idx = (uint32) (opaque & 0xffffffff);
-
-	if ((uint32) (opaque >> 32) != epoch || ring == NULL || idx >= RING_CAPACITY)
-		return InvalidXLogRecPtr;
-	ring[idx].pending--;
-	if (!ok)
-		ring[idx].failed = true;
-	return ring[idx].end_lsn;
-}
-
-/* Confirm every leading transaction that is committed and acknowledged. */
-static void
-advance_window(void)
-{
-	while (ring_count > 0 && ring[ring_head].committed && ring[ring_head].pending == 0 &&
-		   !ring[ring_head].failed)
-	{
-		if (ring[ring_head].held && !slot_held)
-		{
-			slot_held = true;
-			ereport(LOG, (errmsg("bv_cdc holds its slot at %X/%X: a sink that could not start "
-								 "has routed changes after it",
-								 LSN_FORMAT_ARGS(flushed_lsn)),
-						  errhint("The other sinks stream on; the held changes are replayed "
-								  "when the sink starts again.")));
-		}
-		if (!slot_held && ring[ring_head].end_lsn > flushed_lsn)
-			flushed_lsn = ring[ring_head].end_lsn;
-		ring_head = (ring_head + 1) % RING_CAPACITY;
-		ring_count--;
-	}
-}
-
 static void
 publish(CdcConfig *cfg, bool force)
 {
@@ -192,11 +134,7 @@ publish(CdcConfig *cfg, bool force)
 	cdc_shared->received_lsn = received_lsn;
 	cdc_shared->confirmed_lsn = flushed_lsn;
 	cdc_shared->inflight = (uint64) cdc_sinks_pending(cfg);
-	cdc_shared->oldest_pending_commit =
-		ring_count > 0 ? (TimestampTz) (ring[ring_head].commit_us -
-										((POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) *
-										 SECS_PER_DAY * USECS_PER_SEC))
-					   : 0;
+	cdc_shared->oldest_pending_commit = cdc_window_oldest_commit();
 	cdc_shared->last_heartbeat = last_heartbeat;
 	SpinLockRelease(&cdc_shared->mutex);
 }
@@ -224,11 +162,15 @@ send_status(bool force, bool reply)
 	return true;
 }
 
-/* Called while produce() waits for room: keep the walsender content. */
+/*
+ * cdc_stream_keepalive
+ *		While a sink waits in produce() for room (through sink.c's hook) or
+ *		the worker drains before a reload: keep the walsender content.
+ */
 void
 cdc_stream_keepalive(void)
 {
-	advance_window();
+	cdc_window_advance(&flushed_lsn);
 	(void) send_status(false, false);
 	/* A sink blocked in produce() may be stalled: keep the stats current. */
 	if (stream_cfg != NULL)
@@ -240,13 +182,6 @@ void
 cdc_stream_set_config(CdcConfig *cfg)
 {
 	stream_cfg = cfg;
-}
-
-/* Is the slot held for a sink that could not start? */
-bool
-cdc_stream_held(void)
-{
-	return slot_held;
 }
 
 /*
@@ -398,20 +333,14 @@ start_streaming(void)
 static bool
 open_txn(const W2jMessage *m)
 {
+	int64 commit_us;
 	int idx;
 
-	if (ring_count >= RING_CAPACITY)
+	if (!cdc_parse_timestamp(m->timestamp, &commit_us))
+		commit_us = 0;
+	idx = cdc_window_open(parse_lsn(m->nextlsn), m->xid, commit_us);
+	if (idx < 0)
 		return false;
-	idx = (ring_head + ring_count) % RING_CAPACITY;
-	ring_count++;
-	ring[idx].end_lsn = parse_lsn(m->nextlsn);
-	ring[idx].xid = m->xid;
-	ring[idx].pending = 0;
-	ring[idx].committed = false;
-	ring[idx].failed = false;
-	ring[idx].held = false;
-	if (!cdc_parse_timestamp(m->timestamp, &ring[idx].commit_us))
-		ring[idx].commit_us = 0;
 	cur = idx;
 	cur_seq = 0;
 	MemoryContextReset(txn_cxt);
@@ -432,13 +361,15 @@ produce_event(CdcSink *sink, CdcEvent *ev, XLogRecPtr lsn, const char *what)
 	char *err = NULL;
 	CdcProduceResult rc;
 
-	ev->opaque = ((uint64) epoch << 32) | (uint32) cur;
-	ring[cur].pending++;
+	CdcTxn *txn = cdc_window_entry(cur);
+
+	ev->opaque = cdc_window_opaque(cur);
+	txn->pending++;
 	sink->pending++;
 	rc = cdc_sink_produce(sink, ev, &err);
 	if (rc != CDC_PRODUCE_OK)
 	{
-		ring[cur].pending--;
+		txn->pending--;
 		sink->pending--;
 	}
 	if (rc == CDC_PRODUCE_REJECTED)
@@ -531,14 +462,14 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	{
 		/* A sink that could not start: hold the slot before this change. */
 		if (sink->start_failed)
-			ring[cur].held = true;
+			cdc_window_entry(cur)->held = true;
 		return CDC_PRODUCE_OK;
 	}
 
 	src.database = cdc_database;
 	src.lsn = lsn_text;
-	src.xid = ring[cur].xid;
-	src.ts_us = ring[cur].commit_us;
+	src.xid = cdc_window_entry(cur)->xid;
+	src.ts_us = cdc_window_entry(cur)->commit_us;
 	src.seq = cur_seq;
 
 	/* The key goes both into the envelope and into the message. */
@@ -553,7 +484,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	h.op = opstr;
 	h.table = tr->key;
 	h.lsn = lsn_text;
-	h.xid = ring[cur].xid;
+	h.xid = cdc_window_entry(cur)->xid;
 	h.traceparent = cur_traceparent;
 
 	/*
@@ -579,7 +510,7 @@ emit(CdcConfig *cfg, CdcTableRoutes *tr, int r, char op, const W2jMessage *m,
 	ev.event_id = event_id;
 
 	/* A transaction's first event for a sink with a transaction topic: BEGIN. */
-	if (sink->txn_topic != NULL && ring[cur].xid != 0)
+	if (sink->txn_topic != NULL && cdc_window_entry(cur)->xid != 0)
 	{
 		if (sink->txn_events == 0 && (rc = emit_txn_event(sink, false, lsn_text)) != CDC_PRODUCE_OK)
 			return rc;
@@ -603,14 +534,14 @@ emit_txn_event(CdcSink *sink, bool end, const char *lsn_text)
 	CdcRoute route;
 	char xid[24], event_id[64];
 	ListCell *lc;
+	const CdcTxn *txn = cdc_window_entry(cur);
 
-	snprintf(xid, sizeof(xid), INT64_FORMAT, ring[cur].xid);
+	snprintf(xid, sizeof(xid), INT64_FORMAT, txn->xid);
 	initStringInfo(&payload);
 	appendStringInfo(&payload,
 					 "{\"status\":\"%s\",\"id\":\"%s\",\"lsn\":\"%s\",\"ts_us\":" INT64_FORMAT
 					 ",\"ts_ms\":" INT64_FORMAT,
-					 end ? "END" : "BEGIN", xid, lsn_text, ring[cur].commit_us,
-					 ring[cur].commit_us / 1000);
+					 end ? "END" : "BEGIN", xid, lsn_text, txn->commit_us, txn->commit_us / 1000);
 	if (end)
 	{
 		appendStringInfo(&payload, ",\"event_count\":" INT64_FORMAT ",\"data_collections\":[",
@@ -636,7 +567,7 @@ emit_txn_event(CdcSink *sink, bool end, const char *lsn_text)
 	h.op = end ? "END" : "BEGIN";
 	h.table = "";
 	h.lsn = lsn_text;
-	h.xid = ring[cur].xid;
+	h.xid = cdc_window_entry(cur)->xid;
 	h.traceparent = cur_traceparent;
 	snprintf(event_id, sizeof(event_id), "txn-%s-%s", xid, end ? "end" : "begin");
 	ev.topic = sink->txn_topic;
@@ -959,18 +890,12 @@ emit_snapshot(CdcConfig *cfg, XLogRecPtr lsn, const char *lsn_text)
 	int saved_cur = cur;
 
 	n = cdc_snapshot_rows(&rows, &dropped, &ncols, &m);
-	if (ring_count >= RING_CAPACITY)
+	idx = cdc_window_open(lsn, 0,
+						  (int64) GetCurrentTimestamp() +
+							  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY *
+								  USECS_PER_SEC);
+	if (idx < 0)
 		return CDC_PRODUCE_RESTART;
-	idx = (ring_head + ring_count) % RING_CAPACITY;
-	ring_count++;
-	ring[idx].end_lsn = lsn;
-	ring[idx].xid = 0;
-	ring[idx].pending = 0;
-	ring[idx].committed = false;
-	ring[idx].failed = false;
-	ring[idx].held = false;
-	ring[idx].commit_us = (int64) GetCurrentTimestamp() +
-						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC;
 	cur = idx;
 	cur_seq = 0;
 	cur_cols = NULL;
@@ -983,7 +908,7 @@ emit_snapshot(CdcConfig *cfg, XLogRecPtr lsn, const char *lsn_text)
 		for (r = 0; r < tr->nroutes && rc == CDC_PRODUCE_OK; r++)
 			rc = emit(cfg, tr, r, 'r', &m, NULL, 0, rows[i], ncols, lsn, lsn_text);
 	}
-	ring[idx].committed = true;
+	cdc_window_entry(idx)->committed = true;
 	cur = saved_cur;
 	return rc;
 }
@@ -1004,7 +929,7 @@ handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
 	{
 		case 'B':
 			if (cur >= 0)
-				ring[cur].committed = true; /* never happens: BEGIN inside BEGIN */
+				cdc_window_entry(cur)->committed = true; /* never happens: BEGIN inside BEGIN */
 			reset_txn_events(cfg);
 			(void) open_txn(&m);
 			return CDC_PRODUCE_OK;
@@ -1014,10 +939,13 @@ handle_data(CdcConfig *cfg, XLogRecPtr lsn, const char *data, int len)
 
 			if (cur >= 0)
 			{
+				CdcTxn *txn;
+
 				rc = end_txn_events(cfg, m.lsn ? m.lsn : "0/0");
-				ring[cur].committed = true;
-				if (ring[cur].end_lsn == InvalidXLogRecPtr)
-					ring[cur].end_lsn = parse_lsn(m.nextlsn);
+				txn = cdc_window_entry(cur);
+				txn->committed = true;
+				if (txn->end_lsn == InvalidXLogRecPtr)
+					txn->end_lsn = parse_lsn(m.nextlsn);
 			}
 			reset_txn_events(cfg);
 			cur = -1;
@@ -1072,27 +1000,29 @@ cdc_stream_cleanup(void)
 		PQfinish(conn);
 		conn = NULL;
 	}
-	epoch++;
-	ring_head = ring_count = 0;
+	cdc_window_reset();
 	cur = -1;
 	stream_cfg = NULL;
 }
 
-/*
- * cdc_stream_run
- *		Stream until something requires a restart (connection lost, a sink
- *		failed, the extension disappeared) or the configuration changed in a
- *		way that needs one.  *cfgp may be replaced by a reloaded config.
- *		Returns normally; the caller backs off and calls again.
- */
-void
-cdc_stream_run(CdcConfig **cfgp)
+/* Room in the window for more events? */
+static bool
+window_has_room(CdcConfig *cfg)
 {
-	CdcConfig *cfg = *cfgp;
-	int i;
+	return cdc_sinks_pending(cfg) < cdc_max_inflight && cdc_window_room();
+}
 
-	if (ring == NULL)
-		ring = MemoryContextAllocZero(TopMemoryContext, sizeof(CdcTxn) * RING_CAPACITY);
+/*
+ * cdc_stream_start
+ *		Connect, create the slot when missing and START_REPLICATION, with
+ *		an empty window.  false on failure (the reason published): the
+ *		worker backs off and tries again.  The slot comes first: it exists,
+ *		and keeps every change, as soon as the extension does, even while
+ *		a sink cannot start.
+ */
+bool
+cdc_stream_start(CdcConfig *cfg)
+{
 	if (msg_cxt == NULL)
 	{
 		msg_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc message", ALLOCSET_DEFAULT_SIZES);
@@ -1104,192 +1034,200 @@ cdc_stream_run(CdcConfig **cfgp)
 	cdc_stream_cleanup();
 	cdc_snapshot_reset();
 	received_lsn = flushed_lsn = sent_flush = InvalidXLogRecPtr;
+	read_paused = false;
+	read_room = true;
+	read_count = 0;
 
-	/*
-	 * The slot first: it exists, and keeps every change, as soon as the
-	 * extension does, even while a sink cannot start.
-	 */
 	cdc_set_state("connecting");
 	if (!start_streaming())
-		return;
-
-	/* A sink that cannot start is failed alone, with its own back-off (ADR 0032). */
-	slot_held = false;
+		return false;
 	stream_cfg = cfg;
-	for (i = 0; i < cfg->nsinks; i++)
-		if (cfg->sinks[i].impl == NULL)
-			(void) cdc_sink_start_isolated(&cfg->sinks[i]);
-
+	cdc_sink_set_keepalive(cdc_stream_keepalive);
 	wait_set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, PQsocket(conn), NULL, NULL);
-	cdc_set_state("streaming");
-	ereport(LOG, (errmsg("bv_cdc is streaming slot \"%s\" to %d sink(s) with %d route(s)",
-						 cdc_slot_name, cfg->nsinks, cfg->nroutes)));
+	return true;
+}
 
-	for (;;)
+/*
+ * cdc_stream_read
+ *		The stream step: read what the walsender sent, up to a batch, and
+ *		hand each change's events to the sinks.  Reads nothing while a
+ *		routed sink is paused or the window is full.
+ */
+CdcStepResult
+cdc_stream_read(CdcConfig *cfg)
+{
+	int nread = 0;
+
+	stream_cfg = cfg;
+	read_paused = any_routed_sink_paused(cfg);
+	read_room = window_has_room(cfg);
+	cdc_set_state(read_paused ? "paused" : read_room ? "streaming"
+													 : "window full");
+
+	while (!read_paused && read_room && nread < READ_BATCH)
 	{
-		bool restart = false;
-		bool paused, room;
-		int nread = 0;
-		int rc;
-		long timeout;
+		char *buf, *err;
+		int len = bv_repl_receive(conn, &buf, &err);
+		XLogRecPtr start, walend;
+		bool reply = false;
+		const char *data;
+		int datalen;
+		char kind;
+		CdcProduceResult prc = CDC_PRODUCE_OK;
 
-		CHECK_FOR_INTERRUPTS();
-		if (!cdc_worker_maintain(cfgp, &restart) || restart)
-			return;
-		cfg = *cfgp;
-		stream_cfg = cfg;
-		if (cdc_sinks_retry_failed(cfg) && slot_held)
-		{
-			ereport(LOG, (errmsg("bv_cdc: a sink that could not start is up again; replaying "
-								 "the held changes from the slot")));
-			return;
-		}
-
-		paused = any_routed_sink_paused(cfg);
-		room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
-		cdc_set_state(paused ? "paused" : room ? "streaming"
-											   : "window full");
-
-		/* Read what is there, a batch at a time. */
-		while (!paused && room && nread < READ_BATCH)
-		{
-			char *buf, *err;
-			int len = bv_repl_receive(conn, &buf, &err);
-			XLogRecPtr start, walend;
-			bool reply = false;
-			const char *data;
-			int datalen;
-			char kind;
-			CdcProduceResult prc = CDC_PRODUCE_OK;
-
-			if (len == 0)
-				break;
-			if (len < 0)
-			{
-				ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
-								  errmsg("bv_cdc lost its replication stream: %s", err),
-								  errhint("The worker reconnects and resumes from the slot.")));
-				cdc_set_error("stream: %s", err);
-				return;
-			}
-			nread++;
-			kind = bv_repl_parse(buf, len, &start, &walend, &reply, &data, &datalen);
-			if (kind == 'w')
-			{
-				MemoryContext old = MemoryContextSwitchTo(msg_cxt);
-
-				if (start > received_lsn)
-					received_lsn = start;
-				prc = handle_data(cfg, start, data, datalen);
-				MemoryContextSwitchTo(old);
-				MemoryContextReset(msg_cxt);
-			}
-			else if (kind == 'k')
-			{
-				if (walend > received_lsn)
-					received_lsn = walend;
-				advance_window();
-				if (ring_count == 0 && !slot_held && walend > flushed_lsn)
-					flushed_lsn = walend; /* nothing in flight: idle slot advances */
-				if (reply && !send_status(true, false))
-				{
-					bv_repl_free(buf);
-					return;
-				}
-			}
-			bv_repl_free(buf);
-			if (prc == CDC_PRODUCE_RESTART)
-				return;
-			if (nread % POLL_EVERY == 0)
-				cdc_sinks_poll(cfg, 0);
-			room = cdc_sinks_pending(cfg) < cdc_max_inflight && ring_count < RING_CAPACITY - 1;
-		}
-
-		cdc_sinks_poll(cfg, 0);
-		if (cdc_sinks_failed(cfg))
+		if (len == 0)
+			break;
+		if (len < 0)
 		{
 			ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
-							  errmsg("bv_cdc: a sink failed to deliver; replaying from the slot"),
-							  errhint("See bv_cdc.stats for the sink's last error.")));
-			return;
+							  errmsg("bv_cdc lost its replication stream: %s", err),
+							  errhint("The worker reconnects and resumes from the slot.")));
+			cdc_set_error("stream: %s", err);
+			return CDC_STEP_RESTART;
 		}
-		advance_window();
-		if (!paused)
-			cdc_snapshot_step(flushed_lsn);
-		if (!send_status(flushed_lsn != sent_flush && TimestampDifferenceExceeds(
-														  last_status, GetCurrentTimestamp(),
-														  cdc_status_interval_ms / 10),
-						 false))
-			return;
-		publish(cfg, false);
+		nread++;
+		kind = bv_repl_parse(buf, len, &start, &walend, &reply, &data, &datalen);
+		if (kind == 'w')
+		{
+			MemoryContext old = MemoryContextSwitchTo(msg_cxt);
 
-		/*
-		 * A thin trickle of messages: let the walsender fill the socket for
-		 * a moment rather than waking up for every message it sends (saves
-		 * a wake-up and a context switch per change; costs at most this
-		 * delay in latency).  Not while the stream is busy: the socket holds
-		 * only a few hundred messages, which the walsender writes in well
-		 * under this delay, and it would wait for us.
-		 */
-		window_reads += nread;
-		if (TimestampDifferenceExceeds(window_start, GetCurrentTimestamp(), TRICKLE_WINDOW_MS))
-		{
-			trickle = window_reads < TRICKLE_READS;
-			window_start = GetCurrentTimestamp();
-			window_reads = 0;
+			if (start > received_lsn)
+				received_lsn = start;
+			prc = handle_data(cfg, start, data, datalen);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(msg_cxt);
 		}
-		if (nread >= READ_BATCH)
-			continue;
-		if (nread > 0 && trickle && !paused && room)
+		else if (kind == 'k')
 		{
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
-			pg_usleep(BATCH_NAP_US);
-			pgstat_report_wait_end();
-			continue;
+			if (walend > received_lsn)
+				received_lsn = walend;
+			cdc_window_advance(&flushed_lsn);
+			if (cdc_window_count() == 0 && !cdc_window_held() && walend > flushed_lsn)
+				flushed_lsn = walend; /* nothing in flight: idle slot advances */
+			if (reply && !send_status(true, false))
+			{
+				bv_repl_free(buf);
+				return CDC_STEP_RESTART;
+			}
 		}
-
-		/* Wait: for the stream if we may read, else for acknowledgements. */
-		timeout = cdc_sinks_wait_ms(cfg);
-		if (timeout < 0)
-			timeout = Min(cdc_status_interval_ms, 1000);
-		if (timeout > 5)
-		{
-			/*
-			 * Going idle: publish the last acknowledgements and confirm the
-			 * slot now, not a whole idle wait later.
-			 */
-			publish(cfg, true);
-			if (flushed_lsn != sent_flush && !send_status(true, false))
-				return;
-		}
-		if (!paused && room)
-		{
-			WaitEvent ev;
-
-			/* A persistent set: no epoll set to build for every wait. */
-			rc = WaitEventSetWait(wait_set, timeout, &ev, 1, PG_WAIT_EXTENSION) == 1 ? ev.events
-																					 : 0;
-		}
-		else if (cdc_sinks_pending(cfg) > 0)
-		{
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
-			cdc_sinks_poll(cfg, 50);
-			pgstat_report_wait_end();
-			rc = 0;
-		}
-		else
-			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout,
-						   PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
-			ResetLatch(MyLatch);
-
-		/* Heartbeat: ask the server where it is, to advance an idle slot. */
-		if (TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(),
-									   cdc_heartbeat_interval_ms) &&
-			!send_status(true, true))
-			return;
+		bv_repl_free(buf);
+		if (prc == CDC_PRODUCE_RESTART)
+			return CDC_STEP_RESTART;
+		if (nread % POLL_EVERY == 0)
+			cdc_sinks_poll(cfg, 0);
+		read_room = window_has_room(cfg);
 	}
+	read_count = nread;
+	return nread >= READ_BATCH ? CDC_STEP_BUSY : CDC_STEP_IDLE;
+}
+
+/*
+ * cdc_stream_acks
+ *		The acknowledgement step: serve the sinks' acknowledgements, move
+ *		the window and confirm the slot, take a snapshot step, publish the
+ *		statistics.  false when a sink failed to deliver or the status
+ *		could not be sent: the stream must start over from the slot.
+ */
+bool
+cdc_stream_acks(CdcConfig *cfg)
+{
+	cdc_sinks_poll(cfg, 0);
+	if (cdc_sinks_failed(cfg))
+	{
+		ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
+						  errmsg("bv_cdc: a sink failed to deliver; replaying from the slot"),
+						  errhint("See bv_cdc.stats for the sink's last error.")));
+		return false;
+	}
+	cdc_window_advance(&flushed_lsn);
+	if (!read_paused)
+		cdc_snapshot_step(flushed_lsn);
+	if (!send_status(flushed_lsn != sent_flush &&
+						 TimestampDifferenceExceeds(last_status, GetCurrentTimestamp(),
+													cdc_status_interval_ms / 10),
+					 false))
+		return false;
+	publish(cfg, false);
+	return true;
+}
+
+/*
+ * cdc_stream_wait
+ *		The wait step: for the replication socket if the stream may read,
+ *		else for the sinks' acknowledgements; not at all after a full batch.
+ *		Sends the heartbeat when due.  false when the stream must start over.
+ */
+bool
+cdc_stream_wait(CdcConfig *cfg, CdcStepResult read)
+{
+	long timeout;
+	int rc;
+
+	/*
+	 * A thin trickle of messages: let the walsender fill the socket for a
+	 * moment rather than waking up for every message it sends (saves a
+	 * wake-up and a context switch per change; costs at most this delay in
+	 * latency).  Not while the stream is busy: the socket holds only a few
+	 * hundred messages, which the walsender writes in well under this
+	 * delay, and it would wait for us.
+	 */
+	window_reads += read_count;
+	if (TimestampDifferenceExceeds(window_start, GetCurrentTimestamp(), TRICKLE_WINDOW_MS))
+	{
+		trickle = window_reads < TRICKLE_READS;
+		window_start = GetCurrentTimestamp();
+		window_reads = 0;
+	}
+	if (read == CDC_STEP_BUSY)
+		return true;
+	if (read_count > 0 && trickle && !read_paused && read_room)
+	{
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		pg_usleep(BATCH_NAP_US);
+		pgstat_report_wait_end();
+		return true;
+	}
+
+	timeout = cdc_sinks_wait_ms(cfg);
+	if (timeout < 0)
+		timeout = Min(cdc_status_interval_ms, 1000);
+	if (timeout > 5)
+	{
+		/*
+		 * Going idle: publish the last acknowledgements and confirm the slot
+		 * now, not a whole idle wait later.
+		 */
+		publish(cfg, true);
+		if (flushed_lsn != sent_flush && !send_status(true, false))
+			return false;
+	}
+	if (!read_paused && read_room)
+	{
+		WaitEvent ev;
+
+		/* A persistent set: no epoll set to build for every wait. */
+		rc = WaitEventSetWait(wait_set, timeout, &ev, 1, PG_WAIT_EXTENSION) == 1 ? ev.events : 0;
+	}
+	else if (cdc_sinks_pending(cfg) > 0)
+	{
+		pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		cdc_sinks_poll(cfg, 50);
+		pgstat_report_wait_end();
+		rc = 0;
+	}
+	else
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout,
+					   PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+
+	/* Heartbeat: ask the server where it is, to advance an idle slot. */
+	if (TimestampDifferenceExceeds(last_heartbeat, GetCurrentTimestamp(),
+								   cdc_heartbeat_interval_ms) &&
+		!send_status(true, true))
+		return false;
+	return true;
 }

@@ -37,7 +37,7 @@
 
 #include "mb/pg_wchar.h"
 
-#include "bv_cdc.h"
+#include "cdc.h"
 
 typedef enum W2jArray
 {

@@ -148,10 +148,10 @@ static const CdcProperty known_properties[] = {
 static void
 webhook_validate(List *keys, List *values)
 {
-	const char *url = cdc_property(keys, values, "url", NULL);
-	const char *secret = cdc_property(keys, values, "secret", NULL);
-	const char *cert = cdc_property(keys, values, "tls_cert_file", NULL);
-	const char *key = cdc_property(keys, values, "tls_key_file", NULL);
+	const char *url = cdc_prop(known_properties, keys, values, "url");
+	const char *secret = cdc_prop(known_properties, keys, values, "secret");
+	const char *cert = cdc_prop(known_properties, keys, values, "tls_cert_file");
+	const char *key = cdc_prop(known_properties, keys, values, "tls_key_file");
 	const char *p;
 	int n = 1;
 
@@ -183,16 +183,8 @@ webhook_validate(List *keys, List *values)
 						errmsg("\"tls_cert_file\" and \"tls_key_file\" go together"),
 						errhint("A client certificate (mTLS) needs both its certificate and its "
 								"private key.")));
-	(void) cdc_property_int(keys, values, "timeout_ms", 10000, 100, 600000);
-	(void) cdc_property_int(keys, values, "connect_timeout_ms", 5000, 100, 600000);
-	(void) cdc_property_int(keys, values, "max_concurrency", 16, 1, 1024);
-	(void) cdc_property_int(keys, values, "max_attempts", 300, 1, 100000);
-	(void) cdc_property_int(keys, values, "max_age_s", 86400, 1, 30 * 86400);
-	(void) cdc_property_int(keys, values, "retry_base_ms", 500, 1, 3600000);
-	(void) cdc_property_int(keys, values, "retry_max_ms", 300000, 1, 86400000);
-	(void) cdc_property_int(keys, values, "circuit_failures", 5, 1, 1000000);
-	(void) cdc_property_int(keys, values, "circuit_cooldown_ms", 30000, 10, 86400000);
-	(void) cdc_property_int(keys, values, "spill_after_ms", 2000, 10, 3600000);
+	/* Lengths and ranges: the property table. */
+	cdc_check_property_values("webhook", known_properties, keys, values);
 }
 
 /* (Re)load the signing secrets; the circuit stays open while one is missing. */
@@ -258,21 +250,21 @@ webhook_start(CdcSink *sink, char *errbuf, size_t errlen)
 	}
 	ws->sink = sink;
 	ws->cxt = cxt;
-	ws->url = pstrdup(cdc_property(k, v, "url", ""));
-	ws->secret_names = pstrdup(cdc_property(k, v, "secret", ""));
-	ws->timeout_ms = cdc_property_int(k, v, "timeout_ms", 10000, 100, 600000);
-	ws->connect_timeout_ms = cdc_property_int(k, v, "connect_timeout_ms", 5000, 100, 600000);
-	ws->max_concurrency = cdc_property_int(k, v, "max_concurrency", 16, 1, 1024);
-	ws->max_attempts = cdc_property_int(k, v, "max_attempts", 300, 1, 100000);
-	ws->max_age_s = cdc_property_int(k, v, "max_age_s", 86400, 1, 30 * 86400);
-	ws->retry_base_ms = cdc_property_int(k, v, "retry_base_ms", 500, 1, 3600000);
-	ws->retry_max_ms = cdc_property_int(k, v, "retry_max_ms", 300000, 1, 86400000);
-	ws->circuit_failures = cdc_property_int(k, v, "circuit_failures", 5, 1, 1000000);
-	ws->circuit_cooldown_ms = cdc_property_int(k, v, "circuit_cooldown_ms", 30000, 10, 86400000);
-	ws->spill_after_ms = cdc_property_int(k, v, "spill_after_ms", 2000, 10, 3600000);
-	ws->ca_file = cdc_property(k, v, "tls_ca_file", NULL);
-	ws->cert_file = cdc_property(k, v, "tls_cert_file", NULL);
-	ws->key_file = cdc_property(k, v, "tls_key_file", NULL);
+	ws->url = pstrdup(cdc_property(k, v, "url", "")) /* required: validated */;
+	ws->secret_names = pstrdup(cdc_property(k, v, "secret", "")) /* required: validated */;
+	ws->timeout_ms = cdc_prop_int(known_properties, k, v, "timeout_ms");
+	ws->connect_timeout_ms = cdc_prop_int(known_properties, k, v, "connect_timeout_ms");
+	ws->max_concurrency = cdc_prop_int(known_properties, k, v, "max_concurrency");
+	ws->max_attempts = cdc_prop_int(known_properties, k, v, "max_attempts");
+	ws->max_age_s = cdc_prop_int(known_properties, k, v, "max_age_s");
+	ws->retry_base_ms = cdc_prop_int(known_properties, k, v, "retry_base_ms");
+	ws->retry_max_ms = cdc_prop_int(known_properties, k, v, "retry_max_ms");
+	ws->circuit_failures = cdc_prop_int(known_properties, k, v, "circuit_failures");
+	ws->circuit_cooldown_ms = cdc_prop_int(known_properties, k, v, "circuit_cooldown_ms");
+	ws->spill_after_ms = cdc_prop_int(known_properties, k, v, "spill_after_ms");
+	ws->ca_file = cdc_prop(known_properties, k, v, "tls_ca_file");
+	ws->cert_file = cdc_prop(known_properties, k, v, "tls_cert_file");
+	ws->key_file = cdc_prop(known_properties, k, v, "tls_key_file");
 	ws->ca_file = ws->ca_file ? pstrdup(ws->ca_file) : NULL;
 	ws->cert_file = ws->cert_file ? pstrdup(ws->cert_file) : NULL;
 	ws->key_file = ws->key_file ? pstrdup(ws->key_file) : NULL;

@@ -11,7 +11,8 @@
 
 #include "lib/ilist.h"
 
-#include "bv_cdc.h"
+#include "batch.h"
+#include "kinds.h"
 
 /* Why an event left the delivery path for the dead letter table. */
 #define WH_DEAD_PERMANENT "permanent"

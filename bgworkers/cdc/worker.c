@@ -1,33 +1,41 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The bv_cdc background worker: its main loop and housekeeping.
+ *	  The bv_cdc background worker: its one loop.
  *
  * One static worker per server (registered by bv_cdc.c), connected to
  * bv_cdc.database.  It follows worker_spi: SIGHUP sets ConfigReloadPending
- * (SignalHandlerForConfigReload), SIGTERM is die(); the loops wait on the
- * process latch with WL_EXIT_ON_PM_DEATH and run CHECK_FOR_INTERRUPTS.
+ * (SignalHandlerForConfigReload), SIGTERM is die(); it waits on the process
+ * latch with WL_EXIT_ON_PM_DEATH and runs CHECK_FOR_INTERRUPTS.
  *
- * Life cycle:
- *   1. While the bv_cdc extension is not installed in the database (every
- *      test cluster preloads the library), wait bv_cdc.naptime between
- *      checks and say so once, at LOG level.  If the extension is dropped
- *      later, stop streaming and drop the worker's slot, so that it does
- *      not hold WAL forever.
- *   2. Load the configuration, start the sinks, stream (stream.c).
- *   3. When streaming stops for an error (connection lost, a sink failed),
- *      destroy the producers without waiting (the slot still has all that
- *      was not acknowledged), back off with jitter and start again.
+ * The loop is this file's alone (pg_cron's PgCronLauncherMain shape): each
+ * pass calls step functions, and nothing below calls back up into it.
+ *   not streaming     load the configuration (or wait while the bv_cdc
+ *                     extension is not installed, saying so once; if it was
+ *                     dropped, drop the worker's slot so that it does not
+ *                     hold WAL), start the stream (stream.c), then the sinks,
+ *                     each isolated (sink.c, ADR 0032)
+ *   maintenance step  reload settings, apply a configuration change, retry
+ *                     sinks that could not start, check now and then that
+ *                     the extension still exists
+ *   stream step       read a batch from the slot, events to the sinks
+ *   ack step          acknowledgements, window, slot confirmation, stats
+ *   wait step         wait for the stream, the latch or the sinks
+ * A step that fails (connection lost, a sink failed, the extension gone)
+ * ends the run: the producers are destroyed without waiting (the slot still
+ * has all that was not acknowledged), the worker backs off with jitter and
+ * starts again.
  *
- * Exit cleanup (before_shmem_exit) is registered before any librdkafka or
- * libpq state exists: it closes the stream and destroys the producers.
+ * Exit cleanup (before_shmem_exit) is registered before any library or
+ * libpq state exists: it closes the stream and stops the sinks.
  *
  * Configuration changes (generation counter in shared memory, bumped on
- * commit) are applied between two messages: in-flight messages are drained
- * first, producers whose sink is unchanged are kept, the others replaced.
+ * commit) are applied between two batches: in-flight messages are drained
+ * first, sinks whose configuration is unchanged are kept, the others
+ * replaced.
  *
- * Memory: "bv_cdc worker" is the long-lived context (configs are children
- * of it); per-message memory is stream.c's, reset every message.
+ * Memory: "bv_cdc worker" is the long-lived context (configurations are
+ * children of it); per-message memory is stream.c's, reset every message.
  *
  *-------------------------------------------------------------------------
  */
@@ -47,12 +55,14 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "bv_cdc.h"
 #include "bv_common.h"
+#include "cdc.h"
 
-static CdcConfig *worker_cfg = NULL;
+static CdcConfig *worker_cfg = NULL; /* NULL: not streaming */
 static MemoryContext worker_cxt = NULL;
 static TimestampTz last_extension_check = 0;
+static BvBackoff backoff;
+static TimestampTz run_started = 0;
 
 static void
 stop_sinks(CdcConfig *cfg)
@@ -165,15 +175,15 @@ adopt_sinks(CdcConfig *oldcfg, CdcConfig *newcfg)
 }
 
 /*
- * cdc_worker_maintain
- *		Between messages: reload settings, apply a configuration change,
- *		check now and then that the extension still exists.  Sets *restart
- *		when streaming must start over; returns false when it must stop.
+ * maintenance_step
+ *		Between batches: reload settings, apply a configuration change,
+ *		retry the sinks that could not start, check now and then that the
+ *		extension still exists.  false when the stream must start over.
  */
-bool
-cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
+static bool
+maintenance_step(void)
 {
-	CdcConfig *cfg = *cfgp;
+	CdcConfig *cfg = worker_cfg;
 	TimestampTz now;
 
 	if (ConfigReloadPending)
@@ -186,8 +196,9 @@ cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
 	{
 		CdcConfig *newcfg;
 		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
+		int i;
 
-		/* Drain: let Kafka acknowledge what is in flight (bounded wait). */
+		/* Drain: let the sinks acknowledge what is in flight (bounded wait). */
 		cdc_set_state("reloading");
 		while (cdc_sinks_pending(cfg) > 0 && GetCurrentTimestamp() < deadline &&
 			   !cdc_sinks_failed(cfg))
@@ -198,43 +209,32 @@ cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
 		}
 		newcfg = cdc_config_load(worker_cxt);
 		if (newcfg == NULL)
-		{
-			*restart = true;
 			return false;
-		}
 		if (cdc_sinks_pending(cfg) > 0 || cdc_sinks_failed(cfg))
 		{
 			/* Could not drain: start over from the slot with the new config. */
 			stop_sinks(cfg);
 			cdc_stream_set_config(NULL);
 			cdc_config_free(cfg);
-			*cfgp = worker_cfg = newcfg;
-			*restart = true;
-			return true;
+			worker_cfg = newcfg;
+			return false;
 		}
 		adopt_sinks(cfg, newcfg);
 		cdc_stream_set_config(newcfg);
 		cdc_config_free(cfg);
-		*cfgp = worker_cfg = cfg = newcfg;
+		worker_cfg = cfg = newcfg;
 		ereport(LOG, (errmsg("bv_cdc applied a configuration change: %d sink(s), %d route(s)",
 							 cfg->nsinks, cfg->nroutes)));
-		{
-			int i;
-
-			/* A sink that cannot start fails alone (ADR 0032). */
-			for (i = 0; i < cfg->nsinks; i++)
-				if (cfg->sinks[i].impl == NULL)
-					(void) cdc_sink_start_isolated(&cfg->sinks[i]);
-		}
+		/* A sink that cannot start fails alone (ADR 0032). */
+		for (i = 0; i < cfg->nsinks; i++)
+			if (cfg->sinks[i].impl == NULL)
+				(void) cdc_sink_start_isolated(&cfg->sinks[i]);
 		/*
 		 * Held changes (a sink could not start) are replayed from the slot
 		 * under the new configuration: a repaired sink gets them.
 		 */
-		if (cdc_stream_held())
-		{
-			*restart = true;
-			return true;
-		}
+		if (cdc_window_held())
+			return false;
 	}
 
 	now = GetCurrentTimestamp();
@@ -242,25 +242,108 @@ cdc_worker_maintain(CdcConfig **cfgp, bool *restart)
 	{
 		last_extension_check = now;
 		if (!cdc_extension_exists())
-		{
-			*restart = true;
 			return false;
-		}
+	}
+
+	if (cdc_sinks_retry_failed(cfg) && cdc_window_held())
+	{
+		ereport(LOG, (errmsg("bv_cdc: a sink that could not start is up again; replaying "
+							 "the held changes from the slot")));
+		return false;
 	}
 	return true;
+}
+
+/*
+ * start_step
+ *		Not streaming: load the configuration, start the stream, then the
+ *		sinks.  false when there is nothing to stream (no extension: after
+ *		a nap) or the stream could not start (then stop_step backs off).
+ */
+static bool
+start_step(void)
+{
+	int i;
+
+	worker_cfg = cdc_config_load(worker_cxt);
+	if (worker_cfg == NULL)
+	{
+		bool log_it;
+
+		cdc_set_state("waiting for extension");
+		SpinLockAcquire(&cdc_shared->mutex);
+		log_it = !cdc_shared->logged_no_extension;
+		cdc_shared->logged_no_extension = true;
+		SpinLockRelease(&cdc_shared->mutex);
+		if (log_it)
+			ereport(LOG,
+					(errmsg("bv_cdc is waiting: extension \"bv_cdc\" is not installed in "
+							"database \"%s\"",
+							cdc_database),
+					 errhint("Run CREATE EXTENSION bv_cdc in database \"%s\".", cdc_database)));
+		drop_orphan_slot();
+		nap(cdc_naptime_ms);
+		return false;
+	}
+	SpinLockAcquire(&cdc_shared->mutex);
+	cdc_shared->logged_no_extension = false;
+	SpinLockRelease(&cdc_shared->mutex);
+	last_extension_check = GetCurrentTimestamp();
+	run_started = GetCurrentTimestamp();
+
+	if (!cdc_stream_start(worker_cfg))
+		return false;
+	/* A sink that cannot start is failed alone, with its own back-off (ADR 0032). */
+	for (i = 0; i < worker_cfg->nsinks; i++)
+		if (worker_cfg->sinks[i].impl == NULL)
+			(void) cdc_sink_start_isolated(&worker_cfg->sinks[i]);
+	cdc_set_state("streaming");
+	ereport(LOG, (errmsg("bv_cdc is streaming slot \"%s\" to %d sink(s) with %d route(s)",
+						 cdc_slot_name, worker_cfg->nsinks, worker_cfg->nroutes)));
+	return true;
+}
+
+/*
+ * stop_step
+ *		Streaming stopped: drop what is in flight (it will be replayed from
+ *		the slot), forget the configuration, back off.
+ */
+static void
+stop_step(void)
+{
+	if (worker_cfg != NULL)
+	{
+		count_retries(worker_cfg);
+		cdc_stream_cleanup();
+		stop_sinks(worker_cfg);
+		cdc_sinks_publish(worker_cfg);
+		cdc_config_free(worker_cfg);
+		worker_cfg = NULL;
+	}
+	else
+		cdc_stream_cleanup();
+
+	SpinLockAcquire(&cdc_shared->mutex);
+	cdc_shared->restarts++;
+	SpinLockRelease(&cdc_shared->mutex);
+
+	/* A long healthy run resets the back-off. */
+	if (TimestampDifferenceExceeds(run_started, GetCurrentTimestamp(), 60000))
+		bv_backoff_reset(&backoff);
+	backoff.max_ms = cdc_retry_max_ms;
+	cdc_set_state("backing off");
+	nap(bv_backoff_next(&backoff));
 }
 
 void
 bv_cdc_worker_main(Datum arg)
 {
-	BvBackoff backoff;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc worker", ALLOCSET_DEFAULT_SIZES);
-	/* Before any librdkafka or libpq state exists. */
+	/* Before any library or libpq state exists. */
 	before_shmem_exit(cdc_worker_exit, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(cdc_database, NULL, 0);
@@ -275,55 +358,26 @@ bv_cdc_worker_main(Datum arg)
 
 	for (;;)
 	{
-		TimestampTz started;
+		CdcStepResult read;
 
 		CHECK_FOR_INTERRUPTS();
-		worker_cfg = cdc_config_load(worker_cxt);
 		if (worker_cfg == NULL)
 		{
-			bool log_it;
-
-			cdc_set_state("waiting for extension");
-			SpinLockAcquire(&cdc_shared->mutex);
-			log_it = !cdc_shared->logged_no_extension;
-			cdc_shared->logged_no_extension = true;
-			SpinLockRelease(&cdc_shared->mutex);
-			if (log_it)
-				ereport(LOG,
-						(errmsg("bv_cdc is waiting: extension \"bv_cdc\" is not installed in "
-								"database \"%s\"",
-								cdc_database),
-						 errhint("Run CREATE EXTENSION bv_cdc in database \"%s\".",
-								 cdc_database)));
-			drop_orphan_slot();
-			nap(cdc_naptime_ms);
+			if (!start_step())
+			{
+				if (worker_cfg != NULL)
+					stop_step(); /* the stream could not start */
+				continue;
+			}
+		}
+		if (!maintenance_step())
+		{
+			stop_step();
 			continue;
 		}
-		SpinLockAcquire(&cdc_shared->mutex);
-		cdc_shared->logged_no_extension = false;
-		SpinLockRelease(&cdc_shared->mutex);
-		last_extension_check = GetCurrentTimestamp();
-
-		started = GetCurrentTimestamp();
-		cdc_stream_run(&worker_cfg);
-
-		/* Streaming stopped: drop what is in flight, it will be replayed. */
-		count_retries(worker_cfg);
-		cdc_stream_cleanup();
-		stop_sinks(worker_cfg);
-		cdc_sinks_publish(worker_cfg);
-		cdc_config_free(worker_cfg);
-		worker_cfg = NULL;
-
-		SpinLockAcquire(&cdc_shared->mutex);
-		cdc_shared->restarts++;
-		SpinLockRelease(&cdc_shared->mutex);
-
-		/* A long healthy run resets the back-off. */
-		if (TimestampDifferenceExceeds(started, GetCurrentTimestamp(), 60000))
-			bv_backoff_reset(&backoff);
-		backoff.max_ms = cdc_retry_max_ms;
-		cdc_set_state("backing off");
-		nap(bv_backoff_next(&backoff));
+		read = cdc_stream_read(worker_cfg);
+		if (read == CDC_STEP_RESTART || !cdc_stream_acks(worker_cfg) ||
+			!cdc_stream_wait(worker_cfg, read))
+			stop_step();
 	}
 }

@@ -65,7 +65,7 @@ like(refused(q{SELECT bv_cdc.add_sink('x', 'amqp', '{"host": "h", "colour": "red
 	qr/^22023 unknown amqp sink property "colour"/, 'unknown property');
 is(sql(q{SELECT count(*) FROM bv_cdc.sinks}), '0', 'nothing was added');
 is(sql(q{SELECT string_agg(name || ':' || coalesce(default_value, '-'), ',' ORDER BY name) FROM bv_cdc.sink_properties() WHERE kind = 'amqp' AND name IN ('port', 'exchange', 'max_inflight')}),
-	'exchange:amq.topic,max_inflight:1000,port:5672', 'sink_properties() lists the declared defaults');
+	'exchange:amq.topic,max_inflight:4096,port:5672', 'sink_properties() lists the declared defaults');
 
 # PKI for the TLS listener (section 4): the broker's certificate from a test
 # CA, client certificates required.
