@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -315,6 +316,19 @@ check_property(const char *kind, const CdcProperty *p, const JsonbValue *v)
 		{
 			char *path = pnstrdup(v->val.string.val, len);
 
+			/*
+			 * The worker reads the file as the server's OS user: naming one
+			 * (and learning whether it exists) is a superuser's choice, as
+			 * for Kafka's file properties (producer.c).  The worker re-checks
+			 * what was set.
+			 */
+			if (!IsBackgroundWorker && !superuser_arg(GetOuterUserId()))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("only a superuser may set %s sink property \"%s\"", kind, p->name),
+						 errdetail("It names a file the worker reads as the server's operating "
+								   "system user."),
+						 errhint("Ask a superuser to add or alter this sink.")));
 			if (access(path, R_OK) != 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -79,6 +79,14 @@ for my $prop (qw(ssl.ca.location ssl.key.location sasl.kerberos.keytab))
 	isnt($ret, 0, "bv_admin cannot set \"$prop\"");
 	like($err, qr/only a superuser may set it/, '... only a superuser may');
 }
+# ... and the file properties of the other kinds (the worker reads them as
+# the server's OS user; checking them would tell bv_admin which files exist)
+for my $kind (qw(mqtt amqp nats))
+{
+	my ($ret, $err) = as_admin(qq{SELECT bv_cdc.add_sink('f$kind', '$kind', '{"host": "127.0.0.1", "tls_ca_file": "/etc/passwd"}')});
+	isnt($ret, 0, "bv_admin cannot set the $kind sink's \"tls_ca_file\"");
+	like($err, qr/only a superuser may set $kind sink property "tls_ca_file"/, '... only a superuser may');
+}
 $node->safe_psql('bitvelocity',
 	q{SELECT bv_cdc.add_sink('kfs', 'kafka', '{"bootstrap.servers": "127.0.0.1:1", "ssl.ca.location": "probe"}')});
 is($node->safe_psql('bitvelocity', q{SELECT config->>'ssl.ca.location' FROM bv_cdc.sinks WHERE name = 'kfs'}),
