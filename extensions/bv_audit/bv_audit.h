@@ -18,6 +18,10 @@
  *				shared memory when bv_audit is preloaded
  *	ddl.c		what an ALTER TABLE did to a tracked table's columns (for
  *				the event trigger that mirrors it)
+ *	wal_context.c	WAL mode, writer side: the context message of each
+ *				statement that writes a WAL-mode table (hooks)
+ *	wal_apply.c	WAL mode, worker side: decoded changes to audit records
+ *	wal_worker.c	WAL mode: the background worker and its settings
  *	bv_audit.c	_PG_init and the relcache invalidation wiring
  *
  *-------------------------------------------------------------------------
@@ -53,6 +57,17 @@ extern void bv_audit_stamp_invalidate(Oid relid);
 /* audit_id.c */
 extern void bv_audit_ids_init(void);
 extern int64 bv_audit_next_id(Oid seqrelid);
+
+/* WAL mode (ADR 0013) */
+#define BV_AUDIT_WAL_SLOT   "bv_audit_wal"
+#define BV_AUDIT_WAL_PREFIX "bv_audit"
+#define BV_AUDIT_WAL_MARKER "bv_audit_wal"
+
+extern char *bv_audit_database;
+extern void bv_audit_wal_hooks_init(void);
+extern void bv_audit_wal_emit_context(void);
+extern void bv_audit_wal_worker_init(void);
+extern PGDLLEXPORT void bv_audit_wal_worker_main(Datum main_arg);
 
 /* guard.c */
 extern bool bv_audit_purge_active;
