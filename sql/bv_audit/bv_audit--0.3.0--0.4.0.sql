@@ -126,6 +126,8 @@ BEGIN
                         WHERE t.wal_lsn IS NOT NULL AND (t.wal_until IS NULL OR t.wal_until > applied));
 END
 $$;
+COMMENT ON FUNCTION bv_audit._wal_begin(name) IS
+'Internal, step 1 of a WAL worker batch: the seal floor, the snapshot xmin and the flushed WAL position the batch may claim, in that order, and whether any table is in WAL mode.';
 REVOKE ALL ON FUNCTION bv_audit._wal_begin(name) FROM PUBLIC;
 
 -- Step 2: the decoded changes to record, in order.  kind: B (begin: xid,
@@ -201,6 +203,8 @@ SELECT z.kind, z.commit_lsn, z.xid, z.tracked_id, z.img, z.oldkey, z.newkey, z.k
   ) z
  ORDER BY z.ord
 $$;
+COMMENT ON FUNCTION bv_audit._wal_changes(name, pg_lsn, integer, pg_lsn) IS
+'Internal, step 2 of a WAL worker batch: the decoded changes of WAL-mode tables (peeked with wal2json, never consumed), transactions below the applied position left out.';
 REVOKE ALL ON FUNCTION bv_audit._wal_changes(name, pg_lsn, integer, pg_lsn) FROM PUBLIC;
 
 -- The statements the worker prepares for one audit table:
@@ -257,6 +261,8 @@ BEGIN
                       format(diff, '$1'), t.audit_table);
 END
 $$;
+COMMENT ON FUNCTION bv_audit._wal_sql(integer) IS
+'Internal: the statements the WAL worker prepares for an audit table (last record of a key, insert, changed columns).';
 REVOKE ALL ON FUNCTION bv_audit._wal_sql(integer) FROM PUBLIC;
 
 -- Step 4: the applied position, in the transaction of the records.
@@ -275,6 +281,8 @@ AS $$
            records = p.records + n
      WHERE p.slot_name = slot
 $$;
+COMMENT ON FUNCTION bv_audit._wal_end(name, pg_lsn, boolean, xid8, timestamptz, timestamptz, bigint) IS
+'Internal, step 4 of a WAL worker batch: stores the applied position in the transaction of the records.';
 REVOKE ALL ON FUNCTION bv_audit._wal_end(name, pg_lsn, boolean, xid8, timestamptz, timestamptz, bigint) FROM PUBLIC;
 
 -- A transaction the worker failed to record twice, one at a time: keep it
@@ -322,6 +330,8 @@ BEGIN
               HINT = 'Inspect bv_audit.wal_quarantine and record its changes by hand if they matter.';
 END
 $$;
+COMMENT ON FUNCTION bv_audit._wal_quarantine(name, text) IS
+'Internal: moves the WAL worker past a transaction it could not record, keeping it in bv_audit.wal_quarantine.';
 REVOKE ALL ON FUNCTION bv_audit._wal_quarantine(name, text) FROM PUBLIC;
 
 -- ===========================================================================
@@ -339,6 +349,8 @@ AS $$
                     (SELECT s.confirmed_flush_lsn FROM pg_catalog.pg_replication_slots s
                       WHERE s.slot_name = 'bv_audit_wal'))
 $$;
+COMMENT ON FUNCTION bv_audit._wal_applied() IS
+'Internal: how far the history of WAL-mode tables covers the WAL (stored position or the slot''s confirmed one).';
 REVOKE ALL ON FUNCTION bv_audit._wal_applied() FROM PUBLIC;
 
 CREATE FUNCTION bv_audit.wait_for(lsn pg_lsn, timeout interval DEFAULT interval '30 seconds')
@@ -430,6 +442,8 @@ BEGIN
     END IF;
 END
 $$;
+COMMENT ON FUNCTION bv_audit._wal_drain(text) IS
+'Internal: waits (30 s at most, then 55000) until the WAL worker has recorded every transaction committed so far.';
 REVOKE ALL ON FUNCTION bv_audit._wal_drain(text) FROM PUBLIC;
 
 -- Whether a table can be recorded from the WAL: logged, and its deletes
@@ -441,6 +455,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c record;
+    i integer;
 BEGIN
     SELECT x.relpersistence, x.relreplident INTO c FROM pg_catalog.pg_class x WHERE x.oid = tbl;
     IF c.relpersistence <> 'p' THEN
@@ -467,8 +482,29 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Set wal_level = logical (BitVelocity clusters do) and restart, or use trigger mode.';
     END IF;
+    IF current_database() IS DISTINCT FROM current_setting('bv_audit.database', true) THEN
+        RAISE EXCEPTION 'WAL mode records tables of database "%" only', left(coalesce(current_setting('bv_audit.database', true), ''), 63)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The bv_audit WAL worker decodes one database, bv_audit.database (bv_audit must be preloaded).',
+                  HINT = 'Use trigger mode in this database, or set bv_audit.database and restart.';
+    END IF;
+    -- The worker creates its slot when the extension appears; a table must
+    -- not switch before it exists (its changes would precede the slot).
+    FOR i IN 1..200 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_catalog.pg_replication_slots s
+                           WHERE s.slot_name = 'bv_audit_wal' AND s.database = current_database());
+        IF i = 200 THEN
+            RAISE EXCEPTION 'the bv_audit WAL worker has no replication slot yet'
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'It creates the slot bv_audit_wal when bv_audit is installed; it is not running or cannot create it.',
+                      HINT = 'Check bv_audit.wal_status() and the server log (max_replication_slots), then try again.';
+        END IF;
+        PERFORM pg_catalog.pg_sleep(0.05);
+    END LOOP;
 END
 $$;
+COMMENT ON FUNCTION bv_audit._wal_check(regclass) IS
+'Internal: refuses a table that WAL mode cannot record (unlogged, deletes not logging the primary key, wal_level below logical).';
 REVOKE ALL ON FUNCTION bv_audit._wal_check(regclass) FROM PUBLIC;
 
 -- ===========================================================================
@@ -755,8 +791,12 @@ BEGIN
         UPDATE bv_audit.tracked tr SET wal_until = pg_catalog.pg_current_wal_insert_lsn()
          WHERE tr.id = t.id;
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS bv_audit_capture ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS bv_audit_capture_truncate ON %s', tbl);
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = tbl AND tg.tgname = 'bv_audit_capture') THEN
+        EXECUTE format('DROP TRIGGER bv_audit_capture ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = tbl AND tg.tgname = 'bv_audit_capture_truncate') THEN
+        EXECUTE format('DROP TRIGGER bv_audit_capture_truncate ON %s', tbl);
+    END IF;
     IF EXISTS (SELECT FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = tbl AND tg.tgname = 'bv_audit_wal') THEN
         EXECUTE format('DROP TRIGGER bv_audit_wal ON %s', tbl);
     END IF;
