@@ -149,7 +149,7 @@ SET extra_float_digits = 3
 SET bytea_output = 'hex'
 AS $$
 WITH raw AS (
-    SELECT c.lsn, c.data::jsonb AS j, row_number() OVER () AS ord
+    SELECT c.data::jsonb AS j, row_number() OVER () AS ord
       FROM pg_catalog.pg_logical_slot_peek_changes(slot, upto, max_changes,
                'format-version', '2', 'include-xids', '1', 'include-timestamp', '1',
                'include-lsn', '1', 'include-column-positions', '1', 'include-types', '0',
@@ -160,39 +160,53 @@ WITH raw AS (
            max(CASE WHEN r.j ->> 'action' = 'B' THEN (r.j ->> 'lsn')::pg_lsn END)
                OVER (ORDER BY r.ord) AS clsn
       FROM raw r
+), wt AS (
+    -- The tables in (or leaving) WAL mode, each with its column map, once:
+    -- attnum (as text) -> audit column, and the attnums of bytea columns.
+    SELECT t.id AS tid, t.source_schema, t.source_table, t.wal_lsn, t.wal_until, t.pk_columns,
+           coalesce(m.colmap, '{}') AS colmap, coalesce(m.byteas, '{}') AS byteas
+      FROM bv_audit.tracked t
+      LEFT JOIN LATERAL (
+          SELECT jsonb_object_agg(c.src_attnum::text, c.audit_column) AS colmap,
+                 array_agg(c.src_attnum::text) FILTER (WHERE aa.atttypid = 'bytea'::regtype) AS byteas
+            FROM bv_audit.columns c
+            JOIN pg_catalog.pg_attribute aa
+              ON aa.attrelid = t.audit_relid AND aa.attname = c.audit_column AND NOT aa.attisdropped
+           WHERE c.tracked_id = t.id AND c.src_attnum > 0) m ON true
+     WHERE t.wal_lsn IS NOT NULL AND (t.wal_until IS NULL OR t.wal_until > applied)
 ), ch AS (
-    SELECT x.ord, x.action, x.clsn, x.j, t.id AS tid, t.audit_relid, t.pk_columns
+    SELECT x.ord, x.action, x.clsn, x.j, w.tid, w.pk_columns,
+           CASE WHEN x.action IN ('I', 'U') THEN
+               (SELECT coalesce(jsonb_object_agg(w.colmap ->> (e ->> 'position'),
+                          CASE WHEN (e ->> 'position') = ANY (w.byteas) AND jsonb_typeof(e -> 'value') = 'string'
+                               THEN to_jsonb('\x' || (e ->> 'value')) ELSE e -> 'value' END), '{}')
+                  FROM jsonb_array_elements(x.j -> 'columns') e
+                 WHERE w.colmap ? (e ->> 'position'))
+           END AS img
       FROM tx x
-      LEFT JOIN bv_audit.tracked t
+      LEFT JOIN wt w
         ON x.action IN ('I', 'U', 'D', 'T')
-       AND t.source_schema = x.j ->> 'schema' AND t.source_table = x.j ->> 'table'
-       AND t.wal_lsn IS NOT NULL AND x.clsn >= t.wal_lsn
-       AND (t.wal_until IS NULL OR x.clsn < t.wal_until)
-     WHERE x.clsn >= applied AND (x.action IN ('B', 'C', 'M') OR t.id IS NOT NULL)
+       AND w.source_schema = x.j ->> 'schema' AND w.source_table = x.j ->> 'table'
+       AND x.clsn >= w.wal_lsn AND (w.wal_until IS NULL OR x.clsn < w.wal_until)
+     WHERE x.clsn >= applied AND (x.action IN ('B', 'C', 'M') OR w.tid IS NOT NULL)
 ), keys AS (
     SELECT ch.*,
-           (SELECT jsonb_object_agg(e ->> 'name', e -> 'value')
-              FROM jsonb_array_elements(ch.j -> 'identity') e
-             WHERE e ->> 'name' = ANY (ch.pk_columns)) AS ok,
-           (SELECT jsonb_object_agg(e ->> 'name', e -> 'value')
-              FROM jsonb_array_elements(ch.j -> 'columns') e
-             WHERE e ->> 'name' = ANY (ch.pk_columns)) AS nk
+           CASE WHEN ch.action IN ('U', 'D') THEN
+               (SELECT jsonb_object_agg(e ->> 'name', e -> 'value')
+                  FROM jsonb_array_elements(ch.j -> 'identity') e
+                 WHERE e ->> 'name' = ANY (ch.pk_columns))
+           END AS ok,
+           CASE WHEN ch.action IN ('I', 'U') THEN
+               (SELECT jsonb_object_agg(k, ch.img -> k) FROM unnest(ch.pk_columns::text[]) k)
+           END AS nk
       FROM ch
 )
 SELECT z.kind, z.commit_lsn, z.xid, z.tracked_id, z.img, z.oldkey, z.newkey, z.keychg, z.content, z.commit_ts
   FROM (
     SELECT k.ord, k.action AS kind, k.clsn AS commit_lsn, (k.j ->> 'xid')::bigint AS xid, k.tid AS tracked_id,
-           CASE WHEN k.action IN ('I', 'U') THEN
-               (SELECT coalesce(jsonb_object_agg(c.audit_column,
-                          CASE WHEN aa.atttypid = 'bytea'::regtype AND jsonb_typeof(e -> 'value') = 'string'
-                               THEN to_jsonb('\x' || (e ->> 'value')) ELSE e -> 'value' END), '{}')
-                  FROM jsonb_array_elements(k.j -> 'columns') e
-                  JOIN bv_audit.columns c ON c.tracked_id = k.tid AND c.src_attnum = (e ->> 'position')::smallint
-                  JOIN pg_catalog.pg_attribute aa
-                    ON aa.attrelid = k.audit_relid AND aa.attname = c.audit_column AND NOT aa.attisdropped)
-           END AS img,
+           k.img,
            CASE WHEN k.action IN ('U', 'D') THEN coalesce(k.ok, k.nk) END AS oldkey,
-           CASE WHEN k.action IN ('I', 'U') THEN k.nk END AS newkey,
+           k.nk AS newkey,
            k.action = 'U' AND k.ok IS NOT NULL AND k.ok IS DISTINCT FROM k.nk AS keychg,
            CASE WHEN k.action = 'M' THEN k.j ->> 'content' END AS content,
            CASE WHEN k.action = 'B' THEN (k.j ->> 'timestamp')::timestamptz END AS commit_ts
