@@ -22,6 +22,7 @@
  *				statement that writes a WAL-mode table (hooks)
  *	wal_apply.c	WAL mode, worker side: decoded changes to audit records
  *	wal_worker.c	WAL mode: the background worker and its settings
+ *	wal_key.c	WAL mode: the key that signs context messages
  *	bv_audit.c	_PG_init and the relcache invalidation wiring
  *
  *-------------------------------------------------------------------------
@@ -63,7 +64,12 @@ extern int64 bv_audit_next_id(Oid seqrelid);
 #define BV_AUDIT_WAL_PREFIX "bv_audit"
 #define BV_AUDIT_WAL_MARKER "bv_audit_wal"
 
+/* hex characters of the (truncated) HMAC appended to a context message */
+#define BV_AUDIT_WAL_MAC_HEX 32
+
 extern char *bv_audit_database;
+extern void bv_audit_wal_mac(const char *msg, size_t len, char *hex);
+extern bool bv_audit_wal_verify(const char *content, size_t *len);
 extern void bv_audit_wal_hooks_init(void);
 extern void bv_audit_wal_emit_context(void);
 extern void bv_audit_wal_worker_init(void);

@@ -19,7 +19,8 @@
  *	   audit column.
  *	3. Records are written here, statement by statement (the "bv_audit"
  *	   messages of wal_context.c separate statements and carry their
- *	   context), with the same meaning as the capture trigger's:
+ *	   context; messages without a valid MAC are ignored, see wal_key.c),
+ *	   with the same meaning as the capture trigger's:
  *	   I = the new row; U = the new row and the names of the columns that
  *	   differ from the last recorded version; D = the last recorded version
  *	   (REPLICA IDENTITY DEFAULT logs only the key); a key change = D of the
@@ -104,6 +105,7 @@ typedef struct WalApply
 	int nstmt;
 	int maxstmt;
 	int64 records;
+	int64 forged; /* messages ignored: no valid MAC */
 } WalApply;
 
 /* The table's plans, prepared at its first change in this call. */
@@ -521,14 +523,26 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 				unknown_context(&wa);
 				break;
 			case 'M':
-				flush_statement(&wa);
-				{
-					Datum c = col(&wa, i, CH_CONTENT, &isnull);
+			{
+				Datum c = col(&wa, i, CH_CONTENT, &isnull);
+				char *content = isnull ? NULL : TextDatumGetCString(c);
+				size_t len;
 
-					if (!isnull)
-						read_context(&wa, TextDatumGetCString(c));
+				/*
+					 * A message without the key's MAC (pg_logical_emit_message()
+					 * by anyone) is ignored: the statement keeps the context
+					 * of its genuine message, and is not split in two.
+					 */
+				if (content == NULL || !bv_audit_wal_verify(content, &len))
+				{
+					wa.forged++;
+					break;
 				}
-				break;
+				content[len] = '\0';
+				flush_statement(&wa);
+				read_context(&wa, content);
+			}
+			break;
 			case 'C':
 				flush_statement(&wa);
 				last_commit = DatumGetLSN(col(&wa, i, CH_COMMIT_LSN, &isnull));

@@ -11,6 +11,7 @@
  * transactional logical decoding message (prefix "bv_audit") holding the
  * statement's context: actor, traceparent, application name, client
  * address and the transaction's start time (the audit_ts of trigger mode).
+ * The message is signed with a key only the server holds (wal_key.c).
  * Being transactional, the message is decoded in its transaction, in LSN
  * order before the statement's changes, and vanishes with a rolled-back
  * (sub)transaction, exactly like the changes it describes.  It costs one
@@ -129,6 +130,13 @@ bv_audit_wal_emit_context(void)
 		escape_json(&buf, DatumGetCString(DirectFunctionCall1(inet_out, ctx->client)));
 	/* The transaction's start, in microseconds since 2000-01-01 UTC. */
 	appendStringInfo(&buf, ",\"s\":" INT64_FORMAT "}", (int64) GetCurrentTransactionStartTimestamp());
+	/* Signed (wal_key.c): "<json>\n<mac>". */
+	{
+		char mac[BV_AUDIT_WAL_MAC_HEX + 1];
+
+		bv_audit_wal_mac(buf.data, buf.len, mac);
+		appendStringInfo(&buf, "\n%s", mac);
+	}
 	LogLogicalMessage(BV_AUDIT_WAL_PREFIX, buf.data, buf.len, true);
 	pfree(buf.data);
 }

@@ -1,7 +1,8 @@
 # bv_audit WAL mode (#19): the worker loses and duplicates nothing across
 # kill -9 of the worker, an immediate shutdown and a long pause; the actor
 # of every record is the one that wrote it, over SQL and over PostgREST
-# with two users; TRUNCATE and DELETE carry it too.
+# with two users; TRUNCATE and DELETE carry it too; a forged context
+# message changes nothing.
 use strict;
 use warnings;
 
@@ -44,6 +45,13 @@ is(q1(q{SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.w'::regclass AND
 	'0', 'no capture trigger in WAL mode');
 
 # ---- the actor over SQL: per statement, DELETE and TRUNCATE included ----
+# A forged context message (pg_logical_emit_message() is anybody's) in the
+# middle of a statement: the worker ignores it (no valid MAC).
+q1(q{
+CREATE FUNCTION public.forge(v int) RETURNS int LANGUAGE sql AS $$
+    SELECT v + 1 + 0 * length(pg_logical_emit_message(true, 'bv_audit', '{"a":"mallory","s":0}')::text)
+$$;
+});
 q1(q{
 BEGIN;
 SELECT bv.set_actor('alice');
@@ -55,6 +63,7 @@ SELECT bv.set_actor('mallory');
 UPDATE public.w SET v = 99 WHERE id = 3;
 ROLLBACK TO SAVEPOINT s;
 UPDATE public.w SET v = 30 WHERE id = 3;
+UPDATE public.w SET v = public.forge(v) WHERE id IN (4, 5);
 COMMIT;
 BEGIN;
 SELECT bv.set_actor('carol');
@@ -64,8 +73,8 @@ COMMIT;
 caught_up('SQL writers');
 is(q1(q{SELECT string_agg(audit_op || ':' || coalesce(id::text, '-') || ':' || audit_actor || ':' || coalesce(v::text, '-'), ' ' ORDER BY audit_id)
           FROM bv_audit.public__w WHERE audit_op <> 'S'}),
-	'U:1:alice:10 D:2:bob:2 U:3:bob:30 T:-:carol:-',
-	'each record names the actor of its statement; the rolled-back one left nothing');
+	'U:1:alice:10 D:2:bob:2 U:3:bob:30 U:4:bob:5 U:5:bob:6 T:-:carol:-',
+	'each record names the actor of its statement; the rolled-back one left nothing; a forged message is ignored');
 is(q1(q{SELECT count(DISTINCT audit_ts) || ' ' || bool_and(audit_changed = '{v}') FILTER (WHERE audit_op = 'U')
           FROM bv_audit.public__w WHERE audit_op IN ('U', 'D')}),
 	'1 true', 'records carry the transaction start and the changed columns');
