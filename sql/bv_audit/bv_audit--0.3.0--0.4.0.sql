@@ -260,7 +260,7 @@ BEGIN
             OR EXISTS (SELECT FROM pg_catalog.pg_attribute att
                         WHERE att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped));
     diff := format('ARRAY(SELECT l.n FROM pg_catalog.unnest(%L::text[]) WITH ORDINALITY AS l(n, o) '
-                   'WHERE (pg_catalog.to_jsonb(r.*) -> l.n) IS DISTINCT FROM (%%s -> l.n) ORDER BY l.o)',
+                   'WHERE (x.rj -> l.n) IS DISTINCT FROM (%%s -> l.n) ORDER BY l.o)',
                    coalesce(live, '{}'));
     lookup := format('SELECT pg_catalog.to_jsonb(a.*) FROM bv_audit.%I a WHERE %s ORDER BY a.audit_id DESC LIMIT 1',
                      t.audit_table, coalesce(cond, 'false'));
@@ -268,10 +268,12 @@ BEGIN
                   'audit_client, audit_trace, audit_changed%s) '
                   'SELECT $1, $2, $3, $4, $5, $6, $7, CASE WHEN $11 THEN %s ELSE $8 END%s '
                   'FROM pg_catalog.jsonb_populate_record(NULL::bv_audit.%I, '
-                  'coalesce($9, ''{}''::jsonb) || coalesce($10, ''{}''::jsonb)) AS r',
+                  'coalesce($9, ''{}''::jsonb) || coalesce($10, ''{}''::jsonb)) AS r '
+                  'CROSS JOIN LATERAL (SELECT CASE WHEN $11 THEN pg_catalog.to_jsonb(r.*) END AS rj) AS x',
                   t.audit_table, coalesce(cols, ''), format(diff, '$9'), coalesce(rcols, ''), t.audit_table);
     changed := format('SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::bv_audit.%I, '
-                      'coalesce($1, ''{}''::jsonb) || coalesce($2, ''{}''::jsonb)) AS r',
+                      'coalesce($1, ''{}''::jsonb) || coalesce($2, ''{}''::jsonb)) AS r '
+                      'CROSS JOIN LATERAL (SELECT pg_catalog.to_jsonb(r.*) AS rj) AS x',
                       format(diff, '$1'), t.audit_table);
 END
 $$;

@@ -7,6 +7,7 @@ use strict;
 use warnings;
 
 use IPC::Run;
+use Time::HiRes qw(usleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -121,7 +122,16 @@ my $pid = q1(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'bv_audit w
 ok($pid =~ /^\d+$/, 'the worker runs');
 kill 'KILL', $pid;
 $h->finish;    # the writer loses its connection in the crash restart
-$node->poll_query_until($db, q{SELECT true}) or die 'no restart';
+# Wait for the restart; connections fail (or break mid-write) until then.
+{
+	local $SIG{PIPE} = 'IGNORE';
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	until (eval { q1('SELECT 1') eq '1' })
+	{
+		die 'the server did not come back after the crash' if time() > $deadline;
+		usleep(100_000);
+	}
+}
 ok(q1(q{SELECT count(*) FROM public.w}) < 1000, 'the crash cut the writer short');
 $h = writer(2000, 2299);
 $h->finish;
