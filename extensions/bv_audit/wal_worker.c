@@ -30,6 +30,10 @@
  * caught here (PG_TRY), the transaction aborted and the slot released, as
  * PostgresMain does for a backend.
  *
+ * Once a second, while the WAL moves, the worker logs a running-transactions
+ * record (LogStandbySnapshot), so that advancing the slot also moves its
+ * restart_lsn and every peek starts decoding close to where it left off.
+ *
  * Wake-ups: the worker polls the WAL insert position every
  * bv_audit.wal_naptime_ms and runs a batch only when it moved, so an idle
  * cluster costs one pointer read per pass.
@@ -51,6 +55,7 @@
 #include "replication/slot.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/standby.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -262,6 +267,14 @@ bv_audit_wal_worker_main(Datum main_arg)
 				pass = WAL_NOT_READY;
 			else if (now != seen || failures > 0 || force)
 			{
+				/*
+				 * A running-transactions record lets the next advance move
+				 * the slot's restart_lsn too (the bgwriter logs one only
+				 * every 15 s): each peek then decodes from a recent point
+				 * instead of re-reading seconds of WAL.
+				 */
+				if (force && now != seen)
+					(void) LogStandbySnapshot();
 				/* After a failure, one transaction at a time. */
 				pass = apply_batch(failures > 0 ? 1 : wal_batch, force);
 				seen = now;
