@@ -37,6 +37,7 @@ CREATE TABLE bv_audit.wal_progress (
     ts_floor       timestamptz,
     applied_at     timestamptz,
     last_commit_ts timestamptz,
+    last_lag_ms    double precision,
     records        bigint NOT NULL DEFAULT 0,
     quarantined    bigint NOT NULL DEFAULT 0
 );
@@ -294,6 +295,10 @@ AS $$
            ts_floor = CASE WHEN complete THEN new_floor ELSE p.ts_floor END,
            applied_at = clock_timestamp(),
            last_commit_ts = coalesce(last_ts, p.last_commit_ts),
+           -- How long after its commit the batch's last transaction was recorded.
+           last_lag_ms = CASE WHEN n > 0 AND last_ts IS NOT NULL
+                              THEN extract(epoch FROM clock_timestamp() - last_ts) * 1000
+                              ELSE p.last_lag_ms END,
            records = p.records + n
      WHERE p.slot_name = slot
 $$;
@@ -425,7 +430,7 @@ AS $$
            (SELECT a.pid FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'bv_audit wal' LIMIT 1),
            bv_audit._wal_applied(),
            pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), bv_audit._wal_applied()),
-           extract(epoch FROM (p.applied_at - p.last_commit_ts)) * 1000,
+           p.last_lag_ms,
            (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), s.restart_lsn)
               FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'bv_audit_wal'),
            p.applied_at, coalesce(p.records, 0), coalesce(p.quarantined, 0),
