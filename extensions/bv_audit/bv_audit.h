@@ -64,12 +64,13 @@ extern int64 bv_audit_next_id(Oid seqrelid);
 #define BV_AUDIT_WAL_PREFIX "bv_audit"
 #define BV_AUDIT_WAL_MARKER "bv_audit_wal"
 
-/* hex characters of the (truncated) HMAC appended to a context message */
-#define BV_AUDIT_WAL_MAC_HEX 32
+/* hex characters of the MAC (SipHash-2-4, 64 bits) of a context message */
+#define BV_AUDIT_WAL_MAC_HEX 16
 
 extern char *bv_audit_database;
 extern void bv_audit_wal_mac(const char *msg, size_t len, char *hex);
 extern bool bv_audit_wal_verify(const char *content, size_t *len);
+extern uint64 bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len);
 extern void bv_audit_wal_hooks_init(void);
 extern void bv_audit_wal_emit_context(void);
 extern void bv_audit_wal_worker_init(void);
