@@ -116,7 +116,7 @@ sub exact
 	return;
 }
 
-my $h = writer(1000, 1999);
+my $h = writer(10000, 19999);
 $node->poll_query_until($db, q{SELECT count(*) > 200 FROM public.w}) or die 'no writes';
 my $pid = q1(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'bv_audit wal'});
 ok($pid =~ /^\d+$/, 'the worker runs');
@@ -132,7 +132,10 @@ $h->finish;    # the writer loses its connection in the crash restart
 		usleep(100_000);
 	}
 }
-ok(q1(q{SELECT count(*) FROM public.w}) < 1000, 'the crash cut the writer short');
+$node->poll_query_until($db, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'bv_audit wal'})
+  or die 'no worker after the restart';
+isnt(q1(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'bv_audit wal'}), $pid,
+	'the killed worker was replaced (crash restart)');
 $h = writer(2000, 2299);
 $h->finish;
 exact('kill -9 of the worker');
