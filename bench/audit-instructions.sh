@@ -8,7 +8,7 @@
 # same binary and input whatever else the machine does.  This benchmark
 # sets up the same tables and variants as bench-audit
 # (bench/include/audit-setup.sh: none, floor, write_floor, bv_audit,
-# capture, plpgsql, plpgsql_full), stops the server and runs the backend in
+# capture, plpgsql, plpgsql_full, wal), stops the server and runs the backend in
 # single-user mode under callgrind, feeding it the workloads as prepared
 # statements (PREPARE once, then EXECUTE), each statement its own transaction,
 # synchronous_commit = off:
@@ -24,6 +24,10 @@
 # (with the actor/trace context read once per statement) and the capture
 # trigger per statement.  Needs valgrind (preinstalled on this kind of
 # machine; Debian package valgrind).
+# WAL mode (wal): only the writer's side is counted (the context message
+# per statement); the worker is not running in single-user mode, and its
+# work is off the writer's path.  wal_<workload>_instructions_ratio is its
+# extra instructions over trigger mode's (capture).
 # Progress on stderr, one JSON line on stdout.
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
@@ -118,7 +122,7 @@ for w in update insert; do
     for v in $VARIANTS; do
         json+=",\"${w}_${v}_instructions\":${per[${w}_$v]}"
     done
-    for v in floor write_floor bv_audit capture plpgsql plpgsql_full; do
+    for v in floor write_floor bv_audit capture plpgsql plpgsql_full wal; do
         json+=",\"${w}_${v}_instr_overhead_pct\":$(pct "${per[${w}_none]}" "${per[${w}_$v]}")"
     done
     # bv_audit's overhead as a share of each PL/pgSQL variant's (target: < 1/3
@@ -129,6 +133,9 @@ for w in update insert; do
             json+=",\"${w}_${f}_per_${v}_overhead\":$(ratio "${per[${w}_none]}" "${per[${w}_$f]}" "${per[${w}_$v]}")"
         done
     done
+    # WAL mode (#19): the writer's extra instructions as a share of trigger
+    # mode's (capture: the history alone, like for like; target <= 0.2).
+    json+=",\"wal_${w}_instructions_ratio\":$(ratio "${per[${w}_none]}" "${per[${w}_wal]}" "${per[${w}_capture]}")"
     json+=",\"${w}_stamp_trigger_instructions\":${fn[${w}_bv_audit_stamp_trigger]}"
     json+=",\"${w}_capture_trigger_instructions\":${fn[${w}_bv_audit_capture_trigger]}"
 done

@@ -34,14 +34,23 @@
 # 0.2-1.6%, where separate runs differ by tens of percent; single rounds of
 # the variants here still move by a few points, hence the medians.  The separate runs' overheads stay in the JSON
 # as *_seq_overhead_pct.
+# WAL mode (#19, variant wal) is measured in the same runs; then, alone,
+# its lag at a steady LAG_RATE = 5,000 single-row UPDATEs per second
+# (pgbench -R, 2 clients): a sampler takes the WAL insert position every
+# 20 ms and times bv_audit.wait_for() on it, i.e. how long after a commit
+# the history covers it (wal_lag_p50_ms, wal_lag_p99_ms).  wal_lost: the
+# changes made to t_wal over the whole benchmark (every UPDATE adds 1 to a
+# balance, every INSERT adds a row) minus the records the worker wrote
+# (0: nothing lost; negative: duplicates).
 # Progress on stderr, one JSON line on stdout.
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) ROWS=10000; DURATION=2; MIXED_DURATION=4; ROUNDS=1 ;;
-    *)     ROWS=100000; DURATION=5; MIXED_DURATION=20; ROUNDS=7 ;;
+    small) ROWS=10000; DURATION=2; MIXED_DURATION=4; ROUNDS=1; LAG_DURATION=8 ;;
+    *)     ROWS=100000; DURATION=5; MIXED_DURATION=20; ROUNDS=7; LAG_DURATION=60 ;;
 esac
+LAG_RATE=5000
 say() { printf 'audit: %s\n' "$*" >&2; }
 
 # shellcheck source=include/audit-setup.sh
@@ -144,6 +153,52 @@ cpu_overhead() { # workload variant
         | awk '{ printf "%f ", ($2 - $1) / $1 * 100 }' | median
 }
 
+# WAL mode's lag at a steady rate.
+say "WAL mode: lag at $LAG_RATE changes/s for $LAG_DURATION s"
+psql -At -c "SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '300 seconds')" | grep -qx t ||
+    bv_die "the WAL worker did not catch up before the lag run"
+"$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -R "$LAG_RATE" -T "$LAG_DURATION" -f "$OUT/update_wal.sql" \
+    >"$OUT/lag_pgbench.out" 2>"$OUT/lag_pgbench.err" &
+lagpgb=$!
+lag=$(psql -At <<SQL
+CREATE TEMP TABLE lag (ms double precision);
+DO \$\$
+DECLARE
+    stop timestamptz := clock_timestamp() + interval '$((LAG_DURATION - 1)) seconds';
+    t0 timestamptz;
+    l pg_lsn;
+BEGIN
+    PERFORM pg_sleep(0.5);  -- pgbench connects
+    WHILE clock_timestamp() < stop LOOP
+        l := pg_current_wal_insert_lsn();
+        t0 := clock_timestamp();
+        IF NOT bv_audit.wait_for(l, interval '30 seconds') THEN
+            RAISE EXCEPTION 'the WAL worker fell 30 s behind';
+        END IF;
+        INSERT INTO lag VALUES (extract(epoch FROM clock_timestamp() - t0) * 1000);
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END
+\$\$;
+SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' ||
+       round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' || count(*) FROM lag;
+SQL
+)
+wait "$lagpgb" || { cat "$OUT/lag_pgbench.err" >&2; bv_die "pgbench at $LAG_RATE/s failed"; }
+lag_rate=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$OUT/lag_pgbench.out")
+read -r lag_p50 lag_p99 lag_n <<<"$lag"
+say "WAL mode at $lag_rate changes/s: lag p50 $lag_p50 ms, p99 $lag_p99 ms ($lag_n samples)"
+psql -At -c "SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '300 seconds')" | grep -qx t ||
+    bv_die "the WAL worker did not catch up after the lag run"
+wal_lost=$(psql -At <<SQL
+SELECT ((SELECT sum(balance) - sum(id * 10) FROM public.t_wal WHERE id <= $ROWS)
+        - (SELECT count(*) FROM bv_audit.public__t_wal WHERE audit_op = 'U'))
+     + ((SELECT count(*) FROM public.t_wal WHERE id > $ROWS)
+        - (SELECT count(*) FROM bv_audit.public__t_wal WHERE audit_op = 'I'))
+SQL
+)
+say "WAL mode: $wal_lost changes without a record"
+
 # Sanity: the audited variant really wrote audit records.
 audited=$(psql -At -c "SELECT count(*) FROM bv_audit.public__t_bv_audit WHERE audit_op IN ('I', 'U')")
 [ "$audited" -gt 0 ] || bv_die "bv_audit wrote no audit records"
@@ -174,7 +229,7 @@ done
 # Overheads against "none": bv_audit's unprefixed (the issue's names), the
 # others prefixed with their variant; from the mixed runs, and from the
 # separate runs (seq).
-for v in bv_audit capture plpgsql plpgsql_full floor write_floor; do
+for v in bv_audit capture plpgsql plpgsql_full floor write_floor wal; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_overhead_pct\":$(mixed_overhead "$w" "$v")"
@@ -186,7 +241,7 @@ for w in update insert; do
         json+=",\"${w}_c1_${v}_cpu_us\":$(median <<<"${cpus[${w}_c1_${v}]}")"
     done
 done
-for v in bv_audit capture plpgsql plpgsql_full floor write_floor; do
+for v in bv_audit capture plpgsql plpgsql_full floor write_floor wal; do
     p=${v#bv_audit}
     for w in update insert; do
         json+=",\"${p:+${p}_}${w}_cpu_overhead_pct\":$(cpu_overhead "$w" "$v")"
@@ -194,5 +249,9 @@ for v in bv_audit capture plpgsql plpgsql_full floor write_floor; do
 done
 json+=",\"update_overhead_c8_pct\":$(overhead update 8 bv_audit)"
 json+=",\"insert_overhead_c8_pct\":$(overhead insert 8 bv_audit)"
+json+=",\"wal_update_overhead_c8_pct\":$(overhead update 8 wal)"
+json+=",\"wal_insert_overhead_c8_pct\":$(overhead insert 8 wal)"
+json+=",\"wal_lag_rate_per_s\":${lag_rate:-0},\"wal_lag_p50_ms\":${lag_p50:-null},\"wal_lag_p99_ms\":${lag_p99:-null}"
+json+=",\"wal_lag_samples\":${lag_n:-0},\"wal_lost\":${wal_lost:-null}"
 json+="}"
 echo "$json"

@@ -31,7 +31,10 @@
 #             row's key, actor, transaction id and time, application name,
 #             client address, traceparent, changed columns) into one log
 #             table with an index that finds a row's history by its key
-VARIANTS="none floor write_floor bv_audit capture plpgsql plpgsql_full"
+#   wal       bv_audit.enable(..., mode => 'wal') (#19): no row trigger; the
+#             writer emits one context message per statement and the
+#             bv_audit WAL worker writes the records after the commit
+VARIANTS="none floor write_floor bv_audit capture plpgsql plpgsql_full wal"
 OUT=$BV_BENCH_OUT
 
 say "cluster"
@@ -161,6 +164,7 @@ psql -o /dev/null <<'SQL'
 SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
 SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
 SELECT bv_audit.enable('public.t_capture') IS NOT NULL AS enabled;
+SELECT bv_audit.enable('public.t_wal', mode => 'wal') IS NOT NULL AS enabled;
 SQL
 
 # The write floor's target: the audit table's columns and indexes, no

@@ -39,17 +39,23 @@ bv_audit_relcache_callback(Datum arg, Oid relid)
 }
 
 /*
- * Module load: register the relcache callback.  Callbacks cannot be
+ * Module load: register the relcache callback and the hooks that put the
+ * context of WAL-mode writes into the WAL (wal_context.c).  Callbacks cannot be
  * unregistered, and a library is never unloaded, so this runs once.  When
  * preloaded, also reserve the shared memory of the audit_id allocator
- * (audit_id.c); loaded later, ids come from nextval().
+ * (audit_id.c) and register the WAL worker (wal_worker.c); loaded later,
+ * ids come from nextval() and WAL-mode tables are not recorded.
  */
 void
 _PG_init(void)
 {
 	CacheRegisterRelcacheCallback(bv_audit_relcache_callback, (Datum) 0);
+	bv_audit_wal_hooks_init();
 	if (process_shared_preload_libraries_in_progress)
+	{
 		bv_audit_ids_init();
+		bv_audit_wal_worker_init();
+	}
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_invalidate);

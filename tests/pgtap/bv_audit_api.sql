@@ -1,7 +1,7 @@
 -- bv_audit's API contract: functions, privileges, security settings,
 -- comments, and the SQLSTATE of every refusal.
 BEGIN;
-SELECT plan(60);
+SELECT plan(63);
 
 SELECT has_schema('bv_audit');
 SELECT has_extension('bv_audit');
@@ -19,14 +19,18 @@ SELECT functions_are('bv_audit', ARRAY[
     -- 0.3.0, #18 audit review
     '_stamp_intact', '_check_read',
     -- 0.4.0, red-team review
-    '_guard_stamp_rewrite']);
+    '_guard_stamp_rewrite',
+    -- 0.4.0, #19 WAL mode
+    'wait_for', 'wal_status', 'wal_marker_trigger', '_wal_flush', '_wal_apply', '_wal_begin',
+    '_wal_changes', '_wal_sql', '_wal_end', '_wal_quarantine', '_wal_applied', '_wal_drain',
+    '_wal_check']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
 SELECT set_eq($$SELECT c.relname::text FROM pg_class c JOIN pg_depend d ON d.objid = c.oid
                  AND d.classid = 'pg_class'::regclass AND d.deptype = 'e'
                  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'bv_audit')
                WHERE c.relkind IN ('r', 'p')$$,
-              ARRAY['tracked', 'columns', 'seals', 'seal_entries', 'seal_remainders'],
+              ARRAY['tracked', 'columns', 'seals', 'seal_entries', 'seal_remainders', 'wal_progress', 'wal_quarantine'],
               'bv_audit owns exactly its configuration tables');
 
 -- Every SECURITY DEFINER function pins its search_path.
@@ -49,8 +53,11 @@ SELECT is_empty($$
 SELECT isnt(obj_description('bv_audit'::regnamespace, 'pg_namespace'), NULL, 'the schema has a comment');
 
 -- Administration: bv_admin yes, everybody else no; internals: nobody.
-SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text'], 'bv_admin', ARRAY['EXECUTE']);
-SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text'], 'bv_user', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text', 'text'], 'bv_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('bv_audit', 'enable', ARRAY['regclass', 'text[]', 'interval', 'text', 'text'], 'bv_user', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', 'wait_for', ARRAY['pg_lsn', 'interval'], 'bv_admin', ARRAY['EXECUTE']);
+SELECT function_privs_are('bv_audit', 'wait_for', ARRAY['pg_lsn', 'interval'], 'bv_user', ARRAY[]::text[]);
+SELECT function_privs_are('bv_audit', '_wal_apply', ARRAY['name', 'integer', 'boolean'], 'bv_admin', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_admin', ARRAY['EXECUTE']);
 SELECT function_privs_are('bv_audit', 'purge', ARRAY[]::text[], 'bv_service', ARRAY[]::text[]);
 SELECT function_privs_are('bv_audit', '_purge_delete', ARRAY['regclass', 'timestamptz'], 'bv_admin', ARRAY[]::text[]);

@@ -18,6 +18,10 @@
 #
 #   BV_MODEL_SEED=<n>   replay a run (the seed is printed on failure)
 #   BV_MODEL_STEPS=<n>  transactions per run (CI: the default, 160)
+#   BV_MODEL_MODE=wal   record the table in WAL mode (#19; trigger mode
+#                       otherwise); BV_MODEL_SWITCH=1 also switches modes
+#                       back and forth at random points of the run
+#                       (tests/tap/bv_audit_wal_model*.pl set these)
 use strict;
 use warnings;
 
@@ -28,18 +32,23 @@ use BvTest;
 
 my $seed = $ENV{BV_MODEL_SEED} // (time() ^ ($$ << 8)) % 1_000_000;
 my $steps = $ENV{BV_MODEL_STEPS} // 160;
+my $mode = $ENV{BV_MODEL_MODE} // 'trigger';
+my $switch = $ENV{BV_MODEL_SWITCH} // 0;
 srand($seed);
-note("seed $seed, $steps steps");
+note("seed $seed, $steps steps, $mode mode" . ($switch ? ', switching' : ''));
 
 my $node = BvTest::new_node('model');
 BvTest::create_suite_db($node);
 my $db = 'bitvelocity';
 
 # The table starts empty (no snapshot records): every record is a change.
-$node->safe_psql($db, q{
+$node->safe_psql($db, qq{
 CREATE TABLE public.m (id int, a int, b text);
 ALTER TABLE public.m ADD PRIMARY KEY (id) DEFERRABLE INITIALLY DEFERRED;
-SELECT bv_audit.enable('public.m');
+-- WAL mode follows rows by the key that deletes and key changes log: a
+-- deferrable key is no replica identity, so the whole old row is logged.
+ALTER TABLE public.m REPLICA IDENTITY FULL;
+SELECT bv_audit.enable('public.m', mode => '$mode');
 });
 
 # ---- the model ----
@@ -72,6 +81,8 @@ sub step
 	if ($ret != 0)
 	{
 		fail("step failed (seed $seed): $sql\n$err");
+		diag($node->safe_psql($db, q{SELECT s::text FROM bv_audit.wal_status() s}))
+		  if $mode eq 'wal' || $switch;
 		done_testing();
 		exit 1;
 	}
@@ -256,6 +267,14 @@ sub ddl_step
 
 for my $i (1 .. $steps)
 {
+	if ($switch && rand() < 0.05)
+	{
+		# A switch of mode is a point in the WAL: nothing lost or doubled.
+		$mode = $mode eq 'wal' ? 'trigger' : 'wal';
+		step("SELECT bv_audit.enable('public.m', mode => '$mode');", sub { });
+		$ops{"switch to $mode"}++;
+		next;
+	}
 	rand() < 0.15 ? ddl_step() : dml_step();
 	if ($i % int($steps / 6 || 1) == 0 || $i == $steps)
 	{
@@ -265,6 +284,12 @@ for my $i (1 .. $steps)
 }
 
 note('workload: ' . join(', ', map { "$_ $ops{$_}" } sort keys %ops));
+
+# WAL mode: the history lags the commits; wait until it covers them all.
+is($node->safe_psql($db, q{SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '120 seconds')}),
+	't', "the history covers every commit (seed $seed)");
+is($node->safe_psql($db, q{SELECT count(*) FROM bv_audit.wal_quarantine}), '0',
+	"nothing quarantined (seed $seed)");
 
 # The table itself agrees with the model (a check of the test).
 my %table;

@@ -1,0 +1,320 @@
+/*-------------------------------------------------------------------------
+ *
+ * wal_context.c
+ *	  WAL mode, writer side: put the actor and trace context of each
+ *	  statement that writes a WAL-mode table into the WAL.
+ *
+ * In WAL mode (ADR 0013) no row trigger runs: the WAL worker (wal_worker.c,
+ * wal_apply.c) builds the audit records from the decoded changes.  The row
+ * images are in the WAL already; who wrote them is not.  So, once per
+ * statement that writes a WAL-mode table, the writer emits one
+ * transactional logical decoding message (prefix "bv_audit") holding the
+ * statement's context: actor, traceparent, application name, client
+ * address and the transaction's start time (the audit_ts of trigger mode).
+ * The message is signed with a key only the server holds (wal_key.c).
+ * Being transactional, the message is decoded in its transaction, in LSN
+ * order before the statement's changes, and vanishes with a rolled-back
+ * (sub)transaction, exactly like the changes it describes.  It costs one
+ * small WAL record per statement and nothing per row.
+ *
+ * Which tables are in WAL mode is read from the relcache, never from a
+ * catalog query: bv_audit.enable(..., mode => 'wal') gives the table a
+ * BEFORE TRUNCATE statement trigger named bv_audit_wal (the "marker"),
+ * which costs INSERT, UPDATE and DELETE nothing and is guarded like the
+ * capture triggers.  A writer holds its lock on the table before
+ * ExecutorStart, and invalidations are processed when a lock is taken, so
+ * the trigger descriptor it sees is current.
+ *
+ * Where the message is emitted:
+ *	- ExecutorStart (INSERT, UPDATE, DELETE, MERGE, data-modifying CTEs),
+ *	  after the standard start-up has opened the result relations;
+ *	- ProcessUtility for COPY FROM (which does not use the executor's
+ *	  start-up);
+ *	- the marker trigger itself for TRUNCATE.
+ * ProcessUtility also lets the worker catch up before DDL on a WAL-mode
+ * table (drain_before_ddl()).
+ *
+ * Statements that run inside others (functions, cascades) emit their own
+ * message, which also marks the boundary between statements that the
+ * worker needs for key moves (see wal_apply.c).
+ *
+ * Backend-local; no shared state, no locks beyond the writer's own.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_trigger.h"
+#include "commands/copy.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "replication/message.h"
+#include "storage/lmgr.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/pg_lsn.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "bv_audit.h"
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* Whether a relation carries the WAL-mode marker trigger. */
+static bool
+rel_is_wal_mode(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+	int i;
+
+	if (td == NULL || !td->trig_truncate_before_statement)
+		return false;
+	for (i = 0; i < td->numtriggers; i++)
+	{
+		Trigger *tg = &td->triggers[i];
+
+		if (tg->tgtype == (TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_TRUNCATE) &&
+			tg->tgenabled != TRIGGER_DISABLED && strcmp(tg->tgname, BV_AUDIT_WAL_MARKER) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Append "key":<JSON string or null>. */
+static void
+append_field(StringInfo buf, const char *key, Datum value, bool isnull)
+{
+	appendStringInfo(buf, "%s\"%s\":", buf->len > 1 ? "," : "", key);
+	if (isnull)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, TextDatumGetCString(value));
+}
+
+/*
+ * Emit the context of the current statement as a transactional "bv_audit"
+ * message.  Skipped where nothing can be written (recovery, parallel mode,
+ * read-only transactions): the statement then fails or writes nothing.
+ */
+void
+bv_audit_wal_emit_context(void)
+{
+	const BvAuditContext *ctx;
+	StringInfoData buf;
+
+	if (RecoveryInProgress() || IsInParallelMode() || XactReadOnly)
+		return;
+	ctx = bv_audit_context();
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	append_field(&buf, "a", ctx->actor, false);
+	append_field(&buf, "t", ctx->trace, ctx->trace_null);
+	append_field(&buf, "p", ctx->app, ctx->app_null);
+	appendStringInfoString(&buf, ",\"c\":");
+	if (ctx->client_null)
+		appendStringInfoString(&buf, "null");
+	else
+		escape_json(&buf, DatumGetCString(DirectFunctionCall1(inet_out, ctx->client)));
+	/* The transaction's start, in microseconds since 2000-01-01 UTC. */
+	appendStringInfo(&buf, ",\"s\":" INT64_FORMAT "}", (int64) GetCurrentTransactionStartTimestamp());
+	/* Signed (wal_key.c): "<json>\n<mac>". */
+	{
+		char mac[BV_AUDIT_WAL_MAC_HEX + 1];
+
+		bv_audit_wal_mac(buf.data, buf.len, mac);
+		appendStringInfo(&buf, "\n%s", mac);
+	}
+	LogLogicalMessage(BV_AUDIT_WAL_PREFIX, buf.data, buf.len, true);
+	pfree(buf.data);
+}
+
+/* Does the starting statement write a WAL-mode table? */
+static bool
+writes_wal_table(QueryDesc *qd)
+{
+	ListCell *lc;
+
+	if (qd->estate == NULL)
+		return false;
+	foreach (lc, qd->estate->es_opened_result_relations)
+	{
+		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
+
+		if (rri->ri_RelationDesc != NULL && rel_is_wal_mode(rri->ri_RelationDesc))
+			return true;
+	}
+	return false;
+}
+
+static void
+bv_audit_executor_start(QueryDesc *qd, int eflags)
+{
+	if (prev_executor_start)
+		prev_executor_start(qd, eflags);
+	else
+		standard_ExecutorStart(qd, eflags);
+
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 &&
+		(qd->operation == CMD_INSERT || qd->operation == CMD_UPDATE ||
+		 qd->operation == CMD_DELETE || qd->operation == CMD_MERGE ||
+		 qd->plannedstmt->hasModifyingCTE) &&
+		writes_wal_table(qd))
+		bv_audit_wal_emit_context();
+}
+
+/*
+ * The table an ALTER TABLE, RENAME or SET SCHEMA command names, if it is a
+ * table (else NULL).
+ */
+static RangeVar *
+altered_table(Node *parsetree)
+{
+	if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype == OBJECT_TABLE)
+		return ((AlterTableStmt *) parsetree)->relation;
+	if (IsA(parsetree, RenameStmt) &&
+		(((RenameStmt *) parsetree)->renameType == OBJECT_TABLE ||
+		 ((RenameStmt *) parsetree)->renameType == OBJECT_COLUMN) &&
+		((RenameStmt *) parsetree)->relationType == OBJECT_TABLE)
+		return ((RenameStmt *) parsetree)->relation;
+	if (IsA(parsetree, AlterObjectSchemaStmt) &&
+		((AlterObjectSchemaStmt *) parsetree)->objectType == OBJECT_TABLE)
+		return ((AlterObjectSchemaStmt *) parsetree)->relation;
+	return NULL;
+}
+
+/*
+ * Before DDL on a WAL-mode table: keep its writers out (SHARE ROW
+ * EXCLUSIVE, which the command then strengthens), and let the WAL worker
+ * record every change committed so far, under the table's old shape.  This
+ * must happen before the command takes its own locks: decoding a change
+ * may need to open the table's indexes, which the command then holds
+ * exclusively.  Only the table's owner gets this far (anyone else's
+ * command fails anyway, and must not block the table's writers).
+ */
+static void
+drain_before_ddl(RangeVar *rv)
+{
+	Oid relid = RangeVarGetRelid(rv, NoLock, true);
+	Relation rel;
+	bool wal;
+	int ret;
+	Oid save_userid;
+	int save_sec;
+
+	if (!OidIsValid(relid) || !pg_class_ownercheck(relid, GetUserId()))
+		return;
+	rel = RelationIdGetRelation(relid);
+	if (rel == NULL)
+		return;
+	wal = rel->rd_rel->relkind == RELKIND_RELATION && rel_is_wal_mode(rel);
+	RelationClose(rel);
+	if (!wal)
+		return;
+	LockRelationOid(relid, ShareRowExclusiveLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* bv_audit's internals are nobody's to call: run as the bootstrap superuser. */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	ret = SPI_execute("SELECT bv_audit._wal_drain('ALTER TABLE')", false, 0);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "bv_audit._wal_drain() failed: %s", SPI_result_code_string(ret));
+	SPI_finish();
+}
+
+static void
+bv_audit_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						 ProcessUtilityContext context, ParamListInfo params,
+						 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, CopyStmt) && ((CopyStmt *) parsetree)->is_from &&
+		((CopyStmt *) parsetree)->relation != NULL && IsTransactionState() &&
+		!RecoveryInProgress() && !XactReadOnly)
+	{
+		/* COPY FROM takes this lock itself right after. */
+		Relation rel = table_openrv_extended(((CopyStmt *) parsetree)->relation,
+											 RowExclusiveLock, true);
+
+		if (rel != NULL)
+		{
+			bool wal = rel_is_wal_mode(rel);
+
+			table_close(rel, NoLock);
+			if (wal)
+				bv_audit_wal_emit_context();
+		}
+	}
+	if (IsTransactionState() && !RecoveryInProgress())
+	{
+		RangeVar *rv = altered_table(parsetree);
+
+		if (rv != NULL)
+			drain_before_ddl(rv);
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
+/* Install the hooks (from _PG_init, preloaded or not). */
+void
+bv_audit_wal_hooks_init(void)
+{
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = bv_audit_executor_start;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = bv_audit_process_utility;
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_wal_marker_trigger);
+
+/*
+ * bv_audit.wal_marker_trigger(): the BEFORE TRUNCATE statement trigger that
+ * marks a table as WAL-mode and gives its TRUNCATEs their context.
+ */
+Datum
+bv_audit_wal_marker_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("bv_audit.wal_marker_trigger() must be a BEFORE TRUNCATE trigger"),
+				 errhint("Install it with bv_audit.enable(..., mode => 'wal').")));
+	bv_audit_wal_emit_context();
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_wal_flush);
+
+/*
+ * bv_audit._wal_flush(): the current WAL insert position, flushed.  Every
+ * commit record inserted before the call lies before it and can be decoded.
+ */
+Datum
+bv_audit_wal_flush(PG_FUNCTION_ARGS)
+{
+	XLogRecPtr lsn = GetXLogInsertRecPtr();
+
+	XLogFlush(lsn);
+	PG_RETURN_LSN(lsn);
+}

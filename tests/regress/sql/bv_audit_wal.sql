@@ -1,0 +1,99 @@
+-- bv_audit WAL mode (#19): enable(..., mode => 'wal'), wait_for(),
+-- wal_status(), switching modes, and the errors of each.
+\set SHOW_CONTEXT never
+
+CREATE TABLE public.wl (id int PRIMARY KEY, qty int, memo text, secret text);
+INSERT INTO public.wl VALUES (1, 1, 'one', 's1'), (2, 2, 'two', 's2');
+
+-- Arguments.
+SELECT bv_audit.enable('public.wl', mode => 'bogus');
+SELECT bv_audit.enable('public.wl', mode => repeat('x', 500));
+SELECT bv_audit.enable('public.wl', history_index => 'bloom', mode => 'wal');
+
+-- Tables WAL mode cannot record.
+CREATE UNLOGGED TABLE public.wl_unlogged (id int PRIMARY KEY);
+SELECT bv_audit.enable('public.wl_unlogged', mode => 'wal');
+CREATE TABLE public.wl_noident (id int PRIMARY KEY);
+ALTER TABLE public.wl_noident REPLICA IDENTITY NOTHING;
+SELECT bv_audit.enable('public.wl_noident', mode => 'wal');
+CREATE TABLE public.wl_deferred (id int PRIMARY KEY DEFERRABLE);
+SELECT bv_audit.enable('public.wl_deferred', mode => 'wal');
+ALTER TABLE public.wl_deferred REPLICA IDENTITY FULL;
+SELECT bv_audit.enable('public.wl_deferred', mode => 'wal') IS NOT NULL AS deferred_key_with_full_identity;
+
+-- A table with rows: its snapshot is the baseline; no row trigger.
+SELECT bv_audit.enable('public.wl', exclude_columns => '{secret}', mode => 'wal');
+SELECT mode, history_index, wal_lsn IS NOT NULL AS has_switch_point, wal_until FROM bv_audit.tracked
+ WHERE source_table = 'wl';
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.wl'::regclass ORDER BY 1;
+
+BEGIN;
+SELECT bv.set_actor('clerk-1');
+SELECT set_config('bv.traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', true) IS NOT NULL AS traced;
+INSERT INTO public.wl VALUES (3, 3, 'three', 's3');
+UPDATE public.wl SET qty = qty + 10, secret = 'changed' WHERE id = 1;
+UPDATE public.wl SET id = 20 WHERE id = 2;
+DELETE FROM public.wl WHERE id = 3;
+COMMIT;
+COPY public.wl FROM stdin;
+4	4	four	s4
+\.
+SELECT bv_audit.wait_for(pg_current_wal_insert_lsn());
+SELECT audit_op, audit_actor, audit_trace IS NOT NULL AS traced, audit_changed, id, qty, memo
+  FROM bv_audit.public__wl ORDER BY audit_id;
+-- The reading functions work unchanged.
+SELECT operation, actor, row_data FROM bv_audit.history('public.wl', '{"id": 1}') ORDER BY audit_id;
+SELECT j FROM bv_audit.as_of('public.wl', now()) j ORDER BY j->>'id';
+SELECT slot_name, worker_pid IS NOT NULL AS running, lag_bytes >= 0 AS lag_known, wal_tables
+  FROM bv_audit.wal_status();
+
+-- DDL follows as in trigger mode; what would stop the WAL from carrying
+-- the table's changes is refused.
+ALTER TABLE public.wl ADD COLUMN note text DEFAULT 'n';
+ALTER TABLE public.wl RENAME COLUMN memo TO label;
+ALTER TABLE public.wl SET UNLOGGED;
+ALTER TABLE public.wl REPLICA IDENTITY NOTHING;
+UPDATE public.wl SET label = 'ONE' WHERE id = 1;
+SELECT bv_audit.wait_for(pg_current_wal_insert_lsn());
+SELECT audit_op, audit_changed, id, label, note FROM bv_audit.public__wl
+ WHERE audit_id > (SELECT max(audit_id) FROM bv_audit.public__wl WHERE audit_op = 'I' AND id = 4) ORDER BY audit_id;
+
+-- The marker is guarded like the capture triggers.
+CREATE ROLE wl_owner;
+ALTER TABLE public.wl OWNER TO wl_owner;
+SET ROLE wl_owner;
+DROP TRIGGER bv_audit_wal ON public.wl;
+ALTER TABLE public.wl DISABLE TRIGGER bv_audit_wal;
+RESET ROLE;
+
+-- Back to trigger mode: the capture triggers record from the switch on.
+SELECT bv_audit.enable('public.wl', mode => 'trigger');
+SELECT mode, wal_until IS NOT NULL AS window_closed FROM bv_audit.tracked WHERE source_table = 'wl';
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'public.wl'::regclass ORDER BY 1;
+UPDATE public.wl SET qty = 0 WHERE id = 4;
+SELECT audit_op, id, qty FROM bv_audit.public__wl ORDER BY audit_id DESC LIMIT 1;
+-- Left out, the mode stays.
+SELECT bv_audit.enable('public.wl') IS NOT NULL AS again;
+SELECT mode FROM bv_audit.tracked WHERE source_table = 'wl';
+
+-- wait_for(): arguments and isolation.
+SELECT bv_audit.wait_for(NULL);
+SELECT bv_audit.wait_for('0/0', NULL);
+SELECT bv_audit.wait_for('0/0', interval '-1 second');
+SELECT bv_audit.wait_for('0/0', interval '2 days');
+SELECT bv_audit.wait_for('0/0', interval '0');
+SELECT bv_audit.wait_for('FFFFFFFF/FFFFFFFF', interval '10 milliseconds');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT bv_audit.wait_for('0/0');
+ROLLBACK;
+
+-- Writers cannot call the worker's functions nor read its state.
+SET ROLE bv_user;
+SELECT bv_audit.wait_for('0/0');
+SELECT * FROM bv_audit.wal_progress;
+SELECT bv_audit._wal_apply('bv_audit_wal', 1, false);
+RESET ROLE;
+
+SELECT bv_audit.disable('public.wl_deferred');
+DROP TABLE public.wl, public.wl_unlogged, public.wl_noident, public.wl_deferred;
+DROP ROLE wl_owner;
