@@ -164,6 +164,11 @@ psql -o /dev/null <<'SQL'
 SELECT bv_audit.stamp('public.t_bv_audit') IS NULL AS stamped;
 SELECT bv_audit.enable('public.t_bv_audit') IS NOT NULL AS enabled;
 SELECT bv_audit.enable('public.t_capture') IS NOT NULL AS enabled;
+SQL
+# WAL mode is opt-in: turn it on as an operator would, then wait for the
+# worker's slot before the table switches.
+psql -o /dev/null -c "ALTER SYSTEM SET bv_audit.wal_mode = on" -c "SELECT pg_reload_conf()"
+psql -o /dev/null <<'SQL'
 SELECT bv_audit.enable('public.t_wal', mode => 'wal') IS NOT NULL AS enabled;
 SQL
 

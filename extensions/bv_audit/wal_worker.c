@@ -10,10 +10,12 @@
  * loop waits on its latch (WL_EXIT_ON_PM_DEATH).  Each pass:
  *
  *	1. While bv_audit 0.4.0 is not installed, wait bv_audit.wal_idle_ms.
- *	2. Make sure the slot bv_audit_wal (wal2json) exists.  It is created as
- *	   soon as the extension exists, whether or not any table uses WAL mode,
- *	   so that bv_audit.enable(..., mode => 'wal') never waits for it; while
- *	   no table is in WAL mode the slot only follows the WAL.
+ *	2. Make sure the slot bv_audit_wal (wal2json) exists while WAL mode is
+ *	   on (bv_audit.wal_mode) or a table is still in WAL mode, so that
+ *	   bv_audit.enable(..., mode => 'wal') never waits for it; while no
+ *	   table is in WAL mode the slot only follows the WAL.  With WAL mode off
+ *	   and no WAL-mode table there is no slot: a cluster that does not use
+ *	   WAL mode decodes nothing and retains no WAL for it.
  *	3. One batch: bv_audit._wal_apply() (wal_apply.c) in a transaction of
  *	   its own writes the records and the applied position together.
  *	4. After that commit, pg_replication_slot_advance() to the applied
@@ -67,6 +69,7 @@
 #include "bv_audit.h"
 
 char *bv_audit_database = NULL;
+static bool wal_mode = false;
 static int wal_naptime_ms = 10;
 static int wal_idle_ms = 1000;
 static int wal_batch = 5000;
@@ -136,6 +139,24 @@ ready(void)
 			   1, types, args, &isnull);
 		end_tx();
 		pgstat_report_activity(STATE_IDLE, "waiting for CREATE EXTENSION bv_audit (0.4.0)");
+		return false;
+	}
+	if (!wal_mode &&
+		!DatumGetBool(query1("SELECT EXISTS (SELECT FROM bv_audit.tracked t "
+							 "WHERE t.wal_lsn IS NOT NULL AND (t.wal_until IS NULL OR "
+							 "t.wal_until > bv_audit._wal_applied()))",
+							 0, NULL, NULL, &isnull)))
+	{
+		/*
+		 * WAL mode off, no table in it and every closed window recorded: no
+		 * slot (it would decode all WAL for nothing).
+		 */
+		query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
+			   "FROM pg_catalog.pg_replication_slots s "
+			   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active",
+			   1, types, args, &isnull);
+		end_tx();
+		pgstat_report_activity(STATE_IDLE, "WAL mode is off (bv_audit.wal_mode)");
 		return false;
 	}
 	have_slot = DatumGetBool(query1("SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots "
@@ -323,6 +344,9 @@ bv_audit_wal_worker_init(void)
 	DefineCustomStringVariable("bv_audit.database", "Database whose WAL-mode tables the bv_audit WAL worker records.",
 							   NULL, &bv_audit_database, "bitvelocity", PGC_POSTMASTER, 0, NULL,
 							   NULL, NULL);
+	DefineCustomBoolVariable("bv_audit.wal_mode", "Whether tables may be audited in WAL mode.",
+							 "On, the bv_audit WAL worker keeps the replication slot bv_audit_wal, which decodes all of the database's WAL; off (the default), bv_audit.enable(..., mode => 'wal') is refused and there is no slot once no table is in WAL mode.",
+							 &wal_mode, false, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bv_audit.wal_naptime_ms", "How often the bv_audit WAL worker looks for new WAL.",
 							NULL, &wal_naptime_ms, 10, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL,
 							NULL, NULL);

@@ -99,6 +99,7 @@ CREATE FUNCTION bv_audit._wal_begin(slot name, OUT ts_floor timestamptz, OUT xmi
                                     OUT applied pg_lsn, OUT upto pg_lsn, OUT any_wal boolean)
 RETURNS record
 LANGUAGE plpgsql
+STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -366,12 +367,19 @@ RETURNS pg_lsn
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT greatest((SELECT p.applied_lsn FROM bv_audit.wal_progress p WHERE p.slot_name = 'bv_audit_wal'),
-                    (SELECT s.confirmed_flush_lsn FROM pg_catalog.pg_replication_slots s
-                      WHERE s.slot_name = 'bv_audit_wal'))
+    -- No slot: WAL mode is off and no table is in it (enable() needs the
+    -- slot, and the worker drops it only then), so every record is written
+    -- by its own transaction and the history covers the whole WAL.
+    SELECT CASE WHEN s.slot_name IS NULL THEN pg_catalog.pg_current_wal_insert_lsn()
+                ELSE greatest((SELECT p.applied_lsn FROM bv_audit.wal_progress p
+                                WHERE p.slot_name = 'bv_audit_wal'),
+                              s.confirmed_flush_lsn) END
+      FROM (SELECT) AS one
+      LEFT JOIN pg_catalog.pg_replication_slots s
+             ON s.slot_name = 'bv_audit_wal' AND s.database = pg_catalog.current_database()
 $$;
 COMMENT ON FUNCTION bv_audit._wal_applied() IS
-'Internal: how far the history of WAL-mode tables covers the WAL (stored position or the slot''s confirmed one).';
+'Internal: how far the history of WAL-mode tables covers the WAL (stored position or the slot''s confirmed one; the current position when there is no slot, as WAL mode is then unused).';
 REVOKE ALL ON FUNCTION bv_audit._wal_applied() FROM PUBLIC;
 
 CREATE FUNCTION bv_audit.wait_for(lsn pg_lsn, timeout interval DEFAULT interval '30 seconds')
@@ -455,7 +463,7 @@ DECLARE
     lsn pg_lsn := pg_catalog.pg_current_wal_insert_lsn();
 BEGIN
     IF NOT bv_audit.wait_for(lsn, interval '30 seconds') THEN
-        RAISE EXCEPTION 'the bv_audit WAL worker has not recorded the changes committed before %', what
+        RAISE EXCEPTION 'the bv_audit WAL worker has not recorded the changes committed before %', left(what, 64)
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The history covers the WAL up to %s, the command started at %s.',
                                   coalesce(bv_audit._wal_applied()::text, 'nothing'), lsn),
@@ -509,7 +517,16 @@ BEGIN
                   DETAIL = 'The bv_audit WAL worker decodes one database, bv_audit.database (bv_audit must be preloaded).',
                   HINT = 'Use trigger mode in this database, or set bv_audit.database and restart.';
     END IF;
-    -- The worker creates its slot when the extension appears; a table must
+    IF NOT EXISTS (SELECT FROM bv_audit.tracked t WHERE t.wal_lsn IS NOT NULL AND t.wal_until IS NULL)
+       AND current_setting('bv_audit.wal_mode', true) IS DISTINCT FROM 'on'
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_replication_slots s
+                        WHERE s.slot_name = 'bv_audit_wal' AND s.database = current_database()) THEN
+        RAISE EXCEPTION 'WAL mode is off in this cluster'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'bv_audit.wal_mode is off: the bv_audit WAL worker keeps no replication slot.',
+                  HINT = 'Set bv_audit.wal_mode = on in postgresql.conf and reload (the worker then keeps a slot that decodes all of this database''s WAL), or use trigger mode.';
+    END IF;
+    -- The worker creates its slot when WAL mode is on; a table must
     -- not switch before it exists (its changes would precede the slot).
     FOR i IN 1..200 LOOP
         EXIT WHEN EXISTS (SELECT FROM pg_catalog.pg_replication_slots s
@@ -1077,7 +1094,12 @@ BEGIN
     -- seal ends there, and its floor stays below the start of the
     -- transactions the worker may still record (its ts_floor, taken as
     -- step 1 is here).  Without a stored position nothing is sealed.
-    IF EXISTS (SELECT FROM bv_audit.tracked tr WHERE tr.wal_lsn IS NOT NULL) THEN
+    -- Only while a table is in WAL mode or a closed window is not recorded
+    -- to its end yet: records of windows the worker has finished are final.
+    IF EXISTS (SELECT FROM bv_audit.tracked tr
+                WHERE tr.wal_lsn IS NOT NULL
+                  AND (tr.wal_until IS NULL
+                       OR tr.wal_until > bv_audit._wal_applied())) THEN
         SELECT p.applied_xmin, p.ts_floor INTO wal FROM bv_audit.wal_progress p
          WHERE p.slot_name = 'bv_audit_wal';
         hi := least(hi, coalesce(wal.applied_xmin, '0'::xid8));

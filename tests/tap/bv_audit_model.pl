@@ -37,7 +37,10 @@ my $switch = $ENV{BV_MODEL_SWITCH} // 0;
 srand($seed);
 note("seed $seed, $steps steps, $mode mode" . ($switch ? ', switching' : ''));
 
-my $node = BvTest::new_node('model');
+# WAL mode is opt-in (bv_audit.wal_mode); trigger mode runs with the
+# configuration make run ships, untouched.
+my $node = BvTest::new_node('model',
+	($mode eq 'wal' || $switch) ? (extra_conf => "bv_audit.wal_mode = on\n") : ());
 BvTest::create_suite_db($node);
 my $db = 'bitvelocity';
 

@@ -15,7 +15,7 @@ use BvTest;
 
 # The test harness turns restart_after_crash off; the server's default (on,
 # as make run ships it) is what a kill -9 of the worker meets in production.
-my $node = BvTest::new_node('walaudit', extra_conf => "restart_after_crash = on\n");
+my $node = BvTest::new_node('walaudit', extra_conf => "restart_after_crash = on\nbv_audit.wal_mode = on\n");
 BvTest::create_suite_db($node);
 my $db = 'bitvelocity';
 

@@ -5,6 +5,23 @@
 CREATE TABLE public.wl (id int PRIMARY KEY, qty int, memo text, secret text);
 INSERT INTO public.wl VALUES (1, 1, 'one', 's1'), (2, 2, 'two', 's2');
 
+-- WAL mode is off by default (no slot decodes the WAL): refused, with how
+-- to turn it on.  Then on, as an operator would.
+SELECT bv_audit.enable('public.wl', mode => 'wal');
+SELECT count(*) AS slots_while_off FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal';
+ALTER SYSTEM SET bv_audit.wal_mode = on;
+SELECT pg_reload_conf();
+DO $$
+BEGIN
+    -- the worker creates its slot once it has read the new setting
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT count(*) AS slots_while_on FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal';
+
 -- Arguments.
 SELECT bv_audit.enable('public.wl', mode => 'bogus');
 SELECT bv_audit.enable('public.wl', mode => repeat('x', 500));
@@ -97,3 +114,17 @@ RESET ROLE;
 SELECT bv_audit.disable('public.wl_deferred');
 DROP TABLE public.wl, public.wl_unlogged, public.wl_noident, public.wl_deferred;
 DROP ROLE wl_owner;
+
+-- WAL mode off again (the worker drops its slot once no table is in WAL
+-- mode).
+ALTER SYSTEM RESET bv_audit.wal_mode;
+SELECT pg_reload_conf();
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT count(*) AS slots_after_off FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal';
