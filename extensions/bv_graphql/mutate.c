@@ -191,6 +191,7 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 	List *sels;
 	ListCell *lc;
 	int at_most = 0;
+	double rows = 0;
 
 	if (sel->field == NULL)
 		elog(ERROR, "bv_graphql: __typename is not compiled");
@@ -224,6 +225,13 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 		if (atol(n) < 0)
 			gql_error(sel->first->loc, "\"atMost\" must not be negative.");
 		at_most = gql_param(c, n);
+		rows = (double) atol(n);
+	}
+	else
+	{
+		GqlValue *objs = gql_arg(c, sel, "objects");
+
+		rows = objs->kind == GQL_V_LIST ? objs->n : 1;
 	}
 	sels = gql_collect(c, resp, sel->sets);
 	appendStringInfoString(b, "SELECT json_build_object(");
@@ -241,8 +249,13 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 			appendStringInfoString(b, "(SELECT count(*)::int FROM __m)");
 		else
 		{
+			double save_scale = c->scale;
+
+			/* the records nest: up to atMost (or the objects given) of them */
+			c->scale = gql_count_records(c, rows, s->first->loc);
 			appendStringInfoString(b, "(SELECT coalesce(json_agg(");
 			gql_object_expr(c, t, "a", s->sets);
+			c->scale = save_scale;
 			appendStringInfoString(b, "), '[]'::json) FROM __m a)");
 		}
 	}
@@ -280,9 +293,14 @@ gql_function_expr(GCompile *c, const GSel *sel)
 	if (fn->ret_table)
 	{
 		char *a = gql_new_alias(c);
+		double save_scale = c->scale;
 
+		/* a set-returning function has no page: assume a page of max_rows */
+		if (fn->retset)
+			c->scale = gql_count_records(c, (double) bv_graphql_max_rows, sel->first->loc);
 		appendStringInfoString(b, fn->retset ? "(SELECT coalesce(json_agg(" : "(SELECT ");
 		gql_object_expr(c, fn->ret_table, a, sel->sets);
+		c->scale = save_scale;
 		appendStringInfo(b, "%s FROM %s %s)", fn->retset ? "), '[]'::json)" : "", call.data, a);
 	}
 	else

@@ -65,6 +65,7 @@ int bv_graphql_max_aliases = 200;
 int bv_graphql_max_tokens = 20000;
 int bv_graphql_max_fields = 5000;
 int bv_graphql_max_rows = 1000;
+int bv_graphql_max_records = 100000;
 
 #define PLAN_CACHE_MAX 256
 #define PLAN_KEY_MAX   32768 /* longer statements are not kept */
@@ -91,6 +92,9 @@ _PG_init(void)
 							&bv_graphql_max_fields, 5000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bv_graphql.max_rows", "Largest page (first / last) and insert (objects).", NULL,
 							&bv_graphql_max_rows, 1000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bv_graphql.max_records",
+							"Most records an operation may read in the worst case: nested pages multiply.", NULL,
+							&bv_graphql_max_records, 100000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_graphql");
 	gql_schema_init();
 }
@@ -594,6 +598,8 @@ new_compile(GCompile *proto)
 	c->nvars = proto->nvars;
 	c->vars = proto->vars;
 	c->nfields = proto->nfields;
+	c->records = proto->records;
+	c->scale = 1;
 	initStringInfo(&c->sql);
 	return c;
 }
@@ -677,6 +683,9 @@ compile(GCompile *proto)
 		{
 			cp->stmt = new_compile(proto);
 			gql_compile_mutation_field(cp->stmt, s);
+			/* the limits hold for the whole operation, not per root field */
+			proto->nfields = cp->stmt->nfields;
+			proto->records = cp->stmt->records;
 		}
 		out = lappend(out, cp);
 	}
@@ -805,10 +814,17 @@ bv_graphql_resolve(PG_FUNCTION_ARGS)
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Datum result;
 	Jsonb *out;
+	Jsonb *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 
-	result = resolve(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
-					 PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1),
-					 PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
+	/* GraphQL over HTTP: "variables": null is the same as no variables */
+	if (vars && JB_ROOT_IS_SCALAR(vars))
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(&vars->root, 0);
+
+		if (v && v->type == jbvNull)
+			vars = NULL;
+	}
+	result = resolve(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), vars, PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
 	MemoryContextSwitchTo(old);
 	out = DatumGetJsonbPCopy(result);
 	MemoryContextDelete(cxt);

@@ -1,0 +1,49 @@
+-- bv_graphql under attack: what an independent checker tried, and what
+-- must keep being refused.  Each block names the gap it covers.
+\set VERBOSITY terse
+CREATE SCHEMA gqlred;
+-- a self-referencing tree: one parent with many children, the worst shape
+-- for nested pages (to-one back to the parent, then to-many again)
+CREATE TABLE gqlred.tree (id int PRIMARY KEY, parent_id int REFERENCES gqlred.tree);
+INSERT INTO gqlred.tree VALUES (1, NULL);
+INSERT INTO gqlred.tree SELECT g, 1 FROM generate_series(2, 6) g;
+CREATE ROLE gqlred_user;
+GRANT USAGE ON SCHEMA gqlred, graphql TO gqlred_user;
+GRANT EXECUTE ON FUNCTION graphql.resolve(text, jsonb, text, jsonb) TO gqlred_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON gqlred.tree TO gqlred_user;
+SET bv_graphql.schemas = 'gqlred';
+SET ROLE gqlred_user;
+
+-- ---------- nested page bomb (critical: a 170-byte request made the server
+-- build 27 million rows and be killed by the OOM killer) ----------
+-- every nested connection multiplies: 300 x 300 x 300 records are refused
+-- before anything runs, whatever the data holds
+SELECT graphql.resolve('{ treeCollection(first: 300) { edges { node { parent { treeCollection(first: 300) { edges { node { id parent { treeCollection(first: 300) { edges { node { id } } } } } } } } } } } }');
+-- aliases add up: 40 x (1000 + 1000 x 2) is refused too, each alone is fine
+SELECT graphql.resolve('{ ' || string_agg(format('a%s: treeCollection(first: 1000) { edges { node { parent { treeCollection(first: 2) { edges { node { id } } } } } } }', g), ' ') || ' }')
+  FROM generate_series(1, 40) g;
+SELECT graphql.resolve('{ a: treeCollection(first: 1000) { edges { node { parent { treeCollection(first: 2) { edges { node { id } } } } } } } }') -> 'errors';
+-- the same under a mutation's records: atMost rows times the nested page
+SELECT graphql.resolve('mutation { deleteFromTreeCollection(atMost: 1000, filter: {id: {eq: 99}}) { records { parent { treeCollection(first: 1000) { edges { node { id } } } } } } }');
+-- an ordinary nested read stays within the budget and answers
+SELECT graphql.resolve('{ treeCollection(first: 2, filter: {id: {lte: 2}}) { edges { node { id parent { treeCollection(first: 3) { edges { node { id } } } } } } } }');
+-- the budget is a setting (superuser)
+RESET ROLE;
+SET bv_graphql.max_records = 10;
+SET ROLE gqlred_user;
+SELECT graphql.resolve('{ treeCollection(first: 5) { edges { node { parent { treeCollection(first: 5) { edges { node { id } } } } } } } }');
+-- a connection asked only for totalCount builds no records: it counts one
+SELECT graphql.resolve('{ treeCollection(first: 5) { edges { node { parent { treeCollection(first: 5) { totalCount } } } } } }') -> 'errors';
+SELECT graphql.resolve('{ treeCollection(first: 2) { edges { node { parent { treeCollection(first: 4) { edges { node { id } } } } } } } }') -> 'errors';
+RESET ROLE;
+RESET bv_graphql.max_records;
+SET ROLE gqlred_user;
+
+-- ---------- "variables": null is no variables (GraphQL over HTTP) ----------
+SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', 'null'::jsonb);
+SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', '[1]'::jsonb);
+
+RESET ROLE;
+DROP SCHEMA gqlred CASCADE;
+DROP OWNED BY gqlred_user;
+DROP ROLE gqlred_user;
