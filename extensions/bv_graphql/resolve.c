@@ -162,13 +162,20 @@ response(const char *data, List *errors)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 }
 
+/*
+ * A request error (no data): extensions.code says which kind, with the
+ * names GraphQL servers commonly use (GRAPHQL_PARSE_FAILED,
+ * GRAPHQL_VALIDATION_FAILED, BAD_REQUEST); database errors carry their
+ * SQLSTATE instead.
+ */
 static List *
-one_error(const char *message, GqlLoc loc)
+one_error(const char *message, GqlLoc loc, const char *code)
 {
 	GErr *e = palloc0(sizeof(GErr));
 
 	e->message = pstrdup(message);
 	e->loc = loc;
+	e->code = pstrdup(code);
 	return list_make1(e);
 }
 
@@ -709,21 +716,21 @@ resolve(text *query, Jsonb *vars, text *opname)
 	ListCell *lc;
 
 	if (query == NULL)
-		return response(NULL, one_error("No query was given: send {\"query\": \"...\"}.", (GqlLoc){0, 0}));
+		return response(NULL, one_error("No query was given: send {\"query\": \"...\"}.", (GqlLoc){0, 0}, "BAD_REQUEST"));
 	len = VARSIZE_ANY_EXHDR(query);
 	if (len > bv_graphql_max_size)
 		return response(NULL, one_error(psprintf("The document is larger than %d bytes (bv_graphql.max_size).",
 												 bv_graphql_max_size),
-										(GqlLoc){0, 0}));
+										(GqlLoc){0, 0}, "BAD_REQUEST"));
 	if (vars && !JB_ROOT_IS_OBJECT(vars))
-		return response(NULL, one_error("\"variables\" must be a JSON object.", (GqlLoc){0, 0}));
+		return response(NULL, one_error("\"variables\" must be a JSON object.", (GqlLoc){0, 0}, "BAD_REQUEST"));
 	src = text_to_cstring(query);
 	limits.max_depth = bv_graphql_max_depth;
 	limits.max_tokens = bv_graphql_max_tokens;
 	limits.max_aliases = bv_graphql_max_aliases;
 	doc = gql_parse(src, len, &limits, palloc_zero_cb, NULL, &perr);
 	if (doc == NULL)
-		return response(NULL, one_error(perr.message, perr.loc));
+		return response(NULL, one_error(perr.message, perr.loc, "GRAPHQL_PARSE_FAILED"));
 
 	memset(&proto, 0, sizeof(proto));
 	proto.doc = doc;
@@ -747,7 +754,7 @@ resolve(text *query, Jsonb *vars, text *opname)
 	}
 	PG_END_TRY();
 	if (cerr)
-		return response(NULL, one_error(cerr->message, gql_error_loc));
+		return response(NULL, one_error(cerr->message, gql_error_loc, "GRAPHQL_VALIDATION_FAILED"));
 
 	initStringInfo(&data);
 	if (SPI_connect() != SPI_OK_CONNECT)
