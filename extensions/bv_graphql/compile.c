@@ -886,8 +886,18 @@ order_keys(GCompile *c, GTable *t, GqlValue *order_by)
 			GInput *in = gql_input(t->order->ninputs, t->order->inputs, o->names[k]);
 			char *dir = gql_scalar_text(c, o->items[k], c->schema->order_dir, "orderBy");
 			OrderKey *ok;
+			bool again = false;
 
 			if (dir == NULL)
+				continue;
+			/*
+			 * A column already ordered on cannot change the order again:
+			 * skipped, so the key (and the statement, the cursor) has at
+			 * most one entry per column however long the list sent.
+			 */
+			foreach (lc, keys)
+				again |= ((OrderKey *) lfirst(lc))->col == in->column;
+			if (again)
 				continue;
 			ok = palloc(sizeof(OrderKey));
 			ok->col = in->column;

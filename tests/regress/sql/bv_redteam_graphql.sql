@@ -39,6 +39,15 @@ RESET ROLE;
 RESET bv_graphql.max_records;
 SET ROLE gqlred_user;
 
+-- ---------- orderBy naming a column again and again (a 50000-entry list
+-- made a 50000-term ORDER BY and cursors of 50000 values) ----------
+-- a repeated column cannot change the order: it is skipped, the first wins
+SELECT convert_from(decode(e ->> 'cursor', 'base64'), 'UTF8') AS cursor, e -> 'node' -> 'id' AS id
+  FROM jsonb_array_elements(graphql.resolve('{ treeCollection(first: 2, orderBy: [{id: DescNullsLast}, {id: AscNullsLast}, {id: AscNullsFirst}]) { edges { cursor node { id } } } }')
+       -> 'data' -> 'treeCollection' -> 'edges') e;
+SELECT graphql.resolve('query($o: [TreeOrderBy!]) { treeCollection(first: 1, orderBy: $o) { edges { node { id } } } }',
+                       jsonb_build_object('o', (SELECT jsonb_agg(jsonb_build_object('id', 'DescNullsLast')) FROM generate_series(1, 5000))));
+
 -- ---------- "variables": null is no variables (GraphQL over HTTP) ----------
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', 'null'::jsonb);
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', '[1]'::jsonb);
