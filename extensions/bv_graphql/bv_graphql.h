@@ -300,7 +300,8 @@ typedef struct GCompile
 	Datum *pvalues;
 	char *pnulls;
 	int alias_seq;
-	int nfields; /* fields compiled, against bv_graphql.max_fields */
+	int nfields;  /* fields compiled, against bv_graphql.max_fields */
+	int nfilters; /* filter objects compiled, against bv_graphql.max_fields */
 	int depth;
 	double records; /* worst-case records read, against bv_graphql.max_records */
 	double scale;   /* rows of the enclosing object: product of the pages around it */

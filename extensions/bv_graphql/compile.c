@@ -698,6 +698,10 @@ gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter)
 
 	if (++c->depth > bv_graphql_max_depth)
 		gql_error(filter ? filter->loc : noloc, "the filter nests deeper than %d levels", bv_graphql_max_depth);
+	/* variables escape the document's token limit: count filter objects too */
+	if (++c->nfilters > bv_graphql_max_fields)
+		gql_error(filter ? filter->loc : noloc, "the operation's filters hold more than %d objects (bv_graphql.max_fields)",
+				  bv_graphql_max_fields);
 	appendStringInfoString(b, "(true");
 	for (int i = 0; f && i < f->n; i++)
 	{

@@ -605,6 +605,7 @@ new_compile(GCompile *proto)
 	c->nvars = proto->nvars;
 	c->vars = proto->vars;
 	c->nfields = proto->nfields;
+	c->nfilters = proto->nfilters;
 	c->records = proto->records;
 	c->scale = 1;
 	initStringInfo(&c->sql);
@@ -692,6 +693,7 @@ compile(GCompile *proto)
 			gql_compile_mutation_field(cp->stmt, s);
 			/* the limits hold for the whole operation, not per root field */
 			proto->nfields = cp->stmt->nfields;
+			proto->nfilters = cp->stmt->nfilters;
 			proto->records = cp->stmt->records;
 		}
 		out = lappend(out, cp);

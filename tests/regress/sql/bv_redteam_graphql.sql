@@ -48,6 +48,14 @@ SELECT convert_from(decode(e ->> 'cursor', 'base64'), 'UTF8') AS cursor, e -> 'n
 SELECT graphql.resolve('query($o: [TreeOrderBy!]) { treeCollection(first: 1, orderBy: $o) { edges { node { id } } } }',
                        jsonb_build_object('o', (SELECT jsonb_agg(jsonb_build_object('id', 'DescNullsLast')) FROM generate_series(1, 5000))));
 
+-- ---------- filters from variables escape the document's token limit: a
+-- 20000-entry "or" took seconds to compile and plan; filter objects count
+-- against bv_graphql.max_fields ----------
+SELECT graphql.resolve('query($f: TreeFilter) { treeCollection(filter: $f) { totalCount } }',
+                       jsonb_build_object('f', jsonb_build_object('or', (SELECT jsonb_agg(jsonb_build_object('id', jsonb_build_object('eq', g))) FROM generate_series(1, 5001) g))));
+SELECT graphql.resolve('query($f: TreeFilter) { treeCollection(filter: $f) { totalCount } }',
+                       jsonb_build_object('f', jsonb_build_object('or', (SELECT jsonb_agg(jsonb_build_object('id', jsonb_build_object('eq', g))) FROM generate_series(1, 100) g))));
+
 -- ---------- "variables": null is no variables (GraphQL over HTTP) ----------
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', 'null'::jsonb);
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', '[1]'::jsonb);
