@@ -251,8 +251,11 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 		{
 			double save_scale = c->scale;
 
-			/* the records nest: up to atMost (or the objects given) of them */
-			c->scale = gql_count_records(c, rows, s->first->loc);
+			/*
+			 * The records are the rows changed, no more; what nests in them
+			 * is read up to atMost (or the objects given) times.
+			 */
+			c->scale *= rows;
 			appendStringInfoString(b, "(SELECT coalesce(json_agg(");
 			gql_object_expr(c, t, "a", s->sets);
 			c->scale = save_scale;
@@ -295,9 +298,9 @@ gql_function_expr(GCompile *c, const GSel *sel)
 		char *a = gql_new_alias(c);
 		double save_scale = c->scale;
 
-		/* a set-returning function has no page: assume a page of max_rows */
+		/* what nests in a set-returning function's rows counts max_rows times */
 		if (fn->retset)
-			c->scale = gql_count_records(c, (double) bv_graphql_max_rows, sel->first->loc);
+			c->scale *= bv_graphql_max_rows;
 		appendStringInfoString(b, fn->retset ? "(SELECT coalesce(json_agg(" : "(SELECT ");
 		gql_object_expr(c, fn->ret_table, a, sel->sets);
 		c->scale = save_scale;

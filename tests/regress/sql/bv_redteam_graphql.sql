@@ -25,6 +25,8 @@ SELECT graphql.resolve('{ ' || string_agg(format('a%s: treeCollection(first: 100
 SELECT graphql.resolve('{ a: treeCollection(first: 1000) { edges { node { parent { treeCollection(first: 2) { edges { node { id } } } } } } } }') -> 'errors';
 -- the same under a mutation's records: atMost rows times the nested page
 SELECT graphql.resolve('mutation { deleteFromTreeCollection(atMost: 1000, filter: {id: {eq: 99}}) { records { parent { treeCollection(first: 1000) { edges { node { id } } } } } } }');
+-- the records themselves are only the rows changed: a large atMost alone is fine
+SELECT graphql.resolve('mutation { deleteFromTreeCollection(atMost: 1000000, filter: {id: {eq: 99}}) { affectedCount records { id parent { id } } } }');
 -- an ordinary nested read stays within the budget and answers
 SELECT graphql.resolve('{ treeCollection(first: 2, filter: {id: {lte: 2}}) { edges { node { id parent { treeCollection(first: 3) { edges { node { id } } } } } } } }');
 -- the budget is a setting (superuser)
