@@ -25,7 +25,9 @@
  * Plans: statements are prepared once per backend and kept (SPI_keepplan)
  * in a hash table keyed by the statement text, which depends only on the
  * shape of the operation (values are parameters).  At most PLAN_CACHE_MAX
- * plans; when full the table is emptied.  PostgreSQL's plan cache
+ * plans of PLAN_CACHE_TEXT_MAX bytes of text in all (a plan's memory grows
+ * with its text, and clients choose the shapes); when full the table is
+ * emptied.  PostgreSQL's plan cache
  * re-plans kept plans after DDL and for a different role under RLS.
  *
  * Memory: each request works in a memory context that is a child of the
@@ -67,9 +69,10 @@ int bv_graphql_max_fields = 5000;
 int bv_graphql_max_rows = 1000;
 int bv_graphql_max_records = 100000;
 
-#define PLAN_CACHE_MAX 256
-#define PLAN_KEY_MAX   32768 /* longer statements are not kept */
-#define ERROR_MSG_MAX  200
+#define PLAN_CACHE_MAX      256
+#define PLAN_KEY_MAX        32768        /* longer statements are not kept */
+#define PLAN_CACHE_TEXT_MAX (256 * 1024) /* all kept statements' text: a plan's memory grows with it */
+#define ERROR_MSG_MAX       200
 
 void _PG_init(void);
 
@@ -257,6 +260,7 @@ typedef struct PlanEntry
 
 static HTAB *plans;
 static MemoryContext plans_cxt;
+static Size plans_text; /* text length of the kept statements */
 
 static SPIPlanPtr
 get_plan(GCompile *c, const char *sql)
@@ -308,7 +312,12 @@ get_plan(GCompile *c, const char *sql)
 	plan = SPI_prepare_cursor(sql, c->nparams, c->ptypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "bv_graphql: could not prepare a statement: %s", SPI_result_code_string(SPI_result));
-	if (hash_get_num_entries(plans) >= PLAN_CACHE_MAX)
+	/*
+	 * Bounded by count and by text: a kept plan costs about a hundred times
+	 * its statement's length, and clients choose the shapes, so 256 large
+	 * ones per backend (times PostgREST's pool) would be gigabytes.
+	 */
+	if (hash_get_num_entries(plans) >= PLAN_CACHE_MAX || plans_text + strlen(sql) > PLAN_CACHE_TEXT_MAX)
 	{
 		HASH_SEQ_STATUS st;
 		PlanEntry *old;
@@ -320,6 +329,7 @@ get_plan(GCompile *c, const char *sql)
 			pfree(old->sql);
 			hash_search(plans, old->key, HASH_REMOVE, NULL);
 		}
+		plans_text = 0;
 	}
 	if (SPI_keepplan(plan) != 0)
 		return plan;
@@ -327,9 +337,11 @@ get_plan(GCompile *c, const char *sql)
 	if (found)
 	{
 		SPI_freeplan(pe->plan);
+		plans_text -= strlen(pe->sql);
 		pfree(pe->sql);
 	}
 	pe->sql = MemoryContextStrdup(plans_cxt, sql);
+	plans_text += strlen(sql);
 	pe->plan = plan;
 	return plan;
 }

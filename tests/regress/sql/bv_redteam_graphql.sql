@@ -58,6 +58,23 @@ SELECT graphql.resolve('query($f: TreeFilter) { treeCollection(filter: $f) { tot
 SELECT graphql.resolve('query($f: TreeFilter) { treeCollection(filter: $f) { totalCount } }',
                        jsonb_build_object('f', jsonb_build_object('or', (SELECT jsonb_agg(jsonb_build_object('id', jsonb_build_object('eq', g))) FROM generate_series(1, 100) g))));
 
+-- ---------- kept plans: clients choose the shapes; 100 distinct ones kept
+-- about 66 MB in this backend (256 large ones, times PostgREST's pool, would
+-- be gigabytes).  The cache is bounded by its statements' text too ----------
+DO $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        PERFORM graphql.resolve(format('{ a: treeCollection(filter: {or: [%s]}) { totalCount edges { cursor node { id parentId } } } b: treeCollection(filter: {or: [%s]}) { totalCount edges { cursor node { id } } } }',
+                                       repeat('{id: {eq: 1}}, ', i), repeat('{parentId: {eq: 1}}, ', i)));
+    END LOOP;
+END
+$$;
+RESET ROLE;
+SELECT sum(total_bytes) < 32 * 1024 * 1024 AS plans_under_32mb
+  FROM pg_backend_memory_contexts
+ WHERE name IN ('CachedPlanSource', 'CachedPlan') AND ident LIKE '%json_build_object%';
+SET ROLE gqlred_user;
+
 -- ---------- "variables": null is no variables (GraphQL over HTTP) ----------
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', 'null'::jsonb);
 SELECT graphql.resolve('{ treeCollection(first: 1) { totalCount } }', '[1]'::jsonb);
