@@ -47,6 +47,7 @@ extern int bv_graphql_max_aliases;
 extern int bv_graphql_max_tokens;
 extern int bv_graphql_max_fields;
 extern int bv_graphql_max_rows;
+extern int bv_graphql_max_records;
 
 /* ---------- the GraphQL type model ---------- */
 
@@ -299,8 +300,11 @@ typedef struct GCompile
 	Datum *pvalues;
 	char *pnulls;
 	int alias_seq;
-	int nfields; /* fields compiled, against bv_graphql.max_fields */
+	int nfields;  /* fields compiled, against bv_graphql.max_fields */
+	int nfilters; /* filter objects compiled, against bv_graphql.max_fields */
 	int depth;
+	double records; /* worst-case records read, against bv_graphql.max_records */
+	double scale;   /* rows of the enclosing object: product of the pages around it */
 } GCompile;
 
 /* compile.c */
@@ -314,6 +318,7 @@ extern int gql_param_array(GCompile *c, List *texts);
 extern char *gql_scalar_text(GCompile *c, GqlValue *v, GType *t, const char *what);
 extern void gql_compile_query(GCompile *c, List *sels, GType *parent);
 extern void gql_object_expr(GCompile *c, GTable *t, const char *alias, List *sets);
+extern double gql_count_records(GCompile *c, double rows, GqlLoc loc);
 extern void gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter);
 extern char *gql_new_alias(GCompile *c);
 extern void gql_append_literal(StringInfo buf, const char *s);

@@ -69,6 +69,27 @@ gql_error(GqlLoc loc, const char *fmt, ...)
 
 static const GqlLoc noloc = {0, 0};
 
+/*
+ * Count rows records per enclosing row against bv_graphql.max_records and
+ * return the enclosing scale for what nests inside them.  Pages multiply
+ * (300 parents x 300 children x 300 grandchildren is 27 million records,
+ * whatever the document's size), so the budget is checked at compile time
+ * on the worst case, before anything runs.
+ */
+double
+gql_count_records(GCompile *c, double rows, GqlLoc loc)
+{
+	double scale = c->scale * rows;
+
+	c->records += scale;
+	if (c->records > (double) bv_graphql_max_records)
+		gql_error(loc,
+				  "the operation may read more than %d records (bv_graphql.max_records): nested pages multiply; "
+				  "ask for smaller pages (\"first\" / \"last\") or fewer nested collections.",
+				  bv_graphql_max_records);
+	return scale;
+}
+
 void
 gql_append_literal(StringInfo buf, const char *s)
 {
@@ -677,6 +698,10 @@ gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter)
 
 	if (++c->depth > bv_graphql_max_depth)
 		gql_error(filter ? filter->loc : noloc, "the filter nests deeper than %d levels", bv_graphql_max_depth);
+	/* variables escape the document's token limit: count filter objects too */
+	if (++c->nfilters > bv_graphql_max_fields)
+		gql_error(filter ? filter->loc : noloc, "the operation's filters hold more than %d objects (bv_graphql.max_fields)",
+				  bv_graphql_max_fields);
 	appendStringInfoString(b, "(true");
 	for (int i = 0; f && i < f->n; i++)
 	{
@@ -865,8 +890,18 @@ order_keys(GCompile *c, GTable *t, GqlValue *order_by)
 			GInput *in = gql_input(t->order->ninputs, t->order->inputs, o->names[k]);
 			char *dir = gql_scalar_text(c, o->items[k], c->schema->order_dir, "orderBy");
 			OrderKey *ok;
+			bool again = false;
 
 			if (dir == NULL)
+				continue;
+			/*
+			 * A column already ordered on cannot change the order again:
+			 * skipped, so the key (and the statement, the cursor) has at
+			 * most one entry per column however long the list sent.
+			 */
+			foreach (lc, keys)
+				again |= ((OrderKey *) lfirst(lc))->col == in->column;
+			if (again)
 				continue;
 			ok = palloc(sizeof(OrderKey));
 			ok->col = in->column;
@@ -993,6 +1028,7 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 	ListCell *lc;
 	bool firstkey = true;
 	int save_len;
+	double save_scale;
 
 	if (!is_null(first) && !is_null(last))
 		gql_error(sel->first->loc, "\"first\" and \"last\" cannot be used together.");
@@ -1003,6 +1039,15 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 	if (limit > bv_graphql_max_rows)
 		gql_error(sel->first->loc, "\"%s\" must be at most %d (bv_graphql.max_rows).", backward ? "last" : "first", bv_graphql_max_rows);
 	plimit = gql_param(c, psprintf("%ld", limit));
+	/* only edges build records; totalCount and pageInfo are one value each */
+	save_scale = c->scale;
+	{
+		bool has_edges = false;
+
+		foreach (lc, sels)
+			has_edges |= ((GSel *) lfirst(lc))->field && ((GSel *) lfirst(lc))->field->kind == FK_CONN_EDGES;
+		c->scale = gql_count_records(c, has_edges ? (double) limit : 1, sel->first->loc);
+	}
 
 	/* the pieces of WHERE, built aside and reused */
 	save_len = b->len;
@@ -1148,6 +1193,7 @@ connection_expr(GCompile *c, GTable *t, const GSel *sel, GRel *rel, const char *
 	}
 	/* GROUP BY (): one row even when the page is empty and nothing aggregates */
 	appendStringInfo(b, ") %s GROUP BY ())", a);
+	c->scale = save_scale;
 }
 
 /* ---------- the root ---------- */

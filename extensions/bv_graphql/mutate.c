@@ -191,6 +191,7 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 	List *sels;
 	ListCell *lc;
 	int at_most = 0;
+	double rows = 0;
 
 	if (sel->field == NULL)
 		elog(ERROR, "bv_graphql: __typename is not compiled");
@@ -224,6 +225,13 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 		if (atol(n) < 0)
 			gql_error(sel->first->loc, "\"atMost\" must not be negative.");
 		at_most = gql_param(c, n);
+		rows = (double) atol(n);
+	}
+	else
+	{
+		GqlValue *objs = gql_arg(c, sel, "objects");
+
+		rows = objs->kind == GQL_V_LIST ? objs->n : 1;
 	}
 	sels = gql_collect(c, resp, sel->sets);
 	appendStringInfoString(b, "SELECT json_build_object(");
@@ -241,8 +249,16 @@ gql_compile_mutation_field(GCompile *c, const GSel *sel)
 			appendStringInfoString(b, "(SELECT count(*)::int FROM __m)");
 		else
 		{
+			double save_scale = c->scale;
+
+			/*
+			 * The records are the rows changed, no more; what nests in them
+			 * is read up to atMost (or the objects given) times.
+			 */
+			c->scale *= rows;
 			appendStringInfoString(b, "(SELECT coalesce(json_agg(");
 			gql_object_expr(c, t, "a", s->sets);
+			c->scale = save_scale;
 			appendStringInfoString(b, "), '[]'::json) FROM __m a)");
 		}
 	}
@@ -280,9 +296,14 @@ gql_function_expr(GCompile *c, const GSel *sel)
 	if (fn->ret_table)
 	{
 		char *a = gql_new_alias(c);
+		double save_scale = c->scale;
 
+		/* what nests in a set-returning function's rows counts max_rows times */
+		if (fn->retset)
+			c->scale *= bv_graphql_max_rows;
 		appendStringInfoString(b, fn->retset ? "(SELECT coalesce(json_agg(" : "(SELECT ");
 		gql_object_expr(c, fn->ret_table, a, sel->sets);
+		c->scale = save_scale;
 		appendStringInfo(b, "%s FROM %s %s)", fn->retset ? "), '[]'::json)" : "", call.data, a);
 	}
 	else

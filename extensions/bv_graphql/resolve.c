@@ -25,7 +25,9 @@
  * Plans: statements are prepared once per backend and kept (SPI_keepplan)
  * in a hash table keyed by the statement text, which depends only on the
  * shape of the operation (values are parameters).  At most PLAN_CACHE_MAX
- * plans; when full the table is emptied.  PostgreSQL's plan cache
+ * plans of PLAN_CACHE_TEXT_MAX bytes of text in all (a plan's memory grows
+ * with its text, and clients choose the shapes); when full the table is
+ * emptied.  PostgreSQL's plan cache
  * re-plans kept plans after DDL and for a different role under RLS.
  *
  * Memory: each request works in a memory context that is a child of the
@@ -65,10 +67,12 @@ int bv_graphql_max_aliases = 200;
 int bv_graphql_max_tokens = 20000;
 int bv_graphql_max_fields = 5000;
 int bv_graphql_max_rows = 1000;
+int bv_graphql_max_records = 100000;
 
-#define PLAN_CACHE_MAX 256
-#define PLAN_KEY_MAX   32768 /* longer statements are not kept */
-#define ERROR_MSG_MAX  200
+#define PLAN_CACHE_MAX      256
+#define PLAN_KEY_MAX        32768        /* longer statements are not kept */
+#define PLAN_CACHE_TEXT_MAX (256 * 1024) /* all kept statements' text: a plan's memory grows with it */
+#define ERROR_MSG_MAX       200
 
 void _PG_init(void);
 
@@ -91,6 +95,9 @@ _PG_init(void)
 							&bv_graphql_max_fields, 5000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("bv_graphql.max_rows", "Largest page (first / last) and insert (objects).", NULL,
 							&bv_graphql_max_rows, 1000, 1, 1000000, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bv_graphql.max_records",
+							"Most records an operation may read in the worst case: nested pages multiply.", NULL,
+							&bv_graphql_max_records, 100000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_graphql");
 	gql_schema_init();
 }
@@ -158,13 +165,20 @@ response(const char *data, List *errors)
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
 }
 
+/*
+ * A request error (no data): extensions.code says which kind, with the
+ * names GraphQL servers commonly use (GRAPHQL_PARSE_FAILED,
+ * GRAPHQL_VALIDATION_FAILED, BAD_REQUEST); database errors carry their
+ * SQLSTATE instead.
+ */
 static List *
-one_error(const char *message, GqlLoc loc)
+one_error(const char *message, GqlLoc loc, const char *code)
 {
 	GErr *e = palloc0(sizeof(GErr));
 
 	e->message = pstrdup(message);
 	e->loc = loc;
+	e->code = pstrdup(code);
 	return list_make1(e);
 }
 
@@ -246,6 +260,7 @@ typedef struct PlanEntry
 
 static HTAB *plans;
 static MemoryContext plans_cxt;
+static Size plans_text; /* text length of the kept statements */
 
 static SPIPlanPtr
 get_plan(GCompile *c, const char *sql)
@@ -297,7 +312,12 @@ get_plan(GCompile *c, const char *sql)
 	plan = SPI_prepare_cursor(sql, c->nparams, c->ptypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "bv_graphql: could not prepare a statement: %s", SPI_result_code_string(SPI_result));
-	if (hash_get_num_entries(plans) >= PLAN_CACHE_MAX)
+	/*
+	 * Bounded by count and by text: a kept plan costs about a hundred times
+	 * its statement's length, and clients choose the shapes, so 256 large
+	 * ones per backend (times PostgREST's pool) would be gigabytes.
+	 */
+	if (hash_get_num_entries(plans) >= PLAN_CACHE_MAX || plans_text + strlen(sql) > PLAN_CACHE_TEXT_MAX)
 	{
 		HASH_SEQ_STATUS st;
 		PlanEntry *old;
@@ -309,6 +329,7 @@ get_plan(GCompile *c, const char *sql)
 			pfree(old->sql);
 			hash_search(plans, old->key, HASH_REMOVE, NULL);
 		}
+		plans_text = 0;
 	}
 	if (SPI_keepplan(plan) != 0)
 		return plan;
@@ -316,9 +337,11 @@ get_plan(GCompile *c, const char *sql)
 	if (found)
 	{
 		SPI_freeplan(pe->plan);
+		plans_text -= strlen(pe->sql);
 		pfree(pe->sql);
 	}
 	pe->sql = MemoryContextStrdup(plans_cxt, sql);
+	plans_text += strlen(sql);
 	pe->plan = plan;
 	return plan;
 }
@@ -594,6 +617,9 @@ new_compile(GCompile *proto)
 	c->nvars = proto->nvars;
 	c->vars = proto->vars;
 	c->nfields = proto->nfields;
+	c->nfilters = proto->nfilters;
+	c->records = proto->records;
+	c->scale = 1;
 	initStringInfo(&c->sql);
 	return c;
 }
@@ -677,6 +703,10 @@ compile(GCompile *proto)
 		{
 			cp->stmt = new_compile(proto);
 			gql_compile_mutation_field(cp->stmt, s);
+			/* the limits hold for the whole operation, not per root field */
+			proto->nfields = cp->stmt->nfields;
+			proto->nfilters = cp->stmt->nfilters;
+			proto->records = cp->stmt->records;
 		}
 		out = lappend(out, cp);
 	}
@@ -700,21 +730,21 @@ resolve(text *query, Jsonb *vars, text *opname)
 	ListCell *lc;
 
 	if (query == NULL)
-		return response(NULL, one_error("No query was given: send {\"query\": \"...\"}.", (GqlLoc){0, 0}));
+		return response(NULL, one_error("No query was given: send {\"query\": \"...\"}.", (GqlLoc){0, 0}, "BAD_REQUEST"));
 	len = VARSIZE_ANY_EXHDR(query);
 	if (len > bv_graphql_max_size)
 		return response(NULL, one_error(psprintf("The document is larger than %d bytes (bv_graphql.max_size).",
 												 bv_graphql_max_size),
-										(GqlLoc){0, 0}));
+										(GqlLoc){0, 0}, "BAD_REQUEST"));
 	if (vars && !JB_ROOT_IS_OBJECT(vars))
-		return response(NULL, one_error("\"variables\" must be a JSON object.", (GqlLoc){0, 0}));
+		return response(NULL, one_error("\"variables\" must be a JSON object.", (GqlLoc){0, 0}, "BAD_REQUEST"));
 	src = text_to_cstring(query);
 	limits.max_depth = bv_graphql_max_depth;
 	limits.max_tokens = bv_graphql_max_tokens;
 	limits.max_aliases = bv_graphql_max_aliases;
 	doc = gql_parse(src, len, &limits, palloc_zero_cb, NULL, &perr);
 	if (doc == NULL)
-		return response(NULL, one_error(perr.message, perr.loc));
+		return response(NULL, one_error(perr.message, perr.loc, "GRAPHQL_PARSE_FAILED"));
 
 	memset(&proto, 0, sizeof(proto));
 	proto.doc = doc;
@@ -738,7 +768,7 @@ resolve(text *query, Jsonb *vars, text *opname)
 	}
 	PG_END_TRY();
 	if (cerr)
-		return response(NULL, one_error(cerr->message, gql_error_loc));
+		return response(NULL, one_error(cerr->message, gql_error_loc, "GRAPHQL_VALIDATION_FAILED"));
 
 	initStringInfo(&data);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -805,10 +835,17 @@ bv_graphql_resolve(PG_FUNCTION_ARGS)
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	Datum result;
 	Jsonb *out;
+	Jsonb *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 
-	result = resolve(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
-					 PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1),
-					 PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
+	/* GraphQL over HTTP: "variables": null is the same as no variables */
+	if (vars && JB_ROOT_IS_SCALAR(vars))
+	{
+		JsonbValue *v = getIthJsonbValueFromContainer(&vars->root, 0);
+
+		if (v && v->type == jbvNull)
+			vars = NULL;
+	}
+	result = resolve(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), vars, PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
 	MemoryContextSwitchTo(old);
 	out = DatumGetJsonbPCopy(result);
 	MemoryContextDelete(cxt);
