@@ -169,6 +169,16 @@ SQL
 # worker's slot before the table switches.
 psql -o /dev/null -c "ALTER SYSTEM SET bv_audit.wal_mode = on" -c "SELECT pg_reload_conf()"
 psql -o /dev/null <<'SQL'
+DO $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal');
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SQL
+psql -o /dev/null <<'SQL'
 SELECT bv_audit.enable('public.t_wal', mode => 'wal') IS NOT NULL AS enabled;
 SQL
 
