@@ -35,6 +35,8 @@ ALTER SYSTEM SET synchronous_commit = off;
 ALTER SYSTEM SET bv.request_rate = 1000000000;
 ALTER SYSTEM SET bv.request_burst = 1000000000;
 SELECT pg_reload_conf();
+-- One buyer places thousands of unpaid orders: lift the per-customer cap.
+UPDATE commerce.limits SET value = 1000000000 WHERE name = 'max_unpaid_units';
 INSERT INTO commerce.products (slug, name) SELECT 'p' || g, 'Product ' || g FROM generate_series(0, 1000) g;
 INSERT INTO commerce.skus (product_id, code) SELECT id, 'S' || substr(slug, 2) FROM commerce.products;
 INSERT INTO commerce.prices SELECT id, 'USD', 1000 + id FROM commerce.skus;

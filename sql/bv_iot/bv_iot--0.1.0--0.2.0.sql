@@ -21,6 +21,8 @@
  *    Row-level security decides what a caller sees: an owner sees only
  *    their devices and their data.  Errors carry PostgREST's PTxyz codes
  *    (401, 404, 409) or 22023 (400).
+ *  - REST quotas (iot.settings.max_devices_per_owner, max_pending_commands):
+ *    PT429 beyond them (see iot._api_quota).
  */
 
 \echo Use "ALTER EXTENSION bv_iot UPDATE TO '0.2.0'" to load this file. \quit
@@ -333,6 +335,62 @@ SELECT t.command_id, t.from_state, t.to_state, t.at, t.detail
   FROM iot.command_transitions t;
 COMMENT ON VIEW api.iot_command_transitions IS 'Every state change of your commands, with its time.';
 
+/*
+ * Per-owner quotas of the REST surface (red-team 2).  A signed-in user could
+ * provision devices and queue commands (64 kB of args each) as fast as the
+ * request rate limit allowed, without bound: rows no one would ever read,
+ * a broker password file that grows with every device.  Now REST callers
+ * may own at most iot.settings.max_devices_per_owner devices (default
+ * 1000) and have at most iot.settings.max_pending_commands commands queued
+ * or sent to one device (default 100); beyond, PT429 (HTTP 429) with a
+ * hint.  An advisory lock per owner / per device makes concurrent requests
+ * count each other.  The SQL functions (iot.provision_device,
+ * iot.send_command) used by back-end services are not limited.
+ */
+ALTER TABLE iot.settings
+    ADD COLUMN max_devices_per_owner integer NOT NULL DEFAULT 1000 CHECK (max_devices_per_owner >= 1),
+    ADD COLUMN max_pending_commands integer NOT NULL DEFAULT 100 CHECK (max_pending_commands >= 1);
+COMMENT ON COLUMN iot.settings.max_devices_per_owner IS 'REST: devices one owner may provision through /rpc/iot_provision_device.';
+COMMENT ON COLUMN iot.settings.max_pending_commands IS 'REST: commands queued or sent (not yet answered) to one device through /rpc/iot_send_command.';
+
+CREATE FUNCTION iot._api_quota(p_kind text, p_device text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_owner text := bv.actor();
+    v_max integer;
+    v_have bigint;
+BEGIN
+    IF p_kind = 'devices' THEN
+        SELECT s.max_devices_per_owner INTO v_max FROM iot.settings s;
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('iot.quota.devices'), pg_catalog.hashtext(v_owner));
+        SELECT count(*) INTO v_have FROM iot.devices d WHERE d.owner = v_owner;
+        IF v_have >= v_max THEN
+            RAISE EXCEPTION 'too many devices'
+                USING ERRCODE = 'PT429', DETAIL = format('You own %s devices; at most %s are allowed.', v_have, v_max),
+                      HINT = 'Remove devices you no longer use, or ask an operator to raise iot.settings.max_devices_per_owner.';
+        END IF;
+    ELSIF p_kind = 'commands' THEN
+        SELECT s.max_pending_commands INTO v_max FROM iot.settings s;
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('iot.quota.commands'), pg_catalog.hashtext(p_device));
+        SELECT count(*) INTO v_have FROM iot.commands c
+         WHERE c.device_id = p_device AND c.owner = v_owner AND c.state IN ('queued', 'sent');
+        IF v_have >= v_max THEN
+            RAISE EXCEPTION 'too many pending commands for device %', quote_literal(left(p_device, 64))
+                USING ERRCODE = 'PT429', DETAIL = format('%s commands are queued or sent; at most %s are allowed.', v_have, v_max),
+                      HINT = 'Wait until the device answers (GET /iot_commands), or let queued commands expire.';
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'unknown quota %', quote_literal(left(p_kind, 32)) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION iot._api_quota(text, text) IS 'Internal (REST): PT429 (HTTP 429) when the caller is at a REST quota (devices owned, commands pending for one device).';
+REVOKE ALL ON FUNCTION iot._api_quota(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iot._api_quota(text, text) TO bv_user, bv_service;
+
 CREATE FUNCTION api.iot_provision_device(device_id text, device_type text DEFAULT NULL, group_name text DEFAULT NULL,
                                          metadata jsonb DEFAULT '{}', firmware text DEFAULT NULL)
 RETURNS jsonb
@@ -343,6 +401,7 @@ DECLARE
     r record;
 BEGIN
     PERFORM iot._api_user();
+    PERFORM iot._api_quota('devices');
     SELECT * INTO r FROM iot.provision_device(device_id, device_type, group_name, metadata, firmware);
     -- The secret is shown once: no cache may keep it.
     PERFORM set_config('response.headers', '[{"Cache-Control": "no-store"}]', true);
@@ -417,6 +476,7 @@ BEGIN
         RAISE EXCEPTION 'device % is disabled', quote_literal(left(device_id, 64))
             USING ERRCODE = 'PT409', HINT = 'Enable it first (POST /rpc/iot_set_device_enabled).';
     END IF;
+    PERFORM iot._api_quota('commands', device_id);
     v_id := iot.send_command(device_id, name, args, make_interval(secs => timeout_s), retries,
                              make_interval(secs => ttl_s));
     RETURN (SELECT to_jsonb(c) FROM api.iot_commands c WHERE c.id = v_id);
