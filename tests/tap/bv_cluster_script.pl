@@ -30,6 +30,10 @@ sub cluster
 	return ($? >> 8, $stdout, $stderr);
 }
 
+# A test that dies half-way must not leave its stack running (the next
+# make-run test would find the peers' ports taken).
+END { local $?; cluster('stop') if -d "$home/data"; }
+
 sub query
 {
 	my ($sql) = @_;

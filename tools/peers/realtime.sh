@@ -24,6 +24,7 @@ cmd_start() {
     installed || { echo "bv_realtime: not installed in $BV_DB"; return 0; }
     # a failed demo set-up must not stop `make run`
     psql_bv >/dev/null <<'SQL' || echo "bv_realtime: the demo set-up failed (see the error above)"
+SET client_min_messages = warning;
 INSERT INTO bv.jwt_keys (kid, alg, key)
 SELECT 'realtime-demo', 'HS256', replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')
 WHERE NOT EXISTS (SELECT 1 FROM bv.jwt_keys WHERE kid = 'realtime-demo');
@@ -49,7 +50,7 @@ $$;
 GRANT SELECT ON public.realtime_demo TO bv_user;
 SELECT bv_realtime.enable_table('public.realtime_demo');
 SQL
-    cmd_status
+    echo "bv_realtime: demo ready ('make status' shows the demo page and the commands)"
 }
 
 cmd_status() {
