@@ -143,6 +143,7 @@ authenticate_spi(void *p)
 	s = SPI_getvalue(tup, desc, 7);
 	if (s && strlen(s) <= RT_PRESENCE_KEY)
 		strlcpy(a->id->sub, s, sizeof(a->id->sub));
+	a->id->subject = s ? strdup(s) : NULL;
 }
 
 /* Free what an identity holds. */
@@ -153,6 +154,8 @@ rt_identity_free(RtIdentity *id)
 	id->claims = NULL;
 	free(id->rls_claims);
 	id->rls_claims = NULL;
+	free(id->subject);
+	id->subject = NULL;
 }
 
 /*

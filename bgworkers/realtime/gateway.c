@@ -1628,7 +1628,7 @@ check_visibility(RtEvent **evs, int n, uint64 gen)
 		TableBatch *tb = NULL;
 		TopicEntry *e;
 
-		if (evs[i]->op == 0)
+		if (evs[i]->op == 0 || evs[i]->op == 'R')
 			continue;
 		e = hash_search(topics, evs[i]->topic, HASH_FIND, NULL);
 		if (e == NULL || !e->is_table)
@@ -1704,6 +1704,12 @@ rt_gateway_publish(List *batch)
 		dlist_iter git;
 		RtMsg *m;
 
+		if (ev->op == 'R')
+		{
+			rt_wait_visible(&evs[i], 1);
+			rt_gateway_revoke_topic(ev->topic, ev->payload);
+			continue;
+		}
 		if (e == NULL || (ev->op != 0) != e->is_table)
 			continue;
 		m = msg_from_event(ev);
@@ -1816,6 +1822,76 @@ rt_gateway_revoke(const char *jti)
 		{
 			rt_count(RT_C_EXPIRED_CLOSES, 1);
 			client_close(c, 4001, "token revoked");
+		}
+	}
+}
+
+/*
+ * rt_gateway_revoke_topic
+ *		bv_realtime.revoke(topic, sub), after its commit: every connection
+ *		whose token's sub is sub loses its subscription to topic, its
+ *		presence there and its cached publish/presence decisions for it (a
+ *		later broadcast or presence asks authorize() again).  It is told
+ *		with an error "access revoked"; an SSE stream left without topics
+ *		ends.
+ */
+void
+rt_gateway_revoke_topic(const char *topic, const char *sub)
+{
+	dlist_mutable_iter it;
+
+	if (ctx == NULL || stopping)
+		return;
+	dlist_foreach_modify(it, &all_clients)
+	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+		Client *c = dlist_container(Client, all_node, it.cur);
+		Grant **gp;
+		Sub *s;
+		bool had = false;
+
+		if (!c->authed || c->closing || c->id.subject == NULL || strcmp(c->id.subject, sub) != 0)
+			continue;
+		for (gp = &c->grants; *gp;)
+		{
+			Grant *g = *gp;
+
+			if (strcmp(g->topic, topic) == 0)
+			{
+				*gp = g->next;
+				free(g);
+				c->ngrants--;
+			}
+			else
+				gp = &g->next;
+		}
+		if (c->has_presence)
+		{
+			List *keys, *left = rt_presence_remove(c->conn_id, topic, &keys);
+
+			if (left != NIL)
+			{
+				rt_count(RT_C_PRESENCE_LEAVES, 1);
+				topic_send(topic, presence_event(topic, "leave", client_key(c), NULL), c);
+			}
+		}
+		if ((s = find_sub(c, topic)) != NULL)
+		{
+			sub_remove(s);
+			had = true;
+		}
+		if (!had)
+			continue;
+		if (c->kind == CK_SSE && c->nsubs == 0)
+			client_close(c, 4003, "access revoked");
+		else
+		{
+			char json[600];
+
+			snprintf(json, sizeof(json),
+					 "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"access revoked\"}",
+					 json_safe(topic));
+			send_control(c, c->kind == CK_SSE ? "error" : NULL, json);
 		}
 	}
 }
