@@ -325,6 +325,7 @@ extern void rt_rls_visible(const char *role, const char *claims, RtRel *rel, RtE
 extern void rt_identity_free(RtIdentity *id);
 extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
+						 const char *event,
 						 char *reason, size_t reasonlen);
 extern List *rt_revoked_since(TimestampTz *since);
 extern bool rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen,

@@ -554,7 +554,7 @@ join(Client *c, const char *topic, const char *filter, const char *events, char 
 			return false;
 		}
 	}
-	else if (!rt_authorize(&c->id, topic, "subscribe", reason, reasonlen))
+	else if (!rt_authorize(&c->id, topic, "subscribe", NULL, reason, reasonlen))
 	{
 		rt_count(RT_C_JOINS_DENIED, 1);
 		return false;
@@ -659,29 +659,35 @@ client_key(Client *c)
 
 /*
  * May c do action (publish, presence) on topic?  Decided once per
- * connection by bv_realtime.authorize() under its role, then cached.
+ * connection (and, for publish, per event name: the policy sees it as
+ * request.realtime.event) by bv_realtime.authorize() under its role, then
+ * cached.  The cache key is "topic" or "topic event" (names have no
+ * spaces).
  */
 static bool
-client_may(Client *c, const char *topic, const char *action, char *reason, size_t reasonlen)
+client_may(Client *c, const char *topic, const char *action, const char *event, char *reason,
+		   size_t reasonlen)
 {
 	Grant *g;
 	bool ok;
+	char key[RT_TOPIC_MAX + RT_EVENT_MAX + 2];
 
+	snprintf(key, sizeof(key), "%s%s%s", topic, event ? " " : "", event ? event : "");
 	for (g = c->grants; g; g = g->next)
-		if (strcmp(g->action, action) == 0 && strcmp(g->topic, topic) == 0)
+		if (strcmp(g->action, action) == 0 && strcmp(g->topic, key) == 0)
 		{
 			if (!g->ok)
 				strlcpy(reason, "not allowed", reasonlen);
 			return g->ok;
 		}
-	ok = rt_authorize(&c->id, topic, action, reason, reasonlen);
+	ok = rt_authorize(&c->id, topic, action, event, reason, reasonlen);
 	if (!ok)
 		rt_count(RT_C_JOINS_DENIED, 1);
 	if (c->ngrants < 2 * rt_max_subscriptions &&
-		(g = malloc(offsetof(Grant, topic) + strlen(topic) + 1)) != NULL)
+		(g = malloc(offsetof(Grant, topic) + strlen(key) + 1)) != NULL)
 	{
 		strlcpy(g->action, action, sizeof(g->action));
-		strcpy(g->topic, topic);
+		strcpy(g->topic, key);
 		g->ok = ok;
 		g->next = c->grants;
 		c->grants = g;
@@ -778,7 +784,7 @@ client_broadcast(Client *c, const char *text, const char *topic)
 		reply_error(c, topic, "event: 1-100 bytes of printable ASCII");
 		return;
 	}
-	if (!client_may(c, topic, "publish", reason, sizeof(reason)))
+	if (!client_may(c, topic, "publish", event, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
 		return;
@@ -832,7 +838,7 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 		reply_error(c, topic, "state over 512 bytes");
 		return;
 	}
-	if (!client_may(c, topic, "presence", reason, sizeof(reason)))
+	if (!client_may(c, topic, "presence", NULL, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
 		return;
@@ -1856,7 +1862,10 @@ rt_gateway_revoke_topic(const char *topic, const char *sub)
 		{
 			Grant *g = *gp;
 
-			if (strcmp(g->topic, topic) == 0)
+			size_t tl = strlen(topic);
+
+			/* "topic" or "topic event" (client_may's cache keys) */
+			if (strncmp(g->topic, topic, tl) == 0 && (g->topic[tl] == '\0' || g->topic[tl] == ' '))
 			{
 				*gp = g->next;
 				free(g);

@@ -1709,10 +1709,15 @@ BEGIN
     IF action NOT IN ('subscribe', 'publish', 'presence') OR topic !~ '^chat:room:[0-9]{1,18}$' THEN
         RETURN false;
     END IF;
+    -- client messages: "typing" only (the gateway sets request.realtime.event),
+    -- so that a member cannot forge message.created & co. as another sender
+    IF action = 'publish' AND coalesce(current_setting('request.realtime.event', true), '') <> 'typing' THEN
+        RETURN false;
+    END IF;
     RETURN chat.is_member(substr(topic, 11)::bigint);
 END
 $$;
-COMMENT ON FUNCTION chat.can_subscribe(text, text) IS 'bv_realtime check function: a user may subscribe to chat:room:<id>, publish client messages (typing) and track presence there when a joined member (checked at join / first use; leaving, a kick or a ban revokes it with bv_realtime.revoke()).';
+COMMENT ON FUNCTION chat.can_subscribe(text, text) IS 'bv_realtime check function: a user may subscribe to chat:room:<id>, publish client messages of event typing (no other event) and track presence there when a joined member (checked at join / first use; leaving, a kick or a ban revokes it with bv_realtime.revoke()).';
 
 INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee, check_function, comment)
 VALUES ('chat:room:*', 'subscribe', 'bv_user', 'chat.can_subscribe(text,text)'::regprocedure,

@@ -69,6 +69,20 @@ ok(!defined $t->{id}, 'ephemeral: no position');
 is(sql('SELECT count(*) FROM chat.events'), $events_before, 'no table write for typing');
 ok(!errors($T), 'no error for the member');
 
+# a member cannot forge server events (message.created as if from another
+# sender): the room's publish policy allows "typing" only
+my $F = $rt->ws(query => "access_token=$tok{alice}",
+	send => [qq({"type":"broadcast","topic":"$topic","event":"message.created","payload":{"sender":"bob","body":"forged"}})]);
+ok($rt->wait_for(sub { grep { ($_->{reason} // '') eq 'not allowed' } errors($F) }, 'forgery refused'),
+	'a member cannot publish other events than typing on the room topic');
+ok(!grep({ ($_->{payload}{body} // '') eq 'forged' } events_of($W{bob}, 'message.created')), 'nobody got the forged event');
+# the decision is per event: typing from the same connection still passes
+my $F2 = $rt->ws(query => "access_token=$tok{alice}",
+	send => [qq({"type":"broadcast","topic":"$topic","event":"member.banned","payload":{}}), $typing]);
+ok($rt->wait_for(sub { grep { ($_->{reason} // '') eq 'not allowed' } errors($F2) }, 'forgery 2 refused'),
+	'member.banned refused');
+ok($rt->wait_for(sub { 2 <= events_of($W{bob}, 'typing') }, 'second typing'), 'typing from that connection still passes');
+
 my $E = $rt->ws(query => "access_token=$tok{eve}", send => [$typing]);
 ok($rt->wait_for(sub { grep { ($_->{reason} // '') eq 'not allowed' } errors($E) }, 'eve refused'),
 	'a non-member cannot publish typing on the room');
@@ -144,7 +158,7 @@ like($err, qr/22023.*invalid sub/s, 'revoke(): a huge sub is 22023');
 like($err, qr/22004/, 'revoke(): null is 22004');
 like(sql("SELECT state FROM bv_realtime.stats"), qr/running/, 'the gateway runs on');
 
-$_->stop for ($A, $T, $E, $E2, $B2, $X, values %W, values %M);
+$_->stop for ($A, $T, $F, $F2, $E, $E2, $B2, $X, values %W, values %M);
 $S->stop;
 $node->stop;
 done_testing();
