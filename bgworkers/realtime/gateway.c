@@ -1049,6 +1049,15 @@ sse_start(struct lws *wsi, Client *c)
 }
 
 /* WebSocket: authenticate with a token (at connect or in an auth message). */
+/* Both absent, or both present and equal. */
+static bool
+same_subject(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
 static bool
 ws_auth(Client *c, const char *token)
 {
@@ -1065,6 +1074,17 @@ ws_auth(Client *c, const char *token)
 	{
 		rt_identity_free(&id);
 		client_close(c, 4001, "a refreshed token must keep the role");
+		return false;
+	}
+	/*
+	 * ... and the sub: subscriptions, presence and RLS groups belong to the
+	 * first user, and bv_realtime.revoke() names users by sub (switching to
+	 * another account's token would escape a ban).
+	 */
+	if (c->authed && !same_subject(id.subject, c->id.subject))
+	{
+		rt_identity_free(&id);
+		client_close(c, 4001, "a refreshed token must keep the sub");
 		return false;
 	}
 	rt_identity_free(&c->id);

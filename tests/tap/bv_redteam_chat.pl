@@ -136,6 +136,14 @@ ok(!grep({ ($_->{from} // '') ne 'alice' } events_of($A, 'typing')), 'alice neve
 my $B2 = $rt->ws(query => "access_token=$tok{bob}&topics=$topic");
 ok($rt->wait_for(sub { errors($B2) }, 'bob refused'), 'a banned member cannot subscribe again');
 
+# ban evasion: a connection cannot switch to another user's token (same
+# role) and so escape a revoke() that names its first user
+my $R = $rt->ws(query => "access_token=$tok{alice}", send => [qq({"type":"auth","token":"$tok{eve}"})]);
+ok($rt->wait_for(sub { $R->closed }, 'refresh closed'), 'a refreshed token of another sub closes the connection');
+is(($R->closed // {})->{closed}, 4001, 'with 4001');
+my $R2 = $rt->ws(query => "access_token=$tok{alice}", send => [qq({"type":"auth","token":"$tok{alice}"}), '{"type":"ping"}']);
+ok($rt->wait_for(sub { grep { ($_->{type} // '') eq 'pong' } $R2->frames }, 'same sub refresh'), 'a refreshed token of the same sub is accepted');
+
 # ---- bv_realtime.revoke() itself ----
 my $X = $rt->ws(query => "access_token=$tok{alice}&topics=marker");
 ok($rt->wait_for(sub { subscribed($X, 'marker') }, 'alice marker'), 'alice subscribes to marker');
@@ -158,7 +166,7 @@ like($err, qr/22023.*invalid sub/s, 'revoke(): a huge sub is 22023');
 like($err, qr/22004/, 'revoke(): null is 22004');
 like(sql("SELECT state FROM bv_realtime.stats"), qr/running/, 'the gateway runs on');
 
-$_->stop for ($A, $T, $F, $F2, $E, $E2, $B2, $X, values %W, values %M);
+$_->stop for ($R, $R2, $A, $T, $F, $F2, $E, $E2, $B2, $X, values %W, values %M);
 $S->stop;
 $node->stop;
 done_testing();
