@@ -348,7 +348,7 @@ extern void rt_presence_shmem_request(void);
 extern void rt_presence_shmem_init(void);
 extern void rt_presence_reset(void);
 extern bool rt_presence_set(uint64 conn, const char *topic, const char *key, const char *state,
-							bool *joined);
+							int per_conn_max, bool *joined, bool *conn_full);
 extern List *rt_presence_remove(uint64 conn, const char *topic, List **keys);
 extern char *rt_presence_list(const char *topic);
 

@@ -811,7 +811,7 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 {
 	char reason[RT_ERRLEN];
 	char *state;
-	bool joined;
+	bool joined, conn_full;
 	StringInfoData j;
 
 	if (!client_topic_ok(c, topic))
@@ -843,9 +843,12 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 		reply_error(c, topic, reason);
 		return;
 	}
-	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, &joined))
+	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, rt_max_subscriptions, &joined,
+						 &conn_full))
 	{
-		reply_error(c, topic, "presence is full (bv_realtime.max_presence)");
+		reply_error(c, topic,
+					conn_full ? "too many presence topics (bv_realtime.max_subscriptions)"
+							  : "presence is full (bv_realtime.max_presence)");
 		return;
 	}
 	c->has_presence = true;

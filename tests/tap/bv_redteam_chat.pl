@@ -144,6 +144,18 @@ is(($R->closed // {})->{closed}, 4001, 'with 4001');
 my $R2 = $rt->ws(query => "access_token=$tok{alice}", send => [qq({"type":"auth","token":"$tok{alice}"}), '{"type":"ping"}']);
 ok($rt->wait_for(sub { grep { ($_->{type} // '') eq 'pong' } $R2->frames }, 'same sub refresh'), 'a refreshed token of the same sub is accepted');
 
+# presence exhaustion: one connection cannot take every presence entry
+# (bv_realtime.max_presence is shared by all): at most max_subscriptions
+sql("INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee) VALUES ('p:*', 'presence', 'bv_user')");
+my $P = $rt->ws(query => "access_token=$tok{eve}",
+	send => [ map { qq({"type":"presence","topic":"p:$_","state":{}}) } 1 .. 105 ]);
+ok($rt->wait_for(sub { grep { ($_->{reason} // '') =~ /too many presence topics/ } errors($P) }, 'presence cap'),
+	'a connection cannot track presence in more topics than max_subscriptions');
+is(scalar(grep { ($_->{reason} // '') =~ /too many presence topics/ } errors($P)), 5, 'the 5 beyond 100 are refused');
+is(sql("SELECT count(*) FROM bv_realtime.stats WHERE presence = 100"), 1, 'it holds 100 entries');
+$P->stop;
+ok($rt->wait_for(sub { sql("SELECT presence FROM bv_realtime.stats") == 0 }, 'presence freed'), 'freed when it closes');
+
 # ---- bv_realtime.revoke() itself ----
 my $X = $rt->ws(query => "access_token=$tok{alice}&topics=marker");
 ok($rt->wait_for(sub { subscribed($X, 'marker') }, 'alice marker'), 'alice subscribes to marker');
