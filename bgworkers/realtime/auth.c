@@ -143,6 +143,7 @@ authenticate_spi(void *p)
 	s = SPI_getvalue(tup, desc, 7);
 	if (s && strlen(s) <= RT_PRESENCE_KEY)
 		strlcpy(a->id->sub, s, sizeof(a->id->sub));
+	a->id->subject = s ? strdup(s) : NULL;
 }
 
 /* Free what an identity holds. */
@@ -153,6 +154,8 @@ rt_identity_free(RtIdentity *id)
 	id->claims = NULL;
 	free(id->rls_claims);
 	id->rls_claims = NULL;
+	free(id->subject);
+	id->subject = NULL;
 }
 
 /*
@@ -215,6 +218,7 @@ typedef struct AuthzArgs
 	const RtIdentity *id;
 	const char *topic;
 	const char *action;
+	const char *event; /* publish: the client message's event; NULL: none */
 	bool allowed;
 } AuthzArgs;
 
@@ -222,15 +226,17 @@ static void
 authorize_spi(void *p)
 {
 	AuthzArgs *a = p;
-	Oid types[2] = {TEXTOID, TEXTOID};
-	Datum args[2];
+	Oid types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum args[3];
 	bool isnull;
 
 	args[0] = CStringGetTextDatum(a->id->role);
 	args[1] = CStringGetTextDatum(a->id->claims);
+	args[2] = CStringGetTextDatum(a->event ? a->event : "");
 	if (SPI_execute_with_args("SELECT pg_catalog.set_config('role', $1, true), "
-							  "pg_catalog.set_config('request.jwt.claims', $2, true)",
-							  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
+							  "pg_catalog.set_config('request.jwt.claims', $2, true), "
+							  "pg_catalog.set_config('request.realtime.event', $3, true)",
+							  3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not switch role");
 	args[0] = CStringGetTextDatum(a->topic);
 	args[1] = CStringGetTextDatum(a->action);
@@ -246,13 +252,15 @@ authorize_spi(void *p)
 /*
  * rt_authorize
  *		May this identity do action on topic?  Runs bv_realtime.authorize()
- *		as the client's role; an error in the policy denies.
+ *		as the client's role; an error in the policy denies.  For a client
+ *		message (publish) event is its event name, which the policy reads
+ *		as setting request.realtime.event (empty otherwise).
  */
 bool
-rt_authorize(const RtIdentity *id, const char *topic, const char *action, char *reason,
-			 size_t reasonlen)
+rt_authorize(const RtIdentity *id, const char *topic, const char *action, const char *event,
+			 char *reason, size_t reasonlen)
 {
-	AuthzArgs a = {id, topic, action, false};
+	AuthzArgs a = {id, topic, action, event, false};
 	char detail[RT_ERRLEN];
 
 	if (!rt_run_guarded(authorize_spi, &a, detail, sizeof(detail), NULL))

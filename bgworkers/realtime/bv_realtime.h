@@ -49,6 +49,9 @@
 
 /* Prefix of the logical decoding messages that bv_realtime.send() writes. */
 #define RT_MSG_PREFIX "bv_realtime"
+/* Prefix of bv_realtime.revoke()'s messages: "topic\0sub", applied after commit. */
+#define RT_REVOKE_PREFIX "bv_realtime.revoke"
+#define RT_SUB_MAX       1024 /* bytes of a sub claim bv_realtime.revoke() names */
 
 /* Limits, declared once: SQL validation, the gateway and the docs use them. */
 #define RT_TOPIC_MAX      200  /* bytes of a topic name */
@@ -231,7 +234,8 @@ typedef struct RtEvent
 	char *topic;
 	char *event;
 	char *payload; /* JSON text */
-	/* table changes only (op != 0): 'I', 'U', 'D' */
+	/* table changes (op 'I', 'U', 'D'), or a revocation (op 'R': topic,
+	 * payload = the sub claim whose subscriptions to topic end) */
 	char op;
 	RtRel *rel;
 	RtTuple *newtup; /* insert, update */
@@ -296,7 +300,8 @@ typedef struct RtIdentity
 	char role[NAMEDATALEN];
 	char *claims;                  /* JSON text, malloc'd */
 	char *rls_claims;              /* claims without exp, iat, nbf, jti: the RLS group key; malloc'd */
-	char sub[RT_PRESENCE_KEY + 1]; /* the sub claim (presence key); empty: none */
+	char sub[RT_PRESENCE_KEY + 1]; /* the sub claim (presence key); empty: none or too long */
+	char *subject;                 /* the whole sub claim (revoke()); NULL: none; malloc'd */
 	char jti[128];                 /* empty: none */
 	int64 exp;                     /* unix seconds; 0: none */
 } RtIdentity;
@@ -320,6 +325,7 @@ extern void rt_rls_visible(const char *role, const char *claims, RtRel *rel, RtE
 extern void rt_identity_free(RtIdentity *id);
 extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
+						 const char *event,
 						 char *reason, size_t reasonlen);
 extern List *rt_revoked_since(TimestampTz *since);
 extern bool rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen,
@@ -334,6 +340,7 @@ extern int rt_gateway_timeout_ms(void);
 extern void rt_gateway_publish(List *batch);
 extern void rt_gateway_tick(TimestampTz now);
 extern void rt_gateway_revoke(const char *jti);
+extern void rt_gateway_revoke_topic(const char *topic, const char *sub);
 
 /* presence.c */
 extern Size rt_presence_shmem_size(void);
@@ -341,7 +348,7 @@ extern void rt_presence_shmem_request(void);
 extern void rt_presence_shmem_init(void);
 extern void rt_presence_reset(void);
 extern bool rt_presence_set(uint64 conn, const char *topic, const char *key, const char *state,
-							bool *joined);
+							int per_conn_max, bool *joined, bool *conn_full);
 extern List *rt_presence_remove(uint64 conn, const char *topic, List **keys);
 extern char *rt_presence_list(const char *topic);
 

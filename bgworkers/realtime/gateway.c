@@ -554,7 +554,7 @@ join(Client *c, const char *topic, const char *filter, const char *events, char 
 			return false;
 		}
 	}
-	else if (!rt_authorize(&c->id, topic, "subscribe", reason, reasonlen))
+	else if (!rt_authorize(&c->id, topic, "subscribe", NULL, reason, reasonlen))
 	{
 		rt_count(RT_C_JOINS_DENIED, 1);
 		return false;
@@ -659,29 +659,35 @@ client_key(Client *c)
 
 /*
  * May c do action (publish, presence) on topic?  Decided once per
- * connection by bv_realtime.authorize() under its role, then cached.
+ * connection (and, for publish, per event name: the policy sees it as
+ * request.realtime.event) by bv_realtime.authorize() under its role, then
+ * cached.  The cache key is "topic" or "topic event" (names have no
+ * spaces).
  */
 static bool
-client_may(Client *c, const char *topic, const char *action, char *reason, size_t reasonlen)
+client_may(Client *c, const char *topic, const char *action, const char *event, char *reason,
+		   size_t reasonlen)
 {
 	Grant *g;
 	bool ok;
+	char key[RT_TOPIC_MAX + RT_EVENT_MAX + 2];
 
+	snprintf(key, sizeof(key), "%s%s%s", topic, event ? " " : "", event ? event : "");
 	for (g = c->grants; g; g = g->next)
-		if (strcmp(g->action, action) == 0 && strcmp(g->topic, topic) == 0)
+		if (strcmp(g->action, action) == 0 && strcmp(g->topic, key) == 0)
 		{
 			if (!g->ok)
 				strlcpy(reason, "not allowed", reasonlen);
 			return g->ok;
 		}
-	ok = rt_authorize(&c->id, topic, action, reason, reasonlen);
+	ok = rt_authorize(&c->id, topic, action, event, reason, reasonlen);
 	if (!ok)
 		rt_count(RT_C_JOINS_DENIED, 1);
 	if (c->ngrants < 2 * rt_max_subscriptions &&
-		(g = malloc(offsetof(Grant, topic) + strlen(topic) + 1)) != NULL)
+		(g = malloc(offsetof(Grant, topic) + strlen(key) + 1)) != NULL)
 	{
 		strlcpy(g->action, action, sizeof(g->action));
-		strcpy(g->topic, topic);
+		strcpy(g->topic, key);
 		g->ok = ok;
 		g->next = c->grants;
 		c->grants = g;
@@ -778,7 +784,7 @@ client_broadcast(Client *c, const char *text, const char *topic)
 		reply_error(c, topic, "event: 1-100 bytes of printable ASCII");
 		return;
 	}
-	if (!client_may(c, topic, "publish", reason, sizeof(reason)))
+	if (!client_may(c, topic, "publish", event, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
 		return;
@@ -805,7 +811,7 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 {
 	char reason[RT_ERRLEN];
 	char *state;
-	bool joined;
+	bool joined, conn_full;
 	StringInfoData j;
 
 	if (!client_topic_ok(c, topic))
@@ -832,14 +838,17 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 		reply_error(c, topic, "state over 512 bytes");
 		return;
 	}
-	if (!client_may(c, topic, "presence", reason, sizeof(reason)))
+	if (!client_may(c, topic, "presence", NULL, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
 		return;
 	}
-	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, &joined))
+	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, rt_max_subscriptions, &joined,
+						 &conn_full))
 	{
-		reply_error(c, topic, "presence is full (bv_realtime.max_presence)");
+		reply_error(c, topic,
+					conn_full ? "too many presence topics (bv_realtime.max_subscriptions)"
+							  : "presence is full (bv_realtime.max_presence)");
 		return;
 	}
 	c->has_presence = true;
@@ -1043,6 +1052,15 @@ sse_start(struct lws *wsi, Client *c)
 }
 
 /* WebSocket: authenticate with a token (at connect or in an auth message). */
+/* Both absent, or both present and equal. */
+static bool
+same_subject(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
 static bool
 ws_auth(Client *c, const char *token)
 {
@@ -1059,6 +1077,17 @@ ws_auth(Client *c, const char *token)
 	{
 		rt_identity_free(&id);
 		client_close(c, 4001, "a refreshed token must keep the role");
+		return false;
+	}
+	/*
+	 * ... and the sub: subscriptions, presence and RLS groups belong to the
+	 * first user, and bv_realtime.revoke() names users by sub (switching to
+	 * another account's token would escape a ban).
+	 */
+	if (c->authed && !same_subject(id.subject, c->id.subject))
+	{
+		rt_identity_free(&id);
+		client_close(c, 4001, "a refreshed token must keep the sub");
 		return false;
 	}
 	rt_identity_free(&c->id);
@@ -1628,7 +1657,7 @@ check_visibility(RtEvent **evs, int n, uint64 gen)
 		TableBatch *tb = NULL;
 		TopicEntry *e;
 
-		if (evs[i]->op == 0)
+		if (evs[i]->op == 0 || evs[i]->op == 'R')
 			continue;
 		e = hash_search(topics, evs[i]->topic, HASH_FIND, NULL);
 		if (e == NULL || !e->is_table)
@@ -1704,6 +1733,12 @@ rt_gateway_publish(List *batch)
 		dlist_iter git;
 		RtMsg *m;
 
+		if (ev->op == 'R')
+		{
+			rt_wait_visible(&evs[i], 1);
+			rt_gateway_revoke_topic(ev->topic, ev->payload);
+			continue;
+		}
 		if (e == NULL || (ev->op != 0) != e->is_table)
 			continue;
 		m = msg_from_event(ev);
@@ -1816,6 +1851,79 @@ rt_gateway_revoke(const char *jti)
 		{
 			rt_count(RT_C_EXPIRED_CLOSES, 1);
 			client_close(c, 4001, "token revoked");
+		}
+	}
+}
+
+/*
+ * rt_gateway_revoke_topic
+ *		bv_realtime.revoke(topic, sub), after its commit: every connection
+ *		whose token's sub is sub loses its subscription to topic, its
+ *		presence there and its cached publish/presence decisions for it (a
+ *		later broadcast or presence asks authorize() again).  It is told
+ *		with an error "access revoked"; an SSE stream left without topics
+ *		ends.
+ */
+void
+rt_gateway_revoke_topic(const char *topic, const char *sub)
+{
+	dlist_mutable_iter it;
+
+	if (ctx == NULL || stopping)
+		return;
+	dlist_foreach_modify(it, &all_clients)
+	{
+		/* cppcheck-suppress nullPointer ; dlist_container is offsetof arithmetic, not a dereference */
+		Client *c = dlist_container(Client, all_node, it.cur);
+		Grant **gp;
+		Sub *s;
+		bool had = false;
+
+		if (!c->authed || c->closing || c->id.subject == NULL || strcmp(c->id.subject, sub) != 0)
+			continue;
+		for (gp = &c->grants; *gp;)
+		{
+			Grant *g = *gp;
+
+			size_t tl = strlen(topic);
+
+			/* "topic" or "topic event" (client_may's cache keys) */
+			if (strncmp(g->topic, topic, tl) == 0 && (g->topic[tl] == '\0' || g->topic[tl] == ' '))
+			{
+				*gp = g->next;
+				free(g);
+				c->ngrants--;
+			}
+			else
+				gp = &g->next;
+		}
+		if (c->has_presence)
+		{
+			List *keys, *left = rt_presence_remove(c->conn_id, topic, &keys);
+
+			if (left != NIL)
+			{
+				rt_count(RT_C_PRESENCE_LEAVES, 1);
+				topic_send(topic, presence_event(topic, "leave", client_key(c), NULL), c);
+			}
+		}
+		if ((s = find_sub(c, topic)) != NULL)
+		{
+			sub_remove(s);
+			had = true;
+		}
+		if (!had)
+			continue;
+		if (c->kind == CK_SSE && c->nsubs == 0)
+			client_close(c, 4003, "access revoked");
+		else
+		{
+			char json[600];
+
+			snprintf(json, sizeof(json),
+					 "{\"type\":\"error\",\"topic\":\"%s\",\"reason\":\"access revoked\"}",
+					 json_safe(topic));
+			send_control(c, c->kind == CK_SSE ? "error" : NULL, json);
 		}
 	}
 }

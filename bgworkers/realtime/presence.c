@@ -101,12 +101,14 @@ rt_presence_reset(void)
  *		entry (*joined true) or a new state.  false when the table is full.
  */
 bool
-rt_presence_set(uint64 conn, const char *topic, const char *key, const char *state, bool *joined)
+rt_presence_set(uint64 conn, const char *topic, const char *key, const char *state,
+				int per_conn_max, bool *joined, bool *conn_full)
 {
-	int i, free_slot = -1;
+	int i, free_slot = -1, mine = 0;
 	bool ok = true;
 
 	*joined = false;
+	*conn_full = false;
 	LWLockAcquire(ptab->lock, LW_EXCLUSIVE);
 	for (i = 0; i < ptab->size; i++)
 	{
@@ -114,12 +116,20 @@ rt_presence_set(uint64 conn, const char *topic, const char *key, const char *sta
 
 		if (p->conn == conn && strcmp(p->topic, topic) == 0)
 			break;
+		if (p->conn == conn)
+			mine++;
 		if (p->conn == 0 && free_slot < 0)
 			free_slot = i;
 	}
 	if (i == ptab->size)
 	{
-		if (free_slot < 0)
+		/* one connection may not take the table that every client shares */
+		if (mine >= per_conn_max)
+		{
+			ok = false;
+			*conn_full = true;
+		}
+		else if (free_slot < 0)
 			ok = false;
 		else
 		{

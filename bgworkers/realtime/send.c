@@ -35,6 +35,7 @@
 
 PG_FUNCTION_INFO_V1(bv_realtime_send);
 PG_FUNCTION_INFO_V1(bv_realtime_stats);
+PG_FUNCTION_INFO_V1(bv_realtime_revoke);
 
 /* Topic and event names: the rule of rt_name_is_valid, with the SQL error. */
 static inline void
@@ -110,6 +111,48 @@ bv_realtime_send(PG_FUNCTION_ARGS)
 	appendStringInfoChar(&buf, '\0');
 	appendBinaryStringInfo(&buf, payload, plen);
 	(void) LogLogicalMessage(RT_MSG_PREFIX, buf.data, buf.len, true);
+	PG_RETURN_VOID();
+}
+
+/*
+ * bv_realtime.revoke(topic text, sub text) returns void
+ *		After commit, the gateway ends the subscriptions to topic (and the
+ *		presence there, and cached publish/presence decisions) of every
+ *		connection whose token's sub claim is sub.  A transactional message
+ *		of its own prefix, so that send() can never forge one.
+ */
+Datum
+bv_realtime_revoke(PG_FUNCTION_ARGS)
+{
+	text *topic, *sub;
+	StringInfoData buf;
+	size_t slen;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("topic and sub must not be null"),
+				 errhint("Give the topic and the sub claim of the user who loses it.")));
+	topic = PG_GETARG_TEXT_PP(0);
+	sub = PG_GETARG_TEXT_PP(1);
+	CheckName("topic", topic, RT_TOPIC_MAX);
+	slen = VARSIZE_ANY_EXHDR(sub);
+	if (slen == 0 || slen > RT_SUB_MAX || memchr(VARDATA_ANY(sub), '\0', slen))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid sub for bv_realtime.revoke()"),
+				 errdetail("A sub has 1 to %d bytes.", RT_SUB_MAX),
+				 errhint("Give the sub claim of the user's tokens.")));
+	if (!XLogLogicalInfoActive())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("bv_realtime.revoke() needs wal_level = logical"),
+				 errhint("Set wal_level = logical (tools/bitvelocity.conf does) and restart.")));
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, VARDATA_ANY(topic), VARSIZE_ANY_EXHDR(topic));
+	appendStringInfoChar(&buf, '\0');
+	appendBinaryStringInfo(&buf, VARDATA_ANY(sub), slen);
+	(void) LogLogicalMessage(RT_REVOKE_PREFIX, buf.data, buf.len, true);
 	PG_RETURN_VOID();
 }
 

@@ -309,6 +309,40 @@ malformed:
 						 RT_MSG_PREFIX, LSN_FORMAT_ARGS(txn_commit_lsn))));
 }
 
+/*
+ * One revocation of the current transaction (bv_realtime.revoke()):
+ * "topic\0sub".  An RtEvent of op 'R' in the batch, in commit order: not
+ * stored in the history, applied by the gateway when it is published.
+ */
+static void
+take_revoke(const char *content, int len)
+{
+	int tlen = strnlen(content, len), slen;
+	RtEvent *ev;
+
+	if (tlen >= len || !rt_name_is_valid(content, tlen, RT_TOPIC_MAX))
+		goto malformed;
+	slen = len - tlen - 1;
+	if (slen < 1 || slen > RT_SUB_MAX || memchr(content + tlen + 1, '\0', slen))
+		goto malformed;
+	ev = palloc0(sizeof(RtEvent));
+	ev->pos.lsn = txn_commit_lsn;
+	ev->pos.seq = txn_seq++;
+	ev->commit_time = txn_commit_time;
+	ev->xid = txn_xid;
+	ev->op = 'R';
+	ev->topic = pnstrdup(content, tlen);
+	ev->event = pstrdup("revoke");
+	ev->payload = pnstrdup(content + tlen + 1, slen);
+	txn_events = lappend(txn_events, ev);
+	return;
+
+malformed:
+	ereport(LOG, (errmsg("bv_realtime skipped a malformed \"%s\" message in the transaction "
+						 "committed at %X/%X",
+						 RT_REVOKE_PREFIX, LSN_FORMAT_ARGS(txn_commit_lsn))));
+}
+
 /* One pgoutput message; false when it is malformed (the stream restarts). */
 static bool
 take_pgoutput(const char *p, int len, List **batch)
@@ -343,6 +377,8 @@ take_pgoutput(const char *p, int len, List **batch)
 				return false;
 			if ((p[1] & 1) && in_txn && strcmp(prefix, RT_MSG_PREFIX) == 0)
 				take_message(prefix + plen + 1 + 4, (int) clen);
+			else if ((p[1] & 1) && in_txn && strcmp(prefix, RT_REVOKE_PREFIX) == 0)
+				take_revoke(prefix + plen + 1 + 4, (int) clen);
 			return true;
 		}
 		case 'C':

@@ -182,7 +182,8 @@ run(void)
 			{
 				RtEvent *ev = lfirst(lc);
 
-				rt_count(ev->op ? RT_C_CHANGES_IN : RT_C_MESSAGES_IN, 1);
+				if (ev->op != 'R')
+					rt_count(ev->op ? RT_C_CHANGES_IN : RT_C_MESSAGES_IN, 1);
 
 				if (rt_pos_cmp(ev->pos, published) > 0)
 				{

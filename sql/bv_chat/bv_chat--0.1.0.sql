@@ -540,6 +540,9 @@ BEGIN
         DELETE FROM chat.read_state WHERE room_id = p_room AND user_id = p_user;
         UPDATE chat.rooms SET member_count = member_count - 1 WHERE id = p_room;
         PERFORM chat.publish(p_room, 'member.' || p_state, jsonb_build_object('room_id', p_room, 'user_id', p_user, 'by', p_by));
+        -- after commit the gateway drops the user's live subscription (and
+        -- typing/presence rights) on the room topic at once
+        PERFORM bv_realtime.revoke('chat:room:' || p_room, p_user);
     END IF;
 END
 $$;
@@ -1703,17 +1706,26 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF action <> 'subscribe' OR topic !~ '^chat:room:[0-9]{1,18}$' THEN
+    IF action NOT IN ('subscribe', 'publish', 'presence') OR topic !~ '^chat:room:[0-9]{1,18}$' THEN
+        RETURN false;
+    END IF;
+    -- client messages: "typing" only (the gateway sets request.realtime.event),
+    -- so that a member cannot forge message.created & co. as another sender
+    IF action = 'publish' AND coalesce(current_setting('request.realtime.event', true), '') <> 'typing' THEN
         RETURN false;
     END IF;
     RETURN chat.is_member(substr(topic, 11)::bigint);
 END
 $$;
-COMMENT ON FUNCTION chat.can_subscribe(text, text) IS 'bv_realtime check function: a user may subscribe to chat:room:<id> when a joined member (checked at join).';
+COMMENT ON FUNCTION chat.can_subscribe(text, text) IS 'bv_realtime check function: a user may subscribe to chat:room:<id>, publish client messages of event typing (no other event) and track presence there when a joined member (checked at join / first use; leaving, a kick or a ban revokes it with bv_realtime.revoke()).';
 
 INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee, check_function, comment)
 VALUES ('chat:room:*', 'subscribe', 'bv_user', 'chat.can_subscribe(text,text)'::regprocedure,
         'bv_chat: room members receive the room''s live events'),
+       ('chat:room:*', 'publish', 'bv_user', 'chat.can_subscribe(text,text)'::regprocedure,
+        'bv_chat: room members publish ephemeral client messages (typing) on the room topic'),
+       ('chat:room:*', 'presence', 'bv_user', 'chat.can_subscribe(text,text)'::regprocedure,
+        'bv_chat: room members track their presence in the room'),
        ('chat:user:{sub}', 'subscribe', 'bv_user', NULL,
         'bv_chat: each user''s own notifications');
 

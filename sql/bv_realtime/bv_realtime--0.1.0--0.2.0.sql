@@ -5,6 +5,8 @@
  *   enable_table()    a table's changes go to subscribers of topic
  *   disable_table()   "table:<schema>.<name>" (the publication bv_realtime)
  *   tables            the tables enabled
+ *   revoke()          after commit, ends a user's subscription to a topic
+ *                     (membership removed, ban)
  *   presence()        who is in a topic, with state (the gateway's shared
  *                     memory)
  *   stats             more columns: changes in/out, RLS queries, client
@@ -122,6 +124,17 @@ COMMENT ON VIEW bv_realtime.tables IS
 'Tables whose changes the gateway delivers, and their topics.';
 
 GRANT SELECT ON bv_realtime.tables TO bv_anon;
+
+CREATE FUNCTION bv_realtime.revoke(topic text, sub text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'bv_realtime_revoke'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION bv_realtime.revoke(text, text) IS
+'After the transaction commits (never if it rolls back), the gateway ends the subscriptions to topic of every connection whose token''s sub claim is sub, with their presence there and their cached publish/presence decisions; the client gets an error "access revoked" for the topic (an SSE stream left without topics ends). For access that ends (a member leaves, is kicked or banned); joins are authorized again. bv_service and bv_admin.';
+
+REVOKE ALL ON FUNCTION bv_realtime.revoke(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION bv_realtime.revoke(text, text) TO bv_service;
 
 CREATE FUNCTION bv_realtime.presence(topic text,
     OUT key text, OUT state jsonb, OUT joined_at timestamptz)

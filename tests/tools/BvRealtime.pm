@@ -78,7 +78,9 @@ sub slurp_file_lines
 }
 
 # A WebSocket client in the background.  Options: path (/socket), query,
-# send (array ref of texts), slow, idle, max_messages, header.
+# send (array ref of texts), send_when (array ref of [substring, text]: sent
+# once after the first frame containing substring), slow, idle,
+# max_messages, header.
 sub ws
 {
 	my ($self, %o) = @_;
@@ -87,6 +89,7 @@ sub ws
 	my @cmd = ('/usr/bin/python3', "$ENV{BV_SRC}/tests/tools/bv_realtime_client.py", $url,
 		'--out', $file, '--idle', $o{idle} // 120);
 	push @cmd, '--send', $_ for @{ $o{send} // [] };
+	push @cmd, '--send-when', @$_ for @{ $o{send_when} // [] };
 	push @cmd, '--slow' if $o{slow};
 	push @cmd, '--max-messages', $o{max_messages} if $o{max_messages};
 	push @cmd, '--header', $_ for @{ $o{header} // [] };

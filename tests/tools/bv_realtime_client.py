@@ -4,6 +4,7 @@ python3-websockets; run with /usr/bin/python3).
 
     bv_realtime_client.py URL [--send JSON]... [--out FILE] [--idle S]
                           [--max-messages N] [--slow] [--header 'Name: v']
+                          [--send-when SUBSTRING JSON]...
 
 Connects to URL, sends each --send text frame in order, and writes every
 frame it receives as one line of FILE (default stdout), flushed at once.
@@ -12,7 +13,9 @@ stops after --idle seconds without a frame (default 30), after
 --max-messages frames of type "message", or at the close.  --slow makes it
 a client that never reads: a tiny receive buffer and no reading at all,
 until the server gives up on it (then it reads what is left, to see the
-close).
+close).  --send-when sends JSON once, right after the first received
+frame that contains SUBSTRING (a client that acts on an event, e.g. sends
+"typing" again after seeing a ban).
 """
 import argparse
 import asyncio
@@ -34,6 +37,7 @@ def main():
     ap.add_argument('--slow', action='store_true')
     ap.add_argument('--slow-seconds', type=float, default=60)
     ap.add_argument('--header', action='append', default=[])
+    ap.add_argument('--send-when', nargs=2, action='append', default=[])
     a = ap.parse_args()
     out = open(a.out, 'a', buffering=1) if a.out else sys.stdout
 
@@ -70,6 +74,10 @@ def main():
                         return
                     if not a.slow:
                         emit(frame)
+                    for w in list(a.send_when):
+                        if isinstance(frame, str) and w[0] in frame:
+                            a.send_when.remove(w)
+                            await ws.send(w[1])
                     try:
                         if json.loads(frame).get('type') == 'message':
                             n += 1
