@@ -11,43 +11,17 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use BvTest;
+use BvStack;
 use lib "$ENV{BV_SRC}/tests/tools";
 use BvMqtt;
 
-my $home = PostgreSQL::Test::Utils::tempdir('bvhome');
-my $port = PostgreSQL::Test::Cluster::get_free_port();
-my $rest_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtt_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtts_port = PostgreSQL::Test::Cluster::get_free_port();
-my $script = BvTest::src() . '/tools/cluster.sh';
-my $url = "http://127.0.0.1:$rest_port";
-
-sub cluster
-{
-	my ($cmd) = @_;
-	my ($stdout, $stderr);
-	IPC::Run::run([ 'bash', $script, $cmd ], '>', \$stdout, '2>', \$stderr,
-		init => sub {
-			$ENV{BV_HOME} = $home;
-			$ENV{BV_PORT} = $port;
-			$ENV{BV_REST_PORT} = $rest_port;
-			$ENV{BV_IOT_MQTT_PORT} = $mqtt_port;
-			$ENV{BV_IOT_MQTTS_PORT} = $mqtts_port;
-		});
-	return ($? >> 8, $stdout, $stderr);
-}
-
-# A test that dies half-way must not leave its stack running (the next
-# make-run test would find the peers' ports taken).
-END { local $?; cluster('stop') if -d "$home/data"; }
-
-sub query
-{
-	my ($sql) = @_;
-	my $out = `psql -X -At -h $home/run -p $port -U postgres -d bitvelocity -c "$sql"`;
-	chomp $out;
-	return $out;
-}
+my $stack = BvStack->new(BV_IOT_MQTT_PORT => $mqtt_port, BV_IOT_MQTTS_PORT => $mqtts_port);
+my ($home, $port, $rest_port) = ($stack->home, $stack->port, $stack->rest_port);
+my $url = $stack->url;
+sub cluster { return $stack->cluster(@_); }
+sub query   { return $stack->query(@_); }
 
 my ($rc, $out, $err) = cluster('start');
 is($rc, 0, 'start: succeeds') or diag($err);
