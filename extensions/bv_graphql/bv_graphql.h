@@ -15,6 +15,8 @@
  *	types.c      the GraphQL schema built from that model (object,
  *	             connection, filter, order and mutation types) plus the
  *	             introspection types;
+ *	validate.c   the specification's validation rules over the whole
+ *	             document, errors collected with their locations;
  *	compile.c    selection sets to ONE SQL statement per operation (or per
  *	             mutation field), values always as parameters;
  *	mutate.c     insert / update / delete / function fields;
@@ -32,7 +34,7 @@
 
 #include "gql_parse.h"
 
-#define BV_GRAPHQL_VERSION "0.1.0"
+#define BV_GRAPHQL_VERSION "0.2.0"
 
 /* SQLSTATE of the errors that become GraphQL errors (caught in resolve.c). */
 #define ERRCODE_GRAPHQL_REQUEST MAKE_SQLSTATE('G', 'Q', '0', '0', '1')
@@ -322,6 +324,16 @@ extern double gql_count_records(GCompile *c, double rows, GqlLoc loc);
 extern void gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter);
 extern char *gql_new_alias(GCompile *c);
 extern void gql_append_literal(StringInfo buf, const char *s);
+
+/* validate.c: section 5 of the specification over the whole document */
+typedef struct GqlError
+{
+	char *message;
+	int nlocs;
+	GqlLoc *locs;
+} GqlError;
+
+extern List *gql_validate(GSchema *s, GqlDocument *doc);
 
 /* mutate.c */
 extern void gql_compile_mutation_field(GCompile *c, const GSel *sel);

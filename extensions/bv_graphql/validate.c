@@ -1,0 +1,1244 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.c
+ *	  Validation of a whole GraphQL document against the caller's schema,
+ *	  section 5 of the October 2021 specification, before any operation is
+ *	  chosen or compiled.
+ *
+ * The rules, by the specification's numbering: 5.2 operation names
+ * unique, lone anonymous operation, the operation's root type exists;
+ * 5.3.1 fields exist on their type; 5.3.2 fields with one response name
+ * can merge (same field and arguments unless their parent object types
+ * differ, and always the same response shape); 5.3.3 leaf selections;
+ * 5.4 argument names known and unique, required arguments given; 5.5
+ * fragment names unique, spread targets defined, type conditions known and
+ * composite, fragments used, no cycles, spreads possible; 5.6 literal
+ * values of the right type, input object fields known, unique and
+ * required ones given; 5.7 directives known, in a valid location, unique
+ * per location; 5.8 variable names unique, of input types, every used
+ * variable defined and every defined one used (fragments followed), and
+ * used only where their type fits (5.8.5: nullability, lists, a default
+ * value of the variable or of the position).
+ *
+ * Validation does not depend on the variables' values nor on @skip /
+ * @include: every operation and fragment of the document is checked, as
+ * graphql-js does.  Errors are collected (at most MAX_ERRORS), each with
+ * the locations it concerns, and messages follow graphql-js's wording so
+ * that clients see the same text from both.  compile.c keeps its own checks
+ * as a second line; what depends on variable values (coercion) is only
+ * there.
+ *
+ * Cost: one walk of each definition, then the merge check over the
+ * operations with fragments expanded, bounded by bv_graphql.max_fields
+ * (a fragment "bomb" stops there) and by MAX_SPREAD_DEPTH nested spreads.
+ * Memory: palloc in the caller's per-request context.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+
+#include "bv_graphql.h"
+
+#define MAX_ERRORS       100
+#define MAX_SPREAD_DEPTH 64
+
+typedef struct VarUse
+{
+	const char *name;
+	GqlLoc loc;
+	GType *type;      /* the position's type; NULL when unknown */
+	bool loc_default; /* the position has a default value */
+} VarUse;
+
+typedef struct Spread
+{
+	const char *name;
+	GqlLoc loc;
+} Spread;
+
+/* What one definition uses directly (its nested selection sets included). */
+typedef struct DefInfo
+{
+	GqlDefinition *def;
+	GType *type;   /* root or type condition; NULL when unknown */
+	List *uses;    /* VarUse * */
+	List *spreads; /* Spread * */
+} DefInfo;
+
+typedef struct V
+{
+	GSchema *s;
+	GqlDocument *doc;
+	DefInfo *infos;
+	DefInfo *cur;
+	List *errors;
+	int nerrors;
+	int merge_fields; /* fields expanded by the merge check */
+	bool merge_stop;
+} V;
+
+/* One field as the merge check sees it. */
+typedef struct MField
+{
+	const char *key;
+	GqlSelection *sel;
+	GType *parent; /* NULL when unknown */
+	GField *def;   /* NULL when unknown or __typename */
+} MField;
+
+static void verr(V *v, int nlocs, const GqlLoc *locs, const char *fmt, ...) pg_attribute_printf(4, 5);
+
+static void
+verr(V *v, int nlocs, const GqlLoc *locs, const char *fmt, ...)
+{
+	GqlError *e;
+	char buf[512];
+	va_list ap;
+
+	if (v->nerrors >= MAX_ERRORS)
+	{
+		if (v->nerrors++ == MAX_ERRORS)
+		{
+			e = palloc0(sizeof(GqlError));
+			e->message = pstrdup("Too many validation errors, error limit reached. Validation aborted.");
+			v->errors = lappend(v->errors, e);
+		}
+		return;
+	}
+	v->nerrors++;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	e = palloc0(sizeof(GqlError));
+	e->message = pstrdup(buf);
+	e->nlocs = nlocs;
+	e->locs = palloc(sizeof(GqlLoc) * Max(nlocs, 1));
+	memcpy(e->locs, locs, sizeof(GqlLoc) * nlocs);
+	v->errors = lappend(v->errors, e);
+}
+
+#define ERR1(v, loc, ...)               \
+	do                                  \
+	{                                   \
+		GqlLoc l1_[1] = {(loc)};        \
+		verr((v), 1, l1_, __VA_ARGS__); \
+	} while (0)
+#define ERR2(v, la, lb, ...)            \
+	do                                  \
+	{                                   \
+		GqlLoc l2_[2] = {(la), (lb)};   \
+		verr((v), 2, l2_, __VA_ARGS__); \
+	} while (0)
+
+/* ---------- types ---------- */
+
+static bool
+is_composite(GType *t)
+{
+	return t && (t->kind == GK_OBJECT || t->kind == GK_INTERFACE || t->kind == GK_UNION);
+}
+
+static bool
+is_input(GType *t)
+{
+	t = gql_named(t);
+	return t->kind == GK_SCALAR || t->kind == GK_ENUM || t->kind == GK_INPUT;
+}
+
+static void
+append_type(StringInfo b, GType *t)
+{
+	if (t->kind == GK_NON_NULL)
+	{
+		append_type(b, t->of);
+		appendStringInfoChar(b, '!');
+	}
+	else if (t->kind == GK_LIST)
+	{
+		appendStringInfoChar(b, '[');
+		append_type(b, t->of);
+		appendStringInfoChar(b, ']');
+	}
+	else
+		appendStringInfoString(b, t->name);
+}
+
+static char *
+type_str(GType *t)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	append_type(&b, t);
+	return b.data;
+}
+
+/* The type a variable definition names; NULL (no error here) when unknown. */
+static GType *
+typeref(V *v, GqlTypeRef *r)
+{
+	GType *t;
+
+	if (r->kind == GQL_T_NON_NULL)
+		return (t = typeref(v, r->of)) ? gql_nn(v->s, t) : NULL;
+	if (r->kind == GQL_T_LIST)
+		return (t = typeref(v, r->of)) ? gql_list(v->s, t) : NULL;
+	return gql_type_by_name(v->s, r->name);
+}
+
+/* Can a value of composite type a also be of composite type b? */
+static bool
+overlap(GType *a, GType *b)
+{
+	if (a == b)
+		return true;
+	if (a->kind == GK_INTERFACE && b->kind == GK_INTERFACE)
+	{
+		for (int i = 0; i < a->npossible; i++)
+			for (int k = 0; k < b->npossible; k++)
+				if (a->possible[i] == b->possible[k])
+					return true;
+		return false;
+	}
+	if (a->kind == GK_INTERFACE)
+	{
+		GType *t = a;
+
+		a = b;
+		b = t;
+	}
+	/* a is an object type here */
+	if (b->kind == GK_INTERFACE)
+		for (int i = 0; i < b->npossible; i++)
+			if (b->possible[i] == a)
+				return true;
+	return false;
+}
+
+/* 5.8.5's IsTypeSubTypeOf for input types. */
+static bool
+subtype(GType *sub, GType *super)
+{
+	if (sub == super)
+		return true;
+	if (super->kind == GK_NON_NULL)
+		return sub->kind == GK_NON_NULL && subtype(sub->of, super->of);
+	if (sub->kind == GK_NON_NULL)
+		return subtype(sub->of, super);
+	if (super->kind == GK_LIST)
+		return sub->kind == GK_LIST && subtype(sub->of, super->of);
+	if (sub->kind == GK_LIST)
+		return false;
+	return sub == super;
+}
+
+/* ---------- values ---------- */
+
+static void
+print_value(StringInfo b, GqlValue *val)
+{
+	if (b->len > 80)
+		return;
+	switch (val->kind)
+	{
+		case GQL_V_VARIABLE:
+			appendStringInfo(b, "$%s", val->str);
+			break;
+		case GQL_V_INT:
+		case GQL_V_FLOAT:
+		case GQL_V_ENUM:
+			appendStringInfoString(b, val->str);
+			break;
+		case GQL_V_STRING:
+			appendStringInfoChar(b, '"');
+			for (const char *p = val->str; *p && b->len < 80; p++)
+			{
+				if (*p == '"' || *p == '\\')
+					appendStringInfoChar(b, '\\');
+				if ((unsigned char) *p < 0x20)
+					appendStringInfo(b, "\\u%04x", (unsigned char) *p);
+				else
+					appendStringInfoChar(b, *p);
+			}
+			appendStringInfoChar(b, '"');
+			break;
+		case GQL_V_BOOLEAN:
+			appendStringInfoString(b, val->boolean ? "true" : "false");
+			break;
+		case GQL_V_NULL:
+			appendStringInfoString(b, "null");
+			break;
+		case GQL_V_LIST:
+			appendStringInfoChar(b, '[');
+			for (int i = 0; i < val->n; i++)
+			{
+				if (i)
+					appendStringInfoString(b, ", ");
+				print_value(b, val->items[i]);
+			}
+			appendStringInfoChar(b, ']');
+			break;
+		case GQL_V_OBJECT:
+			appendStringInfoChar(b, '{');
+			for (int i = 0; i < val->n; i++)
+			{
+				appendStringInfo(b, "%s%s: ", i ? ", " : "", val->names[i]);
+				print_value(b, val->items[i]);
+			}
+			appendStringInfoChar(b, '}');
+			break;
+	}
+}
+
+/* A value as GraphQL text for a message: at most about 80 bytes of it. */
+static char *
+value_str(GqlValue *val)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	print_value(&b, val);
+	if (b.len > 80)
+	{
+		int n = 80;
+
+		while (n > 0 && (b.data[n] & 0xC0) == 0x80)
+			n--; /* do not cut a character */
+		b.data[n] = '\0';
+		return psprintf("%s...", b.data);
+	}
+	return b.data;
+}
+
+static bool
+digits(const char *s)
+{
+	if (*s == '-')
+		s++;
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* Does a literal (not a variable, not null) fit a scalar type?  Mirrors gql_scalar_text(). */
+static bool
+scalar_ok(GType *t, GqlValue *val, bool *range)
+{
+	*range = false;
+	switch (t->scalar)
+	{
+		case GS_INT:
+			if (val->kind == GQL_V_INT)
+			{
+				char *end;
+				long n;
+
+				errno = 0;
+				n = strtol(val->str, &end, 10);
+				*range = !(errno == 0 && *end == '\0' && n >= PG_INT32_MIN && n <= PG_INT32_MAX);
+				return !*range;
+			}
+			return false;
+		case GS_FLOAT:
+			return val->kind == GQL_V_INT || val->kind == GQL_V_FLOAT;
+		case GS_BIGINT:
+			return val->kind == GQL_V_INT || (val->kind == GQL_V_STRING && digits(val->str));
+		case GS_BIGFLOAT:
+			return val->kind == GQL_V_INT || val->kind == GQL_V_FLOAT || val->kind == GQL_V_STRING;
+		case GS_ID:
+			return val->kind == GQL_V_INT || val->kind == GQL_V_STRING;
+		case GS_BOOLEAN:
+			return val->kind == GQL_V_BOOLEAN;
+		case GS_JSON:
+			return true;
+		default:
+			return val->kind == GQL_V_STRING;
+	}
+}
+
+/* Record the variables used in a value whose type is unknown. */
+static void
+walk_untyped(V *v, GqlValue *val)
+{
+	if (val->kind == GQL_V_VARIABLE)
+	{
+		VarUse *u = palloc0(sizeof(VarUse));
+
+		u->name = val->str;
+		u->loc = val->loc;
+		v->cur->uses = lappend(v->cur->uses, u);
+	}
+	else if (val->kind == GQL_V_LIST || val->kind == GQL_V_OBJECT)
+		for (int i = 0; i < val->n; i++)
+			walk_untyped(v, val->items[i]);
+}
+
+/* 5.6: a literal value in a position of type t (NULL: unknown); variables are recorded. */
+static void
+check_value(V *v, GqlValue *val, GType *t, bool loc_default)
+{
+	check_stack_depth();
+	if (val->kind == GQL_V_VARIABLE)
+	{
+		VarUse *u = palloc0(sizeof(VarUse));
+
+		u->name = val->str;
+		u->loc = val->loc;
+		u->type = t;
+		u->loc_default = loc_default;
+		v->cur->uses = lappend(v->cur->uses, u);
+		return;
+	}
+	if (t == NULL)
+	{
+		walk_untyped(v, val);
+		return;
+	}
+	if (t->kind == GK_NON_NULL)
+	{
+		if (val->kind == GQL_V_NULL)
+		{
+			ERR1(v, val->loc, "Expected value of type \"%s\", found null.", type_str(t));
+			return;
+		}
+		check_value(v, val, t->of, false);
+		return;
+	}
+	if (val->kind == GQL_V_NULL)
+		return;
+	if (t->kind == GK_LIST)
+	{
+		if (val->kind == GQL_V_LIST)
+			for (int i = 0; i < val->n; i++)
+				check_value(v, val->items[i], t->of, false);
+		else
+			check_value(v, val, t->of, false); /* a single value stands for a list of one */
+		return;
+	}
+	if (t->kind == GK_INPUT)
+	{
+		if (val->kind != GQL_V_OBJECT)
+		{
+			ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, value_str(val));
+			walk_untyped(v, val);
+			return;
+		}
+		for (int i = 0; i < val->n; i++)
+		{
+			GInput *in = gql_input(t->ninputs, t->inputs, val->names[i]);
+			GqlLoc nloc = val->name_locs ? val->name_locs[i] : val->loc;
+			bool dup = false;
+
+			for (int k = 0; k < i && !dup; k++)
+				if (strcmp(val->names[k], val->names[i]) == 0)
+				{
+					GqlLoc kloc = val->name_locs ? val->name_locs[k] : val->loc;
+
+					ERR2(v, kloc, nloc, "There can be only one input field named \"%.64s\".", val->names[i]);
+					dup = true;
+				}
+			if (in == NULL)
+				ERR1(v, nloc, "Field \"%.64s\" is not defined by type \"%s\".", val->names[i], t->name);
+			check_value(v, val->items[i], in ? in->type : NULL, in && in->default_value);
+		}
+		for (int k = 0; k < t->ninputs; k++)
+		{
+			GInput *in = &t->inputs[k];
+			bool given = false;
+
+			if (in->type->kind != GK_NON_NULL || in->default_value)
+				continue;
+			for (int i = 0; i < val->n && !given; i++)
+				given = strcmp(val->names[i], in->name) == 0;
+			if (!given)
+				ERR1(v, val->loc, "Field \"%s.%s\" of required type \"%s\" was not provided.", t->name, in->name,
+					 type_str(in->type));
+		}
+		return;
+	}
+	if (t->kind == GK_ENUM)
+	{
+		if (val->kind == GQL_V_ENUM)
+		{
+			for (int i = 0; i < t->nvalues; i++)
+				if (strcmp(t->values[i].name, val->str) == 0)
+					return;
+			ERR1(v, val->loc, "Value \"%.64s\" does not exist in \"%s\" enum.", val->str, t->name);
+		}
+		else
+		{
+			ERR1(v, val->loc, "Enum \"%s\" cannot represent non-enum value: %s.", t->name, value_str(val));
+			walk_untyped(v, val);
+		}
+		return;
+	}
+	if (t->kind == GK_SCALAR)
+	{
+		bool range;
+
+		if (!scalar_ok(t, val, &range))
+		{
+			if (range)
+				ERR1(v, val->loc, "Expected value of type \"Int\", found %s; Int cannot represent non 32-bit signed integer value: %s",
+					 value_str(val), value_str(val));
+			else
+				ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, value_str(val));
+		}
+		walk_untyped(v, val); /* JSON literals may hold variables */
+	}
+}
+
+/* ---------- directives ---------- */
+
+static const struct
+{
+	const char *name;
+	bool executable; /* @skip and @include; the others are type-system directives */
+} known_directives[] = {{"include", true}, {"skip", true}, {"deprecated", false}, {"specifiedBy", false}};
+
+/* 5.7: directives of one location (FIELD, QUERY, FRAGMENT_SPREAD...). */
+static void
+check_directives(V *v, int n, GqlDirective *dirs, const char *location, bool executable_location)
+{
+	for (int i = 0; i < n; i++)
+	{
+		GqlDirective *d = &dirs[i];
+		int known = -1;
+
+		for (int k = 0; k < lengthof(known_directives); k++)
+			if (strcmp(known_directives[k].name, d->name) == 0)
+				known = k;
+		for (int k = 0; k < i; k++)
+			if (strcmp(dirs[k].name, d->name) == 0 && known >= 0)
+			{
+				ERR2(v, dirs[k].loc, d->loc, "The directive \"@%.64s\" can only be used once at this location.", d->name);
+				break;
+			}
+		if (known < 0)
+		{
+			ERR1(v, d->loc, "Unknown directive \"@%.64s\".", d->name);
+			for (int k = 0; k < d->nargs; k++)
+				check_value(v, d->args[k].value, NULL, false);
+			continue;
+		}
+		if (!known_directives[known].executable || !executable_location)
+		{
+			ERR1(v, d->loc, "Directive \"@%s\" may not be used on %s.", d->name, location);
+			for (int k = 0; k < d->nargs; k++)
+				check_value(v, d->args[k].value, NULL, false);
+			continue;
+		}
+		{
+			bool has_if = false;
+
+			for (int k = 0; k < d->nargs; k++)
+			{
+				GqlArgument *a = &d->args[k];
+				bool is_if = strcmp(a->name, "if") == 0;
+
+				for (int j = 0; j < k; j++)
+					if (strcmp(d->args[j].name, a->name) == 0)
+					{
+						ERR2(v, d->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
+						break;
+					}
+				if (!is_if)
+					ERR1(v, a->loc, "Unknown argument \"%.64s\" on directive \"@%s\".", a->name, d->name);
+				has_if |= is_if;
+				check_value(v, a->value, is_if ? gql_nn(v->s, v->s->t_boolean) : NULL, false);
+			}
+			if (!has_if)
+				ERR1(v, d->loc, "Directive \"@%s\" argument \"if\" of type \"Boolean!\" is required, but it was not provided.",
+					 d->name);
+		}
+	}
+}
+
+/* ---------- the walk of one definition ---------- */
+
+static GqlDefinition *
+find_fragment(V *v, const char *name)
+{
+	for (int i = 0; i < v->doc->n; i++)
+		if (v->doc->defs[i]->is_fragment && strcmp(v->doc->defs[i]->name, name) == 0)
+			return v->doc->defs[i];
+	return NULL;
+}
+
+static DefInfo *
+info_of(V *v, GqlDefinition *d)
+{
+	for (int i = 0; i < v->doc->n; i++)
+		if (v->doc->defs[i] == d)
+			return &v->infos[i];
+	return NULL;
+}
+
+/* The field a selection names on parent (meta-fields included); NULL when none. */
+static GField *
+field_def(V *v, GType *parent, const char *name)
+{
+	if (parent == NULL)
+		return NULL;
+	if (parent == v->s->query && strcmp(name, "__schema") == 0)
+		return v->s->f_schema;
+	if (parent == v->s->query && strcmp(name, "__type") == 0)
+		return v->s->f_type;
+	return gql_field(parent, name);
+}
+
+static void walk_set(V *v, GType *parent, GqlSelectionSet *set);
+
+static void
+walk_field(V *v, GType *parent, GqlSelection *s)
+{
+	bool typename = strcmp(s->name, "__typename") == 0;
+	GField *f = typename ? NULL : field_def(v, parent, s->name);
+	GType *named = NULL;
+
+	if (parent && !typename && f == NULL)
+		ERR1(v, s->loc, "Cannot query field \"%.64s\" on type \"%s\".", s->name, parent->name);
+	for (int k = 0; k < s->nargs; k++)
+	{
+		GqlArgument *a = &s->args[k];
+		GInput *in = f ? gql_input(f->nargs, f->args, a->name) : NULL;
+
+		for (int j = 0; j < k; j++)
+			if (strcmp(s->args[j].name, a->name) == 0)
+			{
+				ERR2(v, s->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
+				break;
+			}
+		if (parent && (f || typename) && in == NULL)
+			ERR1(v, a->loc, "Unknown argument \"%.64s\" on field \"%s.%s\".", a->name, parent->name, s->name);
+		check_value(v, a->value, in ? in->type : NULL, in && in->default_value);
+	}
+	if (f)
+	{
+		for (int i = 0; i < f->nargs; i++)
+		{
+			bool given = false;
+
+			if (f->args[i].type->kind != GK_NON_NULL || f->args[i].default_value)
+				continue;
+			for (int k = 0; k < s->nargs && !given; k++)
+				given = strcmp(s->args[k].name, f->args[i].name) == 0;
+			if (!given)
+				ERR1(v, s->loc, "Field \"%s\" argument \"%s\" of type \"%s\" is required, but it was not provided.",
+					 s->name, f->args[i].name, type_str(f->args[i].type));
+		}
+		named = gql_named(f->type);
+		if (is_composite(named) && s->sel == NULL)
+			ERR1(v, s->loc, "Field \"%s\" of type \"%s\" must have a selection of subfields. Did you mean \"%s { ... }\"?",
+				 s->name, type_str(f->type), s->name);
+		if (!is_composite(named) && s->sel != NULL)
+			ERR1(v, s->loc, "Field \"%s\" must not have a selection since type \"%s\" has no subfields.", s->name,
+				 type_str(f->type));
+	}
+	else if (typename && s->sel != NULL)
+		ERR1(v, s->loc, "Field \"__typename\" must not have a selection since type \"String!\" has no subfields.");
+	if (s->sel)
+		walk_set(v, is_composite(named) ? named : NULL, s->sel);
+}
+
+static void
+walk_set(V *v, GType *parent, GqlSelectionSet *set)
+{
+	check_stack_depth();
+	for (int i = 0; i < set->n; i++)
+	{
+		GqlSelection *s = set->items[i];
+
+		switch (s->kind)
+		{
+			case GQL_SEL_FIELD:
+				check_directives(v, s->ndirs, s->dirs, "FIELD", true);
+				walk_field(v, parent, s);
+				break;
+			case GQL_SEL_SPREAD:
+			{
+				GqlDefinition *f = find_fragment(v, s->name);
+				Spread *sp = palloc(sizeof(Spread));
+
+				check_directives(v, s->ndirs, s->dirs, "FRAGMENT_SPREAD", true);
+				sp->name = s->name;
+				sp->loc = s->loc;
+				v->cur->spreads = lappend(v->cur->spreads, sp);
+				if (f == NULL)
+					ERR1(v, s->loc, "Unknown fragment \"%.64s\".", s->name);
+				else
+				{
+					GType *ft = info_of(v, f)->type;
+
+					if (parent && ft && !overlap(parent, ft))
+						ERR1(v, s->loc,
+							 "Fragment \"%.64s\" cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
+							 s->name, parent->name, ft->name);
+				}
+				break;
+			}
+			case GQL_SEL_INLINE:
+			{
+				GType *t = parent;
+
+				check_directives(v, s->ndirs, s->dirs, "INLINE_FRAGMENT", true);
+				if (s->type_cond)
+				{
+					t = gql_type_by_name(v->s, s->type_cond);
+					if (t == NULL)
+						ERR1(v, s->loc, "Unknown type \"%.64s\".", s->type_cond);
+					else if (!is_composite(t))
+					{
+						ERR1(v, s->loc, "Fragment cannot condition on non composite type \"%s\".", t->name);
+						t = NULL;
+					}
+					else if (parent && !overlap(parent, t))
+						ERR1(v, s->loc,
+							 "Fragment cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
+							 parent->name, t->name);
+				}
+				walk_set(v, t, s->sel);
+				break;
+			}
+		}
+	}
+}
+
+/* ---------- 5.3.2 field selection merging ---------- */
+
+static bool
+same_value(GqlValue *a, GqlValue *b)
+{
+	if (a->kind != b->kind || a->n != b->n)
+		return false;
+	switch (a->kind)
+	{
+		case GQL_V_BOOLEAN:
+			return a->boolean == b->boolean;
+		case GQL_V_NULL:
+			return true;
+		case GQL_V_LIST:
+		case GQL_V_OBJECT:
+			for (int i = 0; i < a->n; i++)
+				if ((a->kind == GQL_V_OBJECT && strcmp(a->names[i], b->names[i]) != 0) || !same_value(a->items[i], b->items[i]))
+					return false;
+			return true;
+		default:
+			return strcmp(a->str, b->str) == 0;
+	}
+}
+
+static bool
+same_args(GqlSelection *a, GqlSelection *b)
+{
+	if (a->nargs != b->nargs)
+		return false;
+	for (int i = 0; i < a->nargs; i++)
+	{
+		bool found = false;
+
+		for (int k = 0; k < b->nargs && !found; k++)
+			if (strcmp(a->args[i].name, b->args[k].name) == 0)
+			{
+				if (!same_value(a->args[i].value, b->args[k].value))
+					return false;
+				found = true;
+			}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* SameResponseShape at this level: wrappers equal, leaves the same type. */
+static bool
+same_shape(GType *a, GType *b)
+{
+	for (;;)
+	{
+		if ((a->kind == GK_NON_NULL) != (b->kind == GK_NON_NULL) || (a->kind == GK_LIST) != (b->kind == GK_LIST))
+			return false;
+		if (a->kind != GK_NON_NULL && a->kind != GK_LIST)
+			break;
+		a = a->of;
+		b = b->of;
+	}
+	if (!is_composite(a) || !is_composite(b))
+		return a == b;
+	return true;
+}
+
+static bool
+merge_budget(V *v, GqlLoc loc)
+{
+	if (v->merge_stop)
+		return false;
+	if (++v->merge_fields > 2 * bv_graphql_max_fields)
+	{
+		ERR1(v, loc, "the operation selects more than %d fields (bv_graphql.max_fields)", bv_graphql_max_fields);
+		v->merge_stop = true;
+		return false;
+	}
+	return true;
+}
+
+/* The fields of a selection set with fragments expanded (skip / include ignored). */
+static void
+collect_merge(V *v, GType *parent, GqlSelectionSet *set, List **out, int depth)
+{
+	check_stack_depth();
+	for (int i = 0; i < set->n && !v->merge_stop; i++)
+	{
+		GqlSelection *s = set->items[i];
+
+		if (s->kind == GQL_SEL_FIELD)
+		{
+			MField *m;
+
+			if (!merge_budget(v, s->loc))
+				return;
+			m = palloc(sizeof(MField));
+			m->key = s->alias ? s->alias : s->name;
+			m->sel = s;
+			m->parent = parent;
+			m->def = strcmp(s->name, "__typename") == 0 ? NULL : field_def(v, parent, s->name);
+			*out = lappend(*out, m);
+		}
+		else
+		{
+			GqlSelectionSet *sub = s->sel;
+			GType *t = parent;
+			const char *cond = s->type_cond;
+
+			if (s->kind == GQL_SEL_SPREAD)
+			{
+				GqlDefinition *f = find_fragment(v, s->name);
+
+				if (f == NULL)
+					continue;
+				if (depth >= MAX_SPREAD_DEPTH)
+				{
+					ERR1(v, s->loc, "fragment spreads nest deeper than %d levels", MAX_SPREAD_DEPTH);
+					v->merge_stop = true;
+					return;
+				}
+				sub = f->sel;
+				cond = f->type_cond;
+				depth++;
+			}
+			if (cond)
+			{
+				t = gql_type_by_name(v->s, cond);
+				if (!is_composite(t))
+					continue;
+			}
+			collect_merge(v, t, sub, out, depth);
+		}
+	}
+}
+
+static bool
+exclusive(MField *a, MField *b)
+{
+	return a->parent != b->parent && a->parent && b->parent && a->parent->kind == GK_OBJECT &&
+		   b->parent->kind == GK_OBJECT;
+}
+
+static void merge_check(V *v, List *fields, int depth, bool shape_only);
+
+/* The fields selected under the members of group that match parent (any when NULL). */
+static List *
+sub_fields(V *v, List *group, GType *cls, int depth)
+{
+	List *out = NIL;
+	ListCell *lc;
+
+	foreach (lc, group)
+	{
+		MField *m = lfirst(lc);
+
+		if (m->sel->sel == NULL || m->def == NULL)
+			continue;
+		if (cls && m->parent != cls && m->parent && m->parent->kind == GK_OBJECT)
+			continue;
+		collect_merge(v, gql_named(m->def->type), m->sel->sel, &out, depth);
+	}
+	return out;
+}
+
+/*
+ * FieldsInSetCanMerge (shape_only: SameResponseShape) over one set of
+ * fields: grouped by response key, each field compared with the first
+ * field of every distinct parent type in its group, then the merged
+ * sub-selections checked the same way.
+ */
+static void
+merge_check(V *v, List *fields, int depth, bool shape_only)
+{
+	List *keys = NIL;   /* const char * */
+	List *groups = NIL; /* List * of MField * */
+	ListCell *lc, *gc;
+
+	check_stack_depth();
+	if (v->merge_stop)
+		return;
+	foreach (lc, fields)
+	{
+		MField *m = lfirst(lc);
+		ListCell *kc;
+		List **g = NULL;
+		bool dup = false;
+
+		foreach (kc, keys)
+			if (strcmp(lfirst(kc), m->key) == 0)
+			{
+				g = (List **) &list_nth_cell(groups, foreach_current_index(kc))->ptr_value;
+				break;
+			}
+		if (g == NULL)
+		{
+			keys = lappend(keys, (void *) m->key);
+			groups = lappend(groups, list_make1(m));
+			continue;
+		}
+		foreach (gc, *g)
+			dup |= ((MField *) lfirst(gc))->sel == m->sel; /* one fragment spread twice */
+		if (!dup)
+			*g = lappend(*g, m);
+	}
+	foreach (gc, groups)
+	{
+		List *group = lfirst(gc);
+		List *reps = NIL, *classes = NIL;
+		bool conflict = false;
+
+		foreach (lc, group)
+		{
+			MField *m = lfirst(lc);
+			ListCell *rc;
+			bool new_parent = true;
+
+			foreach (rc, reps)
+			{
+				MField *r = lfirst(rc);
+				const char *reason = NULL;
+
+				new_parent &= r->parent != m->parent;
+				if (!shape_only && !exclusive(r, m))
+				{
+					if (strcmp(r->sel->name, m->sel->name) != 0)
+						reason = psprintf("\"%.64s\" and \"%.64s\" are different fields", r->sel->name, m->sel->name);
+					else if (!same_args(r->sel, m->sel))
+						reason = "they have differing arguments";
+				}
+				if (reason == NULL && r->def && m->def && !same_shape(r->def->type, m->def->type))
+					reason = psprintf("they return conflicting types \"%s\" and \"%s\"", type_str(r->def->type),
+									  type_str(m->def->type));
+				if (reason)
+				{
+					ERR2(v, r->sel->loc, m->sel->loc,
+						 "Fields \"%.64s\" conflict because %s. Use different aliases on the fields to fetch both if this was intentional.",
+						 m->key, reason);
+					conflict = true;
+					break;
+				}
+			}
+			if (conflict)
+				break;
+			if (new_parent)
+			{
+				reps = lappend(reps, m);
+				if (m->parent && m->parent->kind == GK_OBJECT)
+					classes = lappend(classes, m->parent);
+			}
+		}
+		if (conflict || depth > 4 * bv_graphql_max_depth)
+			continue;
+		if (shape_only || list_length(classes) <= 1)
+			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, shape_only);
+		else
+		{
+			/* fields of different object types merge per type, and all have one shape */
+			foreach (lc, classes)
+				merge_check(v, sub_fields(v, group, lfirst(lc), depth), depth + 1, false);
+			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, true);
+		}
+	}
+}
+
+/* ---------- the document ---------- */
+
+/* The definitions reachable from d by fragment spreads, d first. */
+static List *
+reachable(V *v, DefInfo *d)
+{
+	List *out = list_make1(d);
+	ListCell *lc;
+
+	foreach (lc, out) /* out grows while it is walked */
+	{
+		DefInfo *x = lfirst(lc);
+		ListCell *sc;
+
+		foreach (sc, x->spreads)
+		{
+			GqlDefinition *f = find_fragment(v, ((Spread *) lfirst(sc))->name);
+			DefInfo *fi = f ? info_of(v, f) : NULL;
+
+			if (fi && !list_member_ptr(out, fi))
+				out = lappend(out, fi);
+		}
+	}
+	return out;
+}
+
+/* 5.5.2.2: cycles of fragment spreads, each reported once (graphql-js's walk). */
+static void
+detect_cycles(V *v, DefInfo *d, bool *visited, List **path, int *path_index)
+{
+	int self = d - v->infos;
+	ListCell *lc;
+
+	check_stack_depth();
+	if (visited[self])
+		return;
+	visited[self] = true;
+	path_index[self] = list_length(*path);
+	foreach (lc, d->spreads)
+	{
+		Spread *sp = lfirst(lc);
+		GqlDefinition *f = find_fragment(v, sp->name);
+		int target = f ? info_of(v, f) - v->infos : -1;
+
+		if (target < 0)
+			continue;
+		*path = lappend(*path, sp);
+		if (path_index[target] < 0)
+			detect_cycles(v, &v->infos[target], visited, path, path_index);
+		else
+		{
+			int from = path_index[target], n = list_length(*path) - from;
+			GqlLoc *locs = palloc(sizeof(GqlLoc) * n);
+			StringInfoData via;
+
+			initStringInfo(&via);
+			for (int i = 0; i < n; i++)
+			{
+				Spread *p = list_nth(*path, from + i);
+
+				locs[i] = p->loc;
+				if (i < n - 1 && via.len < 200)
+					appendStringInfo(&via, "%s\"%.64s\"", i ? ", " : "", p->name);
+			}
+			if (n > 1)
+				verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself via %s.", sp->name, via.data);
+			else
+				verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself.", sp->name);
+		}
+		*path = list_delete_last(*path);
+	}
+	path_index[self] = -1;
+}
+
+static const char *
+op_location(GqlOpKind k)
+{
+	return k == GQL_OP_MUTATION ? "MUTATION" : k == GQL_OP_SUBSCRIPTION ? "SUBSCRIPTION"
+																		: "QUERY";
+}
+
+/* 5.8.3 - 5.8.5 for one operation. */
+static void
+check_variables(V *v, DefInfo *oi)
+{
+	GqlDefinition *op = oi->def;
+	List *defs = reachable(v, oi);
+	bool *used = palloc0(sizeof(bool) * Max(op->nvars, 1));
+	GType **vtypes = palloc0(sizeof(GType *) * Max(op->nvars, 1));
+	ListCell *lc, *uc;
+
+	for (int i = 0; i < op->nvars; i++)
+		vtypes[i] = typeref(v, op->vars[i].type);
+	foreach (lc, defs)
+		foreach (uc, ((DefInfo *) lfirst(lc))->uses)
+		{
+			VarUse *u = lfirst(uc);
+			int i;
+
+			for (i = 0; i < op->nvars; i++)
+				if (strcmp(op->vars[i].name, u->name) == 0)
+					break;
+			if (i == op->nvars)
+			{
+				if (op->name)
+					ERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined by operation \"%.64s\".", u->name, op->name);
+				else
+					ERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined.", u->name);
+				continue;
+			}
+			used[i] = true;
+			if (u->type && vtypes[i] && is_input(vtypes[i]))
+			{
+				GType *vt = vtypes[i], *lt = u->type;
+				GqlValue *def = op->vars[i].def;
+
+				/* a nullable variable fits a non-null position when it or the position has a default */
+				if (lt->kind == GK_NON_NULL && vt->kind != GK_NON_NULL &&
+					((def && def->kind != GQL_V_NULL) || u->loc_default))
+					lt = lt->of;
+				if (!subtype(vt, lt))
+					ERR2(v, op->vars[i].loc, u->loc, "Variable \"$%.64s\" of type \"%s\" used in position expecting type \"%s\".",
+						 u->name, type_str(vtypes[i]), type_str(u->type));
+			}
+		}
+	for (int i = 0; i < op->nvars; i++)
+		if (!used[i])
+		{
+			if (op->name)
+				ERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used in operation \"%.64s\".", op->vars[i].name,
+					 op->name);
+			else
+				ERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used.", op->vars[i].name);
+		}
+}
+
+/* One operation's header: name, variables, directives; returns its root type. */
+static GType *
+check_operation(V *v, GqlDefinition *op, int nops)
+{
+	GType *root = op->op == GQL_OP_MUTATION ? v->s->mutation : op->op == GQL_OP_QUERY ? v->s->query
+																					  : NULL;
+
+	if (op->name == NULL && nops > 1)
+		ERR1(v, op->loc, "This anonymous operation must be the only defined operation.");
+	if (op->op == GQL_OP_SUBSCRIPTION)
+		ERR1(v, op->loc, "Subscriptions are not supported; use bv_realtime for live updates.");
+	else if (root == NULL)
+		ERR1(v, op->loc, "Schema is not configured for mutations: the role may change nothing here.");
+	for (int i = 0; i < op->nvars; i++)
+	{
+		GqlVarDef *vd = &op->vars[i];
+		GType *t = typeref(v, vd->type);
+		GqlTypeRef *r = vd->type;
+
+		for (int k = 0; k < i; k++)
+			if (strcmp(op->vars[k].name, vd->name) == 0)
+			{
+				ERR2(v, op->vars[k].loc, vd->loc, "There can be only one variable named \"$%.64s\".", vd->name);
+				break;
+			}
+		while (r->kind != GQL_T_NAMED)
+			r = r->of;
+		if (t == NULL)
+			ERR1(v, r->loc, "Unknown type \"%.64s\".", r->name);
+		else if (!is_input(t))
+			ERR1(v, vd->loc, "Variable \"$%.64s\" cannot be non-input type \"%s\".", vd->name, type_str(t));
+		if (vd->def)
+			check_value(v, vd->def, t && is_input(t) ? t : NULL, false);
+		check_directives(v, vd->ndirs, vd->dirs, "VARIABLE_DEFINITION", false);
+	}
+	check_directives(v, op->ndirs, op->dirs, op_location(op->op), false);
+	return root;
+}
+
+List *
+gql_validate(GSchema *s, GqlDocument *doc)
+{
+	V v;
+	int nops = 0;
+	bool *visited;
+	int *path_index;
+	bool *frag_used;
+	List *path = NIL;
+
+	memset(&v, 0, sizeof(v));
+	v.s = s;
+	v.doc = doc;
+	v.infos = palloc0(sizeof(DefInfo) * Max(doc->n, 1));
+	for (int i = 0; i < doc->n; i++)
+		nops += !doc->defs[i]->is_fragment;
+
+	/* names and type conditions first: spreads look at their fragment's type */
+	for (int i = 0; i < doc->n; i++)
+	{
+		GqlDefinition *d = doc->defs[i];
+
+		v.infos[i].def = d;
+		for (int k = 0; k < i; k++)
+		{
+			GqlDefinition *o = doc->defs[k];
+
+			if (d->name && o->name && o->is_fragment == d->is_fragment && strcmp(o->name, d->name) == 0)
+			{
+				if (d->is_fragment)
+					ERR2(&v, o->loc, d->loc, "There can be only one fragment named \"%.64s\".", d->name);
+				else
+					ERR2(&v, o->loc, d->loc, "There can be only one operation named \"%.64s\".", d->name);
+				break;
+			}
+		}
+		if (!d->is_fragment)
+			continue;
+		v.infos[i].type = gql_type_by_name(s, d->type_cond);
+		if (v.infos[i].type == NULL)
+			ERR1(&v, d->loc, "Unknown type \"%.64s\".", d->type_cond);
+		else if (!is_composite(v.infos[i].type))
+		{
+			ERR1(&v, d->loc, "Fragment \"%.64s\" cannot condition on non composite type \"%s\".", d->name,
+				 v.infos[i].type->name);
+			v.infos[i].type = NULL;
+		}
+	}
+	for (int i = 0; i < doc->n; i++)
+	{
+		GqlDefinition *d = doc->defs[i];
+
+		v.cur = &v.infos[i];
+		if (!d->is_fragment)
+			v.infos[i].type = check_operation(&v, d, nops);
+		else
+			check_directives(&v, d->ndirs, d->dirs, "FRAGMENT_DEFINITION", false);
+		walk_set(&v, v.infos[i].type, d->sel);
+	}
+
+	/* fragments: used, acyclic */
+	visited = palloc0(sizeof(bool) * Max(doc->n, 1));
+	path_index = palloc(sizeof(int) * Max(doc->n, 1));
+	frag_used = palloc0(sizeof(bool) * Max(doc->n, 1));
+	for (int i = 0; i < doc->n; i++)
+		path_index[i] = -1;
+	for (int i = 0; i < doc->n; i++)
+		if (doc->defs[i]->is_fragment)
+			detect_cycles(&v, &v.infos[i], visited, &path, path_index);
+	for (int i = 0; i < doc->n; i++)
+	{
+		ListCell *lc;
+
+		if (doc->defs[i]->is_fragment)
+			continue;
+		foreach (lc, reachable(&v, &v.infos[i]))
+			frag_used[(DefInfo *) lfirst(lc) - v.infos] = true;
+		check_variables(&v, &v.infos[i]);
+	}
+	for (int i = 0; i < doc->n; i++)
+		if (doc->defs[i]->is_fragment && !frag_used[i])
+			ERR1(&v, doc->defs[i]->loc, "Fragment \"%.64s\" is never used.", doc->defs[i]->name);
+
+	/* 5.3.2, with fragments expanded: once the rest holds (cycles would not end) */
+	if (v.errors == NIL)
+		for (int i = 0; i < doc->n && !v.merge_stop; i++)
+		{
+			List *fields = NIL;
+
+			if (doc->defs[i]->is_fragment || v.infos[i].type == NULL)
+				continue;
+			collect_merge(&v, v.infos[i].type, doc->defs[i]->sel, &fields, 0);
+			merge_check(&v, fields, 0, false);
+		}
+	return v.errors;
+}
