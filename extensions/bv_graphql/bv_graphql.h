@@ -240,10 +240,11 @@ typedef struct GSchema
 {
 	MemoryContext cxt;
 	Oid role;
-	char *schemas; /* bv_graphql.schemas it was built for */
-	List *tables;  /* GTable * */
-	List *funcs;   /* GFunc * */
-	List *types;   /* every named GType, in a stable order */
+	char *schemas;  /* bv_graphql.schemas it was built for */
+	List *tables;   /* GTable * */
+	List *funcs;    /* GFunc * */
+	List *types;    /* every named GType, in a stable order */
+	List *reserved; /* type names kept for types built later (char *) */
 	GType *query;
 	GType *mutation; /* NULL when the role can change nothing */
 	GType *node;     /* the Node interface */
