@@ -361,6 +361,28 @@ scalar_ok(GType *t, GqlValue *val, bool *range)
 	}
 }
 
+/* A literal that does not fit a scalar: the specified scalars' own words, as graphql-js. */
+static void
+scalar_error(V *v, GType *t, GqlValue *val, bool range)
+{
+	const char *text = value_str(val);
+
+	if (range)
+		ERR1(v, val->loc, "Int cannot represent non 32-bit signed integer value: %s", text);
+	else if (t->scalar == GS_INT)
+		ERR1(v, val->loc, "Int cannot represent non-integer value: %s", text);
+	else if (t->scalar == GS_FLOAT)
+		ERR1(v, val->loc, "Float cannot represent non numeric value: %s", text);
+	else if (t->scalar == GS_STRING && strcmp(t->name, "String") == 0)
+		ERR1(v, val->loc, "String cannot represent a non string value: %s", text);
+	else if (t->scalar == GS_BOOLEAN)
+		ERR1(v, val->loc, "Boolean cannot represent a non boolean value: %s", text);
+	else if (t->scalar == GS_ID)
+		ERR1(v, val->loc, "ID cannot represent a non-string and non-integer value: %s", text);
+	else
+		ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, text);
+}
+
 /* Record the variables used in a value whose type is unknown. */
 static void
 walk_untyped(V *v, GqlValue *val)
@@ -482,13 +504,7 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 		bool range;
 
 		if (!scalar_ok(t, val, &range))
-		{
-			if (range)
-				ERR1(v, val->loc, "Expected value of type \"Int\", found %s; Int cannot represent non 32-bit signed integer value: %s",
-					 value_str(val), value_str(val));
-			else
-				ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, value_str(val));
-		}
+			scalar_error(v, t, val, range);
 		walk_untyped(v, val); /* JSON literals may hold variables */
 	}
 }
@@ -849,7 +865,7 @@ exclusive(MField *a, MField *b)
 		   b->parent->kind == GK_OBJECT;
 }
 
-static void merge_check(V *v, List *fields, int depth, bool shape_only);
+static void merge_check(V *v, List *fields, int depth, bool shape_only, const char *prefix);
 
 /* The fields selected under the members of group that match parent (any when NULL). */
 static List *
@@ -878,7 +894,7 @@ sub_fields(V *v, List *group, GType *cls, int depth)
  * sub-selections checked the same way.
  */
 static void
-merge_check(V *v, List *fields, int depth, bool shape_only)
+merge_check(V *v, List *fields, int depth, bool shape_only, const char *prefix)
 {
 	List *keys = NIL;   /* const char * */
 	List *groups = NIL; /* List * of MField * */
@@ -916,6 +932,7 @@ merge_check(V *v, List *fields, int depth, bool shape_only)
 		List *group = lfirst(gc);
 		List *reps = NIL, *classes = NIL;
 		bool conflict = false;
+		char *sub_prefix;
 
 		foreach (lc, group)
 		{
@@ -942,8 +959,8 @@ merge_check(V *v, List *fields, int depth, bool shape_only)
 				if (reason)
 				{
 					ERR2(v, r->sel->loc, m->sel->loc,
-						 "Fields \"%.64s\" conflict because %s. Use different aliases on the fields to fetch both if this was intentional.",
-						 m->key, reason);
+						 "%s%s \"%.64s\" conflict because %s. Use different aliases on the fields to fetch both if this was intentional.",
+						 prefix ? prefix : "", prefix ? "subfields" : "Fields", m->key, reason);
 					conflict = true;
 					break;
 				}
@@ -959,14 +976,21 @@ merge_check(V *v, List *fields, int depth, bool shape_only)
 		}
 		if (conflict || depth > 4 * bv_graphql_max_depth)
 			continue;
+		/*
+		 * A conflict between the sub-selections of two fields reads as
+		 * graphql-js's: Fields "a" conflict because subfields "b" conflict
+		 * because ...; one within a single field's selection set is that
+		 * set's own.
+		 */
+		sub_prefix = list_length(group) < 2 ? NULL : psprintf("%s%s \"%.64s\" conflict because ", prefix ? prefix : "", prefix ? "subfields" : "Fields", ((MField *) linitial(group))->key);
 		if (shape_only || list_length(classes) <= 1)
-			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, shape_only);
+			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, shape_only, sub_prefix);
 		else
 		{
 			/* fields of different object types merge per type, and all have one shape */
 			foreach (lc, classes)
-				merge_check(v, sub_fields(v, group, lfirst(lc), depth), depth + 1, false);
-			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, true);
+				merge_check(v, sub_fields(v, group, lfirst(lc), depth), depth + 1, false, sub_prefix);
+			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, true, sub_prefix);
 		}
 	}
 }
@@ -1238,7 +1262,7 @@ gql_validate(GSchema *s, GqlDocument *doc)
 			if (doc->defs[i]->is_fragment || v.infos[i].type == NULL)
 				continue;
 			collect_merge(&v, v.infos[i].type, doc->defs[i]->sel, &fields, 0);
-			merge_check(&v, fields, 0, false);
+			merge_check(&v, fields, 0, false, NULL);
 		}
 	return v.errors;
 }
