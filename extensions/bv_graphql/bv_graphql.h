@@ -16,7 +16,8 @@
  *	             connection, filter, order and mutation types) plus the
  *	             introspection types;
  *	validate.c   the specification's validation rules over the whole
- *	             document, errors collected with their locations;
+ *	             document, errors collected with their locations
+ *	             (validate_merge.c: field selection merging);
  *	compile.c    selection sets to ONE SQL statement per operation (or per
  *	             mutation field), values always as parameters;
  *	mutate.c     insert / update / delete / function fields;
@@ -335,6 +336,50 @@ typedef struct GqlError
 } GqlError;
 
 extern List *gql_validate(GSchema *s, GqlDocument *doc);
+
+/* validate.c and validate_merge.c: the validator's state and helpers */
+#define GQL_MAX_SPREAD_DEPTH 64
+
+typedef struct GValidator
+{
+	GSchema *s;
+	GqlDocument *doc;
+	struct GValDef *infos;
+	struct GValDef *cur;
+	List *errors;
+	int nerrors;
+	int merge_fields; /* fields expanded by the merge check */
+	bool merge_stop;
+} GValidator;
+
+/* One field as the merge check sees it. */
+typedef struct MField
+{
+	const char *key;
+	GqlSelection *sel;
+	GType *parent; /* NULL when unknown */
+	GField *def;   /* NULL when unknown or __typename */
+} MField;
+
+extern void gql_verr(GValidator *v, int nlocs, const GqlLoc *locs, const char *fmt, ...) pg_attribute_printf(4, 5);
+#define GQL_VERR1(v, loc, ...)              \
+	do                                      \
+	{                                       \
+		GqlLoc l1_[1] = {(loc)};            \
+		gql_verr((v), 1, l1_, __VA_ARGS__); \
+	} while (0)
+#define GQL_VERR2(v, la, lb, ...)           \
+	do                                      \
+	{                                       \
+		GqlLoc l2_[2] = {(la), (lb)};       \
+		gql_verr((v), 2, l2_, __VA_ARGS__); \
+	} while (0)
+
+extern bool gql_v_is_composite(GType *t);
+extern char *gql_v_type_str(GType *t);
+extern GField *gql_v_field_def(GValidator *v, GType *parent, const char *name);
+extern GqlDefinition *gql_v_find_fragment(GValidator *v, const char *name);
+extern void gql_validate_merge(GValidator *v, GType *root, GqlSelectionSet *set);
 
 /* mutate.c */
 extern void gql_compile_mutation_field(GCompile *c, const GSel *sel);

@@ -28,9 +28,10 @@
  * as a second line; what depends on variable values (coercion) is only
  * there.
  *
- * Cost: one walk of each definition, then the merge check over the
- * operations with fragments expanded, bounded by bv_graphql.max_fields
- * (a fragment "bomb" stops there) and by MAX_SPREAD_DEPTH nested spreads.
+ * Cost: one walk of each definition, then the merge check of
+ * validate_merge.c over the operations with fragments expanded, bounded by
+ * bv_graphql.max_fields (a fragment "bomb" stops there) and by
+ * GQL_MAX_SPREAD_DEPTH nested spreads.
  * Memory: palloc in the caller's per-request context.
  *
  *-------------------------------------------------------------------------
@@ -41,8 +42,7 @@
 
 #include "bv_graphql.h"
 
-#define MAX_ERRORS       100
-#define MAX_SPREAD_DEPTH 64
+#define MAX_ERRORS 100
 
 typedef struct VarUse
 {
@@ -59,39 +59,16 @@ typedef struct Spread
 } Spread;
 
 /* What one definition uses directly (its nested selection sets included). */
-typedef struct DefInfo
+typedef struct GValDef
 {
 	GqlDefinition *def;
 	GType *type;   /* root or type condition; NULL when unknown */
 	List *uses;    /* VarUse * */
 	List *spreads; /* Spread * */
-} DefInfo;
+} GValDef;
 
-typedef struct V
-{
-	GSchema *s;
-	GqlDocument *doc;
-	DefInfo *infos;
-	DefInfo *cur;
-	List *errors;
-	int nerrors;
-	int merge_fields; /* fields expanded by the merge check */
-	bool merge_stop;
-} V;
-
-/* One field as the merge check sees it. */
-typedef struct MField
-{
-	const char *key;
-	GqlSelection *sel;
-	GType *parent; /* NULL when unknown */
-	GField *def;   /* NULL when unknown or __typename */
-} MField;
-
-static void verr(V *v, int nlocs, const GqlLoc *locs, const char *fmt, ...) pg_attribute_printf(4, 5);
-
-static void
-verr(V *v, int nlocs, const GqlLoc *locs, const char *fmt, ...)
+void
+gql_verr(GValidator *v, int nlocs, const GqlLoc *locs, const char *fmt, ...)
 {
 	GqlError *e;
 	char buf[512];
@@ -119,23 +96,10 @@ verr(V *v, int nlocs, const GqlLoc *locs, const char *fmt, ...)
 	v->errors = lappend(v->errors, e);
 }
 
-#define ERR1(v, loc, ...)               \
-	do                                  \
-	{                                   \
-		GqlLoc l1_[1] = {(loc)};        \
-		verr((v), 1, l1_, __VA_ARGS__); \
-	} while (0)
-#define ERR2(v, la, lb, ...)            \
-	do                                  \
-	{                                   \
-		GqlLoc l2_[2] = {(la), (lb)};   \
-		verr((v), 2, l2_, __VA_ARGS__); \
-	} while (0)
-
 /* ---------- types ---------- */
 
-static bool
-is_composite(GType *t)
+bool
+gql_v_is_composite(GType *t)
 {
 	return t && (t->kind == GK_OBJECT || t->kind == GK_INTERFACE || t->kind == GK_UNION);
 }
@@ -165,8 +129,8 @@ append_type(StringInfo b, GType *t)
 		appendStringInfoString(b, t->name);
 }
 
-static char *
-type_str(GType *t)
+char *
+gql_v_type_str(GType *t)
 {
 	StringInfoData b;
 
@@ -177,7 +141,7 @@ type_str(GType *t)
 
 /* The type a variable definition names; NULL (no error here) when unknown. */
 static GType *
-typeref(V *v, GqlTypeRef *r)
+typeref(GValidator *v, GqlTypeRef *r)
 {
 	GType *t;
 
@@ -363,29 +327,29 @@ scalar_ok(GType *t, GqlValue *val, bool *range)
 
 /* A literal that does not fit a scalar: the specified scalars' own words, as graphql-js. */
 static void
-scalar_error(V *v, GType *t, GqlValue *val, bool range)
+scalar_error(GValidator *v, GType *t, GqlValue *val, bool range)
 {
 	const char *text = value_str(val);
 
 	if (range)
-		ERR1(v, val->loc, "Int cannot represent non 32-bit signed integer value: %s", text);
+		GQL_VERR1(v, val->loc, "Int cannot represent non 32-bit signed integer value: %s", text);
 	else if (t->scalar == GS_INT)
-		ERR1(v, val->loc, "Int cannot represent non-integer value: %s", text);
+		GQL_VERR1(v, val->loc, "Int cannot represent non-integer value: %s", text);
 	else if (t->scalar == GS_FLOAT)
-		ERR1(v, val->loc, "Float cannot represent non numeric value: %s", text);
+		GQL_VERR1(v, val->loc, "Float cannot represent non numeric value: %s", text);
 	else if (t->scalar == GS_STRING && strcmp(t->name, "String") == 0)
-		ERR1(v, val->loc, "String cannot represent a non string value: %s", text);
+		GQL_VERR1(v, val->loc, "String cannot represent a non string value: %s", text);
 	else if (t->scalar == GS_BOOLEAN)
-		ERR1(v, val->loc, "Boolean cannot represent a non boolean value: %s", text);
+		GQL_VERR1(v, val->loc, "Boolean cannot represent a non boolean value: %s", text);
 	else if (t->scalar == GS_ID)
-		ERR1(v, val->loc, "ID cannot represent a non-string and non-integer value: %s", text);
+		GQL_VERR1(v, val->loc, "ID cannot represent a non-string and non-integer value: %s", text);
 	else
-		ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, text);
+		GQL_VERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, text);
 }
 
 /* Record the variables used in a value whose type is unknown. */
 static void
-walk_untyped(V *v, GqlValue *val)
+walk_untyped(GValidator *v, GqlValue *val)
 {
 	if (val->kind == GQL_V_VARIABLE)
 	{
@@ -402,7 +366,7 @@ walk_untyped(V *v, GqlValue *val)
 
 /* 5.6: a literal value in a position of type t (NULL: unknown); variables are recorded. */
 static void
-check_value(V *v, GqlValue *val, GType *t, bool loc_default)
+check_value(GValidator *v, GqlValue *val, GType *t, bool loc_default)
 {
 	check_stack_depth();
 	if (val->kind == GQL_V_VARIABLE)
@@ -425,7 +389,7 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 	{
 		if (val->kind == GQL_V_NULL)
 		{
-			ERR1(v, val->loc, "Expected value of type \"%s\", found null.", type_str(t));
+			GQL_VERR1(v, val->loc, "Expected value of type \"%s\", found null.", gql_v_type_str(t));
 			return;
 		}
 		check_value(v, val, t->of, false);
@@ -446,7 +410,7 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 	{
 		if (val->kind != GQL_V_OBJECT)
 		{
-			ERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, value_str(val));
+			GQL_VERR1(v, val->loc, "Expected value of type \"%s\", found %s.", t->name, value_str(val));
 			walk_untyped(v, val);
 			return;
 		}
@@ -461,11 +425,11 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 				{
 					GqlLoc kloc = val->name_locs ? val->name_locs[k] : val->loc;
 
-					ERR2(v, kloc, nloc, "There can be only one input field named \"%.64s\".", val->names[i]);
+					GQL_VERR2(v, kloc, nloc, "There can be only one input field named \"%.64s\".", val->names[i]);
 					dup = true;
 				}
 			if (in == NULL)
-				ERR1(v, nloc, "Field \"%.64s\" is not defined by type \"%s\".", val->names[i], t->name);
+				GQL_VERR1(v, nloc, "Field \"%.64s\" is not defined by type \"%s\".", val->names[i], t->name);
 			check_value(v, val->items[i], in ? in->type : NULL, in && in->default_value);
 		}
 		for (int k = 0; k < t->ninputs; k++)
@@ -478,8 +442,8 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 			for (int i = 0; i < val->n && !given; i++)
 				given = strcmp(val->names[i], in->name) == 0;
 			if (!given)
-				ERR1(v, val->loc, "Field \"%s.%s\" of required type \"%s\" was not provided.", t->name, in->name,
-					 type_str(in->type));
+				GQL_VERR1(v, val->loc, "Field \"%s.%s\" of required type \"%s\" was not provided.", t->name, in->name,
+						  gql_v_type_str(in->type));
 		}
 		return;
 	}
@@ -490,11 +454,11 @@ check_value(V *v, GqlValue *val, GType *t, bool loc_default)
 			for (int i = 0; i < t->nvalues; i++)
 				if (strcmp(t->values[i].name, val->str) == 0)
 					return;
-			ERR1(v, val->loc, "Value \"%.64s\" does not exist in \"%s\" enum.", val->str, t->name);
+			GQL_VERR1(v, val->loc, "Value \"%.64s\" does not exist in \"%s\" enum.", val->str, t->name);
 		}
 		else
 		{
-			ERR1(v, val->loc, "Enum \"%s\" cannot represent non-enum value: %s.", t->name, value_str(val));
+			GQL_VERR1(v, val->loc, "Enum \"%s\" cannot represent non-enum value: %s.", t->name, value_str(val));
 			walk_untyped(v, val);
 		}
 		return;
@@ -519,7 +483,7 @@ static const struct
 
 /* 5.7: directives of one location (FIELD, QUERY, FRAGMENT_SPREAD...). */
 static void
-check_directives(V *v, int n, GqlDirective *dirs, const char *location, bool executable_location)
+check_directives(GValidator *v, int n, GqlDirective *dirs, const char *location, bool executable_location)
 {
 	for (int i = 0; i < n; i++)
 	{
@@ -532,19 +496,19 @@ check_directives(V *v, int n, GqlDirective *dirs, const char *location, bool exe
 		for (int k = 0; k < i; k++)
 			if (strcmp(dirs[k].name, d->name) == 0 && known >= 0)
 			{
-				ERR2(v, dirs[k].loc, d->loc, "The directive \"@%.64s\" can only be used once at this location.", d->name);
+				GQL_VERR2(v, dirs[k].loc, d->loc, "The directive \"@%.64s\" can only be used once at this location.", d->name);
 				break;
 			}
 		if (known < 0)
 		{
-			ERR1(v, d->loc, "Unknown directive \"@%.64s\".", d->name);
+			GQL_VERR1(v, d->loc, "Unknown directive \"@%.64s\".", d->name);
 			for (int k = 0; k < d->nargs; k++)
 				check_value(v, d->args[k].value, NULL, false);
 			continue;
 		}
 		if (!known_directives[known].executable || !executable_location)
 		{
-			ERR1(v, d->loc, "Directive \"@%s\" may not be used on %s.", d->name, location);
+			GQL_VERR1(v, d->loc, "Directive \"@%s\" may not be used on %s.", d->name, location);
 			for (int k = 0; k < d->nargs; k++)
 				check_value(v, d->args[k].value, NULL, false);
 			continue;
@@ -560,25 +524,25 @@ check_directives(V *v, int n, GqlDirective *dirs, const char *location, bool exe
 				for (int j = 0; j < k; j++)
 					if (strcmp(d->args[j].name, a->name) == 0)
 					{
-						ERR2(v, d->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
+						GQL_VERR2(v, d->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
 						break;
 					}
 				if (!is_if)
-					ERR1(v, a->loc, "Unknown argument \"%.64s\" on directive \"@%s\".", a->name, d->name);
+					GQL_VERR1(v, a->loc, "Unknown argument \"%.64s\" on directive \"@%s\".", a->name, d->name);
 				has_if |= is_if;
 				check_value(v, a->value, is_if ? gql_nn(v->s, v->s->t_boolean) : NULL, false);
 			}
 			if (!has_if)
-				ERR1(v, d->loc, "Directive \"@%s\" argument \"if\" of type \"Boolean!\" is required, but it was not provided.",
-					 d->name);
+				GQL_VERR1(v, d->loc, "Directive \"@%s\" argument \"if\" of type \"Boolean!\" is required, but it was not provided.",
+						  d->name);
 		}
 	}
 }
 
 /* ---------- the walk of one definition ---------- */
 
-static GqlDefinition *
-find_fragment(V *v, const char *name)
+GqlDefinition *
+gql_v_find_fragment(GValidator *v, const char *name)
 {
 	for (int i = 0; i < v->doc->n; i++)
 		if (v->doc->defs[i]->is_fragment && strcmp(v->doc->defs[i]->name, name) == 0)
@@ -586,8 +550,8 @@ find_fragment(V *v, const char *name)
 	return NULL;
 }
 
-static DefInfo *
-info_of(V *v, GqlDefinition *d)
+static GValDef *
+info_of(GValidator *v, GqlDefinition *d)
 {
 	for (int i = 0; i < v->doc->n; i++)
 		if (v->doc->defs[i] == d)
@@ -596,8 +560,8 @@ info_of(V *v, GqlDefinition *d)
 }
 
 /* The field a selection names on parent (meta-fields included); NULL when none. */
-static GField *
-field_def(V *v, GType *parent, const char *name)
+GField *
+gql_v_field_def(GValidator *v, GType *parent, const char *name)
 {
 	if (parent == NULL)
 		return NULL;
@@ -608,17 +572,17 @@ field_def(V *v, GType *parent, const char *name)
 	return gql_field(parent, name);
 }
 
-static void walk_set(V *v, GType *parent, GqlSelectionSet *set);
+static void walk_set(GValidator *v, GType *parent, GqlSelectionSet *set);
 
 static void
-walk_field(V *v, GType *parent, GqlSelection *s)
+walk_field(GValidator *v, GType *parent, GqlSelection *s)
 {
 	bool typename = strcmp(s->name, "__typename") == 0;
-	GField *f = typename ? NULL : field_def(v, parent, s->name);
+	GField *f = typename ? NULL : gql_v_field_def(v, parent, s->name);
 	GType *named = NULL;
 
 	if (parent && !typename && f == NULL)
-		ERR1(v, s->loc, "Cannot query field \"%.64s\" on type \"%s\".", s->name, parent->name);
+		GQL_VERR1(v, s->loc, "Cannot query field \"%.64s\" on type \"%s\".", s->name, parent->name);
 	for (int k = 0; k < s->nargs; k++)
 	{
 		GqlArgument *a = &s->args[k];
@@ -627,11 +591,11 @@ walk_field(V *v, GType *parent, GqlSelection *s)
 		for (int j = 0; j < k; j++)
 			if (strcmp(s->args[j].name, a->name) == 0)
 			{
-				ERR2(v, s->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
+				GQL_VERR2(v, s->args[j].loc, a->loc, "There can be only one argument named \"%.64s\".", a->name);
 				break;
 			}
 		if (parent && (f || typename) && in == NULL)
-			ERR1(v, a->loc, "Unknown argument \"%.64s\" on field \"%s.%s\".", a->name, parent->name, s->name);
+			GQL_VERR1(v, a->loc, "Unknown argument \"%.64s\" on field \"%s.%s\".", a->name, parent->name, s->name);
 		check_value(v, a->value, in ? in->type : NULL, in && in->default_value);
 	}
 	if (f)
@@ -645,25 +609,25 @@ walk_field(V *v, GType *parent, GqlSelection *s)
 			for (int k = 0; k < s->nargs && !given; k++)
 				given = strcmp(s->args[k].name, f->args[i].name) == 0;
 			if (!given)
-				ERR1(v, s->loc, "Field \"%s\" argument \"%s\" of type \"%s\" is required, but it was not provided.",
-					 s->name, f->args[i].name, type_str(f->args[i].type));
+				GQL_VERR1(v, s->loc, "Field \"%s\" argument \"%s\" of type \"%s\" is required, but it was not provided.",
+						  s->name, f->args[i].name, gql_v_type_str(f->args[i].type));
 		}
 		named = gql_named(f->type);
-		if (is_composite(named) && s->sel == NULL)
-			ERR1(v, s->loc, "Field \"%s\" of type \"%s\" must have a selection of subfields. Did you mean \"%s { ... }\"?",
-				 s->name, type_str(f->type), s->name);
-		if (!is_composite(named) && s->sel != NULL)
-			ERR1(v, s->loc, "Field \"%s\" must not have a selection since type \"%s\" has no subfields.", s->name,
-				 type_str(f->type));
+		if (gql_v_is_composite(named) && s->sel == NULL)
+			GQL_VERR1(v, s->loc, "Field \"%s\" of type \"%s\" must have a selection of subfields. Did you mean \"%s { ... }\"?",
+					  s->name, gql_v_type_str(f->type), s->name);
+		if (!gql_v_is_composite(named) && s->sel != NULL)
+			GQL_VERR1(v, s->loc, "Field \"%s\" must not have a selection since type \"%s\" has no subfields.", s->name,
+					  gql_v_type_str(f->type));
 	}
 	else if (typename && s->sel != NULL)
-		ERR1(v, s->loc, "Field \"__typename\" must not have a selection since type \"String!\" has no subfields.");
+		GQL_VERR1(v, s->loc, "Field \"__typename\" must not have a selection since type \"String!\" has no subfields.");
 	if (s->sel)
-		walk_set(v, is_composite(named) ? named : NULL, s->sel);
+		walk_set(v, gql_v_is_composite(named) ? named : NULL, s->sel);
 }
 
 static void
-walk_set(V *v, GType *parent, GqlSelectionSet *set)
+walk_set(GValidator *v, GType *parent, GqlSelectionSet *set)
 {
 	check_stack_depth();
 	for (int i = 0; i < set->n; i++)
@@ -678,7 +642,7 @@ walk_set(V *v, GType *parent, GqlSelectionSet *set)
 				break;
 			case GQL_SEL_SPREAD:
 			{
-				GqlDefinition *f = find_fragment(v, s->name);
+				GqlDefinition *f = gql_v_find_fragment(v, s->name);
 				Spread *sp = palloc(sizeof(Spread));
 
 				check_directives(v, s->ndirs, s->dirs, "FRAGMENT_SPREAD", true);
@@ -686,15 +650,15 @@ walk_set(V *v, GType *parent, GqlSelectionSet *set)
 				sp->loc = s->loc;
 				v->cur->spreads = lappend(v->cur->spreads, sp);
 				if (f == NULL)
-					ERR1(v, s->loc, "Unknown fragment \"%.64s\".", s->name);
+					GQL_VERR1(v, s->loc, "Unknown fragment \"%.64s\".", s->name);
 				else
 				{
 					GType *ft = info_of(v, f)->type;
 
 					if (parent && ft && !overlap(parent, ft))
-						ERR1(v, s->loc,
-							 "Fragment \"%.64s\" cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
-							 s->name, parent->name, ft->name);
+						GQL_VERR1(v, s->loc,
+								  "Fragment \"%.64s\" cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
+								  s->name, parent->name, ft->name);
 				}
 				break;
 			}
@@ -707,16 +671,16 @@ walk_set(V *v, GType *parent, GqlSelectionSet *set)
 				{
 					t = gql_type_by_name(v->s, s->type_cond);
 					if (t == NULL)
-						ERR1(v, s->loc, "Unknown type \"%.64s\".", s->type_cond);
-					else if (!is_composite(t))
+						GQL_VERR1(v, s->loc, "Unknown type \"%.64s\".", s->type_cond);
+					else if (!gql_v_is_composite(t))
 					{
-						ERR1(v, s->loc, "Fragment cannot condition on non composite type \"%s\".", t->name);
+						GQL_VERR1(v, s->loc, "Fragment cannot condition on non composite type \"%s\".", t->name);
 						t = NULL;
 					}
 					else if (parent && !overlap(parent, t))
-						ERR1(v, s->loc,
-							 "Fragment cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
-							 parent->name, t->name);
+						GQL_VERR1(v, s->loc,
+								  "Fragment cannot be spread here as objects of type \"%s\" can never be of type \"%s\".",
+								  parent->name, t->name);
 				}
 				walk_set(v, t, s->sel);
 				break;
@@ -725,294 +689,24 @@ walk_set(V *v, GType *parent, GqlSelectionSet *set)
 	}
 }
 
-/* ---------- 5.3.2 field selection merging ---------- */
-
-static bool
-same_value(GqlValue *a, GqlValue *b)
-{
-	if (a->kind != b->kind || a->n != b->n)
-		return false;
-	switch (a->kind)
-	{
-		case GQL_V_BOOLEAN:
-			return a->boolean == b->boolean;
-		case GQL_V_NULL:
-			return true;
-		case GQL_V_LIST:
-		case GQL_V_OBJECT:
-			for (int i = 0; i < a->n; i++)
-				if ((a->kind == GQL_V_OBJECT && strcmp(a->names[i], b->names[i]) != 0) || !same_value(a->items[i], b->items[i]))
-					return false;
-			return true;
-		default:
-			return strcmp(a->str, b->str) == 0;
-	}
-}
-
-static bool
-same_args(GqlSelection *a, GqlSelection *b)
-{
-	if (a->nargs != b->nargs)
-		return false;
-	for (int i = 0; i < a->nargs; i++)
-	{
-		bool found = false;
-
-		for (int k = 0; k < b->nargs && !found; k++)
-			if (strcmp(a->args[i].name, b->args[k].name) == 0)
-			{
-				if (!same_value(a->args[i].value, b->args[k].value))
-					return false;
-				found = true;
-			}
-		if (!found)
-			return false;
-	}
-	return true;
-}
-
-/* SameResponseShape at this level: wrappers equal, leaves the same type. */
-static bool
-same_shape(GType *a, GType *b)
-{
-	for (;;)
-	{
-		if ((a->kind == GK_NON_NULL) != (b->kind == GK_NON_NULL) || (a->kind == GK_LIST) != (b->kind == GK_LIST))
-			return false;
-		if (a->kind != GK_NON_NULL && a->kind != GK_LIST)
-			break;
-		a = a->of;
-		b = b->of;
-	}
-	if (!is_composite(a) || !is_composite(b))
-		return a == b;
-	return true;
-}
-
-static bool
-merge_budget(V *v, GqlLoc loc)
-{
-	if (v->merge_stop)
-		return false;
-	if (++v->merge_fields > 2 * bv_graphql_max_fields)
-	{
-		ERR1(v, loc, "the operation selects more than %d fields (bv_graphql.max_fields)", bv_graphql_max_fields);
-		v->merge_stop = true;
-		return false;
-	}
-	return true;
-}
-
-/* The fields of a selection set with fragments expanded (skip / include ignored). */
-static void
-collect_merge(V *v, GType *parent, GqlSelectionSet *set, List **out, int depth)
-{
-	check_stack_depth();
-	for (int i = 0; i < set->n && !v->merge_stop; i++)
-	{
-		GqlSelection *s = set->items[i];
-
-		if (s->kind == GQL_SEL_FIELD)
-		{
-			MField *m;
-
-			if (!merge_budget(v, s->loc))
-				return;
-			m = palloc(sizeof(MField));
-			m->key = s->alias ? s->alias : s->name;
-			m->sel = s;
-			m->parent = parent;
-			m->def = strcmp(s->name, "__typename") == 0 ? NULL : field_def(v, parent, s->name);
-			*out = lappend(*out, m);
-		}
-		else
-		{
-			GqlSelectionSet *sub = s->sel;
-			GType *t = parent;
-			const char *cond = s->type_cond;
-
-			if (s->kind == GQL_SEL_SPREAD)
-			{
-				GqlDefinition *f = find_fragment(v, s->name);
-
-				if (f == NULL)
-					continue;
-				if (depth >= MAX_SPREAD_DEPTH)
-				{
-					ERR1(v, s->loc, "fragment spreads nest deeper than %d levels", MAX_SPREAD_DEPTH);
-					v->merge_stop = true;
-					return;
-				}
-				sub = f->sel;
-				cond = f->type_cond;
-				depth++;
-			}
-			if (cond)
-			{
-				t = gql_type_by_name(v->s, cond);
-				if (!is_composite(t))
-					continue;
-			}
-			collect_merge(v, t, sub, out, depth);
-		}
-	}
-}
-
-static bool
-exclusive(MField *a, MField *b)
-{
-	return a->parent != b->parent && a->parent && b->parent && a->parent->kind == GK_OBJECT &&
-		   b->parent->kind == GK_OBJECT;
-}
-
-static void merge_check(V *v, List *fields, int depth, bool shape_only, const char *prefix);
-
-/* The fields selected under the members of group that match parent (any when NULL). */
-static List *
-sub_fields(V *v, List *group, GType *cls, int depth)
-{
-	List *out = NIL;
-	ListCell *lc;
-
-	foreach (lc, group)
-	{
-		MField *m = lfirst(lc);
-
-		if (m->sel->sel == NULL || m->def == NULL)
-			continue;
-		if (cls && m->parent != cls && m->parent && m->parent->kind == GK_OBJECT)
-			continue;
-		collect_merge(v, gql_named(m->def->type), m->sel->sel, &out, depth);
-	}
-	return out;
-}
-
-/*
- * FieldsInSetCanMerge (shape_only: SameResponseShape) over one set of
- * fields: grouped by response key, each field compared with the first
- * field of every distinct parent type in its group, then the merged
- * sub-selections checked the same way.
- */
-static void
-merge_check(V *v, List *fields, int depth, bool shape_only, const char *prefix)
-{
-	List *keys = NIL;   /* const char * */
-	List *groups = NIL; /* List * of MField * */
-	ListCell *lc, *gc;
-
-	check_stack_depth();
-	if (v->merge_stop)
-		return;
-	foreach (lc, fields)
-	{
-		MField *m = lfirst(lc);
-		ListCell *kc;
-		List **g = NULL;
-		bool dup = false;
-
-		foreach (kc, keys)
-			if (strcmp(lfirst(kc), m->key) == 0)
-			{
-				g = (List **) &list_nth_cell(groups, foreach_current_index(kc))->ptr_value;
-				break;
-			}
-		if (g == NULL)
-		{
-			keys = lappend(keys, (void *) m->key);
-			groups = lappend(groups, list_make1(m));
-			continue;
-		}
-		foreach (gc, *g)
-			dup |= ((MField *) lfirst(gc))->sel == m->sel; /* one fragment spread twice */
-		if (!dup)
-			*g = lappend(*g, m);
-	}
-	foreach (gc, groups)
-	{
-		List *group = lfirst(gc);
-		List *reps = NIL, *classes = NIL;
-		bool conflict = false;
-		char *sub_prefix;
-
-		foreach (lc, group)
-		{
-			MField *m = lfirst(lc);
-			ListCell *rc;
-			bool new_parent = true;
-
-			foreach (rc, reps)
-			{
-				MField *r = lfirst(rc);
-				const char *reason = NULL;
-
-				new_parent &= r->parent != m->parent;
-				if (!shape_only && !exclusive(r, m))
-				{
-					if (strcmp(r->sel->name, m->sel->name) != 0)
-						reason = psprintf("\"%.64s\" and \"%.64s\" are different fields", r->sel->name, m->sel->name);
-					else if (!same_args(r->sel, m->sel))
-						reason = "they have differing arguments";
-				}
-				if (reason == NULL && r->def && m->def && !same_shape(r->def->type, m->def->type))
-					reason = psprintf("they return conflicting types \"%s\" and \"%s\"", type_str(r->def->type),
-									  type_str(m->def->type));
-				if (reason)
-				{
-					ERR2(v, r->sel->loc, m->sel->loc,
-						 "%s%s \"%.64s\" conflict because %s. Use different aliases on the fields to fetch both if this was intentional.",
-						 prefix ? prefix : "", prefix ? "subfields" : "Fields", m->key, reason);
-					conflict = true;
-					break;
-				}
-			}
-			if (conflict)
-				break;
-			if (new_parent)
-			{
-				reps = lappend(reps, m);
-				if (m->parent && m->parent->kind == GK_OBJECT)
-					classes = lappend(classes, m->parent);
-			}
-		}
-		if (conflict || depth > 4 * bv_graphql_max_depth)
-			continue;
-		/*
-		 * A conflict between the sub-selections of two fields reads as
-		 * graphql-js's: Fields "a" conflict because subfields "b" conflict
-		 * because ...; one within a single field's selection set is that
-		 * set's own.
-		 */
-		sub_prefix = list_length(group) < 2 ? NULL : psprintf("%s%s \"%.64s\" conflict because ", prefix ? prefix : "", prefix ? "subfields" : "Fields", ((MField *) linitial(group))->key);
-		if (shape_only || list_length(classes) <= 1)
-			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, shape_only, sub_prefix);
-		else
-		{
-			/* fields of different object types merge per type, and all have one shape */
-			foreach (lc, classes)
-				merge_check(v, sub_fields(v, group, lfirst(lc), depth), depth + 1, false, sub_prefix);
-			merge_check(v, sub_fields(v, group, NULL, depth), depth + 1, true, sub_prefix);
-		}
-	}
-}
-
 /* ---------- the document ---------- */
 
 /* The definitions reachable from d by fragment spreads, d first. */
 static List *
-reachable(V *v, DefInfo *d)
+reachable(GValidator *v, GValDef *d)
 {
 	List *out = list_make1(d);
 	ListCell *lc;
 
 	foreach (lc, out) /* out grows while it is walked */
 	{
-		DefInfo *x = lfirst(lc);
+		GValDef *x = lfirst(lc);
 		ListCell *sc;
 
 		foreach (sc, x->spreads)
 		{
-			GqlDefinition *f = find_fragment(v, ((Spread *) lfirst(sc))->name);
-			DefInfo *fi = f ? info_of(v, f) : NULL;
+			GqlDefinition *f = gql_v_find_fragment(v, ((Spread *) lfirst(sc))->name);
+			GValDef *fi = f ? info_of(v, f) : NULL;
 
 			if (fi && !list_member_ptr(out, fi))
 				out = lappend(out, fi);
@@ -1023,7 +717,7 @@ reachable(V *v, DefInfo *d)
 
 /* 5.5.2.2: cycles of fragment spreads, each reported once (graphql-js's walk). */
 static void
-detect_cycles(V *v, DefInfo *d, bool *visited, List **path, int *path_index)
+detect_cycles(GValidator *v, GValDef *d, bool *visited, List **path, int *path_index)
 {
 	int self = d - v->infos;
 	ListCell *lc;
@@ -1036,7 +730,7 @@ detect_cycles(V *v, DefInfo *d, bool *visited, List **path, int *path_index)
 	foreach (lc, d->spreads)
 	{
 		Spread *sp = lfirst(lc);
-		GqlDefinition *f = find_fragment(v, sp->name);
+		GqlDefinition *f = gql_v_find_fragment(v, sp->name);
 		int target = f ? info_of(v, f) - v->infos : -1;
 
 		if (target < 0)
@@ -1060,9 +754,9 @@ detect_cycles(V *v, DefInfo *d, bool *visited, List **path, int *path_index)
 					appendStringInfo(&via, "%s\"%.64s\"", i ? ", " : "", p->name);
 			}
 			if (n > 1)
-				verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself via %s.", sp->name, via.data);
+				gql_verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself via %s.", sp->name, via.data);
 			else
-				verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself.", sp->name);
+				gql_verr(v, n, locs, "Cannot spread fragment \"%.64s\" within itself.", sp->name);
 		}
 		*path = list_delete_last(*path);
 	}
@@ -1078,7 +772,7 @@ op_location(GqlOpKind k)
 
 /* 5.8.3 - 5.8.5 for one operation. */
 static void
-check_variables(V *v, DefInfo *oi)
+check_variables(GValidator *v, GValDef *oi)
 {
 	GqlDefinition *op = oi->def;
 	List *defs = reachable(v, oi);
@@ -1089,7 +783,7 @@ check_variables(V *v, DefInfo *oi)
 	for (int i = 0; i < op->nvars; i++)
 		vtypes[i] = typeref(v, op->vars[i].type);
 	foreach (lc, defs)
-		foreach (uc, ((DefInfo *) lfirst(lc))->uses)
+		foreach (uc, ((GValDef *) lfirst(lc))->uses)
 		{
 			VarUse *u = lfirst(uc);
 			int i;
@@ -1100,9 +794,9 @@ check_variables(V *v, DefInfo *oi)
 			if (i == op->nvars)
 			{
 				if (op->name)
-					ERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined by operation \"%.64s\".", u->name, op->name);
+					GQL_VERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined by operation \"%.64s\".", u->name, op->name);
 				else
-					ERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined.", u->name);
+					GQL_VERR2(v, u->loc, op->loc, "Variable \"$%.64s\" is not defined.", u->name);
 				continue;
 			}
 			used[i] = true;
@@ -1116,34 +810,34 @@ check_variables(V *v, DefInfo *oi)
 					((def && def->kind != GQL_V_NULL) || u->loc_default))
 					lt = lt->of;
 				if (!subtype(vt, lt))
-					ERR2(v, op->vars[i].loc, u->loc, "Variable \"$%.64s\" of type \"%s\" used in position expecting type \"%s\".",
-						 u->name, type_str(vtypes[i]), type_str(u->type));
+					GQL_VERR2(v, op->vars[i].loc, u->loc, "Variable \"$%.64s\" of type \"%s\" used in position expecting type \"%s\".",
+							  u->name, gql_v_type_str(vtypes[i]), gql_v_type_str(u->type));
 			}
 		}
 	for (int i = 0; i < op->nvars; i++)
 		if (!used[i])
 		{
 			if (op->name)
-				ERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used in operation \"%.64s\".", op->vars[i].name,
-					 op->name);
+				GQL_VERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used in operation \"%.64s\".", op->vars[i].name,
+						  op->name);
 			else
-				ERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used.", op->vars[i].name);
+				GQL_VERR1(v, op->vars[i].loc, "Variable \"$%.64s\" is never used.", op->vars[i].name);
 		}
 }
 
 /* One operation's header: name, variables, directives; returns its root type. */
 static GType *
-check_operation(V *v, GqlDefinition *op, int nops)
+check_operation(GValidator *v, GqlDefinition *op, int nops)
 {
 	GType *root = op->op == GQL_OP_MUTATION ? v->s->mutation : op->op == GQL_OP_QUERY ? v->s->query
 																					  : NULL;
 
 	if (op->name == NULL && nops > 1)
-		ERR1(v, op->loc, "This anonymous operation must be the only defined operation.");
+		GQL_VERR1(v, op->loc, "This anonymous operation must be the only defined operation.");
 	if (op->op == GQL_OP_SUBSCRIPTION)
-		ERR1(v, op->loc, "Subscriptions are not supported; use bv_realtime for live updates.");
+		GQL_VERR1(v, op->loc, "Subscriptions are not supported; use bv_realtime for live updates.");
 	else if (root == NULL)
-		ERR1(v, op->loc, "Schema is not configured for mutations: the role may change nothing here.");
+		GQL_VERR1(v, op->loc, "Schema is not configured for mutations: the role may change nothing here.");
 	for (int i = 0; i < op->nvars; i++)
 	{
 		GqlVarDef *vd = &op->vars[i];
@@ -1153,15 +847,15 @@ check_operation(V *v, GqlDefinition *op, int nops)
 		for (int k = 0; k < i; k++)
 			if (strcmp(op->vars[k].name, vd->name) == 0)
 			{
-				ERR2(v, op->vars[k].loc, vd->loc, "There can be only one variable named \"$%.64s\".", vd->name);
+				GQL_VERR2(v, op->vars[k].loc, vd->loc, "There can be only one variable named \"$%.64s\".", vd->name);
 				break;
 			}
 		while (r->kind != GQL_T_NAMED)
 			r = r->of;
 		if (t == NULL)
-			ERR1(v, r->loc, "Unknown type \"%.64s\".", r->name);
+			GQL_VERR1(v, r->loc, "Unknown type \"%.64s\".", r->name);
 		else if (!is_input(t))
-			ERR1(v, vd->loc, "Variable \"$%.64s\" cannot be non-input type \"%s\".", vd->name, type_str(t));
+			GQL_VERR1(v, vd->loc, "Variable \"$%.64s\" cannot be non-input type \"%s\".", vd->name, gql_v_type_str(t));
 		if (vd->def)
 			check_value(v, vd->def, t && is_input(t) ? t : NULL, false);
 		check_directives(v, vd->ndirs, vd->dirs, "VARIABLE_DEFINITION", false);
@@ -1173,7 +867,7 @@ check_operation(V *v, GqlDefinition *op, int nops)
 List *
 gql_validate(GSchema *s, GqlDocument *doc)
 {
-	V v;
+	GValidator v;
 	int nops = 0;
 	bool *visited;
 	int *path_index;
@@ -1183,7 +877,7 @@ gql_validate(GSchema *s, GqlDocument *doc)
 	memset(&v, 0, sizeof(v));
 	v.s = s;
 	v.doc = doc;
-	v.infos = palloc0(sizeof(DefInfo) * Max(doc->n, 1));
+	v.infos = palloc0(sizeof(GValDef) * Max(doc->n, 1));
 	for (int i = 0; i < doc->n; i++)
 		nops += !doc->defs[i]->is_fragment;
 
@@ -1200,9 +894,9 @@ gql_validate(GSchema *s, GqlDocument *doc)
 			if (d->name && o->name && o->is_fragment == d->is_fragment && strcmp(o->name, d->name) == 0)
 			{
 				if (d->is_fragment)
-					ERR2(&v, o->loc, d->loc, "There can be only one fragment named \"%.64s\".", d->name);
+					GQL_VERR2(&v, o->loc, d->loc, "There can be only one fragment named \"%.64s\".", d->name);
 				else
-					ERR2(&v, o->loc, d->loc, "There can be only one operation named \"%.64s\".", d->name);
+					GQL_VERR2(&v, o->loc, d->loc, "There can be only one operation named \"%.64s\".", d->name);
 				break;
 			}
 		}
@@ -1210,11 +904,11 @@ gql_validate(GSchema *s, GqlDocument *doc)
 			continue;
 		v.infos[i].type = gql_type_by_name(s, d->type_cond);
 		if (v.infos[i].type == NULL)
-			ERR1(&v, d->loc, "Unknown type \"%.64s\".", d->type_cond);
-		else if (!is_composite(v.infos[i].type))
+			GQL_VERR1(&v, d->loc, "Unknown type \"%.64s\".", d->type_cond);
+		else if (!gql_v_is_composite(v.infos[i].type))
 		{
-			ERR1(&v, d->loc, "Fragment \"%.64s\" cannot condition on non composite type \"%s\".", d->name,
-				 v.infos[i].type->name);
+			GQL_VERR1(&v, d->loc, "Fragment \"%.64s\" cannot condition on non composite type \"%s\".", d->name,
+					  v.infos[i].type->name);
 			v.infos[i].type = NULL;
 		}
 	}
@@ -1246,23 +940,20 @@ gql_validate(GSchema *s, GqlDocument *doc)
 		if (doc->defs[i]->is_fragment)
 			continue;
 		foreach (lc, reachable(&v, &v.infos[i]))
-			frag_used[(DefInfo *) lfirst(lc) - v.infos] = true;
+			frag_used[(GValDef *) lfirst(lc) - v.infos] = true;
 		check_variables(&v, &v.infos[i]);
 	}
 	for (int i = 0; i < doc->n; i++)
 		if (doc->defs[i]->is_fragment && !frag_used[i])
-			ERR1(&v, doc->defs[i]->loc, "Fragment \"%.64s\" is never used.", doc->defs[i]->name);
+			GQL_VERR1(&v, doc->defs[i]->loc, "Fragment \"%.64s\" is never used.", doc->defs[i]->name);
 
 	/* 5.3.2, with fragments expanded: once the rest holds (cycles would not end) */
 	if (v.errors == NIL)
 		for (int i = 0; i < doc->n && !v.merge_stop; i++)
 		{
-			List *fields = NIL;
-
 			if (doc->defs[i]->is_fragment || v.infos[i].type == NULL)
 				continue;
-			collect_merge(&v, v.infos[i].type, doc->defs[i]->sel, &fields, 0);
-			merge_check(&v, fields, 0, false, NULL);
+			gql_validate_merge(&v, v.infos[i].type, doc->defs[i]->sel);
 		}
 	return v.errors;
 }
