@@ -174,14 +174,15 @@ SKIP:
 	mkdir $dir;
 	system('cp', BvTest::src() . '/tests/tap/bv_graphql_js/package.json',
 		BvTest::src() . '/tests/tap/bv_graphql_js/package-lock.json',
-		BvTest::src() . '/tests/tap/bv_graphql_js/check.mjs', $dir) == 0 or die 'cp failed';
+		BvTest::src() . '/tests/tap/bv_graphql_js/check.mjs', BvTest::src() . '/tests/tap/bv_graphql_js/differ.mjs',
+		$dir) == 0 or die 'cp failed';
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'npm', 'ci', '--no-audit', '--no-fund', '--loglevel=error', '--prefix', $dir ],
 		'>', \$out, '2>', \$err, init => sub { $ENV{npm_config_cache} = "$dir/.npm"; $ENV{HOME} = $dir; });
 	# the npm registry is part of this project's environment: a failed
 	# install is a failure, not a reason to skip
 	ok(-d "$dir/node_modules/graphql", 'npm installed graphql-js') or diag($err);
-	skip "npm could not install graphql-js", 16 unless -d "$dir/node_modules/graphql";
+	skip "npm could not install graphql-js", 18 unless -d "$dir/node_modules/graphql";
 	my @docs = (
 		{ name => 'list', query => '{ productsCollection(first: 2, orderBy: [{name: AscNullsLast}]) { edges { cursor node { nodeId name category { slug } } } pageInfo { hasNextPage endCursor } } }' },
 		{ name => 'variables', query => 'query Q($f: ProductsFilter, $n: Int = 1) { productsCollection(filter: $f, first: $n) { totalCount } }', variables => { f => { name => { ilike => '%shirt%' } } } },
@@ -268,6 +269,20 @@ SKIP:
 	} @rules;
 	is_deeply([ map { $_->[1] } @wording ], [], 'validation messages read as graphql-js\'s')
 	  or diag($json->encode([ map { $r{"rule: $_->[1]"} } @wording ]));
+
+	# Seeded randomized documents, about half broken by one mutation:
+	# graphql-js (the model) and bv_graphql must agree on each.
+	my $vseed = $ENV{BV_SEED} // time();
+	# one token sends them all: lift bv.pre_request()'s per-actor rate limit meanwhile
+	$node->safe_psql('bitvelocity', 'ALTER SYSTEM SET bv.request_rate = 1000000; ALTER SYSTEM SET bv.request_burst = 1000000; SELECT pg_reload_conf()');
+	($out, $err) = ('', '');
+	IPC::Run::run([ 'node', "$dir/differ.mjs", "$url/rpc/graphql", $tok{alice}, $vseed, 150 ], '>', \$out, '2>', \$err);
+	my $dres = eval { decode_json($out) };
+	ok($dres && $dres->{count} == 150 && $dres->{valid} > 20 && $dres->{invalid} > 20,
+		"randomized validation: 150 documents, both valid and invalid ones (seed $vseed)") or diag("out: $out\nerr: $err");
+	is_deeply($dres->{disagree} // ['no answer'], [], "randomized validation: graphql-js and bv_graphql agree on every document (seed $vseed; BV_SEED=$vseed reruns it)")
+	  or diag($json->encode([ grep { defined } @{ $dres->{disagree} // [] }[ 0 .. 4 ] ]));
+	$node->safe_psql('bitvelocity', 'ALTER SYSTEM RESET bv.request_rate; ALTER SYSTEM RESET bv.request_burst; SELECT pg_reload_conf()');
 
 	# Name clashes: tables and columns whose GraphQL names collide still
 	# give a schema graphql-js accepts, each name mapped deterministically.
