@@ -17,7 +17,8 @@
  *	             introspection types;
  *	validate.c   the specification's validation rules over the whole
  *	             document, errors collected with their locations
- *	             (validate_merge.c: field selection merging);
+ *	             (validate_merge.c: field selection merging,
+ *	             validate_values.c: values and variable positions);
  *	compile.c    selection sets to ONE SQL statement per operation (or per
  *	             mutation field), values always as parameters;
  *	mutate.c     insert / update / delete / function fields;
@@ -340,12 +341,35 @@ extern List *gql_validate(GSchema *s, GqlDocument *doc);
 /* validate.c and validate_merge.c: the validator's state and helpers */
 #define GQL_MAX_SPREAD_DEPTH 64
 
+typedef struct VarUse
+{
+	const char *name;
+	GqlLoc loc;
+	GType *type;      /* the position's type; NULL when unknown */
+	bool loc_default; /* the position has a default value */
+} VarUse;
+
+typedef struct Spread
+{
+	const char *name;
+	GqlLoc loc;
+} Spread;
+
+/* What one definition uses directly (its nested selection sets included). */
+typedef struct GValDef
+{
+	GqlDefinition *def;
+	GType *type;   /* root or type condition; NULL when unknown */
+	List *uses;    /* VarUse * */
+	List *spreads; /* Spread * */
+} GValDef;
+
 typedef struct GValidator
 {
 	GSchema *s;
 	GqlDocument *doc;
-	struct GValDef *infos;
-	struct GValDef *cur;
+	GValDef *infos;
+	GValDef *cur;
 	List *errors;
 	int nerrors;
 	int merge_fields; /* fields expanded by the merge check */
@@ -379,6 +403,7 @@ extern bool gql_v_is_composite(GType *t);
 extern char *gql_v_type_str(GType *t);
 extern GField *gql_v_field_def(GValidator *v, GType *parent, const char *name);
 extern GqlDefinition *gql_v_find_fragment(GValidator *v, const char *name);
+extern void gql_v_check_value(GValidator *v, GqlValue *val, GType *t, bool loc_default);
 extern void gql_validate_merge(GValidator *v, GType *root, GqlSelectionSet *set);
 
 /* mutate.c */
