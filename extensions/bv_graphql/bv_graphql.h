@@ -15,6 +15,10 @@
  *	types.c      the GraphQL schema built from that model (object,
  *	             connection, filter, order and mutation types) plus the
  *	             introspection types;
+ *	validate.c   the specification's validation rules over the whole
+ *	             document, errors collected with their locations
+ *	             (validate_merge.c: field selection merging,
+ *	             validate_values.c: values and variable positions);
  *	compile.c    selection sets to ONE SQL statement per operation (or per
  *	             mutation field), values always as parameters;
  *	mutate.c     insert / update / delete / function fields;
@@ -32,7 +36,7 @@
 
 #include "gql_parse.h"
 
-#define BV_GRAPHQL_VERSION "0.1.0"
+#define BV_GRAPHQL_VERSION "0.2.0"
 
 /* SQLSTATE of the errors that become GraphQL errors (caught in resolve.c). */
 #define ERRCODE_GRAPHQL_REQUEST MAKE_SQLSTATE('G', 'Q', '0', '0', '1')
@@ -238,10 +242,11 @@ typedef struct GSchema
 {
 	MemoryContext cxt;
 	Oid role;
-	char *schemas; /* bv_graphql.schemas it was built for */
-	List *tables;  /* GTable * */
-	List *funcs;   /* GFunc * */
-	List *types;   /* every named GType, in a stable order */
+	char *schemas;  /* bv_graphql.schemas it was built for */
+	List *tables;   /* GTable * */
+	List *funcs;    /* GFunc * */
+	List *types;    /* every named GType, in a stable order */
+	List *reserved; /* type names kept for types built later (char *) */
 	GType *query;
 	GType *mutation; /* NULL when the role can change nothing */
 	GType *node;     /* the Node interface */
@@ -322,6 +327,84 @@ extern double gql_count_records(GCompile *c, double rows, GqlLoc loc);
 extern void gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter);
 extern char *gql_new_alias(GCompile *c);
 extern void gql_append_literal(StringInfo buf, const char *s);
+
+/* validate.c: section 5 of the specification over the whole document */
+typedef struct GqlError
+{
+	char *message;
+	int nlocs;
+	GqlLoc *locs;
+} GqlError;
+
+extern List *gql_validate(GSchema *s, GqlDocument *doc);
+
+/* validate.c and validate_merge.c: the validator's state and helpers */
+#define GQL_MAX_SPREAD_DEPTH 64
+
+typedef struct VarUse
+{
+	const char *name;
+	GqlLoc loc;
+	GType *type;      /* the position's type; NULL when unknown */
+	bool loc_default; /* the position has a default value */
+} VarUse;
+
+typedef struct Spread
+{
+	const char *name;
+	GqlLoc loc;
+} Spread;
+
+/* What one definition uses directly (its nested selection sets included). */
+typedef struct GValDef
+{
+	GqlDefinition *def;
+	GType *type;   /* root or type condition; NULL when unknown */
+	List *uses;    /* VarUse * */
+	List *spreads; /* Spread * */
+} GValDef;
+
+typedef struct GValidator
+{
+	GSchema *s;
+	GqlDocument *doc;
+	GValDef *infos;
+	GValDef *cur;
+	List *errors;
+	int nerrors;
+	int merge_fields; /* fields expanded by the merge check */
+	bool merge_stop;
+} GValidator;
+
+/* One field as the merge check sees it. */
+typedef struct MField
+{
+	const char *key;
+	GqlSelection *sel;
+	GType *parent; /* NULL when unknown */
+	GField *def;   /* NULL when unknown or __typename */
+} MField;
+
+extern void gql_verr(GValidator *v, int nlocs, const GqlLoc *locs, const char *fmt, ...) pg_attribute_printf(4, 5);
+#define GQL_VERR1(v, loc, ...)              \
+	do                                      \
+	{                                       \
+		GqlLoc l1_[1] = {(loc)};            \
+		gql_verr((v), 1, l1_, __VA_ARGS__); \
+	} while (0)
+#define GQL_VERR2(v, la, lb, ...)           \
+	do                                      \
+	{                                       \
+		GqlLoc l2_[2] = {(la), (lb)};       \
+		gql_verr((v), 2, l2_, __VA_ARGS__); \
+	} while (0)
+
+extern bool gql_v_is_composite(GType *t);
+extern char *gql_v_type_str(GType *t);
+extern GField *gql_v_field_def(GValidator *v, GType *parent, const char *name);
+extern GqlDefinition *gql_v_find_fragment(GValidator *v, const char *name);
+extern void gql_v_check_value(GValidator *v, GqlValue *val, GType *t, bool loc_default);
+extern void gql_validate_merge(GValidator *v, GType *root, GqlSelectionSet *set);
 
 /* mutate.c */
 extern void gql_compile_mutation_field(GCompile *c, const GSel *sel);

@@ -747,8 +747,37 @@ gql_where_filter(GCompile *c, GTable *t, const char *alias, GqlValue *filter)
 
 				if (is_null(ov))
 					continue;
+				if (strcmp(ops->names[k], "is") == 0)
+				{
+					/* a record's nodeId is never null */
+					char *text = gql_scalar_text(c, ov, c->schema->filter_is, "\"nodeId.is\"");
+
+					appendStringInfoString(b, strcmp(text, "NULL") == 0 ? " AND false" : " AND true");
+					continue;
+				}
+				if (strcmp(ops->names[k], "in") == 0)
+				{
+					GqlValue **items;
+					int n = as_list(c, ov, &items);
+
+					appendStringInfoString(b, " AND (false");
+					for (int i = 0; i < n; i++)
+					{
+						id = gql_scalar_text(c, items[i], c->schema->t_id, "\"nodeId.in\"");
+						if (id == NULL)
+							gql_error(ov->loc, "Expected non-null values in \"nodeId.in\".");
+						appendStringInfoString(b, " OR (");
+						if (decode_node_id(c, id, items[i]->loc, &keys) != t)
+							appendStringInfoString(b, "false");
+						else
+							append_key_match(c, t, alias, keys);
+						appendStringInfoChar(b, ')');
+					}
+					appendStringInfoChar(b, ')');
+					continue;
+				}
 				if (strcmp(ops->names[k], "eq") != 0 && !neq)
-					gql_error(ov->loc, "Only eq and neq compare nodeId.");
+					gql_error(ov->loc, "Unknown filter operator \"%.64s\" for nodeId.", ops->names[k]);
 				id = gql_scalar_text(c, ov, c->schema->t_id, "\"nodeId\"");
 				appendStringInfoString(b, neq ? " AND NOT (" : " AND (");
 				if (decode_node_id(c, id, ov->loc, &keys) != t)

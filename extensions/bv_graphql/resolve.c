@@ -108,6 +108,8 @@ typedef struct GErr
 {
 	char *message;
 	GqlLoc loc;
+	int nlocs; /* more locations (validation), when locs is set */
+	GqlLoc *locs;
 	const char *path; /* response key of a root field, or NULL */
 	const char *code; /* SQLSTATE or NULL */
 	char *hint;
@@ -118,7 +120,14 @@ append_error(StringInfo out, const GErr *e)
 {
 	appendStringInfoString(out, "{\"message\":");
 	escape_json(out, e->message);
-	if (e->loc.line > 0)
+	if (e->locs && e->nlocs > 0)
+	{
+		appendStringInfoString(out, ",\"locations\":[");
+		for (int i = 0; i < e->nlocs; i++)
+			appendStringInfo(out, "%s{\"line\":%d,\"column\":%d}", i ? "," : "", e->locs[i].line, e->locs[i].column);
+		appendStringInfoChar(out, ']');
+	}
+	else if (e->loc.line > 0)
 		appendStringInfo(out, ",\"locations\":[{\"line\":%d,\"column\":%d}]", e->loc.line, e->loc.column);
 	if (e->path)
 	{
@@ -140,7 +149,13 @@ append_error(StringInfo out, const GErr *e)
 	appendStringInfoChar(out, '}');
 }
 
-static Datum
+/*
+ * The response object as JSON text, keys in the specification's order:
+ * "errors" first when there are any (section 7.1 suggests it), then
+ * "data"; data's keys are in selection order, as the statements and the
+ * introspection answers build them.
+ */
+static char *
 response(const char *data, List *errors)
 {
 	StringInfoData out;
@@ -148,11 +163,9 @@ response(const char *data, List *errors)
 
 	initStringInfo(&out);
 	appendStringInfoChar(&out, '{');
-	if (data)
-		appendStringInfo(&out, "\"data\":%s", data);
 	if (errors)
 	{
-		appendStringInfoString(&out, data ? ",\"errors\":[" : "\"errors\":[");
+		appendStringInfoString(&out, "\"errors\":[");
 		foreach (lc, errors)
 		{
 			if (foreach_current_index(lc))
@@ -161,8 +174,10 @@ response(const char *data, List *errors)
 		}
 		appendStringInfoChar(&out, ']');
 	}
+	if (data)
+		appendStringInfo(&out, "%s\"data\":%s", errors ? "," : "", data);
 	appendStringInfoChar(&out, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data));
+	return out.data;
 }
 
 /*
@@ -713,7 +728,7 @@ compile(GCompile *proto)
 	return out;
 }
 
-static Datum
+static char *
 resolve(text *query, Jsonb *vars, text *opname)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -749,6 +764,24 @@ resolve(text *query, Jsonb *vars, text *opname)
 	memset(&proto, 0, sizeof(proto));
 	proto.doc = doc;
 	proto.schema = gql_schema_get();
+	/* section 5: the whole document, before an operation is chosen; every error found */
+	{
+		List *verrors = gql_validate(proto.schema, doc);
+
+		foreach (lc, verrors)
+		{
+			GqlError *ve = lfirst(lc);
+			GErr *e = palloc0(sizeof(GErr));
+
+			e->message = ve->message;
+			e->nlocs = ve->nlocs;
+			e->locs = ve->locs;
+			e->code = "GRAPHQL_VALIDATION_FAILED";
+			errors = lappend(errors, e);
+		}
+		if (errors)
+			return response(NULL, errors);
+	}
 	PG_TRY();
 	{
 		proto.op = choose_operation(doc, opname ? text_to_cstring(opname) : NULL);
@@ -825,16 +858,18 @@ resolve(text *query, Jsonb *vars, text *opname)
 	return response(data.data, errors);
 }
 
-PG_FUNCTION_INFO_V1(bv_graphql_resolve);
-
-/* graphql.resolve(query text, variables jsonb, "operationName" text, extensions jsonb) */
-Datum
-bv_graphql_resolve(PG_FUNCTION_ARGS)
+/*
+ * One request of graphql.resolve / graphql.resolve_json: the response as
+ * JSON text, allocated in the caller's context (the request's own context
+ * is deleted before returning).
+ */
+static char *
+resolve_request(FunctionCallInfo fcinfo)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "bv_graphql request", ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
-	Datum result;
-	Jsonb *out;
+	char *result;
+	char *out;
 	Jsonb *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 
 	/* GraphQL over HTTP: "variables": null is the same as no variables */
@@ -847,9 +882,38 @@ bv_graphql_resolve(PG_FUNCTION_ARGS)
 	}
 	result = resolve(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), vars, PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2));
 	MemoryContextSwitchTo(old);
-	out = DatumGetJsonbPCopy(result);
+	out = pstrdup(result);
 	MemoryContextDelete(cxt);
-	PG_RETURN_JSONB_P(out);
+	return out;
+}
+
+PG_FUNCTION_INFO_V1(bv_graphql_resolve);
+
+/*
+ * graphql.resolve(query text, variables jsonb, "operationName" text,
+ * extensions jsonb) returns jsonb: the response as jsonb (which orders
+ * object keys its own way: shorter keys first).
+ */
+Datum
+bv_graphql_resolve(PG_FUNCTION_ARGS)
+{
+	char *text = resolve_request(fcinfo);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+PG_FUNCTION_INFO_V1(bv_graphql_resolve_json);
+
+/*
+ * graphql.resolve_json(...) returns json: the same response as json text,
+ * object keys in the query's selection order as the specification
+ * requires (section 7.2.2); api.graphql (PostgREST's POST /rpc/graphql)
+ * returns this one.
+ */
+Datum
+bv_graphql_resolve_json(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(resolve_request(fcinfo)));
 }
 
 PG_FUNCTION_INFO_V1(bv_graphql_invalidate);

@@ -153,7 +153,8 @@ pstr(MemoryContext cxt, const char *s)
 static char *
 directive_name(const char *name)
 {
-	return name && gql_is_name(name) ? pstrdup(name) : NULL;
+	/* names starting with "__" are reserved for introspection */
+	return name && gql_is_name(name) && strncmp(name, "__", 2) != 0 ? pstrdup(name) : NULL;
 }
 
 static const char *
@@ -213,7 +214,7 @@ static const char *tables_sql =
 	"   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
 	"                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid"
 	"                     AND d.deptype = 'e' AND e.extname = 'bv_graphql')"
-	" ORDER BY pg_catalog.array_position($1, n.nspname::text), c.relname";
+	" ORDER BY pg_catalog.array_position($1, n.nspname::text), c.relname COLLATE \"C\"";
 
 static const char *columns_sql =
 	"SELECT a.attrelid, a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,"
@@ -249,7 +250,8 @@ static const char *funcs_sql =
 	"   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid"
 	"                   WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid"
 	"                     AND d.deptype = 'e' AND e.extname = 'bv_graphql')"
-	" ORDER BY pg_catalog.array_position($1, n.nspname::text), p.proname, p.oid";
+	" ORDER BY pg_catalog.array_position($1, n.nspname::text), p.proname COLLATE \"C\","
+	" pg_catalog.oidvectortypes(p.proargtypes), p.oid";
 
 static void
 load_tables(GSchema *s, Datum schemas)
@@ -536,7 +538,7 @@ load_funcs(GSchema *s, Datum schemas)
 					else
 					{
 						f->argnames[k] = TextDatumGetCString(elems[k]);
-						ok = gql_is_name(f->argnames[k]);
+						ok = gql_is_name(f->argnames[k]) && strncmp(f->argnames[k], "__", 2) != 0;
 					}
 				}
 			}

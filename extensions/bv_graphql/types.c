@@ -12,9 +12,19 @@
  * the key column without "_id") and a to-many connection field on the
  * referenced one (<table>Collection).  Mutations are
  * insertInto<T>Collection, update<T>Collection and deleteFrom<T>Collection.
- * A type name already taken (by a built-in type or another schema's table)
- * gets the schema name in front; a field name already taken in its type
- * is dropped (the first one wins).
+ * Name clashes never break the schema; they are resolved in catalog order
+ * (tables by schema order then name in "C" collation, columns by
+ * position, functions by name and argument types), and the renamed
+ * type or field says so in its description.  A type name already taken
+ * (by a built-in type, a type derived from an earlier table such as
+ * <T>Connection or <T>InsertInput, an enum or another schema's table)
+ * gets the schema name in front, then a number (2, 3...).  Every derived
+ * name of a table is reserved when its table is named, so a later table or
+ * enum cannot take it.  A field name already taken in its type (a_b and
+ * aB, a column node_id, a column named like a filter combinator and / or /
+ * not) falls back to the column's SQL name when that is a free GraphQL
+ * name, else the name followed by _2, _3...; functions clashing with
+ * collections or mutations likewise.
  *
  * Scalars: Int (int2/int4), BigInt (int8, as a string in responses, as
  * pg_graphql does), Float, BigFloat (numeric, a string), String, Boolean,
@@ -93,6 +103,66 @@ lower_first(const char *s)
 }
 
 /* ---------- type constructors ---------- */
+
+/* Is a type name taken, by a type or by a name kept for one built later? */
+static bool
+name_taken(GSchema *s, const char *name)
+{
+	ListCell *lc;
+
+	if (gql_type_by_name(s, name))
+		return true;
+	foreach (lc, s->reserved)
+		if (strcmp(lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
+static void
+reserve(GSchema *s, const char *name)
+{
+	s->reserved = lappend(s->reserved, pstrdup(name));
+}
+
+/* A description saying that a name was changed because it clashed. */
+static const char *
+renamed(const char *description, const char *wanted, const char *what)
+{
+	return psprintf("%s%s(The GraphQL name \"%s\" is taken by another %s: renamed.)", description ? description : "",
+					description ? " " : "", wanted, what);
+}
+
+/*
+ * Is name taken on object type t, or, for a column's field, on its filter
+ * input type (filter, which also holds the combinators and / or / not)?
+ */
+static bool
+field_taken(GType *t, const GType *filter, const char *name)
+{
+	if (gql_field(t, name))
+		return true;
+	if (filter == NULL)
+		return false;
+	return gql_input(filter->ninputs, filter->inputs, name) || strcmp(name, "and") == 0 || strcmp(name, "or") == 0 ||
+		   strcmp(name, "not") == 0;
+}
+
+/* A field name free on t: base, else alt (when a usable Name), else base_2, base_3... */
+static char *
+free_field_name(GType *t, const GType *filter, const char *base, const char *alt, bool base_claimed)
+{
+	if (!base_claimed && !field_taken(t, filter, base))
+		return pstrdup(base);
+	if (alt && gql_is_name(alt) && strncmp(alt, "__", 2) != 0 && !field_taken(t, filter, alt))
+		return pstrdup(alt);
+	for (int n = 2;; n++)
+	{
+		char *name = psprintf("%s_%d", base, n);
+
+		if (!field_taken(t, filter, name))
+			return name;
+	}
+}
 
 GType *
 gql_type_by_name(GSchema *s, const char *name)
@@ -283,18 +353,32 @@ enum_type(GSchema *s, Oid typid)
 	ReleaseSysCache(tp);
 	for (int i = 0; i < list->n_members; i++)
 	{
+		const char *label;
+
 		tups[i] = &list->members[i]->tuple;
-		if (!gql_is_name(NameStr(((Form_pg_enum) GETSTRUCT(tups[i]))->enumlabel)))
+		label = NameStr(((Form_pg_enum) GETSTRUCT(tups[i]))->enumlabel);
+
+		/* the specification forbids true, false, null and names starting with __ as enum values */
+		if (!gql_is_name(label) || strcmp(label, "true") == 0 || strcmp(label, "false") == 0 ||
+			strcmp(label, "null") == 0 || strncmp(label, "__", 2) == 0)
 			ok = false;
 	}
 	if (ok)
 	{
+		const char *wanted = name;
+
 		qsort(tups, list->n_members, sizeof(HeapTuple), enum_cmp);
-		if (gql_type_by_name(s, name))
-			name = psprintf("%s%s", gql_upper_camel(schema ? schema : "x"), name);
-		if (!gql_type_by_name(s, name))
+		if (name_taken(s, name) || name_taken(s, psprintf("%sFilter", name)))
 		{
-			t = new_type(s, GK_ENUM, name, NULL);
+			char *prefixed = psprintf("%s%s", gql_upper_camel(schema ? schema : "x"), name);
+
+			name = prefixed;
+			for (int n = 2; name_taken(s, name) || name_taken(s, psprintf("%sFilter", name)); n++)
+				name = psprintf("%s%d", prefixed, n);
+		}
+		{
+			t = new_type(s, GK_ENUM, name, wanted != name ? renamed(NULL, wanted, "type") : NULL);
+			reserve(s, psprintf("%sFilter", name));
 			t->scalar = GS_STRING;
 			for (int i = 0; i < list->n_members; i++)
 				add_enum_value(t, NameStr(((Form_pg_enum) GETSTRUCT(tups[i]))->enumlabel), NULL);
@@ -446,6 +530,15 @@ build_builtins(GSchema *s)
 	s->t_cursor = scalar(s, "Cursor", GS_CURSOR, "An opaque pagination cursor.");
 	scalar(s, "Opaque", GS_OPAQUE, "A value of a PostgreSQL type with no GraphQL equivalent, as PostgreSQL's to_json renders it.");
 
+	/* the filter types of scalars are made on first use: keep their names */
+	{
+		static const char *const filtered[] = {"Int", "Float", "String", "Boolean", "ID", "BigInt",
+											   "BigFloat", "Date", "Time", "Datetime", "UUID"};
+
+		for (int i = 0; i < lengthof(filtered); i++)
+			reserve(s, psprintf("%sFilter", filtered[i]));
+	}
+
 	s->filter_is = t = new_type(s, GK_ENUM, "FilterIs", "Tests for SQL NULL.");
 	add_enum_value(t, "NULL", NULL);
 	add_enum_value(t, "NOT_NULL", NULL);
@@ -548,7 +641,7 @@ static bool
 names_free(GSchema *s, const char *base)
 {
 	for (int i = 0; i < lengthof(suffixes); i++)
-		if (gql_type_by_name(s, psprintf("%s%s", base, suffixes[i])))
+		if (name_taken(s, psprintf("%s%s", base, suffixes[i])))
 			return false;
 	return true;
 }
@@ -578,6 +671,22 @@ rel_cols_suffix(GRel *r)
 	return b.data;
 }
 
+/*
+ * Does another column of t, whose SQL name is exactly this column's
+ * GraphQL name, claim the name?  A column "aB" keeps "aB" even when a_b
+ * comes first; a_b then falls back to its own SQL name.
+ */
+static bool
+claimed_by_other(GTable *t, GColumn *c)
+{
+	if (strcmp(c->gname, c->name) == 0)
+		return false;
+	for (int i = 0; i < t->ncols; i++)
+		if (&t->cols[i] != c && strcmp(t->cols[i].name, c->gname) == 0 && strcmp(t->cols[i].gname, t->cols[i].name) == 0)
+			return true;
+	return false;
+}
+
 static void
 build_table_types(GSchema *s)
 {
@@ -589,15 +698,21 @@ build_table_types(GSchema *s)
 	{
 		GTable *t = lfirst(lc);
 		const char *base = t->gname;
+		const char *description = t->description;
 
 		if (!names_free(s, base))
 		{
-			base = psprintf("%s%s", gql_upper_camel(t->schema), t->gname);
-			if (!names_free(s, base))
-				continue;
+			const char *prefixed = psprintf("%s%s", gql_upper_camel(t->schema), t->gname);
+
+			base = prefixed;
+			for (int n = 2; !names_free(s, base); n++)
+				base = psprintf("%s%d", prefixed, n);
+			description = renamed(description, t->gname, "type");
 		}
+		for (int i = 0; i < lengthof(suffixes); i++)
+			reserve(s, psprintf("%s%s", base, suffixes[i]));
 		t->gname = pstrdup(base);
-		t->type = new_type(s, GK_OBJECT, base, t->description);
+		t->type = new_type(s, GK_OBJECT, base, description);
 		t->type->table = t;
 		t->conn = new_type(s, GK_OBJECT, psprintf("%sConnection", base), NULL);
 		t->edge = new_type(s, GK_OBJECT, psprintf("%sEdge", base), NULL);
@@ -624,12 +739,15 @@ build_table_types(GSchema *s)
 			GField *f;
 
 			c->gtype = type_of(s, c->typid);
-			f = add_field(t->type, c->gname, c->notnull ? gql_nn(s, c->gtype) : c->gtype, FK_COLUMN, c->description);
-			if (f == NULL)
+			if (field_taken(t->type, t->filter, c->gname) || claimed_by_other(t, c))
 			{
-				c->gtype = NULL; /* name taken: not exposed */
-				continue;
+				/* a_b and aB, node_id, a column "and"...: a name of its own, said in the description */
+				const char *wanted = c->gname;
+
+				c->gname = free_field_name(t->type, t->filter, c->gname, c->name, claimed_by_other(t, c));
+				c->description = renamed(c->description, wanted, "field");
 			}
+			f = add_field(t->type, c->gname, c->notnull ? gql_nn(s, c->gtype) : c->gtype, FK_COLUMN, c->description);
 			f->column = c;
 			f->table = t;
 			c->filter = filter_of(s, c->gtype);
@@ -685,11 +803,9 @@ build_table_types(GSchema *s)
 					name = lower_first(r->to->gname);
 			}
 			if (gql_field(t->type, name))
-				name = psprintf("%s%s", name, rel_cols_suffix(r));
+				name = free_field_name(t->type, NULL, psprintf("%s%s", name, rel_cols_suffix(r)), NULL, false);
 			f = add_field(t->type, name, r->to_many ? gql_nn(s, r->to->conn) : r->to->type,
 						  r->to_many ? FK_TO_MANY : FK_TO_ONE, NULL);
-			if (f == NULL)
-				continue;
 			f->rel = r;
 			f->table = r->to;
 			r->gname = f->name;
@@ -801,9 +917,15 @@ build_function_fields(GSchema *s, GType *query, GType *mutation)
 		}
 		for (int k = 0; k < fn->nargs; k++)
 			fn->arggtypes[k] = type_of(s, (Oid) (uintptr_t) fn->arggtypes[k]);
+		if (gql_field(fn->is_mutation ? mutation : query, fn->gname))
+		{
+			/* a collection, a mutation, node, or an overload of the same name came first */
+			const char *wanted = fn->gname;
+
+			fn->gname = free_field_name(fn->is_mutation ? mutation : query, NULL, fn->gname, NULL, false);
+			fn->description = renamed(fn->description, wanted, "field");
+		}
 		f = add_field(fn->is_mutation ? mutation : query, fn->gname, ret, FK_FUNCTION, fn->description);
-		if (f == NULL)
-			continue;
 		f->func = fn;
 		f->table = fn->ret_table;
 		for (int k = 0; k < fn->nargs; k++)

@@ -154,6 +154,19 @@ is_deeply($r, { data => { gqlNewCollection => { edges => [ { node => { label => 
 	'a table created in another backend is queryable at once');
 $node->safe_psql('bitvelocity', 'DROP TABLE commerce.gql_new');
 
+# ---------- the response over HTTP keeps the selection order ----------
+# (jsonb would sort the keys: "a" before "z", "id" before "name")
+{
+	my ($st, $body) = BvTest::http('POST', "$url/rpc/graphql", token => $tok{alice},
+		body => $json->encode({ query => '{ z: __typename productsCollection(first: 1, orderBy: [{id: AscNullsLast}]) { totalCount edges { node { name id } } } a: __typename }' }));
+	is($st, '200', 'ordered response: 200');
+	like($body, qr/\A\{"data":\{"z"\s*:\s*"Query",\s*"productsCollection"\s*:\s*\{"totalCount"\s*:\s*\d+,\s*"edges"\s*:\s*\[\{"node"\s*:\s*\{"name"\s*:\s*"[^"]+",\s*"id"\s*:\s*"\d+"\}\}\]\},\s*"a"\s*:\s*"Query"\}\}\z/,
+		'POST /rpc/graphql answers with the keys in selection order at every level') or diag($body);
+	($st, $body) = BvTest::http('POST', "$url/rpc/graphql", token => $tok{alice},
+		body => $json->encode({ query => 'mutation { b: updateAddressesCollection(set: {city: "X"}, atMost: 0) { affectedCount } }' }));
+	like($body, qr/\A\{"errors":\[\{"message":.*\],"data":\{"b":null\}\}\z/s, 'errors come first, then data') or diag($body);
+}
+
 # ---------- graphql-js ----------
 SKIP:
 {
@@ -161,14 +174,15 @@ SKIP:
 	mkdir $dir;
 	system('cp', BvTest::src() . '/tests/tap/bv_graphql_js/package.json',
 		BvTest::src() . '/tests/tap/bv_graphql_js/package-lock.json',
-		BvTest::src() . '/tests/tap/bv_graphql_js/check.mjs', $dir) == 0 or die 'cp failed';
+		BvTest::src() . '/tests/tap/bv_graphql_js/check.mjs', BvTest::src() . '/tests/tap/bv_graphql_js/differ.mjs',
+		$dir) == 0 or die 'cp failed';
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'npm', 'ci', '--no-audit', '--no-fund', '--loglevel=error', '--prefix', $dir ],
 		'>', \$out, '2>', \$err, init => sub { $ENV{npm_config_cache} = "$dir/.npm"; $ENV{HOME} = $dir; });
 	# the npm registry is part of this project's environment: a failed
 	# install is a failure, not a reason to skip
 	ok(-d "$dir/node_modules/graphql", 'npm installed graphql-js') or diag($err);
-	skip "npm could not install graphql-js", 8 unless -d "$dir/node_modules/graphql";
+	skip "npm could not install graphql-js", 18 unless -d "$dir/node_modules/graphql";
 	my @docs = (
 		{ name => 'list', query => '{ productsCollection(first: 2, orderBy: [{name: AscNullsLast}]) { edges { cursor node { nodeId name category { slug } } } pageInfo { hasNextPage endCursor } } }' },
 		{ name => 'variables', query => 'query Q($f: ProductsFilter, $n: Int = 1) { productsCollection(filter: $f, first: $n) { totalCount } }', variables => { f => { name => { ilike => '%shirt%' } } } },
@@ -181,6 +195,48 @@ SKIP:
 		{ name => 'unknown fragment', query => '{ ...Nope }' },
 		{ name => 'bad enum', query => '{ productsCollection(orderBy: [{name: Sideways}]) { totalCount } }' },
 	);
+	# Section 5 rules, each document valid or not for both (ok => 1: valid).
+	# The fake nodeId names no record: node() answers null.
+	my $fake = 'WyJjb21tZXJjZSIsICJwcm9kdWN0cyIsIDk5OTld';
+	my @rules = (
+		[ 1, 'merge: one field twice through a fragment', '{ a: productsCollection(first: 1) { totalCount } ...F } fragment F on Query { a: productsCollection(first: 1) { edges { node { name } } } }' ],
+		[ 1, 'merge: one name on two object types', qq[{ node(nodeId: "$fake") { ... on Products { x: name } ... on Skus { x: code } } }] ],
+		[ 1, 'variable with a default in a non-null position', qq[query Q(\$id: ID = "$fake") { node(nodeId: \$id) { nodeId } }] ],
+		[ 1, 'list variable', 'query Q($o: [ProductsOrderBy!]) { productsCollection(orderBy: $o) { totalCount } }' ],
+		[ 1, 'variable in a directive', 'query Q($s: Boolean!) { __typename @skip(if: $s) }', { s => JSON::PP::false } ],
+		[ 1, 'variable used in a fragment only', 'query Q($n: Int) { ...F } fragment F on Query { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'unused variable', 'query Q($n: Int) { productsCollection { totalCount } }' ],
+		[ 0, 'undefined variable', 'query Q { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'variable undefined by one operation', 'query A($n: Int) { ...F } query B { ...F } fragment F on Query { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'variable of the wrong type', 'query Q($n: String) { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'nullable variable in a non-null position', 'query Q($id: ID) { node(nodeId: $id) { nodeId } }' ],
+		[ 0, 'item variable in a list position', 'query Q($o: ProductsOrderBy) { productsCollection(orderBy: $o) { totalCount } }' ],
+		[ 0, 'list of nullable items for non-null items', 'query Q($i: [BigInt]) { productsCollection(filter: {id: {in: $i}}) { totalCount } }' ],
+		[ 0, 'merge: differing arguments', '{ a: productsCollection(first: 1) { totalCount } a: productsCollection(first: 2) { totalCount } }' ],
+		[ 0, 'merge: different fields', '{ a: productsCollection { totalCount } a: skusCollection { totalCount } }' ],
+		[ 0, 'merge: conflicting subfields', '{ productsCollection { edges { node { x: name } } } productsCollection { edges { node { x: slug } } } }' ],
+		[ 0, 'merge: conflicting types', qq[{ node(nodeId: "$fake") { ... on Products { x: name } ... on Skus { x: id } } }] ],
+		[ 0, 'unused fragment', '{ __typename } fragment F on Query { __typename }' ],
+		[ 0, 'fragment cycle', '{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }' ],
+		[ 0, 'impossible spread', '{ productsCollection { edges { node { ... on Skus { code } } } } }' ],
+		[ 0, 'fragment on a scalar', '{ ...F } fragment F on String { __typename }' ],
+		[ 0, 'unknown variable type', 'query Q($n: Nope) { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'output type variable', 'query Q($n: Products) { __typename }' ],
+		[ 0, 'duplicate operation names', 'query A { __typename } query A { __typename }' ],
+		[ 0, 'anonymous among others', '{ __typename } query B { __typename }' ],
+		[ 0, 'directive on a query', 'query @skip(if: true) { __typename }' ],
+		[ 0, 'directive twice', '{ __typename @skip(if: true) @skip(if: false) }' ],
+		[ 0, 'directive without its argument', '{ __typename @include }' ],
+		[ 0, 'missing required argument', '{ node { nodeId } }' ],
+		[ 0, 'Int out of range', '{ productsCollection(first: 3000000000) { totalCount } }' ],
+		[ 0, 'default of the wrong type', 'query Q($n: Int = "x") { productsCollection(first: $n) { totalCount } }' ],
+		[ 0, 'duplicate input field', '{ productsCollection(filter: {name: {eq: "a"}, name: {eq: "b"}}) { totalCount } }' ],
+		[ 0, 'unknown input field', '{ productsCollection(filter: {nope: {eq: 1}}) { totalCount } }' ],
+		[ 0, 'null for a non-null list item', '{ productsCollection(filter: {name: {in: ["a", null]}}) { totalCount } }' ],
+		[ 0, 'duplicate argument', '{ productsCollection(first: 1, first: 2) { totalCount } }' ],
+		[ 0, 'duplicate variable', 'query Q($n: Int, $n: Int) { productsCollection(first: $n) { totalCount } }' ],
+	);
+	push @docs, map { { name => "rule: $_->[1]", query => $_->[2], variables => $_->[3] // {} } } @rules;
 	my $docs_file = "$dir/docs.json";
 	open my $fh, '>', $docs_file or die;
 	print $fh encode_json(\@docs);
@@ -202,6 +258,76 @@ SKIP:
 	is_deeply([ grep { $r{$_}{js_valid} || $r{$_}{bv_ok} } @bad ], [],
 		'graphql-js and bv_graphql both refuse the invalid documents')
 	  or diag($json->encode([ map { $r{$_} } @bad ]));
+	my @disagree = grep { !$r{"rule: $_->[1]"} || $r{"rule: $_->[1]"}{js_valid} != $_->[0] || $r{"rule: $_->[1]"}{bv_ok} != $_->[0] } @rules;
+	is_deeply([ map { $_->[1] } @disagree ], [],
+		scalar(@rules) . ' section 5 documents: graphql-js and bv_graphql agree on each, as expected')
+	  or diag($json->encode([ map { $r{"rule: $_->[1]"} } @disagree ]));
+	# the same words as graphql-js (less its "Did you mean" suggestions)
+	my @wording = grep {
+		my $d = $r{"rule: $_->[1]"};
+		!$_->[0] && $d && ($d->{bv_error} // '') ne (($d->{js_error} // '') =~ s/ Did you mean .*\z//r)
+	} @rules;
+	is_deeply([ map { $_->[1] } @wording ], [], 'validation messages read as graphql-js\'s')
+	  or diag($json->encode([ map { $r{"rule: $_->[1]"} } @wording ]));
+
+	# Seeded randomized documents, about half broken by one mutation:
+	# graphql-js (the model) and bv_graphql must agree on each.
+	my $vseed = $ENV{BV_SEED} // time();
+	# one token sends them all: lift bv.pre_request()'s per-actor rate limit meanwhile
+	$node->safe_psql('bitvelocity', 'ALTER SYSTEM SET bv.request_rate = 1000000; ALTER SYSTEM SET bv.request_burst = 1000000; SELECT pg_reload_conf()');
+	($out, $err) = ('', '');
+	IPC::Run::run([ 'node', "$dir/differ.mjs", "$url/rpc/graphql", $tok{alice}, $vseed, 150 ], '>', \$out, '2>', \$err);
+	my $dres = eval { decode_json($out) };
+	ok($dres && $dres->{count} == 150 && $dres->{valid} > 20 && $dres->{invalid} > 20,
+		"randomized validation: 150 documents, both valid and invalid ones (seed $vseed)") or diag("out: $out\nerr: $err");
+	is_deeply($dres->{disagree} // ['no answer'], [], "randomized validation: graphql-js and bv_graphql agree on every document (seed $vseed; BV_SEED=$vseed reruns it)")
+	  or diag($json->encode([ grep { defined } @{ $dres->{disagree} // [] }[ 0 .. 4 ] ]));
+	$node->safe_psql('bitvelocity', 'ALTER SYSTEM RESET bv.request_rate; ALTER SYSTEM RESET bv.request_burst; SELECT pg_reload_conf()');
+
+	# Name clashes: tables and columns whose GraphQL names collide still
+	# give a schema graphql-js accepts, each name mapped deterministically.
+	$node->safe_psql('bitvelocity', q{
+CREATE TYPE commerce.gql_clash_filter AS ENUM ('one', 'two');
+CREATE TYPE commerce.gql_flag AS ENUM ('true', 'false');
+CREATE TABLE commerce.gql_clash (id int PRIMARY KEY, a_b int, "aB" int, node_id int, "and" text, "ünï" int, n int,
+                                 f commerce.gql_clash_filter, g commerce.gql_flag);
+CREATE TABLE commerce."gqlClash" (id int PRIMARY KEY, x int);
+CREATE TABLE commerce.gql_clash_connection (id int PRIMARY KEY);
+CREATE TABLE commerce.page_info (id int PRIMARY KEY);
+COMMENT ON TABLE commerce.page_info IS '@graphql({"name": "__Reserved"})';
+CREATE FUNCTION commerce.gql_clash_collection() RETURNS int STABLE LANGUAGE sql AS 'SELECT 7';
+INSERT INTO commerce.gql_clash VALUES (1, 10, 11, 12, 'and', 13, 14, 'two', 'true');
+INSERT INTO commerce."gqlClash" VALUES (1, 20);
+GRANT SELECT ON commerce.gql_clash, commerce."gqlClash", commerce.gql_clash_connection, commerce.page_info TO bv_user;
+GRANT EXECUTE ON FUNCTION commerce.gql_clash_collection() TO bv_user;
+});
+	my $clash_q = '{ gqlClashCollection { edges { node { id x } } } '
+	  . 'commerceGqlClashCollection { edges { node { a_b aB node_id and_2 n n_2 f g } } } gqlClashCollection_2 '
+	  . 'commerceGqlClashConnection2Collection { totalCount } commercePageInfoCollection { totalCount } '
+	  . 'c: __type(name: "CommerceGqlClash") { description } e: __type(name: "CommerceGqlClashFilter2") { kind } '
+	  . 'fi: __type(name: "GqlClashFilter") { kind } }';
+	open $fh, '>', $docs_file or die;
+	print $fh encode_json([ { name => 'clash', query => $clash_q } ]);
+	close $fh;
+	($out, $err) = ('', '');
+	IPC::Run::run([ 'node', "$dir/check.mjs", "$url/rpc/graphql", $tok{alice}, $docs_file ], '>', \$out, '2>', \$err);
+	$res = eval { decode_json($out) };
+	ok($res && !$res->{error}, 'name clashes: graphql-js builds and accepts the schema') or diag("out: $out\nerr: $err");
+	ok($res->{docs}[0]{js_valid} && $res->{docs}[0]{bv_ok}, 'name clashes: the renamed fields are valid and answer')
+	  or diag($json->encode($res->{docs}));
+	($status, $r) = gql('alice', $clash_q);
+	is_deeply($r->{data}{commerceGqlClashCollection}{edges}[0]{node},
+		{ a_b => 10, aB => 11, node_id => 12, and_2 => 'and', n_2 => 13, n => 14, f => 'two', g => 'true' },
+		'name clashes: each renamed field reads its own column (aB keeps its name, a_b falls back to its SQL name)')
+	  or diag($json->encode($r));
+	is_deeply($r->{data}{gqlClashCollection}{edges}, [ { node => { id => 1, x => 20 } } ],
+		'name clashes: "gqlClash" comes first in C order and keeps GqlClash');
+	is($r->{data}{gqlClashCollection_2}, 7, 'name clashes: a function named like a collection gets _2');
+	is($r->{data}{fi}{kind}, 'INPUT_OBJECT', 'name clashes: the enum does not take the table\'s GqlClashFilter');
+	is($r->{data}{e}{kind}, 'ENUM', 'name clashes: the enum is CommerceGqlClashFilter2 (the schema prefix, then a number)');
+	like($r->{data}{c}{description} // '', qr/"GqlClash" is taken/, 'name clashes: the renamed type says so');
+	$node->safe_psql('bitvelocity', 'DROP TABLE commerce.gql_clash, commerce."gqlClash", commerce.gql_clash_connection, commerce.page_info; '
+		  . 'DROP TYPE commerce.gql_clash_filter, commerce.gql_flag; DROP FUNCTION commerce.gql_clash_collection()');
 }
 
 # ---------- randomized: GraphQL lists == the equivalent SQL ----------

@@ -10,14 +10,17 @@ SELECT graphql.resolve('{ __typename }');
 -- fragments, aliases, directives, commas and comments
 SELECT graphql.resolve($$
   # a comment
-  query Q($a: Int = 1, $b: [String!] = ["x", "y"], $c: Boolean! = true) {
+  query Q($a: String = "Query", $c: Boolean! = true) {
     ...F, ... on Query { t1: __typename }
     t2: __typename @skip(if: false)
     t3: __typename @include(if: $c)
     t4: __typename @skip(if: $c)
+    t5: __type(name: $a) @include(if: $c) { name }
   }
-  fragment F on Query { f: __typename }
+  fragment F on Query { f: __typename t6: __type(name: "Query") @skip(if: $c) { kind } }
 $$);
+-- a list default parses; variables that are never used are errors (5.8.4), each one
+SELECT graphql.resolve($$ query U($b: [String!] = ["x", "y"], $d: Int) { __typename } $$);
 -- strings: escapes, surrogate pairs, block strings with indentation removed
 SELECT graphql.resolve($$ { a: __type(name: "Q\u0075ery") { name } b: __type(name: "Qu\u00e9ry\uD83D\uDE00") { name } } $$);
 SELECT graphql.resolve(E'{ a: __type(name: """\n      Query\n    """) { name } b: __type(name: "Query") { name } }');

@@ -74,6 +74,13 @@ SELECT gq('query F($f: BooksFilter) { booksCollection(filter: $f) { edges { node
     ('{"not": {"price": {"lt": 10}}}'), ('{"or": []}'), ('{"and": []}'), ('{"id": {"eq": null}}'), ('{}'),
     ('{"authorId": {"eq": 1}, "title": {"neq": "Alpha"}}'), ('{"not": {"or": [{"id": {"eq": 10}}, {"rating": {"is": "NULL"}}]}}')
   ) AS t(f);
+-- nodeId takes eq, neq, in and is, as its filter type says (an author's nodeId matches no book)
+SELECT gq('query F($a: ID!, $b: ID!) { booksCollection(filter: {nodeId: {in: [$a, $b, "WyJncWx0ZXN0IiwgImF1dGhvcnMiLCAxXQ=="]}}) { edges { node { id } } } }',
+          jsonb_build_object('a', translate(encode(convert_to('["gqltest", "books", 10]', 'UTF8'), 'base64'), E'\n', ''),
+                             'b', translate(encode(convert_to('["gqltest", "books", 12]', 'UTF8'), 'base64'), E'\n', '')));
+SELECT gq('{ a: booksCollection(filter: {nodeId: {is: NULL}}) { totalCount } b: booksCollection(filter: {nodeId: {is: NOT_NULL}}) { totalCount } }');
+SELECT gq('{ booksCollection(filter: {nodeId: {in: []}}) { totalCount } }');
+SELECT gq('{ booksCollection(filter: {nodeId: {in: ["garbage"]}}) { totalCount } }');
 SELECT gq('{ writerCollection(filter: {mood: {eq: sad}}) { edges { node { name } } } }');
 SELECT gq('{ writerCollection(filter: {mood: {in: [happy, sad]}, birthday: {gte: "1980-01-01"}}) { edges { node { name } } } }');
 -- bad filter values are GraphQL errors, not SQL errors
