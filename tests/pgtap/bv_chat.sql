@@ -16,7 +16,7 @@ GRANT EXECUTE ON FUNCTION pg_temp.act(text) TO PUBLIC;
 -- The invariant of the counters, recomputed from messages and receipts:
 -- the rows whose stored counts differ from the recount (none expected).
 CREATE FUNCTION pg_temp.counter_errors() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS $$
-    SELECT count(*) FROM chat.read_state rs
+    SELECT count(*) FROM chat.counters rs
      WHERE (rs.unread, rs.mentions) IS DISTINCT FROM
            (SELECT (x.u, x.n) FROM (SELECT count(*)::int AS u, (count(*) FILTER (WHERE rs.user_id = ANY (m.mentions)))::int AS n
               FROM chat.messages m
@@ -25,7 +25,7 @@ CREATE FUNCTION pg_temp.counter_errors() RETURNS bigint LANGUAGE sql SECURITY DE
 $$;
 GRANT EXECUTE ON FUNCTION pg_temp.counter_errors() TO PUBLIC;
 CREATE FUNCTION pg_temp.rs(p_user text, p_room bigint, p_thread bigint DEFAULT 0) RETURNS text LANGUAGE sql SECURITY DEFINER AS $$
-    SELECT format('%s/%s/%s', read_seq, unread, mentions) FROM chat.read_state
+    SELECT format('%s/%s/%s', read_seq, unread, mentions) FROM chat.counters
      WHERE user_id = p_user AND room_id = p_room AND thread = p_thread $$;
 GRANT EXECUTE ON FUNCTION pg_temp.rs(text, bigint, bigint) TO PUBLIC;
 -- fast sends for the model part; the limiter is tested at the end
