@@ -45,7 +45,7 @@ SELECT ok((SELECT count(*) FROM cron.job WHERE jobname IN ('chat-digests', 'chat
 SELECT ok(EXISTS (SELECT 1 FROM bv_realtime.topic_grants WHERE topic_pattern = 'chat:room:*'), 'room topics granted with a membership check');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace IN ('chat'::regnamespace) AND p.prosecdef
-                   AND p.proconfig IS DISTINCT FROM '{"search_path=pg_catalog, pg_temp"}' ORDER BY 1),
+                   AND NOT ('search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}'))) ORDER BY 1),
           '{}'::text[], 'every SECURITY DEFINER function pins its search_path');
 
 -- ---- anonymous ----
