@@ -260,24 +260,30 @@ BEGIN
     VALUES (p_room, s, me, body, att, ment, p_reply_to, thr)
     RETURNING created_at INTO created;
 
-    -- sending reads the room (or thread): the sender's receipt
-    UPDATE chat.read_state SET read_seq = s, unread_base = total, mentions = 0, read_at = now()
-     WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id = me;
-    -- the mentioned members' counters (a receipt that covered the message
-    -- first is seen: the UPDATE re-checks read_seq on the newest row)
-    IF ment <> '{}' THEN
-        UPDATE chat.read_state SET mentions = mentions + 1
-         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id = ANY (ment) AND read_seq < s;
-    END IF;
-    -- activity (at most every 10 s; every member has a chat.users row)
-    UPDATE chat.users SET last_active_at = now()
-     WHERE user_id = me AND (last_active_at IS NULL OR last_active_at < now() - interval '10 seconds');
-
+    -- One statement (one executor start instead of four): the sender's
+    -- receipt (sending reads the room or thread), the mentioned members'
+    -- counters (a receipt that covered the message first is seen: the
+    -- UPDATE re-checks read_seq on the newest row), the sender's activity
+    -- (at most every 10 s; every member has a chat.users row), and the
     -- notifications: mentioned followers, and offline followers at level
     -- "all" for their first unread message (nothing unread before this
-    -- one: base = total - 1), not for every one after it
+    -- one: base = total - 1), not for every one after it.  (The sender is
+    -- never mentioned: the two UPDATEs never meet on a row.)
     payload := jsonb_build_object('room_id', p_room, 'seq', s, 'sender', me, 'thread_root', thr,
                                   'preview', left(body, 140));
+    WITH receipt AS (
+        UPDATE chat.read_state SET read_seq = s, unread_base = total, mentions = 0, read_at = now()
+         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id = me
+        RETURNING 1
+    ), mentioned AS (
+        UPDATE chat.read_state SET mentions = mentions + 1
+         WHERE room_id = p_room AND thread = coalesce(thr, 0) AND user_id = ANY (ment) AND read_seq < s
+        RETURNING 1
+    ), active AS (
+        UPDATE chat.users SET last_active_at = now()
+         WHERE user_id = me AND (last_active_at IS NULL OR last_active_at < now() - interval '10 seconds')
+        RETURNING 1
+    )
     INSERT INTO chat.notifications (user_id, room_id, seq, kind, push, payload)
     SELECT c.user_id, p_room, s, c.kind, coalesce(u.push, true),
            payload || jsonb_build_object('kind', c.kind, 'user_id', c.user_id)
