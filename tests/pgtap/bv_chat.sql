@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(168);
+SELECT plan(174);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -293,6 +293,15 @@ UPDATE chat.settings SET value = 3 WHERE name = 'send_burst';
 SELECT pg_temp.act('ratelimited');
 SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl')$$, 'a fresh user');
 SELECT throws_ok($$SELECT api.chat_send(r.room_id, 'm' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'sending faster than the limit: PT429 (HTTP 429)');
+-- edits, reactions (and deletes, pins) publish like a send: same bucket
+SELECT pg_temp.act('ratelimited2');
+SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl2')$$, 'another fresh user');
+SELECT lives_ok($$SELECT api.chat_send(r.room_id, 'one') FROM api.chat_rooms() r$$, 'one message within the limit');
+SELECT throws_ok($$SELECT api.chat_edit(r.room_id, 1, 'edit ' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'editing faster than the send limit: PT429');
+SELECT pg_temp.act('ratelimited3');
+SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl3')$$, 'a third fresh user');
+SELECT lives_ok($$SELECT api.chat_send(r.room_id, 'one') FROM api.chat_rooms() r$$, 'one message within the limit');
+SELECT throws_ok($$SELECT api.chat_react(r.room_id, 1, 'e' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'reacting faster than the send limit: PT429');
 
 SELECT * FROM finish();
 ROLLBACK;
