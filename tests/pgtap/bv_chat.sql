@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(174);
+SELECT plan(176);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -259,7 +259,10 @@ SELECT throws_ok(format('SELECT * FROM api.chat_members(%s)', (SELECT id FROM id
 SELECT throws_ok(format('SELECT * FROM api.chat_search(%L, %s)', 'x', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot search a room');
 SELECT is((SELECT count(*)::int FROM chat.notifications), 0, 'RLS: nobody else''s notifications');
 SELECT is((SELECT count(*)::int FROM chat.read_state), 0, 'RLS: nobody else''s receipts');
+SELECT is((SELECT count(*)::int FROM chat.counters), 0, 'RLS: nobody else''s counters (the view runs as its reader)');
 SELECT pg_temp.act('bob');
+SELECT ok((SELECT count(*) FROM chat.counters) > 0 AND NOT EXISTS (SELECT 1 FROM chat.counters WHERE user_id <> 'bob'),
+          'bob reads his own counters through chat.counters, nobody else''s');
 SELECT is((SELECT count(*)::int FROM chat.notifications WHERE user_id <> 'bob'), 0, 'RLS: bob sees his own notifications only');
 SELECT throws_ok(format('SELECT api.chat_set_role(%s, %L, %L)', (SELECT id FROM ids WHERE name = 'dm'), 'alice', 'member'), 'PT403', NULL, 'no roles to change in a direct room');
 SELECT throws_ok(format('SELECT api.chat_ban(%s, %L, NULL)', (SELECT id FROM ids WHERE name = 'team'), 'carol'), '22023', NULL, 'ban flag NULL');
