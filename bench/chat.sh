@@ -22,7 +22,13 @@
 #   delivery_p50/p99_ms  from the sending transaction's start (the
 #                        message's created_at) to its arrival at a
 #                        WebSocket client subscribed to a 100-member room,
-#                        at RATE messages/s for DSECS s, one commit each;
+#                        at RATE messages/s for DSECS s, one commit each,
+#                        the sender with the shipped synchronous_commit
+#                        (on); send_p99_ms: the send's own time in the
+#                        server; gateway_latency_p99_ms: the gateway's
+#                        commit-to-socket figure (bv_realtime.stats);
+#   delivery_async_commit_p50/p99_ms  the same with synchronous_commit
+#                        off, as in (a) (the WAL writer's flush delay);
 #   history_p99_ms       chat.history(room, page of 50) as a member, timed
 #                        inside the server (no client round trip), READS
 #                        reads of random (room, member);
@@ -34,7 +40,7 @@ source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; RATE=50; DSECS=5; READS=300 ;;
+    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; RATE=50; DSECS=3; READS=300 ;;
     *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; RATE=50; DSECS=20; READS=1000 ;;
 esac
 OUT=$BV_BENCH_OUT
@@ -79,11 +85,12 @@ SELECT x.room_id, row_number() OVER (PARTITION BY x.room_id ORDER BY x.g), m.use
   FROM (SELECT g, 1 + floor(:rooms * random())::int AS room_id, random() AS pick FROM generate_series(1, :msgs) g) x
   JOIN chat.rooms r ON r.id = x.room_id
   JOIN mem m ON m.room_id = x.room_id AND m.i = 1 + floor(x.pick * r.member_count)::int;
-UPDATE chat.rooms r SET last_seq = c.n, last_message_at = now() FROM (SELECT room_id, count(*) n FROM chat.messages GROUP BY 1) c WHERE c.room_id = r.id;
-INSERT INTO chat.read_state (user_id, room_id, thread, read_seq)
-SELECT m.user_id, m.room_id, 0, greatest(r.last_seq - floor(random() * 50)::int, 0)
+UPDATE chat.rooms r SET last_seq = c.n, main_count = c.n, last_message_at = now() FROM (SELECT room_id, count(*) n FROM chat.messages GROUP BY 1) c WHERE c.room_id = r.id;
+-- receipts: unread = main_count - unread_base (bv_chat 0.2.0)
+INSERT INTO chat.read_state (user_id, room_id, thread, read_seq, unread_base)
+SELECT m.user_id, m.room_id, 0, greatest(r.last_seq - floor(random() * 50)::int, 0), r.main_count
   FROM chat.members m JOIN chat.rooms r ON r.id = m.room_id;
-UPDATE chat.read_state rs SET unread = c.n
+UPDATE chat.read_state rs SET unread_base = rs.unread_base - c.n
   FROM (SELECT rs2.room_id, rs2.user_id, count(m.seq) n FROM chat.read_state rs2
           JOIN chat.messages m ON m.room_id = rs2.room_id AND m.seq > rs2.read_seq AND m.sender <> rs2.user_id
          GROUP BY 1, 2) c
@@ -160,18 +167,27 @@ BEGIN
       INTO p50, p99 FROM unnest(lat) x;
     SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3) INTO p99_min3 FROM unnest(mins) x;
 END $$;
--- Steady sends into room 1 (100 members), one commit each.
+-- Steady sends into room 1 (100 members), one commit each; the time of
+-- each send in the server goes to bench.steady_times; a last message marks
+-- the end for the WebSocket client.
+CREATE TABLE bench.steady_times (ms double precision);
 CREATE PROCEDURE bench.steady(p_rate int, p_secs int) LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz := clock_timestamp();
+    t timestamptz;
     i int := 0;
 BEGIN
     WHILE clock_timestamp() < t0 + make_interval(secs => p_secs) LOOP
+        t := clock_timestamp();
         PERFORM bench.send(1, i);
+        INSERT INTO bench.steady_times VALUES (extract(epoch FROM clock_timestamp() - t) * 1000);
         COMMIT;
         i := i + 1;
         PERFORM pg_sleep(greatest(0, extract(epoch FROM t0 + make_interval(secs => i::double precision / p_rate) - clock_timestamp())));
     END LOOP;
+    PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub',
+                       (SELECT min(user_id) FROM chat.members WHERE room_id = 1))::text, true);
+    PERFORM chat.send(1, 'bench steady end');
 END $$;
 SQL
 read -r nmsg nmem <<<"$(psql_b -F ' ' -c "SELECT (SELECT count(*) FROM chat.messages), (SELECT count(*) FROM chat.members)")"
@@ -224,8 +240,17 @@ psql_b -c "INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('bench', 'HS256', 'be
 member=$(psql_b -c "SELECT user_id FROM chat.members WHERE room_id = 1 ORDER BY user_id LIMIT 1")
 token=$(psql_b -c "SELECT bv.jwt_sign(jsonb_build_object('role', 'bv_user', 'sub', '$member', 'exp', extract(epoch FROM now())::bigint + 3600), 'bench')")
 until [ "$(psql_b -c "SELECT state FROM bv_realtime.stats")" = running ]; do sleep 0.2; done
-say "(b) delivery: $RATE messages/s for $DSECS s into a $MAXM-member room, one WebSocket client"
-/usr/bin/python3 - "ws://127.0.0.1:$WSPORT/socket?access_token=$token&topics=chat:room:1" "$OUT/latency.txt" "$((DSECS + 5))" <<'PY' &
+# Two runs: the sender with the shipped configuration (synchronous_commit
+# on: the commit flushes the WAL and wakes the WAL senders at once), then
+# with synchronous_commit off, as in (a): an asynchronous commit reaches the
+# gateway's decoder only when the WAL writer flushes it (every
+# wal_writer_delay, 200 ms, unless a WAL page fills), which is not chat's
+# time.  Per run: the client's p50/p99 from the message's created_at (the
+# sending transaction's start) to its arrival, and the send's own time in
+# the server (bench.steady's clock around bench.send).
+deliver() {
+    local label=$1 sync=$2 lat=$OUT/latency-$1.txt
+    /usr/bin/python3 - "ws://127.0.0.1:$WSPORT/socket?access_token=$token&topics=chat:room:1" "$lat" "$((DSECS + 5))" <<'PY' &
 import asyncio, datetime, json, sys, time
 import websockets
 url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -242,20 +267,30 @@ async def main():
             now = time.time()
             m = json.loads(raw)
             if m.get('type') == 'message' and m.get('event') == 'message.created':
+                if m['payload']['body'] == 'bench steady end':
+                    break
                 sent = datetime.datetime.fromisoformat(m['payload']['created_at']).timestamp()
                 lat.append((now - sent) * 1000)
     with open(out, 'w') as f:
         f.write('\n'.join('%.3f' % x for x in lat) + '\n')
 asyncio.run(main())
 PY
-wspid=$!
-until [ -e "$OUT/latency.txt.ready" ]; do sleep 0.1; done
-sleep 0.5
-psql_b -c "CALL bench.steady($RATE, $DSECS)" >/dev/null
-wait "$wspid" || true
-read -r d50 d99 dn <<<"$(sort -n "$OUT/latency.txt" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }')"
-read -r g50 g99 <<<"$(psql_b -F ' ' -c "SELECT latency_p50_ms, latency_p99_ms FROM bv_realtime.stats")"
-say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms (gateway's own commit-to-socket: p50 $g50 ms, p99 $g99 ms)"
+    local wspid=$!
+    until [ -e "$lat.ready" ]; do sleep 0.1; done
+    sleep 0.5
+    PGOPTIONS="-c synchronous_commit=$sync" psql_b -c "CALL bench.steady($RATE, $DSECS)" >/dev/null
+    wait "$wspid" || true
+    sort -n "$lat" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }'
+}
+say "(b) delivery: $RATE messages/s for $DSECS s into a $MAXM-member room, one WebSocket client, synchronous_commit on (shipped)"
+read -r d50 d99 dn <<<"$(deliver sync on)"
+read -r g50 g99 <<<"$(psql_b -F ' ' -c "SELECT round(latency_p50_ms::numeric, 1), round(latency_p99_ms::numeric, 1) FROM bv_realtime.stats")"
+read -r s50 s99 <<<"$(psql_b -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM bench.steady_times")"
+say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms; of which the send itself: p50 $s50 ms, p99 $s99 ms; gateway commit-to-socket: p50 $g50 ms, p99 $g99 ms"
+psql_b -c "TRUNCATE bench.steady_times" >/dev/null
+say "(b') the same with synchronous_commit off (WAL reaches the gateway at the WAL writer's flush)"
+read -r a50 a99 an <<<"$(deliver async off)"
+say "delivery (asynchronous commit): $an messages, p50 $a50 ms, p99 $a99 ms"
 
 # ---- (c) history page and room list ----
 psql_b -c "VACUUM ANALYZE chat.messages, chat.read_state, chat.members" >/dev/null
@@ -267,13 +302,13 @@ read -r l50 l99 l99m <<<"$(psql_b -F ' ' -c "SELECT * FROM bench.read_latency('r
 say "room list with unread counts: p50 $l50 ms, p99 $l99 ms (best-of-3 p99 $l99m ms)"
 
 # The counters are still exact after the run.
-wrong=$(psql_b -c "SELECT count(*) FROM chat.read_state rs
+wrong=$(psql_b -c "SELECT count(*) FROM chat.counters rs
   CROSS JOIN LATERAL (SELECT count(*) AS u FROM chat.messages m
                        WHERE m.room_id = rs.room_id AND coalesce(m.thread_root, 0) = rs.thread
                          AND m.seq > rs.read_seq AND m.deleted_at IS NULL AND m.sender <> rs.user_id) x
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"gateway_latency_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
     "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$bare_pk" "$ratio_pk" \
-    "$d50" "$d99" "$dn" "${g99:-null}" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
+    "$d50" "$d99" "$dn" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"

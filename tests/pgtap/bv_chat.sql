@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(168);
+SELECT plan(176);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -16,7 +16,7 @@ GRANT EXECUTE ON FUNCTION pg_temp.act(text) TO PUBLIC;
 -- The invariant of the counters, recomputed from messages and receipts:
 -- the rows whose stored counts differ from the recount (none expected).
 CREATE FUNCTION pg_temp.counter_errors() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS $$
-    SELECT count(*) FROM chat.read_state rs
+    SELECT count(*) FROM chat.counters rs
      WHERE (rs.unread, rs.mentions) IS DISTINCT FROM
            (SELECT (x.u, x.n) FROM (SELECT count(*)::int AS u, (count(*) FILTER (WHERE rs.user_id = ANY (m.mentions)))::int AS n
               FROM chat.messages m
@@ -25,7 +25,7 @@ CREATE FUNCTION pg_temp.counter_errors() RETURNS bigint LANGUAGE sql SECURITY DE
 $$;
 GRANT EXECUTE ON FUNCTION pg_temp.counter_errors() TO PUBLIC;
 CREATE FUNCTION pg_temp.rs(p_user text, p_room bigint, p_thread bigint DEFAULT 0) RETURNS text LANGUAGE sql SECURITY DEFINER AS $$
-    SELECT format('%s/%s/%s', read_seq, unread, mentions) FROM chat.read_state
+    SELECT format('%s/%s/%s', read_seq, unread, mentions) FROM chat.counters
      WHERE user_id = p_user AND room_id = p_room AND thread = p_thread $$;
 GRANT EXECUTE ON FUNCTION pg_temp.rs(text, bigint, bigint) TO PUBLIC;
 -- fast sends for the model part; the limiter is tested at the end
@@ -45,7 +45,7 @@ SELECT ok((SELECT count(*) FROM cron.job WHERE jobname IN ('chat-digests', 'chat
 SELECT ok(EXISTS (SELECT 1 FROM bv_realtime.topic_grants WHERE topic_pattern = 'chat:room:*'), 'room topics granted with a membership check');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace IN ('chat'::regnamespace) AND p.prosecdef
-                   AND p.proconfig IS DISTINCT FROM '{"search_path=pg_catalog, pg_temp"}' ORDER BY 1),
+                   AND NOT ('search_path=pg_catalog, pg_temp' = ANY (coalesce(p.proconfig, '{}'))) ORDER BY 1),
           '{}'::text[], 'every SECURITY DEFINER function pins its search_path');
 
 -- ---- anonymous ----
@@ -259,7 +259,10 @@ SELECT throws_ok(format('SELECT * FROM api.chat_members(%s)', (SELECT id FROM id
 SELECT throws_ok(format('SELECT * FROM api.chat_search(%L, %s)', 'x', (SELECT id FROM ids WHERE name = 'team')), 'PT404', NULL, 'a non-member cannot search a room');
 SELECT is((SELECT count(*)::int FROM chat.notifications), 0, 'RLS: nobody else''s notifications');
 SELECT is((SELECT count(*)::int FROM chat.read_state), 0, 'RLS: nobody else''s receipts');
+SELECT is((SELECT count(*)::int FROM chat.counters), 0, 'RLS: nobody else''s counters (the view runs as its reader)');
 SELECT pg_temp.act('bob');
+SELECT ok((SELECT count(*) FROM chat.counters) > 0 AND NOT EXISTS (SELECT 1 FROM chat.counters WHERE user_id <> 'bob'),
+          'bob reads his own counters through chat.counters, nobody else''s');
 SELECT is((SELECT count(*)::int FROM chat.notifications WHERE user_id <> 'bob'), 0, 'RLS: bob sees his own notifications only');
 SELECT throws_ok(format('SELECT api.chat_set_role(%s, %L, %L)', (SELECT id FROM ids WHERE name = 'dm'), 'alice', 'member'), 'PT403', NULL, 'no roles to change in a direct room');
 SELECT throws_ok(format('SELECT api.chat_ban(%s, %L, NULL)', (SELECT id FROM ids WHERE name = 'team'), 'carol'), '22023', NULL, 'ban flag NULL');
@@ -293,6 +296,15 @@ UPDATE chat.settings SET value = 3 WHERE name = 'send_burst';
 SELECT pg_temp.act('ratelimited');
 SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl')$$, 'a fresh user');
 SELECT throws_ok($$SELECT api.chat_send(r.room_id, 'm' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'sending faster than the limit: PT429 (HTTP 429)');
+-- edits, reactions (and deletes, pins) publish like a send: same bucket
+SELECT pg_temp.act('ratelimited2');
+SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl2')$$, 'another fresh user');
+SELECT lives_ok($$SELECT api.chat_send(r.room_id, 'one') FROM api.chat_rooms() r$$, 'one message within the limit');
+SELECT throws_ok($$SELECT api.chat_edit(r.room_id, 1, 'edit ' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'editing faster than the send limit: PT429');
+SELECT pg_temp.act('ratelimited3');
+SELECT lives_ok($$SELECT api.chat_create_room('group', 'rl3')$$, 'a third fresh user');
+SELECT lives_ok($$SELECT api.chat_send(r.room_id, 'one') FROM api.chat_rooms() r$$, 'one message within the limit');
+SELECT throws_ok($$SELECT api.chat_react(r.room_id, 1, 'e' || g) FROM api.chat_rooms() r, generate_series(1, 10) g$$, 'PT429', NULL, 'reacting faster than the send limit: PT429');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -112,14 +112,14 @@ cmp_ok($node->safe_psql($db, "SELECT count(*) FROM public.outcomes WHERE code = 
 	'hundreds of messages sent');
 cmp_ok($node->safe_psql($db, "SELECT count(*) FROM chat.read_state WHERE thread > 0"), '>', 5, 'threads were followed');
 cmp_ok($node->safe_psql($db, "SELECT count(*) FROM chat.messages WHERE deleted_at IS NOT NULL"), '>', 10, 'messages were deleted');
-cmp_ok($node->safe_psql($db, "SELECT sum(unread) FROM chat.read_state"), '>', 0, 'some messages are unread');
-cmp_ok($node->safe_psql($db, "SELECT sum(mentions) FROM chat.read_state"), '>', 0, 'some mentions are unread');
+cmp_ok($node->safe_psql($db, "SELECT sum(unread) FROM chat.counters"), '>', 0, 'some messages are unread');
+cmp_ok($node->safe_psql($db, "SELECT sum(mentions) FROM chat.counters"), '>', 0, 'some mentions are unread');
 
 # The model: recount every counter from messages and receipts.
 my $wrong = $node->safe_psql($db, q{
 SELECT string_agg(format('%s/%s/%s: stored %s/%s, recount %s/%s', rs.user_id, rs.room_id, rs.thread,
                          rs.unread, rs.mentions, x.u, x.n), E'\n')
-  FROM chat.read_state rs
+  FROM chat.counters rs
   CROSS JOIN LATERAL (SELECT count(*)::int AS u, (count(*) FILTER (WHERE rs.user_id = ANY (m.mentions)))::int AS n
                         FROM chat.messages m
                        WHERE m.room_id = rs.room_id AND coalesce(m.thread_root, 0) = rs.thread
@@ -146,16 +146,31 @@ is($node->safe_psql($db, q{
 SELECT count(*) FROM chat.messages r
  WHERE reply_count <> (SELECT count(*) FROM chat.messages m
                         WHERE m.room_id = r.room_id AND m.thread_root = r.seq AND m.deleted_at IS NULL)}),
-	'0', 'reply counts exact');
+	'0', 'reply counts exact (the threads\' totals)');
+is($node->safe_psql($db, q{
+SELECT count(*) FROM chat.rooms r
+ WHERE main_count <> (SELECT count(*) FROM chat.messages m
+                       WHERE m.room_id = r.id AND m.thread_root IS NULL AND m.deleted_at IS NULL)}),
+	'0', 'main-timeline totals exact');
 is($node->safe_psql($db, q{
 SELECT count(*) FROM chat.read_state rs JOIN chat.rooms r ON r.id = rs.room_id WHERE rs.read_seq > r.last_seq}),
 	'0', 'no receipt beyond the last message');
-# What a user is shown (the room list) is the stored counter.
-is($node->safe_psql($db, q{
-SELECT set_config('request.jwt.claims', '{"role": "bv_user", "sub": "u5"}', false);
+# What a user is shown (the room list, with its thread sums) is the recount.
+for my $u (qw(u1 u3 u5))
+{
+	is($node->safe_psql($db, qq{
+SELECT set_config('request.jwt.claims', '{"role": "bv_user", "sub": "$u"}', false);
 SELECT count(*) FROM chat.room_list() l
-  JOIN chat.read_state rs ON rs.room_id = l.room_id AND rs.user_id = 'u5' AND rs.thread = 0
- WHERE l.unread <> rs.unread OR l.mentions <> rs.mentions}) =~ s/.*\n//sr,
-	'0', 'the room list shows the exact counters');
+  CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE m.thread_root IS NULL) AS u,
+                             count(*) FILTER (WHERE m.thread_root IS NULL AND '$u' = ANY (m.mentions)) AS n,
+                             count(*) FILTER (WHERE m.thread_root IS NOT NULL) AS tu,
+                             count(*) FILTER (WHERE m.thread_root IS NOT NULL AND '$u' = ANY (m.mentions)) AS tn
+                        FROM chat.read_state rs
+                        JOIN chat.messages m ON m.room_id = rs.room_id AND coalesce(m.thread_root, 0) = rs.thread
+                                            AND m.seq > rs.read_seq AND m.deleted_at IS NULL AND m.sender <> rs.user_id
+                       WHERE rs.room_id = l.room_id AND rs.user_id = '$u') x
+ WHERE (l.unread, l.mentions, l.thread_unread, l.thread_mentions) <> (x.u, x.n, x.tu, x.tn)}) =~ s/.*\n//sr,
+		'0', "the room list of $u shows the recounted counters");
+}
 
 done_testing();

@@ -153,6 +153,16 @@ is(scalar(@bob), 1, 'bob, online, is pushed only for his mention');
 is($bob[0]{kind}, 'mention', 'a mention notification');
 is(scalar(pushes_for('alice')), 0, 'alice, online and not mentioned, gets no push');
 
+# ---- the send rate limit holds over REST, for edits too ----
+sql("UPDATE chat.settings SET value = 1 WHERE name IN ('send_rate', 'send_burst')");
+($st, $body) = rpc('alice', 'chat_send', qq({"room_id": $room, "body": "rate"}));
+my $rseq = decode_json($body)->{seq};
+my @edits = map { [ rpc('alice', 'chat_edit', qq({"room_id": $room, "seq": $rseq, "body": "rate $_"})) ] } 1 .. 5;
+my @limited = grep { $_->[0] eq '429' } @edits;
+ok(@limited, 'editing faster than the send limit gets 429 over REST (' . join(' ', map { $_->[0] } @edits) . ')');
+like($limited[0][1] // '', qr/"code":"PT429"/, 'with SQLSTATE PT429');
+sql("UPDATE chat.settings SET value = CASE name WHEN 'send_rate' THEN 5 ELSE 30 END WHERE name IN ('send_rate', 'send_burst')");
+
 # ---- a ban is immediate for REST and new subscriptions ----
 ($st) = rpc('alice', 'chat_ban', qq({"room_id": $room, "user_id": "bob"}));
 is($st, '200', 'alice bans bob');
