@@ -258,7 +258,8 @@ url_host(const char *url, char *buf, size_t buflen)
 
 /*
  * cdc_check_webhook_url
- *		Refuse (22023) a webhook URL whose host is a numeric address, or
+ *		Refuse (22023) a webhook URL with credentials (they would sit in
+ *		clear in bv_cdc.sinks), or whose host is a numeric address, or
  *		"localhost", that the policy does not allow.  Host names are checked
  *		by the worker when it connects.
  */
@@ -270,6 +271,19 @@ cdc_check_webhook_url(const char *url)
 	struct addrinfo hints, *res = NULL, *ai;
 	size_t len;
 
+	{
+		const char *auth = strstr(url, "://");
+		size_t alen = auth ? strcspn(auth + 3, "/?#\\") : 0;
+
+		if (auth && memchr(auth + 3, '@', alen) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("webhook \"url\" must not contain credentials"),
+					 errdetail("A user name or password in the URL would be stored in clear in "
+							   "bv_cdc.sinks."),
+					 errhint("Receivers authenticate bv_cdc by the BV-Signature header; remove "
+							 "\"user:password@\" from the URL.")));
+	}
 	if (!url_host(url, host, sizeof(host)))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("webhook \"url\" has no host"),

@@ -49,7 +49,6 @@ like(sql("SHOW bv_cdc.webhook_allowed_networks"), qr{^127\.0\.0\.1/32$},
 my @refused = (
 	'http://169.254.169.254/latest/meta-data/',            # cloud metadata
 	'http://169.254.169.254.:80/x',
-	'http://user:pw@169.254.169.254/x',                      # userinfo
 	'http://[::ffff:169.254.169.254]/x',                     # IPv4-mapped IPv6
 	'http://[::ffff:a9fe:a9fe]/x',
 	'http://[64:ff9b::a9fe:a9fe]/x',                         # NAT64
@@ -69,6 +68,12 @@ for my $url (@refused)
 	isnt($ret, 0, "webhook to $url refused");
 	like($err, qr/ERROR:  webhook "url" points to an address that is not allowed/, "... with the policy's message")
 	  or diag($err);
+}
+for my $url ('https://user:pw@hooks.example.com/x', 'http://a@169.254.169.254/', 'http://:tok@93.184.216.34/')
+{
+	my ($ret, $err) = as_admin(qq{SELECT bv_cdc.add_sink('cred', 'webhook', '{"url": "$url", "secret": "hook.s"}')});
+	like($err, qr/ERROR:  webhook "url" must not contain credentials/, "credentials in the URL refused ($url)");
+	unlike($err, qr/pw|tok/, '... without quoting them');
 }
 my ($ret, $err) = as_admin(q{SELECT bv_cdc.add_sink('r0', 'webhook', '{"url": "http://169.254.169.254/", "secret": "hook.s"}')});
 like($err, qr/HINT:  .*bv_cdc\.webhook_allowed_networks/, 'the hint names the setting');
