@@ -573,6 +573,7 @@ define_settings(void)
 							 "Write each writing transaction's traceparent into the WAL.",
 							 "bv_cdc puts it in the Kafka headers of the transaction's changes.",
 							 &cdc_trace_messages, true, PGC_SUSET, 0, NULL, NULL, NULL);
+	cdc_define_destination_settings();
 	MarkGUCPrefixReserved("bv_cdc");
 }
 

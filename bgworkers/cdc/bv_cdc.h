@@ -134,6 +134,17 @@ extern bool cdc_spool_dirty;
 extern void cdc_set_state(const char *state);
 extern void cdc_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
 
+/*
+ * Webhook destinations (destination.c): the SSRF policy, setting
+ * bv_cdc.webhook_allowed_networks.
+ */
+struct sockaddr;
+extern char *cdc_webhook_allowed_networks;
+extern void cdc_define_destination_settings(void);
+extern bool cdc_destination_allowed(const struct sockaddr *sa, char *why, size_t whylen);
+extern bool cdc_destination_text_allowed(const char *ip, char *why, size_t whylen);
+extern void cdc_check_webhook_url(const char *url);
+
 /* Schemas never published, whatever the routes say (bv_cdc.c). */
 extern bool cdc_internal_schema(const char *schema);
 

@@ -92,6 +92,26 @@ static const char *const kafka_file_properties[] = {
 	"ssl.ca.location", "ssl.crl.location", "ssl.certificate.location", "ssl.key.location",
 	"ssl.keystore.location", "sasl.kerberos.keytab", NULL};
 
+/*
+ * librdkafka properties that make the worker send requests to a URL of the
+ * setter's choice from inside the server's network (OIDC token endpoint:
+ * an SSRF, as a webhook to a private address would be).  Only a superuser
+ * may set them.
+ */
+static const char *const kafka_url_properties[] = {"sasl.oauthbearer.token.endpoint.url", NULL};
+
+/*
+ * librdkafka properties substituted into the shell command it runs for
+ * GSSAPI (the default sasl.kerberos.kinit.cmd is
+ * kinit -R -t "%{sasl.kerberos.keytab}" -k %{sasl.kerberos.principal} ...,
+ * run with system()): the principal unquoted, the keytab in double quotes.
+ * Their values are limited to characters without meaning to the shell.
+ */
+static const char *const kafka_shell_properties[] = {"sasl.kerberos.principal",
+													 "sasl.kerberos.keytab", NULL};
+#define KAFKA_SHELL_SAFE \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/@+=:,-"
+
 static bool
 kafka_listed(const char *const *list, const char *k)
 {
@@ -177,6 +197,28 @@ cdc_kafka_conf(List *keys, List *values, bool resolve_secrets, char *errbuf, siz
 			snprintf(errbuf, errlen,
 					 "\"%s\" runs a program or loads code as the server's OS user; bv_cdc "
 					 "never passes it to librdkafka.",
+					 k);
+			*badkey = pstrdup(k);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
+		if (kafka_listed(kafka_shell_properties, k) &&
+			(v[0] == '\0' || v[0] == '-' || strspn(v, KAFKA_SHELL_SAFE) != strlen(v)))
+		{
+			snprintf(errbuf, errlen,
+					 "\"%s\" is put into the shell command librdkafka runs for Kerberos; it may "
+					 "hold only letters, digits and . _ / @ + = : , - (not first).",
+					 k);
+			*badkey = pstrdup(k);
+			rd_kafka_conf_destroy(conf);
+			return NULL;
+		}
+		if (!resolve_secrets && kafka_listed(kafka_url_properties, k) &&
+			!superuser_arg(GetOuterUserId()))
+		{
+			snprintf(errbuf, errlen,
+					 "\"%s\" makes the worker send requests to a URL from inside the server's "
+					 "network; only a superuser may set it.",
 					 k);
 			*badkey = pstrdup(k);
 			rd_kafka_conf_destroy(conf);

@@ -82,6 +82,7 @@ typedef struct WhConn
 	struct curl_slist *headers;
 	long retry_after_ms;
 	char errbuf[CURL_ERROR_SIZE];
+	char refused[160]; /* why open_socket refused the destination, or "" */
 } WhConn;
 
 typedef struct WhSink
@@ -165,6 +166,8 @@ webhook_validate(List *keys, List *values)
 	if (strpbrk(url, " \t\r\n") != NULL)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("webhook \"url\" must not contain white space")));
+	/* SSRF policy: numeric hosts now, every address again at connect time */
+	cdc_check_webhook_url(url);
 	if (secret == NULL || secret[0] == '\0')
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						errmsg("a webhook sink needs a signing \"secret\""),
@@ -492,6 +495,38 @@ add_header(struct curl_slist *h, const char *name, const char *value)
 	return curl_slist_append(h, buf);
 }
 
+/*
+ * libcurl's open-socket callback: every address a request is about to
+ * connect to passes the destination policy (destination.c), whatever name
+ * resolved to it.  A refused address fails the connection attempt (libcurl
+ * tries the name's other addresses), and its reason becomes the error.
+ */
+static curl_socket_t
+open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	WhConn *c = (WhConn *) clientp;
+
+	if (!cdc_destination_allowed(&address->addr, c->refused, sizeof(c->refused)))
+		return CURL_SOCKET_BAD;
+	c->refused[0] = '\0';
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * libcurl's pre-request callback: the connection a request is about to use,
+ * new or kept alive, goes to an allowed address (the setting may have
+ * changed since it was opened).
+ */
+static int
+check_connection(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	WhConn *c = (WhConn *) clientp;
+
+	if (!cdc_destination_text_allowed(primary_ip, c->refused, sizeof(c->refused)))
+		return CURL_PREREQFUNC_ABORT;
+	return CURL_PREREQFUNC_OK;
+}
+
 static bool
 start_request(WhSink *ws, WhConn *c, WhItem *it)
 {
@@ -530,6 +565,10 @@ start_request(WhSink *ws, WhConn *c, WhItem *it)
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, check_connection);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, c);
 	if (ws->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, ws->ca_file);
 	if (ws->cert_file)
@@ -538,6 +577,7 @@ start_request(WhSink *ws, WhConn *c, WhItem *it)
 		curl_easy_setopt(e, CURLOPT_SSLKEY, ws->key_file);
 	}
 	c->errbuf[0] = '\0';
+	c->refused[0] = '\0';
 	c->retry_after_ms = -1;
 	c->headers = h;
 	c->item = it;
@@ -639,7 +679,9 @@ complete(WhSink *ws, WhConn *c, CURLcode res)
 	if (ok)
 		it->error[0] = '\0';
 	else if (res != CURLE_OK)
-		snprintf(it->error, sizeof(it->error), "%s", c->errbuf[0] ? c->errbuf : curl_easy_strerror(res));
+		snprintf(it->error, sizeof(it->error), "%s",
+				 c->refused[0] ? c->refused : c->errbuf[0] ? c->errbuf
+														   : curl_easy_strerror(res));
 	else if (status >= 300 && status < 400)
 		snprintf(it->error, sizeof(it->error), "HTTP %ld: redirects are not followed", status);
 	else

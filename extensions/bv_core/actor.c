@@ -19,6 +19,15 @@
  * actor, is an error rather than a silent fall-through: attributing a
  * request to the connection's login role would be a wrong audit record.
  *
+ * Claims are honoured only where they can have been verified (red-team
+ * round 3): "request.jwt.claims" is a placeholder setting that any session
+ * may SET, so a login role with direct SQL access could name any user and
+ * pass as them to owner row-level security and audit records.  A session
+ * whose session user is neither a superuser nor a member of
+ * bv_authenticator (PostgREST's login, whose requests bv.pre_request()
+ * verifies) gets 42501 when it has claims; services name a user with
+ * bv.set_actor() instead.
+ *
  * bv.actor() runs for every audited statement, so it avoids repeated work:
  * "bv.actor" is read from the variable bv_core defines for it, not looked
  * up by name; the parse of the claims is cached against their text (see
@@ -133,6 +142,31 @@ claims_subject(const char *claims)
 PG_FUNCTION_INFO_V1(bv_actor);
 
 /*
+ * May this session's request.jwt.claims name the actor?  Only sessions of a
+ * superuser or of a member of bv_authenticator; 42501 otherwise.
+ */
+static void
+CheckClaimsSource(void)
+{
+	Oid session = GetSessionUserId();
+	Oid authenticator;
+
+	if (superuser_arg(session))
+		return;
+	authenticator = get_role_oid("bv_authenticator", true);
+	if (OidIsValid(authenticator) && is_member_of_role(session, authenticator))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("request.jwt.claims is honoured only in sessions of bv_authenticator"),
+			 errdetail("Any session can set request.jwt.claims; in a session of \"%.64s\" they "
+					   "were not verified and name nobody.",
+					   session_user_name()),
+			 errhint("Send requests through PostgREST; a service acting for a user names it with "
+					 "bv.set_actor().")));
+}
+
+/*
  * bv.actor(): the actor of the current transaction (see file header).
  */
 Datum
@@ -147,6 +181,7 @@ bv_actor(PG_FUNCTION_ARGS)
 	claims = bv_guc_get_nonempty("request.jwt.claims");
 	if (claims != NULL)
 	{
+		CheckClaimsSource();
 		actor = claims_subject(claims);
 		if (actor != NULL)
 			PG_RETURN_TEXT_P(cstring_to_text(actor));
@@ -205,6 +240,7 @@ bv_current_user_id(PG_FUNCTION_ARGS)
 	claims = bv_guc_get_nonempty("request.jwt.claims");
 	if (claims != NULL)
 	{
+		CheckClaimsSource();
 		actor = claims_subject(claims);
 		if (actor != NULL)
 			PG_RETURN_TEXT_P(cstring_to_text(actor));
@@ -253,6 +289,7 @@ bv_has_scope(PG_FUNCTION_ARGS)
 
 	if (claims == NULL || want_len == 0)
 		PG_RETURN_BOOL(false);
+	CheckClaimsSource();
 	p = claims_scope(claims);
 	while (*p != '\0')
 	{
