@@ -15,6 +15,13 @@
  * of the columns whose type change had a USING clause, so that the event
  * trigger records the new value of every row.
  *
+ * ALTER TYPE ... RENAME VALUE changes what every row holding that enum
+ * label says without touching a row; ALTER TYPE ... ADD VALUE changes
+ * nothing stored.  Both have the command tag ALTER TYPE, so
+ * bv_audit._renamed_enum_label() reads the parse tree to tell them apart and
+ * returns the label a rename gave (the event trigger then records the rows
+ * that hold it).
+ *
  * Only reads the collected command handed in; no memory kept, no locks.
  *
  *-------------------------------------------------------------------------
@@ -64,4 +71,25 @@ bv_audit_rewritten_columns(PG_FUNCTION_ARGS)
 			attnums[n++] = Int16GetDatum((int16) sub->address.objectSubId);
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(attnums, n, INT2OID, sizeof(int16), true, TYPALIGN_SHORT));
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_renamed_enum_label);
+
+/*
+ * bv_audit._renamed_enum_label(pg_ddl_command) returns text: the new label
+ * of ALTER TYPE ... RENAME VALUE, NULL for any other command.
+ */
+Datum
+bv_audit_renamed_enum_label(PG_FUNCTION_ARGS)
+{
+	CollectedCommand *cmd = (CollectedCommand *) PG_GETARG_POINTER(0);
+	AlterEnumStmt *stmt;
+
+	if (cmd == NULL || cmd->type != SCT_Simple || cmd->parsetree == NULL ||
+		!IsA(cmd->parsetree, AlterEnumStmt))
+		PG_RETURN_NULL();
+	stmt = (AlterEnumStmt *) cmd->parsetree;
+	if (stmt->oldVal == NULL || stmt->newVal == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(stmt->newVal));
 }
