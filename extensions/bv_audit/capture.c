@@ -1029,6 +1029,37 @@ write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx,
 PG_FUNCTION_INFO_V1(bv_audit_capture_trigger);
 
 /*
+ * Refuse to record an INSERT or UPDATE whose row version this transaction
+ * has already updated or deleted again.  AFTER row triggers fire in name
+ * order at the end of the statement; another AFTER trigger of the table
+ * that fires before bv_audit_capture (a name that sorts earlier) and
+ * updates or deletes the same row runs a nested statement whose own record
+ * is written first: the history would then read U(after) before I(before),
+ * or D before I (a ghost row in as_of()).  Renaming our trigger cannot help
+ * (a name can always sort earlier), so the write is refused instead, and
+ * rolls back.  A row lock (SELECT ... FOR UPDATE) is not an update.
+ */
+static void
+check_not_superseded(TriggerData *trigdata, HeapTuple image)
+{
+	HeapTupleHeader tup = image->t_data;
+
+	if (tup == NULL || (tup->t_infomask & HEAP_XMAX_INVALID) ||
+		HEAP_XMAX_IS_LOCKED_ONLY(tup->t_infomask))
+		return;
+	if (!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetUpdateXid(tup)))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("a row of %s was changed again by a trigger that fires before bv_audit_capture",
+					RelationGetRelationName(trigdata->tg_relation)),
+			 errdetail("AFTER row triggers fire in name order; the other trigger's change would be "
+					   "recorded before the change that caused it."),
+			 errhint("Make that trigger a BEFORE trigger (which changes the row before it is stored), "
+					 "or give it a name that sorts after \"bv_audit_capture\".")));
+}
+
+/*
  * The AFTER row trigger (INSERT, UPDATE, DELETE) and AFTER TRUNCATE
  * statement trigger installed by bv_audit.enable().
  *
@@ -1083,6 +1114,9 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	}
 	else
 		op = 3;
+
+	if (op == 0 || op == 1)
+		check_not_superseded(trigdata, image);
 
 	/* Deform the row images once: O(columns), not O(columns^2). */
 	if (image != NULL)

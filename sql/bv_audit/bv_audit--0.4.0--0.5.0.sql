@@ -18,10 +18,19 @@
  *    event trigger records those rows ('U', naming the columns).
  *    tests/tap/bv_redteam4_audit_enum.pl.
  *
+ *    A key rewritten by USING is recorded as an UPDATE of the key is: a D
+ *    of the old key and an I (not a U) of the new one.
+ *
  * 3. history() converts the key values itself: a value not of the key
  *    column's type is refused with 22P02, a 40-character prefix and a hint,
  *    not with the cast error of the generated query quoting all of it.
  *    tests/tap/bv_redteam4_audit_history_args.pl.
+ *
+ * 4. A non-superuser table owner could forge the stamp columns with a
+ *    BEFORE row trigger of its own named to fire after bv_audit_stamp
+ *    (triggers fire in name order).  Such a trigger is now refused on a
+ *    stamped table (CREATE TRIGGER, and ALTER TRIGGER ... RENAME).
+ *    tests/tap/bv_redteam_audit_stamp_order.pl.
  */
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
@@ -111,7 +120,10 @@ BEGIN
         IF key_rewritten IS NOT NULL THEN
             PERFORM bv_audit._record_vanished(t, key_rewritten);
         END IF;
-        IF cardinality(rewritten) > 0 THEN
+        IF key_rewritten IS NOT NULL THEN
+            -- New keys: their histories begin, as after an UPDATE of the key.
+            PERFORM bv_audit._record_rows_where(t, rewritten || added, 'true', 'I');
+        ELSIF cardinality(rewritten) > 0 THEN
             PERFORM bv_audit._record_rows(t, rewritten || added, false);
         ELSIF cardinality(added) > 0 THEN
             PERFORM bv_audit._record_rows(t, added, true);
@@ -191,7 +203,7 @@ BEGIN
              WHERE a.attrelid = t.relid AND NOT a.attisdropped
                AND (a.atttypid = r.enum_type OR ty.typelem = r.enum_type OR ty.typbasetype = r.enum_type);
             CONTINUE WHEN cols IS NULL;
-            PERFORM bv_audit._record_rows_where(t, cols, cond);
+            PERFORM bv_audit._record_rows_where(t, cols, cond, 'U');
         END LOOP;
     END LOOP;
 END
@@ -202,7 +214,7 @@ REVOKE ALL ON FUNCTION bv_audit._on_alter_type() FROM PUBLIC;
 
 -- _record_rows() with a condition of the caller's (built with %I / %L from
 -- catalog names and labels, never from client text).
-CREATE FUNCTION bv_audit._record_rows_where(t bv_audit.tracked, changed smallint[], cond text)
+CREATE FUNCTION bv_audit._record_rows_where(t bv_audit.tracked, changed smallint[], cond text, op text)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -228,18 +240,18 @@ BEGIN
     END IF;
     EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
                    'audit_client, audit_trace, audit_changed, %s) '
-                   'SELECT ''U'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.now(), '
+                   'SELECT %L, pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.now(), '
                    'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
                    'pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s FROM ONLY %I.%I s WHERE %s',
-                   t.audit_table, cols, src, t.source_schema, t.source_table, cond)
+                   t.audit_table, cols, op, src, t.source_schema, t.source_table, cond)
         USING names;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION bv_audit._record_rows_where(bv_audit.tracked, smallint[], text) IS
-'Internal: records the rows of a tracked table that meet a condition as ''U'' naming the given columns, after DDL that changed what they say without an UPDATE.';
-REVOKE ALL ON FUNCTION bv_audit._record_rows_where(bv_audit.tracked, smallint[], text) FROM PUBLIC;
+COMMENT ON FUNCTION bv_audit._record_rows_where(bv_audit.tracked, smallint[], text, text) IS
+'Internal: records the rows of a tracked table that meet a condition as op (U, or I for rows under keys a rewrite gave) naming the given columns, after DDL that changed what they say without an UPDATE.';
+REVOKE ALL ON FUNCTION bv_audit._record_rows_where(bv_audit.tracked, smallint[], text, text) FROM PUBLIC;
 
 CREATE EVENT TRIGGER bv_audit_alter_type ON ddl_command_end
     WHEN TAG IN ('ALTER TYPE')
@@ -312,3 +324,54 @@ BEGIN
         bv_audit._row_expr(t, 'a'), t.audit_table, cond, first_key) USING pk, horizon, own;
 END
 $$;
+
+------------------------------------------------------------------------
+-- 4. BEFORE row triggers that would fire after the stamp trigger
+------------------------------------------------------------------------
+
+CREATE FUNCTION bv_audit._guard_stamp_order()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.current_setting('is_superuser') = 'on' THEN
+        RETURN;
+    END IF;
+    -- The tables of the created or renamed triggers, and the partitions a
+    -- trigger on a partitioned table is cloned into.
+    WITH RECURSIVE rels (relid) AS (
+        SELECT tg.tgrelid
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_trigger tg ON tg.oid = c.objid
+         WHERE c.object_type = 'trigger'
+        UNION
+        SELECT i.inhrelid FROM rels JOIN pg_catalog.pg_inherits i ON i.inhparent = rels.relid
+    )
+    SELECT tg.tgname, tg.tgrelid INTO r
+      FROM rels
+      JOIN pg_catalog.pg_trigger tg ON tg.tgrelid = rels.relid
+     WHERE (tg.tgtype & 1) = 1          -- FOR EACH ROW
+       AND (tg.tgtype & 2) = 2          -- BEFORE
+       AND (tg.tgtype & (4 | 16)) <> 0  -- INSERT or UPDATE
+       AND tg.tgname COLLATE "C" > 'bv_audit_stamp'
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger s
+                    WHERE s.tgrelid = tg.tgrelid AND s.tgname = 'bv_audit_stamp')
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'trigger % would fire after the stamp trigger of %', r.tgname, r.tgrelid::regclass
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Triggers fire in name order; a BEFORE row trigger after bv_audit_stamp could overwrite created_by, created_at, updated_by and updated_at.',
+                  HINT = 'Give the trigger a name that sorts before "bv_audit_stamp", or have a superuser create it.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._guard_stamp_order() IS
+'Internal: event trigger that refuses a non-superuser''s BEFORE INSERT or UPDATE row trigger that would fire after bv_audit_stamp on a stamped table (it could rewrite the stamp columns).';
+REVOKE ALL ON FUNCTION bv_audit._guard_stamp_order() FROM PUBLIC;
+
+CREATE EVENT TRIGGER bv_audit_guard_stamp_order ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER', 'ALTER TRIGGER')
+    EXECUTE FUNCTION bv_audit._guard_stamp_order();
