@@ -50,7 +50,8 @@
  * the slot), which keeps "delivered" meaning "acknowledged by this stream".
  * The in-flight ring (opaque numbers by publish number) and the wait sets
  * are allocated once at start, in the sink's context under
- * TopMemoryContext; libnats mallocs its messages (freed at once).
+ * TopMemoryContext.  libnats mallocs each message we publish; it is freed
+ * right after the publish, in this thread (natsMsg_free, see below).
  *
  *-------------------------------------------------------------------------
  */
