@@ -25,8 +25,10 @@
  * "<name>.tmp" (mode 0600), fsync'ed and renamed over the old one, so the
  * broker reads either the old or the new file, never half of one.  Then
  * the broker, whose pid is in broker_pid_file, gets SIGHUP, but only if
- * /proc/<pid>/comm says mosquitto: a wrong pid file must not signal
- * another process of the server's user.  The outcome is recorded in
+ * /proc/<pid>/comm says mosquitto (a wrong pid file must not signal
+ * another process of the server's user) and the process already catches
+ * SIGHUP (mosquitto writes its pid file before it installs its handlers,
+ * and SIGHUP's default action would end it).  The outcome is recorded in
  * iot.bridge_counters (auth_generation, auth_applied_at, auth_error);
  * a failure is retried at the next poll and logged once per new message.
  *
@@ -104,6 +106,33 @@ write_file(const char *dir, const char *name, const char *content, char *why, si
 	return true;
 }
 
+/* Does process pid catch SIGHUP (the SigCgt mask of /proc/<pid>/status)? */
+static bool
+catches_sighup(long pid)
+{
+	char path[64];
+	char line[256];
+	bool caught = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		if (strncmp(line, "SigCgt:", 7) == 0)
+		{
+			unsigned long long mask = strtoull(line + 7, NULL, 16);
+
+			caught = (mask & (1ULL << (SIGHUP - 1))) != 0;
+			break;
+		}
+	}
+	fclose(f);
+	return caught;
+}
+
 /* SIGHUP to the mosquitto whose pid is in pidfile; false + why on error. */
 static bool
 signal_broker(const char *pidfile, char *why, size_t whylen)
@@ -140,6 +169,16 @@ signal_broker(const char *pidfile, char *why, size_t whylen)
 	if (strncmp(comm, "mosquitto", 9) != 0)
 	{
 		snprintf(why, whylen, "process %ld named in %s is not a running mosquitto", pid, pidfile);
+		return false;
+	}
+	/*
+	 * mosquitto writes its pid file and opens its listeners before it
+	 * installs its signal handlers; SIGHUP in between would kill it.  Wait
+	 * (until the next poll) until it catches SIGHUP.
+	 */
+	if (!catches_sighup(pid))
+	{
+		snprintf(why, whylen, "the broker (pid %ld) does not handle SIGHUP yet", pid);
 		return false;
 	}
 	if (kill((pid_t) pid, SIGHUP) != 0)

@@ -16,10 +16,11 @@
 #include "utils/jsonb.h"
 
 /* Limits declared once: validation, the SQL checks and docs use them. */
-#define IOT_ID_MAX      64   /* device id, metric name */
-#define IOT_RAW_PREFIX  256  /* bytes of a refused payload kept */
-#define IOT_DETAIL_MAX  200  /* bytes of a quarantine detail */
-#define IOT_SUBJECT_MAX 1024 /* a certificate subject (its broker user name) */
+#define IOT_ID_MAX            64    /* device id, metric name */
+#define IOT_RAW_PREFIX        256   /* bytes of a refused payload kept */
+#define IOT_DETAIL_MAX        200   /* bytes of a quarantine detail */
+#define IOT_SUBJECT_MAX       1024  /* a certificate subject (its broker user name) */
+#define IOT_SUBJECT_PARSE_MAX 65536 /* longer subjects are not parsed at all */
 
 /* Validation limits (from iot.bridge_config, or its defaults). */
 typedef struct IotLimits

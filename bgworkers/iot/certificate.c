@@ -16,9 +16,9 @@
  * yields NULL (the SQL caller raises 22023).  No chain or signature is
  * checked: the broker does that against its CA.
  *
- * Memory: the OpenSSL objects are freed before any palloc result is
- * returned; nothing here throws while they are live except out-of-memory
- * in palloc, which is called only after they are freed.
+ * Memory: the subject is copied with malloc while the OpenSSL objects
+ * live, and into a palloc'd text only after they are freed, so an error
+ * (out of memory) cannot leak them.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,7 +38,8 @@ PG_FUNCTION_INFO_V1(iot_certificate_subject);
  * iot_certificate_subject
  *		iot._certificate_subject(der bytea) -> text: the subject in RFC 2253
  *		form, or NULL when der is not one DER certificate (trailing bytes
- *		included) or the subject is longer than IOT_SUBJECT_MAX.
+ *		included).  The SQL caller decides whether it is acceptable as a
+ *		broker user name (IOT_SUBJECT_MAX and printable).
  */
 Datum
 iot_certificate_subject(PG_FUNCTION_ARGS)
@@ -46,8 +47,9 @@ iot_certificate_subject(PG_FUNCTION_ARGS)
 	bytea *der = PG_GETARG_BYTEA_PP(0);
 	const unsigned char *p = (const unsigned char *) VARDATA_ANY(der);
 	long len = (long) VARSIZE_ANY_EXHDR(der);
-	char buf[IOT_SUBJECT_MAX + 1] = "";
-	int n = -1;
+	char *subject = NULL; /* malloc'd: nothing may throw while OpenSSL objects live */
+	size_t n = 0;
+	text *result;
 	X509 *cert;
 	BIO *bio;
 
@@ -62,17 +64,26 @@ iot_certificate_subject(PG_FUNCTION_ARGS)
 		if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0)
 		{
 			dlen = BIO_get_mem_data(bio, &data);
-			if (data != NULL && dlen > 0 && dlen <= IOT_SUBJECT_MAX)
+			if (data != NULL && dlen > 0 && dlen <= IOT_SUBJECT_PARSE_MAX && (subject = malloc(dlen + 1)) != NULL)
 			{
-				memcpy(buf, data, dlen);
-				buf[dlen] = '\0';
-				n = (int) dlen;
+				memcpy(subject, data, dlen);
+				subject[dlen] = '\0';
+				n = (size_t) dlen;
 			}
 		}
 		BIO_free(bio);
 	}
 	X509_free(cert);
-	if (n < 0 || strlen(buf) != (size_t) n)
+	if (subject == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(buf));
+	if (strlen(subject) != n)
+	{
+		free(subject);
+		PG_RETURN_NULL();
+	}
+	result = (text *) palloc(VARHDRSZ + n);
+	SET_VARSIZE(result, VARHDRSZ + n);
+	memcpy(VARDATA(result), subject, n);
+	free(subject);
+	PG_RETURN_TEXT_P(result);
 }
