@@ -19,6 +19,9 @@ my $port = PostgreSQL::Test::Cluster::get_free_port();
 my $rest_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtt_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtts_port = PostgreSQL::Test::Cluster::get_free_port();
+# bv_cdc's demo broker too: another stack on this machine may hold its default.
+my %peer_port = map { $_ => PostgreSQL::Test::Cluster::get_free_port() }
+  qw(BV_MQTT_PORT);
 my $script = BvTest::src() . '/tools/cluster.sh';
 my $url = "http://127.0.0.1:$rest_port";
 
@@ -33,6 +36,7 @@ sub cluster
 			$ENV{BV_REST_PORT} = $rest_port;
 			$ENV{BV_IOT_MQTT_PORT} = $mqtt_port;
 			$ENV{BV_IOT_MQTTS_PORT} = $mqtts_port;
+			$ENV{$_} = $peer_port{$_} for keys %peer_port;
 		});
 	return ($? >> 8, $stdout, $stderr);
 }
