@@ -210,6 +210,8 @@ cmd_start() {
     if [ "$(id -u)" -eq 0 ]; then
         touch "$LOG"
         find "$DIR" -maxdepth 1 ! -name pki -exec chown "$RUN_AS" {} +
+        # mosquitto reads its own key after dropping privileges
+        [ ! -f "$PKI/broker.key" ] || chown "$RUN_AS" "$PKI/broker.key"
     fi
     rm -f "$BROKER_PIDFILE"
     nohup mosquitto -c "$CONF" >>"$DIR/mosquitto.out" 2>&1 </dev/null &
