@@ -626,6 +626,9 @@ run_session(void)
 
 		if (n > 0)
 			timeout = Max(0, cfg.batch_ms - (long) ms_since(((IotMessage *) linitial(mqtt.inbox))->at));
+		/* Idle, but registry changes must reach the broker soon. */
+		if (cfg.auth_dir != NULL)
+			timeout = Min(timeout, IOT_AUTH_POLL_MS);
 		if (n < cfg.batch_size)
 			wait_for(timeout, iot_mqtt_socket(&mqtt));
 		else
@@ -724,7 +727,9 @@ bv_iot_bridge_main(Datum arg)
 				set_state("disabled", NULL, false);
 			said_disabled = cfg.installed;
 			iot_mqtt_close(&mqtt);
-			wait_for(cfg.installed ? Min(iot_naptime_ms, 1000) : iot_naptime_ms, -1);
+			wait_for(!cfg.installed ? iot_naptime_ms
+									: Min(iot_naptime_ms, cfg.auth_dir ? IOT_AUTH_POLL_MS : 1000),
+					 -1);
 			continue;
 		}
 		if (!connect_broker())

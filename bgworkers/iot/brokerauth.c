@@ -53,8 +53,6 @@
 
 #include "bv_iot.h"
 
-#define IOT_AUTH_POLL_MS 200
-
 static MemoryContext auth_cxt = NULL;
 static int64 written_generation = -1;
 static TimestampTz last_poll = 0;

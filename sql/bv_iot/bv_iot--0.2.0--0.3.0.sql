@@ -179,11 +179,14 @@ RETURNS TABLE (generation bigint, passwd text, acl text, acl_certs text)
 LANGUAGE sql SECURITY DEFINER VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- A bridge user name that is not one plain token gets no line of its
+    -- own (bridge_config only bounds its length): nothing can be injected.
     SELECT (SELECT c.generation FROM iot.broker_auth_changes c),
            (SELECT coalesce(string_agg(l, E'\n'), '') || E'\n'
-              FROM iot.mosquitto_passwd(p_bridge_user, p_bridge_password) l),
-           (SELECT string_agg(l, E'\n') || E'\n' FROM iot.mosquitto_acl(coalesce(p_bridge_user, 'bv_iot_bridge')) l),
+              FROM iot.mosquitto_passwd(u.name, p_bridge_password) l),
+           (SELECT string_agg(l, E'\n') || E'\n' FROM iot.mosquitto_acl(coalesce(u.name, 'bv_iot_bridge')) l),
            (SELECT string_agg(l, E'\n') || E'\n' FROM iot.mosquitto_acl_certs() l)
+      FROM (SELECT CASE WHEN p_bridge_user ~ '^[A-Za-z0-9_.-]{1,64}$' THEN p_bridge_user END AS name) u
 $$;
 COMMENT ON FUNCTION iot._broker_auth_files(text, text) IS 'Internal (the bridge): the broker''s password file, its ACL and the certificate listener''s ACL, with the iot.broker_auth_changes generation they reflect.';
 REVOKE ALL ON FUNCTION iot._broker_auth_files(text, text) FROM PUBLIC;

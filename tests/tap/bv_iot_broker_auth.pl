@@ -202,6 +202,16 @@ for my $bad ("'relative/dir'", "'/tmp/a\nb'", "'/tmp/../etc'", "'/tmp/a b'", "'/
 	like($err, qr/23514/, 'hostile auth_dir refused: ' . (substr($bad, 0, 16) =~ s/\n/\\n/r));
 }
 
+# A bridge user name with a newline (bridge_config bounds only its length)
+# injects nothing into the files.
+$pos = BvMqtt::log_position($b);
+sql("UPDATE iot.bridge_config SET username = E'evil\\ntopic readwrite #'");
+BvIot::wait_auth_applied($node, $b, $pos);
+unlike(slurp_file("$b->{dir}/acl") . slurp_file("$b->{dir}/passwd"), qr/^(topic readwrite #|evil)/m,
+	'a hostile bridge user name adds no line to the files');
+sql("UPDATE iot.bridge_config SET username = '$BvIot::BRIDGE_USER'");
+ok(poll("SELECT state = 'running' FROM iot.bridge_stats"), 'the bridge is back with its own name');
+
 # ---- a wrong pid file: no signal to anything but mosquitto, an error to read ----
 open my $pf, '>', "$dir/not_mosquitto.pid" or die;
 print $pf $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'");
