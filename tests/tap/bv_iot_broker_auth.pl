@@ -189,6 +189,23 @@ for my $bad ('a/b', 'a+b', 'a#b', '+', '#', 'a:b', "a\nb", "a\rb", 'x' x 65, 'x'
 		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	like($err, qr/22023: invalid device id/, 'hostile id refused (22023): ' . (substr($bad, 0, 12) =~ s/\n/\\n/r));
 }
+# Hostile device ids in topics (the bridge's own user may write any device
+# topic; '+' and '#' cannot appear in a published topic): quarantined as
+# bad_topic, nothing lands.
+my @bad_topics = ('devices/a:b/telemetry', 'devices/' . ('x' x 65) . '/telemetry',
+	'devices/' . ('y' x 10000) . '/telemetry', 'devices/a b/telemetry', "devices/\x{c3}\x{a9}/telemetry", 'devices//telemetry');
+for my $t (@bad_topics)
+{
+	my ($r, $e) = BvIot::publish($b, $BvIot::BRIDGE_USER, $BvIot::BRIDGE_PASSWORD, $t, '{"metric":"hostile_topic","value":1}');
+	is($r, 0, 'published on a hostile topic: ' . (substr($t, 0, 20) =~ s/\n/\\n/r)) or diag($e);
+}
+my ($nl) = BvIot::publish($b, $BvIot::BRIDGE_USER, $BvIot::BRIDGE_PASSWORD, "devices/a\nb/telemetry", '{"metric":"hostile_topic","value":1}');
+isnt($nl, 0, 'a newline in a topic is refused by MQTT itself (control characters are not allowed)');
+ok(poll("SELECT count(*) = " . scalar(@bad_topics) . " FROM iot.quarantine WHERE reason = 'bad_topic' AND payload_prefix LIKE '%hostile_topic%'"),
+	'each is quarantined as bad_topic');
+is(sql("SELECT count(*) FROM iot.telemetry WHERE metric = 'hostile_topic'"), 0, 'none lands');
+is(sql("SELECT count(*) FROM iot.quarantine WHERE reason = 'bad_topic' AND device_id IS NOT NULL"), 0, 'and none is taken for a device');
+
 for my $f ('passwd', 'acl', 'acl_certs')
 {
 	my $text = slurp_file("$b->{dir}/$f");
