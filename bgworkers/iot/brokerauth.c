@@ -30,7 +30,8 @@
  * SIGHUP (mosquitto writes its pid file before it installs its handlers,
  * and SIGHUP's default action would end it).  The outcome is recorded in
  * iot.bridge_counters (auth_generation, auth_applied_at, auth_error);
- * a failure is retried at the next poll and logged once per new message.
+ * a failure is retried after IOT_AUTH_RETRY_MS (not every poll: each try
+ * rewrites and fsyncs the files) and logged once per new message.
  *
  * Memory: file contents are copied into a private context, reset at each
  * write.  No secret is logged (the password file holds only hashes; the
@@ -56,6 +57,7 @@
 static MemoryContext auth_cxt = NULL;
 static int64 written_generation = -1;
 static TimestampTz last_poll = 0;
+static TimestampTz retry_at = 0; /* after a failure: not before (unless forced) */
 static char last_error[256] = "";
 
 /* Write a whole file atomically (tmp, fsync, rename); false + why on error. */
@@ -261,6 +263,7 @@ sync_files(const char *dir, const char *pidfile, const char *bridge_user, const 
 	iot_commit_tx();
 	MemoryContextReset(auth_cxt);
 
+	retry_at = ok ? 0 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IOT_AUTH_RETRY_MS);
 	if (ok)
 	{
 		written_generation = generation;
@@ -292,7 +295,8 @@ iot_auth_sync(const char *dir, const char *pidfile, const char *bridge_user, con
 	if (dir == NULL || dir[0] == '\0')
 		return;
 	if (!force && last_poll != 0 &&
-		!TimestampDifferenceExceeds(last_poll, GetCurrentTimestamp(), IOT_AUTH_POLL_MS))
+		(!TimestampDifferenceExceeds(last_poll, GetCurrentTimestamp(), IOT_AUTH_POLL_MS) ||
+		 GetCurrentTimestamp() < retry_at))
 		return;
 	last_poll = GetCurrentTimestamp();
 	if (auth_cxt == NULL)

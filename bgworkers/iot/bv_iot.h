@@ -118,7 +118,8 @@ extern bool iot_mqtt_subscribe(IotMqtt *m, char **topics, int ntopics);
 extern bool iot_mqtt_publish(IotMqtt *m, const char *topic, const char *payload);
 
 /* brokerauth.c: the broker's password and ACL files, outside a transaction */
-#define IOT_AUTH_POLL_MS 200 /* how often the bridge looks for registry changes */
+#define IOT_AUTH_POLL_MS  200  /* how often the bridge looks for registry changes */
+#define IOT_AUTH_RETRY_MS 1000 /* after a failed write or signal */
 extern void iot_auth_sync(const char *dir, const char *pidfile, const char *bridge_user,
 						  const char *bridge_password, bool force);
 extern void iot_auth_reset(void);
