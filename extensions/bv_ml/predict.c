@@ -163,7 +163,7 @@ CheckFiniteOutputs(const CallState *st)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("model \"%.64s\" has no finite prediction for these features", st->name),
-					 errdetail("A feature value far outside the model's range overflowed its arithmetic."),
+					 errdetail("The model's arithmetic overflowed: a feature value far outside its range, or leaf values near the float32 limit."),
 					 errhint("Check the features' units and scale against the data the model was trained on.")));
 }
 

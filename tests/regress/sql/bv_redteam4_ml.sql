@@ -46,4 +46,19 @@ SELECT ml.predict('red4_multi', ARRAY[0, 1]) AS multi_class,
 SELECT ml.predict('red4_bin', ARRAY[1e300, 1e300]) AS saturated;
 SELECT ordinality, prediction FROM ml.predict_batch('red4_multi', ARRAY[[0, 1], [1e-300, 1]]);
 
+-- trees: two leaves near the float32 limit sum to infinity (a regression)
+SELECT version FROM ml.register_model('red4_xgb', 'xgboost', '{"learner": {"attributes": {}, "feature_names": [], "feature_types": [],
+  "gradient_booster": {"name": "gbtree", "model": {
+     "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": "2"}, "tree_info": [0, 0],
+     "trees": [{"id": 0, "default_left": [1, 0, 0], "left_children": [1, -1, -1], "right_children": [2, -1, -1],
+                "split_conditions": [0.5, 1.0, 3e38], "split_indices": [0, 0, 0], "split_type": [0, 0, 0],
+                "tree_param": {"num_feature": "2", "num_nodes": "3"}},
+               {"id": 1, "default_left": [1, 0, 0], "left_children": [1, -1, -1], "right_children": [2, -1, -1],
+                "split_conditions": [0.5, 1.0, 3e38], "split_indices": [0, 0, 0], "split_type": [0, 0, 0],
+                "tree_param": {"num_feature": "2", "num_nodes": "3"}}]}},
+  "learner_model_param": {"base_score": "0", "num_class": "0", "num_feature": "2", "num_target": "1"},
+  "objective": {"name": "reg:squarederror"}}, "version": [1, 7, 4]}', stage => 'production');
+SELECT ml.predict('red4_xgb', ARRAY[0, 0]) AS xgb_left;
+SELECT pg_temp.refusal($$SELECT ml.predict('red4_xgb', ARRAY[1, 0])$$);
+
 DELETE FROM ml.models WHERE name LIKE 'red4\_%';
