@@ -17,6 +17,11 @@
  *
  * A non-timestamp entity time column is refused with 42804 (it failed
  * later with a raw operator error).
+ *
+ * ml.online_features: a key value that does not fit its column's type
+ * ('"x"' for an integer key, 1e11 for an int4) failed with the cast's own
+ * error, the whole client value quoted and no hint; now 22023 naming the
+ * key columns and their types, with a hint, and no client data.
  */
 
 \echo Use "ALTER EXTENSION bv_ml UPDATE TO '0.3.0'" to load this file. \quit
@@ -197,5 +202,70 @@ BEGIN
             last_run_at = excluded.last_run_at, last_rows = excluded.last_rows,
             total_rows = x.total_rows + excluded.last_rows;
     RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ml.online_features(keys jsonb, features text[], at timestamptz DEFAULT now())
+RETURNS TABLE (ordinality bigint, entity jsonb, "values" jsonb)
+LANGUAGE plpgsql STABLE
+-- Definer's rights: callers reach the internal resolvers only through it;
+-- it reads nothing but the online store and the feature definitions.
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    vw record;
+    ent ml.entities;
+    keyexpr text;
+    res jsonb[];
+    part record;
+    nkeys integer;
+BEGIN
+    IF jsonb_typeof(keys) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'keys must be a JSON array of objects'
+            USING ERRCODE = '22023', HINT = 'Pass keys such as ''[{"customer_id": 7}]''.';
+    END IF;
+    nkeys := jsonb_array_length(keys);
+    IF nkeys > 10000 OR EXISTS (SELECT FROM jsonb_array_elements(keys) k WHERE jsonb_typeof(k) <> 'object') THEN
+        RAISE EXCEPTION 'keys must be a JSON array of at most 10000 objects'
+            USING ERRCODE = '22023', HINT = 'Pass keys such as ''[{"customer_id": 7}]''; split larger lookups.';
+    END IF;
+    res := array_fill('{}'::jsonb, ARRAY[nkeys]);
+    -- red-team 3: a key value that does not fit its column's type failed
+    -- with the cast's own error (no hint, the whole client value quoted)
+    BEGIN
+    FOR vw IN
+        SELECT r.view_name, (array_agg(r.def))[1] AS def, array_agg(r.feature ORDER BY r.ord) AS feats,
+               array_agg(r.ref ORDER BY r.ord) AS refs
+          FROM ml._resolve_features(features) r GROUP BY r.view_name
+    LOOP
+        SELECT * INTO ent FROM ml.entities e WHERE e.name = (vw.def).entity;
+        SELECT 'ARRAY[' || string_agg(format('((k.obj ->> %L)::%s)::text', ent.join_keys[i],
+                                             ml._column_type((vw.def).source, (vw.def).source_keys[i])), ', ')
+               || ']' INTO keyexpr
+          FROM generate_series(1, cardinality(ent.join_keys)) i;
+        FOR part IN EXECUTE format(
+            'SELECT k.n, o."values", o.event_ts FROM jsonb_array_elements($1) WITH ORDINALITY k(obj, n)
+               LEFT JOIN ml.online_store o ON o.view_name = %L AND o.entity_key = %s
+                    AND o.event_ts <= $2 %s',
+            (vw.def).name, keyexpr,
+            CASE WHEN (vw.def).ttl IS NULL THEN '' ELSE format('AND o.event_ts >= $2 - %L::interval', (vw.def).ttl) END)
+            USING keys, at
+        LOOP
+            res[part.n] := res[part.n] || (SELECT jsonb_object_agg(vw.refs[i], part."values" -> vw.feats[i])
+                                              FROM generate_series(1, cardinality(vw.feats)) i);
+        END LOOP;
+    END LOOP;
+    EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range OR invalid_datetime_format
+                   OR datetime_field_overflow THEN
+        RAISE EXCEPTION 'a key value does not fit its column''s type'
+            USING ERRCODE = '22023',
+                  DETAIL = format('Key columns of entity %s: %s.', ent.name,
+                                  (SELECT string_agg(format('%s %s', ent.join_keys[i],
+                                                            ml._column_type((vw.def).source, (vw.def).source_keys[i])), ', ')
+                                     FROM generate_series(1, cardinality(ent.join_keys)) i)),
+                  HINT = 'Pass each key as a JSON number or string of the key column''s type, such as [{"customer_id": 7}].';
+    END;
+    RETURN QUERY SELECT k.n, k.obj, res[k.n] FROM jsonb_array_elements(keys) WITH ORDINALITY k(obj, n);
 END
 $$;

@@ -48,6 +48,20 @@ SELECT ml.materialize('red4_naive', '2026-01-01 15:00+00');
 SELECT "values" FROM ml.online_features('[{"customer_id": 7}]', ARRAY['red4_naive:spend'], at => '2026-01-01 15:00+00');
 RESET TimeZone;
 
+-- online_features: a key value that does not fit the key column's type is
+-- 22023 with a hint and no client data (it was the cast's error, quoting
+-- the whole value)
+\set VERBOSITY default
+SELECT * FROM ml.online_features(jsonb_build_array(jsonb_build_object('customer_id', repeat('x', 3000))),
+                                 ARRAY['red4_naive:spend']);
+SELECT * FROM ml.online_features('[{"customer_id": 99999999999}]', ARRAY['red4_naive:spend']);
+SELECT * FROM ml.online_features('[{"customer_id": {"a": 1}}]', ARRAY['red4_naive:spend']);
+-- other refusals keep their own message
+SELECT * FROM ml.online_features('[{"customer_id": 7}]', ARRAY[]::text[]);
+-- a key as a string of digits still finds the entity
+SELECT ordinality, "values" FROM ml.online_features('[{"customer_id": "7"}]', ARRAY['red4_naive:spend'],
+                                                    at => '2026-01-01 15:00+00');
+
 -- an entity time column that is not a time
 CREATE TABLE red4_bad_labels (customer_id int, event_timestamp text);
 SELECT ml.training_set_sql('public.red4_bad_labels', ARRAY['red4_stats:spend']);
