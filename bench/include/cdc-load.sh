@@ -10,7 +10,8 @@
 #                            transactions
 #   resume_and_drain NAME N  bv_cdc.resume, then wait until the sink has N
 #                            more events acknowledged; the timed part of the
-#                            throughput benchmarks
+#                            throughput benchmarks (polled every BENCH_POLL_S
+#                            seconds, 0.002 unless the benchmark sets it)
 psql_q() { "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 
@@ -33,10 +34,12 @@ pause_sink() {
 # (wait_for), which on this 2-core machine took a tenth of a core from the
 # pipeline being measured, and for 25 ms of polling granularity on average.
 resume_and_drain() {
-    psql_q -v sink="$1" -v n="$2" >/dev/null <<'SQL' || bv_die "sink $1 did not drain"
+    local poll=${BENCH_POLL_S:-0.002}
+    psql_q -v sink="$1" -v n="$2" -v poll="$poll" >/dev/null <<'SQL' || bv_die "sink $1 did not drain"
 SELECT events + :n AS target FROM bv_cdc.stats_raw() WHERE sink = :'sink' \gset
 SELECT bv_cdc.resume(:'sink');
-SELECT set_config('bench.sink', :'sink', false), set_config('bench.target', :'target', false);
+SELECT set_config('bench.sink', :'sink', false), set_config('bench.target', :'target', false),
+       set_config('bench.poll', :'poll', false);
 DO $$
 DECLARE
     give_up timestamptz := clock_timestamp() + interval '600 s';
@@ -47,7 +50,7 @@ BEGIN
         IF clock_timestamp() > give_up THEN
             RAISE EXCEPTION 'sink % did not drain within 600 s', current_setting('bench.sink');
         END IF;
-        PERFORM pg_sleep(0.002);
+        PERFORM pg_sleep(current_setting('bench.poll')::float8);
     END LOOP;
 END $$;
 SQL

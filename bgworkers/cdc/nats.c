@@ -5,8 +5,9 @@
  *	  core NATS fire-and-forget.
  *
  * JetStream mode (the default): each change is published to its route's
- * subject with a reply subject <inbox>.<n>, the way libnats' own
- * asynchronous JetStream publisher does it; the stream that takes the
+ * subject with a reply subject <inbox>.<n> (n: the publish number), the
+ * way libnats' own asynchronous JetStream publisher (js_PublishMsgAsync)
+ * does it, without its per-message hash table and copies; the stream that takes the
  * subject answers on that subject with a PubAck ({"stream":..,"seq":..}) or
  * an error.  The change counts as delivered (cdc_sink_acked) only on a
  * PubAck.  Each message carries the header Nats-Msg-Id = the event id,
@@ -22,18 +23,35 @@
  * goes, or published while no subscriber listens, is lost.  Documented as
  * such (docs/bv_cdc.md); use it only for data that may be lost.
  *
- * Concurrency: libnats runs its own threads (socket reader, flusher,
- * timers).  No callback of ours runs on them: acknowledgements are read
- * from a synchronous subscription (natsSubscription_NextMsg) in the
- * worker's thread, in produce() and poll().  The threads are created with
+ * Asynchronous publishing (JetStream): the worker publishes without waiting
+ * (libnats buffers, its flusher thread writes), at most max_inflight
+ * unanswered.  Answers arrive on an asynchronous subscription to
+ * <inbox>.*: its callback, on libnats' delivery thread, only marks the
+ * slot of publish number <n> ACKED or REFUSED in a ring shared with the
+ * worker (NatsAcks, atomics, no lock) and, when the worker waits for a
+ * mark, writes an eventfd once.  The worker reads the ring in publish
+ * order: each ACKED slot is a delivery (cdc_sink_acked), and the first
+ * REFUSED one fails the sink, so that nothing after it counts; the stream
+ * restarts from the slot's confirmed position, which never passed an
+ * unacknowledged change, and publishes that change and everything after it
+ * again (JetStream drops the copies it already stored by Nats-Msg-Id).
+ * When the window is full the worker waits, on a wait set of its latch,
+ * postmaster death and that eventfd, until half of the window is
+ * answered: one wake-up per half window, not one per acknowledgement.
+ *
+ * Threads and memory: the callback calls nothing of PostgreSQL (no palloc,
+ * no ereport, no latch).  NatsAcks is malloc'd and reference-counted: the
+ * worker and the subscription each hold a reference, and the subscription
+ * lets go in its on-complete callback, after its last message, so a
+ * callback never touches freed memory.  libnats' threads are created with
  * every signal blocked (they inherit the mask), so PostgreSQL's signal
  * handlers only ever run in the worker's thread.  Reconnection inside
  * libnats is off: a lost connection is the worker's business (replay from
  * the slot), which keeps "delivered" meaning "acknowledged by this stream".
- *
- * Memory: libnats mallocs its messages (freed at once); the in-flight ring
- * (by publish number) is allocated once at start, in the sink's context
- * under TopMemoryContext.
+ * The in-flight ring (opaque numbers by publish number) and the wait sets
+ * are allocated once at start, in the sink's context under
+ * TopMemoryContext.  libnats mallocs each message we publish; it is freed
+ * right after the publish, in this thread (natsMsg_free, see below).
  *
  *-------------------------------------------------------------------------
  */
@@ -41,24 +59,71 @@
 
 #include <signal.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <nats/nats.h>
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "kinds.h"
 
-#define NATS_ACK_NAP_MS    1 /* a full window waits in naps of this many ms */
-#define NATS_ACKS_PER_PASS 4096
+#define NATS_WAIT_MS 100 /* longest wait for an answer before serving interrupts */
+
+/*
+ * libnats' destructor of a message: exported by libnats.so but not declared
+ * in nats.h.  natsMsg_Destroy queues a message for libnats' garbage
+ * collector thread, which calls this: a futex wake-up per message, and
+ * every malloc'd piece of the message (a dozen, with its headers) freed by
+ * another thread than the one that allocated it, which empties glibc's
+ * per-thread caches and makes the next message's mallocs take the arena's
+ * lock.  Freeing our own published messages here, in the thread that made
+ * them, is the same function without the hand-over (ADR 0033).
+ */
+extern void natsMsg_free(void *object);
+
+/* States of a slot of the acknowledgement ring (NatsAcks.slots). */
+#define NATS_SLOT_FREE    0
+#define NATS_SLOT_PENDING 1 /* published, no answer yet */
+#define NATS_SLOT_ACKED   2 /* a PubAck (or a duplicate's) */
+#define NATS_SLOT_REFUSED 3 /* an error PubAck, or no responders */
+
+/*
+ * What the acknowledgement callback (a libnats thread) shares with the
+ * worker: malloc'd, never palloc'd, and freed by whichever of the two lets
+ * go of it last (refs), since libnats' delivery thread may outlive the sink.
+ * Slot i holds publish number seq (i = seq & mask): the worker writes seq,
+ * then PENDING; the callback moves PENDING to ACKED or REFUSED when the
+ * answer is for that seq; the worker reads answers in publish order and
+ * frees the slot.
+ */
+typedef struct NatsAckSlot
+{
+	pg_atomic_uint64 seq;
+	pg_atomic_uint32 state;
+} NatsAckSlot;
+
+typedef struct NatsAcks
+{
+	pg_atomic_uint32 refs;
+	pg_atomic_uint64 answered;    /* answers taken by the callback */
+	pg_atomic_uint64 wake_at;     /* write evfd when answered reaches this; 0: nobody waits */
+	pg_atomic_uint32 error_state; /* 0: no refusal yet, 1: being written, 2: error[] set */
+	int evfd;                     /* eventfd the worker waits on */
+	uint64 mask;
+	char error[200]; /* the first refusal's answer */
+	NatsAckSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} NatsAcks;
 
 typedef struct NatsInflight
 {
 	uint64 opaque;
 	uint32 len;
-	bool used;
 } NatsInflight;
 
 typedef struct NatsSink
@@ -67,6 +132,9 @@ typedef struct NatsSink
 	CdcSink *sink;
 	natsConnection *nc;
 	natsSubscription *acks;
+	NatsAcks *shared;       /* NULL in core mode */
+	WaitEventSet *wes;      /* latch, postmaster death, shared->evfd */
+	WaitEventSet *wes_poll; /* the same without the latch (poll's waits) */
 	char *url;
 	char *inbox;
 	bool core;
@@ -75,7 +143,7 @@ typedef struct NatsSink
 	char error[BV_CDC_ERRLEN];
 
 	uint64 next_seq; /* the next publish number */
-	int ninflight;
+	uint64 tail;     /* the oldest publish number not answered (in order) */
 	uint64 mask;
 	NatsInflight *ring;
 	char reply[128];
@@ -105,6 +173,84 @@ static const CdcProperty nats_properties[] = {
 #define PROP(name)     cdc_prop(nats_properties, keys, values, name)
 #define PROP_INT(name) cdc_prop_int(nats_properties, keys, values, name)
 
+#define NATS_NO_RESPONDERS_TEXT \
+	"no JetStream stream takes a subject bv_cdc published to (no responders)"
+
+/* Let go of the shared acknowledgement state; the last one out frees it. */
+static void
+nats_acks_release(NatsAcks *a)
+{
+	if (pg_atomic_sub_fetch_u32(&a->refs, 1) == 0)
+	{
+		close(a->evfd);
+		free(a);
+	}
+}
+
+/*
+ * nats_on_ack
+ *		libnats' delivery thread: an answer on <inbox>.<seq>.  Runs outside
+ *		PostgreSQL (no palloc, no ereport, no latch): it only records the
+ *		answer in its slot and, when the worker asked for it, writes the
+ *		eventfd the worker waits on.
+ */
+static void
+nats_on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	NatsAcks *a = closure;
+	const char *subj = natsMsg_GetSubject(m);
+	const char *data = natsMsg_GetData(m);
+	int len = natsMsg_GetDataLength(m);
+	const char *dot = subj != NULL ? strrchr(subj, '.') : NULL;
+	uint64 seq, n, w;
+	uint32 expected = NATS_SLOT_PENDING;
+	NatsAckSlot *slot;
+	bool ok;
+
+	if (dot == NULL)
+		goto done;
+	seq = strtoull(dot + 1, NULL, 10);
+	slot = &a->slots[seq & a->mask];
+	ok = data != NULL && len > 0 && memmem(data, len, "\"error\"", 7) == NULL;
+	if (pg_atomic_read_u64(&slot->seq) != seq ||
+		!pg_atomic_compare_exchange_u32(&slot->state, &expected,
+										ok ? NATS_SLOT_ACKED : NATS_SLOT_REFUSED))
+		goto done; /* not in flight (any more) */
+	if (!ok)
+	{
+		uint32 none = 0;
+
+		if (pg_atomic_compare_exchange_u32(&a->error_state, &none, 1))
+		{
+			if (len > 0)
+				snprintf(a->error, sizeof(a->error), "JetStream refused a message: %.*s",
+						 Min(len, 150), data);
+			else
+				snprintf(a->error, sizeof(a->error), "%s", NATS_NO_RESPONDERS_TEXT);
+			pg_write_barrier();
+			pg_atomic_write_u32(&a->error_state, 2);
+		}
+	}
+	n = pg_atomic_add_fetch_u64(&a->answered, 1);
+	w = pg_atomic_read_u64(&a->wake_at);
+	if (w != 0 && (n >= w || !ok) && pg_atomic_compare_exchange_u64(&a->wake_at, &w, 0))
+	{
+		uint64 one = 1;
+
+		if (write(a->evfd, &one, sizeof(one)) < 0)
+			(void) 0; /* the worker's wait times out instead */
+	}
+done:
+	natsMsg_Destroy(m);
+}
+
+/* libnats' delivery thread is done with the subscription: let go of it. */
+static void
+nats_on_sub_complete(void *closure)
+{
+	nats_acks_release((NatsAcks *) closure);
+}
+
 static void
 nats_lost(NatsSink *n, const char *fmt, const char *detail)
 {
@@ -112,8 +258,6 @@ nats_lost(NatsSink *n, const char *fmt, const char *detail)
 		return;
 	n->lost = true;
 	snprintf(n->error, sizeof(n->error), fmt, n->url, detail);
-	memset(n->ring, 0, sizeof(NatsInflight) * (n->mask + 1));
-	n->ninflight = 0;
 	n->sink->failed = true;
 	cdc_sink_note_error(n->sink, true, "%s", n->error);
 	ereport(WARNING, (errcode(ERRCODE_CONNECTION_FAILURE),
@@ -122,48 +266,92 @@ nats_lost(NatsSink *n, const char *fmt, const char *detail)
 							  "changes from the slot.")));
 }
 
-/* A PubAck (or an error) on <inbox>.<n>. */
-static void
-handle_ack(NatsSink *n, natsMsg *m)
+static inline uint64
+nats_inflight(const NatsSink *n)
 {
-	const char *subj = natsMsg_GetSubject(m);
-	const char *data = natsMsg_GetData(m);
-	int len = natsMsg_GetDataLength(m);
-	const char *dot = strrchr(subj, '.');
-	uint64 seq;
-	NatsInflight *e;
+	return n->next_seq - n->tail;
+}
 
-	if (dot == NULL)
-		return;
-	seq = strtoull(dot + 1, NULL, 10);
-	e = &n->ring[seq & n->mask];
-	if (seq >= n->next_seq || n->next_seq - seq > n->mask || !e->used)
-		return; /* not in flight (any more) */
-	e->used = false;
-	n->ninflight--;
-	if (data != NULL && len > 0 && memmem(data, len, "\"error\"", 7) == NULL)
+/*
+ * nats_take_answers
+ *		Count the answers that arrived, in publish order, up to the first
+ *		message still waiting.  A refusal fails the sink and stops there:
+ *		nothing after it counts as delivered, the stream restarts from the
+ *		slot, and the server de-duplicates what it had already stored.
+ */
+static void
+nats_take_answers(NatsSink *n)
+{
+	NatsAcks *a = n->shared;
+
+	while (n->tail < n->next_seq)
 	{
+		NatsAckSlot *slot = &a->slots[n->tail & n->mask];
+		uint32 state = pg_atomic_read_u32(&slot->state);
+		NatsInflight *e = &n->ring[n->tail & n->mask];
+
+		if (state == NATS_SLOT_PENDING)
+			break;
+		if (state != NATS_SLOT_ACKED)
+		{
+			if (!n->sink->failed)
+			{
+				bool have_text = pg_atomic_read_u32(&a->error_state) == 2;
+
+				pg_read_barrier();
+				n->sink->failed = true;
+				cdc_sink_note_error(n->sink, false, "%s",
+									have_text ? a->error : "JetStream refused a message");
+			}
+			return;
+		}
+		pg_atomic_write_u32(&slot->state, NATS_SLOT_FREE);
 		cdc_sink_acked(n->sink, e->opaque, e->len);
-		return;
-	}
-	if (!n->sink->failed)
-	{
-		n->sink->failed = true;
-		cdc_sink_note_error(n->sink, false, "JetStream refused a message: %.*s",
-							Min(len, 200), data ? data : "");
+		n->tail++;
 	}
 }
 
 /*
+ * nats_wait_answers
+ *		Wait up to timeout_ms until `answered` reaches target (or a refusal
+ *		comes), on wes: the eventfd the callback writes, postmaster death
+ *		and (n->wes) the latch.  True when the latch was set (not reset
+ *		here).
+ */
+static bool
+nats_wait_answers(NatsSink *n, WaitEventSet *wes, uint64 target, int timeout_ms)
+{
+	NatsAcks *a = n->shared;
+	WaitEvent ev;
+	uint64 buf;
+
+	pg_atomic_write_u64(&a->wake_at, target);
+	/* An answer that came before wake_at was set would wake nobody. */
+	if (pg_atomic_read_u64(&a->answered) >= target || pg_atomic_read_u32(&a->error_state) != 0)
+	{
+		pg_atomic_write_u64(&a->wake_at, 0);
+		return false;
+	}
+	if (WaitEventSetWait(wes, timeout_ms, &ev, 1, PG_WAIT_EXTENSION) == 1 &&
+		(ev.events & WL_LATCH_SET))
+	{
+		pg_atomic_write_u64(&a->wake_at, 0);
+		return true;
+	}
+	pg_atomic_write_u64(&a->wake_at, 0);
+	while (read(a->evfd, &buf, sizeof(buf)) > 0)
+		;
+	return false;
+}
+
+/*
  * nats_service
- *		Read the acknowledgements that arrived, waiting up to timeout_ms for
- *		the first while something is in flight; notice a lost connection.
+ *		Take the answers that arrived, waiting up to timeout_ms for the next
+ *		one while something is in flight; notice a lost connection.
  */
 static void
 nats_service(NatsSink *n, int timeout_ms)
 {
-	int i;
-
 	if (n->lost)
 		return;
 	if (natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
@@ -171,36 +359,15 @@ nats_service(NatsSink *n, int timeout_ms)
 		nats_lost(n, "lost the connection to NATS server %s: %s", "connection closed");
 		return;
 	}
-	if (n->acks == NULL)
+	if (n->shared == NULL)
 		return;
-	if (n->ninflight == 0)
-		timeout_ms = 0;
-	for (i = 0; i < NATS_ACKS_PER_PASS; i++)
+	nats_take_answers(n);
+	if (timeout_ms > 0 && nats_inflight(n) > 0 && !n->sink->failed)
 	{
-		natsMsg *m = NULL;
-		natsStatus s = natsSubscription_NextMsg(&m, n->acks, timeout_ms);
-
-		timeout_ms = 0;
-		if (s == NATS_TIMEOUT)
-			break;
-		if (s == NATS_NO_RESPONDERS)
-		{
-			if (!n->sink->failed)
-			{
-				n->sink->failed = true;
-				cdc_sink_note_error(n->sink, false,
-									"no JetStream stream takes a subject bv_cdc published to "
-									"(no responders)");
-			}
-			continue;
-		}
-		if (s != NATS_OK)
-		{
-			nats_lost(n, "lost the connection to NATS server %s: %s", natsStatus_GetText(s));
-			break;
-		}
-		handle_ack(n, m);
-		natsMsg_Destroy(m);
+		/* Without the latch: poll's callers wait like the old NextMsg(timeout). */
+		(void) nats_wait_answers(n, n->wes_poll, pg_atomic_read_u64(&n->shared->answered) + 1,
+								 timeout_ms);
+		nats_take_answers(n);
 	}
 }
 
@@ -303,6 +470,51 @@ forget_secret(char **value)
 	} while (0)
 
 /*
+ * nats_acks_create
+ *		The state the acknowledgement callback shares with the worker, and
+ *		the wait set on its eventfd.
+ */
+static bool
+nats_acks_create(NatsSink *n, char *errbuf, size_t errlen)
+{
+	NatsAcks *a;
+	uint64 i;
+
+	a = calloc(1, offsetof(NatsAcks, slots) + sizeof(NatsAckSlot) * (n->mask + 1));
+	if (a == NULL)
+	{
+		snprintf(errbuf, errlen, "out of memory for the acknowledgement ring of %s", n->url);
+		return false;
+	}
+	a->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (a->evfd < 0)
+	{
+		snprintf(errbuf, errlen, "could not create an eventfd: %m");
+		free(a);
+		return false;
+	}
+	a->mask = n->mask;
+	pg_atomic_init_u32(&a->refs, 1);
+	pg_atomic_init_u64(&a->answered, 0);
+	pg_atomic_init_u64(&a->wake_at, 0);
+	pg_atomic_init_u32(&a->error_state, 0);
+	for (i = 0; i <= a->mask; i++)
+	{
+		pg_atomic_init_u64(&a->slots[i].seq, 0);
+		pg_atomic_init_u32(&a->slots[i].state, NATS_SLOT_FREE);
+	}
+	n->shared = a;
+	n->wes = CreateWaitEventSet(n->cxt, 3);
+	AddWaitEventToSet(n->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(n->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(n->wes, WL_SOCKET_READABLE, a->evfd, NULL, NULL);
+	n->wes_poll = CreateWaitEventSet(n->cxt, 2);
+	AddWaitEventToSet(n->wes_poll, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(n->wes_poll, WL_SOCKET_READABLE, a->evfd, NULL, NULL);
+	return true;
+}
+
+/*
  * nats_sink_start
  *		Connect (libnats' threads created with signals blocked), subscribe to
  *		the acknowledgement inbox, and check that a named stream exists.
@@ -326,6 +538,7 @@ nats_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 	natsInbox *inbox = NULL;
 	sigset_t all, old;
 	uint64 capacity = 16;
+	natsStatus s_sub;
 	bool ok = false;
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "bv_cdc nats sink", ALLOCSET_SMALL_SIZES);
@@ -340,7 +553,7 @@ nats_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 		capacity <<= 1;
 	n->ring = MemoryContextAllocZero(cxt, sizeof(NatsInflight) * capacity);
 	n->mask = capacity - 1;
-	n->next_seq = 1;
+	n->next_seq = n->tail = 1;
 	sink->impl = n;
 
 	if (!read_secret("password_secret", PROP("password_secret"), &password, errbuf, errlen) ||
@@ -384,10 +597,19 @@ nats_sink_start(CdcSink *sink, char *errbuf, size_t errlen)
 	NATS_TRY(natsConnection_Connect(&n->nc, opts), "could not connect");
 	if (!n->core)
 	{
+		if (!nats_acks_create(n, errbuf, errlen))
+			goto done;
 		NATS_TRY(natsInbox_Create(&inbox), "could not create an inbox");
 		n->inbox = MemoryContextStrdup(cxt, (const char *) inbox);
-		NATS_TRY(natsConnection_SubscribeSync(&n->acks, n->nc, psprintf("%s.*", n->inbox)),
-				 "could not subscribe to acknowledgements");
+		/* The subscription holds a reference, let go of by nats_on_sub_complete. */
+		pg_atomic_write_u32(&n->shared->refs, 2);
+		s_sub = natsConnection_Subscribe(&n->acks, n->nc, psprintf("%s.*", n->inbox), nats_on_ack,
+										 n->shared);
+		if (s_sub != NATS_OK)
+			pg_atomic_write_u32(&n->shared->refs, 1);
+		NATS_TRY(s_sub, "could not subscribe to acknowledgements");
+		NATS_TRY(natsSubscription_SetOnCompleteCB(n->acks, nats_on_sub_complete, n->shared),
+				 "could not watch the acknowledgement subscription");
 		NATS_TRY(natsSubscription_SetPendingLimits(n->acks, 4 * n->max_inflight + 1024, -1),
 				 "could not size the acknowledgement queue");
 		if (stream != NULL)
@@ -435,12 +657,22 @@ nats_sink_stop(CdcSink *sink)
 	if (n == NULL)
 		return;
 	if (n->acks != NULL)
+	{
+		/* Its delivery thread lets go of n->shared when it ends. */
+		(void) natsSubscription_Unsubscribe(n->acks);
 		natsSubscription_Destroy(n->acks);
+	}
 	if (n->nc != NULL)
 	{
 		natsConnection_Close(n->nc);
 		natsConnection_Destroy(n->nc);
 	}
+	if (n->wes != NULL)
+		FreeWaitEventSet(n->wes);
+	if (n->wes_poll != NULL)
+		FreeWaitEventSet(n->wes_poll);
+	if (n->shared != NULL)
+		nats_acks_release(n->shared);
 	MemoryContextDelete(n->cxt);
 	sink->impl = NULL;
 	sink->pending = 0;
@@ -468,24 +700,22 @@ nats_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 	char *keystr = NULL;
 
 	/*
-	 * A full window: wait until half of it is acknowledged, then publish a
-	 * batch.  Waiting for a single free slot would wake this thread (and
-	 * libnats' reader) once per acknowledgement, a context switch per
-	 * message on a busy machine.
+	 * A full window: wait until half of it is answered, then publish a
+	 * batch.  The callback writes the eventfd once, when the answers
+	 * reach the mark: one wake-up of this thread per half window, not
+	 * one per acknowledgement.
 	 */
-	if (n->ninflight >= n->max_inflight)
+	if (n->shared != NULL && nats_inflight(n) >= (uint64) n->max_inflight)
 	{
 		bool woken = false;
 
-		while (!n->lost && !sink->failed && n->ninflight > n->max_inflight / 2)
+		nats_service(n, 0);
+		while (!n->lost && !sink->failed && nats_inflight(n) > (uint64) n->max_inflight / 2)
 		{
-			/*
-			 * Nap, then take every acknowledgement that arrived: blocking
-			 * in NextMsg would be woken by libnats' reader for each one.
-			 */
-			if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						  NATS_ACK_NAP_MS, PG_WAIT_EXTENSION) &
-				WL_LATCH_SET)
+			uint64 answered = pg_atomic_read_u64(&n->shared->answered);
+			uint64 mark = n->next_seq - 1 - n->max_inflight / 2;
+
+			if (nats_wait_answers(n, n->wes, Max(mark, answered + 1), NATS_WAIT_MS))
 			{
 				ResetLatch(MyLatch);
 				woken = true;
@@ -523,11 +753,24 @@ nats_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 	s = set_header(s, m, "xid", xid);
 	s = set_header(s, m, "key", keystr);
 	s = set_header(s, m, "traceparent", ev->h->traceparent);
+	if (s == NATS_OK && !n->core)
+	{
+		/* In flight before it is sent: its answer may come at once. */
+		NatsAckSlot *slot = &n->shared->slots[n->next_seq & n->mask];
+
+		n->ring[n->next_seq & n->mask].opaque = ev->opaque;
+		n->ring[n->next_seq & n->mask].len = (uint32) ev->len;
+		pg_atomic_write_u64(&slot->seq, n->next_seq);
+		pg_write_barrier();
+		pg_atomic_write_u32(&slot->state, NATS_SLOT_PENDING);
+	}
 	if (s == NATS_OK)
 		s = natsConnection_PublishMsg(n->nc, m);
-	natsMsg_Destroy(m);
+	natsMsg_free(m); /* not natsMsg_Destroy: see its declaration */
 	if (keystr != NULL)
 		pfree(keystr);
+	if (s != NATS_OK && !n->core)
+		pg_atomic_write_u32(&n->shared->slots[n->next_seq & n->mask].state, NATS_SLOT_FREE);
 	if (s == NATS_MAX_PAYLOAD)
 	{
 		*err = psprintf("the message has %zu bytes, more than the NATS server's max_payload",
@@ -546,11 +789,7 @@ nats_sink_produce(CdcSink *sink, const CdcEvent *ev, char **err)
 		cdc_sink_acked(sink, ev->opaque, ev->len);
 		return CDC_PRODUCE_OK;
 	}
-	n->ring[n->next_seq & n->mask].used = true;
-	n->ring[n->next_seq & n->mask].opaque = ev->opaque;
-	n->ring[n->next_seq & n->mask].len = (uint32) ev->len;
 	n->next_seq++;
-	n->ninflight++;
 	if ((n->next_seq & 63) == 0)
 		nats_service(n, 0);
 	return CDC_PRODUCE_OK;
@@ -565,7 +804,7 @@ nats_sink_poll(CdcSink *sink, int timeout_ms)
 static int
 nats_sink_wait_ms(CdcSink *sink)
 {
-	return ((NatsSink *) sink->impl)->ninflight > 0 ? 1 : -1;
+	return nats_inflight((NatsSink *) sink->impl) > 0 ? 1 : -1;
 }
 
 static void

@@ -74,6 +74,8 @@ typedef struct BridgeConfig
 	int batch_ms;
 	int keepalive;
 	IotLimits lim;
+	char *auth_dir;        /* where the broker's password/ACL files go, or NULL */
+	char *broker_pid_file; /* the broker to signal after writing them */
 	char *updated_at;
 	char *conn_key; /* what requires a new connection when it changes */
 } BridgeConfig;
@@ -112,8 +114,8 @@ wait_for(long ms, int sock)
 	}
 }
 
-static void
-begin_tx(void)
+void
+iot_begin_tx(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -121,8 +123,8 @@ begin_tx(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
-static void
-commit_tx(void)
+void
+iot_commit_tx(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -154,10 +156,12 @@ static void
 load_config(void)
 {
 	MemoryContext old;
+	static char *last_auth_key = NULL;
+	char *auth_key;
 
 	MemoryContextReset(config_cxt);
 	memset(&cfg, 0, sizeof(cfg));
-	begin_tx();
+	iot_begin_tx();
 	old = MemoryContextSwitchTo(config_cxt);
 	PG_TRY();
 	{
@@ -171,8 +175,9 @@ load_config(void)
 						"array_to_string(topics, E'\\n'), batch_size, batch_ms, keepalive_s, "
 						"max_payload_bytes, max_readings, "
 						"(extract(epoch FROM max_future) * 1000000)::bigint, "
-						"(extract(epoch FROM max_age) * 1000000)::bigint, updated_at::text "
-						"FROM iot.bridge_config",
+						"(extract(epoch FROM max_age) * 1000000)::bigint, updated_at::text, "
+						"to_jsonb(c) ->> 'auth_dir', to_jsonb(c) ->> 'broker_pid_file' "
+						"FROM iot.bridge_config c",
 						true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
@@ -195,6 +200,8 @@ load_config(void)
 			cfg.lim.max_future_us = pg_strtoint64(getstr(13));
 			cfg.lim.max_age_us = pg_strtoint64(getstr(14));
 			cfg.updated_at = getstr(15);
+			cfg.auth_dir = getstr(16);
+			cfg.broker_pid_file = getstr(17);
 			for (tok = strtok_r(topics, "\n", &save); tok && cfg.ntopics < 16;
 				 tok = strtok_r(NULL, "\n", &save))
 				cfg.topics[cfg.ntopics++] = tok;
@@ -206,7 +213,18 @@ load_config(void)
 									cfg.keepalive, getstr(7));
 		}
 		MemoryContextSwitchTo(old);
-		commit_tx();
+		iot_commit_tx();
+		/* Where the broker's files go, or the bridge's user, changed: write them again. */
+		auth_key = psprintf("%s|%s|%s|%s", cfg.auth_dir ? cfg.auth_dir : "", cfg.broker_pid_file ? cfg.broker_pid_file : "",
+							cfg.username ? cfg.username : "", cfg.password ? cfg.password : "");
+		if (last_auth_key == NULL || strcmp(auth_key, last_auth_key) != 0)
+		{
+			iot_auth_reset();
+			if (last_auth_key)
+				pfree(last_auth_key);
+			last_auth_key = MemoryContextStrdup(bridge_cxt, auth_key);
+		}
+		pfree(auth_key);
 	}
 	PG_CATCH();
 	{
@@ -232,7 +250,7 @@ config_changed(void)
 {
 	bool changed = true;
 
-	begin_tx();
+	iot_begin_tx();
 	if (SPI_execute("SELECT updated_at::text FROM iot.bridge_config", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
@@ -240,7 +258,7 @@ config_changed(void)
 
 		changed = v == NULL || cfg.updated_at == NULL || strcmp(v, cfg.updated_at) != 0;
 	}
-	commit_tx();
+	iot_commit_tx();
 	return changed;
 }
 
@@ -255,11 +273,11 @@ set_state(const char *state, const char *error, bool reconnect)
 	args[1] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	nulls[1] = error ? ' ' : 'n';
 	args[2] = BoolGetDatum(reconnect);
-	begin_tx();
+	iot_begin_tx();
 	SPI_execute_with_args("UPDATE iot.bridge_counters SET state = $1, last_error = coalesce($2, last_error), "
 						  "reconnects = reconnects + CASE WHEN $3 THEN 1 ELSE 0 END",
 						  3, types, args, nulls, false, 0);
-	commit_tx();
+	iot_commit_tx();
 	pgstat_report_activity(STATE_IDLE, state);
 }
 
@@ -446,10 +464,10 @@ commit_one(List *inbox, int i, TimestampTz first)
 	{
 		IotFlushResult r;
 
-		begin_tx();
+		iot_begin_tx();
 		r = write_messages(inbox, i, i + 1);
 		count(1, r.inserted, r.quarantined, 0, ms_since(first));
-		commit_tx();
+		iot_commit_tx();
 	}
 	PG_CATCH();
 	{
@@ -460,13 +478,13 @@ commit_one(List *inbox, int i, TimestampTz first)
 		e = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		begin_tx();
+		iot_begin_tx();
 		iot_batch_reset(&batch);
 		iot_batch_quarantine(&batch, msg->topic, topic_device(msg->topic, &kind), "write_failed",
 							 e->message, msg->payload, msg->len);
 		iot_batch_write(&batch, "mqtt", NULL);
 		count(1, 0, 1, 0, ms_since(first));
-		commit_tx();
+		iot_commit_tx();
 		FreeErrorData(e);
 	}
 	PG_END_TRY();
@@ -492,10 +510,10 @@ commit_batch(void)
 	{
 		IotFlushResult r;
 
-		begin_tx();
+		iot_begin_tx();
 		r = write_messages(inbox, 0, n);
 		count(n, r.inserted, r.quarantined, ms_since(start), ms_since(first));
-		commit_tx();
+		iot_commit_tx();
 	}
 	PG_CATCH();
 	{
@@ -528,7 +546,7 @@ publish_commands(bool resend)
 	uint64 i;
 	MemoryContext old;
 
-	begin_tx();
+	iot_begin_tx();
 	if (SPI_execute(resend ? "SELECT id, device_id, payload FROM iot._commands_resend()"
 						   : "SELECT id, device_id, payload FROM iot._commands_due(100)",
 					false, 0) == SPI_OK_SELECT)
@@ -550,7 +568,7 @@ publish_commands(bool resend)
 								  arg, NULL, false, 0);
 		}
 	}
-	commit_tx();
+	iot_commit_tx();
 	/* After the commit: a crash in between leaves them "sent", resent later. */
 	forboth(a, topics, b, payloads)
 	{
@@ -574,6 +592,7 @@ connect_broker(void)
 	while (!mqtt.connected && !mqtt.lost && GetCurrentTimestamp() < deadline)
 	{
 		wait_for(100, iot_mqtt_socket(&mqtt));
+		iot_auth_sync(cfg.auth_dir, cfg.broker_pid_file, cfg.username, cfg.password, false);
 		if (!iot_mqtt_read(&mqtt, 1))
 			break;
 	}
@@ -607,6 +626,9 @@ run_session(void)
 
 		if (n > 0)
 			timeout = Max(0, cfg.batch_ms - (long) ms_since(((IotMessage *) linitial(mqtt.inbox))->at));
+		/* Idle, but registry changes must reach the broker soon. */
+		if (cfg.auth_dir != NULL)
+			timeout = Min(timeout, IOT_AUTH_POLL_MS);
 		if (n < cfg.batch_size)
 			wait_for(timeout, iot_mqtt_socket(&mqtt));
 		else
@@ -632,6 +654,8 @@ run_session(void)
 				break;
 			n = 0;
 		}
+		/* Between batches, also under load: registry changes reach the broker. */
+		iot_auth_sync(cfg.auth_dir, cfg.broker_pid_file, cfg.username, cfg.password, false);
 		if (n > 0)
 			continue;
 		if (mqtt.need_subscribe)
@@ -654,6 +678,7 @@ run_session(void)
 				char *key = cfg.conn_key ? pstrdup(cfg.conn_key) : NULL;
 
 				load_config();
+				iot_auth_sync(cfg.auth_dir, cfg.broker_pid_file, cfg.username, cfg.password, true);
 				if (!cfg.enabled || key == NULL || cfg.conn_key == NULL || strcmp(key, cfg.conn_key) != 0)
 					return;
 				ereport(LOG, (errmsg("bv_iot bridge applied a configuration change")));
@@ -691,6 +716,9 @@ bv_iot_bridge_main(Datum arg)
 	{
 		CHECK_FOR_INTERRUPTS();
 		load_config();
+		/* Also while the bridge is disabled or cannot connect. */
+		if (cfg.installed)
+			iot_auth_sync(cfg.auth_dir, cfg.broker_pid_file, cfg.username, cfg.password, false);
 		if (!cfg.installed || !cfg.enabled)
 		{
 			if (cfg.installed && mqtt.mosq != NULL)
@@ -699,7 +727,9 @@ bv_iot_bridge_main(Datum arg)
 				set_state("disabled", NULL, false);
 			said_disabled = cfg.installed;
 			iot_mqtt_close(&mqtt);
-			wait_for(cfg.installed ? Min(iot_naptime_ms, 1000) : iot_naptime_ms, -1);
+			wait_for(!cfg.installed ? iot_naptime_ms
+									: Min(iot_naptime_ms, cfg.auth_dir ? IOT_AUTH_POLL_MS : 1000),
+					 -1);
 			continue;
 		}
 		if (!connect_broker())

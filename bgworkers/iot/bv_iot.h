@@ -16,9 +16,11 @@
 #include "utils/jsonb.h"
 
 /* Limits declared once: validation, the SQL checks and docs use them. */
-#define IOT_ID_MAX     64  /* device id, metric name */
-#define IOT_RAW_PREFIX 256 /* bytes of a refused payload kept */
-#define IOT_DETAIL_MAX 200 /* bytes of a quarantine detail */
+#define IOT_ID_MAX            64    /* device id, metric name */
+#define IOT_RAW_PREFIX        256   /* bytes of a refused payload kept */
+#define IOT_DETAIL_MAX        200   /* bytes of a quarantine detail */
+#define IOT_SUBJECT_MAX       1024  /* a certificate subject (its broker user name) */
+#define IOT_SUBJECT_PARSE_MAX 65536 /* longer subjects are not parsed at all */
 
 /* Validation limits (from iot.bridge_config, or its defaults). */
 typedef struct IotLimits
@@ -115,7 +117,16 @@ extern bool iot_mqtt_flush(IotMqtt *m);
 extern bool iot_mqtt_subscribe(IotMqtt *m, char **topics, int ntopics);
 extern bool iot_mqtt_publish(IotMqtt *m, const char *topic, const char *payload);
 
+/* brokerauth.c: the broker's password and ACL files, outside a transaction */
+#define IOT_AUTH_POLL_MS  200  /* how often the bridge looks for registry changes */
+#define IOT_AUTH_RETRY_MS 1000 /* after a failed write or signal */
+extern void iot_auth_sync(const char *dir, const char *pidfile, const char *bridge_user,
+						  const char *bridge_password, bool force);
+extern void iot_auth_reset(void);
+
 /* bridge.c */
+extern void iot_begin_tx(void);
+extern void iot_commit_tx(void);
 extern PGDLLEXPORT void bv_iot_bridge_main(Datum arg);
 extern char *iot_database;
 extern int iot_naptime_ms;

@@ -133,6 +133,7 @@ collect_merge(GValidator *v, GType *parent, GqlSelectionSet *set, List **out, in
 			GqlSelectionSet *sub = s->sel;
 			GType *t = parent;
 			const char *cond = s->type_cond;
+			int sub_depth = depth; /* spreads nested in spreads, not side by side */
 
 			if (s->kind == GQL_SEL_SPREAD)
 			{
@@ -148,7 +149,7 @@ collect_merge(GValidator *v, GType *parent, GqlSelectionSet *set, List **out, in
 				}
 				sub = f->sel;
 				cond = f->type_cond;
-				depth++;
+				sub_depth = depth + 1;
 			}
 			if (cond)
 			{
@@ -156,7 +157,7 @@ collect_merge(GValidator *v, GType *parent, GqlSelectionSet *set, List **out, in
 				if (!gql_v_is_composite(t))
 					continue;
 			}
-			collect_merge(v, t, sub, out, depth);
+			collect_merge(v, t, sub, out, sub_depth);
 		}
 	}
 }

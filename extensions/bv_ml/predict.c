@@ -148,6 +148,26 @@ CheckAllPresent(const double *x, const bool *isnull, int n)
 }
 
 /*
+ * Refuses a result that is not a finite number.  Finite features far
+ * outside a model's range (1e300 times a coefficient, leaf values near the
+ * float32 limit summed over trees) overflow its arithmetic: a regression
+ * answered Infinity or NaN and a multi-class model NaN probabilities with
+ * class 0 as its prediction, which REST clients received as strings in
+ * place of numbers.  One comparison per output.
+ */
+static void
+CheckFiniteOutputs(const CallState *st)
+{
+	for (int k = 0; k < st->model->n_outputs; k++)
+		if (unlikely(!isfinite(st->out[k])))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("model \"%.64s\" has no finite prediction for these features", st->name),
+					 errdetail("The model's arithmetic overflowed: a feature value far outside its range, or leaf values near the float32 limit."),
+					 errhint("Check the features' units and scale against the data the model was trained on.")));
+}
+
+/*
  * Scores features[n] (data points to n packed float8 values, bitmap marks
  * NULLs as arrays do) into st->out.
  */
@@ -181,6 +201,7 @@ score(CallState *st, const double *data, const bits8 *bitmap, int n)
 		CheckAllPresent(x, isnull, n);
 	if (!ml_eval(m, x, isnull, st->scratch, st->out))
 		CheckAllPresent(x, NULL, n);
+	CheckFiniteOutputs(st);
 }
 
 static void

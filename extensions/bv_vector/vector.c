@@ -23,6 +23,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -164,7 +165,27 @@ VectorCosineKernel(int dim, const float *a, const float *b)
 	d += SumV8(dot);
 	x += SumV8(na);
 	y += SumV8(nb);
-	sim = (double) d / sqrt((double) x * (double) y);
+	if (unlikely(!isfinite(d) || !isfinite(x) || !isfinite(y)))
+	{
+		/*
+		 * A float4 sum overflowed (values near the float4 limit, e.g. 3e38):
+		 * the cosine itself is still defined, so compute it again in double
+		 * precision, which cannot overflow for finite float4 inputs.
+		 */
+		double dd = 0,
+			   dx = 0,
+			   dy = 0;
+
+		for (i = 0; i < dim; i++)
+		{
+			dd += (double) a[i] * b[i];
+			dx += (double) a[i] * a[i];
+			dy += (double) b[i] * b[i];
+		}
+		sim = dd / (sqrt(dx) * sqrt(dy));
+	}
+	else
+		sim = (double) d / sqrt((double) x * (double) y);
 	if (sim > 1)
 		sim = 1;
 	else if (sim < -1)
@@ -245,12 +266,30 @@ VectorIsSpace(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
+/*
+ * At most VECTOR_QUOTE_MAX bytes of client text in an error message (cut at
+ * a character boundary, "..." when cut): a vector literal can be hundreds of
+ * kilobytes, and a number can have any number of digits.
+ */
+#define VECTOR_QUOTE_MAX 40
+
+static char *
+QuotePrefix(const char *s, int len)
+{
+	int cut;
+
+	if (len <= VECTOR_QUOTE_MAX)
+		return pnstrdup(s, len);
+	cut = pg_mbcliplen(s, len, VECTOR_QUOTE_MAX);
+	return psprintf("%s...", pnstrdup(s, cut));
+}
+
 static void
 SyntaxError(const char *lit, const char *detail)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-			 errmsg("invalid input syntax for type vector: \"%s\"", lit),
+			 errmsg("invalid input syntax for type vector: \"%s\"", QuotePrefix(lit, strlen(lit))),
 			 errdetail("%s", detail),
 			 errhint("Write a vector as '[1, 2.5, -3e-2]'.")));
 }
@@ -294,7 +333,7 @@ vector_in(PG_FUNCTION_ARGS)
 		if (errno == ERANGE && isinf(v))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("\"%s\" is out of range for type vector", pnstrdup(p, end - p)),
+					 errmsg("\"%s\" is out of range for type vector", QuotePrefix(p, end - p)),
 					 errhint("Values must fit in a real (float4).")));
 		CheckElement(v);
 		if (dim == VECTOR_MAX_DIM)
@@ -540,6 +579,44 @@ vector_to_float4(PG_FUNCTION_ARGS)
 
 /* ---- distances and helpers ---- */
 
+/*
+ * The SQL functions return float8: when the float4 kernel overflows (values
+ * near the float4 limit; the true result fits in a double), they compute the
+ * result again in double precision instead of returning infinity.  The index
+ * keeps float4 distances (an overflow there only ties the farthest elements).
+ */
+static double
+VectorL2SquaredDouble(const Vector *a, const Vector *b)
+{
+	double r = VectorL2SquaredKernel(a->dim, a->x, b->x);
+
+	if (unlikely(!isfinite(r)))
+	{
+		r = 0;
+		for (int i = 0; i < a->dim; i++)
+		{
+			double t = (double) a->x[i] - b->x[i];
+
+			r += t * t;
+		}
+	}
+	return r;
+}
+
+static double
+VectorDotDouble(const Vector *a, const Vector *b)
+{
+	double r = VectorDotKernel(a->dim, a->x, b->x);
+
+	if (unlikely(!isfinite(r)))
+	{
+		r = 0;
+		for (int i = 0; i < a->dim; i++)
+			r += (double) a->x[i] * b->x[i];
+	}
+	return r;
+}
+
 PG_FUNCTION_INFO_V1(l2_distance);
 Datum
 l2_distance(PG_FUNCTION_ARGS)
@@ -548,7 +625,7 @@ l2_distance(PG_FUNCTION_ARGS)
 	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
-	PG_RETURN_FLOAT8(sqrt((double) VectorL2SquaredKernel(a->dim, a->x, b->x)));
+	PG_RETURN_FLOAT8(sqrt(VectorL2SquaredDouble(a, b)));
 }
 
 /* the hnsw index's L2 support function: same order as <->, no sqrt */
@@ -560,7 +637,7 @@ vector_l2_squared_distance(PG_FUNCTION_ARGS)
 	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
-	PG_RETURN_FLOAT8((double) VectorL2SquaredKernel(a->dim, a->x, b->x));
+	PG_RETURN_FLOAT8(VectorL2SquaredDouble(a, b));
 }
 
 PG_FUNCTION_INFO_V1(inner_product);
@@ -571,7 +648,7 @@ inner_product(PG_FUNCTION_ARGS)
 	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
-	PG_RETURN_FLOAT8((double) VectorDotKernel(a->dim, a->x, b->x));
+	PG_RETURN_FLOAT8(VectorDotDouble(a, b));
 }
 
 PG_FUNCTION_INFO_V1(negative_inner_product);
@@ -582,7 +659,7 @@ negative_inner_product(PG_FUNCTION_ARGS)
 	Vector *b = PG_GETARG_VECTOR_P(1);
 
 	CheckSameDims(a, b);
-	PG_RETURN_FLOAT8(-(double) VectorDotKernel(a->dim, a->x, b->x));
+	PG_RETURN_FLOAT8(-VectorDotDouble(a, b));
 }
 
 PG_FUNCTION_INFO_V1(cosine_distance);

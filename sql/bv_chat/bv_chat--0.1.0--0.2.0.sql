@@ -488,7 +488,14 @@ BEGIN
             RAISE EXCEPTION 'thread % not found in room %', thr, p_room
                 USING ERRCODE = 'PT404', HINT = 'Pass the seq of the thread''s first message, or 0 for the main timeline.';
         END IF;
-        -- reading a thread one does not follow yet starts following it
+        -- reading a thread one does not follow yet starts following it: a new
+        -- row, so the room's lock first (a leave, kick or ban holds it while
+        -- it deletes the member's rows; 0.1.0 could leave a row behind for
+        -- a member kicked meanwhile), then the membership again (a new
+        -- statement: a removal committed while waiting is seen).  No
+        -- read_state row is held here, so the lock order stays room first.
+        PERFORM 1 FROM chat.rooms r WHERE r.id = p_room FOR SHARE;
+        PERFORM chat.membership(p_room, me, false);
         INSERT INTO chat.read_state (user_id, room_id, thread, read_seq) VALUES (me, p_room, thr, thr)
         ON CONFLICT (room_id, thread, user_id) DO NOTHING;
         SELECT read_seq INTO cur FROM chat.read_state

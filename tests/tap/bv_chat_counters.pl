@@ -173,4 +173,34 @@ SELECT count(*) FROM chat.room_list() l
 		'0', "the room list of $u shows the recounted counters");
 }
 
+# A receipt that starts following a thread while an admin kicks the reader:
+# the receipt waits for the kick and is refused; no counter row is left
+# for a user who is not a member (0.1.0 inserted one).
+$node->safe_psql($db, q{
+SELECT set_config('request.jwt.claims', '{"role": "bv_user", "sub": "u1"}', false);
+SELECT chat.create_room('group', 'race', '', ARRAY['u2']);
+SELECT chat.send((SELECT id FROM chat.rooms WHERE name = 'race'), 'the root of a thread');
+});
+my $race = $node->safe_psql($db, "SELECT id FROM chat.rooms WHERE name = 'race'");
+my $admin = $node->background_psql($db);
+$admin->query_safe(q{BEGIN; SELECT set_config('request.jwt.claims', '{"role": "bv_user", "sub": "u1"}', true);});
+$admin->query_safe("SELECT chat.kick($race, 'u2')");
+my $reader = $node->background_psql($db, on_error_stop => 0);
+$reader->query_until(qr/started/, qq{SET application_name = 'race_reader';
+SELECT set_config('request.jwt.claims', '{"role": "bv_user", "sub": "u2"}', false);
+\\echo started
+SELECT chat.mark_read($race, NULL, 1);
+});
+ok($node->poll_query_until($db, qq{
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'race_reader' AND wait_event_type = 'Lock')
+    OR EXISTS (SELECT 1 FROM chat.read_state WHERE room_id = $race AND user_id = 'u2' AND thread = 1)}),
+	'the receipt waits for the kick (or has written its row)');
+$admin->query_safe('COMMIT');
+$admin->quit;
+$reader->query_until(qr/finished/, "\\echo finished\n");
+like($reader->{stderr}, qr/not a member of room/, 'the receipt of the kicked member is refused');
+$reader->quit;
+is($node->safe_psql($db, "SELECT count(*) FROM chat.read_state WHERE room_id = $race AND user_id = 'u2'"), '0',
+	'no counter row is left for the kicked member');
+
 done_testing();

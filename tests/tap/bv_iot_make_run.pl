@@ -17,7 +17,9 @@ use BvMqtt;
 
 my $mqtt_port = PostgreSQL::Test::Cluster::get_free_port();
 my $mqtts_port = PostgreSQL::Test::Cluster::get_free_port();
-my $stack = BvStack->new(BV_IOT_MQTT_PORT => $mqtt_port, BV_IOT_MQTTS_PORT => $mqtts_port);
+# bv_cdc's demo broker too: another stack on this machine may hold its default.
+my $stack = BvStack->new(BV_IOT_MQTT_PORT => $mqtt_port, BV_IOT_MQTTS_PORT => $mqtts_port,
+	BV_MQTT_PORT => PostgreSQL::Test::Cluster::get_free_port());
 my ($home, $port, $rest_port) = ($stack->home, $stack->port, $stack->rest_port);
 my $url = $stack->url;
 sub cluster { return $stack->cluster(@_); }
@@ -71,6 +73,26 @@ $line =~ s/-m '.*'$/-m '{"metric":"tls","value":42}'/ if $line;
 is(system('bash', '-c', $line), 0, 'the printed command (another payload) runs') if $line;
 ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'sim-1' AND metric = 'tls'") == 1 }, 30),
 	'and publishes as sim-1 over TLS');
+
+# A device provisioned over REST while the stack runs reaches the broker
+# (the bridge rewrites its password file); disabled over REST, it is refused.
+($s, $b) = call('POST', '/rpc/iot_provision_device', '{"device_id":"late-1"}');
+is($s, '200', 'a device provisioned over REST at run time') or diag(ref $b ? encode_json($b) : $b);
+my $late = ref $b ? $b->{secret} // '' : '';
+sub late_pub
+{
+	my ($v) = @_;
+	my ($o, $e);
+	IPC::Run::run([ 'mosquitto_pub', '-h', '127.0.0.1', '-p', $mqtt_port, '-u', 'late-1', '-P', $late, '-q', 1,
+		'-t', 'devices/late-1/telemetry', '-m', qq({"metric":"late","value":$v}) ], '>', \$o, '2>', \$e);
+	return $? >> 8;
+}
+ok(BvMqtt::wait_until(sub { late_pub(1) == 0 }, 30), 'connects to the running broker with the secret it got');
+ok(BvMqtt::wait_until(sub { query("SELECT count(*) FROM iot.telemetry WHERE device_id = 'late-1'") > 0 }, 30), 'its reading lands');
+($s) = call('POST', '/rpc/iot_set_device_enabled', '{"device_id":"late-1","enabled":false}');
+is($s, '200', 'disabled over REST');
+ok(BvMqtt::wait_until(sub { late_pub(2) != 0 }, 30), 'the broker refuses it from then on');
+is(query("SELECT error IS NULL AND in_sync FROM iot.broker_auth"), 't', 'iot.broker_auth: in sync, no error');
 
 # Kill sim-3's command connection (the one with the will) without DISCONNECT.
 my @sims = split /\n/, PostgreSQL::Test::Utils::slurp_file("$home/iot/simulators.pids");

@@ -11,6 +11,14 @@
 # iot.mosquitto_passwd() (every active device plus the bridge's user) and
 # the ACL from iot.mosquitto_acl(): devices/%u/... only.  reload_auth()
 # rewrites the password file and sends the broker SIGHUP.
+#
+# start_broker(..., managed => 1) is the shipped set-up instead: per-listener
+# settings, a pid file, and the bridge itself (iot.bridge_config.auth_dir,
+# broker_pid_file) rewrites passwd, acl and acl_certs and signals the broker
+# after each registry change; tls => { port, ca, cert, key } adds the
+# certificate listener (use_subject_as_username, acl_certs).
+# wait_auth_applied() waits until the bridge has written the current
+# registry (iot.broker_auth.in_sync) and the broker has reloaded it.
 package BvIot;
 
 use strict;
@@ -31,7 +39,8 @@ sub write_auth
 	my ($node, $b) = @_;
 	my $pw = _sql($node, "SELECT * FROM iot.mosquitto_passwd('$BRIDGE_USER', '$BRIDGE_PASSWORD')");
 	my $acl = _sql($node, "SELECT * FROM iot.mosquitto_acl('$BRIDGE_USER')");
-	for ([ "$b->{dir}/passwd", $pw ], [ "$b->{dir}/acl", $acl ])
+	my $acl_certs = _sql($node, "SELECT * FROM iot.mosquitto_acl_certs()");
+	for ([ "$b->{dir}/passwd", $pw ], [ "$b->{dir}/acl", $acl ], [ "$b->{dir}/acl_certs", $acl_certs ])
 	{
 		open my $fh, '>', "$_->[0].tmp" or die "$_->[0]: $!";
 		print $fh "$_->[1]\n";
@@ -48,9 +57,24 @@ sub start_broker
 	my $b = { dir => "$dir/mqtt" };
 	write_auth($node, $b);
 	my $extra = "allow_anonymous false\npassword_file $dir/mqtt/passwd\nacl_file $dir/mqtt/acl\n"
-	  . "max_inflight_messages 0\n" . ($o{extra} // '');
-	my $mb = BvMqtt::start_broker($dir, extra => $extra);
+	  . "max_inflight_messages 0\n";
+	my $head;
+	if ($o{managed})
+	{
+		$head = "per_listener_settings true";
+		$extra .= "pid_file $dir/mqtt/mosquitto.pid\n";
+		if (my $t = $o{tls})
+		{
+			$extra .= "listener $t->{port} 127.0.0.1\nallow_anonymous false\n"
+			  . "cafile $t->{ca}\ncertfile $t->{cert}\nkeyfile $t->{key}\nrequire_certificate true\n"
+			  . "use_subject_as_username true\nacl_file $dir/mqtt/acl_certs\n";
+		}
+		_sql($node, "UPDATE iot.bridge_config SET auth_dir = '$dir/mqtt', broker_pid_file = '$dir/mqtt/mosquitto.pid'");
+	}
+	$extra .= $o{extra} // '';
+	my $mb = BvMqtt::start_broker($dir, extra => $extra, head => $head);
 	$mb->{$_} //= $b->{$_} for keys %$b;
+	$mb->{managed} = $o{managed};
 	return $mb;
 }
 
@@ -65,15 +89,32 @@ sub reload_auth
 	return;
 }
 
+# Managed brokers: wait until the bridge wrote the registry as it is now
+# and the broker reloaded: a "Reloading config" line in its log after $pos
+# (the log position taken before the change; mosquitto logs it and then
+# applies the files before it serves any client again).
+sub wait_auth_applied
+{
+	my ($node, $b, $pos) = @_;
+	$node->poll_query_until('bitvelocity', 'SELECT in_sync FROM iot.broker_auth')
+	  or die 'the bridge did not write the broker\'s files: '
+	  . _sql($node, 'SELECT error FROM iot.broker_auth');
+	BvMqtt::wait_until(sub { BvMqtt::log_since($b, $pos // 0) =~ /Reloading config/ }, 30)
+	  or die 'the broker did not reload its files';
+	return;
+}
+
 # Provision a device, return its secret; the broker learns it.
 sub provision
 {
 	my ($node, $b, $id, $owner) = @_;
 	# set_actor lasts a transaction: one for both statements
 	my $set = $owner ? "SELECT bv.set_actor('$owner');" : '';
+	my $pos = $b ? BvMqtt::log_position($b) : 0;
 	my $secret = _sql($node, "BEGIN; $set SELECT secret FROM iot.provision_device('$id'); COMMIT;");
 	$secret =~ s/.*\n//s;
-	reload_auth($node, $b) if $b;
+	if ($b && $b->{managed}) { wait_auth_applied($node, $b, $pos); }
+	elsif ($b) { reload_auth($node, $b); }
 	return $secret;
 }
 

@@ -104,7 +104,8 @@ sub _port_open
 
 # Start mosquitto on a free port of 127.0.0.1 with a configuration written
 # to $dir/mqtt/mosquitto.conf.  Options: port, extra (lines appended to the
-# configuration, e.g. "max_inflight_messages 1000").
+# configuration, e.g. "max_inflight_messages 1000"), head (lines written
+# first, e.g. "per_listener_settings true", which must precede the rest).
 sub start_broker
 {
 	my ($dir, %o) = @_;
@@ -121,6 +122,7 @@ sub start_broker
 	};
 	my $user = getpwuid($<);
 	open my $fh, '>', $b->{conf} or die "$b->{conf}: $!";
+	print $fh "$o{head}\n" if $o{head};
 	print $fh <<"EOF";
 # written by tests/tools/BvMqtt.pm
 listener $port 127.0.0.1

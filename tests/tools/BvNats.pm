@@ -3,7 +3,8 @@
 #
 #   use lib "$ENV{BV_SRC}/tests/tools";  use BvNats;
 #   my $s = BvNats::start_server($dir);            # 127.0.0.1:$s->{port}, -js
-#   BvNats::stream($s, 'BV', 'bv.>');              # a file-stored stream
+#   BvNats::stream($s, 'BV', 'bv.>' [, $max_msgs]); # a file-stored stream
+#   BvNats::stream_limit($s, 'BV', 'bv.>', $max_msgs); # its limit changed
 #   my @m = BvNats::dump($s, 'BV');                # its messages, in order
 #   BvNats::count($s, 'BV');
 #   BvNats::stop_server($s, 'TERM'|'KILL');  BvNats::restart_server($s);
@@ -113,7 +114,17 @@ sub _tool
 	return $out;
 }
 
-sub stream { my ($s, $name, $subject) = @_; _tool($s, 'stream', '127.0.0.1', $s->{port}, $name, $subject); }
+sub stream
+{
+	my ($s, $name, $subject, $max_msgs) = @_;
+	_tool($s, 'stream', '127.0.0.1', $s->{port}, $name, $subject, defined $max_msgs ? ($max_msgs) : ());
+}
+# A stream's message limit (refusing new ones when full), changed in place.
+sub stream_limit
+{
+	my ($s, $name, $subject, $max_msgs) = @_;
+	_tool($s, 'stream-limit', '127.0.0.1', $s->{port}, $name, $subject, $max_msgs);
+}
 sub count { my ($s, $name) = @_; my $n = _tool($s, 'count', '127.0.0.1', $s->{port}, $name); chomp $n; return $n; }
 
 sub dump

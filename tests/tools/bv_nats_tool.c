@@ -1,8 +1,11 @@
 /*
  * bv_nats_tool: the NATS side of bv_cdc's tests and benchmarks (libnats).
  *
- *   bv_nats_tool stream  HOST PORT NAME SUBJECT     a file-stored JetStream
- *        stream taking SUBJECT (e.g. "bv.>"), de-duplication window 2 min
+ *   bv_nats_tool stream  HOST PORT NAME SUBJECT [MAX_MSGS]  a file-stored
+ *        JetStream stream taking SUBJECT (e.g. "bv.>"), de-duplication
+ *        window 2 min; with MAX_MSGS, at most that many messages and
+ *        publishes refused when full (discard new)
+ *   bv_nats_tool stream-limit HOST PORT NAME SUBJECT MAX_MSGS  change it
  *   bv_nats_tool dump    HOST PORT NAME             every message of the
  *        stream, one JSON line each, in stream order:
  *        {"seq":1,"subject":"...","headers":{"Nats-Msg-Id":"...",...},"body":<raw>}
@@ -75,8 +78,14 @@ json_str(const char *s, int len)
 	putchar('"');
 }
 
+/*
+ * Create stream NAME on SUBJECT (file storage, 2-minute de-duplication
+ * window).  max_msgs > 0: at most that many messages, new ones refused
+ * when full (discard new), as a full stream refuses a publish; update: change
+ * an existing stream's limit.
+ */
 static int
-stream(natsConnection *nc, const char *name, const char *subject)
+stream(natsConnection *nc, const char *name, const char *subject, int64_t max_msgs, int update)
 {
 	jsCtx *js = NULL;
 	jsStreamConfig cfg;
@@ -91,9 +100,16 @@ stream(natsConnection *nc, const char *name, const char *subject)
 	cfg.SubjectsLen = 1;
 	cfg.Storage = js_FileStorage;
 	cfg.Duplicates = (int64_t) 120 * 1000 * 1000 * 1000;
-	if (js_AddStream(&si, js, &cfg, NULL, &jerr) != NATS_OK)
+	if (max_msgs > 0)
 	{
-		fprintf(stderr, "bv_nats_tool: add stream: %s (%d)\n", nats_GetLastError(NULL), jerr);
+		cfg.MaxMsgs = max_msgs;
+		cfg.Discard = js_DiscardNew;
+	}
+	if ((update ? js_UpdateStream(&si, js, &cfg, NULL, &jerr)
+				: js_AddStream(&si, js, &cfg, NULL, &jerr)) != NATS_OK)
+	{
+		fprintf(stderr, "bv_nats_tool: %s stream: %s (%d)\n", update ? "update" : "add",
+				nats_GetLastError(NULL), jerr);
 		return 1;
 	}
 	jsStreamInfo_Destroy(si);
@@ -257,8 +273,11 @@ main(int argc, char **argv)
 {
 	int rc = 2;
 
-	if (argc == 6 && strcmp(argv[1], "stream") == 0)
-		rc = stream(connect_to(argv[2], argv[3]), argv[4], argv[5]);
+	if ((argc == 6 || argc == 7) && strcmp(argv[1], "stream") == 0)
+		rc = stream(connect_to(argv[2], argv[3]), argv[4], argv[5],
+					argc == 7 ? strtoll(argv[6], NULL, 10) : 0, 0);
+	else if (argc == 7 && strcmp(argv[1], "stream-limit") == 0)
+		rc = stream(connect_to(argv[2], argv[3]), argv[4], argv[5], strtoll(argv[6], NULL, 10), 1);
 	else if (argc == 5 && strcmp(argv[1], "dump") == 0)
 		rc = dump(connect_to(argv[2], argv[3]), argv[4], 0);
 	else if (argc == 5 && strcmp(argv[1], "count") == 0)

@@ -4,16 +4,23 @@
 #
 # Starts a mosquitto of its own on 127.0.0.1:$BV_IOT_MQTT_PORT (default
 # 18831; bv_cdc's demo broker stays anonymous on 18830) that enforces device
-# identity: anonymous access off, a password file written from
-# iot.mosquitto_passwd() (every active device, PBKDF2 hashes as stored in
-# iot.devices, plus the bridge's user) and the ACL from iot.mosquitto_acl()
-# (a device may only use devices/<its id>/...).  Points the bridge at it
-# (iot.bridge_config; its password in bv.secrets), provisions three demo
-# devices sim-1..3 and starts one simulator process per device: it
-# publishes a reading every 2 s and answers each command with an ack and a
-# "succeeded" result; its command connection has a last will ("offline" on
-# devices/<id>/status), so killing a simulator takes its device offline.  After adding devices, regenerate the password file:
-#     tools/peers/iot.sh reload-auth
+# identity: anonymous access off, a password file from iot.mosquitto_passwd()
+# (every active device, PBKDF2 hashes as stored in iot.devices, plus the
+# bridge's user) and the ACL from iot.mosquitto_acl() (a device may only use
+# devices/<its id>/...); a TLS listener on $BV_IOT_MQTTS_PORT (18832) takes
+# client certificates of the demo CA, names each by its subject and lets it
+# use only the topics of the device it is recorded for
+# (iot.mosquitto_acl_certs()).  The bridge keeps those files up to date:
+# iot.bridge_config.auth_dir and broker_pid_file point it at this broker,
+# and after every registry change it rewrites them and sends mosquitto
+# SIGHUP (docs/adr/0081).  This script writes them once, before mosquitto
+# starts; as root, mosquitto runs as $BV_PG_USER so that the server's
+# worker may signal it.  Points the bridge at it (its password in
+# bv.secrets), provisions three demo devices sim-1..3 and starts one
+# simulator process per device: it publishes a reading every 2 s and
+# answers each command with an ack and a "succeeded" result; its command
+# connection has a last will ("offline" on devices/<id>/status), so killing
+# a simulator takes its device offline.
 # Called by tools/cluster.sh after the database started (env: BV_HOME,
 # SOCK, BV_DB, BV_PORT, PGBIN).
 set -euo pipefail
@@ -32,6 +39,9 @@ LOG=$DIR/mosquitto.log
 STOP_FILES="$SIMPIDS"
 BRIDGE_USER=bv_iot_bridge
 FLEET="sim-1 sim-2 sim-3"
+BROKER_PIDFILE=$DIR/broker.pid
+# The user mosquitto runs as: the server's, so that the bridge may signal it.
+if [ "$(id -u)" -eq 0 ]; then RUN_AS=${BV_PG_USER:-postgres}; else RUN_AS=$(id -un); fi
 
 PEER=iot
 # shellcheck source=lib/peer.sh
@@ -50,16 +60,20 @@ write_auth() {
     psql_bv -c "SELECT * FROM iot.mosquitto_passwd('$BRIDGE_USER', bv.secret_get('iot_bridge_password'))" >"$DIR/passwd.tmp"
     mv "$DIR/passwd.tmp" "$DIR/passwd"
     psql_bv -c "SELECT * FROM iot.mosquitto_acl('$BRIDGE_USER')" >"$DIR/acl"
+    psql_bv -c "SELECT * FROM iot.mosquitto_acl_certs()" >"$DIR/acl_certs"
 }
 
 write_conf() {
     cat >"$CONF" <<CONF
-# written by tools/peers/iot.sh at each start
+# written by tools/peers/iot.sh at each start; the bv_iot bridge rewrites
+# passwd, acl and acl_certs after each registry change and sends SIGHUP
+per_listener_settings true
+user $RUN_AS
+pid_file $BROKER_PIDFILE
 listener $PORT 127.0.0.1
 allow_anonymous false
 password_file $DIR/passwd
 acl_file $DIR/acl
-user $(id -un)
 persistence true
 persistence_location $DIR/
 autosave_interval 10
@@ -73,13 +87,17 @@ log_type information
 CONF
     if [ -n "$TLS_ON" ]; then
         cat >>"$CONF" <<CONF
-# devices with a client certificate from $PKI/ca.crt; the CN is the device id
+# devices with a client certificate from $PKI/ca.crt, recorded in
+# iot.device_certificates: the subject is the user name, acl_certs says
+# which device's topics it may use
 listener $TLS_PORT 127.0.0.1
+allow_anonymous false
 cafile $PKI/ca.crt
 certfile $PKI/broker.crt
 keyfile $PKI/broker.key
 require_certificate true
-use_identity_as_username true
+use_subject_as_username true
+acl_file $DIR/acl_certs
 CONF
     fi
 }
@@ -104,8 +122,10 @@ make_pki() {
     chmod 644 "$PKI/ca.crt" "$PKI/broker.crt"
 }
 
-# A client certificate for a registered device (CN = its id), recorded in
-# iot.device_certificates.
+# A client certificate for a registered device (CN = its id, and a random
+# serialNumber so that every certificate has a subject of its own), recorded
+# in iot.device_certificates: from then on it is the device's only
+# certificate that the broker accepts.
 issue_cert() {
     local id=$1
     [[ "$id" =~ ^[A-Za-z0-9_-]{1,64}$ ]] || die "invalid device id (1-64 of A-Z a-z 0-9 _ -)"
@@ -115,7 +135,8 @@ issue_cert() {
     (
         umask 077
         printf 'extendedKeyUsage=clientAuth\n' >"$PKI/devices/$id.ext"
-        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj "/CN=$id" \
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+            -subj "/CN=$id/serialNumber=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" \
             -keyout "$PKI/devices/$id.key" -out "$PKI/devices/$id.csr" 2>>"$DIR/pki.err"
         openssl x509 -req -in "$PKI/devices/$id.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
             -days 825 -extfile "$PKI/devices/$id.ext" -out "$PKI/devices/$id.crt" 2>>"$DIR/pki.err"
@@ -184,6 +205,15 @@ cmd_start() {
     fi
     write_auth
     write_conf
+    # As root: mosquitto drops to $RUN_AS and then rewrites its log, database
+    # and pid file and reads the bridge's files there (not the CA's key).
+    if [ "$(id -u)" -eq 0 ]; then
+        touch "$LOG"
+        find "$DIR" -maxdepth 1 ! -name pki -exec chown "$RUN_AS" {} +
+        # mosquitto reads its own key after dropping privileges
+        [ ! -f "$PKI/broker.key" ] || chown "$RUN_AS" "$PKI/broker.key"
+    fi
+    rm -f "$BROKER_PIDFILE"
     nohup mosquitto -c "$CONF" >>"$DIR/mosquitto.out" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     for _ in $(seq 100); do
@@ -191,12 +221,18 @@ cmd_start() {
         running || die "mosquitto exited; see $LOG and $DIR/mosquitto.out"
         sleep 0.1
     done
-    psql_bv -c "UPDATE iot.bridge_config SET enabled = true, host = '127.0.0.1', port = $PORT,
-                username = '$BRIDGE_USER', password_secret = 'iot_bridge_password'" >/dev/null
+    psql_bv -v dir="$DIR" -v pidfile="$BROKER_PIDFILE" >/dev/null <<SQL
+UPDATE iot.bridge_config SET enabled = true, host = '127.0.0.1', port = $PORT,
+       username = '$BRIDGE_USER', password_secret = 'iot_bridge_password',
+       auth_dir = :'dir', broker_pid_file = :'pidfile'
+SQL
     : >"$SIMPIDS"
     for d in $FLEET; do simulate "$d" "${secret[$d]}"; done
     if [ -n "$TLS_ON" ] && [ ! -s "$PKI/devices/sim-1.crt" ]; then
         issue_cert sim-1 >/dev/null
+    elif [ -n "$TLS_ON" ]; then
+        # Recorded again: a database upgraded from bv_iot 0.2.0 lacks its subject.
+        psql_bv -v cert="$(cat "$PKI/devices/sim-1.crt")" >/dev/null <<<"SELECT iot.set_device_certificate('sim-1', :'cert')"
     fi
     say "started on 127.0.0.1:$PORT${TLS_ON:+ (TLS with client certificates: $TLS_PORT)} with simulated devices $FLEET"
 }
@@ -220,8 +256,9 @@ show() {
     say "  online status (MQTT last will): $psql -c \"SELECT device_id, online, last_seen, offline_at FROM iot.device_status\""
     say "  over REST (docs/bv_iot.md): GET /iot_devices, POST /rpc/iot_send_command, GET /rpc/iot_rollups?device_id=sim-1&metric=temp&since=<ISO time>"
     say "  (sim-1..3 belong to demo-customer, the sub of the TOKEN PostgREST prints below)"
+    say "  devices provisioned, disabled or rotated later reach this broker within a second (SELECT * FROM iot.broker_auth)"
     if grep -q "^listener $TLS_PORT " "$CONF" 2>/dev/null; then
-        say "  TLS with a client certificate (the CN is the device id; no password): 127.0.0.1:$TLS_PORT, e.g. as sim-1:"
+        say "  TLS with a client certificate (the one recorded for the device; no password): 127.0.0.1:$TLS_PORT, e.g. as sim-1:"
         say "    mosquitto_pub -h 127.0.0.1 -p $TLS_PORT --cafile $PKI/ca.crt --cert $PKI/devices/sim-1.crt --key $PKI/devices/sim-1.key -q 1 -t devices/sim-1/telemetry -m '{\"metric\":\"temp\",\"value\":21.5}'"
         say "  a certificate for another device: BV_HOME=$BV_HOME SOCK=$SOCK PGBIN=$PGBIN BV_PORT=${BV_PORT:-5440} $0 issue-cert <device>"
     fi
@@ -229,7 +266,8 @@ show() {
 
 case "${1:-}" in
     stop) cmd_stop_all ;;
-    reload-auth) write_auth; running && kill -HUP "$(cat "$PIDFILE")"; say "password file regenerated" ;;
+    # The bridge does this by itself after each change; by hand, e.g. while it is stopped:
+    reload-auth) write_auth; running && kill -HUP "$(cat "$PIDFILE")"; say "password and ACL files regenerated" ;;
     issue-cert) issue_cert "${2:?usage: $0 issue-cert DEVICE}" ;;
     *) peer_main "$@" ;;
 esac

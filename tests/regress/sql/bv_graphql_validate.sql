@@ -155,6 +155,9 @@ SELECT gv('{ ...A0 } ' || (SELECT string_agg(format('fragment A%s on Query { ...
 SELECT gv('{ ...C0 } ' || (SELECT string_agg(format('fragment C%s on Query { ...C%s }', g, g + 1), ' ')
                             FROM generate_series(0, 69) g) || ' fragment C70 on Query { __typename }');
 
+-- side by side, spreads do not nest: 70 of them are fine
+SELECT gv('{ ' || repeat('...F ', 70) || '} fragment F on Query { __typename }');
+
 -- ---------- graphql.resolve_json: keys in selection order ----------
 SELECT graphql.resolve_json('{ z: __typename a: __typename booksCollection(first: 1, orderBy: [{id: AscNullsLast}]) { totalCount edges { node { title id author { name id } } } } }');
 SELECT graphql.resolve_json('mutation { z: insertIntoBooksCollection(objects: [{id: 20, title: "Z"}]) { records { title id } affectedCount } a: deleteFromBooksCollection(filter: {id: {eq: 20}}) { affectedCount } }');
