@@ -62,7 +62,7 @@ is($rc, 0, 'an AFTER trigger sorting after the stamp trigger is allowed') or dia
 is($rc, 0, 'a BEFORE trigger firing before the stamp trigger is allowed') or diag($err);
 sql(q{SET ROLE app_owner; INSERT INTO app.t (id, v) VALUES (5, 'x')});
 is(sql(q{SELECT created_by || ' ' || (created_at > now() - interval '1 hour') FROM app.t WHERE id = 5}),
-	'app_owner true', 'the stamp trigger has the last word');
+	'postgres true', 'the stamp trigger has the last word (the actor is the session user)');
 
 # Renaming it to fire after the stamp trigger is refused too.
 ($rc, $err) = try_sql(q{SET ROLE app_owner; ALTER TRIGGER a_forge ON app.t RENAME TO zz_forge});
