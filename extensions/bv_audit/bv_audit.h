@@ -68,7 +68,17 @@ extern int64 bv_audit_next_id(Oid seqrelid);
 #define BV_AUDIT_WAL_MAC_HEX 16
 
 extern char *bv_audit_database;
+
+/* SipHash state after the whole 8-byte blocks of a message prefix */
+typedef struct BvAuditMacState
+{
+	uint64 v0, v1, v2, v3;
+} BvAuditMacState;
+
 extern void bv_audit_wal_mac(const char *msg, size_t len, char *hex);
+extern size_t bv_audit_wal_mac_start(BvAuditMacState *st, const char *prefix, size_t len);
+extern void bv_audit_wal_mac_finish(const BvAuditMacState *st, size_t done, const char *msg,
+									size_t len, char *hex);
 extern bool bv_audit_wal_verify(const char *content, size_t *len);
 extern uint64 bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len);
 extern void bv_audit_wal_hooks_init(void);
