@@ -20,6 +20,7 @@
  *				the event trigger that mirrors it)
  *	wal_context.c	WAL mode, writer side: the context message of each
  *				statement that writes a WAL-mode table (hooks)
+ *	wal_decode.c	WAL mode, worker side: wal2json documents as typed values
  *	wal_apply.c	WAL mode, worker side: decoded changes to audit records
  *	wal_worker.c	WAL mode: the background worker and its settings
  *	wal_key.c	WAL mode: the key that signs context messages
@@ -32,7 +33,10 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 
 /* Names of the metadata columns that lead every audit table. */
 #define BV_AUDIT_NMETA 9
@@ -85,6 +89,70 @@ extern void bv_audit_wal_hooks_init(void);
 extern void bv_audit_wal_emit_context(void);
 extern void bv_audit_wal_worker_init(void);
 extern PGDLLEXPORT void bv_audit_wal_worker_main(Datum main_arg);
+
+/* wal_decode.c: the worker's view of WAL-mode tables and their changes */
+/* A mirrored column of a WAL-mode table. */
+typedef struct WalCol
+{
+	int16 src_attnum; /* in the tracked table (wal2json's "position") */
+	char *name;       /* audit column (= source column) name */
+	Oid typid;        /* the audit column's type */
+	int32 typmod;
+	Oid typinput;
+	Oid typioparam;
+	int16 typlen;
+	bool typbyval;
+	bool json;  /* json or jsonb: takes JSON text */
+	bool bytea; /* wal2json writes bare hex */
+	bool live;  /* the source column still exists: recorded */
+} WalCol;
+
+typedef struct WalTable
+{
+	int32 tracked_id;
+	char *schema;
+	char *table;
+	char *audit_table;
+	XLogRecPtr wal_lsn;
+	XLogRecPtr wal_until; /* InvalidXLogRecPtr: open */
+	int ncols;
+	WalCol *cols; /* ordered by src_attnum */
+	int nlive;
+	int *live; /* indexes into cols of the recorded columns */
+	Datum *live_names;
+	int nkey;
+	int *key; /* index into cols of each key column, -1 when missing */
+	char **keynames;
+	SPIPlanPtr lookup; /* key -> live columns of the last record */
+	SPIPlanPtr insert; /* meta + live columns */
+} WalTable;
+
+/* One decoded change of the statement being buffered. */
+typedef struct WalChange
+{
+	char kind; /* I U D T */
+	WalTable *t;
+	Datum *val; /* by cols[]: the new image (I, U) */
+	bool *null;
+	bool *present;
+	bool has_old;  /* oldkey known (U, D) */
+	Datum *oldkey; /* by key[] */
+	bool *oldkey_null;
+	bool has_new;
+	Datum *newkey;
+	bool *newkey_null;
+	bool keychg;
+	bool has_prev; /* the last record, by cols[] */
+	Datum *prev;
+	bool *prev_null;
+} WalChange;
+
+extern WalTable *bv_audit_wal_load_tables(XLogRecPtr applied, int *ntables);
+extern WalTable *bv_audit_wal_find_table(WalTable *tables, int ntables, const char *schema,
+										 const char *table, XLogRecPtr clsn);
+extern JsonbValue *bv_audit_wal_field(JsonbContainer *jc, const char *key);
+extern char *bv_audit_wal_field_str(JsonbContainer *jc, const char *key);
+extern void bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer *jc);
 
 /* guard.c */
 extern bool bv_audit_purge_active;

@@ -11,16 +11,15 @@
  *	1. bv_audit._wal_begin() reads, in this order, the oldest start time of
  *	   the running transactions, the xmin of a fresh snapshot, and the WAL
  *	   insert position L (flushed), and whether any table is in WAL mode.
- *	2. The tables in (or leaving) WAL mode are loaded once: their window
- *	   [wal_lsn, wal_until), key, and mirrored columns with their audit
- *	   column's type and input function.
+ *	2. The tables in (or leaving) WAL mode are loaded once
+ *	   (wal_decode.c): their window [wal_lsn, wal_until), key, and mirrored
+ *	   columns with their audit column's type and input function.
  *	3. The slot's changes up to L are peeked (never consumed) with wal2json,
- *	   one JSON document per change, and parsed here in C: transactions whose
+ *	   one JSON document per change, and read here in C: transactions whose
  *	   commit LSN is below the applied position are skipped (a replay after
  *	   a crash: records are idempotent by LSN), and so are changes of tables
- *	   outside their window.  Each column value is converted once, by the
- *	   audit column's input function, from wal2json's text (the same
- *	   conversion jsonb_populate_record() made in 0.4.0's SQL path).
+ *	   outside their window; wal_decode.c turns each remaining change into
+ *	   typed values, converted once by the audit column's input function.
  *	4. Records are written statement by statement (the "bv_audit" messages
  *	   of wal_context.c separate statements and carry their context;
  *	   messages without a valid MAC are ignored, see wal_key.c), with the
@@ -80,62 +79,6 @@
 /* Parameters of the audit INSERT before the mirrored columns. */
 #define INS_NMETA 8
 
-/* A mirrored column of a WAL-mode table. */
-typedef struct WalCol
-{
-	int16 src_attnum; /* in the tracked table (wal2json's "position") */
-	char *name;       /* audit column (= source column) name */
-	Oid typid;        /* the audit column's type */
-	int32 typmod;
-	Oid typinput;
-	Oid typioparam;
-	int16 typlen;
-	bool typbyval;
-	bool json;  /* json or jsonb: takes JSON text */
-	bool bytea; /* wal2json writes bare hex */
-	bool live;  /* the source column still exists: recorded */
-} WalCol;
-
-typedef struct WalTable
-{
-	int32 tracked_id;
-	char *schema;
-	char *table;
-	char *audit_table;
-	XLogRecPtr wal_lsn;
-	XLogRecPtr wal_until; /* InvalidXLogRecPtr: open */
-	int ncols;
-	WalCol *cols; /* ordered by src_attnum */
-	int nlive;
-	int *live; /* indexes into cols of the recorded columns */
-	Datum *live_names;
-	int nkey;
-	int *key; /* index into cols of each key column, -1 when missing */
-	char **keynames;
-	SPIPlanPtr lookup; /* key -> live columns of the last record */
-	SPIPlanPtr insert; /* meta + live columns */
-} WalTable;
-
-/* One decoded change of the statement being buffered. */
-typedef struct WalChange
-{
-	char kind; /* I U D T */
-	WalTable *t;
-	Datum *val; /* by cols[]: the new image (I, U) */
-	bool *null;
-	bool *present;
-	bool has_old;  /* oldkey known (U, D) */
-	Datum *oldkey; /* by key[] */
-	bool *oldkey_null;
-	bool has_new;
-	Datum *newkey;
-	bool *newkey_null;
-	bool keychg;
-	bool has_prev; /* the last record, by cols[] */
-	Datum *prev;
-	bool *prev_null;
-} WalChange;
-
 typedef struct WalContext
 {
 	bool known;
@@ -157,142 +100,6 @@ typedef struct WalApply
 	int64 forged; /* messages ignored: no valid MAC */
 } WalApply;
 
-/* Run a query; ERROR unless it returned what was expected. */
-static void
-run_query(const char *what, const char *sql, int nargs, Oid *types, Datum *args, int expect)
-{
-	int ret = SPI_execute_with_args(sql, nargs, types, args, NULL, true, 0);
-
-	if (ret != expect)
-		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(ret));
-}
-
-/* The columns of a table (step 2). */
-static void
-load_columns(WalTable *t)
-{
-	Oid types[1] = {INT4OID};
-	Datum args[1] = {Int32GetDatum(t->tracked_id)};
-	uint64 i;
-	int k, j;
-
-	run_query("reading the mirrored columns",
-			  "SELECT c.src_attnum, c.audit_column::text, aa.atttypid, aa.atttypmod, "
-			  "       (t.relid IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_attribute att "
-			  "         WHERE att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped)) "
-			  "  FROM bv_audit.tracked t "
-			  "  JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum > 0 "
-			  "  JOIN pg_catalog.pg_attribute aa "
-			  "    ON aa.attrelid = t.audit_relid AND aa.attname = c.audit_column AND NOT aa.attisdropped "
-			  " WHERE t.id = $1 ORDER BY c.src_attnum",
-			  1, types, args, SPI_OK_SELECT);
-	t->ncols = (int) SPI_processed;
-	t->cols = palloc0(sizeof(WalCol) * Max(t->ncols, 1));
-	t->live = palloc(sizeof(int) * Max(t->ncols, 1));
-	t->live_names = palloc(sizeof(Datum) * Max(t->ncols, 1));
-	t->nlive = 0;
-	for (i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple tup = SPI_tuptable->vals[i];
-		TupleDesc d = SPI_tuptable->tupdesc;
-		WalCol *c = &t->cols[i];
-		bool isnull;
-		Oid base;
-
-		c->src_attnum = DatumGetInt16(SPI_getbinval(tup, d, 1, &isnull));
-		c->name = SPI_getvalue(tup, d, 2);
-		c->typid = DatumGetObjectId(SPI_getbinval(tup, d, 3, &isnull));
-		c->typmod = DatumGetInt32(SPI_getbinval(tup, d, 4, &isnull));
-		c->live = DatumGetBool(SPI_getbinval(tup, d, 5, &isnull));
-		getTypeInputInfo(c->typid, &c->typinput, &c->typioparam);
-		get_typlenbyval(c->typid, &c->typlen, &c->typbyval);
-		base = getBaseType(c->typid);
-		c->json = base == JSONOID || base == JSONBOID;
-		c->bytea = base == BYTEAOID;
-		if (c->live)
-		{
-			t->live_names[t->nlive] = CStringGetTextDatum(c->name);
-			t->live[t->nlive++] = (int) i;
-		}
-	}
-	t->key = palloc(sizeof(int) * Max(t->nkey, 1));
-	for (k = 0; k < t->nkey; k++)
-	{
-		t->key[k] = -1;
-		for (j = 0; j < t->ncols; j++)
-			if (t->cols[j].live && strcmp(t->cols[j].name, t->keynames[k]) == 0)
-				t->key[k] = j;
-	}
-}
-
-/* The tables in (or leaving) WAL mode whose window reaches past applied. */
-static void
-load_tables(WalApply *wa, XLogRecPtr applied)
-{
-	Oid types[1] = {PG_LSNOID};
-	Datum args[1] = {LSNGetDatum(applied)};
-	uint64 i;
-	int n;
-
-	run_query("reading the WAL-mode tables",
-			  "SELECT t.id, t.source_schema::text, t.source_table::text, t.audit_table::text, "
-			  "       t.wal_lsn, t.wal_until, t.pk_columns::text[] "
-			  "  FROM bv_audit.tracked t "
-			  " WHERE t.wal_lsn IS NOT NULL AND (t.wal_until IS NULL OR t.wal_until > $1) "
-			  " ORDER BY t.id",
-			  1, types, args, SPI_OK_SELECT);
-	n = (int) SPI_processed;
-	wa->tables = palloc0(sizeof(WalTable) * Max(n, 1));
-	wa->ntables = n;
-	for (i = 0; i < (uint64) n; i++)
-	{
-		HeapTuple tup = SPI_tuptable->vals[i];
-		TupleDesc d = SPI_tuptable->tupdesc;
-		WalTable *t = &wa->tables[i];
-		bool isnull;
-		Datum until, keys;
-		Datum *elems;
-		bool *enulls;
-		int nelems, k;
-
-		t->tracked_id = DatumGetInt32(SPI_getbinval(tup, d, 1, &isnull));
-		t->schema = SPI_getvalue(tup, d, 2);
-		t->table = SPI_getvalue(tup, d, 3);
-		t->audit_table = SPI_getvalue(tup, d, 4);
-		t->wal_lsn = DatumGetLSN(SPI_getbinval(tup, d, 5, &isnull));
-		until = SPI_getbinval(tup, d, 6, &isnull);
-		t->wal_until = isnull ? InvalidXLogRecPtr : DatumGetLSN(until);
-		keys = SPI_getbinval(tup, d, 7, &isnull);
-		deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false, TYPALIGN_INT, &elems,
-						  &enulls, &nelems);
-		t->nkey = nelems;
-		t->keynames = palloc(sizeof(char *) * Max(nelems, 1));
-		for (k = 0; k < nelems; k++)
-			t->keynames[k] = enulls[k] ? pstrdup("") : TextDatumGetCString(elems[k]);
-	}
-	/* the column queries replace SPI_tuptable: read the list first */
-	for (i = 0; i < (uint64) n; i++)
-		load_columns(&wa->tables[i]);
-}
-
-/* The table a change of schema.table committed at clsn belongs to, or NULL. */
-static WalTable *
-find_table(WalApply *wa, const char *schema, const char *table, XLogRecPtr clsn)
-{
-	int i;
-
-	for (i = 0; i < wa->ntables; i++)
-	{
-		WalTable *t = &wa->tables[i];
-
-		if (clsn >= t->wal_lsn && (t->wal_until == InvalidXLogRecPtr || clsn < t->wal_until) &&
-			strcmp(t->table, table) == 0 && strcmp(t->schema, schema) == 0)
-			return t;
-	}
-	return NULL;
-}
-
-/* The table's two plans, prepared at its first use in this call. */
 static void
 prepare_plans(WalTable *t)
 {
@@ -369,225 +176,6 @@ prepare_plans(WalTable *t)
  * makes of it (strings as their text, other scalars and containers as their
  * JSON text; json and jsonb columns take the JSON text of the value).
  */
-static Datum
-value_datum(WalCol *c, JsonbValue *v, bool *isnull)
-{
-	char *text;
-
-	*isnull = false;
-	if (v == NULL || v->type == jbvNull)
-	{
-		*isnull = true;
-		return (Datum) 0;
-	}
-	if (c->json)
-	{
-		Jsonb *jb = JsonbValueToJsonb(v);
-
-		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	}
-	else if (v->type == jbvString)
-	{
-		if (c->bytea)
-		{
-			text = palloc(v->val.string.len + 3);
-			text[0] = '\\';
-			text[1] = 'x';
-			memcpy(text + 2, v->val.string.val, v->val.string.len);
-			text[v->val.string.len + 2] = '\0';
-		}
-		else
-			text = pnstrdup(v->val.string.val, v->val.string.len);
-	}
-	else if (v->type == jbvNumeric)
-		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-	else if (v->type == jbvBool)
-		text = pstrdup(v->val.boolean ? "true" : "false");
-	else
-	{
-		Jsonb *jb = JsonbValueToJsonb(v);
-
-		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	}
-	return OidInputFunctionCall(c->typinput, text, c->typioparam, c->typmod);
-}
-
-/* A field of an object container, or NULL. */
-static JsonbValue *
-field(JsonbContainer *jc, const char *key)
-{
-	return getKeyJsonValueFromContainer(jc, key, strlen(key), NULL);
-}
-
-/* A string field as a C string, or NULL. */
-static char *
-field_str(JsonbContainer *jc, const char *key)
-{
-	JsonbValue *v = field(jc, key);
-
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-/* The index into t->cols of a source attnum, or -1. */
-static int
-col_by_attnum(WalTable *t, int attnum)
-{
-	int lo = 0, hi = t->ncols - 1;
-
-	while (lo <= hi)
-	{
-		int mid = (lo + hi) / 2;
-
-		if (t->cols[mid].src_attnum == attnum)
-			return mid;
-		if (t->cols[mid].src_attnum < attnum)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
-}
-
-/* The index into t->key of a key column name, or -1. */
-static int
-key_by_name(WalTable *t, const char *name, int len)
-{
-	int k;
-
-	for (k = 0; k < t->nkey; k++)
-		if ((int) strlen(t->keynames[k]) == len && strncmp(t->keynames[k], name, len) == 0)
-			return k;
-	return -1;
-}
-
-/* Whether two key values (by t->key) are the same. */
-static bool
-same_key(WalTable *t, Datum *a, bool *an, Datum *b, bool *bn)
-{
-	int k;
-
-	for (k = 0; k < t->nkey; k++)
-	{
-		WalCol *c;
-
-		if (an[k] != bn[k])
-			return false;
-		if (an[k] || t->key[k] < 0)
-			continue;
-		c = &t->cols[t->key[k]];
-		if (!datum_image_eq(a[k], b[k], c->typbyval, c->typlen))
-			return false;
-	}
-	return true;
-}
-
-/*
- * Parse one change of a WAL-mode table into ch (see the file comment):
- * the new image of I and U, the old key of U and D (the "identity"
- * wal2json logs, else the new image's key), and whether a U moved the key.
- */
-static void
-parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer *jc)
-{
-	JsonbValue *cols, *ident;
-	int k;
-
-	memset(ch, 0, sizeof(*ch));
-	ch->kind = kind;
-	ch->t = t;
-	if (kind == 'T')
-		return;
-	if (kind == 'I' || kind == 'U')
-	{
-		ch->val = palloc(sizeof(Datum) * Max(t->ncols, 1));
-		ch->null = palloc(sizeof(bool) * Max(t->ncols, 1));
-		ch->present = palloc0(sizeof(bool) * Max(t->ncols, 1));
-		cols = field(jc, "columns");
-		if (cols != NULL && cols->type == jbvBinary)
-		{
-			JsonbContainer *arr = cols->val.binary.data;
-			uint32 n = JsonContainerSize(arr), i;
-
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
-				JsonbValue *pos;
-				int j;
-
-				if (e == NULL || e->type != jbvBinary)
-					continue;
-				pos = field(e->val.binary.data, "position");
-				if (pos == NULL || pos->type != jbvNumeric)
-					continue;
-				j = col_by_attnum(t, DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(pos->val.numeric))));
-				if (j < 0 || !t->cols[j].live)
-					continue;
-				ch->val[j] = value_datum(&t->cols[j], field(e->val.binary.data, "value"), &ch->null[j]);
-				ch->present[j] = true;
-			}
-		}
-		ch->has_new = true;
-		ch->newkey = palloc(sizeof(Datum) * Max(t->nkey, 1));
-		ch->newkey_null = palloc(sizeof(bool) * Max(t->nkey, 1));
-		for (k = 0; k < t->nkey; k++)
-		{
-			int j = t->key[k];
-
-			ch->newkey_null[k] = j < 0 || !ch->present[j] || ch->null[j];
-			ch->newkey[k] = ch->newkey_null[k] ? (Datum) 0 : ch->val[j];
-		}
-	}
-	if (kind == 'U' || kind == 'D')
-	{
-		bool found = false;
-
-		ch->oldkey = palloc(sizeof(Datum) * Max(t->nkey, 1));
-		ch->oldkey_null = palloc(sizeof(bool) * Max(t->nkey, 1));
-		for (k = 0; k < t->nkey; k++)
-			ch->oldkey_null[k] = true;
-		ident = field(jc, "identity");
-		if (ident != NULL && ident->type == jbvBinary)
-		{
-			JsonbContainer *arr = ident->val.binary.data;
-			uint32 n = JsonContainerSize(arr), i;
-
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
-				JsonbValue *name;
-
-				if (e == NULL || e->type != jbvBinary)
-					continue;
-				name = field(e->val.binary.data, "name");
-				if (name == NULL || name->type != jbvString)
-					continue;
-				k = key_by_name(t, name->val.string.val, name->val.string.len);
-				if (k < 0)
-					continue;
-				found = true;
-				if (t->key[k] >= 0)
-					ch->oldkey[k] = value_datum(&t->cols[t->key[k]], field(e->val.binary.data, "value"),
-												&ch->oldkey_null[k]);
-			}
-		}
-		if (found)
-		{
-			ch->has_old = true;
-			ch->keychg = kind == 'U' &&
-						 !same_key(t, ch->oldkey, ch->oldkey_null, ch->newkey, ch->newkey_null);
-		}
-		else if (ch->has_new)
-		{
-			ch->has_old = true;
-			memcpy(ch->oldkey, ch->newkey, sizeof(Datum) * t->nkey);
-			memcpy(ch->oldkey_null, ch->newkey_null, sizeof(bool) * t->nkey);
-		}
-	}
-}
-
-/* Read the last recorded version of ch's old key into ch->prev. */
 static void
 read_prev(WalChange *ch)
 {
@@ -965,13 +553,13 @@ set_local(const char *name, const char *value)
 static void
 buffer_change(WalApply *wa, char kind, JsonbContainer *jc, XLogRecPtr clsn)
 {
-	char *schema = field_str(jc, "schema");
-	char *table = field_str(jc, "table");
+	char *schema = bv_audit_wal_field_str(jc, "schema");
+	char *table = bv_audit_wal_field_str(jc, "table");
 	WalTable *t;
 
 	if (schema == NULL || table == NULL)
 		return;
-	t = find_table(wa, schema, table, clsn);
+	t = bv_audit_wal_find_table(wa->tables, wa->ntables, schema, table, clsn);
 	if (t == NULL)
 		return;
 	if (wa->nstmt == wa->maxstmt)
@@ -980,7 +568,7 @@ buffer_change(WalApply *wa, char kind, JsonbContainer *jc, XLogRecPtr clsn)
 		wa->stmt = wa->stmt ? repalloc(wa->stmt, sizeof(WalChange) * wa->maxstmt)
 							: palloc(sizeof(WalChange) * wa->maxstmt);
 	}
-	parse_change(&wa->stmt[wa->nstmt++], t, kind, jc);
+	bv_audit_wal_parse_change(&wa->stmt[wa->nstmt++], t, kind, jc);
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_wal_apply);
@@ -1047,7 +635,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	if (DatumGetBool(begin[4]))
 	{
 		/* 2. the tables */
-		load_tables(&wa, applied);
+		wa.tables = bv_audit_wal_load_tables(applied, &wa.ntables);
 
 		/* 3. the changes */
 		args[0] = NameGetDatum(slot);
@@ -1088,7 +676,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(d))));
 		MemoryContextSwitchTo(txcxt);
 		jc = &jb->root;
-		action = field_str(jc, "action");
+		action = bv_audit_wal_field_str(jc, "action");
 		if (action == NULL)
 			continue;
 		switch (action[0])
@@ -1102,9 +690,9 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 				MemoryContextReset(txcxt);
 				wa.stmt = NULL;
 				wa.nstmt = wa.maxstmt = 0;
-				lsn = field_str(jc, "lsn");
-				ts = field_str(jc, "timestamp");
-				xid = field(jc, "xid");
+				lsn = bv_audit_wal_field_str(jc, "lsn");
+				ts = bv_audit_wal_field_str(jc, "timestamp");
+				xid = bv_audit_wal_field(jc, "xid");
 				if (lsn == NULL || xid == NULL || xid->type != jbvNumeric)
 					elog(ERROR, "wal2json wrote a transaction without its lsn or xid");
 				clsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(lsn)));
@@ -1122,7 +710,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 			break;
 			case 'M':
 			{
-				char *content = field_str(jc, "content");
+				char *content = bv_audit_wal_field_str(jc, "content");
 				size_t len;
 
 				if (skip)

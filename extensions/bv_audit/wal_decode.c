@@ -1,0 +1,400 @@
+/*-------------------------------------------------------------------------
+ *
+ * wal_decode.c
+ *	  WAL mode, worker side: wal2json's documents as typed values.
+ *
+ * wal_apply.c peeks the slot and hands each change of a WAL-mode table
+ * here.  This file knows the tables (bv_audit.tracked and bv_audit.columns,
+ * read once per batch) and turns one wal2json document (format-version 2,
+ * include-column-positions) into a WalChange: the new image of an INSERT
+ * or UPDATE by mirrored column, the old key of an UPDATE or DELETE (the
+ * "identity" wal2json logs, else the new image's key) and whether an UPDATE
+ * moved the key.
+ *
+ * Values: wal2json writes each column as JSON (strings, numbers, booleans,
+ * null; bytea as bare hex).  Each is converted once, by the audit column's
+ * input function, from its text: strings as they are (bytea with "\x"),
+ * other scalars and containers as their JSON text, and json or jsonb
+ * columns take the value's JSON text.  That is the conversion
+ * jsonb_populate_record() made in 0.4.0's SQL path, so the records are the
+ * same.  A value an input function refuses raises an error; the worker then
+ * retries the batch transaction by transaction and quarantines the one that
+ * fails (wal_worker.c).
+ *
+ * Memory: the caller's current context (wal_apply.c: a context per
+ * decoded transaction).  Catalog reads go through SPI, which the caller
+ * has connected.  Runs only in the worker; no shared state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/pg_lsn.h"
+
+#include "bv_audit.h"
+
+/* Run a query; ERROR unless it returned what was expected. */
+static void
+run_query(const char *what, const char *sql, int nargs, Oid *types, Datum *args, int expect)
+{
+	int ret = SPI_execute_with_args(sql, nargs, types, args, NULL, true, 0);
+
+	if (ret != expect)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(ret));
+}
+
+/* The columns of a table (step 2). */
+static void
+load_columns(WalTable *t)
+{
+	Oid types[1] = {INT4OID};
+	Datum args[1] = {Int32GetDatum(t->tracked_id)};
+	uint64 i;
+	int k, j;
+
+	run_query("reading the mirrored columns",
+			  "SELECT c.src_attnum, c.audit_column::text, aa.atttypid, aa.atttypmod, "
+			  "       (t.relid IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_attribute att "
+			  "         WHERE att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped)) "
+			  "  FROM bv_audit.tracked t "
+			  "  JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum > 0 "
+			  "  JOIN pg_catalog.pg_attribute aa "
+			  "    ON aa.attrelid = t.audit_relid AND aa.attname = c.audit_column AND NOT aa.attisdropped "
+			  " WHERE t.id = $1 ORDER BY c.src_attnum",
+			  1, types, args, SPI_OK_SELECT);
+	t->ncols = (int) SPI_processed;
+	t->cols = palloc0(sizeof(WalCol) * Max(t->ncols, 1));
+	t->live = palloc(sizeof(int) * Max(t->ncols, 1));
+	t->live_names = palloc(sizeof(Datum) * Max(t->ncols, 1));
+	t->nlive = 0;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc d = SPI_tuptable->tupdesc;
+		WalCol *c = &t->cols[i];
+		bool isnull;
+		Oid base;
+
+		c->src_attnum = DatumGetInt16(SPI_getbinval(tup, d, 1, &isnull));
+		c->name = SPI_getvalue(tup, d, 2);
+		c->typid = DatumGetObjectId(SPI_getbinval(tup, d, 3, &isnull));
+		c->typmod = DatumGetInt32(SPI_getbinval(tup, d, 4, &isnull));
+		c->live = DatumGetBool(SPI_getbinval(tup, d, 5, &isnull));
+		getTypeInputInfo(c->typid, &c->typinput, &c->typioparam);
+		get_typlenbyval(c->typid, &c->typlen, &c->typbyval);
+		base = getBaseType(c->typid);
+		c->json = base == JSONOID || base == JSONBOID;
+		c->bytea = base == BYTEAOID;
+		if (c->live)
+		{
+			t->live_names[t->nlive] = CStringGetTextDatum(c->name);
+			t->live[t->nlive++] = (int) i;
+		}
+	}
+	t->key = palloc(sizeof(int) * Max(t->nkey, 1));
+	for (k = 0; k < t->nkey; k++)
+	{
+		t->key[k] = -1;
+		for (j = 0; j < t->ncols; j++)
+			if (t->cols[j].live && strcmp(t->cols[j].name, t->keynames[k]) == 0)
+				t->key[k] = j;
+	}
+}
+
+/* The tables in (or leaving) WAL mode whose window reaches past applied. */
+WalTable *
+bv_audit_wal_load_tables(XLogRecPtr applied, int *ntables)
+{
+	Oid types[1] = {PG_LSNOID};
+	Datum args[1] = {LSNGetDatum(applied)};
+	WalTable *tables;
+	uint64 i;
+	int n;
+
+	run_query("reading the WAL-mode tables",
+			  "SELECT t.id, t.source_schema::text, t.source_table::text, t.audit_table::text, "
+			  "       t.wal_lsn, t.wal_until, t.pk_columns::text[] "
+			  "  FROM bv_audit.tracked t "
+			  " WHERE t.wal_lsn IS NOT NULL AND (t.wal_until IS NULL OR t.wal_until > $1) "
+			  " ORDER BY t.id",
+			  1, types, args, SPI_OK_SELECT);
+	n = (int) SPI_processed;
+	tables = palloc0(sizeof(WalTable) * Max(n, 1));
+	*ntables = n;
+	for (i = 0; i < (uint64) n; i++)
+	{
+		HeapTuple tup = SPI_tuptable->vals[i];
+		TupleDesc d = SPI_tuptable->tupdesc;
+		WalTable *t = &tables[i];
+		bool isnull;
+		Datum until, keys;
+		Datum *elems;
+		bool *enulls;
+		int nelems, k;
+
+		t->tracked_id = DatumGetInt32(SPI_getbinval(tup, d, 1, &isnull));
+		t->schema = SPI_getvalue(tup, d, 2);
+		t->table = SPI_getvalue(tup, d, 3);
+		t->audit_table = SPI_getvalue(tup, d, 4);
+		t->wal_lsn = DatumGetLSN(SPI_getbinval(tup, d, 5, &isnull));
+		until = SPI_getbinval(tup, d, 6, &isnull);
+		t->wal_until = isnull ? InvalidXLogRecPtr : DatumGetLSN(until);
+		keys = SPI_getbinval(tup, d, 7, &isnull);
+		deconstruct_array(DatumGetArrayTypeP(keys), TEXTOID, -1, false, TYPALIGN_INT, &elems,
+						  &enulls, &nelems);
+		t->nkey = nelems;
+		t->keynames = palloc(sizeof(char *) * Max(nelems, 1));
+		for (k = 0; k < nelems; k++)
+			t->keynames[k] = enulls[k] ? pstrdup("") : TextDatumGetCString(elems[k]);
+	}
+	/* the column queries replace SPI_tuptable: read the list first */
+	for (i = 0; i < (uint64) n; i++)
+		load_columns(&tables[i]);
+	return tables;
+}
+
+/* The table a change of schema.table committed at clsn belongs to, or NULL. */
+WalTable *
+bv_audit_wal_find_table(WalTable *tables, int ntables, const char *schema, const char *table,
+						XLogRecPtr clsn)
+{
+	int i;
+
+	for (i = 0; i < ntables; i++)
+	{
+		WalTable *t = &tables[i];
+
+		if (clsn >= t->wal_lsn && (t->wal_until == InvalidXLogRecPtr || clsn < t->wal_until) &&
+			strcmp(t->table, table) == 0 && strcmp(t->schema, schema) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+/* The table's two plans, prepared at its first use in this call. */
+static Datum
+value_datum(WalCol *c, JsonbValue *v, bool *isnull)
+{
+	char *text;
+
+	*isnull = false;
+	if (v == NULL || v->type == jbvNull)
+	{
+		*isnull = true;
+		return (Datum) 0;
+	}
+	if (c->json)
+	{
+		Jsonb *jb = JsonbValueToJsonb(v);
+
+		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	}
+	else if (v->type == jbvString)
+	{
+		if (c->bytea)
+		{
+			text = palloc(v->val.string.len + 3);
+			text[0] = '\\';
+			text[1] = 'x';
+			memcpy(text + 2, v->val.string.val, v->val.string.len);
+			text[v->val.string.len + 2] = '\0';
+		}
+		else
+			text = pnstrdup(v->val.string.val, v->val.string.len);
+	}
+	else if (v->type == jbvNumeric)
+		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	else if (v->type == jbvBool)
+		text = pstrdup(v->val.boolean ? "true" : "false");
+	else
+	{
+		Jsonb *jb = JsonbValueToJsonb(v);
+
+		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	}
+	return OidInputFunctionCall(c->typinput, text, c->typioparam, c->typmod);
+}
+
+/* A field of an object container, or NULL. */
+JsonbValue *
+bv_audit_wal_field(JsonbContainer *jc, const char *key)
+{
+	return getKeyJsonValueFromContainer(jc, key, strlen(key), NULL);
+}
+
+/* A string field as a C string, or NULL. */
+char *
+bv_audit_wal_field_str(JsonbContainer *jc, const char *key)
+{
+	JsonbValue *v = bv_audit_wal_field(jc, key);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* The index into t->cols of a source attnum, or -1. */
+static int
+col_by_attnum(WalTable *t, int attnum)
+{
+	int lo = 0, hi = t->ncols - 1;
+
+	while (lo <= hi)
+	{
+		int mid = (lo + hi) / 2;
+
+		if (t->cols[mid].src_attnum == attnum)
+			return mid;
+		if (t->cols[mid].src_attnum < attnum)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* The index into t->key of a key column name, or -1. */
+static int
+key_by_name(WalTable *t, const char *name, int len)
+{
+	int k;
+
+	for (k = 0; k < t->nkey; k++)
+		if ((int) strlen(t->keynames[k]) == len && strncmp(t->keynames[k], name, len) == 0)
+			return k;
+	return -1;
+}
+
+/* Whether two key values (by t->key) are the same. */
+static bool
+same_key(WalTable *t, Datum *a, bool *an, Datum *b, bool *bn)
+{
+	int k;
+
+	for (k = 0; k < t->nkey; k++)
+	{
+		WalCol *c;
+
+		if (an[k] != bn[k])
+			return false;
+		if (an[k] || t->key[k] < 0)
+			continue;
+		c = &t->cols[t->key[k]];
+		if (!datum_image_eq(a[k], b[k], c->typbyval, c->typlen))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Parse one change of a WAL-mode table into ch (see the file comment):
+ * the new image of I and U, the old key of U and D (the "identity"
+ * wal2json logs, else the new image's key), and whether a U moved the key.
+ */
+void
+bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer *jc)
+{
+	JsonbValue *cols, *ident;
+	int k;
+
+	memset(ch, 0, sizeof(*ch));
+	ch->kind = kind;
+	ch->t = t;
+	if (kind == 'T')
+		return;
+	if (kind == 'I' || kind == 'U')
+	{
+		ch->val = palloc(sizeof(Datum) * Max(t->ncols, 1));
+		ch->null = palloc(sizeof(bool) * Max(t->ncols, 1));
+		ch->present = palloc0(sizeof(bool) * Max(t->ncols, 1));
+		cols = bv_audit_wal_field(jc, "columns");
+		if (cols != NULL && cols->type == jbvBinary)
+		{
+			JsonbContainer *arr = cols->val.binary.data;
+			uint32 n = JsonContainerSize(arr), i;
+
+			for (i = 0; i < n; i++)
+			{
+				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
+				JsonbValue *pos;
+				int j;
+
+				if (e == NULL || e->type != jbvBinary)
+					continue;
+				pos = bv_audit_wal_field(e->val.binary.data, "position");
+				if (pos == NULL || pos->type != jbvNumeric)
+					continue;
+				j = col_by_attnum(t, DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(pos->val.numeric))));
+				if (j < 0 || !t->cols[j].live)
+					continue;
+				ch->val[j] = value_datum(&t->cols[j], bv_audit_wal_field(e->val.binary.data, "value"), &ch->null[j]);
+				ch->present[j] = true;
+			}
+		}
+		ch->has_new = true;
+		ch->newkey = palloc(sizeof(Datum) * Max(t->nkey, 1));
+		ch->newkey_null = palloc(sizeof(bool) * Max(t->nkey, 1));
+		for (k = 0; k < t->nkey; k++)
+		{
+			int j = t->key[k];
+
+			ch->newkey_null[k] = j < 0 || !ch->present[j] || ch->null[j];
+			ch->newkey[k] = ch->newkey_null[k] ? (Datum) 0 : ch->val[j];
+		}
+	}
+	if (kind == 'U' || kind == 'D')
+	{
+		bool found = false;
+
+		ch->oldkey = palloc(sizeof(Datum) * Max(t->nkey, 1));
+		ch->oldkey_null = palloc(sizeof(bool) * Max(t->nkey, 1));
+		for (k = 0; k < t->nkey; k++)
+			ch->oldkey_null[k] = true;
+		ident = bv_audit_wal_field(jc, "identity");
+		if (ident != NULL && ident->type == jbvBinary)
+		{
+			JsonbContainer *arr = ident->val.binary.data;
+			uint32 n = JsonContainerSize(arr), i;
+
+			for (i = 0; i < n; i++)
+			{
+				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
+				JsonbValue *name;
+
+				if (e == NULL || e->type != jbvBinary)
+					continue;
+				name = bv_audit_wal_field(e->val.binary.data, "name");
+				if (name == NULL || name->type != jbvString)
+					continue;
+				k = key_by_name(t, name->val.string.val, name->val.string.len);
+				if (k < 0)
+					continue;
+				found = true;
+				if (t->key[k] >= 0)
+					ch->oldkey[k] = value_datum(&t->cols[t->key[k]], bv_audit_wal_field(e->val.binary.data, "value"),
+												&ch->oldkey_null[k]);
+			}
+		}
+		if (found)
+		{
+			ch->has_old = true;
+			ch->keychg = kind == 'U' &&
+						 !same_key(t, ch->oldkey, ch->oldkey_null, ch->newkey, ch->newkey_null);
+		}
+		else if (ch->has_new)
+		{
+			ch->has_old = true;
+			memcpy(ch->oldkey, ch->newkey, sizeof(Datum) * t->nkey);
+			memcpy(ch->oldkey_null, ch->newkey_null, sizeof(bool) * t->nkey);
+		}
+	}
+}
+
+/* Read the last recorded version of ch's old key into ch->prev. */
