@@ -201,6 +201,12 @@ rebuild_prefix(const BvAuditContext *ctx)
 		appendStringInfoString(&mc->prefix, "null");
 	else
 		escape_json(&mc->prefix, DatumGetCString(DirectFunctionCall1(inet_out, ctx->client)));
+	/*
+	 * Pad with JSON whitespace so that the MAC state covers the whole
+	 * prefix: a statement then hashes only its start time.
+	 */
+	while ((mc->prefix.len + 5) % 8 != 0)
+		appendStringInfoChar(&mc->prefix, ' ');
 	appendStringInfoString(&mc->prefix, ",\"s\":");
 	mc->mac_done = bv_audit_wal_mac_start(&mc->mac, mc->prefix.data, mc->prefix.len);
 	mc->valid = true;

@@ -218,12 +218,17 @@ bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len)
 static void
 mac_hex(uint64 mac, char *hex)
 {
-	uint8 bytes[8];
+	static const char digits[] = "0123456789abcdef";
 	int i;
 
+	/* the bytes in little-endian order, as bv_hex_encode() writes them */
 	for (i = 0; i < 8; i++)
-		bytes[i] = (uint8) (mac >> (8 * i));
-	bv_hex_encode(bytes, 8, hex);
+	{
+		uint8 b = (uint8) (mac >> (8 * i));
+
+		hex[2 * i] = digits[b >> 4];
+		hex[2 * i + 1] = digits[b & 0xf];
+	}
 	hex[BV_AUDIT_WAL_MAC_HEX] = '\0';
 }
 
