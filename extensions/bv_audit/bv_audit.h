@@ -123,7 +123,8 @@ typedef struct WalTable
 	int nkey;
 	int *key; /* index into cols of each key column, -1 when missing */
 	char **keynames;
-	SPIPlanPtr lookup; /* key -> live columns of the last record */
+	SPIPlanPtr lookup; /* key, upper audit_ts -> live columns of the last record */
+	int nlookup;       /* its parameters */
 	SPIPlanPtr insert; /* meta + live columns */
 } WalTable;
 
@@ -147,12 +148,44 @@ typedef struct WalChange
 	bool *prev_null;
 } WalChange;
 
+/* A value as wal2json wrote it: null, a string (unescaped) or other JSON */
+typedef enum WalValKind
+{
+	WAL_VAL_NULL,
+	WAL_VAL_STRING,
+	WAL_VAL_LITERAL /* a number, true or false, or (jsonb path) an object or array: its JSON text */
+} WalValKind;
+
+typedef struct WalVal
+{
+	WalValKind kind;
+	char *text;
+} WalVal;
+
+/* An element of a document's "columns" or "identity" */
+typedef struct WalDocCol
+{
+	char *name;
+	int position;
+	WalVal value;
+} WalDocCol;
+
+/* One wal2json document (format-version 2): the fields the worker reads */
+typedef struct WalDoc
+{
+	char *action, *schema, *table, *xid, *lsn, *timestamp, *content;
+	WalDocCol *cols;
+	int ncols, maxcols;
+	WalDocCol *ident;
+	int nident, maxident;
+	bool nested; /* a value was an object or array */
+} WalDoc;
+
 extern WalTable *bv_audit_wal_load_tables(XLogRecPtr applied, int *ntables);
 extern WalTable *bv_audit_wal_find_table(WalTable *tables, int ntables, const char *schema,
 										 const char *table, XLogRecPtr clsn);
-extern JsonbValue *bv_audit_wal_field(JsonbContainer *jc, const char *key);
-extern char *bv_audit_wal_field_str(JsonbContainer *jc, const char *key);
-extern void bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer *jc);
+extern void bv_audit_wal_parse_doc(char *json, WalDoc *doc);
+extern void bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, const WalDoc *doc);
 
 /* guard.c */
 extern bool bv_audit_purge_active;

@@ -135,8 +135,17 @@ prepare_plans(WalTable *t)
 		n = 0;
 	}
 	else
-		appendStringInfoString(&sql, " ORDER BY a.audit_id DESC LIMIT 1");
+	{
+		/*
+		 * No record is newer than now: the bound lets the executor skip
+		 * the partitions of future months (enable() creates some ahead),
+		 * each of which would otherwise cost an index descent per lookup.
+		 */
+		appendStringInfo(&sql, " AND a.audit_ts <= $%d ORDER BY a.audit_id DESC LIMIT 1", n + 1);
+		types[n++] = TIMESTAMPTZOID;
+	}
 	t->lookup = SPI_prepare(sql.data, n, types);
+	t->nlookup = n;
 	if (t->lookup == NULL)
 		elog(ERROR, "preparing the last-record lookup of tracked table %d failed: %s",
 			 t->tracked_id, SPI_result_code_string(SPI_result));
@@ -180,7 +189,7 @@ static void
 read_prev(WalChange *ch)
 {
 	WalTable *t = ch->t;
-	Datum *args = palloc(sizeof(Datum) * Max(t->nkey, 1));
+	Datum *args = palloc(sizeof(Datum) * (t->nkey + 1));
 	int k, n = 0, j, ret;
 
 	ch->has_prev = false;
@@ -195,6 +204,9 @@ read_prev(WalChange *ch)
 		args[n++] = ch->oldkey[k];
 	}
 	prepare_plans(t);
+	if (n < t->nlookup)
+		/* a day of slack for a clock set back since the record was written */
+		args[n++] = TimestampTzGetDatum(GetCurrentTimestamp() + USECS_PER_DAY);
 	ret = SPI_execute_plan(t->lookup, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading the last audit record failed: %s", SPI_result_code_string(ret));
@@ -551,10 +563,10 @@ set_local(const char *name, const char *value)
  * it is a change of a WAL-mode table inside its window.
  */
 static void
-buffer_change(WalApply *wa, char kind, JsonbContainer *jc, XLogRecPtr clsn)
+buffer_change(WalApply *wa, char kind, const WalDoc *doc, XLogRecPtr clsn)
 {
-	char *schema = bv_audit_wal_field_str(jc, "schema");
-	char *table = bv_audit_wal_field_str(jc, "table");
+	const char *schema = doc->schema;
+	const char *table = doc->table;
 	WalTable *t;
 
 	if (schema == NULL || table == NULL)
@@ -568,7 +580,7 @@ buffer_change(WalApply *wa, char kind, JsonbContainer *jc, XLogRecPtr clsn)
 		wa->stmt = wa->stmt ? repalloc(wa->stmt, sizeof(WalChange) * wa->maxstmt)
 							: palloc(sizeof(WalChange) * wa->maxstmt);
 	}
-	bv_audit_wal_parse_change(&wa->stmt[wa->nstmt++], t, kind, jc);
+	bv_audit_wal_parse_change(&wa->stmt[wa->nstmt++], t, kind, doc);
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_wal_apply);
@@ -664,8 +676,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	{
 		bool isnull;
 		Datum d = SPI_getbinval(tab->vals[i], tab->tupdesc, 1, &isnull);
-		Jsonb *jb;
-		JsonbContainer *jc;
+		WalDoc doc;
 		char *action;
 
 		if (isnull)
@@ -673,34 +684,33 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 		/* the document lives for this row only; what a change keeps is copied */
 		MemoryContextReset(rowcxt);
 		MemoryContextSwitchTo(rowcxt);
-		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(d))));
+		bv_audit_wal_parse_doc(TextDatumGetCString(d), &doc);
 		MemoryContextSwitchTo(txcxt);
-		jc = &jb->root;
-		action = bv_audit_wal_field_str(jc, "action");
+		action = doc.action;
 		if (action == NULL)
 			continue;
 		switch (action[0])
 		{
 			case 'B':
 			{
-				char *lsn, *ts;
-				JsonbValue *xid;
+				char *lsn, *ts, *end;
+				uint64 xid;
 
 				/* a new transaction: the last one's values are done with */
 				MemoryContextReset(txcxt);
 				wa.stmt = NULL;
 				wa.nstmt = wa.maxstmt = 0;
-				lsn = bv_audit_wal_field_str(jc, "lsn");
-				ts = bv_audit_wal_field_str(jc, "timestamp");
-				xid = bv_audit_wal_field(jc, "xid");
-				if (lsn == NULL || xid == NULL || xid->type != jbvNumeric)
+				lsn = doc.lsn;
+				ts = doc.timestamp;
+				errno = 0;
+				xid = doc.xid == NULL ? 0 : strtoull(doc.xid, &end, 10);
+				if (lsn == NULL || doc.xid == NULL || errno != 0 || *end != '\0')
 					elog(ERROR, "wal2json wrote a transaction without its lsn or xid");
 				clsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(lsn)));
 				skip = clsn < applied;
 				if (skip)
 					break;
-				wa.xid8 = xid8_of((TransactionId) DatumGetInt64(
-					DirectFunctionCall1(numeric_int8, NumericGetDatum(xid->val.numeric))));
+				wa.xid8 = xid8_of((TransactionId) xid);
 				wa.commit_ts = ts == NULL ? 0
 										  : DatumGetTimestampTz(DirectFunctionCall3(
 												timestamptz_in, CStringGetDatum(ts),
@@ -710,7 +720,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 			break;
 			case 'M':
 			{
-				char *content = bv_audit_wal_field_str(jc, "content");
+				char *content = doc.content;
 				size_t len;
 
 				if (skip)
@@ -743,7 +753,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 			case 'D':
 			case 'T':
 				if (!skip)
-					buffer_change(&wa, action[0], jc, clsn);
+					buffer_change(&wa, action[0], &doc, clsn);
 				break;
 			default:
 				break;

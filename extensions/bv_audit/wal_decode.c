@@ -34,7 +34,10 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "mb/pg_wchar.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/jsonfuncs.h"
 #include "utils/lsyscache.h"
 #include "utils/pg_lsn.h"
 
@@ -178,66 +181,282 @@ bv_audit_wal_find_table(WalTable *tables, int ntables, const char *schema, const
 	return NULL;
 }
 
-/* The table's two plans, prepared at its first use in this call. */
+/*
+ * A wal2json value as the column's datum: what jsonb_populate_record()
+ * makes of it (strings as their text, other scalars and containers as their
+ * JSON text; json and jsonb columns take the JSON text of the value).
+ */
 static Datum
-value_datum(WalCol *c, JsonbValue *v, bool *isnull)
+value_datum(WalCol *c, const WalVal *v, bool *isnull)
 {
 	char *text;
 
 	*isnull = false;
-	if (v == NULL || v->type == jbvNull)
+	if (v->kind == WAL_VAL_NULL)
 	{
 		*isnull = true;
 		return (Datum) 0;
 	}
-	if (c->json)
+	if (v->kind == WAL_VAL_STRING && c->json)
 	{
-		Jsonb *jb = JsonbValueToJsonb(v);
+		StringInfoData buf;
 
-		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+		initStringInfo(&buf);
+		escape_json(&buf, v->text);
+		text = buf.data;
 	}
+	else if (v->kind == WAL_VAL_STRING && c->bytea)
+		text = psprintf("\\x%s", v->text);
+	else
+		text = v->text;
+	return OidInputFunctionCall(c->typinput, text, c->typioparam, c->typmod);
+}
+
+/*
+ * The parser's state: wal2json's documents are one object whose fields
+ * are scalars, except "columns" and "identity", arrays of objects with the
+ * scalar fields name, type, position and value.  A value that is itself an
+ * object or array (depth 4) is not read here: parse_doc() then reads the
+ * document through jsonb instead.
+ */
+typedef struct DocParse
+{
+	WalDoc *doc;
+	int depth;
+	char *field;   /* the current top-level field */
+	int list;      /* 1 inside "columns", 2 inside "identity" */
+	WalDocCol *el; /* the current element of that list */
+	char *elfield; /* its current field */
+} DocParse;
+
+static void
+doc_object_start(void *state)
+{
+	DocParse *p = (DocParse *) state;
+	WalDoc *d = p->doc;
+
+	p->depth++;
+	if (p->depth == 3 && p->list != 0)
+	{
+		int *n = p->list == 1 ? &d->ncols : &d->nident;
+		int *max = p->list == 1 ? &d->maxcols : &d->maxident;
+		WalDocCol **arr = p->list == 1 ? &d->cols : &d->ident;
+
+		if (*n == *max)
+		{
+			*max = Max(16, *max * 2);
+			*arr = *arr ? repalloc(*arr, sizeof(WalDocCol) * *max) : palloc(sizeof(WalDocCol) * *max);
+		}
+		p->el = &(*arr)[(*n)++];
+		memset(p->el, 0, sizeof(WalDocCol));
+		p->el->value.kind = WAL_VAL_NULL;
+	}
+	else if (p->depth >= 3)
+		d->nested = true;
+}
+
+static void
+doc_object_end(void *state)
+{
+	DocParse *p = (DocParse *) state;
+
+	if (p->depth == 3)
+		p->el = NULL;
+	p->depth--;
+}
+
+static void
+doc_array_start(void *state)
+{
+	DocParse *p = (DocParse *) state;
+
+	p->depth++;
+	if (p->depth == 2 && p->field != NULL)
+		p->list = strcmp(p->field, "columns") == 0 ? 1 : strcmp(p->field, "identity") == 0 ? 2
+																						   : 0;
+	else if (p->depth >= 3)
+		p->doc->nested = true;
+}
+
+static void
+doc_array_end(void *state)
+{
+	DocParse *p = (DocParse *) state;
+
+	if (p->depth == 2)
+		p->list = 0;
+	p->depth--;
+}
+
+static void
+doc_field_start(void *state, char *fname, bool isnull)
+{
+	DocParse *p = (DocParse *) state;
+
+	if (p->depth == 1)
+		p->field = fname;
+	else if (p->depth == 3)
+		p->elfield = fname;
+}
+
+static void
+doc_scalar(void *state, char *token, JsonTokenType type)
+{
+	DocParse *p = (DocParse *) state;
+	WalDoc *d = p->doc;
+
+	if (p->depth == 1 && p->field != NULL)
+	{
+		char *s = type == JSON_TOKEN_NULL ? NULL : token;
+
+		if (strcmp(p->field, "action") == 0)
+			d->action = s;
+		else if (strcmp(p->field, "schema") == 0)
+			d->schema = s;
+		else if (strcmp(p->field, "table") == 0)
+			d->table = s;
+		else if (strcmp(p->field, "xid") == 0)
+			d->xid = s;
+		else if (strcmp(p->field, "lsn") == 0)
+			d->lsn = s;
+		else if (strcmp(p->field, "timestamp") == 0)
+			d->timestamp = s;
+		else if (strcmp(p->field, "content") == 0)
+			d->content = s;
+	}
+	else if (p->depth == 3 && p->el != NULL && p->elfield != NULL)
+	{
+		if (strcmp(p->elfield, "name") == 0 && type == JSON_TOKEN_STRING)
+			p->el->name = token;
+		else if (strcmp(p->elfield, "position") == 0 && type == JSON_TOKEN_NUMBER)
+			p->el->position = pg_strtoint32(token);
+		else if (strcmp(p->elfield, "value") == 0)
+		{
+			p->el->value.kind = type == JSON_TOKEN_NULL     ? WAL_VAL_NULL
+								: type == JSON_TOKEN_STRING ? WAL_VAL_STRING
+															: WAL_VAL_LITERAL;
+			p->el->value.text = token;
+		}
+	}
+}
+
+/* A JsonbValue as a WalVal (the jsonb path of parse_doc()). */
+static void
+jsonb_val(JsonbValue *v, WalVal *out)
+{
+	out->text = NULL;
+	if (v == NULL || v->type == jbvNull)
+		out->kind = WAL_VAL_NULL;
 	else if (v->type == jbvString)
 	{
-		if (c->bytea)
-		{
-			text = palloc(v->val.string.len + 3);
-			text[0] = '\\';
-			text[1] = 'x';
-			memcpy(text + 2, v->val.string.val, v->val.string.len);
-			text[v->val.string.len + 2] = '\0';
-		}
-		else
-			text = pnstrdup(v->val.string.val, v->val.string.len);
+		out->kind = WAL_VAL_STRING;
+		out->text = pnstrdup(v->val.string.val, v->val.string.len);
 	}
 	else if (v->type == jbvNumeric)
-		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	{
+		out->kind = WAL_VAL_LITERAL;
+		out->text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	}
 	else if (v->type == jbvBool)
-		text = pstrdup(v->val.boolean ? "true" : "false");
+	{
+		out->kind = WAL_VAL_LITERAL;
+		out->text = pstrdup(v->val.boolean ? "true" : "false");
+	}
 	else
 	{
 		Jsonb *jb = JsonbValueToJsonb(v);
 
-		text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+		out->kind = WAL_VAL_LITERAL;
+		out->text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	}
-	return OidInputFunctionCall(c->typinput, text, c->typioparam, c->typmod);
 }
 
-/* A field of an object container, or NULL. */
-JsonbValue *
-bv_audit_wal_field(JsonbContainer *jc, const char *key)
+/* One list ("columns" or "identity") of a document, through jsonb. */
+static WalDocCol *
+jsonb_list(JsonbContainer *root, const char *key, int *n)
 {
-	return getKeyJsonValueFromContainer(jc, key, strlen(key), NULL);
-}
+	JsonbValue *list = getKeyJsonValueFromContainer(root, key, strlen(key), NULL);
+	WalDocCol *cols;
+	uint32 i, size;
 
-/* A string field as a C string, or NULL. */
-char *
-bv_audit_wal_field_str(JsonbContainer *jc, const char *key)
-{
-	JsonbValue *v = bv_audit_wal_field(jc, key);
-
-	if (v == NULL || v->type != jbvString)
+	*n = 0;
+	if (list == NULL || list->type != jbvBinary)
 		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	size = JsonContainerSize(list->val.binary.data);
+	cols = palloc0(sizeof(WalDocCol) * Max(size, 1));
+	for (i = 0; i < size; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(list->val.binary.data, i);
+		JsonbValue *f;
+		WalDocCol *c;
+
+		if (e == NULL || e->type != jbvBinary)
+			continue;
+		c = &cols[(*n)++];
+		f = getKeyJsonValueFromContainer(e->val.binary.data, "name", 4, NULL);
+		if (f != NULL && f->type == jbvString)
+			c->name = pnstrdup(f->val.string.val, f->val.string.len);
+		f = getKeyJsonValueFromContainer(e->val.binary.data, "position", 8, NULL);
+		if (f != NULL && f->type == jbvNumeric)
+			c->position = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(f->val.numeric)));
+		jsonb_val(getKeyJsonValueFromContainer(e->val.binary.data, "value", 5, NULL), &c->value);
+	}
+	return cols;
+}
+
+/* A scalar field of a document, through jsonb, as text or NULL. */
+static char *
+jsonb_str(JsonbContainer *root, const char *key)
+{
+	WalVal v;
+
+	jsonb_val(getKeyJsonValueFromContainer(root, key, strlen(key), NULL), &v);
+	return v.text;
+}
+
+/*
+ * Read one wal2json document (format-version 2) into doc.  Its scalars are
+ * taken straight from the JSON parser's tokens; a document with a value
+ * that is an object or an array (a json column, as wal2json may write it)
+ * is read through jsonb instead, which gives that value's JSON text.
+ * Strings come unescaped, numbers and true/false as their text.  Malformed
+ * JSON raises an error (22P02).
+ */
+void
+bv_audit_wal_parse_doc(char *json, WalDoc *doc)
+{
+	JsonLexContext *lex = makeJsonLexContextCstringLen(json, strlen(json), GetDatabaseEncoding(), true);
+	JsonSemAction sem;
+	DocParse p;
+
+	memset(doc, 0, sizeof(*doc));
+	memset(&p, 0, sizeof(p));
+	p.doc = doc;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &p;
+	sem.object_start = doc_object_start;
+	sem.object_end = doc_object_end;
+	sem.array_start = doc_array_start;
+	sem.array_end = doc_array_end;
+	sem.object_field_start = doc_field_start;
+	sem.scalar = doc_scalar;
+	pg_parse_json_or_ereport(lex, &sem);
+	if (doc->nested)
+	{
+		Jsonb *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+		JsonbContainer *root = &jb->root;
+
+		memset(doc, 0, sizeof(*doc));
+		doc->action = jsonb_str(root, "action");
+		doc->schema = jsonb_str(root, "schema");
+		doc->table = jsonb_str(root, "table");
+		doc->xid = jsonb_str(root, "xid");
+		doc->lsn = jsonb_str(root, "lsn");
+		doc->timestamp = jsonb_str(root, "timestamp");
+		doc->content = jsonb_str(root, "content");
+		doc->cols = jsonb_list(root, "columns", &doc->ncols);
+		doc->ident = jsonb_list(root, "identity", &doc->nident);
+	}
 }
 
 /* The index into t->cols of a source attnum, or -1. */
@@ -299,10 +518,9 @@ same_key(WalTable *t, Datum *a, bool *an, Datum *b, bool *bn)
  * wal2json logs, else the new image's key), and whether a U moved the key.
  */
 void
-bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer *jc)
+bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, const WalDoc *doc)
 {
-	JsonbValue *cols, *ident;
-	int k;
+	int k, i;
 
 	memset(ch, 0, sizeof(*ch));
 	ch->kind = kind;
@@ -314,29 +532,14 @@ bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer 
 		ch->val = palloc(sizeof(Datum) * Max(t->ncols, 1));
 		ch->null = palloc(sizeof(bool) * Max(t->ncols, 1));
 		ch->present = palloc0(sizeof(bool) * Max(t->ncols, 1));
-		cols = bv_audit_wal_field(jc, "columns");
-		if (cols != NULL && cols->type == jbvBinary)
+		for (i = 0; i < doc->ncols; i++)
 		{
-			JsonbContainer *arr = cols->val.binary.data;
-			uint32 n = JsonContainerSize(arr), i;
+			int j = col_by_attnum(t, doc->cols[i].position);
 
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
-				JsonbValue *pos;
-				int j;
-
-				if (e == NULL || e->type != jbvBinary)
-					continue;
-				pos = bv_audit_wal_field(e->val.binary.data, "position");
-				if (pos == NULL || pos->type != jbvNumeric)
-					continue;
-				j = col_by_attnum(t, DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(pos->val.numeric))));
-				if (j < 0 || !t->cols[j].live)
-					continue;
-				ch->val[j] = value_datum(&t->cols[j], bv_audit_wal_field(e->val.binary.data, "value"), &ch->null[j]);
-				ch->present[j] = true;
-			}
+			if (j < 0 || !t->cols[j].live)
+				continue;
+			ch->val[j] = value_datum(&t->cols[j], &doc->cols[i].value, &ch->null[j]);
+			ch->present[j] = true;
 		}
 		ch->has_new = true;
 		ch->newkey = palloc(sizeof(Datum) * Max(t->nkey, 1));
@@ -357,36 +560,24 @@ bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer 
 		ch->oldkey_null = palloc(sizeof(bool) * Max(t->nkey, 1));
 		for (k = 0; k < t->nkey; k++)
 			ch->oldkey_null[k] = true;
-		ident = bv_audit_wal_field(jc, "identity");
-		if (ident != NULL && ident->type == jbvBinary)
+		for (i = 0; i < doc->nident; i++)
 		{
-			JsonbContainer *arr = ident->val.binary.data;
-			uint32 n = JsonContainerSize(arr), i;
+			const char *name = doc->ident[i].name;
 
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *e = getIthJsonbValueFromContainer(arr, i);
-				JsonbValue *name;
-
-				if (e == NULL || e->type != jbvBinary)
-					continue;
-				name = bv_audit_wal_field(e->val.binary.data, "name");
-				if (name == NULL || name->type != jbvString)
-					continue;
-				k = key_by_name(t, name->val.string.val, name->val.string.len);
-				if (k < 0)
-					continue;
-				found = true;
-				if (t->key[k] >= 0)
-					ch->oldkey[k] = value_datum(&t->cols[t->key[k]], bv_audit_wal_field(e->val.binary.data, "value"),
-												&ch->oldkey_null[k]);
-			}
+			if (name == NULL)
+				continue;
+			k = key_by_name(t, name, strlen(name));
+			if (k < 0)
+				continue;
+			found = true;
+			if (t->key[k] >= 0)
+				ch->oldkey[k] = value_datum(&t->cols[t->key[k]], &doc->ident[i].value, &ch->oldkey_null[k]);
 		}
 		if (found)
 		{
 			ch->has_old = true;
-			ch->keychg = kind == 'U' &&
-						 !same_key(t, ch->oldkey, ch->oldkey_null, ch->newkey, ch->newkey_null);
+			ch->keychg = kind == 'U' && !same_key(t, ch->oldkey, ch->oldkey_null, ch->newkey,
+												  ch->newkey_null);
 		}
 		else if (ch->has_new)
 		{
@@ -396,5 +587,3 @@ bv_audit_wal_parse_change(WalChange *ch, WalTable *t, char kind, JsonbContainer 
 		}
 	}
 }
-
-/* Read the last recorded version of ch's old key into ch->prev. */
