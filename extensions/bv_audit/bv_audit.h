@@ -102,7 +102,6 @@ typedef struct WalCol
 	Oid typioparam;
 	int16 typlen;
 	bool typbyval;
-	bool json;  /* json or jsonb: takes JSON text */
 	bool bytea; /* wal2json writes bare hex */
 	bool live;  /* the source column still exists: recorded */
 } WalCol;

@@ -11,13 +11,13 @@
  * "identity" wal2json logs, else the new image's key) and whether an UPDATE
  * moved the key.
  *
- * Values: wal2json writes each column as JSON (strings, numbers, booleans,
- * null; bytea as bare hex).  Each is converted once, by the audit column's
- * input function, from its text: strings as they are (bytea with "\x"),
- * other scalars and containers as their JSON text, and json or jsonb
- * columns take the value's JSON text.  That is the conversion
- * jsonb_populate_record() made in 0.4.0's SQL path, so the records are the
- * same.  A value an input function refuses raises an error; the worker then
+ * Values: wal2json writes each column as its type's output text (a JSON
+ * string, or a number or true/false; bytea as bare hex).  Each is converted
+ * once, by the audit column's input function, from that text (bytea with
+ * "\x"; an object or array, should one come, as its JSON text).  That is
+ * jsonb_populate_record()'s conversion in 0.4.0's SQL path except for json
+ * and jsonb columns, which 0.4.0 stored as JSON strings holding the
+ * document.  A value an input function refuses raises an error; the worker then
  * retries the batch transaction by transaction and quarantines the one that
  * fails (wal_worker.c).
  *
@@ -93,7 +93,6 @@ load_columns(WalTable *t)
 		getTypeInputInfo(c->typid, &c->typinput, &c->typioparam);
 		get_typlenbyval(c->typid, &c->typlen, &c->typbyval);
 		base = getBaseType(c->typid);
-		c->json = base == JSONOID || base == JSONBOID;
 		c->bytea = base == BYTEAOID;
 		if (c->live)
 		{
@@ -182,9 +181,13 @@ bv_audit_wal_find_table(WalTable *tables, int ntables, const char *schema, const
 }
 
 /*
- * A wal2json value as the column's datum: what jsonb_populate_record()
- * makes of it (strings as their text, other scalars and containers as their
- * JSON text; json and jsonb columns take the JSON text of the value).
+ * A wal2json value as the column's datum, through the type's input
+ * function: wal2json writes every value as its type's output text (a JSON
+ * string, or a number or true/false for numeric and boolean types; bytea
+ * as bare hex), so that text is what the input function reads back.  That
+ * includes json and jsonb columns, whose documents wal2json writes as
+ * strings (0.4.0's jsonb_populate_record() stored them as JSON strings).
+ * A value that is itself an object or array takes its JSON text.
  */
 static Datum
 value_datum(WalCol *c, const WalVal *v, bool *isnull)
@@ -197,15 +200,7 @@ value_datum(WalCol *c, const WalVal *v, bool *isnull)
 		*isnull = true;
 		return (Datum) 0;
 	}
-	if (v->kind == WAL_VAL_STRING && c->json)
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		escape_json(&buf, v->text);
-		text = buf.data;
-	}
-	else if (v->kind == WAL_VAL_STRING && c->bytea)
+	if (v->kind == WAL_VAL_STRING && c->bytea)
 		text = psprintf("\\x%s", v->text);
 	else
 		text = v->text;
