@@ -60,7 +60,7 @@ source "$BV_TOP/bench/include/audit-setup.sh"
 
 declare -A rates # "<workload>_c<clients>_<variant>" -> one tps per round
 declare -A cpus  # "<workload>_c1_<variant>" -> backend CPU µs per transaction, per round
-run() { # workload clients variant
+run_once() { # workload clients variant; 1: the backend ended before its CPU time was read
     local tps pid first last pgb
     psql -c CHECKPOINT
     # The previous run's backends may still be exiting; the backend whose CPU
@@ -83,8 +83,12 @@ run() { # workload clients variant
             sleep 0.01
         done
         [ -n "$pid" ] || bv_die "pgbench $1 $2 $3: its backend did not appear"
-        first=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null) ||
-            bv_die "pgbench $1 $2 $3: cannot read the CPU time of backend $pid"
+        first=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null) || {
+            # Under heavy load the whole run can end before this read.
+            wait "$pgb"
+            say "round $r: $1 clients=$2 $3: backend $pid ended before its CPU time was read; again"
+            return 1
+        }
         last=$first
         while kill -0 "$pgb" 2>/dev/null; do
             last=$(cut -d' ' -f1 "/proc/$pid/schedstat" 2>/dev/null || echo "$last")
@@ -104,6 +108,14 @@ run() { # workload clients variant
     else
         say "round $r: $1 clients=$2 $3: $tps tps"
     fi
+}
+
+run() { # workload clients variant
+    local attempt
+    for attempt in 1 2 3; do
+        run_once "$@" && return 0
+    done
+    bv_die "pgbench $1 $2 $3: three runs ended before their backend's CPU time could be read"
 }
 
 declare -A mixed # "<workload>_<variant>" -> mean latency in µs, one per round
