@@ -85,7 +85,8 @@ SELECT count(*) AS copies_of_secret FROM bv_audit.public__dh_pay a WHERE a::text
 
 -- Item 7: audit tables do not depend on user types: enums are stored as
 -- text, domains as their base type; renaming an enum value does not
--- rewrite history, and dropping the types keeps it.
+-- rewrite history (0.5.0: it records the rows holding the renamed label),
+-- and dropping the types keeps it.
 CREATE TYPE public.lvl AS ENUM ('low', 'high');
 CREATE DOMAIN public.posint AS int CHECK (VALUE > 0);
 CREATE TABLE public.dh_job (id public.posint PRIMARY KEY, level public.lvl, levels public.lvl[], n public.posint);
