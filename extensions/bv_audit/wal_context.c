@@ -50,6 +50,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_trigger.h"
 #include "commands/copy.h"
 #include "commands/trigger.h"
@@ -306,6 +307,22 @@ altered_table(Node *parsetree)
 }
 
 /*
+ * Is relid a WAL-mode table?
+ */
+static bool
+relid_is_wal_mode(Oid relid)
+{
+	Relation rel = RelationIdGetRelation(relid);
+	bool wal;
+
+	if (rel == NULL)
+		return false;
+	wal = rel->rd_rel->relkind == RELKIND_RELATION && rel_is_wal_mode(rel);
+	RelationClose(rel);
+	return wal;
+}
+
+/*
  * Before DDL on a WAL-mode table: keep its writers out (SHARE ROW
  * EXCLUSIVE, which the command then strengthens), and let the WAL worker
  * record every change committed so far, under the table's old shape.  This
@@ -313,13 +330,19 @@ altered_table(Node *parsetree)
  * may need to open the table's indexes, which the command then holds
  * exclusively.  Only the table's owner gets this far (anyone else's
  * command fails anyway, and must not block the table's writers).
+ *
+ * ALTER TABLE on a partitioned table or an inheritance parent recurses
+ * into its partitions and children: the WAL-mode ones among them are
+ * locked and drained the same way (0.5.0).
  */
 static void
 drain_before_ddl(RangeVar *rv)
 {
 	Oid relid = RangeVarGetRelid(rv, NoLock, true);
 	Relation rel;
-	bool wal;
+	List *wal_rels = NIL;
+	bool has_children;
+	ListCell *lc;
 	int ret;
 	Oid save_userid;
 	int save_sec;
@@ -329,11 +352,26 @@ drain_before_ddl(RangeVar *rv)
 	rel = RelationIdGetRelation(relid);
 	if (rel == NULL)
 		return;
-	wal = rel->rd_rel->relkind == RELKIND_RELATION && rel_is_wal_mode(rel);
+	has_children = rel->rd_rel->relhassubclass;
 	RelationClose(rel);
-	if (!wal)
+	if (relid_is_wal_mode(relid))
+		wal_rels = lappend_oid(wal_rels, relid);
+	if (has_children)
+	{
+		List *children = find_all_inheritors(relid, NoLock, NULL);
+
+		foreach (lc, children)
+		{
+			Oid child = lfirst_oid(lc);
+
+			if (child != relid && relid_is_wal_mode(child))
+				wal_rels = lappend_oid(wal_rels, child);
+		}
+	}
+	if (wal_rels == NIL)
 		return;
-	LockRelationOid(relid, ShareRowExclusiveLock);
+	foreach (lc, wal_rels)
+		LockRelationOid(lfirst_oid(lc), ShareRowExclusiveLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	/* bv_audit's internals are nobody's to call: run as the bootstrap superuser. */
