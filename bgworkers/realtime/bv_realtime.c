@@ -61,6 +61,9 @@ int rt_history_max_rows = 100000;
 int rt_max_payload = 65536;
 int rt_revocation_check_ms = 2000;
 int rt_max_presence = 4096;
+int rt_client_msgs_per_s = 20;
+int rt_client_msgs_burst = 200;
+int rt_max_conns_per_ip = 2000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -359,6 +362,20 @@ define_settings(void)
 							"Presence entries (connection x topic) the gateway can hold.",
 							"Kept in shared memory; a presence join beyond it is refused.",
 							&rt_max_presence, 4096, 16, 1000000, PGC_POSTMASTER, 0, NULL, NULL,
+							NULL);
+	DefineCustomIntVariable("bv_realtime.client_messages_per_second",
+							"Messages per second one WebSocket client may send (token bucket); 0: no limit.",
+							"A message over the limit gets an error reply; a client that keeps "
+							"sending past its burst of refusals is closed with code 1008.",
+							&rt_client_msgs_per_s, 20, 0, 100000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bv_realtime.client_messages_burst",
+							"Messages a WebSocket client may send at once before the rate applies.",
+							NULL, &rt_client_msgs_burst, 200, 1, 100000, PGC_SIGHUP, 0, NULL, NULL,
+							NULL);
+	DefineCustomIntVariable("bv_realtime.max_connections_per_ip",
+							"Most WebSocket and SSE connections from one client address; 0: no limit.",
+							"More are refused: SSE with HTTP 429, WebSocket with close code 1008.",
+							&rt_max_conns_per_ip, 2000, 0, 1000000, PGC_SIGHUP, 0, NULL, NULL,
 							NULL);
 	MarkGUCPrefixReserved("bv_realtime");
 }

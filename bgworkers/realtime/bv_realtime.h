@@ -45,7 +45,7 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
-#define BV_REALTIME_VERSION "0.2.0"
+#define BV_REALTIME_VERSION "0.3.0"
 
 /* Prefix of the logical decoding messages that bv_realtime.send() writes. */
 #define RT_MSG_PREFIX "bv_realtime"
@@ -88,6 +88,10 @@ typedef enum RtCounter
 	RT_C_CLIENT_BROADCASTS,             /* client messages relayed on a topic */
 	RT_C_PRESENCE_JOINS,
 	RT_C_PRESENCE_LEAVES,
+	RT_C_V2_COUNTERS,                     /* 0.2.0's end here (then its presence gauge); 0.3.0's below */
+	RT_C_RATE_LIMITED = RT_C_V2_COUNTERS, /* client messages refused over the rate limit */
+	RT_C_RATE_LIMIT_CLOSES,               /* connections closed for flooding */
+	RT_C_IP_REFUSED,                      /* connections refused by max_connections_per_ip */
 	RT_NCOUNTERS
 } RtCounter;
 
@@ -129,6 +133,9 @@ extern int rt_history_max_rows;
 extern int rt_max_payload;
 extern int rt_revocation_check_ms;
 extern int rt_max_presence;
+extern int rt_client_msgs_per_s;
+extern int rt_client_msgs_burst;
+extern int rt_max_conns_per_ip;
 
 extern void rt_set_state(const char *state);
 extern void rt_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);

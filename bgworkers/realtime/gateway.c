@@ -34,6 +34,14 @@
  * is a slow client: its queue is dropped, it is closed with a reason
  * (WebSocket 4008, SSE "event: error") and counted; the others never wait.
  *
+ * Limits against one abusive client: connections per client address
+ * (bv_realtime.max_connections_per_ip, counted in a dynahash of addresses
+ * while a WebSocket or SSE connection is counted; refused with HTTP 429 or
+ * close 1008) and a token bucket per WebSocket on client messages
+ * (bv_realtime.client_messages_per_second and _burst: over the rate a
+ * message is dropped with an error reply; more than a burst of refusals in
+ * a row closes the connection with 1008).
+ *
  * Memory: everything that libwebsockets callbacks touch is malloc'd (the
  * per-session Client is lws's per_session_data), so no PostgreSQL error
  * can unwind through lws; the topic registry is a dynahash in
@@ -139,7 +147,19 @@ typedef struct Client
 	struct Grant *grants; /* publish / presence decisions, cached */
 	int ngrants;
 	bool has_presence; /* may have presence entries */
+	/* client message rate (token bucket) and the client's address */
+	double rl_tokens;
+	TimestampTz rl_at;               /* when rl_tokens was last refilled */
+	int rl_strikes;                  /* messages refused in a row */
+	char peer[INET6_ADDRSTRLEN + 8]; /* counted in peers while counted */
 } Client;
+
+/* Connections per client address (bv_realtime.max_connections_per_ip). */
+typedef struct PeerEntry
+{
+	char peer[INET6_ADDRSTRLEN + 8]; /* hash key */
+	int n;
+} PeerEntry;
 
 /* A cached authorization of one action on one topic (malloc'd). */
 typedef struct Grant
@@ -153,6 +173,7 @@ typedef struct Grant
 static struct lws_context *ctx = NULL;
 static int epfd = -1;
 static HTAB *topics = NULL;
+static HTAB *peers = NULL;
 static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
 static TimestampTz last_lws_timers = 0;
 static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
@@ -861,6 +882,103 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 	send_control(c, NULL, j.data);
 }
 
+/* ---- limits: connections per address, client message rate ---- */
+
+/* The client address of wsi as text ("" when unknown). */
+static void
+peer_of(struct lws *wsi, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (lws_get_peer_simple(wsi, buf, len) == NULL)
+		buf[0] = '\0';
+}
+
+/*
+ * Would one more connection from wsi's address pass
+ * bv_realtime.max_connections_per_ip?  Counted as refused when not.
+ */
+static bool
+peer_may_connect(struct lws *wsi)
+{
+	char peer[INET6_ADDRSTRLEN + 8];
+	PeerEntry *e;
+
+	if (rt_max_conns_per_ip <= 0 || peers == NULL)
+		return true;
+	peer_of(wsi, peer, sizeof(peer));
+	e = hash_search(peers, peer, HASH_FIND, NULL);
+	if (e == NULL || e->n < rt_max_conns_per_ip)
+		return true;
+	rt_count(RT_C_IP_REFUSED, 1);
+	return false;
+}
+
+static void
+peer_acquire(Client *c)
+{
+	PeerEntry *e;
+	bool found;
+
+	peer_of(c->wsi, c->peer, sizeof(c->peer));
+	if (peers == NULL)
+		return;
+	e = hash_search(peers, c->peer, HASH_ENTER, &found);
+	e->n = found ? e->n + 1 : 1;
+}
+
+static void
+peer_release(Client *c)
+{
+	PeerEntry *e;
+
+	if (peers == NULL)
+		return;
+	e = hash_search(peers, c->peer, HASH_FIND, NULL);
+	if (e != NULL && --e->n <= 0)
+		hash_search(peers, c->peer, HASH_REMOVE, NULL);
+}
+
+/*
+ * May c send one more message (bv_realtime.client_messages_per_second,
+ * a token bucket of bv_realtime.client_messages_burst)?  A refused message
+ * gets an error reply; a client refused more than a burst in a row is
+ * flooding and is closed (1008).
+ */
+static bool
+client_rate_ok(Client *c)
+{
+	TimestampTz now;
+	double burst = (double) rt_client_msgs_burst;
+
+	if (rt_client_msgs_per_s <= 0)
+		return true;
+	now = GetCurrentTimestamp();
+	if (c->rl_at == 0)
+		c->rl_tokens = burst;
+	else if (now > c->rl_at)
+		c->rl_tokens += (double) (now - c->rl_at) * rt_client_msgs_per_s / USECS_PER_SEC;
+	if (c->rl_tokens > burst)
+		c->rl_tokens = burst;
+	c->rl_at = now;
+	if (c->rl_tokens >= 1.0)
+	{
+		c->rl_tokens -= 1.0;
+		c->rl_strikes = 0;
+		return true;
+	}
+	rt_count(RT_C_RATE_LIMITED, 1);
+	if (++c->rl_strikes > rt_client_msgs_burst)
+	{
+		rt_count(RT_C_RATE_LIMIT_CLOSES, 1);
+		client_close(c, 1008, "rate limit exceeded (bv_realtime.client_messages_per_second)");
+	}
+	else
+		send_control(c, NULL,
+					 "{\"type\":\"error\",\"reason\":\"rate limit: message dropped, slow down "
+					 "(bv_realtime.client_messages_per_second)\"}");
+	return false;
+}
+
 static void
 client_start(Client *c, struct lws *wsi, ClientKind kind)
 {
@@ -871,6 +989,7 @@ client_start(Client *c, struct lws *wsi, ClientKind kind)
 	dlist_init(&c->subs);
 	dlist_push_tail(&all_clients, &c->all_node);
 	c->counted = true;
+	peer_acquire(c);
 	pg_atomic_fetch_add_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_add_u32(kind == CK_WS ? &rt_shared->ws_connections
 										  : &rt_shared->sse_connections,
@@ -906,6 +1025,7 @@ client_end(Client *c)
 	free(c->rx);
 	c->rx = NULL;
 	rt_identity_free(&c->id);
+	peer_release(c);
 	dlist_delete(&c->all_node);
 	pg_atomic_fetch_sub_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_sub_u32(c->kind == CK_WS ? &rt_shared->ws_connections
@@ -1011,6 +1131,9 @@ sse_start(struct lws *wsi, Client *c)
 	if (c->write_pending)
 		dlist_delete(&c->write_node);
 	memset(c, 0, sizeof(*c));
+	if (!peer_may_connect(wsi))
+		return http_error(wsi, 429,
+						  "too many connections from this address (bv_realtime.max_connections_per_ip)");
 	if (!rt_authenticate(request_token(wsi), &c->id, reason, sizeof(reason)))
 	{
 		rt_count(RT_C_AUTH_FAILURES, 1);
@@ -1145,6 +1268,8 @@ ws_message(Client *c, char *text, size_t len)
 	JsonTokenType t;
 
 	rt_count(RT_C_CLIENT_MESSAGES, 1);
+	if (!client_rate_ok(c))
+		return;
 	if (strlen(text) != len ||
 		bv_json_top_field(text, "type", &type, &t) != JSON_SUCCESS || type == NULL ||
 		t != JSON_TOKEN_STRING)
@@ -1215,7 +1340,14 @@ ws_established(struct lws *wsi, Client *c)
 	char *token = request_token(wsi);
 	char *topics_arg, *last, *tok, *save;
 
+	bool over = !peer_may_connect(wsi);
+
 	client_start(c, wsi, CK_WS);
+	if (over)
+	{
+		client_close(c, 1008, "too many connections from this address (bv_realtime.max_connections_per_ip)");
+		return;
+	}
 	if (token == NULL)
 		return; /* an auth message must come within auth_timeout */
 	if (!ws_auth(c, token))
@@ -1475,6 +1607,15 @@ rt_gateway_start(char **err)
 		topics = hash_create("bv_realtime topics", 1024, &hctl,
 							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	}
+	if (peers == NULL)
+	{
+		memset(&hctl, 0, sizeof(hctl));
+		hctl.keysize = INET6_ADDRSTRLEN + 8;
+		hctl.entrysize = sizeof(PeerEntry);
+		hctl.hcxt = TopMemoryContext;
+		peers = hash_create("bv_realtime peers", 256, &hctl,
+							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 	{
@@ -1532,6 +1673,9 @@ rt_gateway_stop(void)
 	if (topics)
 		hash_destroy(topics);
 	topics = NULL;
+	if (peers)
+		hash_destroy(peers);
+	peers = NULL;
 	if (rt_shared)
 	{
 		pg_atomic_write_u32(&rt_shared->connections, 0);

@@ -8,8 +8,8 @@
  * Query: ?token=<JWT>&topic=<topic>&events=<a,b>&expect=<n>&last_id=<id>;
  * with last_id both transports resume after that position (replay from
  * the history); when both have received n messages the title becomes
- * "done" and both close (then no request is open, and a headless
- * browser's virtual time can run out: --dump-dom prints the DOM).  No data from the query is
+ * "done" and both close (the browser test waits for that title through
+ * the DevTools protocol, then reads the DOM).  No data from the query is
  * inserted as HTML: received text goes in with textContent.
  *
  *-------------------------------------------------------------------------

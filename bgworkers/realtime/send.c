@@ -225,10 +225,14 @@ bv_realtime_stats(PG_FUNCTION_ARGS)
 	/* 0.2.0's columns follow 0.1.0's: the same C function serves both */
 	if (tupdesc->natts > n)
 	{
-		for (i = RT_C_V1_COUNTERS; i < RT_NCOUNTERS; i++)
+		for (i = RT_C_V1_COUNTERS; i < RT_C_V2_COUNTERS; i++)
 			values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
 		values[n++] = Int32GetDatum((int32) pg_atomic_read_u32(&rt_shared->presence_count));
 	}
+	/* 0.3.0's columns: rate limits */
+	if (tupdesc->natts > n)
+		for (i = RT_C_V2_COUNTERS; i < RT_NCOUNTERS; i++)
+			values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
 	if (n != tupdesc->natts)
 		elog(ERROR, "bv_realtime.stats() has %d columns, the library fills %d", tupdesc->natts, n);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
