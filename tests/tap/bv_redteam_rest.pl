@@ -89,7 +89,8 @@ my %want = (
 	qq({"role":"bv_user","sub":"a","exp":$exp,"iat":-1}) => 200,
 	qq({"role":"bv_user","sub":"a\\u0000b","exp":$exp}) => 401,
 	qq({"role":"bv_user","sub":"a\\ud800","exp":$exp}) => 401,
-	qq({"role":"bv_user","sub":"\\u202eecila","exp":$exp}) => 200,
+	# bv_core 0.5.0: an actor may not hold invisible formatting characters
+	qq({"role":"bv_user","sub":"\\u202eecila","exp":$exp}) => 401,
 	qq({"role":"bv_user","sub":"a","exp":$exp,"jti":""}) => 401,
 	qq({"role":"bv_user","sub":"a","exp":$exp,"jti":1}) => 401,
 	qq({"role":"bv_user","sub":1,"exp":$exp}) => 401,

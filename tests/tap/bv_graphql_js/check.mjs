@@ -18,8 +18,18 @@ const [url, token, docsFile] = process.argv.slice(2);
 async function gql(query, variables) {
   const headers = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
-  const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-  return { status: r.status, body: await r.json() };
+  // The API's per-user rate limit (bv_core) answers 429 with Retry-After
+  // when the documents come faster than it allows: wait as told, retry.
+  for (let attempt = 0; ; attempt += 1) {
+    const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+    if (r.status === 429 && attempt < 20) {
+      await r.arrayBuffer();
+      const wait = Number(r.headers.get('retry-after')) || 1;
+      await new Promise((done) => { setTimeout(done, wait * 1000); });
+      continue;
+    }
+    return { status: r.status, body: await r.json() };
+  }
 }
 
 const intro = await gql(getIntrospectionQuery({
@@ -51,6 +61,7 @@ for (const d of JSON.parse(readFileSync(docsFile, 'utf8'))) {
     bv_ok: bv.status === 200 && !bv.body.errors,
     js_error: js[0] ?? null,
     bv_error: bv.body.errors ? bv.body.errors[0].message : null,
+    bv_status: bv.status,
   });
 }
 console.log(JSON.stringify(out));

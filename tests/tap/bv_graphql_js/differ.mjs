@@ -33,8 +33,17 @@ const chance = (p) => rand() < p;
 async function gql(query, variables) {
   const headers = { 'content-type': 'application/json' };
   if (token) headers.authorization = `Bearer ${token}`;
-  const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-  return r.json();
+  // bv_core's per-user rate limit answers 429 with Retry-After: wait, retry.
+  for (let attempt = 0; ; attempt += 1) {
+    const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+    if (r.status === 429 && attempt < 20) {
+      await r.arrayBuffer();
+      const wait = Number(r.headers.get('retry-after')) || 1;
+      await new Promise((done) => { setTimeout(done, wait * 1000); });
+      continue;
+    }
+    return r.json();
+  }
 }
 
 const intro = await gql(getIntrospectionQuery());
