@@ -12,24 +12,12 @@ import { readFileSync } from 'node:fs';
 import {
   assertValidSchema, buildClientSchema, getIntrospectionQuery, parse, printSchema, validate,
 } from 'graphql';
+import { post } from './post.mjs';
 
 const [url, token, docsFile] = process.argv.slice(2);
 
 async function gql(query, variables) {
-  const headers = { 'content-type': 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  // The API's per-user rate limit (bv_core) answers 429 with Retry-After
-  // when the documents come faster than it allows: wait as told, retry.
-  for (let attempt = 0; ; attempt += 1) {
-    const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-    if (r.status === 429 && attempt < 20) {
-      await r.arrayBuffer();
-      const wait = Number(r.headers.get('retry-after')) || 1;
-      await new Promise((done) => { setTimeout(done, wait * 1000); });
-      continue;
-    }
-    return { status: r.status, body: await r.json() };
-  }
+  return post(url, token, query, variables);
 }
 
 const intro = await gql(getIntrospectionQuery({

@@ -16,6 +16,7 @@ import {
   buildClientSchema, getIntrospectionQuery, getNamedType, isEnumType, isInputObjectType, isLeafType,
   isListType, isNonNullType, isObjectType, isScalarType, parse, validate,
 } from 'graphql';
+import { post } from './post.mjs';
 
 const [url, token, seedArg, countArg] = process.argv.slice(2);
 let seed = Number(seedArg) >>> 0 || 1;
@@ -31,19 +32,7 @@ const pick = (a) => a[Math.floor(rand() * a.length)];
 const chance = (p) => rand() < p;
 
 async function gql(query, variables) {
-  const headers = { 'content-type': 'application/json' };
-  if (token) headers.authorization = `Bearer ${token}`;
-  // bv_core's per-user rate limit answers 429 with Retry-After: wait, retry.
-  for (let attempt = 0; ; attempt += 1) {
-    const r = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
-    if (r.status === 429 && attempt < 20) {
-      await r.arrayBuffer();
-      const wait = Number(r.headers.get('retry-after')) || 1;
-      await new Promise((done) => { setTimeout(done, wait * 1000); });
-      continue;
-    }
-    return r.json();
-  }
+  return (await post(url, token, query, variables)).body;
 }
 
 const intro = await gql(getIntrospectionQuery());
