@@ -175,7 +175,7 @@ SKIP:
 	system('cp', BvTest::src() . '/tests/tap/bv_graphql_js/package.json',
 		BvTest::src() . '/tests/tap/bv_graphql_js/package-lock.json',
 		BvTest::src() . '/tests/tap/bv_graphql_js/check.mjs', BvTest::src() . '/tests/tap/bv_graphql_js/differ.mjs',
-		$dir) == 0 or die 'cp failed';
+		BvTest::src() . '/tests/tap/bv_graphql_js/post.mjs', $dir) == 0 or die 'cp failed';
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ 'npm', 'ci', '--no-audit', '--no-fund', '--loglevel=error', '--prefix', $dir ],
 		'>', \$out, '2>', \$err, init => sub { $ENV{npm_config_cache} = "$dir/.npm"; $ENV{HOME} = $dir; });
