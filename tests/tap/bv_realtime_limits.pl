@@ -75,7 +75,9 @@ $rt->wait_for(sub { st('connections') == 2 }, 'back to B and the polite client')
 my $P = $rt->ws(query => 'access_token=' . tok('pr') . '&topics=room:2',
 	send => [ map { $J->encode({ type => 'presence', topic => 'room:2', state => { n => $_ } }) } 1 .. 40 ]);
 $rt->wait_for(sub { $P->closed }, 'the presence flood is closed');
-is($P->closed->{closed}, 1008, 'a presence flood is closed with 1008');
+# 1008, or a reset (1006) seen before that frame, as for the broadcast flood
+ok($P->closed->{closed} == 1008 || $P->closed->{closed} == 1006,
+	'a presence flood is closed (' . $J->encode($P->closed) . ')');
 is(st('rate_limit_closes'), 2, 'stats.rate_limit_closes counts it');
 $_->stop for ($B, $polite, $P);
 $rt->wait_for(sub { st('connections') == 0 }, 'the WebSocket clients are gone');
