@@ -102,17 +102,26 @@ CONF
     fi
 }
 
-# The demo CA (kept across starts) and the broker's certificate.
+# The demo CA (kept across starts) and the broker's certificate.  The CA
+# may sign leaf certificates only (pathlen:0): a certificate it signed by
+# mistake with CA:TRUE (an intermediate nobody approved) cannot issue
+# certificates the broker accepts, whatever subject they carry; every
+# certificate it signs says CA:FALSE (red-team round 5).
 make_pki() {
     mkdir -p "$PKI/devices"
     (
         umask 077
         if [ ! -s "$PKI/ca.crt" ]; then
             openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -days 3650 \
-                -subj "/CN=BitVelocity demo device CA" -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>>"$DIR/pki.err"
+                -subj "/CN=BitVelocity demo device CA" \
+                -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+                -addext "keyUsage=critical,keyCertSign,cRLSign" \
+                -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>>"$DIR/pki.err"
+        elif ! openssl x509 -in "$PKI/ca.crt" -noout -ext basicConstraints 2>/dev/null | grep -q 'pathlen:0'; then
+            warn "$PKI/ca.crt has no path length 0: certificates of intermediates it signed pass the broker's handshake; remove $PKI to make a new demo CA (then issue-cert again)"
         fi
         if [ ! -s "$PKI/broker.crt" ]; then
-            printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PKI/broker.ext"
+            printf 'basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PKI/broker.ext"
             openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -subj /CN=127.0.0.1 \
                 -keyout "$PKI/broker.key" -out "$PKI/broker.csr" 2>>"$DIR/pki.err"
             openssl x509 -req -in "$PKI/broker.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
@@ -134,7 +143,7 @@ issue_cert() {
         die "device $id is not registered: provision it first"
     (
         umask 077
-        printf 'extendedKeyUsage=clientAuth\n' >"$PKI/devices/$id.ext"
+        printf 'basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$PKI/devices/$id.ext"
         openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
             -subj "/CN=$id/serialNumber=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" \
             -keyout "$PKI/devices/$id.key" -out "$PKI/devices/$id.csr" 2>>"$DIR/pki.err"
@@ -269,5 +278,7 @@ case "${1:-}" in
     # The bridge does this by itself after each change; by hand, e.g. while it is stopped:
     reload-auth) write_auth; running && kill -HUP "$(cat "$PIDFILE")"; say "password and ACL files regenerated" ;;
     issue-cert) issue_cert "${2:?usage: $0 issue-cert DEVICE}" ;;
+    # The demo CA and broker certificate only (tests make the PKI make run ships).
+    make-pki) make_pki ;;
     *) peer_main "$@" ;;
 esac
