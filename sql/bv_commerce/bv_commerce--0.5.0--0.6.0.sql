@@ -17,6 +17,24 @@
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION bv_commerce UPDATE TO '0.6.0'" to load this file. \quit
 
+/*
+ * The reservation time of unpaid orders was the custom setting
+ * commerce.reservation_ttl, which any session may SET: a customer with a
+ * SQL session (SET commerce.reservation_ttl = '100 years') held the units
+ * of its unpaid orders for a century instead of 15 minutes, and a value
+ * that is not an interval failed place_order with a raw 22007.  It is now
+ * the commerce.limits row reservation_ttl_seconds (bv_admin), as
+ * max_unpaid_units is since 0.4.0; the setting is ignored.
+ */
+ALTER TABLE commerce.limits DROP CONSTRAINT limits_name_check;
+ALTER TABLE commerce.limits ADD CONSTRAINT limits_name_check
+    CHECK (name IN ('max_unpaid_units', 'reservation_ttl_seconds', 'max_addresses'));
+ALTER TABLE commerce.limits ADD CONSTRAINT limits_value_range
+    CHECK (name <> 'reservation_ttl_seconds' OR value BETWEEN 60 AND 604800);
+INSERT INTO commerce.limits (name, value) VALUES ('reservation_ttl_seconds', 900), ('max_addresses', 100)
+ON CONFLICT (name) DO NOTHING;
+COMMENT ON COLUMN commerce.limits.name IS 'max_unpaid_units: units one customer may hold reserved in unpaid (awaiting_payment) orders; reservation_ttl_seconds: how long an unpaid order holds its units (60 s to 7 days, default 900); max_addresses: addresses one customer may keep (default 100).';
+
 CREATE OR REPLACE FUNCTION commerce.cart_json(p_cart_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -62,8 +80,9 @@ DECLARE
     v_sku_ids bigint[];
     v_quantities integer[];
     v_prices bigint[];
-    v_ttl interval := coalesce(nullif(current_setting('commerce.reservation_ttl', true), '')::interval,
-                               interval '15 minutes');
+    -- A table row, not a session setting: a client could SET a setting.
+    v_ttl interval := coalesce((SELECT pg_catalog.make_interval(secs => l.value) FROM commerce.limits l
+                                 WHERE l.name = 'reservation_ttl_seconds'), interval '15 minutes');
 BEGIN
     PERFORM commerce.check_currency(p_currency);
     IF p_shipping_address IS NOT NULL AND pg_catalog.octet_length(p_shipping_address::text) > 4096 THEN
@@ -194,3 +213,63 @@ BEGIN
     RETURN commerce.idempotency_finish(p_idempotency_key, commerce.order_json(v_order_id));
 END
 $$;
+
+/*
+ * Addresses (red-team round 5).  Customers write commerce.addresses
+ * directly (SQL, and GraphQL, which exposes schema commerce): nothing
+ * bounded a field or the number of rows, so one customer could store
+ * megabytes per address and any number of addresses (place_order caps a
+ * shipping address at 4 kB, this table had no cap), and a bad country was
+ * the raw 23514 of the CHECK.  Now a BEFORE trigger checks each field
+ * (22023, a hint, no client data quoted) and at most
+ * the commerce.limits row max_addresses (100) addresses per customer.
+ */
+CREATE FUNCTION commerce.check_address()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_field text;
+    v_max integer;
+    v_count bigint;
+BEGIN
+    SELECT f.name, f.max INTO v_field, v_max
+      FROM (VALUES (1, 'name', NEW.name, 200), (2, 'line1', NEW.line1, 200), (3, 'line2', NEW.line2, 200),
+                   (4, 'city', NEW.city, 100), (5, 'postal_code', NEW.postal_code, 20)) AS f(n, name, value, max)
+     WHERE pg_catalog.length(f.value) > f.max
+        OR f.value ~ '[[:cntrl:]]'
+        OR (f.name <> 'line2' AND pg_catalog.btrim(f.value) = '')
+     ORDER BY f.n LIMIT 1;
+    IF v_field IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid address field "%"', v_field
+            USING ERRCODE = '22023',
+                  DETAIL = pg_catalog.format('%s is at most %s characters, without control characters%s.', v_field, v_max,
+                                             CASE WHEN v_field = 'line2' THEN '' ELSE ', and not blank' END),
+                  HINT = 'Send the address fields only: name, line1, line2, city, postal_code, country.';
+    END IF;
+    IF NEW.country IS NULL OR NEW.country::text !~ '^[A-Z]{2}$' THEN
+        RAISE EXCEPTION 'invalid address field "country"'
+            USING ERRCODE = '22023', DETAIL = 'A country is an ISO 3166-1 alpha-2 code in capitals.',
+                  HINT = 'Pass a code such as "DE" or "US".';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.customer_id IS DISTINCT FROM OLD.customer_id THEN
+        -- One customer's inserts are serialised so that the cap holds under concurrency.
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('commerce.addresses:' || NEW.customer_id, 0));
+        v_max := coalesce((SELECT l.value FROM commerce.limits l WHERE l.name = 'max_addresses'), 100);
+        SELECT pg_catalog.count(*) INTO v_count FROM commerce.addresses a WHERE a.customer_id = NEW.customer_id;
+        IF v_count >= v_max THEN
+            RAISE EXCEPTION 'too many addresses'
+                USING ERRCODE = '22023', DETAIL = pg_catalog.format('A customer keeps at most %s addresses.', v_max),
+                      HINT = 'Delete an address you no longer use, or update one.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION commerce.check_address() IS
+'Trigger: checks an address before it is written (field lengths, no control characters, country code, at most commerce.limits max_addresses per customer, default 100); 22023 with a hint.';
+REVOKE ALL ON FUNCTION commerce.check_address() FROM PUBLIC;
+
+CREATE TRIGGER check_address BEFORE INSERT OR UPDATE ON commerce.addresses
+    FOR EACH ROW EXECUTE FUNCTION commerce.check_address();
