@@ -19,7 +19,11 @@
  *	  statement that names a table or function holding secrets is running:
  *	  its text contains "jwt_", "secret" or "api_key" (bv.jwt_keys,
  *	  bv.jwt_verify(), bv.secret_set(), bv.secrets, bv.api_key_verify(),
- *	  ...), case-insensitively;
+ *	  ...), "password" or "passwd" (a password given in clear, e.g. the
+ *	  "sasl.password" that bv_cdc.add_sink() refuses: the refusal itself
+ *	  logged it, red-team round 5), or "_sink(" (bv_cdc's add_sink,
+ *	  alter_sink and validate_sink: a sink's configuration may hold a token,
+ *	  e.g. in a webhook URL's path), case-insensitively;
  *	- withholds the input line of COPY context lines for the tables
  *	  jwt_keys, secrets and api_keys ("COPY jwt_keys, line 1: <withheld>").
  * Both are a superset on purpose: a hidden statement of an unrelated query
@@ -59,7 +63,13 @@ contains_ci(const char *s, const char *needle)
 static bool
 names_secret_holder(const char *query)
 {
-	return contains_ci(query, "jwt_") || contains_ci(query, "secret") || contains_ci(query, "api_key");
+	static const char *const needles[] = {"jwt_", "secret", "api_key", "password", "passwd", "_sink("};
+	int i;
+
+	for (i = 0; i < lengthof(needles); i++)
+		if (contains_ci(query, needles[i]))
+			return true;
+	return false;
 }
 
 /*
