@@ -99,3 +99,87 @@ REVOKE ALL ON FUNCTION iot._check_group_row() FROM PUBLIC;
 
 CREATE TRIGGER check_row BEFORE INSERT OR UPDATE ON iot.device_groups
     FOR EACH ROW EXECUTE FUNCTION iot._check_group_row();
+
+/*
+ * The bridge's MQTT client id (red-team round 5).  MQTT client ids are one
+ * namespace per broker, and a broker disconnects a client when another
+ * connects with its id.  The bridge's id was the fixed, documented
+ * 'bv_iot_bridge': any device, logged in with its own credentials,
+ * connected with client id bv_iot_bridge and the broker closed the
+ * bridge's connection and handed the device the bridge's persistent
+ * session ("Client bv_iot_bridge already connected, closing old
+ * connection"); the readings published meanwhile were not delivered to the
+ * bridge (the ACL kept them from the device): lost, for every tenant, as
+ * often as the device reconnects.  Refusing it at the broker
+ * (use_username_as_clientid) would also make a device's own connections
+ * (a command subscriber and a publisher, as make run's simulator) kick
+ * each other.  So the bridge's id is now unguessable: 'bv_iot_bridge-'
+ * and 32 random hex digits, readable by superusers only (as the rest of
+ * iot.bridge_config).  A configured bridge (enabled) keeps its id, since
+ * changing it strands the messages its session holds: a WARNING says to
+ * change it.
+ *
+ * And a device may not be named as the bridge's broker user: its line in
+ * the broker's password file shared the bridge's user name (the bridge's
+ * came last and won, by the order of a UNION ALL).  Now such an id is
+ * refused (22023) and never written to the password file.
+ */
+ALTER TABLE iot.bridge_config
+    ALTER COLUMN client_id SET DEFAULT 'bv_iot_bridge-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '');
+UPDATE iot.bridge_config
+   SET client_id = 'bv_iot_bridge-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '')
+ WHERE client_id = 'bv_iot_bridge' AND NOT enabled;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM iot.bridge_config WHERE client_id = 'bv_iot_bridge') THEN
+        RAISE WARNING 'the MQTT bridge uses the well-known client id bv_iot_bridge'
+            USING DETAIL = 'Any device can connect with that client id and make the broker disconnect the bridge.',
+                  HINT = 'When the broker holds no messages for the bridge: UPDATE iot.bridge_config SET client_id = ''bv_iot_bridge-'' || replace(gen_random_uuid()::text, ''-'', '''');';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION iot._bridge_user()
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT c.username FROM iot.bridge_config c), 'bv_iot_bridge')
+$$;
+COMMENT ON FUNCTION iot._bridge_user() IS 'Internal: the bridge''s broker user name (iot.bridge_config.username, default bv_iot_bridge), which no device may take.';
+REVOKE ALL ON FUNCTION iot._bridge_user() FROM PUBLIC;
+
+CREATE FUNCTION iot._check_device_id()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.lower(NEW.device_id) IN ('bv_iot_bridge', pg_catalog.lower(iot._bridge_user())) THEN
+        RAISE EXCEPTION 'device id % is reserved', pg_catalog.quote_literal(pg_catalog.left(NEW.device_id, 64))
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'It is the MQTT bridge''s user name on the broker.',
+                  HINT = 'Choose another id such as "sensor-0042".';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION iot._check_device_id() IS 'Internal trigger: refuses a device id that is the bridge''s broker user name (22023).';
+REVOKE ALL ON FUNCTION iot._check_device_id() FROM PUBLIC;
+
+CREATE TRIGGER check_id BEFORE INSERT OR UPDATE OF device_id ON iot.devices
+    FOR EACH ROW EXECUTE FUNCTION iot._check_device_id();
+
+-- mosquitto_passwd: never a device line under the bridge's user name.
+CREATE OR REPLACE FUNCTION iot.mosquitto_passwd(bridge_user text DEFAULT NULL, bridge_password text DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.device_id || ':' || d.secret_hash FROM iot.devices d
+     WHERE d.status = 'active' AND d.device_id ~ '^[A-Za-z0-9_-]{1,64}$'
+       AND d.device_id IS DISTINCT FROM bridge_user AND d.device_id <> 'bv_iot_bridge'
+    UNION ALL
+    SELECT bridge_user || ':' || iot._secret_hash(bridge_password)
+     WHERE bridge_user ~ '^[A-Za-z0-9_.-]{1,64}$' AND bridge_password IS NOT NULL
+$$;
