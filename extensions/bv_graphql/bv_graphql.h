@@ -52,6 +52,7 @@ extern int bv_graphql_max_tokens;
 extern int bv_graphql_max_fields;
 extern int bv_graphql_max_rows;
 extern int bv_graphql_max_records;
+extern int bv_graphql_max_mutations;
 
 /* ---------- the GraphQL type model ---------- */
 

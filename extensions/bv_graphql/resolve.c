@@ -68,6 +68,7 @@ int bv_graphql_max_tokens = 20000;
 int bv_graphql_max_fields = 5000;
 int bv_graphql_max_rows = 1000;
 int bv_graphql_max_records = 100000;
+int bv_graphql_max_mutations = 20;
 
 #define PLAN_CACHE_MAX      256
 #define PLAN_KEY_MAX        32768        /* longer statements are not kept */
@@ -98,6 +99,9 @@ _PG_init(void)
 	DefineCustomIntVariable("bv_graphql.max_records",
 							"Most records an operation may read in the worst case: nested pages multiply.", NULL,
 							&bv_graphql_max_records, 100000, 1, INT_MAX, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("bv_graphql.max_mutations", "Most mutation root fields in one operation.",
+							"Each runs as a statement of its own; the request rate limit counts the request once.",
+							&bv_graphql_max_mutations, 20, 1, 100000, PGC_SUSET, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_graphql");
 	gql_schema_init();
 }
@@ -691,6 +695,24 @@ compile(GCompile *proto)
 			gql_compile_query(cp->stmt, sels, root);
 		}
 		return list_make1(cp);
+	}
+	/*
+	 * Each mutation root field is a statement of its own (a function call, an
+	 * insert of up to max_rows objects...), while the request rate limit
+	 * counts the request once: aliases would multiply a client's writes by
+	 * max_aliases (red-team round 5).
+	 */
+	{
+		int nmut = 0;
+
+		foreach (lc, sels)
+		{
+			GSel *s = lfirst(lc);
+
+			if (s->field != NULL && s->field->kind != FK_INTROSPECTION && ++nmut > bv_graphql_max_mutations)
+				gql_error(s->first->loc, "the operation has more than %d mutation fields (bv_graphql.max_mutations)",
+						  bv_graphql_max_mutations);
+		}
 	}
 	foreach (lc, sels)
 	{
