@@ -118,6 +118,25 @@ is(sql('SELECT p::text FROM comp'), '(sad)', 'control: DROP ATTRIBUTE removed th
 		'as_of(now()) agrees with the table after DROP ATTRIBUTE');
 }
 
+# An enum used through a domain over an array of a domain over the enum:
+# the rename is recorded (the row's U), but the column is not named in
+# changed_columns, so changes() readers filtering by column miss it.
+sql(q{
+CREATE TYPE e2 AS ENUM ('x', 'y');
+CREATE DOMAIN d_e2 AS e2;
+CREATE DOMAIN d_e2_arr AS d_e2[];
+CREATE TABLE nested (id int PRIMARY KEY, a d_e2_arr, c d_e2);
+INSERT INTO nested VALUES (1, ARRAY['x']::d_e2[], 'x');
+SELECT bv_audit.enable('public.nested');
+ALTER TYPE e2 RENAME VALUE 'x' TO 'z';
+});
+is(sql(q{SELECT r->>'a' FROM bv_audit.as_of('public.nested', now()) r}), '{z}', 'control: nested domain/array: the U holds the new text');
+{
+	local $TODO = 'finding 2: a column using the enum through a domain over an array of a domain is not in changed_columns';
+	is(sql(q{SELECT changed_columns::text FROM bv_audit.history('public.nested', '{"id": 1}') WHERE operation = 'U'}), '{a,c}',
+		'the U names every column whose text the rename changed');
+}
+
 # ---------------------------------------------------------------- finding 3
 sql(q{
 CREATE TABLE invoice (id int PRIMARY KEY, card_token text, note text);
