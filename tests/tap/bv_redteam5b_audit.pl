@@ -20,7 +20,9 @@
 #   directly, as an array or through a domain only), and ALTER TYPE ... DROP
 #   ATTRIBUTE of the composite (the attribute's values are gone from every
 #   row).  enable() accepts such columns when the composite or range type
-#   belongs to a superuser; the enum inside may belong to anyone.
+#   belongs to a superuser; the enum inside may belong to anyone.  And an
+#   enum used through a domain over an array of a domain over the enum is
+#   recorded (a U) but left out of that U's changed_columns.
 # Finding 3: a column that takes the name of a dropped *excluded* column
 #   is copied into the history.  enable('public.invoice', '{card_token}')
 #   is documented as "never copy card_token"; after DROP COLUMN card_token,
