@@ -13,7 +13,9 @@
  * trigger's pg_ddl_command carries the parse tree of each subcommand;
  * bv_audit._rewritten_columns() reads it and returns the attribute numbers
  * of the columns whose type change had a USING clause, so that the event
- * trigger records the new value of every row.
+ * trigger records the new value of every row.  bv_audit._retyped_columns()
+ * returns every column whose type an ALTER TABLE changed, with or without
+ * USING: the stamp columns' guard refuses both to a table's owner.
  *
  * ALTER TYPE ... RENAME VALUE changes what every row holding that enum
  * label says without touching a row; ALTER TYPE ... ADD VALUE changes
@@ -38,23 +40,19 @@
 
 #include "bv_audit.h"
 
-PG_FUNCTION_INFO_V1(bv_audit_rewritten_columns);
-
 /*
- * bv_audit._rewritten_columns(pg_ddl_command) returns smallint[]: the
- * attnums of the columns an ALTER TABLE changed with ALTER COLUMN ... TYPE
- * ... USING (empty for any other command).
+ * The attnums of the columns an ALTER TABLE changed with ALTER COLUMN ...
+ * TYPE: only those with a USING clause when using_only, else all of them.
  */
-Datum
-bv_audit_rewritten_columns(PG_FUNCTION_ARGS)
+static ArrayType *
+altered_type_columns(CollectedCommand *cmd, bool using_only)
 {
-	CollectedCommand *cmd = (CollectedCommand *) PG_GETARG_POINTER(0);
 	Datum *attnums;
 	int n = 0;
 	ListCell *lc;
 
 	if (cmd == NULL || cmd->type != SCT_AlterTable)
-		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT2OID));
+		return construct_empty_array(INT2OID);
 	attnums = palloc(sizeof(Datum) * Max(list_length(cmd->d.alterTable.subcmds), 1));
 	foreach (lc, cmd->d.alterTable.subcmds)
 	{
@@ -65,12 +63,39 @@ bv_audit_rewritten_columns(PG_FUNCTION_ARGS)
 		if (at == NULL || !IsA(at, AlterTableCmd) || at->subtype != AT_AlterColumnType)
 			continue;
 		def = (ColumnDef *) at->def;
-		if (def == NULL || !IsA(def, ColumnDef) || def->raw_default == NULL)
+		if (using_only && (def == NULL || !IsA(def, ColumnDef) || def->raw_default == NULL))
 			continue;
 		if (sub->address.classId == RelationRelationId && sub->address.objectSubId > 0)
 			attnums[n++] = Int16GetDatum((int16) sub->address.objectSubId);
 	}
-	PG_RETURN_ARRAYTYPE_P(construct_array(attnums, n, INT2OID, sizeof(int16), true, TYPALIGN_SHORT));
+	return construct_array(attnums, n, INT2OID, sizeof(int16), true, TYPALIGN_SHORT);
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_rewritten_columns);
+
+/*
+ * bv_audit._rewritten_columns(pg_ddl_command) returns smallint[]: the
+ * attnums of the columns an ALTER TABLE changed with ALTER COLUMN ... TYPE
+ * ... USING (empty for any other command).
+ */
+Datum
+bv_audit_rewritten_columns(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_ARRAYTYPE_P(altered_type_columns((CollectedCommand *) PG_GETARG_POINTER(0), true));
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_retyped_columns);
+
+/*
+ * bv_audit._retyped_columns(pg_ddl_command) returns smallint[]: the attnums
+ * of the columns an ALTER TABLE changed with ALTER COLUMN ... TYPE, with or
+ * without USING (a change of type or typmod converts the stored values:
+ * timestamptz to timestamp and back moves them by the session's TimeZone).
+ */
+Datum
+bv_audit_retyped_columns(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_ARRAYTYPE_P(altered_type_columns((CollectedCommand *) PG_GETARG_POINTER(0), false));
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_renamed_enum_label);

@@ -23,6 +23,8 @@ SELECT functions_are('bv_audit', ARRAY[
     -- 0.5.0, red-team round 3
     '_ddl_altered_tables', '_guard_stamp_order', '_on_alter_type', '_record_rows_where',
     '_renamed_enum_label',
+    -- 0.6.0, red-team round 5
+    '_base_type', '_guard_stamp_drop', '_retyped_columns', '_types_containing',
     -- 0.4.0, #19 WAL mode
     'wait_for', 'wal_status', 'wal_marker_trigger', '_wal_flush', '_wal_apply', '_wal_begin',
     '_wal_changes', '_wal_sql', '_wal_end', '_wal_quarantine', '_wal_applied', '_wal_drain',
