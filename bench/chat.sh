@@ -19,14 +19,21 @@
 #   ratio                messages_per_s / messages_per_s_bare;
 #   messages_per_s_pk_only, ratio_pk_only  the same against a copy with
 #                        the primary key only (the raw INSERT ceiling);
-#   delivery_p50/p99_ms  from the sending transaction's start (the
-#                        message's created_at) to its arrival at a
+#   delivery_p50/p99_ms  from the start of the chat.send() call (the
+#                        clock_timestamp() the message carries in its
+#                        text) to its arrival at a
 #                        WebSocket client subscribed to a 100-member room,
 #                        at RATE messages/s for DSECS s, one commit each,
 #                        the sender with the shipped synchronous_commit
 #                        (on); send_p99_ms: the send's own time in the
 #                        server; gateway_latency_p99_ms: the gateway's
 #                        commit-to-socket figure (bv_realtime.stats);
+#                        delivery_from_txn_start_p99_ms: from the
+#                        message's created_at (the transaction's start),
+#                        as bv_chat 0.2.0 measured it: bench.steady is a
+#                        procedure, each transaction starts at the
+#                        previous COMMIT, so this counts the pause between
+#                        sends (up to 1/RATE s) as latency;
 #   delivery_async_commit_p50/p99_ms  the same with synchronous_commit
 #                        off, as in (a) (the WAL writer's flush delay);
 #   history_p99_ms       chat.history(room, page of 50) as a member, timed
@@ -118,6 +125,14 @@ BEGIN
     PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', u)::text, true);
     PERFORM chat.send(p_room, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
 END $$;
+CREATE FUNCTION bench.send_text(p_room int, p_pick int, p_text text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', u)::text, true);
+    PERFORM chat.send(p_room, p_text);
+END $$;
 CREATE FUNCTION bench.bare(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     u text;
@@ -178,8 +193,12 @@ DECLARE
     i int := 0;
 BEGIN
     WHILE clock_timestamp() < t0 + make_interval(secs => p_secs) LOOP
+        -- The send's start goes into the text: the client measures from
+        -- it.  The message's created_at (now()) is the transaction's
+        -- start, which in a procedure is the previous COMMIT: it would
+        -- count the pg_sleep between two sends (up to 1/rate) as latency.
         t := clock_timestamp();
-        PERFORM bench.send(1, i);
+        PERFORM bench.send_text(1, i, 'bench steady ' || i || ' t=' || extract(epoch FROM t)::text);
         INSERT INTO bench.steady_times VALUES (extract(epoch FROM clock_timestamp() - t) * 1000);
         COMMIT;
         i := i + 1;
@@ -255,7 +274,7 @@ import asyncio, datetime, json, sys, time
 import websockets
 url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
 async def main():
-    lat = []
+    lat, lat_txn = [], []
     async with websockets.connect(url, max_size=None) as ws:
         open(out + '.ready', 'w').close()
         end = time.time() + secs
@@ -269,10 +288,20 @@ async def main():
             if m.get('type') == 'message' and m.get('event') == 'message.created':
                 if m['payload']['body'] == 'bench steady end':
                     break
+                body = m['payload']['body']
+                if ' t=' not in body:
+                    continue
+                # from the send's start (clock_timestamp() before chat.send)
+                lat.append((now - float(body.rsplit(' t=', 1)[1])) * 1000)
+                # from the sending transaction's start (created_at): the
+                # figure of earlier runs, which includes the procedure's
+                # sleep before the send (see bench.steady)
                 sent = datetime.datetime.fromisoformat(m['payload']['created_at']).timestamp()
-                lat.append((now - sent) * 1000)
+                lat_txn.append((now - sent) * 1000)
     with open(out, 'w') as f:
         f.write('\n'.join('%.3f' % x for x in lat) + '\n')
+    with open(out + '.txn', 'w') as f:
+        f.write('\n'.join('%.3f' % x for x in lat_txn) + '\n')
 asyncio.run(main())
 PY
     local wspid=$!
@@ -280,13 +309,18 @@ PY
     sleep 0.5
     PGOPTIONS="-c synchronous_commit=$sync" psql_b -c "CALL bench.steady($RATE, $DSECS)" >/dev/null
     wait "$wspid" || true
-    sort -n "$lat" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }'
+    pct "$lat.txn" >"$lat.txn.pct"
+    pct "$lat"
+}
+pct() {
+    sort -n "$1" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }'
 }
 say "(b) delivery: $RATE messages/s for $DSECS s into a $MAXM-member room, one WebSocket client, synchronous_commit on (shipped)"
 read -r d50 d99 dn <<<"$(deliver sync on)"
+read -r t50 t99 _ <"$OUT/latency-sync.txt.txn.pct"
 read -r g50 g99 <<<"$(psql_b -F ' ' -c "SELECT round(latency_p50_ms::numeric, 1), round(latency_p99_ms::numeric, 1) FROM bv_realtime.stats")"
 read -r s50 s99 <<<"$(psql_b -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM bench.steady_times")"
-say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms; of which the send itself: p50 $s50 ms, p99 $s99 ms; gateway commit-to-socket: p50 $g50 ms, p99 $g99 ms"
+say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms; of which the send itself: p50 $s50 ms, p99 $s99 ms; gateway commit-to-socket: p50 $g50 ms, p99 $g99 ms; from the sending transaction's start (includes the sleep between sends): p50 $t50 ms, p99 $t99 ms"
 psql_b -c "TRUNCATE bench.steady_times" >/dev/null
 say "(b') the same with synchronous_commit off (WAL reaches the gateway at the WAL writer's flush)"
 read -r a50 a99 an <<<"$(deliver async off)"
@@ -309,6 +343,6 @@ wrong=$(psql_b -c "SELECT count(*) FROM chat.counters rs
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"delivery_from_txn_start_p99_ms":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
     "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$bare_pk" "$ratio_pk" \
-    "$d50" "$d99" "$dn" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
+    "$d50" "$d99" "$dn" "${t99:-null}" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
