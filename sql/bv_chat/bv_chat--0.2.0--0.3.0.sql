@@ -21,6 +21,22 @@
 
 \echo Use "ALTER EXTENSION bv_chat UPDATE TO '0.3.0'" to load this file. \quit
 
+/*
+ * Re-install after DROP EXTENSION: bv_chat's rows of bv_realtime.topic_grants
+ * are not members of the extension and outlive it; the old rows' check
+ * function no longer exists, and the gateway refused every subscription to
+ * a room of the new install (found by bench-chat with BENCH_CHAT_VERSION).
+ * An install or update removes the rows an earlier install left: a check
+ * function that is gone, or a duplicate of a row without one.
+ */
+DELETE FROM bv_realtime.topic_grants g
+ WHERE g.comment LIKE 'bv\_chat: %'
+   AND CASE WHEN g.check_function IS NOT NULL
+            THEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.oid = g.check_function::oid)
+            ELSE g.id < (SELECT max(x.id) FROM bv_realtime.topic_grants x
+                          WHERE x.topic_pattern = g.topic_pattern AND x.action = g.action
+                            AND x.comment = g.comment AND x.check_function IS NULL) END;
+
 ALTER INDEX chat.messages_fts SET (gin_pending_list_limit = 256);
 ALTER INDEX chat.messages_trgm SET (gin_pending_list_limit = 256);
 
