@@ -62,7 +62,10 @@ psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 # BENCH_CHAT_VERSION=0.2.0: measure an earlier version of bv_chat with the
 # same benchmark (a before/after pair from one installation).
 if [ -n "${BENCH_CHAT_VERSION:-}" ]; then
-    psql_b -c "DROP EXTENSION bv_chat" -c "CREATE EXTENSION bv_chat VERSION '$BENCH_CHAT_VERSION'" >/dev/null
+    # (versions before 0.3.0 do not remove the topic grants of the dropped
+    # install themselves)
+    psql_b -c "DROP EXTENSION bv_chat" -c "DELETE FROM bv_realtime.topic_grants WHERE comment LIKE 'bv\\_chat: %'" \
+           -c "CREATE EXTENSION bv_chat VERSION '$BENCH_CHAT_VERSION'" >/dev/null
     "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -f "$BV_TOP/tools/cron-reload.sql" >/dev/null
 fi
 
