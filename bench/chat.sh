@@ -8,7 +8,8 @@
 # a random point of the last 50 messages, counters computed from them).
 # Figures (all in the same run):
 #   messages_per_s       chat.send() through pgbench, CLIENTS clients for
-#                        SECS s, random room and member: per-room numbering,
+#                        SECS s in ROUNDS rounds alternating with the two
+#                        baselines, random room and member: per-room numbering,
 #                        the counters of every member, mentions,
 #                        notifications, the bv_audit history row and
 #                        bv_realtime.send() (the gateway decoding the WAL);
@@ -16,17 +17,25 @@
 #                        a copy of chat.messages with its indexes (primary
 #                        key, full-text, trigram) and no trigger, counters
 #                        or delivery, same clients;
-#   ratio                messages_per_s / messages_per_s_bare;
+#   ratio                messages_per_s / messages_per_s_bare (means over
+#                        the rounds); ratio_min/max: of single rounds;
 #   messages_per_s_pk_only, ratio_pk_only  the same against a copy with
 #                        the primary key only (the raw INSERT ceiling);
-#   delivery_p50/p99_ms  from the sending transaction's start (the
-#                        message's created_at) to its arrival at a
+#   delivery_p50/p99_ms  from the start of the chat.send() call (the
+#                        clock_timestamp() the message carries in its
+#                        text) to its arrival at a
 #                        WebSocket client subscribed to a 100-member room,
 #                        at RATE messages/s for DSECS s, one commit each,
 #                        the sender with the shipped synchronous_commit
 #                        (on); send_p99_ms: the send's own time in the
 #                        server; gateway_latency_p99_ms: the gateway's
 #                        commit-to-socket figure (bv_realtime.stats);
+#                        delivery_from_txn_start_p99_ms: from the
+#                        message's created_at (the transaction's start),
+#                        as bv_chat 0.2.0 measured it: bench.steady is a
+#                        procedure, each transaction starts at the
+#                        previous COMMIT, so this counts the pause between
+#                        sends (up to 1/RATE s) as latency;
 #   delivery_async_commit_p50/p99_ms  the same with synchronous_commit
 #                        off, as in (a) (the WAL writer's flush delay);
 #   history_p99_ms       chat.history(room, page of 50) as a member, timed
@@ -40,8 +49,8 @@ source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; RATE=50; DSECS=3; READS=300 ;;
-    *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; RATE=50; DSECS=20; READS=1000 ;;
+    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; ROUNDS=2; RATE=50; DSECS=3; READS=300 ;;
+    *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; ROUNDS=3; RATE=50; DSECS=20; READS=1000 ;;
 esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-chat: $*" >&2; }
@@ -50,6 +59,15 @@ export BV_EXTENSIONS="bv_core bv_audit bv_cdc bv_realtime bv_chat"
 bv_throwaway_cluster "$OUT/cluster" "${BV_BENCH_PORT:-23200}" >&2
 [ -n "${BENCH_KEEP:-}" ] || trap 'bv_throwaway_stop "$OUT/cluster"' EXIT
 psql_b() { "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# BENCH_CHAT_VERSION=0.2.0: measure an earlier version of bv_chat with the
+# same benchmark (a before/after pair from one installation).
+if [ -n "${BENCH_CHAT_VERSION:-}" ]; then
+    # (versions before 0.3.0 do not remove the topic grants of the dropped
+    # install themselves)
+    psql_b -c "DROP EXTENSION bv_chat" -c "DELETE FROM bv_realtime.topic_grants WHERE comment LIKE 'bv\\_chat: %'" \
+           -c "CREATE EXTENSION bv_chat VERSION '$BENCH_CHAT_VERSION'" >/dev/null
+    "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -f "$BV_TOP/tools/cron-reload.sql" >/dev/null
+fi
 
 # The gateway on a free port of its own (not make run's 8090).
 WSPORT=$(bv_free_port "$(( ${BV_BENCH_PORT:-23200} + 90 ))")
@@ -118,6 +136,14 @@ BEGIN
     PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', u)::text, true);
     PERFORM chat.send(p_room, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
 END $$;
+CREATE FUNCTION bench.send_text(p_room int, p_pick int, p_text text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    u text;
+BEGIN
+    SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
+    PERFORM set_config('request.jwt.claims', json_build_object('role', 'bv_user', 'sub', u)::text, true);
+    PERFORM chat.send(p_room, p_text);
+END $$;
 CREATE FUNCTION bench.bare(p_room int, p_pick int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     u text;
@@ -178,8 +204,12 @@ DECLARE
     i int := 0;
 BEGIN
     WHILE clock_timestamp() < t0 + make_interval(secs => p_secs) LOOP
+        -- The send's start goes into the text: the client measures from
+        -- it.  The message's created_at (now()) is the transaction's
+        -- start, which in a procedure is the previous COMMIT: it would
+        -- count the pg_sleep between two sends (up to 1/rate) as latency.
         t := clock_timestamp();
-        PERFORM bench.send(1, i);
+        PERFORM bench.send_text(1, i, 'bench steady ' || i || ' t=' || extract(epoch FROM t)::text);
         INSERT INTO bench.steady_times VALUES (extract(epoch FROM clock_timestamp() - t) * 1000);
         COMMIT;
         i := i + 1;
@@ -209,25 +239,35 @@ catch_up
 psql_b -c "SELECT pg_stat_reset()" -c "ALTER SYSTEM SET track_functions = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
 
 pgb() {
-    local fn=$1
+    local fn=$1 secs=$2
     printf '\\set r random(1, %s)\n\\set p random(0, 1000000)\nSELECT bench.%s(:r, :p);\n' "$ROOMS" "$fn" >"$OUT/$fn.sql"
-    "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -f "$OUT/$fn.sql" 2>"$OUT/$fn.err" \
+    "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$CLIENTS" -T "$secs" -f "$OUT/$fn.sql" 2>>"$OUT/$fn.err" \
         | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -1
 }
-say "(a) bare INSERTs (same rows, same indexes): $CLIENTS clients, $SECS s"
-bare=$(pgb bare)
-say "bare: $bare rows/s"
-catch_up
-say "(a) ceiling: INSERTs into a table with a primary key only"
-bare_pk=$(pgb bare_pk)
-say "ceiling: $bare_pk rows/s"
-psql_b -c "CHECKPOINT" >/dev/null
-catch_up
-say "(a) chat.send with counters, audit and live delivery: $CLIENTS clients, $SECS s"
-sent=$(pgb send)
-say "chat.send: $sent messages/s"
+# The three phases alternate in ROUNDS rounds of SECS/ROUNDS s each
+# (bare, ceiling, chat.send, bare, ...): the load of a shared machine
+# drifts over a minute, and a ratio of phases run at different times
+# measured that drift as much as chat (0.2.0's runs: 0.22 to 0.37).  Each
+# figure is the mean over its rounds; each round's ratio is printed.
+rsecs=$(( (SECS + ROUNDS - 1) / ROUNDS ))
+bare=0; bare_pk=0; sent=0; rratios=""
+for round in $(seq 1 "$ROUNDS"); do
+    for fn in bare bare_pk send; do
+        psql_b -c "CHECKPOINT" >/dev/null
+        catch_up
+        say "(a) round $round/$ROUNDS: bench.$fn, $CLIENTS clients, $rsecs s"
+        declare "tps_$fn=$(pgb "$fn" "$rsecs")"
+    done
+    say "(a) round $round: bare $tps_bare rows/s, ceiling $tps_bare_pk rows/s, chat.send $tps_send messages/s, ratio $(awk -v a="$tps_send" -v b="$tps_bare" 'BEGIN { printf "%.3f", a / b }')"
+    rratios="$rratios $(awk -v a="$tps_send" -v b="$tps_bare" 'BEGIN { printf "%.3f", a / b }')"
+    bare=$(awk -v s="$bare" -v x="$tps_bare" -v n="$ROUNDS" 'BEGIN { printf "%.1f", s + x / n }')
+    bare_pk=$(awk -v s="$bare_pk" -v x="$tps_bare_pk" -v n="$ROUNDS" 'BEGIN { printf "%.1f", s + x / n }')
+    sent=$(awk -v s="$sent" -v x="$tps_send" -v n="$ROUNDS" 'BEGIN { printf "%.1f", s + x / n }')
+done
+say "bare: $bare rows/s; ceiling: $bare_pk rows/s; chat.send: $sent messages/s (means of $ROUNDS rounds)"
 ratio=$(awk -v a="$sent" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')
 ratio_pk=$(awk -v a="$sent" -v b="$bare_pk" 'BEGIN { printf "%.3f", a / b }')
+read -r ratio_min ratio_max <<<"$(echo $rratios | tr ' ' '\n' | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo, hi }')"
 errs=$(grep -c 'ERROR' "$OUT/send.err" || true)
 [ "$errs" = 0 ] || say "WARNING: $errs errors in $OUT/send.err"
 audit_rows=$(psql_b -c "SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %s', audit_relid), false, true, '')))[1]::text FROM bv_audit.tracked WHERE relid = 'chat.messages'::regclass")
@@ -245,9 +285,9 @@ until [ "$(psql_b -c "SELECT state FROM bv_realtime.stats")" = running ]; do sle
 # with synchronous_commit off, as in (a): an asynchronous commit reaches the
 # gateway's decoder only when the WAL writer flushes it (every
 # wal_writer_delay, 200 ms, unless a WAL page fills), which is not chat's
-# time.  Per run: the client's p50/p99 from the message's created_at (the
-# sending transaction's start) to its arrival, and the send's own time in
-# the server (bench.steady's clock around bench.send).
+# time.  Per run: the client's p50/p99 from the start of the chat.send()
+# call (carried in the message's text) to its arrival, and the send's own
+# time in the server (bench.steady's clock around the send).
 deliver() {
     local label=$1 sync=$2 lat=$OUT/latency-$1.txt
     /usr/bin/python3 - "ws://127.0.0.1:$WSPORT/socket?access_token=$token&topics=chat:room:1" "$lat" "$((DSECS + 5))" <<'PY' &
@@ -255,7 +295,7 @@ import asyncio, datetime, json, sys, time
 import websockets
 url, out, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
 async def main():
-    lat = []
+    lat, lat_txn = [], []
     async with websockets.connect(url, max_size=None) as ws:
         open(out + '.ready', 'w').close()
         end = time.time() + secs
@@ -269,24 +309,47 @@ async def main():
             if m.get('type') == 'message' and m.get('event') == 'message.created':
                 if m['payload']['body'] == 'bench steady end':
                     break
+                body = m['payload']['body']
+                if ' t=' not in body:
+                    continue
+                # from the send's start (clock_timestamp() before chat.send)
+                lat.append((now - float(body.rsplit(' t=', 1)[1])) * 1000)
+                # from the sending transaction's start (created_at): the
+                # figure of earlier runs, which includes the procedure's
+                # sleep before the send (see bench.steady)
                 sent = datetime.datetime.fromisoformat(m['payload']['created_at']).timestamp()
-                lat.append((now - sent) * 1000)
+                lat_txn.append((now - sent) * 1000)
     with open(out, 'w') as f:
         f.write('\n'.join('%.3f' % x for x in lat) + '\n')
+    with open(out + '.txn', 'w') as f:
+        f.write('\n'.join('%.3f' % x for x in lat_txn) + '\n')
 asyncio.run(main())
 PY
     local wspid=$!
+    # the whole cluster runs with the setting, the gateway included (its
+    # history commit precedes delivery: with the shipped "on" it is one
+    # more WAL flush per batch, which (a)'s cluster-wide "off" would hide)
+    if [ "$sync" = on ]; then
+        psql_b -c "ALTER SYSTEM RESET synchronous_commit" -c "SELECT pg_reload_conf()" >/dev/null
+    else
+        psql_b -c "ALTER SYSTEM SET synchronous_commit = off" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
     until [ -e "$lat.ready" ]; do sleep 0.1; done
     sleep 0.5
     PGOPTIONS="-c synchronous_commit=$sync" psql_b -c "CALL bench.steady($RATE, $DSECS)" >/dev/null
     wait "$wspid" || true
-    sort -n "$lat" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }'
+    pct "$lat.txn" >"$lat.txn.pct"
+    pct "$lat"
+}
+pct() {
+    sort -n "$1" | awk 'NF { a[n++] = $1 } END { if (n == 0) { print "-1 -1 0"; exit } i50 = int(0.5 * (n - 1) + 0.5); i99 = int(0.99 * (n - 1) + 0.5); printf "%.1f %.1f %d\n", a[i50], a[i99], n }'
 }
 say "(b) delivery: $RATE messages/s for $DSECS s into a $MAXM-member room, one WebSocket client, synchronous_commit on (shipped)"
 read -r d50 d99 dn <<<"$(deliver sync on)"
+read -r t50 t99 _ <"$OUT/latency-sync.txt.txn.pct"
 read -r g50 g99 <<<"$(psql_b -F ' ' -c "SELECT round(latency_p50_ms::numeric, 1), round(latency_p99_ms::numeric, 1) FROM bv_realtime.stats")"
 read -r s50 s99 <<<"$(psql_b -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2), round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM bench.steady_times")"
-say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms; of which the send itself: p50 $s50 ms, p99 $s99 ms; gateway commit-to-socket: p50 $g50 ms, p99 $g99 ms"
+say "delivery: $dn messages, p50 $d50 ms, p99 $d99 ms; of which the send itself: p50 $s50 ms, p99 $s99 ms; gateway commit-to-socket: p50 $g50 ms, p99 $g99 ms; from the sending transaction's start (includes the sleep between sends): p50 $t50 ms, p99 $t99 ms"
 psql_b -c "TRUNCATE bench.steady_times" >/dev/null
 say "(b') the same with synchronous_commit off (WAL reaches the gateway at the WAL writer's flush)"
 read -r a50 a99 an <<<"$(deliver async off)"
@@ -309,6 +372,6 @@ wrong=$(psql_b -c "SELECT count(*) FROM chat.counters rs
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
-    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$bare_pk" "$ratio_pk" \
-    "$d50" "$d99" "$dn" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
+printf '{"bench":"chat","scale":"%s","commit":"%s","bv_chat":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"ratio_min":%s,"ratio_max":%s,"rounds":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"delivery_from_txn_start_p99_ms":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+    "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$(psql_b -c "SELECT extversion FROM pg_extension WHERE extname = 'bv_chat'")" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$ratio_min" "$ratio_max" "$ROUNDS" "$bare_pk" "$ratio_pk" \
+    "$d50" "$d99" "$dn" "${t99:-null}" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"

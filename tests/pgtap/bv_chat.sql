@@ -3,7 +3,7 @@
 -- refusal (SQLSTATE and hint, never a raw 23xxx) with hostile inputs, and
 -- row-level security (members only; banned users see nothing at once).
 BEGIN;
-SELECT plan(176);
+SELECT plan(181);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -287,6 +287,22 @@ SELECT pg_temp.act('frank');
 SELECT is((SELECT count(*)::int FROM api.chat_notifications()), 2, 'after reading, the next unread message notifies again');
 
 RESET ROLE;
+-- ---- a send records the sender's activity at most every 10 s (0.3.0: the
+-- UPDATE runs only when due, decided from the row read with the membership)
+UPDATE chat.users SET last_active_at = now() - interval '1 hour' WHERE user_id = 'alice';
+SELECT pg_temp.act('alice');
+SELECT lives_ok(format('SELECT api.chat_send(%s, %L)', (SELECT id FROM ids WHERE name = 'quiet'), 'activity'), 'alice sends after an hour away');
+RESET ROLE;
+SELECT is((SELECT last_active_at FROM chat.users WHERE user_id = 'alice'), now(), 'the send marks the sender active');
+UPDATE chat.users SET last_active_at = now() - interval '5 seconds' WHERE user_id = 'alice';
+SELECT pg_temp.act('alice');
+SELECT lives_ok(format('SELECT api.chat_send(%s, %L)', (SELECT id FROM ids WHERE name = 'quiet'), 'activity 2'), 'alice sends 5 s later');
+RESET ROLE;
+SELECT is((SELECT last_active_at FROM chat.users WHERE user_id = 'alice'), now() - interval '5 seconds', 'a mark younger than 10 s is not rewritten');
+-- the search indexes keep short pending lists (a bounded merge pause in a send)
+SELECT is((SELECT count(*)::int FROM pg_class c WHERE c.oid IN ('chat.messages_fts'::regclass, 'chat.messages_trgm'::regclass)
+            AND 'gin_pending_list_limit=256' = ANY (c.reloptions)), 2, 'search indexes: gin_pending_list_limit 256 kB');
+
 -- ---- every counter equals its recount ----
 SELECT is(pg_temp.counter_errors(), 0::bigint, 'every counter equals the recount from messages and receipts');
 
