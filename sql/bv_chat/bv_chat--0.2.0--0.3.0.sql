@@ -91,7 +91,7 @@ BEGIN
            max(x.value) FILTER (WHERE x.name = 'max_body_chars') AS max_body,
            max(x.value) FILTER (WHERE x.name = 'mqtt_events') AS mqtt
       INTO cfg FROM chat.settings x;
-    IF char_length(body) > cfg.max_body OR body ~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F]' OR att <> '[]' THEN
+    IF char_length(body) > cfg.max_body OR body ~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]' OR att <> '[]' THEN
         PERFORM chat.check_body(body, att);
     END IF;
     IF body = '' AND att = '[]' THEN
@@ -228,3 +228,85 @@ BEGIN
     RETURN jsonb_build_object('room_id', p_room, 'seq', s, 'thread_root', thr, 'mentions', to_jsonb(ment));
 END
 $$;
+
+------------------------------------------------------------------------
+-- Red-team round 5b: message text refused C0 controls but not C1 ones
+-- (U+0080-U+009F; U+009B is a terminal's CSI); joining a channel published
+-- a member event with no rate limit (60 join/leave pairs were 120 live
+-- events to every subscriber).  tests/pgtap/bv_redteam5b_chat_realtime.sql.
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION chat.check_body(p_body text, p_attachments jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lim bigint := chat.setting('max_body_chars');
+    a jsonb;
+BEGIN
+    IF char_length(p_body) > lim THEN
+        RAISE EXCEPTION 'message too long: % characters, at most % allowed', char_length(p_body), lim
+            USING ERRCODE = 'PT413', HINT = 'Split the text into several messages, or attach it as a file.';
+    END IF;
+    -- C0 and C1 controls (U+0080-U+009F: U+009B is a terminal's CSI)
+    IF p_body ~ '[\x01-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]' THEN
+        RAISE EXCEPTION 'message text contains control characters'
+            USING ERRCODE = '22023', HINT = 'Remove control characters other than tab and newline.';
+    END IF;
+    IF jsonb_typeof(p_attachments) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'attachments must be a JSON array'
+            USING ERRCODE = '22023', HINT = 'Pass [{"name": "a.png", "mime": "image/png", "size": 1234, "url": "https://..."}].';
+    END IF;
+    IF jsonb_array_length(p_attachments) > chat.setting('max_attachments') THEN
+        RAISE EXCEPTION 'too many attachments: %, at most % allowed', jsonb_array_length(p_attachments), chat.setting('max_attachments')
+            USING ERRCODE = 'PT413', HINT = 'Send the other attachments in another message.';
+    END IF;
+    IF jsonb_array_length(p_attachments) = 0 THEN
+        RETURN;
+    END IF;
+    FOR a IN SELECT e FROM jsonb_array_elements(p_attachments) e LOOP
+        IF jsonb_typeof(a) <> 'object'
+           OR jsonb_typeof(a -> 'name') IS DISTINCT FROM 'string' OR char_length(a ->> 'name') NOT BETWEEN 1 AND 255
+           OR jsonb_typeof(a -> 'url') IS DISTINCT FROM 'string' OR char_length(a ->> 'url') > 2048
+           OR (a ->> 'url') !~ '^https?://[^[:space:][:cntrl:]]+$'
+           OR (a ? 'mime' AND (jsonb_typeof(a -> 'mime') <> 'string' OR (a ->> 'mime') !~ '^[a-z0-9.+-]+/[a-zA-Z0-9.+-]{1,100}$'))
+           OR (a ? 'size' AND (jsonb_typeof(a -> 'size') <> 'number' OR (a ->> 'size') !~ '^[0-9]{1,15}$'))
+           OR EXISTS (SELECT 1 FROM jsonb_object_keys(a) k WHERE k NOT IN ('name', 'mime', 'size', 'url'))
+        THEN
+            RAISE EXCEPTION 'invalid attachment'
+                USING ERRCODE = '22023',
+                      HINT = 'Each attachment is {"name": 1-255 characters, "url": "http(s)://..." (at most 2048), optional "mime": "type/subtype", optional "size": bytes}; no other keys.';
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION chat.check_body(text, jsonb) IS 'Internal: size limits and shape of a message''s text (no C0 or C1 controls but tab and newline) and attachments.';
+
+CREATE OR REPLACE FUNCTION chat.join_room(p_room bigint)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me text := chat.actor();
+    k text;
+BEGIN
+    SELECT kind INTO k FROM chat.rooms WHERE id = p_room FOR UPDATE;
+    IF k IS NULL OR (k <> 'channel' AND NOT EXISTS (SELECT 1 FROM chat.members WHERE room_id = p_room AND user_id = me)) THEN
+        RAISE EXCEPTION 'room % not found', p_room
+            USING ERRCODE = 'PT404', HINT = 'Only channels can be joined; list them with api.chat_channels().';
+    END IF;
+    IF k <> 'channel' AND NOT EXISTS (SELECT 1 FROM chat.members WHERE room_id = p_room AND user_id = me AND state = 'joined') THEN
+        RAISE EXCEPTION 'room % can only be joined when an admin adds you', p_room
+            USING ERRCODE = 'PT403', HINT = 'Ask an admin of the room to add you.';
+    END IF;
+    -- a join publishes a member event to the room: it draws from the send
+    -- bucket (leaving stays free, so a flood of pairs stops at the burst)
+    PERFORM chat.charge_send(me);
+    PERFORM chat.touch(me);
+    PERFORM chat.add_member_row(p_room, me, 'member', me);
+    RETURN jsonb_build_object('room_id', p_room, 'joined', true);
+END
+$$;
+COMMENT ON FUNCTION chat.join_room(bigint) IS 'Joins a channel (draws from the send rate limit: a join publishes a member event).';
