@@ -253,12 +253,15 @@ $$;
 COMMENT ON TYPE social.feed_item IS 'A post in a feed. reply_to_id, root_id and quote_of_id are NULL when the referenced post is not visible to the reader ("post unavailable"). Keyset pagination: pass the last item''s id as "before" (as "after" in a thread) to get the next page.';
 
 -- The REST view: masked references (no raw column of social.posts that an
--- API role cannot read).  Same columns, same order as 0.1.0.
+-- API role cannot read).  Same columns, same order as 0.1.0.  A left join:
+-- row-level security decides which rows show (staff see every post, with
+-- the references masked as for an anonymous reader; staff read the raw
+-- columns in social.posts).
 CREATE OR REPLACE VIEW api.social_posts WITH (security_invoker = true) AS
 SELECT p.id, p.author_id, p.body, p.visibility, r.reply_to_id, r.root_id, r.quote_of_id,
        p.repost_of_id, p.media, p.posted_at, p.likes_count, p.replies_count, p.reposts_count
 FROM social.posts p
-CROSS JOIN LATERAL social.reader_refs(p.id) r;
+LEFT JOIN LATERAL social.reader_refs(p.id) r ON true;
 COMMENT ON VIEW api.social_posts IS 'Posts the caller may see (row-level security: deletes, blocks, visibility). reply_to_id, root_id and quote_of_id are NULL when the referenced post is not visible to the caller. Embeds its author (social_profiles), its original (repost_of_id) and, through computed relationships, reply_to, quote_of, root and replies.';
 COMMENT ON COLUMN api.social_posts.reply_to_id IS 'The post this one answers; NULL when it is not visible to you (post unavailable).';
 COMMENT ON COLUMN api.social_posts.root_id IS 'The first post of the thread; NULL when it is not visible to you.';

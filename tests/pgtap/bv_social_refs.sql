@@ -8,7 +8,7 @@
 -- and quote_of_id are then NULL ("post unavailable"), and no filter or
 -- counter tells the hidden post exists.  Acting as PostgREST requests do.
 BEGIN;
-SELECT plan(43);
+SELECT plan(44);
 
 CREATE FUNCTION pg_temp.act(p_role text, p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -167,6 +167,11 @@ SELECT is((SELECT count(*)::int FROM api.social_posts v, api.reply_to(v) e WHERE
           'embedding a hidden parent gives nothing');
 SELECT is((SELECT array_agg(e.id) FROM api.social_posts v, api.replies(v) e WHERE v.id = pg_temp.id('a_open')),
           ARRAY[pg_temp.id('r_open')], 'embedded replies: only the visible ones');
+RESET ROLE;
+
+SELECT pg_temp.act('bv_service', 'ops');
+SELECT ok(EXISTS (SELECT 1 FROM api.social_posts WHERE id = pg_temp.id('a_mentioned')),
+          'staff: the view still lists every post (row-level security decides the rows)');
 RESET ROLE;
 
 -- ---- replies_count counts public live replies (Mastodon's rule) ----
