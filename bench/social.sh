@@ -13,8 +13,9 @@
 # has ~15k followers, ~50k at BENCH_SCALE=full), POSTS posts by uniformly
 # chosen authors (80% public, 20% followers-only).
 # Figures:
-#   fanout_rows_per_s   timeline rows written by social.fanout_drain()
-#                       batches (write mode, every post queued);
+#   fanout_rows_per_s   timeline rows written by social.fanout_run(): its
+#                       social.fanout_drain() batches (fanout_batch queue
+#                       entries each), write mode, every post queued;
 #   insert_rows_per_s   the ceiling: one plain INSERT ... SELECT of the
 #                       same rows into a table of the same shape;
 #   *_home_read_p50/p99_ms  social.home(user, first page of 20), timed
@@ -112,9 +113,12 @@ BEGIN
       INTO p50, p99 FROM unnest(lat) x;
     SELECT round(percentile_cont(0.99) WITHIN GROUP (ORDER BY x)::numeric, 3) INTO p99_min3 FROM unnest(mins) x;
 END $$;
--- The ceiling table: the same shape as social.timelines.
-CREATE TABLE bench.ceiling (user_id bigint, post_id bigint, author_id bigint, PRIMARY KEY (user_id, post_id))
+-- The ceiling table: the same shape as social.timelines (8 hash partitions,
+-- the same columns and the same (user_id, post_id) index, not unique since
+-- 0.3.0).
+CREATE TABLE bench.ceiling (user_id bigint, post_id bigint, author_id bigint)
     PARTITION BY HASH (user_id);
+CREATE INDEX ON bench.ceiling (user_id, post_id);
 DO $$ BEGIN FOR i IN 0..7 LOOP
     EXECUTE format('CREATE TABLE bench.ceiling_p%s PARTITION OF bench.ceiling FOR VALUES WITH (MODULUS 8, REMAINDER %s)', i, i);
 END LOOP; END $$;

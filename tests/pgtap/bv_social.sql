@@ -21,7 +21,7 @@ SELECT has_table('social', 'timelines', 'timelines table');
 SELECT is((SELECT count(*)::int FROM pg_inherits WHERE inhparent = 'social.timelines'::regclass), 8, 'timelines: 8 hash partitions');
 SELECT ok(NOT has_table_privilege('bv_user', 'social.posts', 'INSERT'), 'users write through functions only');
 SELECT ok(NOT has_table_privilege('bv_anon', 'social.outbox', 'SELECT'), 'the outbox is not readable by API roles');
-SELECT ok(NOT has_function_privilege('bv_user', 'social.fanout_drain(integer)', 'EXECUTE'), 'users cannot drain the fan-out queue');
+SELECT ok(NOT has_function_privilege('bv_user', 'social.fanout_drain(integer,bigint)', 'EXECUTE'), 'users cannot drain the fan-out queue');
 SELECT ok(NOT has_function_privilege('bv_anon', 'api.create_post(text,text,bigint,bigint,jsonb)', 'EXECUTE'), 'anonymous cannot post');
 SELECT ok((SELECT count(*) FROM cron.job WHERE jobname IN ('social-fanout', 'social-maintenance')) = 2, 'pg_cron jobs scheduled');
 SELECT ok(EXISTS (SELECT 1 FROM bv_audit.tracked WHERE relid = 'social.posts'::regclass), 'posts are audited');

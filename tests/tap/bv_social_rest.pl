@@ -110,7 +110,9 @@ my @paths = (
 	'/social_posts?select=id,author_id',
 	'/social_posts?select=id,author:social_profiles(handle)',
 	'/social_profiles?handle=eq.alice&select=handle,social_posts(id)',
-	'/social_posts?id=eq.' . $reply . '&select=id,replies:social_posts!reply_to_id(id)',
+	'/social_posts?id=eq.' . $reply . '&select=id,replies(id)',
+	'/social_posts?id=eq.' . $reply . '&select=id,reply_to_id,root_id,reply_to(id),root(id)',
+	'/rpc/author_feed?handle=bob',
 	'/rpc/home_timeline?page_size=100',
 	'/rpc/author_feed?handle=alice',
 	'/rpc/hashtag_feed?tag=pg',
@@ -122,14 +124,15 @@ for my $p (@paths)
 {
 	($s, $b) = call('GET', $p, as => 'carol');
 	my $json = encode_json($b);
-	ok($s eq '200' && (grep { $json =~ /"id":$_\b/ } keys %alice_posts), "before the block, carol reaches alice's posts through $p") or diag("$s $json");
+	ok($s eq '200' && (grep { $json =~ /"(?:id|reply_to_id|root_id|quote_of_id|repost_of_id)":$_\b/ } keys %alice_posts), "before the block, carol reaches alice's posts through $p") or diag("$s $json");
 }
 call('POST', '/rpc/block', as => 'alice', body => '{"handle":"carol"}');
 for my $p (@paths)
 {
 	($s, $b) = call('GET', $p, as => 'carol');
 	my $json = encode_json($b);
-	my @leak = grep { $json =~ /"id":$_\b/ } keys %alice_posts;
+	# 0.3.0: references to alice's posts leak nothing either
+	my @leak = grep { $json =~ /"(?:id|reply_to_id|root_id|quote_of_id|repost_of_id)":$_\b/ } keys %alice_posts;
 	ok($s eq '200' && !@leak, "blocked: nothing of alice's through $p") or diag("$s $json");
 }
 ($s, $b) = call('GET', "/rpc/thread?post_id=$posts[0]", as => 'carol');
