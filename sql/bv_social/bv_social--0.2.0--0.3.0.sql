@@ -620,3 +620,45 @@ BEGIN
     END LOOP;
 END
 $$;
+
+------------------------------------------------------------------------
+-- Red-team round 5: a session could choose the operator's tunables.
+-- social.setting() read the GUC social.<name> before social.settings, so
+-- any SQL session could SET social.fanout_threshold = 1000000000 and have
+-- its posts fanned out on write to every follower (or lift timeline_cap).
+-- The GUC override now counts only when the session logged in as a
+-- superuser (tests and benchmarks), whatever role a SECURITY DEFINER
+-- function runs as; everyone else gets social.settings (bv_admin writes it).
+------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION social.setting(p_name text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v text;
+    r bigint;
+BEGIN
+    -- The session's login role, not the current one: social.setting() runs
+    -- inside SECURITY DEFINER functions and triggers owned by a superuser.
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+        v := nullif(pg_catalog.current_setting('social.' || p_name, true), '');
+    END IF;
+    IF v IS NOT NULL THEN
+        BEGIN
+            RETURN v::bigint;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            RAISE EXCEPTION 'invalid value for setting social.%', p_name
+                USING ERRCODE = '22023', HINT = 'Set it to a whole number, or RESET it to use social.settings.';
+        END;
+    END IF;
+    SELECT s.value INTO r FROM social.settings s WHERE s.name = p_name;
+    IF r IS NULL THEN
+        RAISE EXCEPTION 'unknown social setting "%"', left(p_name, 40)
+            USING ERRCODE = '22023', HINT = 'See SELECT name FROM social.settings.';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION social.setting(text) IS 'A tunable from social.settings (bv_admin writes it); in a superuser''s session the GUC social.<name>, when set, overrides it (tests, benchmarks).';
