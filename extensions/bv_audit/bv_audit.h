@@ -64,9 +64,12 @@ extern void bv_audit_ids_init(void);
 extern int64 bv_audit_next_id(Oid seqrelid);
 
 /* WAL mode (ADR 0013) */
-#define BV_AUDIT_WAL_SLOT   "bv_audit_wal"
-#define BV_AUDIT_WAL_PREFIX "bv_audit"
-#define BV_AUDIT_WAL_MARKER "bv_audit_wal"
+#define BV_AUDIT_WAL_SLOT "bv_audit_wal"
+/* The advisory lock (two keys) under which the worker drops an unused slot;
+ * enable(..., mode => 'wal') holds it shared (sql, _wal_check()). */
+#define BV_AUDIT_WAL_SLOT_LOCK "1652125, 19"
+#define BV_AUDIT_WAL_PREFIX    "bv_audit"
+#define BV_AUDIT_WAL_MARKER    "bv_audit_wal"
 
 /* hex characters of the MAC (SipHash-2-4, 64 bits) of a context message */
 #define BV_AUDIT_WAL_MAC_HEX 16

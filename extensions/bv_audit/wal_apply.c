@@ -13,7 +13,10 @@
  *	   insert position L (flushed), and whether any table is in WAL mode.
  *	2. The tables in (or leaving) WAL mode are loaded once
  *	   (wal_decode.c): their window [wal_lsn, wal_until), key, and mirrored
- *	   columns with their audit column's type and input function.
+ *	   columns with their audit column's type and input function.  They
+ *	   are read with a snapshot taken after L (the call must run read
+ *	   committed): a table whose switch committed before a change up to L
+ *	   is in the list.
  *	3. The slot's changes up to L are peeked (never consumed) with wal2json,
  *	   one JSON document per change, and read here in C: transactions whose
  *	   commit LSN is below the applied position are skipped (a replay after
@@ -623,6 +626,12 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_changes must be at least 1"),
 				 errhint("Pass the number of changes to read at most.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("bv_audit._wal_apply() must run in a read committed transaction"),
+				 errdetail("It reads the WAL-mode tables with a snapshot newer than the WAL position it decodes up to."),
+				 errhint("Leave it to the bv_audit WAL worker.")));
 	memset(&wa, 0, sizeof(wa));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -61,6 +61,7 @@
 #include "nodes/parsenodes.h"
 #include "replication/message.h"
 #include "storage/lmgr.h"
+#include "storage/standby.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -465,4 +466,24 @@ bv_audit_wal_flush(PG_FUNCTION_ARGS)
 
 	XLogFlush(lsn);
 	PG_RETURN_LSN(lsn);
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_wal_log_running_xacts);
+
+/*
+ * bv_audit._wal_log_running_xacts(): log a running-transactions record now
+ * and return its position.  A logical slot being created reaches its
+ * consistent point only at such records (the bgwriter writes one every 15
+ * s); enable() calls this while it waits for the worker's new slot, so that
+ * the slot is ready as soon as the transactions it waits for have ended.
+ */
+Datum
+bv_audit_wal_log_running_xacts(PG_FUNCTION_ARGS)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("recovery is in progress"),
+				 errhint("WAL mode records changes on the primary only.")));
+	PG_RETURN_LSN(LogStandbySnapshot());
 }

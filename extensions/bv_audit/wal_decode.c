@@ -21,6 +21,10 @@
  * retries the batch transaction by transaction and quarantines the one that
  * fails (wal_worker.c).
  *
+ * Snapshots: the tables are read with a snapshot taken after the batch's
+ * WAL position L (see run_query()): every table whose switch to WAL mode
+ * committed before a change that the batch decodes is in the list.
+ *
  * Memory: the caller's current context (wal_apply.c: a context per
  * decoded transaction).  Catalog reads go through SPI, which the caller
  * has connected.  Runs only in the worker; no shared state.
@@ -43,11 +47,21 @@
 
 #include "bv_audit.h"
 
-/* Run a query; ERROR unless it returned what was expected. */
+/*
+ * Run a query; ERROR unless it returned what was expected.
+ *
+ * Not read_only: SPI then takes a new snapshot for the query (the worker's
+ * transactions are read committed), so the tables are read after
+ * _wal_begin() read the WAL position L the batch peeks up to.  A read-only
+ * query would reuse the snapshot of the worker's calling statement, taken
+ * before L: a table whose enable(mode => 'wal') committed between the two
+ * was left out while the peek reached its first changes, which were then
+ * skipped and covered by the applied position (the loss race, ADR 0013).
+ */
 static void
 run_query(const char *what, const char *sql, int nargs, Oid *types, Datum *args, int expect)
 {
-	int ret = SPI_execute_with_args(sql, nargs, types, args, NULL, true, 0);
+	int ret = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
 
 	if (ret != expect)
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(ret));

@@ -156,12 +156,19 @@ ready(void)
 	{
 		/*
 		 * WAL mode off, no table in it and every closed window recorded: no
-		 * slot (it would decode all WAL for nothing).
+		 * slot (it would decode all WAL for nothing).  Only under the lock
+		 * that enable() holds from its check of the slot to its commit,
+		 * and only if no table entered WAL mode before the lock was taken
+		 * (the last statement runs with a snapshot taken after it).
 		 */
-		query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
-			   "FROM pg_catalog.pg_replication_slots s "
-			   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active",
-			   1, types, args, &isnull);
+		if (DatumGetBool(query1("SELECT pg_catalog.pg_try_advisory_xact_lock(" BV_AUDIT_WAL_SLOT_LOCK ")",
+								0, NULL, NULL, &isnull)))
+			query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
+				   "FROM pg_catalog.pg_replication_slots s "
+				   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active "
+				   "AND NOT EXISTS (SELECT FROM bv_audit.tracked t WHERE t.wal_lsn IS NOT NULL AND "
+				   "(t.wal_until IS NULL OR t.wal_until > bv_audit._wal_applied()))",
+				   1, types, args, &isnull);
 		end_tx();
 		pgstat_report_activity(STATE_IDLE, "WAL mode is off (bv_audit.wal_mode)");
 		return false;
@@ -268,6 +275,12 @@ bv_audit_wal_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bv_audit_database, NULL, 0);
+	/*
+	 * Read committed whatever the cluster's default: each batch reads the
+	 * WAL-mode tables with a snapshot newer than its WAL position
+	 * (wal_decode.c), which a transaction snapshot would not be.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "bv_audit WAL worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
