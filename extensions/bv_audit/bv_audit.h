@@ -91,6 +91,7 @@ extern uint64 bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t l
 extern void bv_audit_wal_hooks_init(void);
 extern void bv_audit_wal_emit_context(void);
 extern void bv_audit_wal_worker_init(void);
+extern void bv_audit_wal_wake_worker(void);
 extern PGDLLEXPORT void bv_audit_wal_worker_main(Datum main_arg);
 
 /* wal_decode.c: the worker's view of WAL-mode tables and their changes */

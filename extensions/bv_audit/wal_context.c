@@ -38,7 +38,11 @@
  * message, which also marks the boundary between statements that the
  * worker needs for key moves (see wal_apply.c).
  *
- * Backend-local; no shared state, no locks beyond the writer's own.
+ * At the commit of a transaction that emitted a message, the worker's latch
+ * is set (wal_xact_callback), so that it records the change at once rather
+ * than at its next poll.
+ *
+ * Backend-local apart from that latch; no locks beyond the writer's own.
  *
  *-------------------------------------------------------------------------
  */
@@ -219,6 +223,9 @@ rebuild_prefix(const BvAuditContext *ctx)
  * message.  Skipped where nothing can be written (recovery, parallel mode,
  * read-only transactions): the statement then fails or writes nothing.
  */
+/* This transaction emitted a context message: wake the worker at commit. */
+static bool wake_at_commit = false;
+
 void
 bv_audit_wal_emit_context(void)
 {
@@ -251,6 +258,35 @@ bv_audit_wal_emit_context(void)
 	appendStringInfoChar(&mc->msg, '\n');
 	appendBinaryStringInfo(&mc->msg, mac, BV_AUDIT_WAL_MAC_HEX);
 	LogLogicalMessage(BV_AUDIT_WAL_PREFIX, mc->msg.data, mc->msg.len, true);
+	wake_at_commit = true;
+}
+
+/*
+ * At the commit of a transaction that wrote a WAL-mode table, wake the
+ * worker (wal_worker.c) instead of leaving the change to its next poll.
+ * The commit record is flushed before XACT_EVENT_COMMIT (synchronous
+ * commit) or soon after; the worker reads up to the flushed position, so a
+ * wake-up that comes a moment early only costs one more pass.
+ */
+static void
+wal_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				bv_audit_wal_wake_worker();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
 }
 
 /* Does the starting statement write a WAL-mode table? */
@@ -430,6 +466,7 @@ bv_audit_wal_hooks_init(void)
 	ExecutorStart_hook = bv_audit_executor_start;
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = bv_audit_process_utility;
+	RegisterXactCallback(wal_xact_callback, NULL);
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_wal_marker_trigger);

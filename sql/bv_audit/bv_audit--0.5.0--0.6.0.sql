@@ -114,3 +114,132 @@ $$;
 COMMENT ON FUNCTION bv_audit._wal_check(regclass) IS
 'Internal: refuses a table that WAL mode cannot record (unlogged, deletes not logging the primary key, wal_level below logical) and waits until the WAL worker''s slot decodes every transaction that commits from now on.';
 REVOKE ALL ON FUNCTION bv_audit._wal_check(regclass) FROM PUBLIC;
+
+-- ===========================================================================
+-- stamp() of a partition whose columns are missing: a clear refusal with a
+-- hint, instead of ALTER TABLE's "cannot add column to a partition".
+-- ===========================================================================
+CREATE OR REPLACE FUNCTION bv_audit.stamp(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind "char";
+    col record;
+    missing text;
+    parent text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass the table to stamp, e.g. ''public.invoice''.';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF kind IS NULL THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', tbl::oid
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Pass an existing table.';
+    END IF;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Audit columns are filled by a row trigger, which only tables have.',
+                  HINT = 'Call bv_audit.stamp() on the underlying table.';
+    END IF;
+    -- A partition takes its columns from its parent: the missing ones are
+    -- added there (and reach every partition), not here.
+    SELECT string_agg(format('%I', v.name), ', ' ORDER BY v.ord), max(pi.inhparent::regclass::text)
+      INTO missing, parent
+      FROM (VALUES (1, 'created_by'), (2, 'created_at'), (3, 'updated_by'), (4, 'updated_at')) AS v(ord, name)
+      JOIN pg_catalog.pg_class c ON c.oid = tbl AND c.relispartition
+      JOIN pg_catalog.pg_inherits pi ON pi.inhrelid = tbl
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid = tbl AND a.attname = v.name AND NOT a.attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'table % is a partition of %, which lacks the audit columns %', tbl, parent, missing
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'A partition has exactly the columns of its partitioned table: bv_audit.stamp() cannot add them to the partition alone.',
+                  HINT = format('Call bv_audit.stamp(%L) on the partitioned table (its trigger reaches every partition), or add the columns to it first.', parent);
+    END IF;
+    FOR col IN
+        SELECT * FROM (VALUES ('created_by', 'pg_catalog.text'::regtype),
+                              ('created_at', 'pg_catalog.timestamptz'::regtype),
+                              ('updated_by', 'pg_catalog.text'::regtype),
+                              ('updated_at', 'pg_catalog.timestamptz'::regtype)) AS v(name, typ)
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col.name AND NOT a.attisdropped
+                      AND a.atttypid <> col.typ) THEN
+            RAISE EXCEPTION 'column "%" of table % is not of type %', col.name, tbl, col.typ
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = 'bv_audit.stamp() fills created_by/updated_by with text and created_at/updated_at with timestamptz.',
+                      HINT = 'Rename or convert the existing column, then call bv_audit.stamp() again.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col.name AND NOT a.attisdropped) THEN
+            CONTINUE;
+        END IF;
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', tbl, col.name, col.typ);
+        EXECUTE format('COMMENT ON COLUMN %s.%I IS %L', tbl, col.name,
+                       CASE col.name
+                           WHEN 'created_by' THEN 'Actor (bv.actor()) who inserted the row; set by bv_audit, cannot be changed.'
+                           WHEN 'created_at' THEN 'Transaction time of the insert; set by bv_audit, cannot be changed.'
+                           WHEN 'updated_by' THEN 'Actor (bv.actor()) of the last insert or update; set by bv_audit.'
+                           ELSE 'Transaction time of the last insert or update; set by bv_audit.' END);
+    END LOOP;
+    -- A partition of a stamped table has the parent's trigger already.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger tg
+                    WHERE tg.tgrelid = tbl AND tg.tgname = 'bv_audit_stamp' AND tg.tgparentid <> 0) THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER bv_audit_stamp BEFORE INSERT OR UPDATE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION bv_audit.stamp_trigger()', tbl);
+    END IF;
+END
+$$;
+
+
+-- ===========================================================================
+-- #19 lag: wait_for() polls every 5 ms at most (was 20 ms), now that the
+-- worker is woken at each commit of a WAL-mode write.
+-- ===========================================================================
+CREATE OR REPLACE FUNCTION bv_audit.wait_for(lsn pg_lsn, timeout interval DEFAULT interval '30 seconds')
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    deadline timestamptz;
+    pause double precision := 0.001;
+BEGIN
+    IF lsn IS NULL OR timeout IS NULL THEN
+        RAISE EXCEPTION 'lsn and timeout must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a WAL position, e.g. bv_audit.wait_for(pg_current_wal_insert_lsn()).';
+    END IF;
+    IF timeout < interval '0' OR timeout > interval '1 day' THEN
+        RAISE EXCEPTION 'timeout must lie between 0 and 1 day'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('It was %s.', timeout),
+                  HINT = 'Pass e.g. interval ''30 seconds''.';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'bv_audit.wait_for() must run in a read committed transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'Its snapshot would never see the worker''s progress.',
+                  HINT = 'Call it in a transaction of its own (read committed, the default).';
+    END IF;
+    deadline := clock_timestamp() + timeout;
+    LOOP
+        IF bv_audit._wal_applied() >= lsn THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_catalog.pg_sleep(pause);
+        pause := least(pause * 2, 0.005);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION bv_audit.wait_for(pg_lsn, interval) IS
+'Waits until the history of WAL-mode tables covers every transaction whose commit record starts before lsn (e.g. pg_current_wal_insert_lsn() after a commit); true when it does, false after the timeout. Trigger-mode tables need no wait: their records commit with the change.';
