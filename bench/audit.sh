@@ -52,7 +52,7 @@ case "${BENCH_SCALE:-default}" in
     small) ROWS=10000; DURATION=2; MIXED_DURATION=4; ROUNDS=1; LAG_DURATION=8; BACKLOG=5000 ;;
     *)     ROWS=100000; DURATION=5; MIXED_DURATION=20; ROUNDS=7; LAG_DURATION=60; BACKLOG=20000 ;;
 esac
-LAG_RATE=5000
+LAG_RATE=${BENCH_LAG_RATE:-5000} # the issue's rate; lower to see the latency apart from throughput
 say() { printf 'audit: %s\n' "$*" >&2; }
 
 # shellcheck source=include/audit-setup.sh
@@ -168,19 +168,21 @@ cpu_overhead() { # workload variant
 }
 
 # WAL mode's apply rate: BACKLOG single-row UPDATEs of t_wal made while
-# the worker sleeps (bv_audit.wal_naptime_ms = 60 s), then the records the
+# the worker sleeps (bv_audit.wal_naptime_ms = 60 s, bv_audit.wal_wakeup off), then the records the
 # worker writes per second of wall time until bv_audit.wait_for() says the
 # history covers them (records written before the wake-up are left out).
 say "WAL mode: apply rate of a backlog of $BACKLOG changes"
 psql -At -c "SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '300 seconds')" | grep -qx t ||
     bv_die "the WAL worker did not catch up before the backlog run"
-psql -o /dev/null -c "ALTER SYSTEM SET bv_audit.wal_naptime_ms = 60000" -c "SELECT pg_reload_conf()"
+psql -o /dev/null -c "ALTER SYSTEM SET bv_audit.wal_naptime_ms = 60000" \
+    -c "ALTER SYSTEM SET bv_audit.wal_wakeup = off" -c "SELECT pg_reload_conf()"
 psql -o /dev/null -c "SELECT pg_sleep(0.5)" # the worker takes the setting at its next pass
 "$PGBIN/pgbench" -n -M prepared -c 1 -j 1 -t "$BACKLOG" -f "$OUT/update_wal.sql" \
     >"$OUT/backlog_pgbench.out" 2>"$OUT/backlog_pgbench.err" ||
     { cat "$OUT/backlog_pgbench.err" >&2; bv_die "pgbench for the backlog failed"; }
 apply_rate=$(psql -At <<'SQL' | tail -1
 ALTER SYSTEM RESET bv_audit.wal_naptime_ms;
+ALTER SYSTEM RESET bv_audit.wal_wakeup;
 CREATE TEMP TABLE drain AS
     SELECT clock_timestamp() AS t0, (SELECT s.records FROM bv_audit.wal_status() s) AS r0,
            pg_current_wal_insert_lsn() AS lsn;

@@ -77,6 +77,7 @@ static bool wal_mode = false;
 static int wal_naptime_ms = 10;
 static int wal_idle_ms = 1000;
 static int wal_batch = 5000;
+static bool wal_wakeup = true;
 
 /*
  * How often, while the WAL moves, the worker logs a running-transactions
@@ -143,7 +144,7 @@ bv_audit_wal_wake_worker(void)
 {
 	uint32 procno;
 
-	if (wal_shared == NULL)
+	if (wal_shared == NULL || !wal_wakeup)
 		return;
 	procno = pg_atomic_read_u32(&wal_shared->procno);
 	if (procno != 0 && procno <= ProcGlobal->allProcCount)
@@ -474,6 +475,9 @@ bv_audit_wal_worker_init(void)
 							NULL, NULL);
 	DefineCustomIntVariable("bv_audit.wal_batch", "Changes the bv_audit WAL worker reads per transaction at most.",
 							NULL, &wal_batch, 5000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("bv_audit.wal_wakeup", "Whether writers of WAL-mode tables wake the bv_audit WAL worker at commit.",
+							 "On (the default), a change is recorded by the worker's next batch; off, at its next poll (bv_audit.wal_naptime_ms).",
+							 &wal_wakeup, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_audit");
 
 	prev_shmem_request_hook = shmem_request_hook;
