@@ -11,16 +11,22 @@
  *	1. bv_audit._wal_begin() reads, in this order, the oldest start time of
  *	   the running transactions, the xmin of a fresh snapshot, and the WAL
  *	   insert position L (flushed), and whether any table is in WAL mode.
- *	2. bv_audit._wal_changes() peeks (never consumes) the slot's changes up
- *	   to L with wal2json, drops transactions whose commit LSN is below the
- *	   applied position (a replay after a crash: records are idempotent by
- *	   LSN), keeps the changes of WAL-mode tables committed after their
- *	   switch to WAL mode, and maps each column by attribute number to its
- *	   audit column.
- *	3. Records are written here, statement by statement (the "bv_audit"
- *	   messages of wal_context.c separate statements and carry their
- *	   context; messages without a valid MAC are ignored, see wal_key.c),
- *	   with the same meaning as the capture trigger's:
+ *	2. The tables in (or leaving) WAL mode are loaded once
+ *	   (wal_decode.c): their window [wal_lsn, wal_until), key, and mirrored
+ *	   columns with their audit column's type and input function.  They
+ *	   are read with a snapshot taken after L (the call must run read
+ *	   committed): a table whose switch committed before a change up to L
+ *	   is in the list.
+ *	3. The slot's changes up to L are peeked (never consumed) with wal2json,
+ *	   one JSON document per change, and read here in C: transactions whose
+ *	   commit LSN is below the applied position are skipped (a replay after
+ *	   a crash: records are idempotent by LSN), and so are changes of tables
+ *	   outside their window; wal_decode.c turns each remaining change into
+ *	   typed values, converted once by the audit column's input function.
+ *	4. Records are written statement by statement (the "bv_audit" messages
+ *	   of wal_context.c separate statements and carry their context;
+ *	   messages without a valid MAC are ignored, see wal_key.c), with the
+ *	   same meaning as the capture trigger's:
  *	   I = the new row; U = the new row and the names of the columns that
  *	   differ from the last recorded version; D = the last recorded version
  *	   (REPLICA IDENTITY DEFAULT logs only the key); a key change = D of the
@@ -29,16 +35,24 @@
  *	   UPDATE (an unchanged TOASTed value) is taken from the last recorded
  *	   version.  All last versions of a statement are read before any of its
  *	   records is written, as AFTER triggers see the rows as they were.
- *	4. bv_audit._wal_end() stores the new applied position in
+ *	   Columns are compared as the capture trigger compares them: by their
+ *	   stored image (datum_image_eq).
+ *	5. bv_audit._wal_end() stores the new applied position in
  *	   bv_audit.wal_progress, in the same transaction as the records: either
  *	   both commit or neither.  The worker advances the slot afterwards.
  *
- * Plans: three per table and call (last version, insert, changed
- * columns), prepared from SQL that bv_audit._wal_sql() generates and freed
- * with the SPI connection at the end of the call, so no cache needs
- * invalidating when a table's shape changes between batches.
+ * Round trips: per change at most one prepared index lookup (UPDATE and
+ * DELETE) and one prepared INSERT with typed parameters; no JSON is built
+ * and no SQL function runs per change.  Plans are prepared per table and
+ * call and freed with the SPI connection at the end of the call, so no
+ * cache needs invalidating when a table's shape changes between batches.
  *
- * Memory: everything lives in the SPI procedure context of the call.
+ * Settings: the peek and the conversions run under TimeZone UTC, ISO
+ * dates, extra_float_digits 3 and hex bytea (a GUC nest level of the call),
+ * so that wal2json writes values the input functions read back exactly.
+ *
+ * Memory: the call's SPI procedure context; a context per decoded
+ * transaction, reset at its commit, holds its converted values.
  * Runs only in the worker; no shared state.
  *
  *-------------------------------------------------------------------------
@@ -50,8 +64,14 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "utils/xid8.h"
@@ -59,30 +79,8 @@
 #include "bv_audit.h"
 #include "bv_common.h"
 
-/* Columns of bv_audit._wal_changes(), in order. */
-enum
-{
-	CH_KIND = 1,
-	CH_COMMIT_LSN,
-	CH_XID,
-	CH_TRACKED,
-	CH_IMG,
-	CH_OLDKEY,
-	CH_NEWKEY,
-	CH_KEYCHG,
-	CH_CONTENT,
-	CH_COMMIT_TS
-};
-
-#define INS_NARGS 11
-
-typedef struct WalTable
-{
-	int32 tracked_id;
-	SPIPlanPtr lookup;  /* $1 key jsonb -> to_jsonb(last record) */
-	SPIPlanPtr insert;  /* see bv_audit._wal_sql() */
-	SPIPlanPtr changed; /* $1 prev jsonb, $2 image jsonb -> text[] */
-} WalTable;
+/* Parameters of the audit INSERT before the mirrored columns. */
+#define INS_NMETA 8
 
 typedef struct WalContext
 {
@@ -93,120 +91,225 @@ typedef struct WalContext
 
 typedef struct WalApply
 {
-	SPITupleTable *tab;
-	TupleDesc desc;
 	WalTable *tables;
 	int ntables;
-	int maxtables;
 	Datum xid8;
 	TimestampTz commit_ts;
 	WalContext ctx;
-	uint64 *stmt; /* buffered change rows of the current statement */
+	WalChange *stmt; /* buffered changes of the current statement */
 	int nstmt;
 	int maxstmt;
 	int64 records;
 	int64 forged; /* messages ignored: no valid MAC */
 } WalApply;
 
-/* The table's plans, prepared at its first change in this call. */
-static WalTable *
-wal_table(WalApply *wa, int32 tracked_id)
+static void
+prepare_plans(WalTable *t)
 {
-	Oid argtypes[INS_NARGS] = {TEXTOID, XID8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, INETOID,
-							   TEXTOID, TEXTARRAYOID, JSONBOID, JSONBOID, BOOLOID};
-	Oid two[2] = {JSONBOID, JSONBOID};
-	Oid one[1] = {INT4OID};
-	Datum arg[1];
-	WalTable *t;
-	int i, ret;
-	char *lookup, *insert, *changed;
+	StringInfoData sql;
+	Oid *types;
+	int k, j, n;
 
-	for (i = 0; i < wa->ntables; i++)
-		if (wa->tables[i].tracked_id == tracked_id)
-			return &wa->tables[i];
-	if (wa->ntables == wa->maxtables)
+	if (t->insert != NULL)
+		return;
+	/* lookup: the live columns of the key's last record */
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (j = 0; j < t->nlive; j++)
+		appendStringInfo(&sql, "%sa.%s", j ? ", " : "", quote_identifier(t->cols[t->live[j]].name));
+	if (t->nlive == 0)
+		appendStringInfoString(&sql, "1");
+	appendStringInfo(&sql, " FROM bv_audit.%s a WHERE ", quote_identifier(t->audit_table));
+	types = palloc(sizeof(Oid) * (Max(t->nkey, 1) + INS_NMETA + t->nlive));
+	n = 0;
+	for (k = 0; k < t->nkey; k++)
 	{
-		wa->maxtables = Max(8, wa->maxtables * 2);
-		wa->tables = wa->tables ? repalloc(wa->tables, sizeof(WalTable) * wa->maxtables)
-								: palloc(sizeof(WalTable) * wa->maxtables);
+		if (t->key[k] < 0)
+			continue;
+		appendStringInfo(&sql, "%sa.%s = $%d", n ? " AND " : "",
+						 quote_identifier(t->cols[t->key[k]].name), n + 1);
+		types[n++] = t->cols[t->key[k]].typid;
 	}
-	arg[0] = Int32GetDatum(tracked_id);
-	ret = SPI_execute_with_args("SELECT l, i, c FROM bv_audit._wal_sql($1) AS s(l, i, c)", 1, one,
-								arg, NULL, true, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "bv_audit._wal_sql(%d) failed: %s", tracked_id, SPI_result_code_string(ret));
-	lookup = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	insert = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	changed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	if (lookup == NULL || insert == NULL || changed == NULL)
-		elog(ERROR, "bv_audit._wal_sql(%d) returned NULL", tracked_id);
+	if (n == 0 || n < t->nkey)
+	{
+		/* a key column is gone: no last record can be found */
+		resetStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT 1 WHERE false");
+		n = 0;
+	}
+	else
+	{
+		/*
+		 * No record is newer than now: the bound lets the executor skip
+		 * the partitions of future months (enable() creates some ahead),
+		 * each of which would otherwise cost an index descent per lookup.
+		 */
+		appendStringInfo(&sql, " AND a.audit_ts <= $%d ORDER BY a.audit_id DESC LIMIT 1", n + 1);
+		types[n++] = TIMESTAMPTZOID;
+	}
+	t->lookup = SPI_prepare(sql.data, n, types);
+	t->nlookup = n;
+	if (t->lookup == NULL)
+		elog(ERROR, "preparing the last-record lookup of tracked table %d failed: %s",
+			 t->tracked_id, SPI_result_code_string(SPI_result));
 
-	t = &wa->tables[wa->ntables];
-	t->tracked_id = tracked_id;
-	t->lookup = SPI_prepare(lookup, 1, two);
-	t->insert = SPI_prepare(insert, INS_NARGS, argtypes);
-	t->changed = SPI_prepare(changed, 2, two);
-	if (t->lookup == NULL || t->insert == NULL || t->changed == NULL)
-		elog(ERROR, "preparing the WAL-mode statements of tracked table %d failed: %s", tracked_id,
+	/* insert: the meta columns, then the live ones */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "INSERT INTO bv_audit.%s (audit_op, audit_xid, audit_actor, audit_ts, audit_app, "
+					 "audit_client, audit_trace, audit_changed",
+					 quote_identifier(t->audit_table));
+	for (j = 0; j < t->nlive; j++)
+		appendStringInfo(&sql, ", %s", quote_identifier(t->cols[t->live[j]].name));
+	appendStringInfoString(&sql, ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8");
+	for (j = 0; j < t->nlive; j++)
+		appendStringInfo(&sql, ", $%d", INS_NMETA + j + 1);
+	appendStringInfoChar(&sql, ')');
+	types[0] = TEXTOID;
+	types[1] = XID8OID;
+	types[2] = TEXTOID;
+	types[3] = TIMESTAMPTZOID;
+	types[4] = TEXTOID;
+	types[5] = INETOID;
+	types[6] = TEXTOID;
+	types[7] = TEXTARRAYOID;
+	for (j = 0; j < t->nlive; j++)
+		types[INS_NMETA + j] = t->cols[t->live[j]].typid;
+	t->insert = SPI_prepare(sql.data, INS_NMETA + t->nlive, types);
+	if (t->insert == NULL)
+		elog(ERROR, "preparing the audit insert of tracked table %d failed: %s", t->tracked_id,
 			 SPI_result_code_string(SPI_result));
-	wa->ntables++;
-	return t;
+	pfree(sql.data);
+	pfree(types);
 }
 
-/* A column of change row i. */
-static Datum
-col(WalApply *wa, uint64 i, int attno, bool *isnull)
+/*
+ * A wal2json value as the column's datum: what jsonb_populate_record()
+ * makes of it (strings as their text, other scalars and containers as their
+ * JSON text; json and jsonb columns take the JSON text of the value).
+ */
+static void
+read_prev(WalChange *ch)
 {
-	return SPI_getbinval(wa->tab->vals[i], wa->desc, attno, isnull);
-}
+	WalTable *t = ch->t;
+	Datum *args = palloc(sizeof(Datum) * (t->nkey + 1));
+	int k, n = 0, j, ret;
 
-/* The key (as jsonb text) of change row i, for the claimed-keys test. */
-static char *
-key_text(WalApply *wa, uint64 i, int attno)
-{
-	bool isnull;
-	Datum d = col(wa, i, attno, &isnull);
-	char *s;
-
-	if (isnull)
-		return NULL;
-	s = JsonbToCString(NULL, &DatumGetJsonbP(d)->root, VARSIZE(DatumGetPointer(d)));
-	return psprintf("%d:%s", DatumGetInt32(col(wa, i, CH_TRACKED, &isnull)), s);
-}
-
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-/* The last recorded version of a key, as jsonb, or NULL. */
-static Datum
-last_version(WalTable *t, Datum key, bool *isnull)
-{
-	Datum args[1] = {key};
-	int ret = SPI_execute_plan(t->lookup, args, NULL, false, 1);
-
+	ch->has_prev = false;
+	if (!ch->has_old)
+		return;
+	for (k = 0; k < t->nkey; k++)
+	{
+		if (t->key[k] < 0)
+			continue;
+		if (ch->oldkey_null[k])
+			return; /* a = NULL finds nothing */
+		args[n++] = ch->oldkey[k];
+	}
+	prepare_plans(t);
+	if (n < t->nlookup)
+		/* a day of slack for a clock set back since the record was written */
+		args[n++] = TimestampTzGetDatum(GetCurrentTimestamp() + USECS_PER_DAY);
+	ret = SPI_execute_plan(t->lookup, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "reading the last audit record failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	if (SPI_processed == 1)
 	{
-		*isnull = true;
-		return (Datum) 0;
+		HeapTuple tup = SPI_tuptable->vals[0];
+		TupleDesc d = SPI_tuptable->tupdesc;
+
+		ch->has_prev = true;
+		ch->prev = palloc0(sizeof(Datum) * Max(t->ncols, 1));
+		ch->prev_null = palloc(sizeof(bool) * Max(t->ncols, 1));
+		for (j = 0; j < t->ncols; j++)
+			ch->prev_null[j] = true;
+		for (j = 0; j < t->nlive; j++)
+		{
+			WalCol *c = &t->cols[t->live[j]];
+			bool isnull;
+			Datum v = SPI_getbinval(tup, d, j + 1, &isnull);
+
+			ch->prev_null[t->live[j]] = isnull;
+			if (!isnull)
+				ch->prev[t->live[j]] = datumCopy(v, c->typbyval, c->typlen);
+		}
 	}
-	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, isnull);
+	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Write one record (see bv_audit._wal_sql() for the parameters). */
+/*
+ * The record's values: the image where the change has the column, else
+ * the last record's (ch->prev), else NULL; or (key_only) just the old key.
+ */
 static void
-write_record(WalApply *wa, WalTable *t, const char *op, Datum prev, bool prev_null, Datum img,
-			 bool img_null, Datum changed, bool changed_null, bool compute)
+record_values(WalChange *ch, bool use_image, bool key_only, Datum *v, bool *n)
 {
-	Datum v[INS_NARGS];
-	char n[INS_NARGS];
-	int ret;
+	WalTable *t = ch->t;
+	int j, k;
 
-	memset(n, ' ', sizeof(n));
+	for (j = 0; j < t->nlive; j++)
+	{
+		int c = t->live[j];
+
+		n[j] = true;
+		v[j] = (Datum) 0;
+		if (use_image && ch->present != NULL && ch->present[c])
+		{
+			v[j] = ch->val[c];
+			n[j] = ch->null[c];
+		}
+		else if (!key_only && ch->has_prev)
+		{
+			v[j] = ch->prev[c];
+			n[j] = ch->prev_null[c];
+		}
+	}
+	if (key_only && ch->has_old)
+		for (k = 0; k < t->nkey; k++)
+			for (j = 0; j < t->nlive; j++)
+				if (t->live[j] == t->key[k])
+				{
+					v[j] = ch->oldkey[k];
+					n[j] = ch->oldkey_null[k];
+				}
+}
+
+/*
+ * audit_changed of a record with values v/n: the live columns whose value
+ * differs from the last record's (every one when there is none).
+ */
+static Datum
+changed_names(WalChange *ch, Datum *v, bool *n)
+{
+	WalTable *t = ch->t;
+	Datum *names = palloc(sizeof(Datum) * Max(t->nlive, 1));
+	int j, m = 0;
+
+	for (j = 0; j < t->nlive; j++)
+	{
+		WalCol *c = &t->cols[t->live[j]];
+		int a = t->live[j];
+
+		if (ch->has_prev && n[j] && ch->prev_null[a])
+			continue;
+		if (ch->has_prev && n[j] == ch->prev_null[a] &&
+			datum_image_eq(v[j], ch->prev[a], c->typbyval, c->typlen))
+			continue;
+		names[m++] = t->live_names[j];
+	}
+	return PointerGetDatum(construct_array(names, m, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* Write one record. */
+static void
+write_record(WalApply *wa, WalTable *t, const char *op, Datum *vals, bool *vnulls, Datum changed,
+			 bool changed_null)
+{
+	Datum *v = palloc(sizeof(Datum) * (INS_NMETA + t->nlive));
+	char *n = palloc(INS_NMETA + t->nlive);
+	int j, ret;
+
+	memset(n, ' ', INS_NMETA + t->nlive);
 	v[0] = CStringGetTextDatum(op);
 	v[1] = wa->xid8;
 	v[2] = wa->ctx.actor;
@@ -219,23 +322,57 @@ write_record(WalApply *wa, WalTable *t, const char *op, Datum prev, bool prev_nu
 	n[6] = wa->ctx.trace_null ? 'n' : ' ';
 	v[7] = changed;
 	n[7] = changed_null ? 'n' : ' ';
-	v[8] = prev;
-	n[8] = prev_null ? 'n' : ' ';
-	v[9] = img;
-	n[9] = img_null ? 'n' : ' ';
-	v[10] = BoolGetDatum(compute);
+	for (j = 0; j < t->nlive; j++)
+	{
+		v[INS_NMETA + j] = vals != NULL ? vals[j] : (Datum) 0;
+		n[INS_NMETA + j] = vals == NULL || vnulls[j] ? 'n' : ' ';
+	}
+	prepare_plans(t);
 	ret = SPI_execute_plan(t->insert, v, n, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "writing a WAL-mode audit record failed: %s", SPI_result_code_string(ret));
 	wa->records++;
+	pfree(v);
+	pfree(n);
+}
+
+/* The key of a change as one string, for the claimed-keys test. */
+static char *
+key_string(WalTable *t, Datum *key, bool *isnull)
+{
+	StringInfoData s;
+	int k;
+
+	initStringInfo(&s);
+	appendStringInfo(&s, "%d", t->tracked_id);
+	for (k = 0; k < t->nkey; k++)
+	{
+		char *out;
+		Oid outfn;
+		bool varlena;
+
+		if (isnull[k] || t->key[k] < 0)
+		{
+			appendStringInfoString(&s, "|n");
+			continue;
+		}
+		getTypeOutputInfo(t->cols[t->key[k]].typid, &outfn, &varlena);
+		out = OidOutputFunctionCall(outfn, key[k]);
+		appendStringInfo(&s, "|%zu:%s", strlen(out), out);
+	}
+	return s.data;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
 /* Write the records of the buffered statement (see the file comment). */
 static void
 flush_statement(WalApply *wa)
 {
-	Datum *prev;
-	bool *prev_null;
 	char **claimed = NULL;
 	int nclaimed = 0;
 	bool any_move = false;
@@ -243,30 +380,15 @@ flush_statement(WalApply *wa)
 
 	if (wa->nstmt == 0)
 		return;
-	prev = palloc0(sizeof(Datum) * wa->nstmt);
-	prev_null = palloc(sizeof(bool) * wa->nstmt);
 
 	/* 1. The last versions, as the statement found them. */
 	for (k = 0; k < wa->nstmt; k++)
 	{
-		uint64 i = wa->stmt[k];
-		bool isnull;
-		char *kind = TextDatumGetCString(col(wa, i, CH_KIND, &isnull));
-		Datum oldkey;
+		WalChange *ch = &wa->stmt[k];
 
-		prev_null[k] = true;
-		if (kind[0] != 'U' && kind[0] != 'D')
-			continue;
-		oldkey = col(wa, i, CH_OLDKEY, &isnull);
-		if (!isnull)
-		{
-			WalTable *t = wal_table(wa, DatumGetInt32(col(wa, i, CH_TRACKED, &isnull)));
-			Datum d = last_version(t, oldkey, &prev_null[k]);
-
-			if (!prev_null[k])
-				prev[k] = SPI_datumTransfer(d, false, -1);
-		}
-		if (kind[0] == 'U' && DatumGetBool(col(wa, i, CH_KEYCHG, &isnull)) && !isnull)
+		if (ch->kind == 'U' || ch->kind == 'D')
+			read_prev(ch);
+		if (ch->kind == 'U' && ch->keychg)
 			any_move = true;
 	}
 
@@ -276,10 +398,10 @@ flush_statement(WalApply *wa)
 		claimed = palloc(sizeof(char *) * wa->nstmt);
 		for (k = 0; k < wa->nstmt; k++)
 		{
-			char *s = key_text(wa, wa->stmt[k], CH_NEWKEY);
+			WalChange *ch = &wa->stmt[k];
 
-			if (s != NULL)
-				claimed[nclaimed++] = s;
+			if (ch->has_new)
+				claimed[nclaimed++] = key_string(ch->t, ch->newkey, ch->newkey_null);
 		}
 		qsort(claimed, nclaimed, sizeof(char *), cmp_str);
 	}
@@ -287,50 +409,44 @@ flush_statement(WalApply *wa)
 	/* 2. The records, in the statement's order. */
 	for (k = 0; k < wa->nstmt; k++)
 	{
-		uint64 i = wa->stmt[k];
-		bool isnull, img_null, key_null;
-		char *kind = TextDatumGetCString(col(wa, i, CH_KIND, &isnull));
-		WalTable *t = wal_table(wa, DatumGetInt32(col(wa, i, CH_TRACKED, &isnull)));
-		Datum img = col(wa, i, CH_IMG, &img_null);
-		Datum oldkey = col(wa, i, CH_OLDKEY, &key_null);
+		WalChange *ch = &wa->stmt[k];
+		WalTable *t = ch->t;
+		Datum *v = palloc(sizeof(Datum) * Max(t->nlive, 1));
+		bool *n = palloc(sizeof(bool) * Max(t->nlive, 1));
 
-		switch (kind[0])
+		switch (ch->kind)
 		{
 			case 'I':
-				write_record(wa, t, "I", (Datum) 0, true, img, img_null, (Datum) 0, true, false);
+				record_values(ch, true, false, v, n);
+				write_record(wa, t, "I", v, n, (Datum) 0, true);
 				break;
 			case 'U':
-				if (DatumGetBool(col(wa, i, CH_KEYCHG, &isnull)) && !isnull)
+				record_values(ch, true, false, v, n);
+				if (ch->keychg)
 				{
-					Datum args[2] = {prev[k], img};
-					char nulls[2] = {prev_null[k] ? 'n' : ' ', img_null ? 'n' : ' '};
-					Datum changed;
-					bool changed_null = true;
-					char *old = key_text(wa, i, CH_OLDKEY);
-					int ret = SPI_execute_plan(t->changed, args, nulls, false, 1);
+					Datum changed = changed_names(ch, v, n);
+					char *old = ch->has_old ? key_string(t, ch->oldkey, ch->oldkey_null) : NULL;
 
-					if (ret != SPI_OK_SELECT || SPI_processed != 1)
-						elog(ERROR, "comparing row versions failed: %s", SPI_result_code_string(ret));
-					changed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &changed_null);
-					if (!changed_null)
-						changed = SPI_datumTransfer(changed, false, -1);
 					if (old == NULL ||
 						bsearch(&old, claimed, nclaimed, sizeof(char *), cmp_str) == NULL)
-						write_record(wa, t, "D", prev[k], prev_null[k],
-									 prev_null[k] ? oldkey : (Datum) 0, prev_null[k] ? key_null : true,
-									 changed, changed_null, false);
-					write_record(wa, t, "I", prev[k], prev_null[k], img, img_null, changed,
-								 changed_null, false);
+					{
+						Datum *dv = palloc(sizeof(Datum) * Max(t->nlive, 1));
+						bool *dn = palloc(sizeof(bool) * Max(t->nlive, 1));
+
+						record_values(ch, false, !ch->has_prev, dv, dn);
+						write_record(wa, t, "D", dv, dn, changed, false);
+					}
+					write_record(wa, t, "I", v, n, changed, false);
 				}
 				else
-					write_record(wa, t, "U", prev[k], prev_null[k], img, img_null, (Datum) 0, true, true);
+					write_record(wa, t, "U", v, n, changed_names(ch, v, n), false);
 				break;
 			case 'D':
-				write_record(wa, t, "D", prev[k], prev_null[k], prev_null[k] ? oldkey : (Datum) 0,
-							 prev_null[k] ? key_null : true, (Datum) 0, true, false);
+				record_values(ch, false, !ch->has_prev, v, n);
+				write_record(wa, t, "D", v, n, (Datum) 0, true);
 				break;
 			case 'T':
-				write_record(wa, t, "T", (Datum) 0, true, (Datum) 0, true, (Datum) 0, true, false);
+				write_record(wa, t, "T", NULL, NULL, (Datum) 0, true);
 				break;
 			default:
 				break;
@@ -438,6 +554,38 @@ xid8_of(TransactionId xid)
 	return FullTransactionIdGetDatum(FullTransactionIdFromEpochAndXid(epoch, xid));
 }
 
+/* Apply one GUC for the rest of the call (see the file comment). */
+static void
+set_local(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Append the change of one wal2json document to the statement buffer, if
+ * it is a change of a WAL-mode table inside its window.
+ */
+static void
+buffer_change(WalApply *wa, char kind, const WalDoc *doc, XLogRecPtr clsn)
+{
+	const char *schema = doc->schema;
+	const char *table = doc->table;
+	WalTable *t;
+
+	if (schema == NULL || table == NULL)
+		return;
+	t = bv_audit_wal_find_table(wa->tables, wa->ntables, schema, table, clsn);
+	if (t == NULL)
+		return;
+	if (wa->nstmt == wa->maxstmt)
+	{
+		wa->maxstmt = Max(64, wa->maxstmt * 2);
+		wa->stmt = wa->stmt ? repalloc(wa->stmt, sizeof(WalChange) * wa->maxstmt)
+							: palloc(sizeof(WalChange) * wa->maxstmt);
+	}
+	bv_audit_wal_parse_change(&wa->stmt[wa->nstmt++], t, kind, doc);
+}
+
 PG_FUNCTION_INFO_V1(bv_audit_wal_apply);
 
 /*
@@ -459,13 +607,15 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	WalApply wa;
 	Datum begin[5];
 	bool bnull[5];
-	Datum args[4];
-	Oid argtypes[4] = {NAMEOID, PG_LSNOID, INT4OID, PG_LSNOID};
-	XLogRecPtr applied, upto, last_commit = InvalidXLogRecPtr;
+	Datum args[3];
+	Oid argtypes[3] = {NAMEOID, PG_LSNOID, INT4OID};
+	XLogRecPtr applied, upto, clsn = InvalidXLogRecPtr, last_commit = InvalidXLogRecPtr;
 	TimestampTz last_commit_ts = 0;
-	bool complete = true;
+	bool complete = true, skip = true;
 	uint64 nrows = 0, i;
-	int ret, k;
+	int ret, k, nestlevel;
+	SPITupleTable *tab = NULL;
+	MemoryContext callcxt, txcxt, rowcxt;
 	Datum result[3];
 	bool rnull[3] = {false, false, false};
 
@@ -476,9 +626,22 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_changes must be at least 1"),
 				 errhint("Pass the number of changes to read at most.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("bv_audit._wal_apply() must run in a read committed transaction"),
+				 errdetail("It reads the WAL-mode tables with a snapshot newer than the WAL position it decodes up to."),
+				 errhint("Leave it to the bv_audit WAL worker.")));
 	memset(&wa, 0, sizeof(wa));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	callcxt = CurrentMemoryContext;
+	nestlevel = NewGUCNestLevel();
+	set_local("TimeZone", "UTC");
+	set_local("DateStyle", "ISO, YMD");
+	set_local("IntervalStyle", "postgres");
+	set_local("extra_float_digits", "3");
+	set_local("bytea_output", "hex");
 
 	/* 1. floor, xmin, applied position, L, any WAL-mode table */
 	ret = SPI_execute_with_args("SELECT * FROM bv_audit._wal_begin($1)", 1, argtypes,
@@ -490,49 +653,93 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	applied = DatumGetLSN(begin[2]);
 	upto = DatumGetLSN(begin[3]);
 
-	/* 2. the changes */
 	if (DatumGetBool(begin[4]))
 	{
+		/* 2. the tables */
+		wa.tables = bv_audit_wal_load_tables(applied, &wa.ntables);
+
+		/* 3. the changes */
 		args[0] = NameGetDatum(slot);
 		args[1] = LSNGetDatum(upto);
 		args[2] = Int32GetDatum(max_changes);
-		args[3] = LSNGetDatum(applied);
-		ret = SPI_execute_with_args("SELECT * FROM bv_audit._wal_changes($1, $2, $3, $4)", 4,
-									argtypes, args, NULL, false, 0);
+		ret = SPI_execute_with_args(
+			"SELECT c.data FROM pg_catalog.pg_logical_slot_peek_changes($1, $2, $3, "
+			"'format-version', '2', 'include-xids', '1', 'include-timestamp', '1', "
+			"'include-lsn', '1', 'include-column-positions', '1', 'include-types', '0', "
+			"'include-transaction', '1', 'filter-tables', 'bv_audit.*', "
+			"'add-msg-prefixes', 'bv_audit') c",
+			3, argtypes, args, NULL, false, 0);
 		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "bv_audit._wal_changes() failed: %s", SPI_result_code_string(ret));
-		wa.tab = SPI_tuptable;
-		wa.desc = SPI_tuptable->tupdesc;
+			elog(ERROR, "peeking the slot failed: %s", SPI_result_code_string(ret));
+		tab = SPI_tuptable;
 		nrows = SPI_processed;
-		wa.maxstmt = 64;
-		wa.stmt = palloc(sizeof(uint64) * wa.maxstmt);
+		if (nrows >= (uint64) max_changes)
+			complete = false; /* the peek stopped at max_changes: more may follow */
 	}
 
-	/* 3. the records */
+	/* 4. the records */
+	txcxt = AllocSetContextCreate(callcxt, "bv_audit WAL transaction", ALLOCSET_DEFAULT_SIZES);
+	rowcxt = AllocSetContextCreate(callcxt, "bv_audit WAL change", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(txcxt);
 	for (i = 0; i < nrows; i++)
 	{
 		bool isnull;
-		char *kind = TextDatumGetCString(col(&wa, i, CH_KIND, &isnull));
+		Datum d = SPI_getbinval(tab->vals[i], tab->tupdesc, 1, &isnull);
+		WalDoc doc;
+		char *action;
 
-		switch (kind[0])
+		if (isnull)
+			continue;
+		/* the document lives for this row only; what a change keeps is copied */
+		MemoryContextReset(rowcxt);
+		MemoryContextSwitchTo(rowcxt);
+		bv_audit_wal_parse_doc(TextDatumGetCString(d), &doc);
+		MemoryContextSwitchTo(txcxt);
+		action = doc.action;
+		if (action == NULL)
+			continue;
+		switch (action[0])
 		{
 			case 'B':
-				wa.xid8 = xid8_of((TransactionId) DatumGetInt64(col(&wa, i, CH_XID, &isnull)));
-				wa.commit_ts = DatumGetTimestampTz(col(&wa, i, CH_COMMIT_TS, &isnull));
-				wa.nstmt = 0;
+			{
+				char *lsn, *ts, *end;
+				uint64 xid;
+
+				/* a new transaction: the last one's values are done with */
+				MemoryContextReset(txcxt);
+				wa.stmt = NULL;
+				wa.nstmt = wa.maxstmt = 0;
+				lsn = doc.lsn;
+				ts = doc.timestamp;
+				errno = 0;
+				xid = doc.xid == NULL ? 0 : strtoull(doc.xid, &end, 10);
+				if (lsn == NULL || doc.xid == NULL || errno != 0 || *end != '\0')
+					elog(ERROR, "wal2json wrote a transaction without its lsn or xid");
+				clsn = DatumGetLSN(DirectFunctionCall1(pg_lsn_in, CStringGetDatum(lsn)));
+				skip = clsn < applied;
+				if (skip)
+					break;
+				wa.xid8 = xid8_of((TransactionId) xid);
+				wa.commit_ts = ts == NULL ? 0
+										  : DatumGetTimestampTz(DirectFunctionCall3(
+												timestamptz_in, CStringGetDatum(ts),
+												ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 				unknown_context(&wa);
-				break;
+			}
+			break;
 			case 'M':
 			{
-				Datum c = col(&wa, i, CH_CONTENT, &isnull);
-				char *content = isnull ? NULL : TextDatumGetCString(c);
+				char *content = doc.content;
 				size_t len;
 
+				if (skip)
+					break;
+
 				/*
-					 * A message without the key's MAC (pg_logical_emit_message()
-					 * by anyone) is ignored: the statement keeps the context
-					 * of its genuine message, and is not split in two.
-					 */
+				 * A message without the key's MAC (pg_logical_emit_message()
+				 * by anyone) is ignored: the statement keeps the context of
+				 * its genuine message, and is not split in two.
+				 */
 				if (content == NULL || !bv_audit_wal_verify(content, &len))
 				{
 					wa.forged++;
@@ -544,26 +751,26 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 			}
 			break;
 			case 'C':
+				if (skip)
+					break;
 				flush_statement(&wa);
-				last_commit = DatumGetLSN(col(&wa, i, CH_COMMIT_LSN, &isnull));
+				last_commit = clsn;
 				last_commit_ts = wa.commit_ts;
 				break;
-			case 'Z':
-				/* the peek stopped at max_changes: more may follow */
-				complete = false;
+			case 'I':
+			case 'U':
+			case 'D':
+			case 'T':
+				if (!skip)
+					buffer_change(&wa, action[0], &doc, clsn);
 				break;
 			default:
-				if (wa.nstmt == wa.maxstmt)
-				{
-					wa.maxstmt *= 2;
-					wa.stmt = repalloc(wa.stmt, sizeof(uint64) * wa.maxstmt);
-				}
-				wa.stmt[wa.nstmt++] = i;
 				break;
 		}
 	}
+	MemoryContextSwitchTo(callcxt);
 
-	/* 4. the applied position, with the records */
+	/* 5. the applied position, with the records */
 	result[1] = LSNGetDatum(complete ? upto : (last_commit != InvalidXLogRecPtr ? last_commit + 1 : applied));
 	if (DatumGetLSN(result[1]) < applied)
 		result[1] = LSNGetDatum(applied);
@@ -589,6 +796,7 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "bv_audit._wal_end() failed: %s", SPI_result_code_string(ret));
 	}
+	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 
 	result[0] = Int64GetDatum(wa.records);

@@ -38,7 +38,11 @@
  * message, which also marks the boundary between statements that the
  * worker needs for key moves (see wal_apply.c).
  *
- * Backend-local; no shared state, no locks beyond the writer's own.
+ * At the commit of a transaction that emitted a message, the worker's latch
+ * is set (wal_xact_callback), so that it records the change at once rather
+ * than at its next poll.
+ *
+ * Backend-local apart from that latch; no locks beyond the writer's own.
  *
  *-------------------------------------------------------------------------
  */
@@ -61,6 +65,7 @@
 #include "nodes/parsenodes.h"
 #include "replication/message.h"
 #include "storage/lmgr.h"
+#include "storage/standby.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -94,15 +99,123 @@ rel_is_wal_mode(Relation rel)
 	return false;
 }
 
-/* Append "key":<JSON string or null>. */
-static void
-append_field(StringInfo buf, const char *key, Datum value, bool isnull)
+/*
+ * The signed message costs a writer one WAL record per statement; building
+ * it should cost little next to that.  The message is
+ *	{"a":<actor>,"t":<trace>,"p":<application>,"c":<client>,"s":<start>}\n<MAC>
+ * and only "s" (the transaction's start) changes from one transaction to
+ * the next while the context stays the same.  So the JSON up to "s" is kept
+ * with the context it was built from (msg_prefix), and so is the SipHash
+ * state after its whole 8-byte blocks (msg_mac): a statement whose context
+ * did not change copies the prefix, appends the start time and hashes only
+ * the last few bytes.  The message is the same byte for byte as one built
+ * from scratch (the worker cannot tell).  The buffers live in
+ * TopMemoryContext, so a statement allocates nothing.
+ */
+typedef struct MsgCache
 {
-	appendStringInfo(buf, "%s\"%s\":", buf->len > 1 ? "," : "", key);
+	bool valid;
+	StringInfoData actor; /* the context the prefix was built from */
+	StringInfoData trace;
+	bool trace_null;
+	StringInfoData app;
+	bool app_null;
+	bool client_null;
+	Datum client;
+	StringInfoData prefix; /* {"a":...,"s": */
+	BvAuditMacState mac;   /* after the prefix's whole blocks */
+	size_t mac_done;       /* bytes the state absorbed */
+	StringInfoData msg;    /* the message being built */
+} MsgCache;
+
+static MsgCache msg_cache;
+
+/* Whether a text Datum (or NULL) equals a cached copy. */
+static inline bool
+same_text(StringInfo cached, bool cached_null, Datum value, bool isnull)
+{
+	text *t;
+
+	if (cached_null || isnull)
+		return cached_null == isnull;
+	t = DatumGetTextPP(value);
+	return VARSIZE_ANY_EXHDR(t) == cached->len &&
+		   memcmp(VARDATA_ANY(t), cached->data, cached->len) == 0;
+}
+
+/* Keep a copy of a text Datum (or nothing for NULL). */
+static void
+keep_text(StringInfo cached, Datum value, bool isnull)
+{
+	text *t;
+
+	resetStringInfo(cached);
+	if (isnull)
+		return;
+	t = DatumGetTextPP(value);
+	appendBinaryStringInfo(cached, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+/* Append ,"key":<JSON string or null> (no comma for the first field). */
+static void
+append_field(StringInfo buf, const char *key, StringInfo value, bool isnull)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	appendStringInfoChar(buf, '"');
+	appendStringInfoString(buf, key);
+	appendStringInfoString(buf, "\":");
 	if (isnull)
 		appendStringInfoString(buf, "null");
 	else
-		escape_json(buf, TextDatumGetCString(value));
+		escape_json(buf, value->data);
+}
+
+/* Rebuild the cached prefix and MAC state for a new context. */
+static void
+rebuild_prefix(const BvAuditContext *ctx)
+{
+	MsgCache *mc = &msg_cache;
+
+	if (mc->prefix.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&mc->actor);
+		initStringInfo(&mc->trace);
+		initStringInfo(&mc->app);
+		initStringInfo(&mc->prefix);
+		initStringInfo(&mc->msg);
+		MemoryContextSwitchTo(old);
+	}
+	mc->valid = false;
+	keep_text(&mc->actor, ctx->actor, false);
+	keep_text(&mc->trace, ctx->trace, ctx->trace_null);
+	mc->trace_null = ctx->trace_null;
+	keep_text(&mc->app, ctx->app, ctx->app_null);
+	mc->app_null = ctx->app_null;
+	mc->client_null = ctx->client_null;
+	mc->client = ctx->client;
+
+	resetStringInfo(&mc->prefix);
+	appendStringInfoChar(&mc->prefix, '{');
+	append_field(&mc->prefix, "a", &mc->actor, false);
+	append_field(&mc->prefix, "t", &mc->trace, mc->trace_null);
+	append_field(&mc->prefix, "p", &mc->app, mc->app_null);
+	appendStringInfoString(&mc->prefix, ",\"c\":");
+	if (ctx->client_null)
+		appendStringInfoString(&mc->prefix, "null");
+	else
+		escape_json(&mc->prefix, DatumGetCString(DirectFunctionCall1(inet_out, ctx->client)));
+	/*
+	 * Pad with JSON whitespace so that the MAC state covers the whole
+	 * prefix: a statement then hashes only its start time.
+	 */
+	while ((mc->prefix.len + 5) % 8 != 0)
+		appendStringInfoChar(&mc->prefix, ' ');
+	appendStringInfoString(&mc->prefix, ",\"s\":");
+	mc->mac_done = bv_audit_wal_mac_start(&mc->mac, mc->prefix.data, mc->prefix.len);
+	mc->valid = true;
 }
 
 /*
@@ -110,36 +223,70 @@ append_field(StringInfo buf, const char *key, Datum value, bool isnull)
  * message.  Skipped where nothing can be written (recovery, parallel mode,
  * read-only transactions): the statement then fails or writes nothing.
  */
+/* This transaction emitted a context message: wake the worker at commit. */
+static bool wake_at_commit = false;
+
 void
 bv_audit_wal_emit_context(void)
 {
 	const BvAuditContext *ctx;
-	StringInfoData buf;
+	MsgCache *mc = &msg_cache;
+	char num[MAXINT8LEN + 1];
+	char mac[BV_AUDIT_WAL_MAC_HEX + 1];
+	int n;
+	size_t json_len;
 
 	if (RecoveryInProgress() || IsInParallelMode() || XactReadOnly)
 		return;
 	ctx = bv_audit_context();
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	append_field(&buf, "a", ctx->actor, false);
-	append_field(&buf, "t", ctx->trace, ctx->trace_null);
-	append_field(&buf, "p", ctx->app, ctx->app_null);
-	appendStringInfoString(&buf, ",\"c\":");
-	if (ctx->client_null)
-		appendStringInfoString(&buf, "null");
-	else
-		escape_json(&buf, DatumGetCString(DirectFunctionCall1(inet_out, ctx->client)));
-	/* The transaction's start, in microseconds since 2000-01-01 UTC. */
-	appendStringInfo(&buf, ",\"s\":" INT64_FORMAT "}", (int64) GetCurrentTransactionStartTimestamp());
-	/* Signed (wal_key.c): "<json>\n<mac>". */
-	{
-		char mac[BV_AUDIT_WAL_MAC_HEX + 1];
+	/* The client address is the session's: the same Datum every time. */
+	if (!mc->valid || !same_text(&mc->actor, false, ctx->actor, false) ||
+		!same_text(&mc->trace, mc->trace_null, ctx->trace, ctx->trace_null) ||
+		!same_text(&mc->app, mc->app_null, ctx->app, ctx->app_null) ||
+		mc->client_null != ctx->client_null || mc->client != ctx->client)
+		rebuild_prefix(ctx);
 
-		bv_audit_wal_mac(buf.data, buf.len, mac);
-		appendStringInfo(&buf, "\n%s", mac);
+	resetStringInfo(&mc->msg);
+	appendBinaryStringInfo(&mc->msg, mc->prefix.data, mc->prefix.len);
+	/* The transaction's start, in microseconds since 2000-01-01 UTC. */
+	n = pg_lltoa((int64) GetCurrentTransactionStartTimestamp(), num);
+	appendBinaryStringInfo(&mc->msg, num, n);
+	appendStringInfoChar(&mc->msg, '}');
+	json_len = mc->msg.len;
+	/* Signed (wal_key.c): "<json>\n<mac>". */
+	bv_audit_wal_mac_finish(&mc->mac, mc->mac_done, mc->msg.data, json_len, mac);
+	appendStringInfoChar(&mc->msg, '\n');
+	appendBinaryStringInfo(&mc->msg, mac, BV_AUDIT_WAL_MAC_HEX);
+	LogLogicalMessage(BV_AUDIT_WAL_PREFIX, mc->msg.data, mc->msg.len, true);
+	wake_at_commit = true;
+}
+
+/*
+ * At the commit of a transaction that wrote a WAL-mode table, wake the
+ * worker (wal_worker.c) instead of leaving the change to its next poll.
+ * The commit record is flushed before XACT_EVENT_COMMIT (synchronous
+ * commit) or soon after; the worker reads up to the flushed position, so a
+ * wake-up that comes a moment early only costs one more pass.
+ */
+static void
+wal_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				bv_audit_wal_wake_worker();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
 	}
-	LogLogicalMessage(BV_AUDIT_WAL_PREFIX, buf.data, buf.len, true);
-	pfree(buf.data);
 }
 
 /* Does the starting statement write a WAL-mode table? */
@@ -319,6 +466,7 @@ bv_audit_wal_hooks_init(void)
 	ExecutorStart_hook = bv_audit_executor_start;
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = bv_audit_process_utility;
+	RegisterXactCallback(wal_xact_callback, NULL);
 }
 
 PG_FUNCTION_INFO_V1(bv_audit_wal_marker_trigger);
@@ -355,4 +503,24 @@ bv_audit_wal_flush(PG_FUNCTION_ARGS)
 
 	XLogFlush(lsn);
 	PG_RETURN_LSN(lsn);
+}
+
+PG_FUNCTION_INFO_V1(bv_audit_wal_log_running_xacts);
+
+/*
+ * bv_audit._wal_log_running_xacts(): log a running-transactions record now
+ * and return its position.  A logical slot being created reaches its
+ * consistent point only at such records (the bgwriter writes one every 15
+ * s); enable() calls this while it waits for the worker's new slot, so that
+ * the slot is ready as soon as the transactions it waits for have ended.
+ */
+Datum
+bv_audit_wal_log_running_xacts(PG_FUNCTION_ARGS)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("recovery is in progress"),
+				 errhint("WAL mode records changes on the primary only.")));
+	PG_RETURN_LSN(LogStandbySnapshot());
 }

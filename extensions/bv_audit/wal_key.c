@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "port/pg_bswap.h"
 #include "storage/fd.h"
 
 #include "bv_audit.h"
@@ -128,39 +129,68 @@ ensure_key(void)
 		v2 = ROTL64(v2, 32); \
 	} while (0)
 
-static uint64
+/* A little-endian 64-bit word of n <= 8 bytes. */
+static inline uint64
 load_le64(const uint8 *p, size_t n)
 {
 	uint64 v = 0;
-	size_t i;
 
-	for (i = 0; i < n; i++)
-		v |= (uint64) p[i] << (8 * i);
+	if (n == 8)
+	{
+		memcpy(&v, p, 8);
+#ifdef WORDS_BIGENDIAN
+		v = pg_bswap64(v);
+#endif
+		return v;
+	}
+	while (n-- > 0)
+		v |= (uint64) p[n] << (8 * n);
 	return v;
 }
 
-uint64
-bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len)
+/* Start a MAC: the key's initial state. */
+static void
+siphash_init(BvAuditMacState *st, const uint8 key[16])
 {
 	uint64 k0 = load_le64(key, 8);
 	uint64 k1 = load_le64(key + 8, 8);
-	uint64 v0 = k0 ^ UINT64CONST(0x736f6d6570736575);
-	uint64 v1 = k1 ^ UINT64CONST(0x646f72616e646f6d);
-	uint64 v2 = k0 ^ UINT64CONST(0x6c7967656e657261);
-	uint64 v3 = k1 ^ UINT64CONST(0x7465646279746573);
+
+	st->v0 = k0 ^ UINT64CONST(0x736f6d6570736575);
+	st->v1 = k1 ^ UINT64CONST(0x646f72616e646f6d);
+	st->v2 = k0 ^ UINT64CONST(0x6c7967656e657261);
+	st->v3 = k1 ^ UINT64CONST(0x7465646279746573);
+}
+
+/* Absorb the whole 8-byte blocks of msg (len - len % 8 bytes). */
+static void
+siphash_blocks(BvAuditMacState *st, const uint8 *msg, size_t len)
+{
+	uint64 v0 = st->v0, v1 = st->v1, v2 = st->v2, v3 = st->v3;
 	size_t full = len - len % 8;
 	size_t i;
-	uint64 m;
 
 	for (i = 0; i < full; i += 8)
 	{
-		m = load_le64(msg + i, 8);
+		uint64 m = load_le64(msg + i, 8);
+
 		v3 ^= m;
 		SIPROUND;
 		SIPROUND;
 		v0 ^= m;
 	}
-	m = load_le64(msg + full, len - full) | ((uint64) (len & 0xff) << 56);
+	st->v0 = v0;
+	st->v1 = v1;
+	st->v2 = v2;
+	st->v3 = v3;
+}
+
+/* Absorb the last len % 8 bytes of a message of total bytes; the MAC. */
+static uint64
+siphash_final(const BvAuditMacState *st, const uint8 *tail, size_t n, size_t total)
+{
+	uint64 v0 = st->v0, v1 = st->v1, v2 = st->v2, v3 = st->v3;
+	uint64 m = load_le64(tail, n) | ((uint64) (total & 0xff) << 56);
+
 	v3 ^= m;
 	SIPROUND;
 	SIPROUND;
@@ -173,20 +203,72 @@ bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len)
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
+uint64
+bv_audit_siphash24(const uint8 key[16], const uint8 *msg, size_t len)
+{
+	BvAuditMacState st;
+	size_t full = len - len % 8;
+
+	siphash_init(&st, key);
+	siphash_blocks(&st, msg, full);
+	return siphash_final(&st, msg + full, len - full, len);
+}
+
+/* The MAC as BV_AUDIT_WAL_MAC_HEX hex characters and a NUL. */
+static void
+mac_hex(uint64 mac, char *hex)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	/* the bytes in little-endian order, as bv_hex_encode() writes them */
+	for (i = 0; i < 8; i++)
+	{
+		uint8 b = (uint8) (mac >> (8 * i));
+
+		hex[2 * i] = digits[b >> 4];
+		hex[2 * i + 1] = digits[b & 0xf];
+	}
+	hex[BV_AUDIT_WAL_MAC_HEX] = '\0';
+}
+
 /* The hex MAC (BV_AUDIT_WAL_MAC_HEX characters and a NUL) of a message. */
 void
 bv_audit_wal_mac(const char *msg, size_t len, char *hex)
 {
-	uint64 mac;
-	uint8 bytes[8];
-	int i;
+	ensure_key();
+	mac_hex(bv_audit_siphash24(wal_key, (const uint8 *) msg, len), hex);
+}
+
+/*
+ * The MAC of messages that all start with the same prefix, in two steps:
+ * bv_audit_wal_mac_start() absorbs the prefix's whole 8-byte blocks once
+ * (it returns how many bytes it took), bv_audit_wal_mac_finish() the rest
+ * of one message (msg: the whole message, len bytes).  The result is the
+ * MAC bv_audit_wal_mac() gives for the same message: a writer whose
+ * context did not change pays only for the bytes after the prefix.
+ */
+size_t
+bv_audit_wal_mac_start(BvAuditMacState *st, const char *prefix, size_t len)
+{
+	size_t full = len - len % 8;
 
 	ensure_key();
-	mac = bv_audit_siphash24(wal_key, (const uint8 *) msg, len);
-	for (i = 0; i < 8; i++)
-		bytes[i] = (uint8) (mac >> (8 * i));
-	bv_hex_encode(bytes, 8, hex);
-	hex[BV_AUDIT_WAL_MAC_HEX] = '\0';
+	siphash_init(st, wal_key);
+	siphash_blocks(st, (const uint8 *) prefix, full);
+	return full;
+}
+
+void
+bv_audit_wal_mac_finish(const BvAuditMacState *st, size_t done, const char *msg, size_t len,
+						char *hex)
+{
+	BvAuditMacState cont = *st;
+	size_t full = len - len % 8;
+
+	Assert(done % 8 == 0 && done <= len);
+	siphash_blocks(&cont, (const uint8 *) msg + done, full - done);
+	mac_hex(siphash_final(&cont, (const uint8 *) msg + full, len - full, len), hex);
 }
 
 /*

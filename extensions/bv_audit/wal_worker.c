@@ -32,9 +32,10 @@
  * caught here (PG_TRY), the transaction aborted and the slot released, as
  * PostgresMain does for a backend.
  *
- * Once a second, while the WAL moves, the worker logs a running-transactions
- * record (LogStandbySnapshot), so that advancing the slot also moves its
- * restart_lsn and every peek starts decoding close to where it left off.
+ * Every WAL_SNAPSHOT_MS (100 ms) while the WAL moves, the worker logs a
+ * running-transactions record (LogStandbySnapshot), so that advancing the
+ * slot also moves its restart_lsn and every peek starts decoding close to
+ * where it left off.
  *
  * Wake-ups: the worker polls the WAL insert position every
  * bv_audit.wal_naptime_ms and runs a batch only when it moved, so an idle
@@ -56,6 +57,9 @@
 #include "postmaster/interrupt.h"
 #include "replication/slot.h"
 #include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
 #include "storage/latch.h"
 #include "storage/standby.h"
 #include "tcop/tcopprot.h"
@@ -73,6 +77,79 @@ static bool wal_mode = false;
 static int wal_naptime_ms = 10;
 static int wal_idle_ms = 1000;
 static int wal_batch = 5000;
+static bool wal_wakeup = true;
+
+/*
+ * How often, while the WAL moves, the worker logs a running-transactions
+ * record (see the file comment): one small WAL record per period.
+ */
+#define WAL_SNAPSHOT_MS 100
+
+/*
+ * How often, while batches write records, the worker advances the slot
+ * (apply_batch()); a batch that writes nothing advances it at once.
+ */
+#define WAL_ADVANCE_MS 100
+static TimestampTz last_advance = 0;
+
+/*
+ * Shared memory: the worker's pgprocno + 1 (0: no worker), so that writers
+ * can set its latch at commit (bv_audit_wal_wake_worker()).
+ */
+typedef struct WalWorkerShared
+{
+	pg_atomic_uint32 procno;
+} WalWorkerShared;
+
+static WalWorkerShared *wal_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+wal_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WalWorkerShared)));
+}
+
+static void
+wal_shmem_startup(void)
+{
+	bool found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	wal_shared = ShmemInitStruct("bv_audit wal worker", sizeof(WalWorkerShared), &found);
+	if (!found)
+		pg_atomic_init_u32(&wal_shared->procno, 0);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Forget the worker's latch when it exits. */
+static void
+wal_worker_detach(int code, Datum arg)
+{
+	if (wal_shared != NULL)
+		pg_atomic_write_u32(&wal_shared->procno, 0);
+}
+
+/*
+ * Set the worker's latch (from a writer's commit, wal_context.c).  Without
+ * the worker, or when bv_audit was not preloaded, nothing happens.
+ */
+void
+bv_audit_wal_wake_worker(void)
+{
+	uint32 procno;
+
+	if (wal_shared == NULL || !wal_wakeup)
+		return;
+	procno = pg_atomic_read_u32(&wal_shared->procno);
+	if (procno != 0 && procno <= ProcGlobal->allProcCount)
+		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
+}
 
 /* What one pass found. */
 typedef enum WalPass
@@ -149,12 +226,19 @@ ready(void)
 	{
 		/*
 		 * WAL mode off, no table in it and every closed window recorded: no
-		 * slot (it would decode all WAL for nothing).
+		 * slot (it would decode all WAL for nothing).  Only under the lock
+		 * that enable() holds from its check of the slot to its commit,
+		 * and only if no table entered WAL mode before the lock was taken
+		 * (the last statement runs with a snapshot taken after it).
 		 */
-		query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
-			   "FROM pg_catalog.pg_replication_slots s "
-			   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active",
-			   1, types, args, &isnull);
+		if (DatumGetBool(query1("SELECT pg_catalog.pg_try_advisory_xact_lock(" BV_AUDIT_WAL_SLOT_LOCK ")",
+								0, NULL, NULL, &isnull)))
+			query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
+				   "FROM pg_catalog.pg_replication_slots s "
+				   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active "
+				   "AND NOT EXISTS (SELECT FROM bv_audit.tracked t WHERE t.wal_lsn IS NOT NULL AND "
+				   "(t.wal_until IS NULL OR t.wal_until > bv_audit._wal_applied()))",
+				   1, types, args, &isnull);
 		end_tx();
 		pgstat_report_activity(STATE_IDLE, "WAL mode is off (bv_audit.wal_mode)");
 		return false;
@@ -187,7 +271,9 @@ apply_batch(int max_changes, bool force)
 	NameData slot;
 	XLogRecPtr applied;
 	bool complete, isnull;
+	int64 records;
 	int ret;
+	TimestampTz clock;
 
 	namestrcpy(&slot, BV_AUDIT_WAL_SLOT);
 	args[0] = NameGetDatum(&slot);
@@ -195,13 +281,30 @@ apply_batch(int max_changes, bool force)
 	args[2] = BoolGetDatum(force);
 	pgstat_report_activity(STATE_RUNNING, "applying WAL changes");
 	begin_tx();
-	ret = SPI_execute_with_args("SELECT applied, complete FROM bv_audit._wal_apply($1, $2, $3)", 3,
-								types, args, NULL, false, 1);
+	ret = SPI_execute_with_args("SELECT applied, complete, records FROM bv_audit._wal_apply($1, $2, $3)",
+								3, types, args, NULL, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "bv_audit._wal_apply() failed: %s", SPI_result_code_string(ret));
 	applied = DatumGetLSN(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	complete = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	records = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	end_tx();
+
+	/*
+	 * A batch that wrote records stored its position with them (wait_for()
+	 * reads it there), and the next peek skips what it recorded: the slot
+	 * then only needs to follow every WAL_ADVANCE_MS, which saves a
+	 * transaction and a decoding pass per batch under a steady load.  A
+	 * batch that wrote nothing stored nothing, so the slot says how far it
+	 * got.
+	 */
+	clock = GetCurrentTimestamp();
+	if (records > 0 && complete && !TimestampDifferenceExceeds(last_advance, clock, WAL_ADVANCE_MS))
+	{
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return WAL_IDLE;
+	}
+	last_advance = clock;
 
 	advargs[0] = CStringGetTextDatum(BV_AUDIT_WAL_SLOT);
 	advargs[1] = LSNGetDatum(applied);
@@ -255,11 +358,23 @@ bv_audit_wal_worker_main(Datum main_arg)
 	volatile XLogRecPtr seen = InvalidXLogRecPtr;
 	volatile int failures = 0;
 	volatile TimestampTz stored = 0;
+	volatile TimestampTz snapped = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bv_audit_database, NULL, 0);
+	/*
+	 * Read committed whatever the cluster's default: each batch reads the
+	 * WAL-mode tables with a snapshot newer than its WAL position
+	 * (wal_decode.c), which a transaction snapshot would not be.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	if (wal_shared != NULL)
+	{
+		on_shmem_exit(wal_worker_detach, (Datum) 0);
+		pg_atomic_write_u32(&wal_shared->procno, (uint32) MyProc->pgprocno + 1);
+	}
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "bv_audit WAL worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
 
@@ -292,10 +407,15 @@ bv_audit_wal_worker_main(Datum main_arg)
 				 * A running-transactions record lets the next advance move
 				 * the slot's restart_lsn too (the bgwriter logs one only
 				 * every 15 s): each peek then decodes from a recent point
-				 * instead of re-reading seconds of WAL.
+				 * instead of re-reading the WAL since the last one, which
+				 * under a steady load cost more than the records (every
+				 * WAL_SNAPSHOT_MS, not once a second as in 0.4.0).
 				 */
-				if (force && now != seen)
+				if (now != seen && TimestampDifferenceExceeds(snapped, clock, WAL_SNAPSHOT_MS))
+				{
 					(void) LogStandbySnapshot();
+					snapped = clock;
+				}
 				/* After a failure, one transaction at a time. */
 				pass = apply_batch(failures > 0 ? 1 : wal_batch, force);
 				seen = now;
@@ -355,7 +475,15 @@ bv_audit_wal_worker_init(void)
 							NULL, NULL);
 	DefineCustomIntVariable("bv_audit.wal_batch", "Changes the bv_audit WAL worker reads per transaction at most.",
 							NULL, &wal_batch, 5000, 1, 1000000, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("bv_audit.wal_wakeup", "Whether writers of WAL-mode tables wake the bv_audit WAL worker at commit.",
+							 "On (the default), a change is recorded by the worker's next batch; off, at its next poll (bv_audit.wal_naptime_ms).",
+							 &wal_wakeup, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_audit");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wal_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wal_shmem_startup;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

@@ -148,11 +148,12 @@ $h->finish;
 $node->start;
 exact('immediate shutdown');
 
-# ---- the worker paused for a while (a long naptime) ----
-$node->append_conf('postgresql.conf', "bv_audit.wal_naptime_ms = 60000\n");
+# ---- the worker paused for a while (a long naptime, no wake-up at commit) ----
+$node->append_conf('postgresql.conf', "bv_audit.wal_naptime_ms = 60000\nbv_audit.wal_wakeup = off\n");
 $node->reload;
 # Once the worker has taken the setting, it sleeps: writes pile up.
 $node->poll_query_until($db, q{SELECT setting = '60000' FROM pg_settings WHERE name = 'bv_audit.wal_naptime_ms'});
+$node->poll_query_until($db, q{SELECT setting = 'off' FROM pg_settings WHERE name = 'bv_audit.wal_wakeup'});
 sleep 1;    # the worker's own pass after the reload ends in its long wait
 $h = writer(4000, 4499);
 $h->finish;
@@ -160,7 +161,7 @@ my $lag = q1(q{SELECT lag_bytes > 0 FROM bv_audit.wal_status()});
 is($lag, 't', 'while the worker sleeps, wal_status() shows the lag');
 is(q1(q{SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '1 second')}), 'f',
 	'wait_for() gives up after its timeout while the history lags');
-$node->append_conf('postgresql.conf', "bv_audit.wal_naptime_ms = 10\n");
+$node->append_conf('postgresql.conf', "bv_audit.wal_naptime_ms = 10\nbv_audit.wal_wakeup = on\n");
 $node->reload;    # wakes the worker (SIGHUP sets its latch)
 exact('a paused worker');
 is(q1(q{SELECT count(*) FROM bv_audit.wal_quarantine}), '0', 'nothing quarantined');

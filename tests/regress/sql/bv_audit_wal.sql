@@ -93,6 +93,23 @@ SELECT audit_op, id, qty FROM bv_audit.public__wl ORDER BY audit_id DESC LIMIT 1
 SELECT bv_audit.enable('public.wl') IS NOT NULL AS again;
 SELECT mode FROM bv_audit.tracked WHERE source_table = 'wl';
 
+-- Values are converted by their audit column's type (the C worker, ADR
+-- 0013 amendment): a bytea key (wal2json writes bare hex; 0.4.0 missed the
+-- key's last record, so the UPDATE named every column), a numeric whose
+-- scale changes (compared by stored value, as trigger mode compares), a
+-- jsonb document and an array.
+CREATE TABLE public.wl_types (k bytea PRIMARY KEY, n numeric, j jsonb, a int[], t text);
+INSERT INTO public.wl_types VALUES ('\x0102', 1.0, '{"x": [1, "two"]}', '{1,2}', E'quote " back \\ tab\t');
+SELECT bv_audit.enable('public.wl_types', mode => 'wal') IS NOT NULL AS enabled;
+UPDATE public.wl_types SET n = 1.00 WHERE k = '\x0102';
+UPDATE public.wl_types SET j = '"text"', a = '{3}' WHERE k = '\x0102';
+UPDATE public.wl_types SET k = '\xff' WHERE k = '\x0102';
+DELETE FROM public.wl_types WHERE k = '\xff';
+SELECT bv_audit.wait_for(pg_current_wal_insert_lsn());
+SELECT audit_op, audit_changed, k, n, j, a, t FROM bv_audit.public__wl_types ORDER BY audit_id;
+SELECT bv_audit.disable('public.wl_types') IS NOT NULL AS disabled;
+DROP TABLE public.wl_types;
+
 -- wait_for(): arguments and isolation.
 SELECT bv_audit.wait_for(NULL);
 SELECT bv_audit.wait_for('0/0', NULL);
