@@ -1,11 +1,19 @@
 /*
- * hnswvacuum.c: VACUUM of an hnsw index, in three passes over the pages.
+ * hnswvacuum.c: VACUUM of an hnsw index, in five passes over the pages.
  *
- * 1. Mark.  An element whose heap tuple VACUUM is removing is marked deleted
- *    and its heap TID cleared, in one generic WAL record per page.  Every
- *    deleted element, of this VACUUM or an earlier one, goes into a set.
- *    The heap TID is cleared before the heap's second pass frees the line
- *    pointer, so an element never points at a tuple that reuses the TID.
+ * 1. Mark.  An element whose heap tuple VACUUM is removing is marked
+ *    deleted (HNSW_DELETED) and its heap TID cleared, in one generic WAL
+ *    record per page.  Every deleted or free element, of this VACUUM or an
+ *    earlier one, goes into a set.  The heap TID is cleared before the
+ *    heap's second pass frees the line pointer, so an element never points
+ *    at a tuple that reuses the TID.
+ *
+ *    Then a barrier: the exclusive HNSW_UPDATE_LOCK, taken and released,
+ *    waits for the inserts in flight (each holds it in share mode from its
+ *    search to its last link, hnswinsert.c).  An insert that read an
+ *    element before it was marked has finished, and its links are there
+ *    for pass 2 to repair; a later insert sees the mark and never links to
+ *    the element.
  *
  * 2. Repair.  A live element whose neighbor list at some level names a
  *    deleted element gets a new list at that level, chosen with the insert's
@@ -31,11 +39,19 @@
  *    bounded (HNSW_BRIDGE_VISITS), so a cluster whose every path ran through
  *    a long stretch of deleted elements is found here.
  *
- * A deleted element keeps its own links (a scan that already holds its TID
- * still travels through it) and its space: the slot is not reused, REINDEX
- * compacts.  Inserts do not choose deleted elements as neighbors
- * (hnswinsert.c), so pass 2 has nothing left to repair after a VACUUM
- * unless an insert read an element just before pass 1 marked it.
+ * 5. Free.  After passes 1-4 no live element links to a deleted one (the
+ *    barrier keeps inserts from adding such links), so every deleted
+ *    element becomes free (HNSW_FREE): its lists are emptied, and inserts
+ *    may overwrite its slot with a new element (hnswinsert.c).  The
+ *    metapage's free_page points at the first page with a free slot.  Space
+ *    is thus reused, and a table with churn keeps its index size bounded.
+ *    A crash anywhere leaves a sound index: an element is freed only after
+ *    the repairs that removed the links to it are in the WAL, and a missed
+ *    hint only delays reuse to the next VACUUM.
+ *
+ * A scan that read a deleted element before it was freed may still expand
+ * it, or the new element that took its slot (hnswscan.c explains why that
+ * is harmless).
  *
  * amvacuumcleanup counts the live elements and pages.
  * Locking: one buffer lock at a time.  Memory: a context reset per page.
@@ -99,12 +115,18 @@ HnswMarkDeleted(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 			ItemPointerData tid;
 
 			ItemPointerSet(&tid, blk, off);
-			if (et->deleted)
+			if (et->deleted == HNSW_DELETED)
 			{
 				HnswTidSetAdd(dead, HnswTidKey(&tid));
 				(*ndead)++;
 				continue;
 			}
+			/*
+			 * A free slot is not in the set: nothing links to it, and an
+			 * insert may reuse it for a live element while this VACUUM runs.
+			 */
+			if (et->deleted == HNSW_FREE)
+				continue;
 			if (!callback(&et->heaptid, callback_state))
 			{
 				stats->num_index_tuples++;
@@ -294,7 +316,7 @@ RepairList(Relation index, const HnswDistance *hd, HnswTidSet *dead, RepairItem 
 	slots = HnswLevelSlots(et->m, item->lc);
 	chosen = palloc(sizeof(int) * slots);
 	rep = palloc0(sizeof(bool) * slots);
-	nchosen = HnswSelectNeighbors(hd, sorted, rc.n, slots, chosen);
+	nchosen = HnswSelectNeighbors(hd, item->vec, sorted, rc.n, slots, chosen);
 
 	/* one representative per deleted neighbor whose bridge was dropped */
 	for (int b = 0; b < nbridge; b++)
@@ -688,6 +710,69 @@ HnswReconnect(IndexVacuumInfo *info)
 	return links;
 }
 
+/* pass 5: deleted elements become free slots; the metapage learns the first page with one */
+static void
+HnswFreeDeleted(IndexVacuumInfo *info)
+{
+	Relation index = info->index;
+	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
+	BlockNumber first = 0;
+	Buffer buf;
+	GenericXLogState *state;
+	Page page;
+	HnswMetaPage meta;
+
+	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
+	{
+		bool any = false;
+
+		vacuum_delay_point();
+		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		page = BufferGetPage(buf);
+		state = NULL;
+		if (!PageIsNew(page))
+			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
+			{
+				HnswElementTuple et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
+
+				if (et->deleted == HNSW_LIVE)
+					continue;
+				any = true;
+				if (et->deleted == HNSW_FREE)
+					continue;
+				if (state == NULL)
+				{
+					state = GenericXLogStart(index);
+					page = GenericXLogRegisterBuffer(state, buf, 0);
+					et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
+				}
+				et->deleted = HNSW_FREE;
+				memset(HnswTupleCounts(et), 0, sizeof(uint16) * (et->level + 1));
+			}
+		if (state != NULL)
+			GenericXLogFinish(state);
+		UnlockReleaseBuffer(buf);
+		if (any && first == 0)
+			first = blk;
+	}
+
+	buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	page = GenericXLogRegisterBuffer(state, buf, 0);
+	meta = HnswPageGetMeta(page);
+	if (meta->free_page != first)
+	{
+		meta->free_page = first;
+		HnswMetaCover(page);
+		GenericXLogFinish(state);
+	}
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+}
+
 IndexBulkDeleteResult *
 hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 			   IndexBulkDeleteCallback callback, void *callback_state)
@@ -708,10 +793,14 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	HnswMarkDeleted(info, stats, callback, callback_state, dead, &ndead);
 	if (ndead > 0)
 	{
+		/* the barrier: inserts that may have read an element before it was marked end */
+		LockPage(info->index, HNSW_UPDATE_LOCK, ExclusiveLock);
+		UnlockPage(info->index, HNSW_UPDATE_LOCK, ExclusiveLock);
 		ItemPointerSetInvalid(&best);
 		HnswRepairGraph(info, dead, &best, &bestlevel);
 		HnswReplaceEntryPoint(info->index, dead, &best, bestlevel);
 		HnswReconnect(info);
+		HnswFreeDeleted(info);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
