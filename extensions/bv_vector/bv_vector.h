@@ -374,4 +374,7 @@ extern IndexBulkDeleteResult *hnswbulkdelete(IndexVacuumInfo *info,
 extern IndexBulkDeleteResult *hnswvacuumcleanup(IndexVacuumInfo *info,
 												IndexBulkDeleteResult *stats);
 
+/* hnswreconnect.c */
+extern int HnswReconnect(IndexVacuumInfo *info);
+
 #endif /* BV_VECTOR_H */

@@ -104,6 +104,12 @@ SELECT count(*) AS zero_query_rows FROM (SELECT id FROM twins ORDER BY v <=> '[0
 EXPLAIN (COSTS OFF) SELECT id FROM twins ORDER BY v <=> '[0,0,0]' LIMIT 5;
 RESET enable_seqscan;
 RESET enable_sort;
+-- a tiny vector is not a zero one: its cosine is defined (the float sums
+-- underflowed to 0 and answered 0 before; now they are redone in double)
+SELECT round(('[0,0,1e-30]'::vector <=> '[1,1,1]')::numeric, 6) AS cos_tiny,
+       round(('[1e-30,2e-30]'::vector <=> '[1e-30,2e-30]')::numeric, 6) AS cos_tiny_equal,
+       round(('[1e-30,0]'::vector <=> '[0,1e-30]')::numeric, 6) AS cos_tiny_orthogonal,
+       ('[0,0]'::vector <=> '[1,1]')::text AS cos_zero;
 -- the exact scan sorts them last (NaN)
 SELECT id, v <=> '[1,1,1]' AS d FROM twins WHERE id > 3000 ORDER BY v <=> '[1,1,1]', id LIMIT 3;
 -- L2 indexes zero vectors as any other
