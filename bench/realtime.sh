@@ -25,7 +25,7 @@
 # The bench raises bv_realtime.client_queue (a burst of MSGS messages per
 # subscriber must not count as a slow client), turns off
 # bv_realtime.max_connections_per_ip (every load connection comes from
-# 127.0.0.1) and sets a free gateway port;
+# 127.0.0.1) and max_connections_per_user (they share one token) and sets a free gateway port;
 # everything else is tools/bitvelocity.conf.
 #
 # Progress on stderr; one JSON line on stdout.  BENCH_SCALE=small: 1,000
@@ -63,7 +63,8 @@ GW_PORT=$(bv_free_port 18400)
 psql_q -c "ALTER SYSTEM SET bv_realtime.port = $GW_PORT" \
     -c "ALTER SYSTEM SET bv_realtime.client_queue = 1000000" \
     -c "ALTER SYSTEM SET bv_realtime.client_queue_bytes = '1GB'" \
-    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_ip = 0" >/dev/null
+    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_ip = 0" \
+    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_user = 0" >/dev/null
 "$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 >/dev/null
 for _ in $(seq 300); do
     [ "$(psql_q -c "SELECT state FROM bv_realtime.stats" 2>/dev/null)" = running ] && break
