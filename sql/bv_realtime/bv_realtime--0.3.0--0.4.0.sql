@@ -9,6 +9,7 @@
  *                          broadcast, the gateway calls the handler as the
  *                          client and replies with its result
  *   publish_handler()      the handler of a topic and event (as the client)
+ *   topic_matches()        a prefix pattern matches tokens without a sub
  *   stats                  more columns: user_refused, handler_calls,
  *                          handler_errors, handler_timeouts
  */
@@ -99,6 +100,22 @@ COMMENT ON FUNCTION bv_realtime.publish_handler(text) IS
 'The SQL handler that answers the current role''s client messages on topic (event in setting request.realtime.event): the handler of the first publish grant, by id, that has one and allows the message; NULL: the message is broadcast. When any grant that allows a message has a handler, the message goes to it, even if another grant would allow a broadcast. The gateway calls it once per connection, topic and event, with authorize().';
 
 GRANT EXECUTE ON FUNCTION bv_realtime.publish_handler(text) TO bv_anon;
+
+-- A prefix pattern without {sub} matched no token without a sub claim
+-- (replace(.., '{sub}', NULL) is NULL): anonymous clients could join exact
+-- topics only.  {sub} patterns still never match such tokens.
+CREATE OR REPLACE FUNCTION bv_realtime.topic_matches(pattern text, topic text, sub text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN pattern LIKE '%{sub}%' AND sub IS NULL THEN false
+        WHEN pattern LIKE '%*' THEN
+            pg_catalog.starts_with(topic, pg_catalog.replace(pg_catalog.left(pattern, -1), '{sub}', COALESCE(sub, '')))
+        ELSE topic = pg_catalog.replace(pattern, '{sub}', COALESCE(sub, ''))
+    END;
+$$;
 
 -- stats: 0.3.0's columns, then 0.4.0's (the same C function fills every shape)
 DROP VIEW bv_realtime.stats;
