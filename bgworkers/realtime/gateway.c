@@ -1545,12 +1545,18 @@ client_writable(Client *c)
 		return -1;
 	if (c->kind == CK_WS && c->ping_due)
 	{
-		unsigned char buf[LWS_PRE + 1];
+		/*
+		 * A ping with a payload: libwebsockets 4.1 does not hand the
+		 * gateway the pong of an empty ping (no LWS_CALLBACK_RECEIVE_PONG),
+		 * so every live client was closed for a ping timeout.
+		 */
+		unsigned char buf[LWS_PRE + 4];
 
+		memcpy(buf + LWS_PRE, "bvrt", 4);
 		c->ping_due = false;
 		c->ping_sent = true;
 		c->ping_sent_at = now;
-		if (lws_write(c->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+		if (lws_write(c->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0)
 			return -1;
 	}
 	while (c->qcount > 0 && budget-- > 0 && !lws_send_pipe_choked(c->wsi))
