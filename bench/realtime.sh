@@ -25,7 +25,7 @@
 # The bench raises bv_realtime.client_queue (a burst of MSGS messages per
 # subscriber must not count as a slow client), turns off
 # bv_realtime.max_connections_per_ip (every load connection comes from
-# 127.0.0.1) and sets a free gateway port;
+# 127.0.0.1) and max_connections_per_user (they share one token) and sets a free gateway port;
 # everything else is tools/bitvelocity.conf.
 #
 # Progress on stderr; one JSON line on stdout.  BENCH_SCALE=small: 1,000
@@ -63,7 +63,8 @@ GW_PORT=$(bv_free_port 18400)
 psql_q -c "ALTER SYSTEM SET bv_realtime.port = $GW_PORT" \
     -c "ALTER SYSTEM SET bv_realtime.client_queue = 1000000" \
     -c "ALTER SYSTEM SET bv_realtime.client_queue_bytes = '1GB'" \
-    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_ip = 0" >/dev/null
+    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_ip = 0" \
+    -c "ALTER SYSTEM SET bv_realtime.max_connections_per_user = 0" >/dev/null
 "$PGBIN/pg_ctl" restart -D "$OUT/cluster/data" -l "$OUT/cluster/server.log" -w -t 60 >/dev/null
 for _ in $(seq 300); do
     [ "$(psql_q -c "SELECT state FROM bv_realtime.stats" 2>/dev/null)" = running ] && break
@@ -86,7 +87,7 @@ WPID=$(psql_q -c "SELECT worker_pid FROM bv_realtime.stats")
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$WPID/status"; }
 RSS0=$(rss)
 say "(a) holding $IDLE idle connections"
-"$OUT/loadclient" 127.0.0.1 "$GW_PORT" "$PATH_Q" "$IDLE" idle 5 >"$OUT/idle.out" 2>"$OUT/idle.err" &
+"$OUT/loadclient" 127.0.0.1 "$GW_PORT" "$PATH_Q" "$IDLE" idle "${IDLE_HOLD:-5}" >"$OUT/idle.out" 2>"$OUT/idle.err" &
 LC=$!
 for _ in $(seq 1200); do grep -q '^connected' "$OUT/idle.out" && break; sleep 0.1; done
 RSS1=$(rss)
@@ -96,6 +97,8 @@ CONNS=${CONNS:-0}
 wait "$LC"
 RSS_PER=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$CONNS" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) / n : 0) }')
 say "(a) $CONNS connections: RSS $RSS0 kB -> $RSS1 kB, $RSS_PER kB per connection"
+say "(a) gateway: $(psql_q -c "SELECT format('connections_total=%s auth_failures=%s drops=%s ip_refused=%s', connections_total, auth_failures, drops, ip_refused) FROM bv_realtime.stats")"
+[ "${BENCH_ONLY:-}" = idle ] && { printf '{"bench":"realtime","connections":%s,"rss_kb_per_conn":%s}\n' "$CONNS" "$RSS_PER"; exit 0; }
 
 fanout_run() { # name subs expect path sender-command...
     local name=$1 subs=$2 expect=$3 path=$4

@@ -19,6 +19,14 @@
  * (received over the span from the first to the last receipt), p50_ms,
  * p99_ms.  Progress and errors on stderr.
  *
+ * Connecting: at most INFLIGHT handshakes (upgrade + the gateway's token
+ * check and join) are outstanding at once, as a real fleet of clients
+ * arrives spread out; opening all N at once made the single-threaded
+ * gateway answer the last ones after lws's client timeout, and a connect
+ * that failed at once (lws_client_connect_via_info() returning NULL) was
+ * neither retried nor counted, so the client waited for its deadline.
+ * Both are retried up to 5 times; progress goes to stderr every 5 s.
+ *
  * Memory: a fixed array of per-connection state and of latency samples
  * (at most 4M); everything single-threaded.
  */
@@ -49,6 +57,9 @@ static int fanout, ready_printed;
 static char **paths;
 static int npaths;
 static int *retry, nretry;
+static int nclosed_after_established;
+
+#define INFLIGHT 256 /* handshakes outstanding at once */
 
 static double
 now_s(void)
@@ -104,6 +115,17 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
 				break;
 			on_text((const char *) in, len);
 			break;
+		case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		{
+			static int shown;
+
+			/* the server's close code and reason: say why (the first few) */
+			if (len >= 2 && shown++ < 5)
+				fprintf(stderr, "loadclient: closed by the server: %d %.*s\n",
+						((unsigned char *) in)[0] << 8 | ((unsigned char *) in)[1], (int) len - 2,
+						(char *) in + 2);
+			break;
+		}
 		case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
 			nerrors++;
 			if (nerrors < 5)
@@ -117,7 +139,11 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
 				if (!c->established && c->attempts < 5)
 					retry[nretry++] = (int) (c - conns);
 				else
+				{
 					nclosed++;
+					if (c->established)
+						nclosed_after_established++;
+				}
 			}
 			break;
 		default:
@@ -197,30 +223,53 @@ main(int argc, char **argv)
 		return 1;
 	t0 = now_s();
 	deadline = t0 + 600;
-	while (now_s() < deadline)
 	{
-		/* connect a few at a time: the listen backlog is not the subject */
-		for (i = 0; (started < nconns || nretry > 0) && i < 50; i++)
-		{
-			struct lws_client_connect_info ci;
-			int k = nretry > 0 ? retry[--nretry] : started++;
+		double next_progress = t0 + 5;
 
-			memset(&ci, 0, sizeof(ci));
-			ci.context = ctx;
-			ci.address = host;
-			ci.port = port;
-			ci.path = npaths ? paths[k % npaths] : path;
-			ci.host = host;
-			ci.origin = host;
-			ci.protocol = NULL;
-			ci.opaque_user_data = &conns[k];
-			conns[k].closed = 0;
-			conns[k].attempts++;
-			conns[k].wsi = lws_client_connect_via_info(&ci);
+		while (now_s() < deadline)
+		{
+			/* connect a few at a time, with a bounded number of handshakes in flight */
+			for (i = 0; (started < nconns || nretry > 0) && i < 50 &&
+						(started - nretry) - nsubscribed - nclosed < INFLIGHT;
+				 i++)
+			{
+				struct lws_client_connect_info ci;
+				int k = nretry > 0 ? retry[--nretry] : started++;
+
+				memset(&ci, 0, sizeof(ci));
+				ci.context = ctx;
+				ci.address = host;
+				ci.port = port;
+				ci.path = npaths ? paths[k % npaths] : path;
+				ci.host = host;
+				ci.origin = host;
+				ci.protocol = NULL;
+				ci.opaque_user_data = &conns[k];
+				conns[k].closed = 0;
+				conns[k].attempts++;
+				conns[k].wsi = lws_client_connect_via_info(&ci);
+				if (conns[k].wsi == NULL)
+				{
+					/* failed at once (no descriptor, no port): retry, or give up */
+					conns[k].closed = 1;
+					nerrors++;
+					if (conns[k].attempts < 5)
+						retry[nretry++] = k;
+					else
+						nclosed++;
+					break;
+				}
+			}
+			lws_service(ctx, 0);
+			if (nsubscribed + nclosed >= nconns && started == nconns && nretry == 0)
+				break;
+			if (now_s() >= next_progress)
+			{
+				next_progress += 5;
+				fprintf(stderr, "loadclient: %.0f s: started %d, established %d, subscribed %d, closed %d (%d after the handshake), errors %d, retrying %d\n",
+						now_s() - t0, started, nestablished, nsubscribed, nclosed, nclosed_after_established, nerrors, nretry);
+			}
 		}
-		lws_service(ctx, 0);
-		if (nsubscribed + nclosed >= nconns && started == nconns && nretry == 0)
-			break;
 	}
 	if (!fanout)
 	{

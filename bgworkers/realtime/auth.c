@@ -219,7 +219,9 @@ typedef struct AuthzArgs
 	const char *topic;
 	const char *action;
 	const char *event; /* publish: the client message's event; NULL: none */
+	bool want_handler; /* publish: look up the topic's handler too */
 	bool allowed;
+	Oid handler;
 } AuthzArgs;
 
 static void
@@ -247,6 +249,22 @@ authorize_spi(void *p)
 	a->allowed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 											&isnull)) &&
 				 !isnull;
+	if (!a->allowed || !a->want_handler)
+		return;
+	/* 0.4.0's publish_handler(); absent while the extension is older */
+	if (SPI_execute("SELECT pg_catalog.to_regprocedure('bv_realtime.publish_handler(text)') IS NOT NULL",
+					true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return;
+	if (SPI_execute_with_args("SELECT bv_realtime.publish_handler($1)::oid", 1, types, args, NULL,
+							  true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not look up the topic's handler");
+	a->handler = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												&isnull));
+	if (isnull)
+		a->handler = InvalidOid;
 }
 
 /*
@@ -254,13 +272,15 @@ authorize_spi(void *p)
  *		May this identity do action on topic?  Runs bv_realtime.authorize()
  *		as the client's role; an error in the policy denies.  For a client
  *		message (publish) event is its event name, which the policy reads
- *		as setting request.realtime.event (empty otherwise).
+ *		as setting request.realtime.event (empty otherwise), and *handler (when
+ *		not NULL) receives the SQL handler that answers it (InvalidOid: the
+ *		message is broadcast).
  */
 bool
 rt_authorize(const RtIdentity *id, const char *topic, const char *action, const char *event,
-			 char *reason, size_t reasonlen)
+			 Oid *handler, char *reason, size_t reasonlen)
 {
-	AuthzArgs a = {id, topic, action, event, false};
+	AuthzArgs a = {id, topic, action, event, handler != NULL, false, InvalidOid};
 	char detail[RT_ERRLEN];
 
 	if (!rt_run_guarded(authorize_spi, &a, detail, sizeof(detail), NULL))
@@ -270,6 +290,8 @@ rt_authorize(const RtIdentity *id, const char *topic, const char *action, const 
 		strlcpy(reason, "authorization failed", reasonlen);
 		return false;
 	}
+	if (handler)
+		*handler = a.handler;
 	if (!a.allowed)
 	{
 		strlcpy(reason, "not allowed", reasonlen);

@@ -64,6 +64,8 @@ int rt_max_presence = 4096;
 int rt_client_msgs_per_s = 20;
 int rt_client_msgs_burst = 200;
 int rt_max_conns_per_ip = 2000;
+int rt_max_conns_per_user = 100;
+int rt_handler_timeout_ms = 1000;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -377,6 +379,17 @@ define_settings(void)
 							"More are refused: SSE with HTTP 429, WebSocket with close code 1008.",
 							&rt_max_conns_per_ip, 2000, 0, 1000000, PGC_SIGHUP, 0, NULL, NULL,
 							NULL);
+	DefineCustomIntVariable("bv_realtime.max_connections_per_user",
+							"Most WebSocket and SSE connections of one user (the token's sub claim); 0: no limit.",
+							"More are refused: SSE with HTTP 429, WebSocket with close code 1008. "
+							"Tokens without a sub claim count for no user.",
+							&rt_max_conns_per_user, 100, 0, 1000000, PGC_SIGHUP, 0, NULL, NULL,
+							NULL);
+	DefineCustomIntVariable("bv_realtime.handler_timeout",
+							"Statement timeout of one SQL handler call (client messages on a topic with a handler).",
+							"The gateway is single-threaded: a handler delays every delivery for its duration.",
+							&rt_handler_timeout_ms, 1000, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL,
+							NULL, NULL);
 	MarkGUCPrefixReserved("bv_realtime");
 }
 

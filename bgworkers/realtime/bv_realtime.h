@@ -45,7 +45,7 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
-#define BV_REALTIME_VERSION "0.3.0"
+#define BV_REALTIME_VERSION "0.4.0"
 
 /* Prefix of the logical decoding messages that bv_realtime.send() writes. */
 #define RT_MSG_PREFIX "bv_realtime"
@@ -92,6 +92,11 @@ typedef enum RtCounter
 	RT_C_RATE_LIMITED = RT_C_V2_COUNTERS, /* client messages refused over the rate limit */
 	RT_C_RATE_LIMIT_CLOSES,               /* connections closed for flooding */
 	RT_C_IP_REFUSED,                      /* connections refused by max_connections_per_ip */
+	RT_C_V3_COUNTERS,                     /* 0.3.0's end here; 0.4.0's below */
+	RT_C_USER_REFUSED = RT_C_V3_COUNTERS, /* connections refused by max_connections_per_user */
+	RT_C_HANDLER_CALLS,                   /* client messages handed to an SQL handler */
+	RT_C_HANDLER_ERRORS,                  /* handler calls answered with an error status */
+	RT_C_HANDLER_TIMEOUTS,                /* handler calls cancelled by handler_timeout */
 	RT_NCOUNTERS
 } RtCounter;
 
@@ -136,6 +141,8 @@ extern int rt_max_presence;
 extern int rt_client_msgs_per_s;
 extern int rt_client_msgs_burst;
 extern int rt_max_conns_per_ip;
+extern int rt_max_conns_per_user;
+extern int rt_handler_timeout_ms;
 
 extern void rt_set_state(const char *state);
 extern void rt_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
@@ -332,11 +339,23 @@ extern void rt_rls_visible(const char *role, const char *claims, RtRel *rel, RtE
 extern void rt_identity_free(RtIdentity *id);
 extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, size_t reasonlen);
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
-						 const char *event,
-						 char *reason, size_t reasonlen);
+						 const char *event, Oid *handler, char *reason, size_t reasonlen);
 extern List *rt_revoked_since(TimestampTz *since);
 extern bool rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen,
 						   int *sqlerrcode);
+
+/* handler.c: client messages answered by an SQL handler */
+typedef struct RtHandlerResult
+{
+	int status;   /* HTTP-like: 200, 4xx, 500, 504 */
+	char *result; /* 200: the handler's jsonb as text (palloc'd); NULL: SQL null */
+	char sqlstate[6];
+	char *message; /* errors: fit for the client (palloc'd) */
+	char *hint;    /* errors: NULL when none (palloc'd) */
+} RtHandlerResult;
+extern void rt_handler_call(const RtIdentity *id, Oid handler, const char *topic,
+							const char *event, const char *payload, RtHandlerResult *res);
+extern int rt_handler_status(int sqlerrcode);
 
 /* gateway.c */
 extern bool rt_gateway_start(char **err);

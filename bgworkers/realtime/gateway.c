@@ -59,6 +59,7 @@
 
 #include <libwebsockets.h>
 
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -152,6 +153,8 @@ typedef struct Client
 	TimestampTz rl_at;               /* when rl_tokens was last refilled */
 	int rl_strikes;                  /* messages refused in a row */
 	char peer[INET6_ADDRSTRLEN + 8]; /* counted in peers while counted */
+	struct UserEntry *user;          /* counted in users (its token's sub); NULL: not */
+									 /* handler replies (client messages routed to an SQL handler) */
 } Client;
 
 /* Connections per client address (bv_realtime.max_connections_per_ip). */
@@ -161,12 +164,26 @@ typedef struct PeerEntry
 	int n;
 } PeerEntry;
 
+/*
+ * Connections per user (bv_realtime.max_connections_per_user): keyed by the
+ * token's sub claim, "=<sub>" when it is at most RT_PRESENCE_KEY bytes,
+ * else "#<64-bit hash of it, hex>:<length>".  Entries stay where dynahash
+ * put them, so a Client points at its own.
+ */
+#define RT_USER_KEY_LEN (RT_PRESENCE_KEY + 2)
+typedef struct UserEntry
+{
+	char key[RT_USER_KEY_LEN]; /* hash key */
+	int n;
+} UserEntry;
+
 /* A cached authorization of one action on one topic (malloc'd). */
 typedef struct Grant
 {
 	struct Grant *next;
 	char action[16];
 	bool ok;
+	Oid handler; /* publish: the SQL handler of the topic and event; InvalidOid: broadcast */
 	char topic[FLEXIBLE_ARRAY_MEMBER];
 } Grant;
 
@@ -174,6 +191,7 @@ static struct lws_context *ctx = NULL;
 static int epfd = -1;
 static HTAB *topics = NULL;
 static HTAB *peers = NULL;
+static HTAB *users = NULL;
 static dlist_head all_clients = DLIST_STATIC_INIT(all_clients);
 static TimestampTz last_lws_timers = 0;
 static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
@@ -575,7 +593,7 @@ join(Client *c, const char *topic, const char *filter, const char *events, char 
 			return false;
 		}
 	}
-	else if (!rt_authorize(&c->id, topic, "subscribe", NULL, reason, reasonlen))
+	else if (!rt_authorize(&c->id, topic, "subscribe", NULL, NULL, reason, reasonlen))
 	{
 		rt_count(RT_C_JOINS_DENIED, 1);
 		return false;
@@ -682,15 +700,17 @@ client_key(Client *c)
  * May c do action (publish, presence) on topic?  Decided once per
  * connection (and, for publish, per event name: the policy sees it as
  * request.realtime.event) by bv_realtime.authorize() under its role, then
- * cached.  The cache key is "topic" or "topic event" (names have no
+ * cached with, for publish, the topic's SQL handler (*handler; InvalidOid:
+ * broadcast).  The cache key is "topic" or "topic event" (names have no
  * spaces).
  */
 static bool
-client_may(Client *c, const char *topic, const char *action, const char *event, char *reason,
-		   size_t reasonlen)
+client_may(Client *c, const char *topic, const char *action, const char *event, Oid *handler,
+		   char *reason, size_t reasonlen)
 {
 	Grant *g;
 	bool ok;
+	Oid h = InvalidOid;
 	char key[RT_TOPIC_MAX + RT_EVENT_MAX + 2];
 
 	snprintf(key, sizeof(key), "%s%s%s", topic, event ? " " : "", event ? event : "");
@@ -699,9 +719,13 @@ client_may(Client *c, const char *topic, const char *action, const char *event, 
 		{
 			if (!g->ok)
 				strlcpy(reason, "not allowed", reasonlen);
+			if (handler)
+				*handler = g->handler;
 			return g->ok;
 		}
-	ok = rt_authorize(&c->id, topic, action, event, reason, reasonlen);
+	ok = rt_authorize(&c->id, topic, action, event, handler ? &h : NULL, reason, reasonlen);
+	if (handler)
+		*handler = h;
 	if (!ok)
 		rt_count(RT_C_JOINS_DENIED, 1);
 	if (c->ngrants < 2 * rt_max_subscriptions &&
@@ -710,6 +734,7 @@ client_may(Client *c, const char *topic, const char *action, const char *event, 
 		strlcpy(g->action, action, sizeof(g->action));
 		strcpy(g->topic, key);
 		g->ok = ok;
+		g->handler = h;
 		g->next = c->grants;
 		c->grants = g;
 		c->ngrants++;
@@ -785,8 +810,56 @@ client_topic_ok(Client *c, const char *topic)
 }
 
 /*
+ * The client's "ref" of a message, as raw JSON to echo in the reply: a
+ * string or a number of at most 100 bytes; "null" otherwise.
+ */
+static const char *
+client_ref(const char *text)
+{
+	char *ref = rt_json_raw_field(text, "ref");
+
+	if (ref == NULL || strlen(ref) > 100 ||
+		!(ref[0] == '"' || ref[0] == '-' || (ref[0] >= '0' && ref[0] <= '9')))
+		return "null";
+	return ref;
+}
+
+/*
+ * A client message on a topic with an SQL handler: call it (handler.c) and
+ * answer {"type":"reply","ref":..,"status":200,"result":..} or
+ * {"type":"reply","ref":..,"status":4xx/5xx,"error":{"code","message","hint"}}.
+ */
+static void
+client_handle(Client *c, const char *text, const char *topic, const char *event, Oid handler)
+{
+	RtHandlerResult res;
+	StringInfoData j;
+	char *payload = rt_json_raw_field(text, "payload");
+
+	rt_handler_call(&c->id, handler, topic, event, payload, &res);
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"type\":\"reply\",\"topic\":\"%s\",\"event\":\"%s\",\"ref\":%s,\"status\":%d,",
+					 topic, event, client_ref(text), res.status);
+	if (res.status == 200)
+		appendStringInfo(&j, "\"result\":%s}", res.result ? res.result : "null");
+	else
+	{
+		appendStringInfo(&j, "\"error\":{\"code\":\"%s\",\"message\":", res.sqlstate);
+		escape_json(&j, res.message ? res.message : "request refused");
+		if (res.hint)
+		{
+			appendStringInfoString(&j, ",\"hint\":");
+			escape_json(&j, res.hint);
+		}
+		appendStringInfoString(&j, "}}");
+	}
+	send_control(c, NULL, j.data);
+}
+
+/*
  * {"type":"broadcast","topic":..,"event":..,"payload":..}: relayed to the
- * topic's other subscribers, not stored, no position.
+ * topic's other subscribers, not stored, no position; or, when the topic's
+ * publish grant for the event names a handler, answered by the handler.
  */
 static void
 client_broadcast(Client *c, const char *text, const char *topic)
@@ -796,6 +869,7 @@ client_broadcast(Client *c, const char *text, const char *topic)
 	JsonTokenType t;
 	StringInfoData j;
 	RtMsg *m;
+	Oid handler = InvalidOid;
 
 	if (!client_topic_ok(c, topic))
 		return;
@@ -805,9 +879,25 @@ client_broadcast(Client *c, const char *text, const char *topic)
 		reply_error(c, topic, "event: 1-100 bytes of printable ASCII");
 		return;
 	}
-	if (!client_may(c, topic, "publish", event, reason, sizeof(reason)))
+	if (!client_may(c, topic, "publish", event, &handler, reason, sizeof(reason)))
 	{
-		reply_error(c, topic, reason);
+		if (rt_json_raw_field(text, "ref") != NULL)
+		{
+			/* a request (it has a ref): a reply the client can match */
+			initStringInfo(&j);
+			appendStringInfo(&j, "{\"type\":\"reply\",\"topic\":\"%s\",\"event\":\"%s\",\"ref\":%s,"
+								 "\"status\":403,\"error\":{\"code\":\"42501\",\"message\":\"%s\","
+								 "\"hint\":\"Join the topic first, or ask for access.\"}}",
+							 topic, event, client_ref(text), json_safe(reason));
+			send_control(c, NULL, j.data);
+		}
+		else
+			reply_error(c, topic, reason);
+		return;
+	}
+	if (OidIsValid(handler))
+	{
+		client_handle(c, text, topic, event, handler);
 		return;
 	}
 	payload = rt_json_raw_field(text, "payload");
@@ -859,7 +949,7 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 		reply_error(c, topic, "state over 512 bytes");
 		return;
 	}
-	if (!client_may(c, topic, "presence", NULL, reason, sizeof(reason)))
+	if (!client_may(c, topic, "presence", NULL, NULL, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
 		return;
@@ -937,6 +1027,66 @@ peer_release(Client *c)
 	if (e != NULL && --e->n <= 0)
 		hash_search(peers, c->peer, HASH_REMOVE, NULL);
 }
+
+/* The users-table key of a sub claim (see UserEntry). */
+static void
+user_key(const char *subject, char *key)
+{
+	size_t len = strlen(subject);
+
+	memset(key, 0, RT_USER_KEY_LEN);
+	if (len <= RT_PRESENCE_KEY)
+		snprintf(key, RT_USER_KEY_LEN, "=%s", subject);
+	else
+		snprintf(key, RT_USER_KEY_LEN, "#%016llx:%zu",
+				 (unsigned long long) DatumGetUInt64(
+					 hash_bytes_extended((const unsigned char *) subject, (int) len, 0)),
+				 len);
+}
+
+/*
+ * Count c as one more connection of its user (the sub of id), unless that
+ * would pass bv_realtime.max_connections_per_user (then false, counted as
+ * refused).  A token without a sub claim counts for no user (the per
+ * address limit still applies).  Counted whatever the setting, so that
+ * turning the limit on with a reload sees the connections already open.
+ */
+static bool
+user_acquire(Client *c, const RtIdentity *id)
+{
+	char key[RT_USER_KEY_LEN];
+	UserEntry *e;
+	bool found;
+
+	if (c->user != NULL || id->subject == NULL || users == NULL)
+		return true;
+	user_key(id->subject, key);
+	e = hash_search(users, key, HASH_ENTER, &found);
+	if (!found)
+		e->n = 0;
+	if (rt_max_conns_per_user > 0 && e->n >= rt_max_conns_per_user)
+	{
+		if (e->n == 0)
+			hash_search(users, key, HASH_REMOVE, NULL);
+		rt_count(RT_C_USER_REFUSED, 1);
+		return false;
+	}
+	e->n++;
+	c->user = e;
+	return true;
+}
+
+static void
+user_release(Client *c)
+{
+	if (c->user == NULL || users == NULL)
+		return;
+	if (--c->user->n <= 0)
+		hash_search(users, c->user->key, HASH_REMOVE, NULL);
+	c->user = NULL;
+}
+
+#define RT_USER_LIMIT_REASON "too many connections for this user (bv_realtime.max_connections_per_user)"
 
 /*
  * May c send one more message (bv_realtime.client_messages_per_second,
@@ -1026,6 +1176,7 @@ client_end(Client *c)
 	c->rx = NULL;
 	rt_identity_free(&c->id);
 	peer_release(c);
+	user_release(c);
 	dlist_delete(&c->all_node);
 	pg_atomic_fetch_sub_u32(&rt_shared->connections, 1);
 	pg_atomic_fetch_sub_u32(c->kind == CK_WS ? &rt_shared->ws_connections
@@ -1145,6 +1296,11 @@ sse_start(struct lws *wsi, Client *c)
 		rt_identity_free(&c->id);
 		return http_error(wsi, 400, "topics=... is required");
 	}
+	if (!user_acquire(c, &c->id))
+	{
+		rt_identity_free(&c->id);
+		return http_error(wsi, 429, RT_USER_LIMIT_REASON);
+	}
 	client_start(c, wsi, CK_SSE);
 	for (tok = strtok_r(topics_arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 	{
@@ -1211,6 +1367,13 @@ ws_auth(Client *c, const char *token)
 	{
 		rt_identity_free(&id);
 		client_close(c, 4001, "a refreshed token must keep the sub");
+		return false;
+	}
+	/* the first token counts the connection for its user; a refresh keeps the same */
+	if (!c->authed && !user_acquire(c, &id))
+	{
+		rt_identity_free(&id);
+		client_close(c, 1008, RT_USER_LIMIT_REASON);
 		return false;
 	}
 	rt_identity_free(&c->id);
@@ -1382,12 +1545,18 @@ client_writable(Client *c)
 		return -1;
 	if (c->kind == CK_WS && c->ping_due)
 	{
-		unsigned char buf[LWS_PRE + 1];
+		/*
+		 * A ping with a payload: libwebsockets 4.1 does not hand the
+		 * gateway the pong of an empty ping (no LWS_CALLBACK_RECEIVE_PONG),
+		 * so every live client was closed for a ping timeout.
+		 */
+		unsigned char buf[LWS_PRE + 4];
 
+		memcpy(buf + LWS_PRE, "bvrt", 4);
 		c->ping_due = false;
 		c->ping_sent = true;
 		c->ping_sent_at = now;
-		if (lws_write(c->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+		if (lws_write(c->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0)
 			return -1;
 	}
 	while (c->qcount > 0 && budget-- > 0 && !lws_send_pipe_choked(c->wsi))
@@ -1616,6 +1785,15 @@ rt_gateway_start(char **err)
 		peers = hash_create("bv_realtime peers", 256, &hctl,
 							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	}
+	if (users == NULL)
+	{
+		memset(&hctl, 0, sizeof(hctl));
+		hctl.keysize = RT_USER_KEY_LEN;
+		hctl.entrysize = sizeof(UserEntry);
+		hctl.hcxt = TopMemoryContext;
+		users = hash_create("bv_realtime users", 1024, &hctl,
+							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 	{
@@ -1676,6 +1854,9 @@ rt_gateway_stop(void)
 	if (peers)
 		hash_destroy(peers);
 	peers = NULL;
+	if (users)
+		hash_destroy(users);
+	users = NULL;
 	if (rt_shared)
 	{
 		pg_atomic_write_u32(&rt_shared->connections, 0);

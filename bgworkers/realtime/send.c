@@ -231,7 +231,11 @@ bv_realtime_stats(PG_FUNCTION_ARGS)
 	}
 	/* 0.3.0's columns: rate limits */
 	if (tupdesc->natts > n)
-		for (i = RT_C_V2_COUNTERS; i < RT_NCOUNTERS; i++)
+		for (i = RT_C_V2_COUNTERS; i < RT_C_V3_COUNTERS; i++)
+			values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
+	/* 0.4.0's columns: per-user limit, handlers */
+	if (tupdesc->natts > n)
+		for (i = RT_C_V3_COUNTERS; i < RT_NCOUNTERS; i++)
 			values[n++] = Int64GetDatum((int64) pg_atomic_read_u64(&rt_shared->counters[i]));
 	if (n != tupdesc->natts)
 		elog(ERROR, "bv_realtime.stats() has %d columns, the library fills %d", tupdesc->natts, n);

@@ -19,7 +19,10 @@ my $node = BvTest::new_node('rtscale', extra_conf => "bv_realtime.keepalive = 12
 BvTest::create_suite_db($node);
 my $rt = BvRealtime->new($node);
 $rt->sql(q{INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee) VALUES ('many:*', 'subscribe', 'bv_user')});
-my $tok = $rt->token(role => 'bv_user', sub => 'm');
+# One token for every connection: without a sub claim, so that the per-user
+# limit (bv_realtime.max_connections_per_user, default 100; tested in
+# bv_realtime_user_limit) does not apply; 1,000 users would be 1,000 subs.
+my $tok = $rt->token(role => 'bv_user');
 
 # ---- 1,000 concurrent connections ----
 my $N = 1000;
