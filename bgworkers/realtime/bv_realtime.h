@@ -64,7 +64,7 @@
 #define RT_FILTER_MAX     512      /* bytes of a table subscription's filter */
 #define RT_FILTER_CONDS   8        /* conditions in one filter (joined by &) */
 #define RT_PRESENCE_STATE 512      /* bytes of one presence state (JSON) */
-#define RT_PRESENCE_KEY   64       /* bytes of a presence key (the sub claim) */
+#define RT_PRESENCE_KEY   256      /* bytes of a presence key (the sub claim; chat ids: 200 characters) */
 #define RT_TABLE_PREFIX   "table:" /* topic of a table's changes: table:<schema>.<name> */
 
 /* Counters in shared memory (stats view), indexes into RtShared.counters. */

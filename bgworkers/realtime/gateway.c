@@ -689,11 +689,29 @@ topic_send(const char *topic, RtMsg *m, Client *except)
 	msg_unref(m);
 }
 
-/* The presence key of a client: its token's sub, else its role. */
+/*
+ * The presence key of a client: its token's sub, else (no sub claim) its
+ * role.  A sub over RT_PRESENCE_KEY bytes has no key: presence refuses it
+ * rather than file it under the role, shared with every other such client.
+ */
 static const char *
 client_key(Client *c)
 {
 	return c->id.sub[0] ? c->id.sub : c->id.role;
+}
+
+/* Whether the client's sub claim is too long to be a presence key. */
+static bool
+client_sub_too_long(Client *c)
+{
+	return c->id.sub[0] == '\0' && c->id.subject != NULL;
+}
+
+/* Who a client message is from: the whole sub claim, else the role. */
+static const char *
+client_from(Client *c)
+{
+	return c->id.subject != NULL ? c->id.subject : c->id.role;
 }
 
 /*
@@ -904,7 +922,7 @@ client_broadcast(Client *c, const char *text, const char *topic)
 	initStringInfo(&j);
 	appendStringInfo(&j, "{\"type\":\"message\",\"topic\":\"%s\",\"event\":\"%s\",\"from\":", topic,
 					 event);
-	escape_json(&j, client_key(c));
+	escape_json(&j, client_from(c));
 	appendStringInfo(&j, ",\"payload\":%s}", payload ? payload : "null");
 	m = msg_control(event, j.data);
 	pfree(j.data);
@@ -952,6 +970,11 @@ client_presence(Client *c, const char *text, const char *topic, bool track)
 	if (!client_may(c, topic, "presence", NULL, NULL, reason, sizeof(reason)))
 	{
 		reply_error(c, topic, reason);
+		return;
+	}
+	if (client_sub_too_long(c))
+	{
+		reply_error(c, topic, "presence needs a sub claim of at most 256 bytes");
 		return;
 	}
 	if (!rt_presence_set(c->conn_id, topic, client_key(c), state, rt_max_subscriptions, &joined,

@@ -9,7 +9,9 @@
  *                          broadcast, the gateway calls the handler as the
  *                          client and replies with its result
  *   publish_handler()      the handler of a topic and event (as the client)
- *   topic_matches()        a prefix pattern matches tokens without a sub
+ *   topic_matches()        a prefix pattern matches tokens without a sub;
+ *                          {sub} before a final * ends at ':' or the end,
+ *                          an empty sub matches no {sub} pattern
  *   stats                  more columns: user_refused, handler_calls,
  *                          handler_errors, handler_timeouts
  */
@@ -109,13 +111,23 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- A missing or empty sub matches no pattern naming {sub}.  A sub put in
+    -- place of {sub} right before the final * ends at the end of the topic
+    -- or at a ':' (red-team 5b: under 'inbox:{sub}*' a user "al" matched
+    -- inbox:alice, and an empty sub every inbox).
     SELECT CASE
-        WHEN pattern LIKE '%{sub}%' AND sub IS NULL THEN false
+        WHEN pattern LIKE '%{sub}%' AND (sub IS NULL OR sub = '') THEN false
+        WHEN pattern LIKE '%{sub}*' THEN
+            topic = pg_catalog.replace(pg_catalog.left(pattern, -1), '{sub}', sub)
+            OR pg_catalog.starts_with(topic, pg_catalog.replace(pg_catalog.left(pattern, -1), '{sub}', sub) || ':')
         WHEN pattern LIKE '%*' THEN
             pg_catalog.starts_with(topic, pg_catalog.replace(pg_catalog.left(pattern, -1), '{sub}', COALESCE(sub, '')))
         ELSE topic = pg_catalog.replace(pattern, '{sub}', COALESCE(sub, ''))
     END;
 $$;
+
+COMMENT ON FUNCTION bv_realtime.topic_matches(text, text, text) IS
+'Whether a topic_grants pattern matches topic for a token whose sub claim is sub. A sub put in place of {sub} right before the final * must be followed by the end of the topic or by ":" ("inbox:{sub}*" gives alice inbox:alice and inbox:alice:..., never inbox:alicex to a user "al"); a missing or empty sub matches no pattern with {sub}; patterns without {sub} match tokens without a sub too.';
 
 -- stats: 0.3.0's columns, then 0.4.0's (the same C function fills every shape)
 DROP VIEW bv_realtime.stats;
