@@ -446,6 +446,12 @@ vector_recv(PG_FUNCTION_ARGS)
 	int16 unused;
 	Vector *result;
 
+	if (buf->len - buf->cursor < (int) (2 * sizeof(int16)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid binary vector: %d bytes where the header needs 4",
+						buf->len - buf->cursor),
+				 errhint("Send int16 dimensions, int16 zero, then the float4 values.")));
 	dim = pq_getmsgint(buf, sizeof(int16));
 	unused = pq_getmsgint(buf, sizeof(int16));
 	CheckDims(dim);
