@@ -34,12 +34,44 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "bv_realtime.h"
+
+/*
+ * rt_role_lock
+ *		After switching to a client's role: refuse SET ROLE, RESET ROLE and
+ *		SET SESSION AUTHORIZATION for the rest of the transaction, as inside
+ *		a SECURITY DEFINER function.  The worker's session user is the
+ *		bootstrap superuser, so code that runs as the client (a grant's
+ *		check function or handler, a table's RLS policy, written by other
+ *		roles than the client) could otherwise RESET ROLE and act as the
+ *		superuser.  An abort restores the context (AbortTransaction);
+ *		rt_role_unlock() before a commit, which resets the role.
+ */
+void
+rt_role_lock(void)
+{
+	Oid user;
+	int sec;
+
+	GetUserIdAndSecContext(&user, &sec);
+	SetUserIdAndSecContext(user, sec | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+rt_role_unlock(void)
+{
+	Oid user;
+	int sec;
+
+	GetUserIdAndSecContext(&user, &sec);
+	SetUserIdAndSecContext(user, sec & ~SECURITY_LOCAL_USERID_CHANGE);
+}
 
 /*
  * rt_run_guarded
@@ -59,6 +91,7 @@ rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen, in
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		fn(arg);
+		rt_role_unlock();
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
@@ -240,6 +273,7 @@ authorize_spi(void *p)
 							  "pg_catalog.set_config('request.realtime.event', $3, true)",
 							  3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not switch role");
+	rt_role_lock();
 	args[0] = CStringGetTextDatum(a->topic);
 	args[1] = CStringGetTextDatum(a->action);
 	if (SPI_execute_with_args("SELECT bv_realtime.authorize($1, $2)", 2, types, args, NULL, true,

@@ -341,6 +341,8 @@ extern bool rt_authenticate(const char *token, RtIdentity *id, char *reason, siz
 extern bool rt_authorize(const RtIdentity *id, const char *topic, const char *action,
 						 const char *event, Oid *handler, char *reason, size_t reasonlen);
 extern List *rt_revoked_since(TimestampTz *since);
+extern void rt_role_lock(void);
+extern void rt_role_unlock(void);
 extern bool rt_run_guarded(void (*fn)(void *), void *arg, char *detail, size_t detaillen,
 						   int *sqlerrcode);
 

@@ -599,6 +599,7 @@ table_authorize_spi(void *p)
 							  "pg_catalog.set_config('request.jwt.claims', $2, true)",
 							  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not switch role");
+	rt_role_lock();
 	args[0] = CStringGetTextDatum(a->nspname);
 	args[1] = CStringGetTextDatum(a->relname);
 	args[2] = PointerGetDatum(construct_array(cols, a->f->nconds, TEXTOID, -1, false, TYPALIGN_INT));
@@ -754,6 +755,7 @@ visible_spi(void *p)
 							  "pg_catalog.set_config('request.jwt.claims', $2, true)",
 							  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not switch role");
+	rt_role_lock();
 	if (table_open_to_role(a->rel->relid, &privileged) || !privileged)
 	{
 		/* no RLS: every row (deletes too); no privilege: none */

@@ -105,6 +105,7 @@ call_spi(void *p)
 							  "pg_catalog.set_config('request.realtime.event', $3, true)",
 							  3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not switch role");
+	rt_role_lock();
 	nsp = get_namespace_name(get_func_namespace(a->handler));
 	name = get_func_name(a->handler);
 	if (nsp == NULL || name == NULL)
@@ -149,6 +150,7 @@ rt_handler_call(const RtIdentity *id, Oid handler, const char *topic, const char
 		enable_timeout_after(STATEMENT_TIMEOUT, rt_handler_timeout_ms);
 		call_spi(&a);
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		rt_role_unlock();
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
