@@ -1,0 +1,99 @@
+# Red-team round 6b (bv_audit, WAL mode): does every record name the actor
+# of the statement that wrote it, however the row reached the table?
+# Findings are TODO checks (they assert the promise of docs/bv_audit.md,
+# "Each record names the actor ..."); promises that held are plain checks.
+#
+# Finding 1: a WAL-mode partition written through its partitioned parent.
+#   enable() accepts a partition (docs: "enable each partition"), and
+#   trigger mode records such writes with the writer's actor.  In WAL mode
+#   the context message is emitted only when the statement's *opened*
+#   result relations carry the marker trigger (wal_context.c,
+#   writes_wal_table()), and INSERT (or COPY FROM, or INSERT ... ON
+#   CONFLICT) into the parent opens the leaf partition only while routing
+#   the first row, after ExecutorStart.  No message: the rows are recorded
+#   with the actor of an earlier statement of the transaction, or
+#   'unknown' when there is none.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use BvTest;
+
+my $node = BvTest::new_node('red6bwal', extra_conf => "bv_audit.wal_mode = on\n");
+BvTest::create_suite_db($node);
+my $db = 'bitvelocity';
+sub sql { return $node->safe_psql($db, $_[0]); }
+
+$node->poll_query_until($db, q{SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = 'bv_audit_wal'})
+  or die 'no slot';
+
+sub caught_up
+{
+	die 'the WAL worker did not catch up'
+	  unless sql(q{SELECT bv_audit.wait_for(pg_current_wal_insert_lsn(), '120 seconds')}) eq 't';
+	return;
+}
+
+# "op:id:actor" of the records of an audit table, in audit_id order.
+sub records
+{
+	my ($audit, $where) = @_;
+	$where //= 'true';
+	return sql(qq{SELECT coalesce(string_agg(audit_op || ':' || id || ':' || audit_actor, ' ' ORDER BY audit_id), '')
+		FROM bv_audit.$audit WHERE audit_op <> 'S' AND $where});
+}
+
+# The same partitioned table twice: partitions in WAL mode and, as the
+# control, in trigger mode.
+for my $mode (qw(wal trigger))
+{
+	sql(qq{
+CREATE TABLE public.p_$mode (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+CREATE TABLE public.p_${mode}_1 PARTITION OF public.p_$mode FOR VALUES IN (1);
+CREATE TABLE public.p_${mode}_2 PARTITION OF public.p_$mode FOR VALUES IN (2);
+SELECT bv_audit.enable('public.p_${mode}_1', mode => '$mode');
+SELECT bv_audit.enable('public.p_${mode}_2', mode => '$mode');
+});
+}
+is(sql(q{SELECT string_agg(source_table || ':' || mode, ' ' ORDER BY source_table) FROM bv_audit.tracked WHERE source_table LIKE 'p\_%'}),
+	'p_trigger_1:trigger p_trigger_2:trigger p_wal_1:wal p_wal_2:wal', 'enable() tracks each partition in its mode');
+
+for my $mode (qw(wal trigger))
+{
+	sql(qq{
+BEGIN; SELECT bv.set_actor('alice'); INSERT INTO public.p_$mode VALUES (1, 1, 'a'); COMMIT;
+BEGIN; SELECT bv.set_actor('alice'); INSERT INTO public.p_${mode}_1 VALUES (2, 1, 'x');
+       SELECT bv.set_actor('bob');   INSERT INTO public.p_$mode VALUES (3, 1, 'b'); COMMIT;
+BEGIN; SELECT bv.set_actor('carol');
+COPY public.p_$mode FROM stdin;
+4	1	c
+\\.
+COMMIT;
+BEGIN; SELECT bv.set_actor('dave'); INSERT INTO public.p_$mode VALUES (1, 1, 'd') ON CONFLICT (id, k) DO UPDATE SET v = excluded.v; COMMIT;
+BEGIN; SELECT bv.set_actor('erin'); UPDATE public.p_$mode SET v = 'e' WHERE id = 2; COMMIT;
+BEGIN; SELECT bv.set_actor('fay'); DELETE FROM public.p_$mode WHERE id = 4; COMMIT;
+});
+}
+caught_up();
+
+my $want = 'I:1:alice I:2:alice I:3:bob I:4:carol U:1:dave U:2:erin D:4:fay';
+is(records('public__p_trigger_1'), $want, 'control: trigger mode names the actor of every write through the parent');
+# UPDATE and DELETE through the parent open every partition at start-up:
+# these held.
+is(records('public__p_wal_1', q{audit_op IN ('D') OR (audit_op = 'U' AND id = 2)}), 'U:2:erin D:4:fay',
+	'WAL mode: UPDATE and DELETE through the parent name their actor');
+is(records('public__p_wal_1', q{id = 2}), 'I:2:alice U:2:erin', 'WAL mode: a direct INSERT into the partition names its actor');
+TODO:
+{
+	local $TODO = 'finding 1: WAL-mode partition written through its parent (INSERT, COPY FROM, ON CONFLICT) gets no context: wrong or unknown actor';
+	# Got (0.6.0): I:1:unknown I:2:alice I:3:alice I:4:unknown U:1:unknown U:2:erin D:4:fay
+	is(records('public__p_wal_1'), $want,
+		'WAL mode: INSERT, COPY FROM and INSERT ... ON CONFLICT through the parent name their actor');
+	is(records('public__p_wal_1', q{id = 3}), 'I:3:bob',
+		'WAL mode: an INSERT through the parent is not recorded under the actor of an earlier statement');
+}
+note 'WAL-mode records: ', records('public__p_wal_1');
+
+done_testing();
