@@ -151,4 +151,57 @@ caught_up();
 is(sql(q{SELECT string_agg((r->>'id') || ':' || (r->>'v') || ':' || (r->>'z'), ' ' ORDER BY (r->>'id')::int) FROM bv_audit.as_of('public.ddlw', now()) r}),
 	'1:forged:7 2:forged:7', 'WAL mode: ADD COLUMN ... DEFAULT and ALTER TYPE ... USING are recorded');
 
+# ---------------------------------------------------------------- held
+# Every other way a statement reaches a WAL-mode table names its actor:
+# FK cascades (DELETE and UPDATE), MERGE, writable CTEs, an auto-updatable
+# view, TRUNCATE ... CASCADE; and nested statements of one function call
+# each name the actor set before them.
+sql(q{
+CREATE TABLE public.par (id int PRIMARY KEY);
+CREATE TABLE public.ch (id int PRIMARY KEY, pid int REFERENCES public.par ON DELETE CASCADE ON UPDATE CASCADE, v text);
+INSERT INTO public.par VALUES (1), (2);
+INSERT INTO public.ch VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c');
+SELECT bv_audit.enable('public.ch', mode => 'wal');
+CREATE VIEW public.chv AS SELECT * FROM public.ch;
+CREATE TABLE public.src (id int, pid int, v text);
+INSERT INTO public.src VALUES (2, 2, 'm'), (9, 1, 'n');
+CREATE FUNCTION public.two() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM bv.set_actor('g1'); INSERT INTO public.ch VALUES (20, 5, 'x');
+  PERFORM bv.set_actor('g2'); UPDATE public.ch SET v = 'y' WHERE id = 20;
+END $$;
+});
+sql(q{
+BEGIN; SELECT bv.set_actor('a1'); DELETE FROM public.par WHERE id = 2; COMMIT;
+BEGIN; SELECT bv.set_actor('a2'); UPDATE public.par SET id = 5 WHERE id = 1; COMMIT;
+BEGIN; SELECT bv.set_actor('a3'); MERGE INTO public.ch USING public.src ON ch.id = src.id
+  WHEN MATCHED THEN UPDATE SET v = src.v WHEN NOT MATCHED THEN INSERT VALUES (src.id, 5, src.v); COMMIT;
+BEGIN; SELECT bv.set_actor('a4'); WITH x AS (UPDATE public.ch SET v = 'cte' WHERE id = 9 RETURNING 1) SELECT count(*) FROM x; COMMIT;
+BEGIN; SELECT bv.set_actor('a5'); INSERT INTO public.chv VALUES (10, 5, 'view'); COMMIT;
+BEGIN; SELECT public.two(); COMMIT;
+BEGIN; SELECT bv.set_actor('a7'); TRUNCATE public.par CASCADE; COMMIT;
+});
+caught_up();
+is(sql(q{SELECT string_agg(audit_op || ':' || coalesce(id::text, '-') || ':' || audit_actor, ' ' ORDER BY audit_id)
+	FROM bv_audit.public__ch WHERE audit_op <> 'S'}),
+	'D:2:a1 U:1:a2 U:3:a2 I:2:a3 I:9:a3 U:9:a4 I:10:a5 I:20:g1 U:20:g2 T:-:a7',
+	'WAL mode: cascades, MERGE, CTEs, views, nested statements and TRUNCATE CASCADE name their actor');
+is(sql(q{SELECT count(*) FROM bv_audit.as_of('public.ch', now())}), '0', '... and as_of(now()) is empty after the TRUNCATE');
+
+# A table owner cannot point a capture trigger at another table's audit table.
+sql(q{
+CREATE TABLE public.inv (id int PRIMARY KEY, amount int);
+INSERT INTO public.inv VALUES (1, 100);
+SELECT bv_audit.enable('public.inv');
+GRANT USAGE ON SCHEMA bv_audit TO app_owner;
+});
+my $tid = sql(q{SELECT id FROM bv_audit.tracked WHERE source_table = 'inv'});
+($rc, undef, $err) = $node->psql($db, qq{SET ROLE app_owner;
+CREATE TABLE public.fake (id int PRIMARY KEY, amount int);
+CREATE TRIGGER zz AFTER INSERT ON public.fake FOR EACH ROW EXECUTE FUNCTION bv_audit.capture_trigger('$tid');
+INSERT INTO public.fake VALUES (666, 999999);}, on_error_stop => 1);
+isnt($rc, 0, 'a capture trigger of another tracked table on an owner\'s table fails');
+like($err, qr/is not tracked by bv_audit/, '... because the trigger names another table\'s tracking entry');
+is(sql(q{SELECT string_agg(r->>'id', ' ') FROM bv_audit.as_of('public.inv', now()) r}), '1', '... and forges no row in the history');
+
 done_testing();
