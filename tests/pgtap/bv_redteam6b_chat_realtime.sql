@@ -19,8 +19,17 @@
 --   keeps "preview" (the text) after chat_delete, and the mentioned user
 --   reads it with api.chat_notifications() (and the push outbox row holds
 --   it).  (An edit's old text is no leak: chat_edits lists every version.)
+-- Finding 11 (bv_chat, low): names accept the invisible characters that
+--   bv_core refuses in actors because they change how text around them is
+--   shown (docs/bv_core.md, "Actor rules": bidirectional overrides,
+--   zero-width characters, ...).  A room name E'\u202Eevil' is shown
+--   reversed, a reaction E'a\u200Bb' looks like "ab" but is another
+--   reaction, and chat_add_member accepts a user id E'bo\u200Bb' that looks
+--   like bob (and that no token can have: bv_core refuses it as a sub).
+--   The checks use [[:space:][:cntrl:]], which does not cover format
+--   characters (Cf).
 BEGIN;
-SELECT plan(12);
+SELECT plan(16);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -62,6 +71,17 @@ SELECT is((SELECT count(*) FROM api.chat_notifications() n WHERE n.payload::text
 -- An edit's old text is no leak: members list every version with chat_edits.
 SELECT is((SELECT count(*) FROM api.chat_edits((SELECT id FROM ids WHERE name = 'group'), 2)), 2::bigint,
           'control: chat_edits lists both versions of the edited message');
+
+-- ---- finding 11: invisible characters in names ----
+SELECT pg_temp.act('r6b_alice');
+SELECT lives_ok($$SELECT api.chat_send((SELECT id FROM ids WHERE name = 'group'), 'react to me')$$, 'control: a message to react to');
+SELECT todo('finding 11: room names, reactions and member ids accept bidi overrides and zero-width characters', 3);
+SELECT throws_ok($$SELECT api.chat_create_room('group', E'\u202Er6b-evil', 't')$$, '22023', NULL,
+                 'a room name with a right-to-left override is refused');
+SELECT throws_ok($$SELECT api.chat_react((SELECT id FROM ids WHERE name = 'group'), 3, E'a\u200Bb', true)$$, '22023', NULL,
+                 'a reaction with a zero-width space is refused');
+SELECT throws_ok($$SELECT api.chat_add_member((SELECT id FROM ids WHERE name = 'group'), E'r6b_bo\u200Bb', 'member')$$, '22023', NULL,
+                 'a member id with a zero-width space is refused');
 
 SELECT * FROM finish();
 ROLLBACK;
