@@ -50,8 +50,12 @@ unlike(as_user('r6b_newbie', qq{SELECT string_agg(h::text, ' ') FROM api.chat_hi
 
 my $tok = $rt->token(role => 'bv_user', sub => 'r6b_newbie');
 my $ws = $rt->ws(query => "access_token=$tok&topics=chat:room:$room&last_id=0/1-0");
-$rt->wait_for(sub { grep { ($_->{event} // '') eq 'member.joined' && ($_->{payload}{user_id} // '') eq 'r6b_newbie' } $ws->frames },
-	'the newbie\'s resume reached its own join');
+$rt->wait_for(sub { grep { ($_->{type} // '') eq 'subscribed' } $ws->frames }, 'the newbie subscribed');
+# A live message after the subscription: once it arrives, whatever the
+# resume replays has arrived before it (delivery is in commit order).
+as_user('r6b_alice', qq{SELECT api.chat_send($room, 'r6b-live-after-connect')});
+$rt->wait_for(sub { grep { $_->{payload} && ($_->{payload}{body} // '') eq 'r6b-live-after-connect' } $ws->frames },
+	'the newbie got the live message sent after it connected');
 ok((grep { ($_->{type} // '') eq 'subscribed' } $ws->frames), 'control: the new member may subscribe to the room');
 TODO:
 {
