@@ -44,6 +44,9 @@ else
     IDLE=10000 SUBS=1000 MSGS=1000 RLS_SUBS=100 PACED=300
 fi
 SIZE=100
+# BENCH_ONLY=latency: only (c), at BENCH_RATE messages/s (default 30) to
+# SUBS subscribers (BENCH_SUBS overrides): a quick loop for latency work.
+[ -n "${BENCH_SUBS:-}" ] && SUBS=$BENCH_SUBS
 OUT=$BV_BENCH_OUT
 say() { printf 'bench-realtime: %s\n' "$*" >&2; }
 
@@ -82,6 +85,45 @@ PATH_Q="/socket?access_token=$TOKEN&topics=bench"
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2" | tail -1; }
 
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" "$2" | tail -1; }
+fanout_run() { # name subs expect path sender-command...
+    local name=$1 subs=$2 expect=$3 path=$4
+    shift 4
+    "$OUT/loadclient" 127.0.0.1 "$GW_PORT" "$path" "$subs" fanout 120 "$expect" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    local lc=$!
+    for _ in $(seq 1200); do grep -q '^ready' "$OUT/$name.out" && break; sleep 0.1; done
+    "$@"
+    wait "$lc"
+}
+send_paced() {
+    psql_q >/dev/null <<SQL
+DO \$\$
+DECLARE
+    gap double precision := 1.0 / $RATE;
+    next timestamptz := clock_timestamp();
+BEGIN
+    FOR i IN 1..$PACED LOOP
+        PERFORM bv_realtime.send('bench', 'e', jsonb_build_object(
+            't', (extract(epoch FROM clock_timestamp()) * 1e6)::bigint, 'pad', repeat('x', $SIZE)));
+        COMMIT;
+        next := next + make_interval(secs => gap);
+        PERFORM pg_sleep(GREATEST(0, extract(epoch FROM next - clock_timestamp())));
+    END LOOP;
+END
+\$\$;
+SQL
+}
+if [ "${BENCH_ONLY:-}" = latency ]; then
+    RATE=${BENCH_RATE:-30}
+    say "(c) latency only: $PACED messages at $RATE messages/s to $SUBS subscribers"
+    fanout_run paced "$SUBS" $((SUBS * PACED)) "$PATH_Q" send_paced
+    say "(c) $(tail -1 "$OUT/paced.out")"
+    say "(c) gateway: $(psql_q -c "SELECT format('p50_ms=%s p99_ms=%s', latency_p50_ms, latency_p99_ms) FROM bv_realtime.stats" 2>&1)"
+    printf '{"bench":"realtime","scale":"%s","only":"latency","subscribers":%s,"paced_messages_per_s":%s,"p50_ms":%s,"p99_ms":%s}\n' \
+        "${BENCH_SCALE:-default}" "$SUBS" "$RATE" "$(field p50_ms "$OUT/paced.out")" "$(field p99_ms "$OUT/paced.out")"
+    exit 0
+fi
+
 # ---- (a) idle connections ----
 WPID=$(psql_q -c "SELECT worker_pid FROM bv_realtime.stats")
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$WPID/status"; }
@@ -99,16 +141,6 @@ RSS_PER=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$CONNS" 'BEGIN { printf "%.1f", (n
 say "(a) $CONNS connections: RSS $RSS0 kB -> $RSS1 kB, $RSS_PER kB per connection"
 say "(a) gateway: $(psql_q -c "SELECT format('connections_total=%s auth_failures=%s drops=%s ip_refused=%s', connections_total, auth_failures, drops, ip_refused) FROM bv_realtime.stats")"
 [ "${BENCH_ONLY:-}" = idle ] && { printf '{"bench":"realtime","connections":%s,"rss_kb_per_conn":%s}\n' "$CONNS" "$RSS_PER"; exit 0; }
-
-fanout_run() { # name subs expect path sender-command...
-    local name=$1 subs=$2 expect=$3 path=$4
-    shift 4
-    "$OUT/loadclient" 127.0.0.1 "$GW_PORT" "$path" "$subs" fanout 120 "$expect" >"$OUT/$name.out" 2>"$OUT/$name.err" &
-    local lc=$!
-    for _ in $(seq 1200); do grep -q '^ready' "$OUT/$name.out" && break; sleep 0.1; done
-    "$@"
-    wait "$lc"
-}
 
 # ---- (b) fan-out through the gateway ----
 say "(b) fan-out: $SUBS subscribers x $MSGS messages"
@@ -143,24 +175,6 @@ say "(b) ceiling: $(tail -1 "$OUT/ceiling.out")"
 # ---- (c) latency at half the measured rate ----
 RATE=$(awk -v d="$DELIV" -v s="$SUBS" 'BEGIN { r = d / 2 / s; printf "%.1f", (r < 1 ? 1 : r) }')
 say "(c) latency: $PACED messages at $RATE messages/s (half of $DELIV deliveries/s over $SUBS subscribers)"
-send_paced() {
-    psql_q >/dev/null <<SQL
-DO \$\$
-DECLARE
-    gap double precision := 1.0 / $RATE;
-    next timestamptz := clock_timestamp();
-BEGIN
-    FOR i IN 1..$PACED LOOP
-        PERFORM bv_realtime.send('bench', 'e', jsonb_build_object(
-            't', (extract(epoch FROM clock_timestamp()) * 1e6)::bigint, 'pad', repeat('x', $SIZE)));
-        COMMIT;
-        next := next + make_interval(secs => gap);
-        PERFORM pg_sleep(GREATEST(0, extract(epoch FROM next - clock_timestamp())));
-    END LOOP;
-END
-\$\$;
-SQL
-}
 fanout_run paced "$SUBS" $((SUBS * PACED)) "$PATH_Q" send_paced
 P50=$(field p50_ms "$OUT/paced.out")
 P99=$(field p99_ms "$OUT/paced.out")

@@ -66,6 +66,7 @@ int rt_client_msgs_burst = 200;
 int rt_max_conns_per_ip = 2000;
 int rt_max_conns_per_user = 100;
 int rt_handler_timeout_ms = 1000;
+int rt_handler_connections = 2;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -387,9 +388,13 @@ define_settings(void)
 							NULL);
 	DefineCustomIntVariable("bv_realtime.handler_timeout",
 							"Statement timeout of one SQL handler call (client messages on a topic with a handler).",
-							"The gateway is single-threaded: a handler delays every delivery for its duration.",
+							"Handlers run on bv_realtime.handler_connections connections, off the gateway's loop.",
 							&rt_handler_timeout_ms, 1000, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, NULL,
 							NULL, NULL);
+	DefineCustomIntVariable("bv_realtime.handler_connections",
+							"Connections that run SQL handlers off the gateway's event loop.",
+							"0 runs handlers in the gateway's loop, which delays every delivery for their duration.",
+							&rt_handler_connections, 2, 0, 16, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("bv_realtime");
 }
 

@@ -25,6 +25,10 @@
  *                  the once-per-group RLS visibility query
  *   presence.c     presence: who is in a topic with what state, in shared
  *                  memory
+ *   handler.c      client messages answered by SQL handlers: the call, and
+ *                  bv_realtime.handler_call() that the pool's backends run
+ *   handler_pool.c the handler calls off the loop: a few non-blocking libpq
+ *                  connections, a bounded FIFO, one call per client at a time
  *
  * Only the worker process uses worker-side state (the lws context, the
  * clients, the stream).  Ordinary backends touch shared memory only (stats)
@@ -45,7 +49,7 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
-#define BV_REALTIME_VERSION "0.4.0"
+#define BV_REALTIME_VERSION "0.5.0"
 
 /* Prefix of the logical decoding messages that bv_realtime.send() writes. */
 #define RT_MSG_PREFIX "bv_realtime"
@@ -143,6 +147,7 @@ extern int rt_client_msgs_burst;
 extern int rt_max_conns_per_ip;
 extern int rt_max_conns_per_user;
 extern int rt_handler_timeout_ms;
+extern int rt_handler_connections;
 
 extern void rt_set_state(const char *state);
 extern void rt_set_error(const char *fmt, ...) pg_attribute_printf(1, 2);
@@ -197,8 +202,9 @@ rt_name_is_valid(const char *s, size_t len, size_t max)
 /*
  * One message ready for delivery, shared by every client queue that holds
  * it (reference counted; malloc'd so that no PostgreSQL error can arise in
- * libwebsockets callbacks).  Both wire forms are built once: the WebSocket
- * text frame and the SSE event, each after LWS_PRE bytes of headroom.
+ * libwebsockets callbacks).  Both wire forms are built once: the complete
+ * WebSocket text frame (header and payload, written as raw bytes) and the
+ * SSE event, each after LWS_PRE bytes of headroom.
  */
 typedef struct RtMsg
 {
@@ -207,7 +213,7 @@ typedef struct RtMsg
 	TimestampTz commit_time; /* 0: a control message (no latency sample) */
 	char topic[RT_TOPIC_MAX + 1];
 	size_t ws_len;
-	unsigned char *ws; /* ws + LWS_PRE: the frame */
+	unsigned char *ws; /* ws + LWS_PRE: the whole frame, ws_len bytes with its header */
 	size_t sse_len;
 	unsigned char *sse; /* sse + LWS_PRE: the event */
 	bool close_after;   /* control: close the connection once written */
@@ -293,6 +299,8 @@ extern int rt_stream_socket(void);
 extern bool rt_stream_read(List **batch, int max, char **err);
 extern bool rt_stream_confirm(XLogRecPtr upto, bool force, char **err);
 extern void rt_stream_drop_orphan_slot(void);
+extern char rt_superuser[NAMEDATALEN];
+extern char *rt_local_conninfo(const char *superuser, bool replication);
 
 /* history.c */
 extern void rt_history_init(void);
@@ -359,6 +367,14 @@ extern void rt_handler_call(const RtIdentity *id, Oid handler, const char *topic
 							const char *event, const char *payload, RtHandlerResult *res);
 extern int rt_handler_status(int sqlerrcode);
 
+/* handler_pool.c: handler calls off the loop, on a few libpq connections */
+extern bool rt_pool_submit(void *owner, const RtIdentity *id, Oid handler, const char *topic,
+						   const char *event, const char *payload, const char *ref, bool *busy);
+extern void rt_pool_forget(void *owner);
+extern void rt_pool_service(void);
+extern bool rt_pool_is_fd(int fd);
+extern void rt_pool_stop(void);
+
 /* gateway.c */
 extern bool rt_gateway_start(char **err);
 extern void rt_gateway_stop(void);
@@ -369,6 +385,9 @@ extern void rt_gateway_publish(List *batch);
 extern void rt_gateway_tick(TimestampTz now);
 extern void rt_gateway_revoke(const char *jti);
 extern void rt_gateway_revoke_topic(const char *topic, const char *sub);
+extern bool rt_gateway_watch(int fd);
+extern void rt_gateway_handler_reply(void *owner, const char *topic, const char *event,
+									 const char *ref, const RtHandlerResult *res);
 
 /* presence.c */
 extern Size rt_presence_shmem_size(void);

@@ -197,6 +197,10 @@ static TimestampTz last_lws_timers = 0;
 static dlist_head pending_writers = DLIST_STATIC_INIT(pending_writers);
 static uint64 next_conn_id = 1;
 static bool stopping = false; /* the context is being destroyed: no fan-out */
+/* client_writable()'s buffer for several queued messages in one send (malloc'd) */
+#define RT_GATHER_BYTES (64 * 1024)
+static unsigned char *gather_buf = NULL;
+static size_t gather_cap = 0;
 
 static void client_close(Client *c, int code, const char *reason);
 static void presence_leave_all(Client *c);
@@ -215,7 +219,41 @@ msg_unref(RtMsg *m)
 	}
 }
 
-/* A message with the given wire forms (either may be NULL). */
+/*
+ * The header of an unmasked, final WebSocket text frame of len payload
+ * bytes (RFC 6455 5.2), written to hdr (at most 10 bytes); returns its
+ * length.
+ */
+static size_t
+ws_frame_header(unsigned char *hdr, size_t len)
+{
+	int i;
+
+	hdr[0] = 0x81; /* FIN, text */
+	if (len < 126)
+	{
+		hdr[1] = (unsigned char) len;
+		return 2;
+	}
+	if (len < 65536)
+	{
+		hdr[1] = 126;
+		hdr[2] = (unsigned char) (len >> 8);
+		hdr[3] = (unsigned char) len;
+		return 4;
+	}
+	hdr[1] = 127;
+	for (i = 0; i < 8; i++)
+		hdr[2 + i] = (unsigned char) ((uint64) len >> (56 - 8 * i));
+	return 10;
+}
+
+/*
+ * A message with the given wire forms (either may be NULL).  The
+ * WebSocket form is framed here, once for all its subscribers: ws +
+ * LWS_PRE holds the complete frame, which client_writable() writes as raw
+ * bytes (several queued frames in one send).
+ */
 static RtMsg *
 msg_new(const char *ws, size_t ws_len, const char *sse, size_t sse_len)
 {
@@ -225,11 +263,14 @@ msg_new(const char *ws, size_t ws_len, const char *sse, size_t sse_len)
 		return NULL;
 	if (ws)
 	{
-		m->ws = malloc(LWS_PRE + ws_len + 1);
+		size_t hlen;
+
+		m->ws = malloc(LWS_PRE + 10 + ws_len + 1);
 		if (m->ws == NULL)
 			goto oom;
-		memcpy(m->ws + LWS_PRE, ws, ws_len);
-		m->ws_len = ws_len;
+		hlen = ws_frame_header(m->ws + LWS_PRE, ws_len);
+		memcpy(m->ws + LWS_PRE + hlen, ws, ws_len);
+		m->ws_len = hlen + ws_len;
 	}
 	if (sse)
 	{
@@ -848,30 +889,69 @@ client_ref(const char *text)
  * {"type":"reply","ref":..,"status":4xx/5xx,"error":{"code","message","hint"}}.
  */
 static void
-client_handle(Client *c, const char *text, const char *topic, const char *event, Oid handler)
+handler_reply(Client *c, const char *topic, const char *event, const char *ref,
+			  const RtHandlerResult *res)
 {
-	RtHandlerResult res;
 	StringInfoData j;
-	char *payload = rt_json_raw_field(text, "payload");
 
-	rt_handler_call(&c->id, handler, topic, event, payload, &res);
 	initStringInfo(&j);
 	appendStringInfo(&j, "{\"type\":\"reply\",\"topic\":\"%s\",\"event\":\"%s\",\"ref\":%s,\"status\":%d,",
-					 topic, event, client_ref(text), res.status);
-	if (res.status == 200)
-		appendStringInfo(&j, "\"result\":%s}", res.result ? res.result : "null");
+					 topic, event, ref, res->status);
+	if (res->status == 200)
+		appendStringInfo(&j, "\"result\":%s}", res->result ? res->result : "null");
 	else
 	{
-		appendStringInfo(&j, "\"error\":{\"code\":\"%s\",\"message\":", res.sqlstate);
-		escape_json(&j, res.message ? res.message : "request refused");
-		if (res.hint)
+		appendStringInfo(&j, "\"error\":{\"code\":\"%s\",\"message\":", res->sqlstate);
+		escape_json(&j, res->message ? res->message : "request refused");
+		if (res->hint)
 		{
 			appendStringInfoString(&j, ",\"hint\":");
-			escape_json(&j, res.hint);
+			escape_json(&j, res->hint);
 		}
 		appendStringInfoString(&j, "}}");
 	}
 	send_control(c, NULL, j.data);
+}
+
+/*
+ * rt_gateway_handler_reply
+ *		The handler pool's answer to a call of owner (a Client that has not
+ *		gone: the pool forgets a client's calls when it ends).
+ */
+void
+rt_gateway_handler_reply(void *owner, const char *topic, const char *event, const char *ref,
+						 const RtHandlerResult *res)
+{
+	Client *c = owner;
+
+	if (c->counted && !c->closing)
+		handler_reply(c, topic, event, ref, res);
+}
+
+static void
+client_handle(Client *c, const char *text, const char *topic, const char *event, Oid handler)
+{
+	RtHandlerResult res;
+	char *payload = rt_json_raw_field(text, "payload");
+	const char *ref = client_ref(text);
+	bool busy;
+
+	/* off the loop when the pool can take it (handler_pool.c) */
+	if (rt_pool_submit(c, &c->id, handler, topic, event, payload, ref, &busy))
+		return;
+	if (busy)
+	{
+		memset(&res, 0, sizeof(res));
+		res.status = 503;
+		strlcpy(res.sqlstate, "53000", sizeof(res.sqlstate));
+		res.message = pstrdup("too many handler calls are waiting");
+		res.hint = pstrdup("Try again later.");
+		rt_count(RT_C_HANDLER_ERRORS, 1);
+		handler_reply(c, topic, event, ref, &res);
+		return;
+	}
+	rt_handler_call(&c->id, handler, topic, event, payload, &res);
+	handler_reply(c, topic, event, ref, &res);
 }
 
 /*
@@ -1178,6 +1258,7 @@ client_end(Client *c)
 	if (!c->counted)
 		return;
 	c->counted = false;
+	rt_pool_forget(c);
 	if (c->write_pending)
 		dlist_delete(&c->write_node);
 	c->write_pending = false;
@@ -1551,6 +1632,22 @@ ws_established(struct lws *wsi, Client *c)
 	}
 }
 
+/* Room for total bytes (after LWS_PRE) in the gather buffer. */
+static bool
+gather_reserve(size_t total)
+{
+	if (total > gather_cap)
+	{
+		unsigned char *nb = realloc(gather_buf, LWS_PRE + total);
+
+		if (nb == NULL)
+			return false;
+		gather_buf = nb;
+		gather_cap = total;
+	}
+	return true;
+}
+
 /* Write what is queued; -1 to close. */
 static int
 client_writable(Client *c)
@@ -1582,24 +1679,67 @@ client_writable(Client *c)
 		if (lws_write(c->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0)
 			return -1;
 	}
-	while (c->qcount > 0 && budget-- > 0 && !lws_send_pipe_choked(c->wsi))
+	/*
+	 * Queued messages go out several to a send(): their frames (or SSE
+	 * events) are already complete, so they are concatenated and written
+	 * as raw bytes.  One system call per client and pass instead of one
+	 * per message: under a burst the cost of a pass stays that of one
+	 * send per client, so a backlog shrinks instead of growing.
+	 */
+	while (c->qcount > 0 && budget > 0 && !lws_send_pipe_choked(c->wsi))
 	{
-		RtMsg *m = c->q[c->qhead];
-		int n;
+		int k = 0, i, n;
+		size_t total = 0;
+		unsigned char *buf;
 
-		if (c->kind == CK_SSE)
-			n = lws_write(c->wsi, m->sse + LWS_PRE, m->sse_len, LWS_WRITE_HTTP);
-		else
-			n = lws_write(c->wsi, m->ws + LWS_PRE, m->ws_len, LWS_WRITE_TEXT);
-		c->qhead = (c->qhead + 1) % c->qcap;
-		c->qcount--;
-		c->qbytes -= msg_size(c, m);
-		if (m->pos.lsn != 0)
+		while (k < c->qcount && k < budget)
 		{
-			rt_count(m->is_change ? RT_C_CHANGES_OUT : RT_C_MESSAGES_OUT, 1);
-			rt_record_latency(m->commit_time, now);
+			size_t sz = msg_size(c, c->q[(c->qhead + k) % c->qcap]);
+
+			if (k > 0 && total + sz > RT_GATHER_BYTES)
+				break;
+			total += sz;
+			k++;
 		}
-		msg_unref(m);
+		if (k == 1)
+		{
+			RtMsg *m = c->q[c->qhead];
+
+			buf = (c->kind == CK_SSE ? m->sse : m->ws) + LWS_PRE;
+		}
+		else
+		{
+			size_t off = 0;
+
+			if (!gather_reserve(total))
+				return -1;
+			buf = gather_buf + LWS_PRE;
+			for (i = 0; i < k; i++)
+			{
+				RtMsg *m = c->q[(c->qhead + i) % c->qcap];
+				size_t sz = msg_size(c, m);
+
+				memcpy(buf + off, (c->kind == CK_SSE ? m->sse : m->ws) + LWS_PRE, sz);
+				off += sz;
+			}
+		}
+		/* raw bytes: lws keeps what the socket does not take and sends it first */
+		n = lws_write(c->wsi, buf, total, LWS_WRITE_HTTP);
+		budget -= k;
+		for (i = 0; i < k; i++)
+		{
+			RtMsg *m = c->q[c->qhead];
+
+			c->qhead = (c->qhead + 1) % c->qcap;
+			c->qcount--;
+			c->qbytes -= msg_size(c, m);
+			if (m->pos.lsn != 0)
+			{
+				rt_count(m->is_change ? RT_C_CHANGES_OUT : RT_C_MESSAGES_OUT, 1);
+				rt_record_latency(m->commit_time, now);
+			}
+			msg_unref(m);
+		}
 		if (n < 0)
 			return -1;
 		c->last_tx = now;
@@ -1627,6 +1767,13 @@ watch_fd(int fd, uint32_t events)
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
 		return true;
 	return errno == EEXIST && epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+/* A socket of the handler pool (level-triggered: readable wakes the worker). */
+bool
+rt_gateway_watch(int fd)
+{
+	return epfd >= 0 && fd >= 0 && watch_fd(fd, EPOLLIN);
 }
 
 /* The listening socket lws opened on our port (level-triggered). */
@@ -1861,6 +2008,7 @@ rt_gateway_start(char **err)
 void
 rt_gateway_stop(void)
 {
+	rt_pool_stop();
 	stopping = true;
 	if (ctx)
 		lws_context_destroy(ctx);
@@ -1928,6 +2076,8 @@ rt_gateway_service(bool ready)
 		{
 			struct lws_pollfd pfd;
 
+			if (rt_pool_is_fd(evs[i].data.fd))
+				continue; /* rt_pool_service() below reads it */
 			pfd.fd = evs[i].data.fd;
 			pfd.events = POLLIN | POLLOUT;
 			pfd.revents = ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? POLLIN : 0) |
@@ -1937,6 +2087,7 @@ rt_gateway_service(bool ready)
 			lws_service_fd(ctx, &pfd);
 		}
 	}
+	rt_pool_service();
 	flush_writers();
 	now = GetCurrentTimestamp();
 	if (lws_service_adjust_timeout(ctx, 100, 0) == 0 ||

@@ -25,9 +25,14 @@
  * schema); a 500 or 504 reply a fixed message, the real one goes to the
  * server log.  Details never leave the server.
  *
- * The worker is single-threaded: a handler delays every delivery for its
- * duration, hence the timeout and the per-connection client-message rate
- * limit that applies before a message gets here (gateway.c).
+ * Where it runs (0.5.0): normally not in the worker.  The gateway's loop is
+ * single-threaded, and a handler run there delays every delivery for its
+ * duration; so the gateway hands the call to a small pool of ordinary
+ * backends (handler_pool.c), which run bv_realtime.handler_call() below:
+ * the same steps, in a subtransaction of that backend's statement, with
+ * the result returned as a row.  rt_handler_call() runs the call in the
+ * worker itself, the fallback when the pool has no connection.  In both
+ * the role lock (rt_role_lock) and the timeout are the same.
  *
  * Memory: results are palloc'd in the caller's context (the worker's
  * per-pass context) before the transaction ends.
@@ -36,11 +41,14 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -50,7 +58,8 @@
 
 typedef struct CallArgs
 {
-	const RtIdentity *id;
+	const char *role;
+	const char *claims;
 	Oid handler;
 	const char *topic;
 	const char *event;
@@ -97,8 +106,8 @@ call_spi(void *p)
 	bool isnull;
 	Datum d;
 
-	args[0] = CStringGetTextDatum(a->id->role);
-	args[1] = CStringGetTextDatum(a->id->claims);
+	args[0] = CStringGetTextDatum(a->role);
+	args[1] = CStringGetTextDatum(a->claims);
 	args[2] = CStringGetTextDatum(a->event);
 	if (SPI_execute_with_args("SELECT pg_catalog.set_config('role', $1, true), "
 							  "pg_catalog.set_config('request.jwt.claims', $2, true), "
@@ -127,17 +136,50 @@ call_spi(void *p)
 		a->result = MemoryContextStrdup(a->outer, TextDatumGetCString(d));
 }
 
+/* The result of a failed call: status, SQLSTATE, texts fit for the client. */
+static void
+fill_error(ErrorData *edata, Oid handler, const char *topic, const char *role, RtHandlerResult *res)
+{
+	res->status = rt_handler_status(edata->sqlerrcode);
+	strlcpy(res->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(res->sqlstate));
+	if (res->status == 504)
+	{
+		rt_count(RT_C_HANDLER_TIMEOUTS, 1);
+		res->message = pstrdup("the handler timed out (bv_realtime.handler_timeout)");
+		res->hint = pstrdup("Try again later.");
+	}
+	else if (res->status == 500)
+	{
+		res->message = pstrdup("the handler failed");
+		ereport(LOG, (errmsg("bv_realtime: handler %u for topic \"%s\" failed for role \"%s\": %s",
+							 handler, topic, role, edata->message ? edata->message : "")));
+	}
+	else if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
+	{
+		/* the constraint's message names tables and columns: not for the client */
+		res->message = pstrdup("the message conflicts with existing data");
+		res->hint = pstrdup("Check the payload against the topic's rules.");
+	}
+	else
+	{
+		res->message = pstrdup(edata->message ? edata->message : "request refused");
+		res->hint = edata->hint ? pstrdup(edata->hint) : NULL;
+	}
+}
+
 /*
  * rt_handler_call
  *		Call handler for a client message, as the client, in a transaction
- *		of its own bounded by bv_realtime.handler_timeout; fill *res.
+ *		of its own bounded by bv_realtime.handler_timeout; fill *res.  Runs
+ *		in the worker's loop: the fallback when the handler pool
+ *		(handler_pool.c) has no connection.
  */
 void
 rt_handler_call(const RtIdentity *id, Oid handler, const char *topic, const char *event,
 				const char *payload, RtHandlerResult *res)
 {
 	MemoryContext outer = CurrentMemoryContext;
-	CallArgs a = {id, handler, topic, event, payload, outer, NULL};
+	CallArgs a = {id->role, id->claims, handler, topic, event, payload, outer, NULL};
 
 	memset(res, 0, sizeof(*res));
 	rt_count(RT_C_HANDLER_CALLS, 1);
@@ -166,31 +208,7 @@ rt_handler_call(const RtIdentity *id, Oid handler, const char *topic, const char
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		res->status = rt_handler_status(edata->sqlerrcode);
-		strlcpy(res->sqlstate, unpack_sql_state(edata->sqlerrcode), sizeof(res->sqlstate));
-		if (res->status == 504)
-		{
-			rt_count(RT_C_HANDLER_TIMEOUTS, 1);
-			res->message = pstrdup("the handler timed out (bv_realtime.handler_timeout)");
-			res->hint = pstrdup("Try again later.");
-		}
-		else if (res->status == 500)
-		{
-			res->message = pstrdup("the handler failed");
-			ereport(LOG, (errmsg("bv_realtime: handler %u for topic \"%s\" failed for role \"%s\": %s",
-								 handler, topic, id->role, edata->message ? edata->message : "")));
-		}
-		else if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION)
-		{
-			/* the constraint's message names tables and columns: not for the client */
-			res->message = pstrdup("the message conflicts with existing data");
-			res->hint = pstrdup("Check the payload against the topic's rules.");
-		}
-		else
-		{
-			res->message = pstrdup(edata->message ? edata->message : "request refused");
-			res->hint = edata->hint ? pstrdup(edata->hint) : NULL;
-		}
+		fill_error(edata, handler, topic, id->role, res);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -199,4 +217,104 @@ rt_handler_call(const RtIdentity *id, Oid handler, const char *topic, const char
 	MemoryContextSwitchTo(outer);
 	if (res->status != 200)
 		rt_count(RT_C_HANDLER_ERRORS, 1);
+}
+
+PG_FUNCTION_INFO_V1(bv_realtime_handler_call);
+
+/*
+ * bv_realtime.handler_call(handler, role, claims, topic, event, payload,
+ * timeout_ms): the same call run by a backend of the handler pool
+ * (handler_pool.c), off the gateway's loop.  The handler runs in a
+ * subtransaction of the caller's transaction: its writes commit with the
+ * statement when it returns and are rolled back when it raises, and the
+ * error becomes the result (status, sqlstate, message, hint) instead of
+ * an ERROR, so the pool's connection stays usable and the server log gets
+ * only what rt_handler_call would log.  Superusers only (the gateway's
+ * own connections): it switches to any role it is given.
+ */
+Datum
+bv_realtime_handler_call(PG_FUNCTION_ARGS)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	CallArgs a;
+	RtHandlerResult res;
+	TupleDesc tupdesc;
+	Datum values[5];
+	bool nulls[5] = {false, false, false, false, false};
+	int i;
+
+	if (!superuser())
+		ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						errmsg("bv_realtime.handler_call is for the gateway's own connections"),
+						errhint("Clients call handlers through the gateway's WebSocket.")));
+	for (i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+							errmsg("bv_realtime.handler_call needs a handler, role, claims, topic and event"),
+							errhint("Pass every argument but the payload.")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	a.role = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	a.claims = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	a.handler = PG_GETARG_OID(0);
+	a.topic = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	a.event = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	a.payload = PG_ARGISNULL(5) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(5));
+	a.outer = outer;
+	a.result = NULL;
+	memset(&res, 0, sizeof(res));
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(outer);
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		enable_timeout_after(STATEMENT_TIMEOUT,
+							 PG_ARGISNULL(6) ? rt_handler_timeout_ms : Max(1, PG_GETARG_INT32(6)));
+		call_spi(&a);
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		rt_role_unlock();
+		SPI_finish();
+		PopActiveSnapshot();
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+		res.status = 200;
+		res.result = a.result;
+	}
+	PG_CATCH();
+	{
+		ErrorData *edata;
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(outer);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+		fill_error(edata, a.handler, a.topic, a.role, &res);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	/* a timeout that fired as the handler returned must not cancel the statement */
+	QueryCancelPending = false;
+
+	values[0] = Int32GetDatum(res.status);
+	values[1] = CStringGetTextDatum(res.sqlstate[0] ? res.sqlstate : "00000");
+	if (res.result)
+		values[2] = CStringGetTextDatum(res.result);
+	else
+		nulls[2] = true;
+	if (res.message)
+		values[3] = CStringGetTextDatum(res.message);
+	else
+		nulls[3] = true;
+	if (res.hint)
+		values[4] = CStringGetTextDatum(res.hint);
+	else
+		nulls[4] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -112,9 +112,16 @@ get_u32(const char *p)
 	return pg_ntoh32(v);
 }
 
-/* The connection string: our own server, as the bootstrap superuser. */
-static char *
-replication_conninfo(const char *superuser)
+/* The bootstrap superuser's name (set by rt_stream_start; "" before). */
+char rt_superuser[NAMEDATALEN] = "";
+
+/*
+ * rt_local_conninfo
+ *		The connection string to our own server and database, as user:
+ *		the replication connection, and the handler pool's connections.
+ */
+char *
+rt_local_conninfo(const char *superuser, bool replication)
 {
 	StringInfoData buf;
 	char *sockdirs = pstrdup(GetConfigOption("unix_socket_directories", false, false));
@@ -127,9 +134,10 @@ replication_conninfo(const char *superuser)
 		host++;
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
-					 "host='%s' port=%d user='%s' dbname='%s' replication=database "
-					 "application_name=bv_realtime %s",
+					 "host='%s' port=%d user='%s' dbname='%s' %s application_name=%s %s",
 					 host[0] ? host : "127.0.0.1", PostPortNumber, superuser, rt_database,
+					 replication ? "replication=database" : "",
+					 replication ? "bv_realtime" : "bv_realtime_handler",
 					 rt_conninfo ? rt_conninfo : "");
 	return buf.data;
 }
@@ -206,7 +214,8 @@ rt_stream_start(char **err)
 						rt_slot_name, plugin);
 		return false;
 	}
-	conn = bv_repl_connect(replication_conninfo(superuser), PG_WAIT_EXTENSION, err);
+	strlcpy(rt_superuser, superuser, sizeof(rt_superuser));
+	conn = bv_repl_connect(rt_local_conninfo(superuser, true), PG_WAIT_EXTENSION, err);
 	if (conn == NULL)
 		return false;
 	if (plugin == NULL)
