@@ -35,7 +35,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -50,9 +52,19 @@
  *		bootstrap superuser, so code that runs as the client (a grant's
  *		check function or handler, a table's RLS policy, written by other
  *		roles than the client) could otherwise RESET ROLE and act as the
- *		superuser.  An abort restores the context (AbortTransaction);
- *		rt_role_unlock() before a commit, which resets the role.
+ *		superuser.
+ *
+ *		It also opens a GUC nest level: every setting that code changes,
+ *		set_config(..., false) included, is undone by rt_role_unlock().
+ *		Otherwise a policy could leave search_path (or statement_timeout,
+ *		request.jwt.claims...) in the worker's session, where the worker's
+ *		own queries run as the superuser and later clients' code runs.
+ *		An abort restores both (AbortTransaction); rt_role_unlock() before
+ *		a commit, which then resets the role.
  */
+static LocalTransactionId rt_lock_lxid = InvalidLocalTransactionId;
+static int rt_lock_gucnest = 0;
+
 void
 rt_role_lock(void)
 {
@@ -61,6 +73,11 @@ rt_role_lock(void)
 
 	GetUserIdAndSecContext(&user, &sec);
 	SetUserIdAndSecContext(user, sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (rt_lock_lxid != MyProc->lxid)
+	{
+		rt_lock_lxid = MyProc->lxid;
+		rt_lock_gucnest = NewGUCNestLevel();
+	}
 }
 
 void
@@ -69,6 +86,12 @@ rt_role_unlock(void)
 	Oid user;
 	int sec;
 
+	if (rt_lock_lxid == MyProc->lxid)
+	{
+		/* as a subtransaction's abort: discard, SET included */
+		AtEOXact_GUC(false, rt_lock_gucnest);
+		rt_lock_lxid = InvalidLocalTransactionId;
+	}
 	GetUserIdAndSecContext(&user, &sec);
 	SetUserIdAndSecContext(user, sec & ~SECURITY_LOCAL_USERID_CHANGE);
 }
@@ -353,7 +376,7 @@ revoked_spi(void *p)
 	args[0] = TimestampTzGetDatum(a->since);
 	/* A minute of overlap: revoked_at is its transaction's start, not its commit. */
 	if (SPI_execute_with_args("SELECT jti, revoked_at FROM bv.jwt_revocations "
-							  "WHERE revoked_at > $1 - interval '1 minute'",
+							  "WHERE revoked_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 minute')",
 							  1, types, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read bv.jwt_revocations");
 	for (i = 0; i < SPI_processed; i++)

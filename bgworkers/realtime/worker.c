@@ -41,6 +41,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -250,6 +251,12 @@ bv_realtime_worker_main(Datum arg)
 
 	BackgroundWorkerInitializeConnection(rt_database, NULL, 0);
 	pgstat_report_appname("bv_realtime");
+	/*
+	 * The worker's own queries run as the superuser: only pg_catalog's
+	 * operators and functions, whatever a database or role default says.
+	 * Client-run code cannot change it past its transaction (rt_role_lock).
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
 	raise_fd_limit();
 
 	SpinLockAcquire(&rt_shared->mutex);

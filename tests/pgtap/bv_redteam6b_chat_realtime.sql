@@ -29,7 +29,7 @@
 --   The checks use [[:space:][:cntrl:]], which does not cover format
 --   characters (Cf).
 BEGIN;
-SELECT plan(16);
+SELECT plan(17);
 
 CREATE FUNCTION pg_temp.act(p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -45,15 +45,20 @@ GRANT ALL ON ids TO PUBLIC;
 INSERT INTO bv_realtime.topic_grants (topic_pattern, action, grantee, comment)
 VALUES ('r6b-inbox:{sub}*', 'subscribe', 'bv_user', 'red-team 6b: each user''s own topics'),
        ('r6b-user:{sub}:*', 'subscribe', 'bv_user', 'red-team 6b: the 0.1.0 comment''s form');
+-- Fixed in 0.5.0: in a prefix pattern {sub} is the encoded sub
+-- (bv_realtime.topic_sub: '%' and ':' as %25 and %3A), so "org:alice" has
+-- r6b-inbox:org%3Aalice and r6b-user:org%3Aalice:..., which "org" cannot
+-- reach; r6b-inbox:org:alice is a topic below "org"'s own inbox.
 SELECT pg_temp.act('org:alice');
-SELECT ok(bv_realtime.authorize('r6b-inbox:org:alice', 'subscribe'), 'control: user "org:alice" may subscribe to her inbox r6b-inbox:org:alice');
-SELECT ok(bv_realtime.authorize('r6b-user:org:alice:dm', 'subscribe'), 'control: ... and to r6b-user:org:alice:dm');
+SELECT ok(bv_realtime.authorize('r6b-inbox:' || bv_realtime.topic_sub('org:alice'), 'subscribe'), 'control: user "org:alice" may subscribe to her inbox r6b-inbox:org%3Aalice');
+SELECT ok(bv_realtime.authorize('r6b-user:org%3Aalice:dm', 'subscribe'), 'control: ... and to r6b-user:org%3Aalice:dm');
 SELECT pg_temp.act('bob');
-SELECT ok(NOT bv_realtime.authorize('r6b-inbox:org:alice', 'subscribe'), 'control: bob may not');
+SELECT ok(NOT bv_realtime.authorize('r6b-inbox:org%3Aalice', 'subscribe'), 'control: bob may not');
 SELECT pg_temp.act('org');
-SELECT todo('finding 3: a {sub} prefix grant gives user "org" the topics of user "org:alice"', 2);
-SELECT ok(NOT bv_realtime.authorize('r6b-inbox:org:alice', 'subscribe'), 'user "org" is not authorized for the inbox of user "org:alice"');
-SELECT ok(NOT bv_realtime.authorize('r6b-user:org:alice:dm', 'subscribe'), 'user "org" is not authorized for r6b-user:org:alice:dm');
+SELECT ok(NOT bv_realtime.authorize('r6b-inbox:org%3Aalice', 'subscribe'), 'user "org" is not authorized for the inbox of user "org:alice"');
+SELECT ok(NOT bv_realtime.authorize('r6b-user:org%3Aalice:dm', 'subscribe'), 'user "org" is not authorized for r6b-user:org%3Aalice:dm');
+SELECT pg_temp.act('org%3Aalice');
+SELECT ok(NOT bv_realtime.authorize('r6b-inbox:org%3Aalice', 'subscribe'), 'user "org%3Aalice" (the encoded text as a sub) is not given the inbox of "org:alice"');
 
 -- ---- finding 4: deleted text in notifications ----
 SELECT pg_temp.act('r6b_alice');
