@@ -42,15 +42,20 @@
 #                        inside the server (no client round trip), READS
 #                        reads of random (room, member);
 #   room_list_p99_ms     chat.room_list() (rooms with unread and mention
-#                        counts) of random users, timed the same way.
+#                        counts) of random users, timed the same way;
+#   cpu_ms_per_send, cpu_ms_per_bare, cpu_ratio  CPU time per call of one
+#                        backend running bench.send / bench.bare CPUN
+#                        times (one commit each), CPUROUNDS alternations;
+#                        cpu_ratio = bare / send (the share of a bare
+#                        INSERT's cost a send costs, load-robust).
 # Sizes: BENCH_SCALE=small (under 60 s); default: the issue's 1M messages
 # in 1,000 rooms of up to 100 members.
 source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; ROUNDS=2; RATE=50; DSECS=3; READS=300 ;;
-    *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; ROUNDS=3; RATE=50; DSECS=20; READS=1000 ;;
+    small) ROOMS=100; MAXM=100; USERS=2000; MSGS=50000; CLIENTS=4; SECS=8; ROUNDS=2; RATE=50; DSECS=3; READS=300; CPUN=500; CPUROUNDS=2 ;;
+    *) ROOMS=1000; MAXM=100; USERS=10000; MSGS=1000000; CLIENTS=4; SECS=30; ROUNDS=3; RATE=50; DSECS=20; READS=1000; CPUN=1000; CPUROUNDS=3 ;;
 esac
 OUT=$BV_BENCH_OUT
 say() { echo "bench-chat: $*" >&2; }
@@ -159,6 +164,27 @@ BEGIN
     SELECT m.user_id INTO u FROM bench.members m WHERE m.room_id = p_room AND m.i = 1 + p_pick % m.n;
     INSERT INTO bench.bare_pk (room_id, seq, sender, body)
     VALUES (p_room, nextval('bench.bare_seq'), u, 'bench message ' || p_pick || CASE WHEN p_pick % 10 = 0 THEN ' @u' || (p_pick % 50) ELSE '' END);
+END $$;
+-- CPU per call in one backend (its utime + stime from /proc/self/stat,
+-- 10 ms ticks, over p_n calls of one commit each): a send's cost that the
+-- load of a shared machine moves much less than a throughput does.
+CREATE PROCEDURE bench.cpu_loop(p_fn text, p_n int, p_rooms int, INOUT cpu_ms numeric DEFAULT NULL) LANGUAGE plpgsql AS $$
+DECLARE
+    st text[];
+    t0 bigint;
+BEGIN
+    st := string_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ');
+    t0 := st[12]::bigint + st[13]::bigint;
+    FOR i IN 1..p_n LOOP
+        IF p_fn = 'send' THEN
+            PERFORM bench.send(1 + (i * 7919) % p_rooms, i * 104729 % 1000000);
+        ELSE
+            PERFORM bench.bare(1 + (i * 7919) % p_rooms, i * 104729 % 1000000);
+        END IF;
+        COMMIT;
+    END LOOP;
+    st := string_to_array(split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' ');
+    cpu_ms := round((st[12]::bigint + st[13]::bigint - t0) * 10.0 / p_n, 3);
 END $$;
 -- Read latencies, timed in the server: p50/p99 in ms over p_n reads, each
 -- read 3 times; p99_min3 is the p99 of each read's fastest of 3 (filters
@@ -274,6 +300,19 @@ audit_rows=$(psql_b -c "SELECT (xpath('/row/c/text()', query_to_xml(format('SELE
 say "audit rows written: $audit_rows; time per function (ms, self):"
 psql_b -F ' ' -c "SELECT schemaname || '.' || funcname, calls, round(self_time::numeric / greatest(calls, 1), 3) FROM pg_stat_user_functions ORDER BY self_time DESC LIMIT 8" | sed 's/^/bench-chat:   /' >&2
 catch_up
+# CPU per call, one backend, alternating (send, bare) CPUROUNDS times; the
+# first calls of a session (plan caching) are left out by a warm-up.
+psql_b -c "CALL bench.cpu_loop('send', 50, $ROOMS)" -c "CALL bench.cpu_loop('bare', 50, $ROOMS)" >/dev/null
+cpu_send=0; cpu_bare=0
+for k in $(seq 1 "$CPUROUNDS"); do
+    read -r cs <<<"$(psql_b -c "CALL bench.cpu_loop('send', $CPUN, $ROOMS)")"
+    read -r cb <<<"$(psql_b -c "CALL bench.cpu_loop('bare', $CPUN, $ROOMS)")"
+    cpu_send=$(awk -v s="$cpu_send" -v x="$cs" -v n="$CPUROUNDS" 'BEGIN { printf "%.3f", s + x / n }')
+    cpu_bare=$(awk -v s="$cpu_bare" -v x="$cb" -v n="$CPUROUNDS" 'BEGIN { printf "%.3f", s + x / n }')
+done
+cpu_ratio=$(awk -v a="$cpu_send" -v b="$cpu_bare" 'BEGIN { printf "%.3f", b / a }')
+say "CPU per call in one backend: chat.send $cpu_send ms, bare INSERT $cpu_bare ms (bare/send $cpu_ratio; means of $CPUROUNDS x $CPUN calls)"
+catch_up
 
 # ---- (b) delivery to a WebSocket client ----
 psql_b -c "INSERT INTO bv.jwt_keys (kid, alg, key) VALUES ('bench', 'HS256', 'bench-' || repeat('k', 40))" >/dev/null
@@ -372,6 +411,6 @@ wrong=$(psql_b -c "SELECT count(*) FROM chat.counters rs
  WHERE rs.unread <> x.u")
 say "counters differing from the recount: $wrong"
 load=$(cut -d' ' -f1 /proc/loadavg)
-printf '{"bench":"chat","scale":"%s","commit":"%s","bv_chat":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"ratio_min":%s,"ratio_max":%s,"rounds":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"delivery_from_txn_start_p99_ms":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"counter_errors":%s,"load_avg":%s}\n' \
+printf '{"bench":"chat","scale":"%s","commit":"%s","bv_chat":"%s","rooms":%s,"messages":%s,"memberships":%s,"clients":%s,"messages_per_s":%s,"messages_per_s_bare":%s,"ratio":%s,"ratio_min":%s,"ratio_max":%s,"rounds":%s,"messages_per_s_pk_only":%s,"ratio_pk_only":%s,"delivery_p50_ms":%s,"delivery_p99_ms":%s,"delivered":%s,"delivery_from_txn_start_p99_ms":%s,"send_p99_ms":%s,"gateway_latency_p99_ms":%s,"delivery_async_commit_p50_ms":%s,"delivery_async_commit_p99_ms":%s,"history_p50_ms":%s,"history_p99_ms":%s,"history_p99_min3_ms":%s,"room_list_p50_ms":%s,"room_list_p99_ms":%s,"room_list_p99_min3_ms":%s,"cpu_ms_per_send":%s,"cpu_ms_per_bare":%s,"cpu_ratio":%s,"counter_errors":%s,"load_avg":%s}\n' \
     "${BENCH_SCALE:-default}" "${BV_COMMIT:-unknown}" "$(psql_b -c "SELECT extversion FROM pg_extension WHERE extname = 'bv_chat'")" "$ROOMS" "$nmsg" "$nmem" "$CLIENTS" "$sent" "$bare" "$ratio" "$ratio_min" "$ratio_max" "$ROUNDS" "$bare_pk" "$ratio_pk" \
-    "$d50" "$d99" "$dn" "${t99:-null}" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$wrong" "$load"
+    "$d50" "$d99" "$dn" "${t99:-null}" "${s99:-null}" "${g99:-null}" "$a50" "$a99" "$h50" "$h99" "$h99m" "$l50" "$l99" "$l99m" "$cpu_send" "$cpu_bare" "$cpu_ratio" "$wrong" "$load"
