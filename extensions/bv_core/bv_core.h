@@ -11,7 +11,7 @@
 #include "postgres.h"
 
 /* Version of this library; the SQL scripts carry the same number. */
-#define BV_CORE_VERSION "0.5.0"
+#define BV_CORE_VERSION "0.6.0"
 
 /*
  * A one-entry cache from a setting's text to a value derived from it.  The

@@ -34,7 +34,8 @@ is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only
 is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
 	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,chat-digests,chat-purge,'
 	  . 'commerce-purge-idempotency-keys,commerce-release-reservations,'
-	  . 'iot-partitions,iot-rollups,social-fanout,social-maintenance',
+	  . 'iot-partitions,iot-quarantine-purge,iot-rollups,ml-purge-prediction-log,'
+	  . 'social-fanout,social-maintenance',
 	'start: the suite schedules its maintenance jobs');
 # First, untouched: the every-minute job runs as the extensions scheduled it
 # (pg_cron must have picked up jobs inserted by CREATE EXTENSION).
