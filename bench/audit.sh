@@ -49,7 +49,7 @@ source "$BV_TOP/tools/lib.sh"
 bv_pgbin
 
 case "${BENCH_SCALE:-default}" in
-    small) ROWS=10000; DURATION=2; MIXED_DURATION=4; ROUNDS=1; LAG_DURATION=8; BACKLOG=5000 ;;
+    small) ROWS=10000; DURATION=2; MIXED_DURATION=4; ROUNDS=3; LAG_DURATION=8; BACKLOG=5000 ;; # 3 rounds: a median
     *)     ROWS=100000; DURATION=5; MIXED_DURATION=20; ROUNDS=7; LAG_DURATION=60; BACKLOG=20000 ;;
 esac
 LAG_RATE=${BENCH_LAG_RATE:-5000} # the rate; lower to see the latency apart from throughput

@@ -94,6 +94,14 @@ extern void bv_audit_wal_worker_init(void);
 extern void bv_audit_wal_wake_worker(void);
 extern PGDLLEXPORT void bv_audit_wal_worker_main(Datum main_arg);
 
+/* wal_apply.c, wal_stream.c: the worker's decoding session */
+extern bool bv_audit_wal_in_worker;
+extern char **bv_audit_wal_stream_read(const char *slot, XLogRecPtr upto, int max_changes,
+									   int *ndocs, bool *complete);
+extern bool bv_audit_wal_stream_open(void);
+extern void bv_audit_wal_stream_confirm(XLogRecPtr applied);
+extern void bv_audit_wal_stream_close(void);
+
 /* wal_decode.c: the worker's view of WAL-mode tables and their changes */
 /* A mirrored column of a WAL-mode table. */
 typedef struct WalCol

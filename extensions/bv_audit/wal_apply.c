@@ -17,8 +17,11 @@
  *	   are read with a snapshot taken after L (the call must run read
  *	   committed): a table whose switch committed before a change up to L
  *	   is in the list.
- *	3. The slot's changes up to L are peeked (never consumed) with wal2json,
- *	   one JSON document per change, and read here in C: transactions whose
+ *	3. The slot's changes up to L are read (never consumed) with wal2json,
+ *	   one JSON document per change: in the worker through its decoding
+ *	   session (wal_stream.c, kept open across batches; decoded after this
+ *	   call's SPI connection is closed, then the tables of step 2 are read),
+ *	   from SQL by a peek.  They are read here in C: transactions whose
  *	   commit LSN is below the applied position are skipped (a replay after
  *	   a crash: records are idempotent by LSN), and so are changes of tables
  *	   outside their window; wal_decode.c turns each remaining change into
@@ -586,6 +589,9 @@ buffer_change(WalApply *wa, char kind, const WalDoc *doc, XLogRecPtr clsn)
 	bv_audit_wal_parse_change(&wa->stmt[wa->nstmt++], t, kind, doc);
 }
 
+/* Set by the WAL worker: _wal_apply() reads through its session. */
+bool bv_audit_wal_in_worker = false;
+
 PG_FUNCTION_INFO_V1(bv_audit_wal_apply);
 
 /*
@@ -612,9 +618,9 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	XLogRecPtr applied, upto, clsn = InvalidXLogRecPtr, last_commit = InvalidXLogRecPtr;
 	TimestampTz last_commit_ts = 0;
 	bool complete = true, skip = true;
-	uint64 nrows = 0, i;
-	int ret, k, nestlevel;
-	SPITupleTable *tab = NULL;
+	uint64 i;
+	int ret, k, nestlevel, ndocs = 0;
+	char **docs = NULL;
 	MemoryContext callcxt, txcxt, rowcxt;
 	Datum result[3];
 	bool rnull[3] = {false, false, false};
@@ -653,47 +659,74 @@ bv_audit_wal_apply(PG_FUNCTION_ARGS)
 	applied = DatumGetLSN(begin[2]);
 	upto = DatumGetLSN(begin[3]);
 
-	if (DatumGetBool(begin[4]))
+	if (DatumGetBool(begin[4]) && bv_audit_wal_in_worker)
+	{
+		/*
+		 * 3. the changes, from the worker's session (wal_stream.c), decoded
+		 * with no SPI connection of this call open (as a peek runs, as a
+		 * plain SQL function): decoding runs subtransactions of the worker's
+		 * transaction.  begin[] holds values passed by value only.
+		 */
+		SPI_finish();
+		docs = bv_audit_wal_stream_read(NameStr(*slot), upto, max_changes, &ndocs, &complete);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		callcxt = CurrentMemoryContext;
+		/* 2. the tables (read after L, which is all the rule asks) */
+		wa.tables = bv_audit_wal_load_tables(applied, &wa.ntables);
+	}
+	else if (DatumGetBool(begin[4]))
 	{
 		/* 2. the tables */
 		wa.tables = bv_audit_wal_load_tables(applied, &wa.ntables);
 
-		/* 3. the changes */
-		args[0] = NameGetDatum(slot);
-		args[1] = LSNGetDatum(upto);
-		args[2] = Int32GetDatum(max_changes);
-		ret = SPI_execute_with_args(
-			"SELECT c.data FROM pg_catalog.pg_logical_slot_peek_changes($1, $2, $3, "
-			"'format-version', '2', 'include-xids', '1', 'include-timestamp', '1', "
-			"'include-lsn', '1', 'include-column-positions', '1', 'include-types', '0', "
-			"'include-transaction', '1', 'filter-tables', 'bv_audit.*', "
-			"'add-msg-prefixes', 'bv_audit') c",
-			3, argtypes, args, NULL, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "peeking the slot failed: %s", SPI_result_code_string(ret));
-		tab = SPI_tuptable;
-		nrows = SPI_processed;
-		if (nrows >= (uint64) max_changes)
-			complete = false; /* the peek stopped at max_changes: more may follow */
+		/* 3. the changes: a peek (a call from SQL, outside the worker) */
+		{
+			args[0] = NameGetDatum(slot);
+			args[1] = LSNGetDatum(upto);
+			args[2] = Int32GetDatum(max_changes);
+			ret = SPI_execute_with_args(
+				"SELECT c.data FROM pg_catalog.pg_logical_slot_peek_changes($1, $2, $3, "
+				"'format-version', '2', 'include-xids', '1', 'include-timestamp', '1', "
+				"'include-lsn', '1', 'include-column-positions', '1', 'include-types', '0', "
+				"'include-transaction', '1', 'filter-tables', 'bv_audit.*', "
+				"'add-msg-prefixes', 'bv_audit') c",
+				3, argtypes, args, NULL, false, 0);
+			if (ret != SPI_OK_SELECT)
+				elog(ERROR, "peeking the slot failed: %s", SPI_result_code_string(ret));
+			ndocs = (int) SPI_processed;
+			docs = palloc(sizeof(char *) * Max(ndocs, 1));
+			for (i = 0; i < (uint64) ndocs; i++)
+			{
+				bool isnull;
+				Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+				docs[i] = isnull ? NULL : TextDatumGetCString(d);
+			}
+			SPI_freetuptable(SPI_tuptable);
+			if (ndocs >= max_changes)
+				complete = false; /* the peek stopped at max_changes: more may follow */
+		}
 	}
+	else if (bv_audit_wal_in_worker)
+		/* no table in WAL mode: the worker advances or drops the slot by SQL */
+		bv_audit_wal_stream_close();
 
 	/* 4. the records */
 	txcxt = AllocSetContextCreate(callcxt, "bv_audit WAL transaction", ALLOCSET_DEFAULT_SIZES);
 	rowcxt = AllocSetContextCreate(callcxt, "bv_audit WAL change", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(txcxt);
-	for (i = 0; i < nrows; i++)
+	for (i = 0; i < (uint64) ndocs; i++)
 	{
-		bool isnull;
-		Datum d = SPI_getbinval(tab->vals[i], tab->tupdesc, 1, &isnull);
 		WalDoc doc;
 		char *action;
 
-		if (isnull)
+		if (docs[i] == NULL)
 			continue;
-		/* the document lives for this row only; what a change keeps is copied */
+		/* the parsed document lives for this row only; what a change keeps is copied */
 		MemoryContextReset(rowcxt);
 		MemoryContextSwitchTo(rowcxt);
-		bv_audit_wal_parse_doc(TextDatumGetCString(d), &doc);
+		bv_audit_wal_parse_doc(docs[i], &doc);
 		MemoryContextSwitchTo(txcxt);
 		action = doc.action;
 		if (action == NULL)

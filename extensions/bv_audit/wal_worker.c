@@ -18,8 +18,11 @@
  *	   WAL mode decodes nothing and retains no WAL for it.
  *	3. One batch: bv_audit._wal_apply() (wal_apply.c) in a transaction of
  *	   its own writes the records and the applied position together.
- *	4. After that commit, pg_replication_slot_advance() to the applied
- *	   position, in a second transaction.  A crash between 3 and 4 leaves the
+ *	4. After that commit, the applied position is confirmed to the slot:
+ *	   through the decoding session that step 3 keeps open (wal_stream.c,
+ *	   0.7.0), or, when no table is in WAL mode and no session is open, by
+ *	   pg_replication_slot_advance() in a second transaction.  Any error
+ *	   closes the session.  A crash between 3 and 4 leaves the
  *	   slot behind: the next peek sees the batch again and _wal_changes()
  *	   skips every transaction below the applied position.  Nothing is lost
  *	   (the slot is never ahead of committed records) and nothing is written
@@ -210,6 +213,7 @@ ready(void)
 	if (isnull || !DatumGetBool(installed))
 	{
 		/* Dropped (or never there): a slot left behind would keep WAL forever. */
+		bv_audit_wal_stream_close();
 		query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
 			   "FROM pg_catalog.pg_replication_slots s "
 			   "WHERE s.slot_name = $1 AND s.database = pg_catalog.current_database() AND NOT s.active",
@@ -231,6 +235,7 @@ ready(void)
 		 * and only if no table entered WAL mode before the lock was taken
 		 * (the last statement runs with a snapshot taken after it).
 		 */
+		bv_audit_wal_stream_close();
 		if (DatumGetBool(query1("SELECT pg_catalog.pg_try_advisory_xact_lock(" BV_AUDIT_WAL_SLOT_LOCK ")",
 								0, NULL, NULL, &isnull)))
 			query1("SELECT pg_catalog.pg_drop_replication_slot(s.slot_name) "
@@ -291,7 +296,19 @@ apply_batch(int max_changes, bool force)
 	end_tx();
 
 	/*
-	 * A batch that wrote records stored its position with them (wait_for()
+	 * The records committed: with a decoding session open (wal_stream.c),
+	 * confirm the position through it, which decodes nothing again and
+	 * costs no transaction, after every batch.
+	 */
+	if (bv_audit_wal_stream_open())
+	{
+		bv_audit_wal_stream_confirm(applied);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return complete ? WAL_IDLE : WAL_MORE;
+	}
+
+	/*
+	 * Without a session (no table in WAL mode): a batch that wrote records stored its position with them (wait_for()
 	 * reads it there), and the next peek skips what it recorded: the slot
 	 * then only needs to follow every WAL_ADVANCE_MS, which saves a
 	 * transaction and a decoding pass per batch under a steady load.  A
@@ -343,6 +360,8 @@ recover(MemoryContext loop_cxt)
 	FlushErrorState();
 	msg = pstrdup(edata->message ? edata->message : "unknown error");
 	elog(WARNING, "bv_audit WAL worker: %s", msg);
+	/* the session's documents may not have been recorded: start again at the slot */
+	bv_audit_wal_stream_close();
 	if (MyReplicationSlot != NULL)
 		ReplicationSlotRelease();
 	ReplicationSlotCleanup();
@@ -364,6 +383,7 @@ bv_audit_wal_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(bv_audit_database, NULL, 0);
+	bv_audit_wal_in_worker = true;
 	/*
 	 * Read committed whatever the cluster's default: each batch reads the
 	 * WAL-mode tables with a snapshot newer than its WAL position
