@@ -60,3 +60,40 @@ CREATE EVENT TRIGGER bv_audit_guard_wal_key_drop ON sql_drop
     WHEN TAG IN ('ALTER TABLE', 'DROP INDEX')
     EXECUTE FUNCTION bv_audit._guard_wal_key();
 
+-- ===========================================================================
+-- Finding 7: no switch into or out of WAL mode after a write of the table
+-- in the same transaction.
+-- ===========================================================================
+CREATE FUNCTION bv_audit._guard_window()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.relid IS NULL
+       OR (NEW.wal_lsn IS NOT DISTINCT FROM OLD.wal_lsn AND NEW.wal_until IS NOT DISTINCT FROM OLD.wal_until) THEN
+        RETURN NEW;
+    END IF;
+    -- INSERT, UPDATE, DELETE, MERGE and COPY FROM hold this lock on the
+    -- table to the end of the transaction (or of a rolled-back savepoint).
+    IF EXISTS (SELECT FROM pg_catalog.pg_locks l
+                WHERE l.locktype = 'relation' AND l.pid = pg_catalog.pg_backend_pid()
+                  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname = pg_catalog.current_database())
+                  AND l.relation = NEW.relid AND l.mode = 'RowExclusiveLock' AND l.granted) THEN
+        RAISE EXCEPTION 'table "%" was written earlier in this transaction', NEW.relid::regclass
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = CASE WHEN NEW.wal_until IS NULL
+                                THEN 'The WAL worker records the whole transaction once it commits, so the writes made before this call would be recorded twice or as changes of an untracked table.'
+                                ELSE 'The WAL worker skips the whole transaction once the table leaves WAL mode in it, so the writes made before this call would not be recorded.' END,
+                  HINT = 'Call bv_audit.enable() or bv_audit.disable() before the transaction writes the table, best in a transaction of its own.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._guard_window() IS
+'Trigger function on bv_audit.tracked: refuses moving a table into or out of WAL mode in a transaction that has written it.';
+REVOKE ALL ON FUNCTION bv_audit._guard_window() FROM PUBLIC;
+
+CREATE TRIGGER bv_audit_guard_window BEFORE UPDATE OF wal_lsn, wal_until ON bv_audit.tracked
+    FOR EACH ROW EXECUTE FUNCTION bv_audit._guard_window();

@@ -83,15 +83,12 @@ sub records
 sub expected { my ($n) = @_; return $committed{$n} ? $case{$n}[2] : 'S:v0'; }
 
 is(records('t'), expected('t'), 'control: trigger mode, UPDATE then disable() in one transaction: the UPDATE is recorded');
-TODO:
-{
-	local $TODO = 'finding 7: a mode switch, disable() or enable() in a transaction that writes the table loses or duplicates records';
-	# Got (0.6.0): a S:v0 U:x1 U:x1 U:x2; b S:v0 U:x2; c S:v0; d S:v0 S:x1 U:x1 U:x2
-	is(records('a'), expected('a'), 'trigger -> WAL after an UPDATE in the same transaction: each change recorded once');
-	is(records('b'), expected('b'), 'WAL -> trigger after an UPDATE in the same transaction: no change lost');
-	is(records('c'), expected('c'), 'WAL mode, UPDATE, disable(): the UPDATE made while tracked is recorded');
-	is(records('d'), expected('d'), 'disable(), UPDATE, enable(wal): no record of the change made while disabled');
-}
+# Fixed in 0.7.0 (finding 7): refused (55000) in a transaction that wrote the table.
+# Got (0.6.0): a S:v0 U:x1 U:x1 U:x2; b S:v0 U:x2; c S:v0; d S:v0 S:x1 U:x1 U:x2
+is(records('a'), expected('a'), 'trigger -> WAL after an UPDATE in the same transaction: each change recorded once');
+is(records('b'), expected('b'), 'WAL -> trigger after an UPDATE in the same transaction: no change lost');
+is(records('c'), expected('c'), 'WAL mode, UPDATE, disable(): the UPDATE made while tracked is recorded');
+is(records('d'), expected('d'), 'disable(), UPDATE, enable(wal): no record of the change made while disabled');
 is(sql('SELECT count(*) FROM bv_audit.wal_quarantine'), '0', 'nothing quarantined');
 
 # ---------------------------------------------------------------- finding 10
