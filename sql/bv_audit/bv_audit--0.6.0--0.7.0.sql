@@ -97,3 +97,72 @@ REVOKE ALL ON FUNCTION bv_audit._guard_window() FROM PUBLIC;
 
 CREATE TRIGGER bv_audit_guard_window BEFORE UPDATE OF wal_lsn, wal_until ON bv_audit.tracked
     FOR EACH ROW EXECUTE FUNCTION bv_audit._guard_window();
+
+-- ===========================================================================
+-- Finding 10: a column that stops being excluded from a WAL-mode table is
+-- recorded at once.  An UPDATE that leaves a TOASTed value unchanged does
+-- not log it, and the worker takes it from the row's last record, which
+-- (written while the column was excluded) has none: the record and as_of()
+-- said NULL.  Now the commit of the enable() that ends the exclusion
+-- records every row with a value in such a column as a U naming it (as
+-- ADD COLUMN ... DEFAULT is recorded); trigger mode records it at the next
+-- UPDATE, as before.  Before the exclusions change, the worker records what
+-- was committed so far (the table's writers wait for enable() already), so
+-- these records follow every earlier one of the table.
+-- ===========================================================================
+CREATE FUNCTION bv_audit._wal_reinclude_drain()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.relid IS NOT NULL AND OLD.wal_lsn IS NOT NULL AND OLD.wal_until IS NULL
+       AND EXISTS (SELECT FROM unnest(OLD.exclude_attnums) AS x(attnum)
+                    WHERE x.attnum <> ALL (NEW.exclude_attnums)) THEN
+        PERFORM bv_audit._wal_drain('the end of a column''s exclusion');
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._wal_reinclude_drain() IS
+'Trigger function on bv_audit.tracked: before a WAL-mode table''s exclusions shrink, waits until the WAL worker has recorded what was committed so far.';
+REVOKE ALL ON FUNCTION bv_audit._wal_reinclude_drain() FROM PUBLIC;
+
+CREATE TRIGGER bv_audit_reinclude_drain BEFORE UPDATE OF exclude_attnums ON bv_audit.tracked
+    FOR EACH ROW EXECUTE FUNCTION bv_audit._wal_reinclude_drain();
+
+-- At commit (deferred), when the audit table has its columns again.
+-- SECURITY DEFINER: the commit runs as the caller of enable() (bv_admin),
+-- who may neither read the table nor write its audit table; only enable()
+-- can change bv_audit.tracked.
+CREATE FUNCTION bv_audit._wal_reinclude()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t bv_audit.tracked;
+    back smallint[];
+BEGIN
+    SELECT * INTO t FROM bv_audit.tracked tr WHERE tr.id = NEW.id;
+    IF NOT FOUND OR t.relid IS NULL OR NOT t.enabled OR t.wal_lsn IS NULL OR t.wal_until IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(c.src_attnum ORDER BY c.src_attnum) INTO back
+      FROM bv_audit.columns c
+     WHERE c.tracked_id = t.id AND c.src_attnum = ANY (OLD.exclude_attnums)
+       AND c.src_attnum <> ALL (t.exclude_attnums);
+    IF back IS NOT NULL THEN
+        PERFORM bv_audit._record_rows(t, back, true);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION bv_audit._wal_reinclude() IS
+'Deferred trigger function on bv_audit.tracked: at the commit of enable() that ends a WAL-mode table''s exclusion of columns, records every row with a value in them (the WAL does not carry unchanged TOASTed values).';
+REVOKE ALL ON FUNCTION bv_audit._wal_reinclude() FROM PUBLIC;
+
+CREATE CONSTRAINT TRIGGER bv_audit_reinclude AFTER UPDATE OF exclude_attnums ON bv_audit.tracked
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (OLD.exclude_attnums IS DISTINCT FROM NEW.exclude_attnums)
+    EXECUTE FUNCTION bv_audit._wal_reinclude();
