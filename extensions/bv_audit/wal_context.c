@@ -27,7 +27,9 @@
  *
  * Where the message is emitted:
  *	- ExecutorStart (INSERT, UPDATE, DELETE, MERGE, data-modifying CTEs),
- *	  after the standard start-up has opened the result relations;
+ *	  after the standard start-up has opened the result relations; a
+ *	  partitioned result relation counts when any of its partitions is in
+ *	  WAL mode (rows are routed to partitions after the start-up);
  *	- ProcessUtility for COPY FROM (which does not use the executor's
  *	  start-up);
  *	- the marker trigger itself for TRUNCATE.
@@ -97,6 +99,47 @@ rel_is_wal_mode(Relation rel)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * Whether a write into rel can reach a WAL-mode table: rel itself, or, for
+ * a partitioned table, any of its partitions (0.7.0).  INSERT, COPY FROM
+ * and INSERT ... ON CONFLICT into a partitioned table open a leaf only
+ * while routing its first row, after ExecutorStart, and UPDATE may move a
+ * row into a partition it did not open; so the partitions are looked at
+ * here.  They are locked as the rows routed to them would lock them
+ * (RowExclusiveLock, parent before children as everywhere), so that
+ * invalidations are processed and no enable() or disable() of a
+ * partition can commit between this test and the write.
+ */
+static bool
+rel_writes_wal_mode(Relation rel)
+{
+	List *parts;
+	ListCell *lc;
+	bool wal = false;
+
+	if (rel_is_wal_mode(rel))
+		return true;
+	if (rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		return false;
+	parts = find_all_inheritors(RelationGetRelid(rel), RowExclusiveLock, NULL);
+	foreach (lc, parts)
+	{
+		Relation part;
+
+		if (lfirst_oid(lc) == RelationGetRelid(rel))
+			continue;
+		part = RelationIdGetRelation(lfirst_oid(lc));
+		if (part == NULL)
+			continue;
+		wal = part->rd_rel->relkind == RELKIND_RELATION && rel_is_wal_mode(part);
+		RelationClose(part);
+		if (wal)
+			break;
+	}
+	list_free(parts);
+	return wal;
 }
 
 /*
@@ -301,7 +344,7 @@ writes_wal_table(QueryDesc *qd)
 	{
 		ResultRelInfo *rri = (ResultRelInfo *) lfirst(lc);
 
-		if (rri->ri_RelationDesc != NULL && rel_is_wal_mode(rri->ri_RelationDesc))
+		if (rri->ri_RelationDesc != NULL && rel_writes_wal_mode(rri->ri_RelationDesc))
 			return true;
 	}
 	return false;
@@ -438,7 +481,7 @@ bv_audit_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 
 		if (rel != NULL)
 		{
-			bool wal = rel_is_wal_mode(rel);
+			bool wal = rel_writes_wal_mode(rel);
 
 			table_close(rel, NoLock);
 			if (wal)

@@ -32,7 +32,9 @@ SELECT functions_are('bv_audit', ARRAY[
     -- 0.6.0, #19 the loss race
     '_wal_log_running_xacts',
     -- 0.7.0, keys whose equality ignores bytes
-    '_check_key_types', '_key_type_exact']);
+    '_check_key_types', '_key_type_exact',
+    -- 0.7.0: red-team 6b hardening (findings 2, 7, 10)
+    '_guard_wal_key', '_guard_window', '_wal_reinclude', '_wal_reinclude_drain']);
 -- The extension's own tables (the schema also holds the audit tables of
 -- whatever is tracked, such as bv_commerce's).
 SELECT set_eq($$SELECT c.relname::text FROM pg_class c JOIN pg_depend d ON d.objid = c.oid
