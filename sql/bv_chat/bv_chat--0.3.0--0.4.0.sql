@@ -166,3 +166,201 @@ $$;
 COMMENT ON FUNCTION chat.react(bigint, bigint, text, boolean) IS 'Adds (or removes) your reaction to a message. Takes from the send rate limit.';
 
 REVOKE ALL ON FUNCTION chat.has_invisible(text), chat.check_reaction(text, boolean) FROM PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Findings 4 and 9: a delete takes the text out of every copy bv_chat made.
+ *
+ * A delete (the tombstone: deleted_at set, text, attachments and mentions
+ * emptied) used to leave the text in
+ *   - chat.notifications: "preview" of the mention/message notifications
+ *     of the message (and of an edit's new mentions), and the
+ *     "first_unread" previews of digests (finding 4);
+ *   - chat.events: the message.created/edited events kept for MQTT;
+ *   - bv_realtime.messages: the gateway's history, which a client resumes
+ *     from (last_id / Last-Event-ID), including a user who joined the room
+ *     after the delete (finding 9).
+ * Trigger chat.messages_tombstoned (AFTER UPDATE OF deleted_at, once per
+ * message: deleted_at goes from NULL to a time) replaces the text in each
+ * copy by the tombstone chat_history shows (body "", no attachments, no
+ * mentions, "deleted": true; notifications: preview "").  It covers every
+ * way a message is tombstoned (api.chat_delete, a bv_admin UPDATE).  The
+ * audit history (bv_audit) keeps the text, for bv_admin, as documented.
+ *
+ * The gateway's history is written by the gateway after it decodes a
+ * commit, so at the time of a delete the copy of the message may not be
+ * stored yet (the gateway lags, or is down and will replay the WAL).  The
+ * delete records (room, seq) in chat.history_redactions;
+ * chat.redact_history() re-applies the pending redactions and forgets one
+ * once the history holds the delete's own message.deleted event (stored
+ * in commit order after every copy of the message) or is older than the
+ * history can be.  It runs at the delete, when a member joins the room
+ * (the only way a new reader gains the room's history: trigger
+ * chat.members_joined) and every minute (pg_cron job chat-redact).  What
+ * is left: a copy stored after the newcomer's join and before the next
+ * run can be resumed in between (a gateway lagging behind the delete and
+ * the join); closing that needs the gateway to apply redactions in commit
+ * order (docs/bv_chat.md, Not done yet).  Pushes already sent and MQTT
+ * messages already published cannot be recalled; a push still in bv_cdc's
+ * queue (the WAL, the webhook spool) goes out with its text.
+ *
+ * Rights: the trigger functions and chat.redact_history() are SECURITY
+ * DEFINER (the extension's owner, who owns bv_realtime.messages too),
+ * search_path pinned, executable by nobody else; they only ever replace a
+ * message's text by its tombstone.
+ * ---------------------------------------------------------------------- */
+
+/* notifications of one message, found by (room_id, seq) */
+CREATE INDEX notifications_message ON chat.notifications (room_id, seq) WHERE seq IS NOT NULL;
+/* digests, found from the message's time */
+CREATE INDEX notifications_digests ON chat.notifications (created_at) WHERE kind = 'digest';
+
+CREATE FUNCTION chat.tombstone_payload(p jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT p || '{"body": "", "attachments": [], "mentions": [], "deleted": true, "reactions": {}, "pinned": false}'::jsonb $$;
+COMMENT ON FUNCTION chat.tombstone_payload(jsonb) IS 'Internal: a live event of a message (message.created, message.edited) as the tombstone of the deleted message: no text, attachments, mentions, reactions or pin.';
+
+/* a digest's payload with the preview of message (room, seq) emptied */
+CREATE FUNCTION chat.redact_digest(p jsonb, p_room bigint, p_seq bigint)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_set(p, '{rooms}', coalesce((
+        SELECT jsonb_agg(CASE WHEN (r ->> 'room_id')::bigint = p_room AND jsonb_typeof(r -> 'first_unread') = 'array'
+                              THEN jsonb_set(r, '{first_unread}', (
+                                   SELECT coalesce(jsonb_agg(CASE WHEN (f ->> 'seq')::bigint = p_seq
+                                                                  THEN f || '{"preview": "", "deleted": true}'::jsonb
+                                                                  ELSE f END ORDER BY fo), '[]')
+                                     FROM jsonb_array_elements(r -> 'first_unread') WITH ORDINALITY x(f, fo)))
+                              ELSE r END ORDER BY ro)
+          FROM jsonb_array_elements(p -> 'rooms') WITH ORDINALITY y(r, ro)), '[]'))
+$$;
+COMMENT ON FUNCTION chat.redact_digest(jsonb, bigint, bigint) IS 'Internal: a digest notification''s payload with the preview of one deleted message emptied.';
+
+CREATE TABLE chat.history_redactions (
+    room_id    bigint NOT NULL REFERENCES chat.rooms ON DELETE CASCADE,
+    seq        bigint NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (room_id, seq)
+);
+COMMENT ON TABLE chat.history_redactions IS 'Deleted messages whose copies in the bv_realtime history may still arrive (the gateway stores a message after it decodes its commit): chat.redact_history() replaces their text and forgets a row once the history holds the delete''s message.deleted event. Internal.';
+ALTER TABLE chat.history_redactions ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON chat.history_redactions FROM PUBLIC;
+GRANT SELECT ON chat.history_redactions TO bv_service;
+
+/*
+ * Re-applies the pending history redactions (of one room, or all): every
+ * stored message.created/edited event of a pending (room, seq) becomes its
+ * tombstone.  Returns the number of history rows changed.
+ */
+CREATE FUNCTION chat.redact_history(p_room bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n bigint := 0;
+    k bigint;
+    keep_s integer;
+BEGIN
+    -- (how long the gateway can keep a row; 0 = no age limit: a week)
+    SELECT coalesce(nullif(s.setting, '0')::integer, 7 * 86400) INTO keep_s
+      FROM pg_catalog.pg_settings s WHERE s.name = 'bv_realtime.history_retention';
+    keep_s := coalesce(keep_s, 3600) + 3600;
+    FOR r IN SELECT h.room_id, h.seq, h.deleted_at FROM chat.history_redactions h
+              WHERE p_room IS NULL OR h.room_id = p_room
+              ORDER BY h.room_id, h.seq LIMIT 10000
+    LOOP
+        UPDATE bv_realtime.messages m SET payload = chat.tombstone_payload(m.payload)
+         WHERE m.topic = 'chat:room:' || r.room_id
+           AND m.event IN ('message.created', 'message.edited')
+           AND m.payload ->> 'seq' = r.seq::text
+           AND m.payload -> 'deleted' IS DISTINCT FROM 'true'::jsonb;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+        IF r.deleted_at < now() - make_interval(secs => keep_s)
+           OR EXISTS (SELECT 1 FROM bv_realtime.messages m
+                       WHERE m.topic = 'chat:room:' || r.room_id AND m.event = 'message.deleted'
+                         AND m.payload ->> 'seq' = r.seq::text) THEN
+            DELETE FROM chat.history_redactions h WHERE h.room_id = r.room_id AND h.seq = r.seq;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION chat.redact_history(bigint) IS 'Replaces the text of deleted messages in the bv_realtime history (what resuming clients replay) by their tombstone, for the deletes whose copies may still arrive (chat.history_redactions). Run at each delete, at each join of the room, and every minute by pg_cron (job chat-redact). Returns the history rows changed.';
+
+CREATE FUNCTION chat.messages_tombstoned()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- finding 4: notifications (mention, message) and digests
+    UPDATE chat.notifications n SET payload = n.payload || '{"preview": "", "deleted": true}'::jsonb
+     WHERE n.room_id = NEW.room_id AND n.seq = NEW.seq AND n.seq IS NOT NULL AND n.kind <> 'digest';
+    UPDATE chat.notifications n SET payload = chat.redact_digest(n.payload, NEW.room_id, NEW.seq)
+     WHERE n.kind = 'digest' AND n.created_at >= NEW.created_at
+       AND n.payload @> jsonb_build_object('rooms', jsonb_build_array(jsonb_build_object(
+               'room_id', NEW.room_id, 'first_unread', jsonb_build_array(jsonb_build_object('seq', NEW.seq)))));
+    -- the MQTT events (chat.events), kept for events_retention_hours
+    UPDATE chat.events e SET payload = chat.tombstone_payload(e.payload)
+     WHERE e.room_id = NEW.room_id AND e.event IN ('message.created', 'message.edited')
+       AND e.occurred_at >= NEW.created_at AND e.payload ->> 'seq' = NEW.seq::text;
+    -- finding 9: the gateway's history, now and as its copies arrive
+    INSERT INTO chat.history_redactions (room_id, seq) VALUES (NEW.room_id, NEW.seq)
+    ON CONFLICT (room_id, seq) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
+    PERFORM chat.redact_history(NEW.room_id);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION chat.messages_tombstoned() IS 'Internal (trigger): when a message is deleted, replaces its text in the notifications and digests, the MQTT events and the bv_realtime history (now, and as late copies arrive: chat.history_redactions).';
+
+CREATE TRIGGER messages_tombstoned AFTER UPDATE OF deleted_at ON chat.messages
+    FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION chat.messages_tombstoned();
+
+CREATE FUNCTION chat.members_joined()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM chat.history_redactions h WHERE h.room_id = NEW.room_id) THEN
+        PERFORM chat.redact_history(NEW.room_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION chat.members_joined() IS 'Internal (trigger): before a new member can resume the room''s live history, re-applies the room''s pending history redactions.';
+
+CREATE TRIGGER members_joined AFTER INSERT OR UPDATE OF state ON chat.members
+    FOR EACH ROW WHEN (NEW.state = 'joined')
+    EXECUTE FUNCTION chat.members_joined();
+
+REVOKE ALL ON FUNCTION chat.tombstone_payload(jsonb), chat.redact_digest(jsonb, bigint, bigint),
+    chat.redact_history(bigint), chat.messages_tombstoned(), chat.members_joined() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION chat.schedule_jobs()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' USING 'chat-digests', '*/15 * * * *', 'SELECT chat.send_digests()';
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' USING 'chat-purge', '17 * * * *', 'SELECT chat.purge()';
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' USING 'chat-redact', '* * * * *', 'SELECT chat.redact_history()';
+END
+$$;
+COMMENT ON FUNCTION chat.schedule_jobs() IS 'Schedules the digests, the events purge and the history redactions with pg_cron (called at install when pg_cron is present).';
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+        PERFORM chat.schedule_jobs();
+    END IF;
+END
+$$;
