@@ -251,11 +251,12 @@ REVOKE ALL ON chat.history_redactions FROM PUBLIC;
 GRANT SELECT ON chat.history_redactions TO bv_service;
 
 /*
- * Re-applies the pending history redactions (of one room, or all): every
- * stored message.created/edited event of a pending (room, seq) becomes its
- * tombstone.  Returns the number of history rows changed.
+ * Re-applies the pending history redactions (all, of one room, or of one
+ * message): every stored message.created/edited event of a pending
+ * (room, seq) becomes its tombstone.  Returns the number of history rows
+ * changed.
  */
-CREATE FUNCTION chat.redact_history(p_room bigint DEFAULT NULL)
+CREATE FUNCTION chat.redact_history(p_room bigint DEFAULT NULL, p_seq bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -271,7 +272,7 @@ BEGIN
       FROM pg_catalog.pg_settings s WHERE s.name = 'bv_realtime.history_retention';
     keep_s := coalesce(keep_s, 3600) + 3600;
     FOR r IN SELECT h.room_id, h.seq, h.deleted_at FROM chat.history_redactions h
-              WHERE p_room IS NULL OR h.room_id = p_room
+              WHERE (p_room IS NULL OR h.room_id = p_room) AND (p_seq IS NULL OR h.seq = p_seq)
               ORDER BY h.room_id, h.seq LIMIT 10000
     LOOP
         UPDATE bv_realtime.messages m SET payload = chat.tombstone_payload(m.payload)
@@ -291,7 +292,7 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION chat.redact_history(bigint) IS 'Replaces the text of deleted messages in the bv_realtime history (what resuming clients replay) by their tombstone, for the deletes whose copies may still arrive (chat.history_redactions). Run at each delete, at each join of the room, and every minute by pg_cron (job chat-redact). Returns the history rows changed.';
+COMMENT ON FUNCTION chat.redact_history(bigint, bigint) IS 'Replaces the text of deleted messages in the bv_realtime history (what resuming clients replay) by their tombstone, for the deletes whose copies may still arrive (chat.history_redactions). Run at each delete, at each join of the room, and every minute by pg_cron (job chat-redact). Returns the history rows changed.';
 
 CREATE FUNCTION chat.messages_tombstoned()
 RETURNS trigger
@@ -313,7 +314,7 @@ BEGIN
     -- finding 9: the gateway's history, now and as its copies arrive
     INSERT INTO chat.history_redactions (room_id, seq) VALUES (NEW.room_id, NEW.seq)
     ON CONFLICT (room_id, seq) DO UPDATE SET deleted_at = EXCLUDED.deleted_at;
-    PERFORM chat.redact_history(NEW.room_id);
+    PERFORM chat.redact_history(NEW.room_id, NEW.seq);
     RETURN NULL;
 END
 $$;
@@ -342,7 +343,7 @@ CREATE TRIGGER members_joined AFTER INSERT OR UPDATE OF state ON chat.members
     EXECUTE FUNCTION chat.members_joined();
 
 REVOKE ALL ON FUNCTION chat.tombstone_payload(jsonb), chat.redact_digest(jsonb, bigint, bigint),
-    chat.redact_history(bigint), chat.messages_tombstoned(), chat.members_joined() FROM PUBLIC;
+    chat.redact_history(bigint, bigint), chat.messages_tombstoned(), chat.members_joined() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION chat.schedule_jobs()
 RETURNS void

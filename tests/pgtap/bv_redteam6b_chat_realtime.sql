@@ -19,6 +19,9 @@
 --   keeps "preview" (the text) after chat_delete, and the mentioned user
 --   reads it with api.chat_notifications() (and the push outbox row holds
 --   it).  (An edit's old text is no leak: chat_edits lists every version.)
+--   Fixed in bv_chat 0.4.0: a delete empties the previews of the message's
+--   notifications and digests, its chat.events rows and its copies in the
+--   realtime history (with finding 9 of tap/bv_redteam6b_chat_history).
 -- Finding 11 (bv_chat, low): names accept the invisible characters that
 --   bv_core refuses in actors because they change how text around them is
 --   shown (docs/bv_core.md, "Actor rules": bidirectional overrides,

@@ -15,6 +15,9 @@
 #   Expected: the deleted text never reaches a client after the delete
 #   (e.g. deletes purge or mask the history's copies, or a resume does not
 #   go back before the user's join).
+# Fixed in bv_chat 0.4.0 (ADR 0101): a delete rewrites the message's copies
+#   in the history into its tombstone, and a join re-applies the redactions
+#   of copies stored after the delete.
 use strict;
 use warnings;
 
