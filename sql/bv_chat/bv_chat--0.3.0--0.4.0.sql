@@ -247,6 +247,7 @@ CREATE TABLE chat.history_redactions (
 );
 COMMENT ON TABLE chat.history_redactions IS 'Deleted messages whose copies in the bv_realtime history may still arrive (the gateway stores a message after it decodes its commit): chat.redact_history() replaces their text and forgets a row once the history holds the delete''s message.deleted event. Internal.';
 ALTER TABLE chat.history_redactions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY visible ON chat.history_redactions FOR SELECT USING (chat.is_staff());
 REVOKE ALL ON chat.history_redactions FROM PUBLIC;
 GRANT SELECT ON chat.history_redactions TO bv_service;
 
