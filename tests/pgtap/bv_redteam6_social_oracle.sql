@@ -7,7 +7,7 @@
 -- blocked alice?" tells a private block.  Since 0.4.0 they answer for the
 -- current reader only (42501 otherwise), and row-level security still works.
 BEGIN;
-SELECT plan(16);
+SELECT plan(19);
 
 CREATE FUNCTION pg_temp.act(p_role text, p_sub text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -68,6 +68,18 @@ SELECT throws_ok(format('SELECT social.can_see_post(%s, %s)', :carol, :secret), 
 SELECT pg_temp.act('bv_user', 'alice');
 SELECT is((SELECT count(*)::int FROM social.blocks), 1, 'alice sees her own block');
 SELECT lives_ok(format('SELECT count(*) FROM social.likes WHERE post_id = %s', :secret), 'the likes policy (blocked_between) runs for the reader');
+
+-- the audit history keeps the text of a deleted post: not for API roles
+SELECT api.delete_post((SELECT id FROM pg_temp.ids WHERE label = 'public'));
+SELECT pg_temp.act('bv_user', 'carol');
+SELECT throws_ok(format($$SELECT * FROM bv_audit.history('social.posts', '{"id": %s}')$$, :secret), '42501', NULL,
+                 'blocked user: no audit history of the author''s posts');
+RESET ROLE;
+SELECT bv_audit.audit_table('social.posts')::text AS posts_audit \gset
+SELECT ok(NOT has_table_privilege('bv_user', :'posts_audit', 'SELECT') AND NOT has_table_privilege('bv_anon', :'posts_audit', 'SELECT'),
+          'API roles cannot read the audit table of posts (erased text of deleted posts)');
+SELECT is((SELECT body FROM social.posts WHERE id = (SELECT id FROM pg_temp.ids WHERE label = 'public')), '',
+          'control: the deleted post''s text is erased in the table');
 
 RESET ROLE;
 SELECT * FROM finish();
