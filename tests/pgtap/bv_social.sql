@@ -27,7 +27,7 @@ SELECT ok((SELECT count(*) FROM cron.job WHERE jobname IN ('social-fanout', 'soc
 SELECT ok(EXISTS (SELECT 1 FROM bv_audit.tracked WHERE relid = 'social.posts'::regclass), 'posts are audited');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace IN ('social'::regnamespace, 'api'::regnamespace) AND p.prosecdef
-                   AND p.proconfig IS DISTINCT FROM '{"search_path=pg_catalog, pg_temp"}' ORDER BY 1),
+                   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false) ORDER BY 1),
           '{}', 'every SECURITY DEFINER function sets search_path = pg_catalog, pg_temp');
 SELECT is(ARRAY(SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'social'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL ORDER BY 1),

@@ -70,7 +70,10 @@ GRANT EXECUTE ON FUNCTION pg_temp.refs(text) TO PUBLIC;
 CREATE FUNCTION pg_temp.leaks(p_sub text) RETURNS text[] LANGUAGE sql AS $$
     SELECT coalesce(array_agg(DISTINCT r.path || ':' || r.post || '->' || r.ref), '{}')
       FROM pg_temp.refs(p_sub) r
-     WHERE NOT social.can_see_post((SELECT id FROM social.profiles WHERE user_ref = p_sub), r.ref) $$;
+     WHERE NOT EXISTS (SELECT 1 FROM social.posts p
+                        WHERE p.id = r.ref
+                          AND social.can_see((SELECT id FROM social.profiles WHERE user_ref = p_sub),
+                                             p.author_id, p.visibility, p.id, p.deleted_at, p.repost_of_id)) $$;
 -- Does the viewer receive this post id as a reference anywhere?
 CREATE FUNCTION pg_temp.gets(p_sub text, p_label text) RETURNS boolean LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM pg_temp.refs(p_sub) r WHERE r.ref = pg_temp.id(p_label)) $$;
