@@ -76,6 +76,13 @@ extern double VectorCosineKernel(int dim, const float *a, const float *b);
 #define HNSW_MAX_LEVEL               15
 /* candidates kept per layer while an insert descends to its own level */
 #define HNSW_EF_UPPER 16
+/*
+ * Identical vectors ("twins") a neighbor list takes at most (hnswutils.c):
+ * beyond that a new twin hands over, it does not crowd the list.
+ */
+#define HNSW_MAX_TWINS 3
+/* pages an insert looks through for a free element slot before appending */
+#define HNSW_REUSE_PAGES 8
 
 #define HNSW_MAGIC          0x42564857 /* "BVHW" */
 #define HNSW_VERSION        1
@@ -110,6 +117,12 @@ typedef struct HnswMetaPageData
 	int32 entry_level;       /* -1 when the index is empty */
 	ItemPointerData entry;   /* the entry point's element tuple */
 	BlockNumber insert_page; /* last page, where new elements go */
+	/*
+	 * The first page that may hold a free element slot (hnswvacuum.c), or
+	 * 0 when none is known.  0.2.0 indexes end before this field: their
+	 * metapage reads 0 here until a VACUUM sets it (pd_lower is moved).
+	 */
+	BlockNumber free_page;
 } HnswMetaPageData;
 
 typedef HnswMetaPageData *HnswMetaPage;
@@ -126,10 +139,15 @@ typedef struct HnswNeighbor
  * bytes, then the neighbor slots (level 0: 2m, levels 1..level: m each),
  * then the vector.  Sizes are fixed at creation.
  */
+/* HnswElementTupleData.deleted */
+#define HNSW_LIVE    0 /* indexes a heap tuple */
+#define HNSW_DELETED 1 /* its heap tuple is gone; links to it may remain */
+#define HNSW_FREE    2 /* repaired around, no link to it: an insert may take the slot */
+
 typedef struct HnswElementTupleData
 {
 	uint8 level;
-	uint8 deleted;
+	uint8 deleted;           /* HNSW_LIVE, HNSW_DELETED or HNSW_FREE */
 	uint16 m;                /* the m this tuple was laid out with */
 	ItemPointerData heaptid; /* invalid once deleted */
 	uint16 unused;
@@ -208,6 +226,34 @@ typedef struct HnswDistance
 } HnswDistance;
 
 extern void HnswInitDistance(HnswDistance *hd, Relation index);
+
+/* two vectors with the same values (memcmp stops at the first difference) */
+static inline bool
+HnswVectorsEqual(const Vector *a, const Vector *b)
+{
+	return a->dim == b->dim && memcmp(a->x, b->x, sizeof(float) * a->dim) == 0;
+}
+
+/* all zeros: its cosine distance to anything is undefined */
+static inline bool
+HnswVectorIsZero(const Vector *v)
+{
+	for (int i = 0; i < v->dim; i++)
+		if (v->x[i] != 0)
+			return false;
+	return true;
+}
+
+/*
+ * A value the index does not hold: a zero vector under cosine distance
+ * (every distance to it is NaN; see docs/bv_vector.md).  A scan with such a
+ * query returns no rows, as a NULL in the index's column is not indexed.
+ */
+static inline bool
+HnswSkipValue(const HnswDistance *hd, const Vector *v)
+{
+	return hd->kind == HNSW_DIST_COSINE && HnswVectorIsZero(v);
+}
 
 static inline float
 HnswDist(const HnswDistance *hd, const Vector *a, const Vector *b)
@@ -296,8 +342,9 @@ extern bool HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance 
 extern int HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 						   HnswCandidate *entries, int nentries, int ef, int lc,
 						   bool copyvec, HnswCandidate **result);
-extern int HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands,
-							   int m, int *chosen);
+extern int HnswSelectNeighbors(const HnswDistance *hd, const Vector *q, HnswCandidate *cands,
+							   int ncands, int m, int *chosen);
+extern void HnswMetaCover(Page metapage);
 extern void HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid,
 							 const HnswDistance *hd, int m, int efc);
 
@@ -326,5 +373,8 @@ extern IndexBulkDeleteResult *hnswbulkdelete(IndexVacuumInfo *info,
 											 void *callback_state);
 extern IndexBulkDeleteResult *hnswvacuumcleanup(IndexVacuumInfo *info,
 												IndexBulkDeleteResult *stats);
+
+/* hnswreconnect.c */
+extern int HnswReconnect(IndexVacuumInfo *info);
 
 #endif /* BV_VECTOR_H */

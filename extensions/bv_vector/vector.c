@@ -165,12 +165,15 @@ VectorCosineKernel(int dim, const float *a, const float *b)
 	d += SumV8(dot);
 	x += SumV8(na);
 	y += SumV8(nb);
-	if (unlikely(!isfinite(d) || !isfinite(x) || !isfinite(y)))
+	if (unlikely(!isfinite(d) || !isfinite(x) || !isfinite(y) || x < FLT_MIN || y < FLT_MIN))
 	{
 		/*
-		 * A float4 sum overflowed (values near the float4 limit, e.g. 3e38):
-		 * the cosine itself is still defined, so compute it again in double
-		 * precision, which cannot overflow for finite float4 inputs.
+		 * A float4 sum overflowed (values near the float4 limit, e.g. 3e38)
+		 * or a squared norm underflowed (values near 1e-20 and below: the
+		 * float path answered 0 for '[0,0,1e-30]' <=> '[1,1,1]'): the cosine
+		 * itself is still defined, so compute it again in double precision,
+		 * which neither overflows nor underflows for finite float4 inputs.
+		 * A zero vector comes here too and gets NaN, as before.
 		 */
 		double dd = 0,
 			   dx = 0,
