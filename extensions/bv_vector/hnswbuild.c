@@ -355,7 +355,7 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc, int *hando
 static void
 BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 {
-	int level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m));
+	int level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m, heaptid));
 	int slots = HnswTotalSlots(bs->m, level);
 	Size sz = MAXALIGN(sizeof(BuildElement)) + MAXALIGN(sizeof(uint16) * (level + 1)) + MAXALIGN(sizeof(int32) * slots) + MAXALIGN(sizeof(float) * slots) + VECTOR_SIZE(vec->dim);
 	char *p = MemoryContextAllocZero(bs->graphCxt, sz);
@@ -461,6 +461,7 @@ HnswInitMetaPage(Page page, int m, int efc)
 	ItemPointerSetInvalid(&meta->entry);
 	meta->insert_page = InvalidBlockNumber;
 	meta->free_page = 0;
+	meta->ip_max_norm2 = 0;
 	((PageHeader) page)->pd_lower = ((char *) meta + sizeof(HnswMetaPageData)) - (char *) page;
 }
 
@@ -597,6 +598,7 @@ BuildFlush(HnswBuildState *bs)
 	LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
 	meta = HnswPageGetMeta(BufferGetPage(metabuf));
 	meta->dims = bs->dims;
+	meta->ip_max_norm2 = bs->hd.max_norm2;
 	if (bs->n > 0)
 	{
 		BuildElement *ep = bs->elems[bs->entry];
@@ -662,6 +664,7 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		old = MemoryContextSwitchTo(bs->tmpCxt);
 	}
 
+	HnswGrowNorm(&bs->hd, vec); /* M grows as rows arrive */
 	if (bs->ondisk)
 	{
 		HnswInsertOnDisk(index, vec, tid, &bs->hd, bs->m, bs->efc);
@@ -708,7 +711,7 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	CheckOptions(index, bs.m, bs.efc);
 	if (typmod > 0)
 		HnswCheckDims(index, typmod, bs.m);
-	HnswInitDistance(&bs.hd, index);
+	HnswInitGraphDistance(&bs.hd, index, 0);
 	bs.memlimit = (Size) maintenance_work_mem * 1024;
 	bs.graphCxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build graph",
 										ALLOCSET_DEFAULT_SIZES);

@@ -107,11 +107,14 @@ HnswMoveFreeHint(Relation index, BlockNumber from, BlockNumber to)
  * deleted elements once no link leads to them) on the pages from the
  * metapage's hint on, looking at HNSW_REUSE_PAGES pages at most; the tuple
  * overwrites the free one in place (same offset; the size may differ, the
- * page makes room).  Nothing links to a free slot, so the new element is
- * unreachable until its reverse links are added, as on a new page.  The
- * hint moves to where the next insert should look.  False when no slot
- * was found.  The hint never moves past a page that keeps a free slot (one
- * too small for this tuple fits the next one of level 0).
+ * page makes room).  On a page the best fit is taken: a slot of the tuple's
+ * own size (its level: HnswSlotLevel gave the new element the level of the
+ * first free slot), else the smallest that fits, so that a small element
+ * does not use up the room a larger one needs.  Nothing links to a free
+ * slot, so the new element is unreachable until its reverse links are
+ * added, as on a new page.  The hint moves to where the next insert should
+ * look.  False when no slot was found.  The hint never moves past a page
+ * that keeps a free slot.
  */
 static bool
 HnswReuseSlot(Relation index, HnswElementTuple et, Size size, BlockNumber hint, ItemPointer tid)
@@ -128,48 +131,98 @@ HnswReuseSlot(Relation index, HnswElementTuple et, Size size, BlockNumber hint, 
 	{
 		Buffer buf = ReadBuffer(index, blk);
 		Page page;
-		bool left = false; /* a free slot stays on this page */
+		int nfree = 0;                           /* free slots on this page */
+		OffsetNumber best = InvalidOffsetNumber; /* the best fit */
+		Size bestlen = 0;
 
 		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 		page = BufferGetPage(buf);
 		if (!PageIsNew(page))
 		{
+			Size room = PageGetExactFreeSpace(page);
+
 			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 			{
 				ItemId iid = PageGetItemId(page, off);
 				HnswElementTuple old = (HnswElementTuple) PageGetItem(page, iid);
-				GenericXLogState *state;
-				Page gpage;
+				Size len = ItemIdGetLength(iid);
 
 				if (old->deleted != HNSW_FREE)
 					continue;
-				/* taken, or too small for a tuple of a higher level: it stays free */
-				if (placed || MAXALIGN(size) > MAXALIGN(ItemIdGetLength(iid)) + PageGetExactFreeSpace(page))
+				nfree++;
+				if (MAXALIGN(size) > MAXALIGN(len) + room)
+					continue; /* too small for this tuple: it stays free */
+				if (best == InvalidOffsetNumber || (bestlen != size && (len == size || len < bestlen)))
 				{
-					left = true;
-					continue;
+					best = off;
+					bestlen = len;
 				}
-				state = GenericXLogStart(index);
-				gpage = GenericXLogRegisterBuffer(state, buf, 0);
-				if (!PageIndexTupleOverwrite(gpage, off, (Item) et, size))
+			}
+			if (best != InvalidOffsetNumber)
+			{
+				GenericXLogState *state = GenericXLogStart(index);
+				Page gpage = GenericXLogRegisterBuffer(state, buf, 0);
+
+				if (PageIndexTupleOverwrite(gpage, best, (Item) et, size))
 				{
+					GenericXLogFinish(state);
+					ItemPointerSet(tid, blk, best);
+					placed = true;
+					nfree--;
+				}
+				else
 					GenericXLogAbort(state);
-					left = true;
-					continue;
-				}
-				GenericXLogFinish(state);
-				ItemPointerSet(tid, blk, off);
-				placed = true;
 			}
 		}
 		UnlockReleaseBuffer(buf);
-		if (left && next == InvalidBlockNumber)
+		if (nfree > 0 && next == InvalidBlockNumber)
 			next = blk;
 	}
 	if (next == InvalidBlockNumber)
 		next = blk < nblocks ? blk : 0;
 	HnswMoveFreeHint(index, hint, next);
 	return placed;
+}
+
+/*
+ * The level of the first free slot from the hint on (within
+ * HNSW_REUSE_PAGES pages) laid out for m, or -1 when there is none.  A new
+ * element takes that level, so it fits the slot exactly and every free slot
+ * can be reused (with levels of its own, a higher-level element found only
+ * level-0 slots on full pages and the index grew; the refill after a full
+ * DELETE added elements).  The level distribution stays the paper's: the
+ * freed elements' levels were drawn from it, independent of the vectors,
+ * and the slot taken depends on its place, not on the new vector.
+ */
+static int
+HnswSlotLevel(Relation index, BlockNumber hint, int m)
+{
+	BlockNumber nblocks;
+
+	if (hint == 0 || hint == InvalidBlockNumber)
+		return -1;
+	nblocks = RelationGetNumberOfBlocks(index);
+	for (BlockNumber blk = hint; blk < nblocks && blk < hint + HNSW_REUSE_PAGES; blk++)
+	{
+		Buffer buf = ReadBuffer(index, blk);
+		Page page;
+		int level = -1;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		if (!PageIsNew(page))
+			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page) && level < 0; off++)
+			{
+				HnswElementTuple old = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
+
+				if (old->deleted == HNSW_FREE && old->m == m)
+					level = old->level;
+			}
+		UnlockReleaseBuffer(buf);
+		if (level >= 0)
+			return level;
+	}
+	return -1;
 }
 
 /* put the tuple in a free slot, on the insert page, or on a new page; its TID in *tid */
@@ -439,13 +492,39 @@ HnswCheckIndexDims(Relation index, int expected, int dims)
 						 expected)));
 }
 
+/* the metapage's largest squared norm grows to n2 (inner-product indexes) */
+static void
+HnswSetMaxNorm(Relation index, float n2)
+{
+	Buffer buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	GenericXLogState *state;
+	Page page;
+	HnswMetaPage meta;
+
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	page = GenericXLogRegisterBuffer(state, buf, 0);
+	meta = HnswPageGetMeta(page);
+	if (n2 > meta->ip_max_norm2)
+	{
+		meta->ip_max_norm2 = n2;
+		HnswMetaCover(page);
+		GenericXLogFinish(state);
+	}
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
+}
+
 void
-HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDistance *hd,
+HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDistance *callerhd,
 				 int m, int efc)
 {
+	HnswDistance ghd = *callerhd;
+	const HnswDistance *hd = &ghd;
 	HnswMetaPageData meta;
 	LOCKMODE lockmode = ShareLock;
-	int level = HnswFitLevel(vec->dim, m, HnswRandomLevel(m));
+	int level;
 	HnswElementTuple et;
 	Size size;
 	ItemPointerData tid;
@@ -458,6 +537,9 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 
 	LockPage(index, HNSW_UPDATE_LOCK, lockmode);
 	HnswReadMeta(index, &meta);
+	level = HnswSlotLevel(index, meta.free_page, m);
+	if (level < 0)
+		level = HnswFitLevel(vec->dim, m, HnswRandomLevel(m, heaptid));
 	if (level > meta.entry_level)
 	{
 		UnlockPage(index, HNSW_UPDATE_LOCK, lockmode);
@@ -466,6 +548,14 @@ HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid, const HnswDis
 		HnswReadMeta(index, &meta);
 	}
 	HnswCheckIndexDims(index, meta.dims, vec->dim);
+	/* inner product: the graph's M is the largest norm, this vector's included */
+	if (ghd.kind == HNSW_DIST_MIPS)
+	{
+		ghd.max_norm2 = Max(ghd.max_norm2, meta.ip_max_norm2);
+		HnswGrowNorm(&ghd, vec);
+		if (ghd.max_norm2 > meta.ip_max_norm2)
+			HnswSetMaxNorm(index, ghd.max_norm2);
+	}
 
 	top = Min(level, meta.entry_level);
 	found = palloc0(sizeof(HnswCandidate *) * (level + 1));
@@ -558,7 +648,7 @@ hnswinsert(Relation index, Datum *values, bool *isnull, ItemPointer heap_tid,
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw insert", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	vec = HnswIndexValue(index, values[0]);
-	HnswInitDistance(&hd, index);
+	HnswInitGraphDistance(&hd, index, 0); /* M from the metapage: HnswInsertOnDisk */
 	if (HnswSkipValue(&hd, vec))
 	{
 		/* a zero vector under cosine distance is not indexed (bv_vector.h) */

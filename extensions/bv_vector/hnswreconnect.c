@@ -129,7 +129,7 @@ HnswReconnect(IndexVacuumInfo *info)
 	HnswReadMeta(index, &meta);
 	if (meta.entry_level < 0)
 		return 0;
-	HnswInitDistance(&hd, index);
+	HnswInitGraphDistance(&hd, index, meta.ip_max_norm2);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(uint64);
 	ctl.entrysize = sizeof(ReachEntry);

@@ -25,7 +25,6 @@
 
 #include "access/relscan.h"
 #include "common/hashfn.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/bufpage.h"
 #include "storage/lmgr.h"
@@ -145,6 +144,7 @@ HnswInitDistance(HnswDistance *hd, Relation index)
 {
 	FmgrInfo *proc = index_getprocinfo(index, 1, 1);
 
+	hd->max_norm2 = 0;
 	hd->proc = proc;
 	hd->collation = index->rd_indcollation[0];
 	if (proc->fn_addr == vector_l2_squared_distance)
@@ -157,12 +157,40 @@ HnswInitDistance(HnswDistance *hd, Relation index)
 		hd->kind = HNSW_DIST_FMGR;
 }
 
+/*
+ * The distance the graph is built with (build, insert, VACUUM's repairs):
+ * the scan's distance, except for inner product, whose graph is built by
+ * HnswMipsDistance with M^2 = max_norm2 (bv_vector.h).  Scans keep
+ * HnswInitDistance: on a query that order is the inner product's.
+ */
+void
+HnswInitGraphDistance(HnswDistance *hd, Relation index, float max_norm2)
+{
+	HnswInitDistance(hd, index);
+	if (hd->kind == HNSW_DIST_NEG_IP)
+	{
+		hd->kind = HNSW_DIST_MIPS;
+		hd->max_norm2 = max_norm2;
+	}
+}
+
 /* ---- levels and sizes ---- */
 
+/*
+ * The level of the element for heaptid: -ln(u) / ln(m) floored, the paper's
+ * distribution, with u drawn from a hash of the heap TID rather than from a
+ * random generator.  Levels only need to be independent of the vectors, and
+ * a TID is; this way the same rows inserted the same way give the same
+ * graph, and a test that fails once fails every time.
+ */
+#define HNSW_LEVEL_SEED UINT64CONST(0x42564857) /* fixed: same rows, same levels */
+
 int
-HnswRandomLevel(int m)
+HnswRandomLevel(int m, ItemPointer heaptid)
 {
-	double u = pg_prng_double(&pg_global_prng_state);
+	uint64 key = HnswTidKey(heaptid);
+	uint64 h = hash_bytes_extended((const unsigned char *) &key, sizeof(key), HNSW_LEVEL_SEED);
+	double u = (double) (h >> 11) * (1.0 / (double) (UINT64CONST(1) << 53));
 	double ml = 1 / log(m);
 	int level;
 

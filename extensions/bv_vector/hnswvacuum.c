@@ -392,7 +392,12 @@ HnswRepairGraph(IndexVacuumInfo *info, HnswTidSet *dead,
 												  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
 
-	HnswInitDistance(&hd, index);
+	{
+		HnswMetaPageData meta;
+
+		HnswReadMeta(index, &meta);
+		HnswInitGraphDistance(&hd, index, meta.ip_max_norm2);
+	}
 	*bestlevel = -1;
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
