@@ -16,7 +16,7 @@ SET search_path = public, bv_vector;
 SET max_parallel_workers_per_gather = 0;
 SELECT setseed(0.2025) AS seed_0_2025;
 
-CREATE TABLE twins (id int PRIMARY KEY, v vector(3) NOT NULL);
+CREATE TEMP TABLE twins (id int PRIMARY KEY, v vector(3) NOT NULL);
 -- 1,600 random points and 400 copies of one point, indexed by the build
 INSERT INTO twins SELECT g, ARRAY[random(), random(), random()]::real[] FROM generate_series(1, 1600) g;
 INSERT INTO twins SELECT g, '[0.5,0.5,0.5]' FROM generate_series(1601, 2000) g;
