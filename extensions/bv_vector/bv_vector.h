@@ -76,6 +76,13 @@ extern double VectorCosineKernel(int dim, const float *a, const float *b);
 #define HNSW_MAX_LEVEL               15
 /* candidates kept per layer while an insert descends to its own level */
 #define HNSW_EF_UPPER 16
+/*
+ * Identical vectors ("twins") a neighbor list takes at most (hnswutils.c):
+ * beyond that a new twin hands over, it does not crowd the list.
+ */
+#define HNSW_MAX_TWINS 3
+/* pages an insert looks through for a free element slot before appending */
+#define HNSW_REUSE_PAGES 8
 
 #define HNSW_MAGIC          0x42564857 /* "BVHW" */
 #define HNSW_VERSION        1
@@ -90,7 +97,8 @@ typedef enum HnswDistKind
 	HNSW_DIST_FMGR = 0,
 	HNSW_DIST_L2SQ,
 	HNSW_DIST_NEG_IP,
-	HNSW_DIST_COSINE
+	HNSW_DIST_COSINE,
+	HNSW_DIST_MIPS /* the graph of an inner-product index (HnswInitGraphDistance) */
 } HnswDistKind;
 
 typedef struct HnswOptions
@@ -110,6 +118,18 @@ typedef struct HnswMetaPageData
 	int32 entry_level;       /* -1 when the index is empty */
 	ItemPointerData entry;   /* the entry point's element tuple */
 	BlockNumber insert_page; /* last page, where new elements go */
+	/*
+	 * The first page that may hold a free element slot (hnswvacuum.c), or
+	 * 0 when none is known.  0.2.0 indexes end before this field: their
+	 * metapage reads 0 here until a VACUUM sets it (pd_lower is moved).
+	 */
+	BlockNumber free_page;
+	/*
+	 * Inner-product indexes: the largest squared norm indexed so far (the
+	 * M^2 of the graph distance, HnswInitGraphDistance); 0 in other indexes
+	 * and in those built before 0.3.0's library.
+	 */
+	float ip_max_norm2;
 } HnswMetaPageData;
 
 typedef HnswMetaPageData *HnswMetaPage;
@@ -126,10 +146,15 @@ typedef struct HnswNeighbor
  * bytes, then the neighbor slots (level 0: 2m, levels 1..level: m each),
  * then the vector.  Sizes are fixed at creation.
  */
+/* HnswElementTupleData.deleted */
+#define HNSW_LIVE    0 /* indexes a heap tuple */
+#define HNSW_DELETED 1 /* its heap tuple is gone; links to it may remain */
+#define HNSW_FREE    2 /* repaired around, no link to it: an insert may take the slot */
+
 typedef struct HnswElementTupleData
 {
 	uint8 level;
-	uint8 deleted;
+	uint8 deleted;           /* HNSW_LIVE, HNSW_DELETED or HNSW_FREE */
 	uint16 m;                /* the m this tuple was laid out with */
 	ItemPointerData heaptid; /* invalid once deleted */
 	uint16 unused;
@@ -205,9 +230,79 @@ typedef struct HnswDistance
 	HnswDistKind kind;
 	FmgrInfo *proc;
 	Oid collation;
+	float max_norm2; /* HNSW_DIST_MIPS: M^2, the largest squared norm known */
 } HnswDistance;
 
 extern void HnswInitDistance(HnswDistance *hd, Relation index);
+extern void HnswInitGraphDistance(HnswDistance *hd, Relation index, float max_norm2);
+
+/*
+ * The graph distance of an inner-product index: the squared L2 distance
+ * between [a, sqrt(M^2 - |a|^2)] and [b, sqrt(M^2 - |b|^2)] (the usual
+ * reduction of maximum inner product search to L2).  For a query [q, 0]
+ * that distance is |q|^2 + M^2 - 2 q.b: ordered as -q.b, so scans walk the
+ * graph by the inner product itself, and the graph is built by a metric,
+ * which reaches every element.  M^2 is HNSW_MIPS_SLACK times the largest
+ * squared norm: with M the largest norm itself the extra coordinate
+ * dominated the distances between small vectors and recall@10 of <#> on
+ * the recall test's data was 0.91; at 1.5, 2 and 3 times it was 0.99 (at
+ * 100 times, close to a plain L2 graph, 0.98).  See ADR 0040.
+ */
+#define HNSW_MIPS_SLACK 2.0
+static inline float
+HnswMipsDistance(float max_norm2, const Vector *a, const Vector *b)
+{
+	double na = VectorDotKernel(a->dim, a->x, a->x);
+	double nb = VectorDotKernel(b->dim, b->x, b->x);
+	double m2 = HNSW_MIPS_SLACK * Max((double) max_norm2, Max(na, nb));
+	double ea = sqrt(m2 - na);
+	double eb = sqrt(m2 - nb);
+
+	return VectorL2SquaredKernel(a->dim, a->x, b->x) + (float) ((ea - eb) * (ea - eb));
+}
+
+/* the running M^2 of a graph distance grows to take vec's norm; true if it grew */
+static inline bool
+HnswGrowNorm(HnswDistance *hd, const Vector *v)
+{
+	float n2;
+
+	if (hd->kind != HNSW_DIST_MIPS)
+		return false;
+	n2 = VectorDotKernel(v->dim, v->x, v->x);
+	if (!(n2 > hd->max_norm2) || isinf(n2))
+		return false;
+	hd->max_norm2 = n2;
+	return true;
+}
+
+/* two vectors with the same values (memcmp stops at the first difference) */
+static inline bool
+HnswVectorsEqual(const Vector *a, const Vector *b)
+{
+	return a->dim == b->dim && memcmp(a->x, b->x, sizeof(float) * a->dim) == 0;
+}
+
+/* all zeros: its cosine distance to anything is undefined */
+static inline bool
+HnswVectorIsZero(const Vector *v)
+{
+	for (int i = 0; i < v->dim; i++)
+		if (v->x[i] != 0)
+			return false;
+	return true;
+}
+
+/*
+ * A value the index does not hold: a zero vector under cosine distance
+ * (every distance to it is NaN; see docs/bv_vector.md).  A scan with such a
+ * query returns no rows, as a NULL in the index's column is not indexed.
+ */
+static inline bool
+HnswSkipValue(const HnswDistance *hd, const Vector *v)
+{
+	return hd->kind == HNSW_DIST_COSINE && HnswVectorIsZero(v);
+}
 
 static inline float
 HnswDist(const HnswDistance *hd, const Vector *a, const Vector *b)
@@ -224,6 +319,9 @@ HnswDist(const HnswDistance *hd, const Vector *a, const Vector *b)
 			break;
 		case HNSW_DIST_COSINE:
 			d = (float) VectorCosineKernel(a->dim, a->x, b->x);
+			break;
+		case HNSW_DIST_MIPS:
+			d = HnswMipsDistance(hd->max_norm2, a, b);
 			break;
 		default:
 			d = (float) DatumGetFloat8(FunctionCall2Coll(hd->proc, hd->collation,
@@ -283,7 +381,7 @@ extern int HnswGetM(Relation index);
 extern int HnswGetEfConstruction(Relation index);
 
 /* hnswutils.c */
-extern int HnswRandomLevel(int m);
+extern int HnswRandomLevel(int m, ItemPointer heaptid);
 extern int HnswFitLevel(int dims, int m, int level);
 extern void HnswCheckDims(Relation index, int dims, int m);
 extern Vector *HnswIndexValue(Relation index, Datum value);
@@ -296,8 +394,9 @@ extern bool HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance 
 extern int HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 						   HnswCandidate *entries, int nentries, int ef, int lc,
 						   bool copyvec, HnswCandidate **result);
-extern int HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands,
-							   int m, int *chosen);
+extern int HnswSelectNeighbors(const HnswDistance *hd, const Vector *q, HnswCandidate *cands,
+							   int ncands, int m, int *chosen);
+extern void HnswMetaCover(Page metapage);
 extern void HnswInsertOnDisk(Relation index, Vector *vec, ItemPointer heaptid,
 							 const HnswDistance *hd, int m, int efc);
 
@@ -326,5 +425,8 @@ extern IndexBulkDeleteResult *hnswbulkdelete(IndexVacuumInfo *info,
 											 void *callback_state);
 extern IndexBulkDeleteResult *hnswvacuumcleanup(IndexVacuumInfo *info,
 												IndexBulkDeleteResult *stats);
+
+/* hnswreconnect.c */
+extern int HnswReconnect(IndexVacuumInfo *info);
 
 #endif /* BV_VECTOR_H */

@@ -58,8 +58,25 @@ hnswoptions(Datum reloptions, bool validate)
 		{"ef_construction", RELOPT_TYPE_INT, offsetof(HnswOptions, ef_construction)},
 	};
 
-	return (bytea *) build_reloptions(reloptions, validate, hnsw_relopt_kind,
-									  sizeof(HnswOptions), tab, lengthof(tab));
+	HnswOptions *opts;
+
+	opts = (HnswOptions *) build_reloptions(reloptions, validate, hnsw_relopt_kind,
+											sizeof(HnswOptions), tab, lengthof(tab));
+
+	/*
+	 * CREATE INDEX and ALTER INDEX ... SET both validate the merged options
+	 * here (ALTER passes the index's options with the new ones applied), so
+	 * the build's rule ef_construction >= 2 * m is enforced before a later
+	 * REINDEX could trip on it.  Options read back from the catalog
+	 * (validate false) are never refused.
+	 */
+	if (validate && opts != NULL && opts->ef_construction < 2 * opts->m)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ef_construction must be at least 2 * m"),
+				 errdetail("ef_construction is %d and m is %d.", opts->ef_construction, opts->m),
+				 errhint("Raise ef_construction to %d or more, or lower m.", 2 * opts->m)));
+	return (bytea *) opts;
 }
 
 int

@@ -189,25 +189,45 @@ BuildSearchLayer(HnswBuildState *bs, const Vector *q, HnswHeapItem *eps, int nep
 	return n;
 }
 
+/* element id equals q or one of the k chosen */
+static inline bool
+BuildIsTwin(HnswBuildState *bs, const Vector *q, int id, HnswHeapItem *chosen, int k)
+{
+	const Vector *v = bs->elems[id]->vec;
+
+	if (q != NULL && HnswVectorsEqual(v, q))
+		return true;
+	for (int j = 0; j < k; j++)
+		if (HnswVectorsEqual(v, bs->elems[chosen[j].idx]->vec))
+			return true;
+	return false;
+}
+
 /*
  * SELECT-NEIGHBORS-HEURISTIC on (dist, id) sorted ascending, keeping pruned
  * connections: the slots the heuristic leaves free are filled with the
  * nearest candidates it passed over.  Without that, an element at the edge
  * of a cluster loses every incoming link (each neighbor of it has nearer
- * ones in the same direction) and no search can reach it any more.
+ * ones in the same direction) and no search can reach it any more.  At most
+ * HNSW_MAX_TWINS twins (candidates equal to q or to a chosen one), as on
+ * disk (HnswSelectNeighbors).
  */
 static int
-BuildSelect(HnswBuildState *bs, HnswHeapItem *cands, int n, int mlc, HnswHeapItem *chosen,
-			bool keep_pruned)
+BuildSelect(HnswBuildState *bs, const Vector *q, HnswHeapItem *cands, int n, int mlc,
+			HnswHeapItem *chosen, bool keep_pruned)
 {
 	int k = 0;
 	int npruned = 0;
+	int ntwins = 0;
 	HnswHeapItem *pruned = palloc(sizeof(HnswHeapItem) * Max(n, 1));
 
 	for (int i = 0; i < n && k < mlc; i++)
 	{
 		bool good = true;
+		bool twin = BuildIsTwin(bs, q, cands[i].idx, chosen, k);
 
+		if (twin && ntwins >= HNSW_MAX_TWINS)
+			continue;
 		for (int j = 0; j < k; j++)
 			if (ElemDist(bs, cands[i].idx, chosen[j].idx) < cands[i].key)
 			{
@@ -215,14 +235,53 @@ BuildSelect(HnswBuildState *bs, HnswHeapItem *cands, int n, int mlc, HnswHeapIte
 				break;
 			}
 		if (good)
+		{
 			chosen[k++] = cands[i];
+			ntwins += twin;
+		}
 		else
 			pruned[npruned++] = cands[i];
 	}
 	for (int i = 0; keep_pruned && i < npruned && k < mlc; i++)
+	{
+		bool twin = BuildIsTwin(bs, q, pruned[i].idx, chosen, k);
+
+		if (twin && ntwins >= HNSW_MAX_TWINS)
+			continue;
 		chosen[k++] = pruned[i];
+		ntwins += twin;
+	}
 	pfree(pruned);
 	return k;
+}
+
+/*
+ * "to" joins the level-lc list of from: kept if there, else in a free slot,
+ * else in place of the farthest if nearer.  False when the list did not
+ * take it.
+ */
+static bool
+BuildLinkInto(HnswBuildState *bs, int from, int to, float d, int lc)
+{
+	BuildElement *e = bs->elems[from];
+	int32 *nb = e->nbr + SlotOffset(bs->m, lc);
+	float *nd = e->ndist + SlotOffset(bs->m, lc);
+	int far = -1;
+
+	for (int i = 0; i < e->counts[lc]; i++)
+	{
+		if (nb[i] == to)
+			return true;
+		if (far < 0 || nd[i] > nd[far])
+			far = i;
+	}
+	if (e->counts[lc] < HnswLevelSlots(bs->m, lc))
+		far = e->counts[lc]++;
+	else if (far < 0 || !(d < nd[far]))
+		return false;
+	nb[far] = to;
+	nd[far] = d;
+	return true;
 }
 
 /*
@@ -230,9 +289,14 @@ BuildSelect(HnswBuildState *bs, HnswHeapItem *cands, int n, int mlc, HnswHeapIte
  * heuristic alone (no pruned connections kept): the list then has free
  * slots again, so most reverse links are a plain append; re-choosing a full
  * list on every link made the build 4x slower for no gain in recall.
+ *
+ * Twins hand over, as on disk (hnswinsert.c): a list that already holds
+ * HNSW_MAX_TWINS neighbors at exactly this distance gives the new element
+ * the place of one of them, which the new element links to instead; at
+ * most HNSW_MAX_TWINS hand-overs per insert and level (*handovers).
  */
 static void
-BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
+BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc, int *handovers)
 {
 	BuildElement *e = bs->elems[nid];
 	int slots = HnswLevelSlots(bs->m, lc);
@@ -242,7 +306,25 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 	HnswHeapItem *cands;
 	HnswHeapItem *chosen;
 	int k;
+	int same = 0;
+	int twin = -1;
 
+	for (int i = 0; i < cnt; i++)
+		if (nd[i] == d)
+		{
+			same++;
+			twin = i;
+		}
+	if (same >= HNSW_MAX_TWINS)
+	{
+		if (*handovers < HNSW_MAX_TWINS &&
+			BuildLinkInto(bs, newid, nb[twin], ElemDist(bs, newid, nb[twin]), lc))
+		{
+			nb[twin] = newid;
+			(*handovers)++;
+		}
+		return;
+	}
 	if (cnt < slots)
 	{
 		nb[cnt] = newid;
@@ -260,7 +342,7 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 	cands[cnt].key = d;
 	cands[cnt].idx = newid;
 	SortItems(cands, cnt + 1);
-	k = BuildSelect(bs, cands, cnt + 1, slots, chosen, false);
+	k = BuildSelect(bs, e->vec, cands, cnt + 1, slots, chosen, false);
 	for (int i = 0; i < k; i++)
 	{
 		nb[i] = chosen[i].idx;
@@ -273,7 +355,7 @@ BuildAddLink(HnswBuildState *bs, int nid, int newid, float d, int lc)
 static void
 BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 {
-	int level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m));
+	int level = HnswFitLevel(vec->dim, bs->m, HnswRandomLevel(bs->m, heaptid));
 	int slots = HnswTotalSlots(bs->m, level);
 	Size sz = MAXALIGN(sizeof(BuildElement)) + MAXALIGN(sizeof(uint16) * (level + 1)) + MAXALIGN(sizeof(int32) * slots) + MAXALIGN(sizeof(float) * slots) + VECTOR_SIZE(vec->dim);
 	char *p = MemoryContextAllocZero(bs->graphCxt, sz);
@@ -339,7 +421,8 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 		{
 			int mlc = HnswLevelSlots(bs->m, lc);
 			int nw = BuildSearchLayer(bs, vec, eps, neps, bs->efc, lc, W);
-			int k = BuildSelect(bs, W, nw, mlc, sel, true);
+			int k = BuildSelect(bs, vec, W, nw, mlc, sel, true);
+			int handovers = 0;
 
 			for (int i = 0; i < k; i++)
 			{
@@ -348,7 +431,7 @@ BuildInsertInMemory(HnswBuildState *bs, Vector *vec, ItemPointer heaptid)
 			}
 			e->counts[lc] = k;
 			for (int i = 0; i < k; i++)
-				BuildAddLink(bs, sel[i].idx, id, sel[i].key, lc);
+				BuildAddLink(bs, sel[i].idx, id, sel[i].key, lc, &handovers);
 			memcpy(eps, W, sizeof(HnswHeapItem) * nw);
 			neps = nw;
 		}
@@ -377,6 +460,8 @@ HnswInitMetaPage(Page page, int m, int efc)
 	meta->entry_level = -1;
 	ItemPointerSetInvalid(&meta->entry);
 	meta->insert_page = InvalidBlockNumber;
+	meta->free_page = 0;
+	meta->ip_max_norm2 = 0;
 	((PageHeader) page)->pd_lower = ((char *) meta + sizeof(HnswMetaPageData)) - (char *) page;
 }
 
@@ -513,6 +598,7 @@ BuildFlush(HnswBuildState *bs)
 	LockBuffer(metabuf, BUFFER_LOCK_EXCLUSIVE);
 	meta = HnswPageGetMeta(BufferGetPage(metabuf));
 	meta->dims = bs->dims;
+	meta->ip_max_norm2 = bs->hd.max_norm2;
 	if (bs->n > 0)
 	{
 		BuildElement *ep = bs->elems[bs->entry];
@@ -548,6 +634,13 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 
 	old = MemoryContextSwitchTo(bs->tmpCxt);
 	vec = HnswIndexValue(index, values[0]);
+	if (HnswSkipValue(&bs->hd, vec))
+	{
+		/* a zero vector under cosine distance is not indexed (bv_vector.h) */
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(bs->tmpCxt);
+		return;
+	}
 	if (bs->dims == 0)
 		bs->dims = vec->dim;
 	else if (bs->dims != vec->dim)
@@ -571,6 +664,7 @@ BuildCallback(Relation index, ItemPointer tid, Datum *values, bool *isnull,
 		old = MemoryContextSwitchTo(bs->tmpCxt);
 	}
 
+	HnswGrowNorm(&bs->hd, vec); /* M grows as rows arrive */
 	if (bs->ondisk)
 	{
 		HnswInsertOnDisk(index, vec, tid, &bs->hd, bs->m, bs->efc);
@@ -617,7 +711,7 @@ hnswbuild(Relation heap, Relation index, IndexInfo *indexInfo)
 	CheckOptions(index, bs.m, bs.efc);
 	if (typmod > 0)
 		HnswCheckDims(index, typmod, bs.m);
-	HnswInitDistance(&bs.hd, index);
+	HnswInitGraphDistance(&bs.hd, index, 0);
 	bs.memlimit = (Size) maintenance_work_mem * 1024;
 	bs.graphCxt = AllocSetContextCreate(CurrentMemoryContext, "hnsw build graph",
 										ALLOCSET_DEFAULT_SIZES);

@@ -5,9 +5,11 @@
  * Two passes over the pages.  The first checks every element tuple on its
  * own: its size matches its level, m and the index's dimensions, its
  * neighbor counts fit their lists, its vector is finite, and a deleted
- * element has no heap TID while a live one has.  The second checks every
- * link: it points to an element tuple of the index, not to itself, and the
- * element it points to has the link's level.  The metapage's entry point
+ * element has no heap TID while a live one has, and a free one (a slot
+ * VACUUM released for reuse, hnswvacuum.c) has no links.  The second checks
+ * every link: it points to an element tuple of the index, not to itself,
+ * and the element it points to has the link's level (read again when the
+ * first pass saw a lower one: an insert may have reused the slot since).  The metapage's entry point
  * must be an element of the entry level.  Any failure raises
  * ERRCODE_INDEX_CORRUPTED naming the element.
  *
@@ -73,6 +75,26 @@ Corrupt(Relation index, BlockNumber blk, OffsetNumber off, const char *what)
 					RelationGetRelationName(index), blk, off),
 			 errdetail("%s", what),
 			 errhint("REINDEX the index.")));
+}
+
+/*
+ * The element at tid has level lc or more now: an insert may have reused a
+ * free slot (hnswvacuum.c) for an element of a higher level after the
+ * first pass read it, and linked to it.
+ */
+static bool
+LevelNow(Relation index, ItemPointer tid, int lc)
+{
+	Buffer buf = ReadBuffer(index, ItemPointerGetBlockNumber(tid));
+	HnswElementTuple et;
+	bool ok;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	et = (HnswElementTuple) PageGetItem(BufferGetPage(buf),
+										PageGetItemId(BufferGetPage(buf), ItemPointerGetOffsetNumber(tid)));
+	ok = et->level >= lc;
+	UnlockReleaseBuffer(buf);
+	return ok;
 }
 
 PG_FUNCTION_INFO_V1(hnsw_check);
@@ -161,6 +183,11 @@ hnsw_check(PG_FUNCTION_ARGS)
 						Corrupt(index, blk, off,
 								psprintf("Level %d has %d neighbors in %d slots.", lc,
 										 HnswTupleCounts(et)[lc], HnswLevelSlots(et->m, lc)));
+				if (et->deleted > HNSW_FREE)
+					Corrupt(index, blk, off, psprintf("The deleted flag is %d.", et->deleted));
+				for (int lc = 0; et->deleted == HNSW_FREE && lc <= et->level; lc++)
+					if (HnswTupleCounts(et)[lc] != 0)
+						Corrupt(index, blk, off, "A free element keeps links.");
 				if (et->deleted ? ItemPointerIsValid(&et->heaptid) : !ItemPointerIsValid(&et->heaptid))
 					Corrupt(index, blk, off, et->deleted ? "A deleted element keeps its heap TID." : "A live element has no heap TID.");
 				ItemPointerSet(&tid, blk, off);
@@ -238,7 +265,7 @@ hnsw_check(PG_FUNCTION_ARGS)
 							pending = lappend(pending, lappend(list_make1(from), to));
 							continue;
 						}
-						if (ne->level < lc)
+						if (ne->level < lc && !LevelNow(index, &ns[i].tid, lc))
 							Corrupt(index, blk, off,
 									psprintf("Level %d links to (%u,%u), an element of level %d.", lc,
 											 ItemPointerGetBlockNumberNoCheck(&ns[i].tid),

@@ -20,7 +20,12 @@
  * returned (the search is approximate; such inversions are rare and small).
  *
  * Deleted elements (heap tuples removed by VACUUM) are traversed but not
- * returned.  Scans take no heavyweight lock; each element is read under a
+ * returned; free ones (hnswvacuum.c) have no links.  An element slot read
+ * again after an insert reused it is a new element: the scan keeps the heap
+ * TID and distance it read the first time, and a TID it visited is not
+ * visited again, so a reused slot is at worst a row the scan misses (a row
+ * inserted after the scan began).  Under cosine distance a zero query
+ * returns no rows: zero vectors are not indexed (bv_vector.h).  Scans take no heavyweight lock; each element is read under a
  * share lock on its page, one page at a time (hnswutils.c).
  *
  * Memory: the scan's state lives in a context of its own, reset on rescan.
@@ -184,6 +189,9 @@ ScanStart(IndexScanDesc scan)
 	so->nbrs = palloc(sizeof(ItemPointerData) * 2 * HNSW_MAX_M);
 	so->started = true;
 	if (meta.entry_level < 0)
+		return false;
+	/* a zero query under cosine distance is at no distance from anything (bv_vector.h) */
+	if (HnswSkipValue(&so->hd, so->q))
 		return false;
 
 	/*

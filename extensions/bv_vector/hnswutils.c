@@ -25,7 +25,6 @@
 
 #include "access/relscan.h"
 #include "common/hashfn.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/bufpage.h"
 #include "storage/lmgr.h"
@@ -145,6 +144,7 @@ HnswInitDistance(HnswDistance *hd, Relation index)
 {
 	FmgrInfo *proc = index_getprocinfo(index, 1, 1);
 
+	hd->max_norm2 = 0;
 	hd->proc = proc;
 	hd->collation = index->rd_indcollation[0];
 	if (proc->fn_addr == vector_l2_squared_distance)
@@ -157,12 +157,40 @@ HnswInitDistance(HnswDistance *hd, Relation index)
 		hd->kind = HNSW_DIST_FMGR;
 }
 
+/*
+ * The distance the graph is built with (build, insert, VACUUM's repairs):
+ * the scan's distance, except for inner product, whose graph is built by
+ * HnswMipsDistance with M^2 = max_norm2 (bv_vector.h).  Scans keep
+ * HnswInitDistance: on a query that order is the inner product's.
+ */
+void
+HnswInitGraphDistance(HnswDistance *hd, Relation index, float max_norm2)
+{
+	HnswInitDistance(hd, index);
+	if (hd->kind == HNSW_DIST_NEG_IP)
+	{
+		hd->kind = HNSW_DIST_MIPS;
+		hd->max_norm2 = max_norm2;
+	}
+}
+
 /* ---- levels and sizes ---- */
 
+/*
+ * The level of the element for heaptid: -ln(u) / ln(m) floored, the paper's
+ * distribution, with u drawn from a hash of the heap TID rather than from a
+ * random generator.  Levels only need to be independent of the vectors, and
+ * a TID is; this way the same rows inserted the same way give the same
+ * graph, and a test that fails once fails every time.
+ */
+#define HNSW_LEVEL_SEED UINT64CONST(0x42564857) /* fixed: same rows, same levels */
+
 int
-HnswRandomLevel(int m)
+HnswRandomLevel(int m, ItemPointer heaptid)
 {
-	double u = pg_prng_double(&pg_global_prng_state);
+	uint64 key = HnswTidKey(heaptid);
+	uint64 h = hash_bytes_extended((const unsigned char *) &key, sizeof(key), HNSW_LEVEL_SEED);
+	double u = (double) (h >> 11) * (1.0 / (double) (UINT64CONST(1) << 53));
 	double ml = 1 / log(m);
 	int level;
 
@@ -235,6 +263,22 @@ HnswReadMeta(Relation index, HnswMetaPageData *meta)
 				 errhint("REINDEX the index.")));
 	*meta = *m;
 	UnlockReleaseBuffer(buf);
+}
+
+/*
+ * Make the metapage's pd_lower cover the whole HnswMetaPageData: fields
+ * added after 0.2.0 (free_page) lie past the pd_lower of older indexes, and
+ * generic WAL neither logs nor keeps what lies between pd_lower and
+ * pd_upper.  Call on the page registered with GenericXLogRegisterBuffer.
+ */
+void
+HnswMetaCover(Page metapage)
+{
+	PageHeader ph = (PageHeader) metapage;
+	LocationIndex end = ((char *) HnswPageGetMeta(metapage) + sizeof(HnswMetaPageData)) - (char *) metapage;
+
+	if (ph->pd_lower < end)
+		ph->pd_lower = end;
 }
 
 /* a new, exclusively locked page at the end of the relation */
@@ -329,6 +373,18 @@ HnswLoadElement(Relation index, ItemPointer tid, const HnswDistance *hd, const V
 	return true;
 }
 
+/* cands[i] equals q or one of the n chosen candidates */
+static inline bool
+IsTwin(const Vector *q, HnswCandidate *cands, const int *chosen, int n, int i)
+{
+	if (q != NULL && HnswVectorsEqual(cands[i].vec, q))
+		return true;
+	for (int j = 0; j < n; j++)
+		if (HnswVectorsEqual(cands[i].vec, cands[chosen[j]].vec))
+			return true;
+	return false;
+}
+
 static int
 CandidateCmp(const void *a, const void *b)
 {
@@ -418,23 +474,35 @@ HnswSearchLayer(Relation index, const HnswDistance *hd, const Vector *q,
 }
 
 /*
- * SELECT-NEIGHBORS-HEURISTIC: from candidates sorted by distance to the new
- * element (with vectors), keep one only if it is nearer to the new element
- * than to every neighbor kept so far; at most m; free slots are then filled
- * with the nearest candidates passed over (the paper's keepPrunedConnections).  Writes the indexes of the
- * kept candidates to chosen; returns their number.
+ * SELECT-NEIGHBORS-HEURISTIC: from candidates sorted by distance to q (with
+ * vectors), keep one only if it is nearer to q than to every neighbor kept
+ * so far; at most m; free slots are then filled with the nearest candidates
+ * passed over (the paper's keepPrunedConnections).  Writes the indexes of
+ * the kept candidates to chosen; returns their number.
+ *
+ * Twins: a candidate equal to q or to a kept neighbor is a twin, and at
+ * most HNSW_MAX_TWINS twins are kept.  The heuristic keeps every twin of q
+ * (a distance of 0 is never below another), so without the cap a list of
+ * an element with many copies fills with copies and loses its links to the
+ * rest of the graph, and copies inserted later find every list full of
+ * equally near copies.
  */
 int
-HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands, int m, int *chosen)
+HnswSelectNeighbors(const HnswDistance *hd, const Vector *q, HnswCandidate *cands, int ncands,
+					int m, int *chosen)
 {
 	int n = 0;
 	int npruned = 0;
+	int ntwins = 0;
 	int *pruned = palloc(sizeof(int) * Max(ncands, 1));
 
 	for (int i = 0; i < ncands && n < m; i++)
 	{
 		bool good = true;
+		bool twin = IsTwin(q, cands, chosen, n, i);
 
+		if (twin && ntwins >= HNSW_MAX_TWINS)
+			continue;
 		for (int j = 0; j < n; j++)
 		{
 			if (HnswDist(hd, cands[i].vec, cands[chosen[j]].vec) < cands[i].dist)
@@ -444,13 +512,23 @@ HnswSelectNeighbors(const HnswDistance *hd, HnswCandidate *cands, int ncands, in
 			}
 		}
 		if (good)
+		{
 			chosen[n++] = i;
+			ntwins += twin;
+		}
 		else
 			pruned[npruned++] = i;
 	}
 	/* keep pruned connections, as the build does (hnswbuild.c) */
 	for (int i = 0; i < npruned && n < m; i++)
+	{
+		bool twin = IsTwin(q, cands, chosen, n, pruned[i]);
+
+		if (twin && ntwins >= HNSW_MAX_TWINS)
+			continue;
 		chosen[n++] = pruned[i];
+		ntwins += twin;
+	}
 	pfree(pruned);
 	return n;
 }

@@ -1,11 +1,19 @@
 /*
- * hnswvacuum.c: VACUUM of an hnsw index, in three passes over the pages.
+ * hnswvacuum.c: VACUUM of an hnsw index, in five passes over the pages.
  *
- * 1. Mark.  An element whose heap tuple VACUUM is removing is marked deleted
- *    and its heap TID cleared, in one generic WAL record per page.  Every
- *    deleted element, of this VACUUM or an earlier one, goes into a set.
- *    The heap TID is cleared before the heap's second pass frees the line
- *    pointer, so an element never points at a tuple that reuses the TID.
+ * 1. Mark.  An element whose heap tuple VACUUM is removing is marked
+ *    deleted (HNSW_DELETED) and its heap TID cleared, in one generic WAL
+ *    record per page.  Every deleted or free element, of this VACUUM or an
+ *    earlier one, goes into a set.  The heap TID is cleared before the
+ *    heap's second pass frees the line pointer, so an element never points
+ *    at a tuple that reuses the TID.
+ *
+ *    Then a barrier: the exclusive HNSW_UPDATE_LOCK, taken and released,
+ *    waits for the inserts in flight (each holds it in share mode from its
+ *    search to its last link, hnswinsert.c).  An insert that read an
+ *    element before it was marked has finished, and its links are there
+ *    for pass 2 to repair; a later insert sees the mark and never links to
+ *    the element.
  *
  * 2. Repair.  A live element whose neighbor list at some level names a
  *    deleted element gets a new list at that level, chosen with the insert's
@@ -27,15 +35,24 @@
  *    live elements is marked (in memory, within maintenance_work_mem), and
  *    each group of live elements it does not reach is linked both ways with
  *    the nearest reached element a level-0 search from the entry point
- *    finds.  (Scans return only what level 0 connects to where they land.)  Bridges are
- *    bounded (HNSW_BRIDGE_VISITS), so a cluster whose every path ran through
- *    a long stretch of deleted elements is found here.
+ *    finds (hnswreconnect.c).  (Scans return only what level 0 connects to
+ *    where they land.)  Bridges are bounded (HNSW_BRIDGE_VISITS), so a
+ *    cluster whose every path ran through a long stretch of deleted
+ *    elements is found here.
  *
- * A deleted element keeps its own links (a scan that already holds its TID
- * still travels through it) and its space: the slot is not reused, REINDEX
- * compacts.  Inserts do not choose deleted elements as neighbors
- * (hnswinsert.c), so pass 2 has nothing left to repair after a VACUUM
- * unless an insert read an element just before pass 1 marked it.
+ * 5. Free.  After passes 1-4 no live element links to a deleted one (the
+ *    barrier keeps inserts from adding such links), so every deleted
+ *    element becomes free (HNSW_FREE): its lists are emptied, and inserts
+ *    may overwrite its slot with a new element (hnswinsert.c).  The
+ *    metapage's free_page points at the first page with a free slot.  Space
+ *    is thus reused, and a table with churn keeps its index size bounded.
+ *    A crash anywhere leaves a sound index: an element is freed only after
+ *    the repairs that removed the links to it are in the WAL, and a missed
+ *    hint only delays reuse to the next VACUUM.
+ *
+ * A scan that read a deleted element before it was freed may still expand
+ * it, or the new element that took its slot (hnswscan.c explains why that
+ * is harmless).
  *
  * amvacuumcleanup counts the live elements and pages.
  * Locking: one buffer lock at a time.  Memory: a context reset per page.
@@ -99,12 +116,18 @@ HnswMarkDeleted(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 			ItemPointerData tid;
 
 			ItemPointerSet(&tid, blk, off);
-			if (et->deleted)
+			if (et->deleted == HNSW_DELETED)
 			{
 				HnswTidSetAdd(dead, HnswTidKey(&tid));
 				(*ndead)++;
 				continue;
 			}
+			/*
+			 * A free slot is not in the set: nothing links to it, and an
+			 * insert may reuse it for a live element while this VACUUM runs.
+			 */
+			if (et->deleted == HNSW_FREE)
+				continue;
 			if (!callback(&et->heaptid, callback_state))
 			{
 				stats->num_index_tuples++;
@@ -294,7 +317,7 @@ RepairList(Relation index, const HnswDistance *hd, HnswTidSet *dead, RepairItem 
 	slots = HnswLevelSlots(et->m, item->lc);
 	chosen = palloc(sizeof(int) * slots);
 	rep = palloc0(sizeof(bool) * slots);
-	nchosen = HnswSelectNeighbors(hd, sorted, rc.n, slots, chosen);
+	nchosen = HnswSelectNeighbors(hd, item->vec, sorted, rc.n, slots, chosen);
 
 	/* one representative per deleted neighbor whose bridge was dropped */
 	for (int b = 0; b < nbridge; b++)
@@ -369,7 +392,12 @@ HnswRepairGraph(IndexVacuumInfo *info, HnswTidSet *dead,
 												  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
 
-	HnswInitDistance(&hd, index);
+	{
+		HnswMetaPageData meta;
+
+		HnswReadMeta(index, &meta);
+		HnswInitGraphDistance(&hd, index, meta.ip_max_norm2);
+	}
 	*bestlevel = -1;
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
@@ -462,230 +490,67 @@ HnswReplaceEntryPoint(Relation index, HnswTidSet *dead, ItemPointer best, int be
 	UnlockPage(index, HNSW_UPDATE_LOCK, ExclusiveLock);
 }
 
-/* ---- pass 4: reconnect what the repair cut off ---- */
-
-typedef struct ReachEntry
-{
-	uint64 key;
-	int32 id;
-} ReachEntry;
-
-typedef struct ReachGraph
-{
-	int n;
-	ItemPointerData *tids;
-	bool *live;
-	int32 **adj; /* level-0 links to live elements, as ids */
-	int *nadj;
-	bool *seen;
-} ReachGraph;
-
+/* pass 5: deleted elements become free slots; the metapage learns the first page with one */
 static void
-Reach(ReachGraph *g, int32 from, int32 *queue)
-{
-	int qh = 0,
-		qt = 0;
-
-	if (g->seen[from])
-		return;
-	g->seen[from] = true;
-	queue[qt++] = from;
-	while (qh < qt)
-	{
-		int32 e = queue[qh++];
-
-		for (int i = 0; i < g->nadj[e]; i++)
-			if (!g->seen[g->adj[e][i]])
-			{
-				g->seen[g->adj[e][i]] = true;
-				queue[qt++] = g->adj[e][i];
-			}
-	}
-}
-
-/* the level-0 list of the element at from gets to (in a free slot, or in place of its farthest) */
-static void
-ForceLink(Relation index, ItemPointer from, ItemPointer to, float dist)
-{
-	Buffer buf = ReadBuffer(index, ItemPointerGetBlockNumber(from));
-	GenericXLogState *state;
-	Page page;
-	HnswElementTuple et;
-	HnswNeighbor *ns;
-	uint16 *counts;
-	int slots;
-	int at;
-
-	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
-	state = GenericXLogStart(index);
-	page = GenericXLogRegisterBuffer(state, buf, 0);
-	et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, ItemPointerGetOffsetNumber(from)));
-	ns = HnswTupleNeighbors(et, 0);
-	counts = HnswTupleCounts(et);
-	slots = HnswLevelSlots(et->m, 0);
-	if (counts[0] < slots)
-		at = counts[0]++;
-	else
-	{
-		at = 0;
-		for (int i = 1; i < slots; i++)
-			if (ns[i].dist > ns[at].dist)
-				at = i;
-	}
-	ns[at].tid = *to;
-	ns[at].dist = dist;
-	GenericXLogFinish(state);
-	UnlockReleaseBuffer(buf);
-}
-
-/*
- * Links to deleted elements can have been the only way into a group of live
- * elements (a cluster whose neighbors were all deleted).  Read the level-0
- * graph into memory (unless it would exceed maintenance_work_mem), mark what
- * the entry point reaches, and link each group it does not reach from the
- * nearest reached element a search finds, the way an insert links a new
- * element.  Returns the number of links added.
- */
-static int
-HnswReconnect(IndexVacuumInfo *info)
+HnswFreeDeleted(IndexVacuumInfo *info)
 {
 	Relation index = info->index;
 	BlockNumber nblocks = RelationGetNumberOfBlocks(index);
-	HnswMetaPageData meta;
-	HnswDistance hd;
-	HASHCTL ctl;
-	HTAB *map;
-	ReachGraph g;
-	int cap = 1024;
-	Size used = 0;
-	Size limit = (Size) maintenance_work_mem * 1024;
-	int32 *queue;
-	int links = 0;
+	BlockNumber first = 0;
+	Buffer buf;
+	GenericXLogState *state;
+	Page page;
+	HnswMetaPage meta;
 
-	HnswReadMeta(index, &meta);
-	if (meta.entry_level < 0)
-		return 0;
-	HnswInitDistance(&hd, index);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(uint64);
-	ctl.entrysize = sizeof(ReachEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	map = hash_create("hnsw vacuum reach", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	memset(&g, 0, sizeof(g));
-	g.tids = palloc(sizeof(ItemPointerData) * cap);
-	g.live = palloc(sizeof(bool) * cap);
-
-	/* every element gets an id */
 	for (BlockNumber blk = HNSW_METAPAGE_BLKNO + 1; blk < nblocks; blk++)
 	{
-		Buffer buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
-		Page page;
+		bool any = false;
 
 		vacuum_delay_point();
-		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		buf = ReadBufferExtended(index, MAIN_FORKNUM, blk, RBM_NORMAL, info->strategy);
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
 		page = BufferGetPage(buf);
+		state = NULL;
 		if (!PageIsNew(page))
 			for (OffsetNumber off = FirstOffsetNumber; off <= PageGetMaxOffsetNumber(page); off++)
 			{
 				HnswElementTuple et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
-				ItemPointerData tid;
-				uint64 key;
-				ReachEntry *re;
 
-				ItemPointerSet(&tid, blk, off);
-				key = HnswTidKey(&tid);
-				if (g.n == cap)
+				if (et->deleted == HNSW_LIVE)
+					continue;
+				any = true;
+				if (et->deleted == HNSW_FREE)
+					continue;
+				if (state == NULL)
 				{
-					cap *= 2;
-					g.tids = repalloc(g.tids, sizeof(ItemPointerData) * cap);
-					g.live = repalloc(g.live, sizeof(bool) * cap);
+					state = GenericXLogStart(index);
+					page = GenericXLogRegisterBuffer(state, buf, 0);
+					et = (HnswElementTuple) PageGetItem(page, PageGetItemId(page, off));
 				}
-				re = hash_search(map, &key, HASH_ENTER, NULL);
-				re->id = g.n;
-				g.tids[g.n] = tid;
-				g.live[g.n] = !et->deleted;
-				g.n++;
-				used += sizeof(ReachEntry) * 2 + sizeof(ItemPointerData) + sizeof(bool) +
-						sizeof(int32) * 2 * et->m + sizeof(int32 *) + sizeof(int) * 2 + 1;
+				et->deleted = HNSW_FREE;
+				memset(HnswTupleCounts(et), 0, sizeof(uint16) * (et->level + 1));
 			}
+		if (state != NULL)
+			GenericXLogFinish(state);
 		UnlockReleaseBuffer(buf);
-		if (used > limit)
-		{
-			ereport(DEBUG1,
-					(errmsg("hnsw index \"%s\": the reachability check of VACUUM needs more than maintenance_work_mem; skipped",
-							RelationGetRelationName(index))));
-			return 0;
-		}
+		if (any && first == 0)
+			first = blk;
 	}
 
-	/* the level-0 links between live elements */
-	g.adj = palloc0(sizeof(int32 *) * Max(g.n, 1));
-	g.nadj = palloc0(sizeof(int) * Max(g.n, 1));
-	g.seen = palloc0(sizeof(bool) * Max(g.n, 1));
-	for (int32 id = 0; id < g.n; id++)
+	buf = ReadBuffer(index, HNSW_METAPAGE_BLKNO);
+	LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+	state = GenericXLogStart(index);
+	page = GenericXLogRegisterBuffer(state, buf, 0);
+	meta = HnswPageGetMeta(page);
+	if (meta->free_page != first)
 	{
-		HnswCandidate tmp;
-		ItemPointerData nbrs[2 * HNSW_MAX_M];
-		int nn;
-
-		if (!g.live[id])
-			continue;
-		HnswLoadElement(index, &g.tids[id], &hd, NULL, &tmp, false, nbrs, &nn, 0);
-		g.adj[id] = palloc(sizeof(int32) * Max(nn, 1));
-		for (int i = 0; i < nn; i++)
-		{
-			uint64 key = HnswTidKey(&nbrs[i]);
-			ReachEntry *re = hash_search(map, &key, HASH_FIND, NULL);
-
-			if (re != NULL && g.live[re->id])
-				g.adj[id][g.nadj[id]++] = re->id;
-		}
+		meta->free_page = first;
+		HnswMetaCover(page);
+		GenericXLogFinish(state);
 	}
-
-	queue = palloc(sizeof(int32) * Max(g.n, 1));
-	{
-		uint64 key = HnswTidKey(&meta.entry);
-		ReachEntry *re = hash_search(map, &key, HASH_FIND, NULL);
-
-		if (re == NULL)
-			return 0; /* an entry point added meanwhile */
-		Reach(&g, re->id, queue);
-	}
-
-	for (int32 id = 0; id < g.n; id++)
-	{
-		HnswCandidate ep;
-		HnswCandidate *eps = &ep;
-		HnswCandidate *found;
-		int neps = 1;
-		int nfound;
-		Vector *vec;
-		int best = -1;
-
-		if (!g.live[id] || g.seen[id])
-			continue;
-		CHECK_FOR_INTERRUPTS();
-		/*
-		 * Its nearest reached elements: a level-0 search from the entry point
-		 * visits only what level-0 links reach from there (a descent through
-		 * the upper levels could land in the element's own group).
-		 */
-		HnswLoadElement(index, &g.tids[id], &hd, NULL, &ep, true, NULL, NULL, 0);
-		vec = ep.vec;
-		HnswLoadElement(index, &meta.entry, &hd, vec, &ep, false, NULL, NULL, 0);
-		nfound = HnswSearchLayer(index, &hd, vec, eps, neps, HnswGetEfConstruction(index), 0,
-								 false, &found);
-		for (int i = 0; i < nfound && best < 0; i++)
-			if (ItemPointerIsValid(&found[i].heaptid) && !ItemPointerEquals(&found[i].tid, &g.tids[id]))
-				best = i;
-		if (best < 0)
-			continue;
-		ForceLink(index, &found[best].tid, &g.tids[id], found[best].dist);
-		ForceLink(index, &g.tids[id], &found[best].tid, found[best].dist);
-		links += 2;
-		Reach(&g, id, queue);
-	}
-	return links;
+	else
+		GenericXLogAbort(state);
+	UnlockReleaseBuffer(buf);
 }
 
 IndexBulkDeleteResult *
@@ -708,10 +573,14 @@ hnswbulkdelete(IndexVacuumInfo *info, IndexBulkDeleteResult *stats,
 	HnswMarkDeleted(info, stats, callback, callback_state, dead, &ndead);
 	if (ndead > 0)
 	{
+		/* the barrier: inserts that may have read an element before it was marked end */
+		LockPage(info->index, HNSW_UPDATE_LOCK, ExclusiveLock);
+		UnlockPage(info->index, HNSW_UPDATE_LOCK, ExclusiveLock);
 		ItemPointerSetInvalid(&best);
 		HnswRepairGraph(info, dead, &best, &bestlevel);
 		HnswReplaceEntryPoint(info->index, dead, &best, bestlevel);
-		HnswReconnect(info);
+		HnswReconnect(info); /* hnswreconnect.c */
+		HnswFreeDeleted(info);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);

@@ -165,12 +165,15 @@ VectorCosineKernel(int dim, const float *a, const float *b)
 	d += SumV8(dot);
 	x += SumV8(na);
 	y += SumV8(nb);
-	if (unlikely(!isfinite(d) || !isfinite(x) || !isfinite(y)))
+	if (unlikely(!isfinite(d) || !isfinite(x) || !isfinite(y) || x < FLT_MIN || y < FLT_MIN))
 	{
 		/*
-		 * A float4 sum overflowed (values near the float4 limit, e.g. 3e38):
-		 * the cosine itself is still defined, so compute it again in double
-		 * precision, which cannot overflow for finite float4 inputs.
+		 * A float4 sum overflowed (values near the float4 limit, e.g. 3e38)
+		 * or a squared norm underflowed (values near 1e-20 and below: the
+		 * float path answered 0 for '[0,0,1e-30]' <=> '[1,1,1]'): the cosine
+		 * itself is still defined, so compute it again in double precision,
+		 * which neither overflows nor underflows for finite float4 inputs.
+		 * A zero vector comes here too and gets NaN, as before.
 		 */
 		double dd = 0,
 			   dx = 0,
@@ -284,6 +287,9 @@ QuotePrefix(const char *s, int len)
 	return psprintf("%s...", pnstrdup(s, cut));
 }
 
+#define VECTOR_RANGE_HINT \
+	"Values must fit in a real (float4): 0, or magnitudes from about 1.4e-45 to 3.4e38."
+
 static void
 SyntaxError(const char *lit, const char *detail)
 {
@@ -330,11 +336,15 @@ vector_in(PG_FUNCTION_ARGS)
 		v = strtof(p, &end);
 		if (end == p)
 			SyntaxError(lit, "A value is not a number.");
-		if (errno == ERANGE && isinf(v))
+		/*
+		 * As float4in: ERANGE with 0 (underflow) or infinity (overflow) is
+		 * refused; ERANGE with a subnormal result is a value.
+		 */
+		if (errno == ERANGE && (v == 0 || isinf(v)))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("\"%s\" is out of range for type vector", QuotePrefix(p, end - p)),
-					 errhint("Values must fit in a real (float4).")));
+					 errhint(VECTOR_RANGE_HINT)));
 		CheckElement(v);
 		if (dim == VECTOR_MAX_DIM)
 			CheckDims(dim + 1);
@@ -443,6 +453,12 @@ vector_recv(PG_FUNCTION_ARGS)
 	int16 unused;
 	Vector *result;
 
+	if (buf->len - buf->cursor < (int) (2 * sizeof(int16)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("invalid binary vector: %d bytes where the header needs 4",
+						buf->len - buf->cursor),
+				 errhint("Send int16 dimensions, int16 zero, then the float4 values.")));
 	dim = pq_getmsgint(buf, sizeof(int16));
 	unused = pq_getmsgint(buf, sizeof(int16));
 	CheckDims(dim);
@@ -496,6 +512,35 @@ vector_coerce(PG_FUNCTION_ARGS)
 	PG_RETURN_VECTOR_P(v);
 }
 
+/*
+ * A numeric as a double, refusing what a double cannot hold with a message
+ * that quotes a prefix of the number only (numeric_float8's own error quotes
+ * all of its digits, and has no hint).  NaN and infinities come back as such,
+ * for CheckElement to refuse.
+ */
+static double
+NumericToDouble(Datum num)
+{
+	char *s = DatumGetCString(DirectFunctionCall1(numeric_out, num));
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("numeric \"%s\" cannot be read as a number", QuotePrefix(s, strlen(s))),
+				 errhint("Cast the array to double precision[] first.")));
+	if (errno == ERANGE && (v == 0 || isinf(v)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("\"%s\" is out of range for type vector", QuotePrefix(s, strlen(s))),
+				 errhint(VECTOR_RANGE_HINT)));
+	pfree(s);
+	return v;
+}
+
 /* real[], double precision[], integer[] and numeric[] to vector */
 PG_FUNCTION_INFO_V1(array_to_vector);
 Datum
@@ -545,7 +590,7 @@ array_to_vector(PG_FUNCTION_ARGS)
 				v = DatumGetInt32(elems[i]);
 				break;
 			case NUMERICOID:
-				v = DatumGetFloat8(DirectFunctionCall1(numeric_float8, elems[i]));
+				v = NumericToDouble(elems[i]);
 				break;
 			default:
 				ereport(ERROR,
@@ -554,11 +599,13 @@ array_to_vector(PG_FUNCTION_ARGS)
 						 errhint("Cast from real[], double precision[], integer[] or numeric[].")));
 				v = 0; /* keep the compiler quiet */
 		}
-		if (!isnan(v) && !isinf(v) && (v > FLT_MAX || v < -FLT_MAX))
+		/* as float8::real: overflow and underflow to zero are refused */
+		if (!isnan(v) && !isinf(v) && (v > FLT_MAX || v < -FLT_MAX || (v != 0 && (float) v == 0)))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("value %g is out of range for type vector", v),
-					 errhint("Values must fit in a real (float4).")));
+					 errdetail("Element %d is out of range.", i + 1),
+					 errhint(VECTOR_RANGE_HINT)));
 		result->x[i] = (float) v;
 		CheckElement(result->x[i]);
 	}

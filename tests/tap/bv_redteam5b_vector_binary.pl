@@ -8,7 +8,8 @@
 # Finding 12: a binary vector shorter than its 4-byte header (2 bytes) is
 #   refused with 08P01 "insufficient data left in message" (a protocol
 #   violation, PostgreSQL's message-buffer check) instead of 22P03 with a
-#   hint: vector_recv reads the header before checking the length.
+#   hint: vector_recv read the header before checking the length.  Fixed:
+#   it checks that the 4 header bytes are there first.
 use strict;
 use warnings;
 
@@ -57,11 +58,16 @@ for my $c (@cases)
 	like($err, qr/ERROR:\s+$state:/, "binary vector with $name: $state");
 }
 {
-	local $TODO = 'finding 12: a binary vector shorter than its header answers 08P01, not 22P03';
 	my $file = copy_file('truncated', pack('n', 2));
 	my ($rc, undef, $err) = $node->psql('bitvelocity', "\\set VERBOSITY verbose\nCOPY vb FROM '$file' WITH (FORMAT binary)");
 	like($err, qr/ERROR:\s+22P03:/, 'binary vector with a truncated header: 22P03');
 	like($err, qr/HINT:/, '... with a hint');
+	$file = copy_file('empty', '');
+	($rc, undef, $err) = $node->psql('bitvelocity', "\\set VERBOSITY verbose\nCOPY vb FROM '$file' WITH (FORMAT binary)");
+	like($err, qr/ERROR:\s+22P03:/, 'binary vector of 0 bytes: 22P03');
+	$file = copy_file('three_bytes', pack('nC', 1, 0));
+	($rc, undef, $err) = $node->psql('bitvelocity', "\\set VERBOSITY verbose\nCOPY vb FROM '$file' WITH (FORMAT binary)");
+	like($err, qr/ERROR:\s+22P03:/, 'binary vector of 3 bytes: 22P03');
 }
 my $ok = copy_file('ok', bvec(2, 0, 1, 2.5));
 sql("COPY vb FROM '$ok' WITH (FORMAT binary)");

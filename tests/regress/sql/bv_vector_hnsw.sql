@@ -22,7 +22,7 @@ $$;
 -- 40 points without ties, and a null.  With ef_search above the number of
 -- elements a scan reaches the whole graph before its first row, so the index
 -- must give exactly the exact order.
-CREATE TABLE items (id int PRIMARY KEY, v vector(3));
+CREATE TEMP TABLE items (id int PRIMARY KEY, v vector(3));
 INSERT INTO items SELECT g, ARRAY[sin(g * 1.1), cos(g * 0.7), (g % 7) / 3.3 + g * 0.001]::real[]
 FROM generate_series(1, 40) g;
 INSERT INTO items VALUES (41, NULL);
@@ -87,7 +87,7 @@ SELECT q, pg_temp.ids(q, true) = pg_temp.ids(q, false) AS index_matches_exact
 FROM (VALUES ('SELECT id FROM items ORDER BY v <-> ''[0.5,0.5,0.5]'' LIMIT 10')) t(q);
 
 -- an empty index: no rows, then a first insert makes the entry point
-CREATE TABLE empty_items (id int, v vector);
+CREATE TEMP TABLE empty_items (id int, v vector);
 CREATE INDEX empty_items_v ON empty_items USING hnsw (v vector_l2_ops);
 SELECT * FROM hnsw_check('empty_items_v');
 SET enable_seqscan = off;
@@ -114,7 +114,7 @@ SELECT q, pg_temp.refusal(q) FROM (VALUES
     ('SET bv_vector.no_such_setting = 1'),
     ('SELECT * FROM bv_vector.hnsw_check(''items_pkey'')')) t(q);
 -- vectors of two sizes in one index
-CREATE TABLE mixed (v vector);
+CREATE TEMP TABLE mixed (v vector);
 INSERT INTO mixed VALUES ('[1,2]'), ('[1,2,3]');
 SELECT pg_temp.refusal('CREATE INDEX ON mixed USING hnsw (v)');
 -- a query vector of the wrong size
@@ -122,7 +122,7 @@ SET enable_seqscan = off;
 SELECT pg_temp.refusal('SELECT id FROM empty_items ORDER BY v <-> ''[1,2,3]'' LIMIT 1');
 RESET enable_seqscan;
 -- a vector too wide for a page when m is large (2000 dims fit with m = 4)
-CREATE TABLE wide (v vector(1900));
+CREATE TEMP TABLE wide (v vector(1900));
 INSERT INTO wide SELECT array_fill(g::real, ARRAY[1900]) FROM generate_series(1, 20) g;
 SELECT pg_temp.refusal('CREATE INDEX ON wide USING hnsw (v) WITH (m = 100, ef_construction = 200)');
 CREATE INDEX wide_v ON wide USING hnsw (v) WITH (m = 4, ef_construction = 8);
@@ -131,7 +131,7 @@ SELECT elements FROM hnsw_check('wide_v');
 -- a build that outgrows maintenance_work_mem writes what it has and goes
 -- on inserting on disk: same index, slower build
 SELECT setseed(0.5);
-CREATE TABLE many (id int, v vector(32));
+CREATE TEMP TABLE many (id int, v vector(32));
 INSERT INTO many SELECT g, (SELECT array_agg(random()::real) FROM generate_series(1, 32) WHERE g > 0) FROM generate_series(1, 4000) g;
 SET maintenance_work_mem = '1MB';
 \set VERBOSITY terse

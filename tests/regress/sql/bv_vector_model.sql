@@ -11,11 +11,11 @@ SET search_path = public, bv_vector;
 SET max_parallel_workers_per_gather = 0;
 SELECT setseed(0.77) AS seed_0_77;
 
-CREATE TABLE m_items (id int PRIMARY KEY, v vector(8) NOT NULL);
+CREATE TEMP TABLE m_items (id int PRIMARY KEY, v vector(8) NOT NULL);
 INSERT INTO m_items SELECT g, (SELECT array_agg(random()::real) FROM generate_series(1, 8) WHERE g > 0)
 FROM generate_series(1, 300) g;
 CREATE INDEX m_items_v ON m_items USING hnsw (v) WITH (m = 4, ef_construction = 16);
-CREATE TABLE m_log (round int, live bigint, scanned bigint, distinct_ids bigint, ghosts bigint,
+CREATE TEMP TABLE m_log (round int, live bigint, scanned bigint, distinct_ids bigint, ghosts bigint,
                     unreachable bigint, top_matches boolean);
 
 CREATE FUNCTION pg_temp.round(r int) RETURNS void LANGUAGE plpgsql AS $$

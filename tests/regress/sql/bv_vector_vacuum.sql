@@ -8,7 +8,7 @@ SET max_parallel_workers_per_gather = 0;
 SELECT setseed(0.31) AS seed_0_31;
 
 -- 2,000 rows in 20 clusters of 16 dimensions
-CREATE TABLE vac_items (id int PRIMARY KEY, v vector(16) NOT NULL);
+CREATE TEMP TABLE vac_items (id int PRIMARY KEY, v vector(16) NOT NULL);
 INSERT INTO vac_items
 SELECT g, (SELECT array_agg(((g % 20) * 0.5 + random() * 0.4)::real * (1 + (d % 3)))
            FROM generate_series(1, 16) d WHERE g > 0)
