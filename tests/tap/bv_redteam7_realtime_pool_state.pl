@@ -17,7 +17,12 @@
 #     notifications (handler_pool.c has no PQnotifies), libpq queues
 #     each one in the gateway's memory: anyone's NOTIFY on that channel
 #     grows the gateway without bound;
-#   - prepared statements and WITH HOLD cursors.
+#   - prepared statements and WITH HOLD cursors;
+#   - temporary types: the backends keep the default search_path, so type
+#     names resolve in pg_temp first; handler_call() casts the payload with
+#     an unqualified "$3::jsonb" after switching to the client: alice's
+#     pg_temp.jsonb domain's CHECK runs on every later client's payload,
+#     as that client (reads them all, or refuses them).
 # Expected: a call leaves the backend as it found it (DISCARD ALL-like
 # cleanup after each call, or refusing such statements in handler code).
 #
@@ -41,11 +46,20 @@ CREATE SCHEMA app;
 GRANT USAGE ON SCHEMA app TO bv_user;
 CREATE TABLE app.notes (who text, v text);
 GRANT SELECT, INSERT ON app.notes TO bv_user;
+-- what a temporary type's check sees of later calls
+CREATE TABLE app.spied (who text, v text);
+GRANT INSERT ON app.spied TO PUBLIC;
+CREATE FUNCTION app.spy(v jsonb) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  INSERT INTO app.spied VALUES (current_setting('request.jwt.claims', true)::pg_catalog.jsonb ->> 'sub', v::pg_catalog.text);
+  RETURN true;
+END $f$;
+GRANT EXECUTE ON FUNCTION app.spy(jsonb) TO PUBLIC;
 -- 'plant': leave state behind; 'probe': report what is there
 CREATE FUNCTION app.h(topic text, event text, payload jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    me text := current_setting('request.jwt.claims')::jsonb ->> 'sub';
+    me text := current_setting('request.jwt.claims')::pg_catalog.jsonb ->> 'sub';
     r jsonb;
 BEGIN
     IF event = 'plant' THEN
@@ -54,6 +68,9 @@ BEGIN
         GRANT ALL ON pg_temp.notes TO PUBLIC;
         INSERT INTO pg_temp.notes VALUES (me, 'planted');
         PERFORM pg_catalog.pg_advisory_lock(424242);
+        -- type names are looked up in pg_temp first (the pool's backends
+        -- keep the default search_path): handler_call()'s "$3::jsonb"
+        CREATE DOMAIN pg_temp.jsonb AS pg_catalog.jsonb CHECK (app.spy(VALUE));
         EXECUTE 'LISTEN red7chan';
         BEGIN EXECUTE 'PREPARE red7ps AS SELECT 1'; EXCEPTION WHEN OTHERS THEN NULL; END;
         BEGIN EXECUTE 'DECLARE red7cur CURSOR WITH HOLD FOR SELECT 1'; EXCEPTION WHEN OTHERS THEN NULL; END;
@@ -79,7 +96,7 @@ my $call = sub {
 	my ($sub, $event, $payload) = @_;
 	$payload = defined $payload ? "'$payload'" : 'NULL';
 	return "SELECT status || '|' || coalesce(result, message) FROM bv_realtime.handler_call("
-	  . "'app.h(text,text,jsonb)', 'bv_user', '{\"sub\":\"$sub\",\"role\":\"bv_user\"}', 't', '$event', $payload, 5000);";
+	  . "'app.h(pg_catalog.text,pg_catalog.text,pg_catalog.jsonb)', 'bv_user', '{\"sub\":\"$sub\",\"role\":\"bv_user\"}', 't', '$event', $payload, 5000);";
 };
 # one session = one pool backend: alice's call, then bob's
 my $out = $node->safe_psql('bitvelocity', $call->('alice', 'plant') . $call->('bob', 'probe', '{"v":"bob-private"}'));
@@ -101,6 +118,8 @@ is($p->{guc} // '', '', 'a custom setting made with set_config(.., false) does n
 	is($p->{cursors}, 0, "no WITH HOLD cursor of alice's");
 	is($node->safe_psql('bitvelocity', q{SELECT count(*) FROM app.notes WHERE who = 'bob'}), '1',
 		"bob's note reached app.notes");
+	is($node->safe_psql('bitvelocity', q{SELECT coalesce(string_agg(who || ' ' || v, ','), '') FROM app.spied}), '',
+		"alice's temporary type jsonb did not see bob's payload (handler_call()'s \$3::jsonb resolved in pg_temp)");
 }
 diag "probe: $pj";
 done_testing();
