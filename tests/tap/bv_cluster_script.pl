@@ -32,7 +32,7 @@ is(query('SHOW listen_addresses'), '127.0.0.1', 'start: listens on loopback only
 # `make run` starts (its configuration is the one the tests use).  The jobs
 # are moved to every minute so that each runs within the test's time.
 is(query("SELECT string_agg(jobname, ',' ORDER BY jobname) FROM cron.job"),
-	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,chat-digests,chat-purge,'
+	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,chat-digests,chat-purge,chat-redact,'
 	  . 'commerce-purge-idempotency-keys,commerce-release-reservations,'
 	  . 'iot-partitions,iot-quarantine-purge,iot-rollups,ml-purge-prediction-log,'
 	  . 'social-fanout,social-maintenance',

@@ -44,7 +44,7 @@ like($err, qr/unscheduled pg_cron job \d+ \(iot-rollups\)/, 'a notice names each
 $node->safe_psql('bitvelocity', 'DROP EXTENSION bv_commerce CASCADE');
 $node->safe_psql('bitvelocity', 'DROP EXTENSION bv_ml CASCADE');
 is($jobs->(),
-	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,chat-digests,chat-purge,'
+	'bv_audit-partitions,bv_audit-purge,bv_audit-seal,chat-digests,chat-purge,chat-redact,'
 	  . 'operator-seal,operator-vacuum,social-fanout,social-maintenance',
 	'bv_commerce\'s and bv_ml\'s jobs went too; the others stay');
 
