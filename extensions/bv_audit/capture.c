@@ -28,7 +28,7 @@
  *			no partition routing.  The index entries are formed from the
  *			record's own values through the attribute numbers cached in the
  *			entry.  The partition is opened and closed per record (see
- *			insert_direct()).  Used when the partition of the transaction's
+ *			insert_direct()).  Used when the partition of the record's
  *			month exists, is a heap, has no insert triggers, CHECK
  *			constraints or generated columns of its own, its indexes are
  *			plain column indexes (no expressions, predicates, exclusion or
@@ -41,9 +41,17 @@
  *			type coercion, and whatever an administrator added to the audit
  *			table are all handled by the executor.
  *
- * The audit record's time is the transaction's start time, so a transaction
- * never leaves its month: the entry remembers the month it was built for and
- * is rebuilt when a transaction of another month uses it.
+ * The audit record's time (audit_ts) is the clock when the record is
+ * captured, GetCurrentTimestamp() in this AFTER trigger: the statement has
+ * changed the row and holds its lock (until its transaction ends), so a
+ * later writer of the same row (same key) captures after this transaction
+ * ended, hence at a later time and with a higher audit_id.  For each key,
+ * audit_ts is therefore non-decreasing in audit_id order, and as_of(t) never
+ * shows a version that had not been written by t (ADR 0013, docs
+ * "Time").  Records of one transaction, even of one statement, carry
+ * different times; a transaction can span a month boundary, so the entry
+ * remembers the month it was built for and is rebuilt when a record of
+ * another month comes.
  * The relcache callback (bv_audit.c) marks an entry invalid when the table,
  * its audit table or the month's partition changes (ALTER TABLE, the event trigger's
  * mirroring, a new partition) or when enable()/disable() call
@@ -64,7 +72,7 @@
  * UPDATE or DELETE; guard.c).
  *
  * Concurrency: audit rows are plain inserts into the partition of the
- * transaction's start time; writers of the same or different tables take
+ * record's time; writers of the same or different tables take
  * no heavyweight lock beyond RowExclusiveLock on the month's partition (the
  * slow path: on the audit table too) and its indexes, and never wait on
  * each other.  audit_id comes from audit_id.c: a spinlock in shared memory
@@ -321,7 +329,7 @@ stored_as_text(Oid type)
  * attribute mapping if so.  Runs inside build_entry()'s SPI connection.
  */
 static void
-build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
+build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names, TimestampTz ts)
 {
 	Oid argtypes[2] = {OIDOID, TIMESTAMPTZOID};
 	Datum args[2];
@@ -334,7 +342,7 @@ build_fast_path(CaptureEntry *entry, TupleDesc srcdesc, char **mirror_names)
 	entry->part_relid = InvalidOid;
 	entry->seq_relid = get_relname_relid("audit_id_seq", get_namespace_oid("bv_audit", false));
 	args[0] = ObjectIdGetDatum(entry->audit_relid);
-	args[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	args[1] = TimestampTzGetDatum(ts);
 	/* Bounds are compared in the text of this session, on both sides. */
 	ret = SPI_execute_with_args(
 		"SELECT b.lo, b.hi, p.oid FROM "
@@ -553,7 +561,7 @@ check_primary_key(Relation rel)
 }
 
 static void
-build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
+build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id, TimestampTz ts)
 {
 	TupleDesc desc = RelationGetDescr(rel);
 	Oid argtypes[2] = {INT4OID, OIDOID};
@@ -683,16 +691,16 @@ build_entry(CaptureEntry *entry, Relation rel, int32 tracked_id)
 		elog(ERROR, "preparing the audit insert failed: %s", SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(entry->plan) != 0)
 		elog(ERROR, "saving the audit insert failed");
-	build_fast_path(entry, desc, mirror_names);
+	build_fast_path(entry, desc, mirror_names, ts);
 	entry->valid = true;
 }
 
 /*
  * The entry of a table, built (through SPI) when it is missing, invalidated
- * or of another month than the current transaction.
+ * or of another month than the record's time ts.
  */
 static CaptureEntry *
-get_entry(Relation rel, int32 tracked_id)
+get_entry(Relation rel, int32 tracked_id, TimestampTz ts)
 {
 	Oid relid = RelationGetRelid(rel);
 	CaptureEntry *entry;
@@ -740,13 +748,12 @@ get_entry(Relation rel, int32 tracked_id)
 		entry->part_relid = InvalidOid;
 	}
 	if (!entry->valid || entry->tracked_id != tracked_id ||
-		GetCurrentTransactionStartTimestamp() < entry->month_lo ||
-		GetCurrentTransactionStartTimestamp() >= entry->month_hi)
+		ts < entry->month_lo || ts >= entry->month_hi)
 	{
 		entry->valid = false;
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		build_entry(entry, rel, tracked_id);
+		build_entry(entry, rel, tracked_id, ts);
 		SPI_finish();
 	}
 	return entry;
@@ -923,7 +930,7 @@ key_exists(CaptureEntry *entry, Relation rel, const Datum *vals, const bool *nul
  * and the record are built again.
  */
 static void
-write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx, int op,
+write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx, TimestampTz ts, int op,
 			 const Datum *vals, const bool *nulls_in, const Datum *oldvals, const bool *oldnulls,
 			 const Datum *newvals, const bool *newnulls)
 {
@@ -935,14 +942,14 @@ write_record(TriggerData *trigdata, int32 tracked_id, const BvAuditContext *ctx,
 
 	for (;;)
 	{
-		entry = get_entry(trigdata->tg_relation, tracked_id);
+		entry = get_entry(trigdata->tg_relation, tracked_id, ts);
 
 		/* audit_op .. audit_changed, in the order of the INSERT's parameters */
 		memset(metanull, 0, sizeof(metanull));
 		meta[0] = op_text[op];
 		meta[1] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 		meta[2] = ctx->actor;
-		meta[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		meta[3] = TimestampTzGetDatum(ts);
 		meta[4] = ctx->app;
 		metanull[4] = ctx->app_null;
 		meta[5] = ctx->client;
@@ -1084,6 +1091,7 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	bool *inulls = NULL, *onulls = NULL;
 	int op;
 	int32 tracked_id;
+	TimestampTz ts;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		(TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) &&
@@ -1096,6 +1104,11 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 	tracked_id = tracked_id_arg(trigdata);
 	desc = RelationGetDescr(trigdata->tg_relation);
 	ctx = bv_audit_context();
+	/*
+	 * The record's time: the clock now, in an AFTER trigger, so after the
+	 * statement took the row's lock (see the file comment).
+	 */
+	ts = GetCurrentTimestamp();
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
@@ -1133,15 +1146,15 @@ bv_audit_capture_trigger(PG_FUNCTION_ARGS)
 		onulls = palloc(sizeof(bool) * desc->natts);
 		heap_deform_tuple(trigdata->tg_trigtuple, desc, ovals, onulls);
 
-		entry = get_entry(trigdata->tg_relation, tracked_id);
+		entry = get_entry(trigdata->tg_relation, tracked_id, ts);
 		if (key_changed(entry, desc, ovals, onulls, ivals, inulls))
 		{
 			if (!key_exists(entry, trigdata->tg_relation, ovals, onulls))
-				write_record(trigdata, tracked_id, ctx, 2, ovals, onulls, ovals, onulls, ivals, inulls);
-			write_record(trigdata, tracked_id, ctx, 0, ivals, inulls, ovals, onulls, ivals, inulls);
+				write_record(trigdata, tracked_id, ctx, ts, 2, ovals, onulls, ovals, onulls, ivals, inulls);
+			write_record(trigdata, tracked_id, ctx, ts, 0, ivals, inulls, ovals, onulls, ivals, inulls);
 			return PointerGetDatum(NULL);
 		}
 	}
-	write_record(trigdata, tracked_id, ctx, op, ivals, inulls, ovals, onulls, ivals, inulls);
+	write_record(trigdata, tracked_id, ctx, ts, op, ivals, inulls, ovals, onulls, ivals, inulls);
 	return PointerGetDatum(NULL);
 }

@@ -532,7 +532,14 @@ read_context(WalApply *wa, const char *content)
 		if (errno != 0 || *end != '\0' || end == start)
 			start = NULL;
 	}
-	wa->ctx.ts = TimestampTzGetDatum(start != NULL ? (TimestampTz) ts : wa->commit_ts);
+	/*
+	 * The record's time is its transaction's commit time (ADR 0013, "Time");
+	 * the writer's start time in the message only stands in when wal2json
+	 * gave none.
+	 */
+	wa->ctx.ts = TimestampTzGetDatum(wa->commit_ts != 0 ? wa->commit_ts
+									 : start != NULL    ? (TimestampTz) ts
+														: GetCurrentTimestamp());
 }
 
 /* The context of changes with no message before them in their transaction. */
@@ -542,7 +549,7 @@ unknown_context(WalApply *wa)
 	wa->ctx.known = false;
 	wa->ctx.actor = CStringGetTextDatum("unknown");
 	wa->ctx.trace_null = wa->ctx.app_null = wa->ctx.client_null = true;
-	wa->ctx.ts = TimestampTzGetDatum(wa->commit_ts);
+	wa->ctx.ts = TimestampTzGetDatum(wa->commit_ts != 0 ? wa->commit_ts : GetCurrentTimestamp());
 }
 
 /* A 32-bit xid of a transaction that committed, as its xid8. */

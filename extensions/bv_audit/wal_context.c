@@ -10,7 +10,9 @@
  * statement that writes a WAL-mode table, the writer emits one
  * transactional logical decoding message (prefix "bv_audit") holding the
  * statement's context: actor, traceparent, application name, client
- * address and the transaction's start time (the audit_ts of trigger mode).
+ * address and the transaction's start time (the worker stamps records with
+ * the commit time wal2json reports; the start time only stands in when
+ * that is missing, see ADR 0013 "Time").
  * The message is signed with a key only the server holds (wal_key.c).
  * Being transactional, the message is decoded in its transaction, in LSN
  * order before the statement's changes, and vanishes with a rolled-back

@@ -510,3 +510,168 @@ CREATE CONSTRAINT TRIGGER bv_audit_reinclude AFTER UPDATE OF exclude_attnums ON 
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW WHEN (OLD.exclude_attnums IS DISTINCT FROM NEW.exclude_attnums)
     EXECUTE FUNCTION bv_audit._wal_reinclude();
+
+-- ===========================================================================
+-- Red-team 6b finding 5: a record's time.  Records written by SQL (the
+-- snapshot at enable(), rows re-recorded after DDL) take the clock when
+-- they are written, as the capture trigger does, not the transaction's
+-- start: per key, audit_ts must not go back in audit_id order (the
+-- transaction may have started before the last writer of a row recorded
+-- it).  docs/bv_audit.md "Time", ADR 0013.
+-- ===========================================================================
+CREATE OR REPLACE FUNCTION bv_audit._snapshot(t bv_audit.tracked)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    src text;
+    n bigint;
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('s.%I', att.attname), ', ' ORDER BY c.src_attnum)
+      INTO cols, src
+      FROM bv_audit.columns c
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped
+     WHERE c.tracked_id = t.id;
+    EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+                   'audit_client, audit_trace, %s) '
+                   'SELECT ''S'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.clock_timestamp(), '
+                   'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+                   'pg_catalog.inet_client_addr(), bv.trace_context(), %s FROM ONLY %I.%I s',
+                   t.audit_table, cols, src, t.source_schema, t.source_table);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit._record_rows(t bv_audit.tracked, changed smallint[], only_non_null boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    src text;
+    names text[];
+    cond text;
+    n bigint;
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('s.%I', att.attname), ', ' ORDER BY c.src_attnum)
+      INTO cols, src
+      FROM bv_audit.columns c
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped
+     WHERE c.tracked_id = t.id;
+    SELECT array_agg(att.attname::text ORDER BY att.attnum),
+           string_agg(format('s.%I IS NOT NULL', att.attname), ' OR ')
+      INTO names, cond
+      FROM pg_catalog.pg_attribute att
+     WHERE att.attrelid = t.relid AND att.attnum = ANY (changed) AND NOT att.attisdropped;
+    IF names IS NULL OR cols IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+                   'audit_client, audit_trace, audit_changed, %s) '
+                   'SELECT ''U'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.clock_timestamp(), '
+                   'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+                   'pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s FROM ONLY %I.%I s WHERE %s',
+                   t.audit_table, cols, src, t.source_schema, t.source_table,
+                   CASE WHEN only_non_null THEN cond ELSE 'true' END)
+        USING names;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit._record_vanished(t bv_audit.tracked, changed text[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    keys text;
+    join_cond text;
+    cols text;
+    lcols text;
+    n bigint;
+BEGIN
+    -- The source key is compared in the audit column's type: an enum key is
+    -- kept as text, a domain key as its base type (#18 item 7), and a label
+    -- renamed since must not make the comparison fail.  NOT EXISTS becomes
+    -- an anti-join, hashed where the cast keeps the key index out of use.
+    SELECT string_agg(format('a.%I', c.audit_column), ', ' ORDER BY p.ord),
+           string_agg(format('s.%I::%s = l.%I', att.attname,
+                             pg_catalog.format_type(aa.atttypid, aa.atttypmod), c.audit_column),
+                      ' AND ' ORDER BY p.ord)
+      INTO keys, join_cond
+      FROM unnest(t.pk_columns) WITH ORDINALITY AS p(col, ord)
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = t.relid AND att.attname = p.col
+      JOIN bv_audit.columns c ON c.tracked_id = t.id AND c.src_attnum = att.attnum
+      JOIN pg_catalog.pg_attribute aa
+        ON aa.attrelid = pg_catalog.format('bv_audit.%I', t.audit_table)::pg_catalog.regclass
+       AND aa.attname = c.audit_column;
+    -- The mirrored columns (dropped ones included); not the audit columns
+    -- of columns excluded since, whose past values stay where they are.
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('l.%I', c.audit_column), ', ' ORDER BY c.src_attnum)
+      INTO cols, lcols
+      FROM bv_audit.columns c
+     WHERE c.tracked_id = t.id;
+    IF keys IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format(
+        'INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+        '                         audit_client, audit_trace, audit_changed, %s) '
+        'SELECT ''D'', pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.clock_timestamp(), '
+        '       NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+        '       pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s '
+        '  FROM (SELECT DISTINCT ON (%s) a.* FROM bv_audit.%I a '
+        '         WHERE a.audit_op <> ''T'' '
+        '           AND a.audit_id > coalesce((SELECT max(x.audit_id) FROM bv_audit.%I x WHERE x.audit_op = ''T''), 0) '
+        '         ORDER BY %s, a.audit_id DESC) l '
+        ' WHERE l.audit_op <> ''D'' AND NOT EXISTS (SELECT 1 FROM ONLY %I.%I s WHERE %s)',
+        t.audit_table, cols, lcols,
+        keys, t.audit_table, t.audit_table, keys, t.source_schema, t.source_table, join_cond)
+        USING changed;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+CREATE OR REPLACE FUNCTION bv_audit._record_rows_where(t bv_audit.tracked, changed smallint[], cond text, op text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cols text;
+    src text;
+    names text[];
+    n bigint;
+BEGIN
+    SELECT string_agg(format('%I', c.audit_column), ', ' ORDER BY c.src_attnum),
+           string_agg(format('s.%I', att.attname), ', ' ORDER BY c.src_attnum)
+      INTO cols, src
+      FROM bv_audit.columns c
+      JOIN pg_catalog.pg_attribute att
+        ON att.attrelid = t.relid AND att.attnum = c.src_attnum AND NOT att.attisdropped
+     WHERE c.tracked_id = t.id;
+    SELECT array_agg(att.attname::text ORDER BY att.attnum) INTO names
+      FROM pg_catalog.pg_attribute att
+     WHERE att.attrelid = t.relid AND att.attnum = ANY (changed) AND NOT att.attisdropped;
+    IF names IS NULL OR cols IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('INSERT INTO bv_audit.%I (audit_op, audit_xid, audit_actor, audit_ts, audit_app, '
+                   'audit_client, audit_trace, audit_changed, %s) '
+                   'SELECT %L, pg_catalog.pg_current_xact_id(), bv.actor(), pg_catalog.clock_timestamp(), '
+                   'NULLIF(pg_catalog.current_setting(''application_name''), ''''), '
+                   'pg_catalog.inet_client_addr(), bv.trace_context(), $1, %s FROM ONLY %I.%I s WHERE %s',
+                   t.audit_table, cols, op, src, t.source_schema, t.source_table, cond)
+        USING names;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;

@@ -1,7 +1,7 @@
 -- bv_audit's API contract: functions, privileges, security settings,
 -- comments, and the SQLSTATE of every refusal.
 BEGIN;
-SELECT plan(63);
+SELECT plan(64);
 
 SELECT has_schema('bv_audit');
 SELECT has_extension('bv_audit');
@@ -88,7 +88,10 @@ UPDATE public.tap_t SET v = 'b';
 SELECT results_eq($$SELECT operation, changed_columns FROM bv_audit.history('public.tap_t', '{"id":1}')$$,
                   $$VALUES ('S'::text, NULL::text[]), ('U', '{v,updated_by,updated_at}')$$,
                   'history() shows the snapshot and the update with changed columns');
-SELECT is((SELECT count(*)::int FROM bv_audit.as_of('public.tap_t', now())), 1, 'as_of() now has the row');
+-- In the writing transaction: its records are later than now() (its start).
+SELECT is((SELECT count(*)::int FROM bv_audit.as_of('public.tap_t', clock_timestamp())), 1, 'as_of() now has the row');
+SELECT is((SELECT count(*)::int FROM bv_audit.as_of('public.tap_t', now())), 0,
+          'as_of(now()) in the writing transaction: its records are later than its start');
 
 -- The history index: bloom (BRIN) by default, btree on request; history()'s
 -- key condition (key = constant, or NULL key for TRUNCATE records) can use it.

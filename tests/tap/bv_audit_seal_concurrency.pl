@@ -30,7 +30,7 @@ SELECT bv_audit.enable('public.sc_acc');
 SELECT bv_audit.enable('public.sc_log');
 });
 
-# A writer transaction starts (its audit_ts is this start), waits, and only
+# A writer transaction starts (its audit_ts are at least this start), waits, and only
 # then takes its transaction id; some wait long, so that transactions with
 # older start times commit after younger ones and the oldest running
 # transaction changes under the sealer all the time.

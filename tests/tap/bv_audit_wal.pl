@@ -78,7 +78,7 @@ is(q1(q{SELECT string_agg(audit_op || ':' || coalesce(id::text, '-') || ':' || a
 	'each record names the actor of its statement; the rolled-back one left nothing; a forged message is ignored');
 is(q1(q{SELECT count(DISTINCT audit_ts) || ' ' || bool_and(audit_changed = '{v}') FILTER (WHERE audit_op = 'U')
           FROM bv_audit.public__w WHERE audit_op IN ('U', 'D')}),
-	'1 true', 'records carry the transaction start and the changed columns');
+	'1 true', 'records carry their transaction commit time and the changed columns');
 
 # ---- kill -9 of the worker while writers commit ----
 my $connstr = $node->connstr($db);
