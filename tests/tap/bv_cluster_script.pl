@@ -96,7 +96,7 @@ ok(!-f "$home/data/postmaster.pid", 'busy port: no server was started');
 close $squatter;
 
 ($rc, $out, $err) = cluster('start');
-is($rc, 0, 'after the port is freed: start succeeds');
+is($rc, 0, 'after the port is freed: start succeeds') or diag($err);
 cluster('stop');
 
 done_testing();

@@ -120,8 +120,16 @@ cmd_status() {
 }
 
 cmd_stop() {
+    local pid
     if running; then
-        kill "$(cat "$PIDFILE")"
+        pid=$(cat "$PIDFILE")
+        kill "$pid"
+        # Wait until it has exited (and let go of its port), so that an
+        # immediate start finds the port free: up to 10 s.
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
         rm -f "$PIDFILE"
         bv_say "PostgREST: stopped"
     fi
