@@ -130,6 +130,12 @@ cmd_stop() {
         sleep 0.1
     done
     rm -f "$DIR/wrapper.pid"
+    # An immediate start refuses a busy port: wait until the VM let go of it
+    # (up to 10 s).
+    for _ in $(seq 100); do
+        port_busy "$PORT" || break
+        sleep 0.1
+    done
     # epmd refuses to stop while the node is still registered: retry.
     for _ in $(seq 300); do
         ERL_EPMD_PORT=$((PORT + 2)) epmd -kill 2>/dev/null | grep -q Killed && break
